@@ -1,0 +1,183 @@
+// Package embedded starts etcd and NATS inside the process: the built-in
+// default of `make run`, and the real servers the tests run against.
+package embedded
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"net"
+	"net/url"
+	"path/filepath"
+	"strings"
+	"sync"
+	"time"
+
+	clientv3 "go.etcd.io/etcd/client/v3"
+	"go.etcd.io/etcd/server/v3/embed"
+	"go.uber.org/zap"
+)
+
+// EtcdOptions configures an embedded etcd cluster.
+type EtcdOptions struct {
+	// Dir holds each member's data in Dir/<name>.
+	Dir string
+	// Members is the cluster size (1 when 0).
+	Members int
+	// ClientAddrs are the client listen addresses, one per member; empty
+	// entries (or a short list) pick free loopback ports.
+	ClientAddrs []string
+	// Logger receives etcd's own logs; nil silences them (embedded etcd logs
+	// harmless errors on close).
+	Logger *zap.Logger
+	// NoFsync trades durability for speed (tests only).
+	NoFsync bool
+	// StartTimeout bounds the wait for the cluster to elect a leader.
+	StartTimeout time.Duration
+}
+
+// EtcdCluster is a running embedded etcd cluster.
+type EtcdCluster struct {
+	members   []*embed.Etcd
+	endpoints []string
+	closeOnce sync.Once
+}
+
+// StartEtcd starts an embedded etcd cluster and waits until it serves.
+func StartEtcd(ctx context.Context, opts EtcdOptions) (*EtcdCluster, error) {
+	n := opts.Members
+	if n <= 0 {
+		n = 1
+	}
+	if opts.StartTimeout == 0 {
+		opts.StartTimeout = 60 * time.Second
+	}
+	logger := opts.Logger
+	if logger == nil {
+		logger = zap.NewNop()
+	}
+	type member struct {
+		name         string
+		client, peer url.URL
+	}
+	members := make([]member, n)
+	var initial []string
+	for i := range members {
+		name := fmt.Sprintf("m%d", i)
+		clientAddr := ""
+		if i < len(opts.ClientAddrs) {
+			clientAddr = opts.ClientAddrs[i]
+		}
+		if clientAddr == "" {
+			var err error
+			if clientAddr, err = freeLoopbackAddr(); err != nil {
+				return nil, err
+			}
+		}
+		peerAddr, err := freeLoopbackAddr()
+		if err != nil {
+			return nil, err
+		}
+		members[i] = member{
+			name:   name,
+			client: url.URL{Scheme: "http", Host: clientAddr},
+			peer:   url.URL{Scheme: "http", Host: peerAddr},
+		}
+		initial = append(initial, name+"="+members[i].peer.String())
+	}
+
+	c := &EtcdCluster{}
+	var (
+		mu       sync.Mutex
+		wg       sync.WaitGroup
+		startErr error
+	)
+	// Members of a new cluster must start together: each waits for a quorum.
+	for _, m := range members {
+		cfg := embed.NewConfig()
+		cfg.Name = m.name
+		cfg.Dir = filepath.Join(opts.Dir, m.name)
+		cfg.ListenClientUrls = []url.URL{m.client}
+		cfg.AdvertiseClientUrls = []url.URL{m.client}
+		cfg.ListenPeerUrls = []url.URL{m.peer}
+		cfg.AdvertisePeerUrls = []url.URL{m.peer}
+		cfg.InitialCluster = strings.Join(initial, ",")
+		cfg.InitialClusterToken = "avatarfleet"
+		cfg.ZapLoggerBuilder = embed.NewZapLoggerBuilder(logger)
+		cfg.UnsafeNoFsync = opts.NoFsync
+		// Old revisions are only needed by watchers catching up.
+		cfg.AutoCompactionMode = embed.CompactorModePeriodic
+		cfg.AutoCompactionRetention = "5m"
+		e, err := embed.StartEtcd(cfg)
+		if err != nil {
+			c.Close()
+			return nil, fmt.Errorf("start embedded etcd member %s: %w", m.name, err)
+		}
+		c.members = append(c.members, e)
+		c.endpoints = append(c.endpoints, m.client.String())
+	}
+	for _, e := range c.members {
+		wg.Go(func() {
+			select {
+			case <-e.Server.ReadyNotify():
+			case err := <-e.Err():
+				mu.Lock()
+				startErr = errors.Join(startErr, err)
+				mu.Unlock()
+			case <-time.After(opts.StartTimeout):
+				mu.Lock()
+				startErr = errors.Join(startErr, errors.New("embedded etcd: timed out waiting for a leader"))
+				mu.Unlock()
+			case <-ctx.Done():
+				mu.Lock()
+				startErr = errors.Join(startErr, ctx.Err())
+				mu.Unlock()
+			}
+		})
+	}
+	wg.Wait()
+	if startErr != nil {
+		c.Close()
+		return nil, startErr
+	}
+	return c, nil
+}
+
+// Endpoints are the client URLs of every member.
+func (c *EtcdCluster) Endpoints() []string { return append([]string(nil), c.endpoints...) }
+
+// Member returns member i, for tests that stop one.
+func (c *EtcdCluster) Member(i int) *embed.Etcd { return c.members[i] }
+
+// Client returns a new client of the whole cluster; the caller closes it.
+func (c *EtcdCluster) Client() (*clientv3.Client, error) {
+	cli, err := clientv3.New(clientv3.Config{
+		Endpoints:   c.Endpoints(),
+		DialTimeout: 5 * time.Second,
+		Logger:      zap.NewNop(),
+	})
+	if err != nil {
+		return nil, fmt.Errorf("etcd client for %v: %w", c.endpoints, err)
+	}
+	return cli, nil
+}
+
+// Close stops every member.
+func (c *EtcdCluster) Close() {
+	c.closeOnce.Do(func() {
+		var wg sync.WaitGroup
+		for _, e := range c.members {
+			wg.Go(e.Close)
+		}
+		wg.Wait()
+	})
+}
+
+func freeLoopbackAddr() (string, error) {
+	l, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		return "", fmt.Errorf("pick a free port: %w", err)
+	}
+	defer l.Close()
+	return l.Addr().String(), nil
+}

@@ -1,0 +1,87 @@
+package embedded
+
+import (
+	"fmt"
+	"net"
+	"os"
+	"strconv"
+	"time"
+
+	"github.com/nats-io/nats-server/v2/server"
+)
+
+// NATSOptions configures an embedded NATS server.
+type NATSOptions struct {
+	// Addr is host:port to listen on; "" picks a free loopback port.
+	Addr string
+	// StoreDir holds JetStream data; "" keeps it in a temporary directory.
+	StoreDir string
+	// StartTimeout bounds the wait for the server to accept clients.
+	StartTimeout time.Duration
+}
+
+// NATSServer is a running embedded NATS server with JetStream.
+type NATSServer struct {
+	srv     *server.Server
+	tempDir string // removed on Close when the store was temporary
+}
+
+// StartNATS starts an embedded NATS server with JetStream enabled.
+func StartNATS(opts NATSOptions) (*NATSServer, error) {
+	host, port := "127.0.0.1", -1 // -1: a random free port
+	if opts.Addr != "" {
+		h, p, err := net.SplitHostPort(opts.Addr)
+		if err != nil {
+			return nil, fmt.Errorf("embedded nats listen address %q: %w", opts.Addr, err)
+		}
+		if port, err = strconv.Atoi(p); err != nil {
+			return nil, fmt.Errorf("embedded nats listen port %q: %w", p, err)
+		}
+		if h != "" {
+			host = h
+		}
+	}
+	if opts.StartTimeout == 0 {
+		opts.StartTimeout = 10 * time.Second
+	}
+	var tempDir string
+	if opts.StoreDir == "" {
+		dir, err := os.MkdirTemp("", "avatarfleet-nats-")
+		if err != nil {
+			return nil, fmt.Errorf("embedded nats store: %w", err)
+		}
+		tempDir, opts.StoreDir = dir, dir
+	}
+	srv, err := server.NewServer(&server.Options{
+		ServerName: "avatarfleet-embedded",
+		Host:       host,
+		Port:       port,
+		JetStream:  true,
+		StoreDir:   opts.StoreDir,
+		NoSigs:     true,
+		NoLog:      true,
+	})
+	if err != nil {
+		_ = os.RemoveAll(tempDir)
+		return nil, fmt.Errorf("embedded nats: %w", err)
+	}
+	srv.Start()
+	if !srv.ReadyForConnections(opts.StartTimeout) {
+		srv.Shutdown()
+		_ = os.RemoveAll(tempDir)
+		return nil, fmt.Errorf("embedded nats on %s:%d: not ready after %s", host, port, opts.StartTimeout)
+	}
+	return &NATSServer{srv: srv, tempDir: tempDir}, nil
+}
+
+// URL is the client URL of the server.
+func (s *NATSServer) URL() string { return s.srv.ClientURL() }
+
+// Close shuts the server down and waits for it.
+func (s *NATSServer) Close() {
+	s.srv.Shutdown()
+	s.srv.WaitForShutdown()
+	if s.tempDir != "" {
+		_ = os.RemoveAll(s.tempDir)
+	}
+}

@@ -1,0 +1,145 @@
+// Package fleetbus is the fleet's use of NATS: the subjects, the JetStream
+// stream that keeps lifecycle events, and the publisher every component uses.
+//
+// Subjects:
+//
+//	avatarfleet.events.sessions.<session id>   Event (protobuf), JetStream-backed
+//	avatarfleet.events.workers.<worker id>     Event (protobuf), JetStream-backed
+//	avatarfleet.health.<worker id>             health request/reply (nats micro)
+package fleetbus
+
+import (
+	"context"
+	"crypto/rand"
+	"encoding/hex"
+	"errors"
+	"fmt"
+	"time"
+
+	"github.com/nats-io/nats.go"
+	"github.com/nats-io/nats.go/jetstream"
+	"google.golang.org/protobuf/proto"
+	"google.golang.org/protobuf/types/known/timestamppb"
+
+	fleetv1 "github.com/avatarfleet/avatarfleet/proto/fleet/v1"
+)
+
+// Subjects and names shared by publishers and subscribers.
+const (
+	EventsPrefix     = "avatarfleet.events."
+	EventsAll        = "avatarfleet.events.>"
+	SessionEventsPre = "avatarfleet.events.sessions."
+	WorkerEventsPre  = "avatarfleet.events.workers."
+	StreamName       = "AVATARFLEET_EVENTS"
+
+	HealthServiceName = "avatarfleet-worker"
+	HealthSubjectPre  = "avatarfleet.health."
+)
+
+// Event types.
+const (
+	SessionPlacing     = "session.placing"
+	SessionReady       = "session.ready"
+	SessionEnded       = "session.ended"
+	SessionFailed      = "session.failed"
+	WorkerRegistered   = "worker.registered"
+	WorkerDraining     = "worker.draining"
+	WorkerUndrained    = "worker.undrained"
+	WorkerDown         = "worker.down"
+	WorkerUp           = "worker.up"
+	WorkerLost         = "worker.lost"
+	WorkerDeregistered = "worker.deregistered"
+)
+
+// HealthSubject is the subject a worker answers health requests on.
+func HealthSubject(worker string) string { return HealthSubjectPre + worker }
+
+// EnsureStream creates or updates the stream that keeps events for replay
+// (SSE clients that reconnect, audits).
+func EnsureStream(ctx context.Context, js jetstream.JetStream, maxAge time.Duration) (jetstream.Stream, error) {
+	st, err := js.CreateOrUpdateStream(ctx, jetstream.StreamConfig{
+		Name:      StreamName,
+		Subjects:  []string{EventsAll},
+		Storage:   jetstream.FileStorage,
+		MaxAge:    maxAge,
+		Retention: jetstream.LimitsPolicy,
+		Discard:   jetstream.DiscardOld,
+	})
+	if err != nil {
+		return nil, fmt.Errorf("ensure stream %s: %w", StreamName, err)
+	}
+	return st, nil
+}
+
+// Publisher publishes lifecycle events.
+type Publisher struct {
+	js jetstream.JetStream
+}
+
+// NewPublisher returns a publisher over nc.
+func NewPublisher(nc *nats.Conn) (*Publisher, error) {
+	js, err := jetstream.New(nc)
+	if err != nil {
+		return nil, fmt.Errorf("jetstream: %w", err)
+	}
+	return &Publisher{js: js}, nil
+}
+
+// JetStream is the publisher's JetStream context.
+func (p *Publisher) JetStream() jetstream.JetStream { return p.js }
+
+// SessionEvent builds an event about a session record.
+func SessionEvent(typ string, s *fleetv1.Session) *fleetv1.Event {
+	return &fleetv1.Event{Type: typ, SessionId: s.GetId(), WorkerId: s.GetWorkerId(), Session: s}
+}
+
+// WorkerEvent builds an event about a worker.
+func WorkerEvent(typ, workerID string, w *fleetv1.Worker) *fleetv1.Event {
+	return &fleetv1.Event{Type: typ, WorkerId: workerID, Worker: w}
+}
+
+// Subject is the subject an event is published on.
+func Subject(e *fleetv1.Event) string {
+	if e.GetSessionId() != "" {
+		return SessionEventsPre + e.GetSessionId()
+	}
+	return WorkerEventsPre + e.GetWorkerId()
+}
+
+// Publish stamps an event with an id and time and publishes it, waiting for
+// the stream's acknowledgement. The event id doubles as the JetStream message
+// id, so a retried publish is stored once.
+func (p *Publisher) Publish(ctx context.Context, e *fleetv1.Event) error {
+	if e.GetSessionId() == "" && e.GetWorkerId() == "" {
+		return errors.New("publish event: neither session nor worker id")
+	}
+	if e.Id == "" {
+		e.Id = newEventID()
+	}
+	if e.Time == nil {
+		e.Time = timestamppb.Now()
+	}
+	b, err := proto.Marshal(e)
+	if err != nil {
+		return fmt.Errorf("marshal event %s: %w", e.GetType(), err)
+	}
+	if _, err := p.js.Publish(ctx, Subject(e), b, jetstream.WithMsgID(e.Id)); err != nil {
+		return fmt.Errorf("publish event %s on %s: %w", e.GetType(), Subject(e), err)
+	}
+	return nil
+}
+
+// DecodeEvent decodes an event message body.
+func DecodeEvent(b []byte) (*fleetv1.Event, error) {
+	e := &fleetv1.Event{}
+	if err := proto.Unmarshal(b, e); err != nil {
+		return nil, fmt.Errorf("decode event: %w", err)
+	}
+	return e, nil
+}
+
+func newEventID() string {
+	var b [12]byte
+	_, _ = rand.Read(b[:])
+	return "evt_" + hex.EncodeToString(b[:])
+}

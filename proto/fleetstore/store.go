@@ -1,0 +1,353 @@
+package fleetstore
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"regexp"
+	"time"
+
+	clientv3 "go.etcd.io/etcd/client/v3"
+	"google.golang.org/protobuf/proto"
+	"google.golang.org/protobuf/types/known/timestamppb"
+
+	fleetv1 "github.com/avatarfleet/avatarfleet/proto/fleet/v1"
+)
+
+// ErrNotFound is returned for a record that does not exist.
+var ErrNotFound = errors.New("not found")
+
+// ErrConflict is returned when a guarded transaction lost a race.
+var ErrConflict = errors.New("conflict")
+
+var namePattern = regexp.MustCompile(`^[a-zA-Z0-9][a-zA-Z0-9_.-]{0,63}$`)
+
+// ValidName reports whether s may be used as a worker id, avatar or voice
+// name: it becomes part of etcd keys and NATS subjects, so no '/', '*', '>'.
+func ValidName(s string) bool { return namePattern.MatchString(s) }
+
+// Store reads and changes the fleet's records in etcd.
+type Store struct {
+	cli  *clientv3.Client
+	keys Keys
+}
+
+// New returns a Store over cli with the given key layout.
+func New(cli *clientv3.Client, keys Keys) *Store {
+	return &Store{cli: cli, keys: keys}
+}
+
+// Keys is the store's key layout.
+func (s *Store) Keys() Keys { return s.keys }
+
+// Client is the etcd client the store uses.
+func (s *Store) Client() *clientv3.Client { return s.cli }
+
+// Terminal reports whether a session state is final.
+func Terminal(st fleetv1.SessionState) bool {
+	return st == fleetv1.SessionState_SESSION_STATE_ENDED || st == fleetv1.SessionState_SESSION_STATE_FAILED
+}
+
+func marshal(m proto.Message) string {
+	b, err := proto.Marshal(m)
+	if err != nil {
+		// Marshal of a well-formed generated message cannot fail.
+		panic(fmt.Sprintf("marshal %T: %v", m, err))
+	}
+	return string(b)
+}
+
+// DecodeWorker decodes a worker record.
+func DecodeWorker(b []byte) (*fleetv1.Worker, error) {
+	w := &fleetv1.Worker{}
+	if err := proto.Unmarshal(b, w); err != nil {
+		return nil, fmt.Errorf("decode worker record: %w", err)
+	}
+	return w, nil
+}
+
+// DecodeSession decodes a session record.
+func DecodeSession(b []byte) (*fleetv1.Session, error) {
+	ss := &fleetv1.Session{}
+	if err := proto.Unmarshal(b, ss); err != nil {
+		return nil, fmt.Errorf("decode session record: %w", err)
+	}
+	return ss, nil
+}
+
+// PutWorker writes a worker's record under its lease.
+func (s *Store) PutWorker(ctx context.Context, w *fleetv1.Worker, lease clientv3.LeaseID) error {
+	if _, err := s.cli.Put(ctx, s.keys.Worker(w.GetId()), marshal(w), clientv3.WithLease(lease)); err != nil {
+		return fmt.Errorf("put worker %s: %w", w.GetId(), err)
+	}
+	return nil
+}
+
+// Worker reads one worker record.
+func (s *Store) Worker(ctx context.Context, id string) (*fleetv1.Worker, error) {
+	resp, err := s.cli.Get(ctx, s.keys.Worker(id))
+	if err != nil {
+		return nil, fmt.Errorf("get worker %s: %w", id, err)
+	}
+	if len(resp.Kvs) == 0 {
+		return nil, fmt.Errorf("worker %s: %w", id, ErrNotFound)
+	}
+	return DecodeWorker(resp.Kvs[0].Value)
+}
+
+// SetDrained marks a worker drained (or not) by an admin. The mark has no
+// lease: it outlives a restart of the worker until someone undrains it.
+func (s *Store) SetDrained(ctx context.Context, worker string, drained bool) error {
+	var err error
+	if drained {
+		_, err = s.cli.Put(ctx, s.keys.Drain(worker), "")
+	} else {
+		_, err = s.cli.Delete(ctx, s.keys.Drain(worker))
+	}
+	if err != nil {
+		return fmt.Errorf("set drained=%v on %s: %w", drained, worker, err)
+	}
+	return nil
+}
+
+// SetDown marks a worker down (or up) after health checks. The mark is tied
+// to the worker's lease so it vanishes with the worker.
+func (s *Store) SetDown(ctx context.Context, worker string, lease clientv3.LeaseID, down bool) error {
+	key := s.keys.Health(worker)
+	if !down {
+		if _, err := s.cli.Delete(ctx, key); err != nil {
+			return fmt.Errorf("clear down mark on %s: %w", worker, err)
+		}
+		return nil
+	}
+	// Only while the worker record still exists under that lease: a put with
+	// a dead lease fails, and a put after the worker is gone would leak.
+	resp, err := s.cli.Txn(ctx).
+		If(clientv3.Compare(clientv3.LeaseValue(s.keys.Worker(worker)), "=", int64(lease))).
+		Then(clientv3.OpPut(key, "down", clientv3.WithLease(lease))).
+		Commit()
+	if err != nil {
+		return fmt.Errorf("mark %s down: %w", worker, err)
+	}
+	if !resp.Succeeded {
+		return fmt.Errorf("mark %s down: %w", worker, ErrNotFound)
+	}
+	return nil
+}
+
+// Reservation names one slot on one GPU of a worker, as seen in a cache at
+// the worker record's revision.
+type Reservation struct {
+	Worker      string
+	WorkerLease clientv3.LeaseID
+	// WorkerRevision is the ModRevision of the worker record the caller saw;
+	// the reservation fails if the record changed since (e.g. it drains).
+	WorkerRevision int64
+	GPU            uint32
+	Slot           uint32
+}
+
+// Reserve atomically takes a slot for a new session and writes the session
+// record, in one transaction that commits only if the slot is free, the
+// worker record is unchanged and neither drained nor down, and the session id
+// is unused. The slot key carries the worker's lease, so it vanishes with the
+// worker. ok is false when a condition failed (the caller tries elsewhere).
+func (s *Store) Reserve(ctx context.Context, r Reservation, sess *fleetv1.Session) (ok bool, err error) {
+	slotKey := s.keys.Slot(r.Worker, r.GPU, r.Slot)
+	sessKey := s.keys.Session(sess.GetId())
+	sess.WorkerId, sess.Gpu, sess.Slot = r.Worker, r.GPU, r.Slot
+	resp, err := s.cli.Txn(ctx).
+		If(
+			clientv3.Compare(clientv3.CreateRevision(slotKey), "=", 0),
+			clientv3.Compare(clientv3.ModRevision(s.keys.Worker(r.Worker)), "=", r.WorkerRevision),
+			clientv3.Compare(clientv3.CreateRevision(s.keys.Drain(r.Worker)), "=", 0),
+			clientv3.Compare(clientv3.CreateRevision(s.keys.Health(r.Worker)), "=", 0),
+			clientv3.Compare(clientv3.CreateRevision(sessKey), "=", 0),
+		).
+		Then(
+			clientv3.OpPut(slotKey, sess.GetId(), clientv3.WithLease(r.WorkerLease)),
+			clientv3.OpPut(sessKey, marshal(sess)),
+		).
+		Commit()
+	if err != nil {
+		return false, fmt.Errorf("reserve slot %s for %s: %w", slotKey, sess.GetId(), err)
+	}
+	return resp.Succeeded, nil
+}
+
+// Session reads one session record and its ModRevision.
+func (s *Store) Session(ctx context.Context, id string) (*fleetv1.Session, int64, error) {
+	resp, err := s.cli.Get(ctx, s.keys.Session(id))
+	if err != nil {
+		return nil, 0, fmt.Errorf("get session %s: %w", id, err)
+	}
+	if len(resp.Kvs) == 0 {
+		return nil, 0, fmt.Errorf("session %s: %w", id, ErrNotFound)
+	}
+	ss, err := DecodeSession(resp.Kvs[0].Value)
+	if err != nil {
+		return nil, 0, err
+	}
+	return ss, resp.Kvs[0].ModRevision, nil
+}
+
+// SessionEntry is a session record with its ModRevision.
+type SessionEntry struct {
+	Session  *fleetv1.Session
+	Revision int64
+}
+
+// Sessions lists every session record.
+func (s *Store) Sessions(ctx context.Context) ([]SessionEntry, error) {
+	resp, err := s.cli.Get(ctx, s.keys.Sessions(), clientv3.WithPrefix())
+	if err != nil {
+		return nil, fmt.Errorf("list sessions: %w", err)
+	}
+	out := make([]SessionEntry, 0, len(resp.Kvs))
+	for _, kv := range resp.Kvs {
+		ss, err := DecodeSession(kv.Value)
+		if err != nil {
+			return nil, fmt.Errorf("session key %s: %w", kv.Key, err)
+		}
+		out = append(out, SessionEntry{Session: ss, Revision: kv.ModRevision})
+	}
+	return out, nil
+}
+
+// UpdateSession writes a changed session record if it is still at revision
+// rev; it returns the new revision, or ErrConflict.
+func (s *Store) UpdateSession(ctx context.Context, sess *fleetv1.Session, rev int64) (int64, error) {
+	key := s.keys.Session(sess.GetId())
+	resp, err := s.cli.Txn(ctx).
+		If(clientv3.Compare(clientv3.ModRevision(key), "=", rev)).
+		Then(clientv3.OpPut(key, marshal(sess))).
+		Commit()
+	if err != nil {
+		return 0, fmt.Errorf("update session %s: %w", sess.GetId(), err)
+	}
+	if !resp.Succeeded {
+		return 0, fmt.Errorf("update session %s at revision %d: %w", sess.GetId(), rev, ErrConflict)
+	}
+	return resp.Header.Revision, nil
+}
+
+// EndSession moves a live session to a terminal state with a reason and
+// frees its slot, in one transaction guarded by the record's revision, so of
+// all the parties that try to end one session exactly one succeeds. ended is
+// true for that one; the others get ended=false and the record as it is.
+func (s *Store) EndSession(ctx context.Context, id string, state fleetv1.SessionState, reason fleetv1.EndReason, message string) (sess *fleetv1.Session, ended bool, err error) {
+	if !Terminal(state) {
+		return nil, false, fmt.Errorf("end session %s: state %s is not terminal", id, state)
+	}
+	for {
+		cur, rev, err := s.Session(ctx, id)
+		if err != nil {
+			return nil, false, err
+		}
+		if Terminal(cur.GetState()) {
+			return cur, false, nil
+		}
+		cur.State, cur.EndReason, cur.EndMessage = state, reason, message
+		cur.EndedAt = timestamppb.Now()
+		key := s.keys.Session(id)
+		resp, err := s.cli.Txn(ctx).
+			If(clientv3.Compare(clientv3.ModRevision(key), "=", rev)).
+			Then(
+				clientv3.OpPut(key, marshal(cur)),
+				s.releaseSlotOp(cur),
+			).
+			Commit()
+		if err != nil {
+			return nil, false, fmt.Errorf("end session %s: %w", id, err)
+		}
+		if resp.Succeeded {
+			return cur, true, nil
+		}
+		// Someone changed the record in between: read it again.
+	}
+}
+
+// releaseSlotOp deletes the session's slot key, but only if it still holds
+// this session (a slot is never freed on behalf of another session).
+func (s *Store) releaseSlotOp(sess *fleetv1.Session) clientv3.Op {
+	slotKey := s.keys.Slot(sess.GetWorkerId(), sess.GetGpu(), sess.GetSlot())
+	return clientv3.OpTxn(
+		[]clientv3.Cmp{clientv3.Compare(clientv3.Value(slotKey), "=", sess.GetId())},
+		[]clientv3.Op{clientv3.OpDelete(slotKey)},
+		nil,
+	)
+}
+
+// Unreserve undoes a reservation that never started: the session record and
+// its slot go, as if the placement had not happened. It fails with
+// ErrConflict if the record changed since rev.
+func (s *Store) Unreserve(ctx context.Context, sess *fleetv1.Session, rev int64) error {
+	key := s.keys.Session(sess.GetId())
+	resp, err := s.cli.Txn(ctx).
+		If(clientv3.Compare(clientv3.ModRevision(key), "=", rev)).
+		Then(clientv3.OpDelete(key), s.releaseSlotOp(sess)).
+		Commit()
+	if err != nil {
+		return fmt.Errorf("unreserve session %s: %w", sess.GetId(), err)
+	}
+	if !resp.Succeeded {
+		return fmt.Errorf("unreserve session %s: %w", sess.GetId(), ErrConflict)
+	}
+	return nil
+}
+
+// DeleteSessionRecord removes an ended session's record (retention expiry).
+func (s *Store) DeleteSessionRecord(ctx context.Context, id string, rev int64) error {
+	key := s.keys.Session(id)
+	_, err := s.cli.Txn(ctx).
+		If(clientv3.Compare(clientv3.ModRevision(key), "=", rev)).
+		Then(clientv3.OpDelete(key)).
+		Commit()
+	if err != nil {
+		return fmt.Errorf("delete session record %s: %w", id, err)
+	}
+	return nil
+}
+
+// ClaimIdempotencyKey binds an idempotency key to a session id unless it is
+// bound already; it returns the session id the key is bound to and whether
+// this call bound it. The binding expires after ttl.
+func (s *Store) ClaimIdempotencyKey(ctx context.Context, owner, key, sessionID string, ttl time.Duration) (bound string, claimed bool, err error) {
+	k := s.keys.Idempotency(owner, key)
+	lease, err := s.cli.Grant(ctx, int64(ttl/time.Second))
+	if err != nil {
+		return "", false, fmt.Errorf("grant idempotency lease: %w", err)
+	}
+	resp, err := s.cli.Txn(ctx).
+		If(clientv3.Compare(clientv3.CreateRevision(k), "=", 0)).
+		Then(clientv3.OpPut(k, sessionID, clientv3.WithLease(lease.ID))).
+		Else(clientv3.OpGet(k)).
+		Commit()
+	if err != nil {
+		return "", false, fmt.Errorf("claim idempotency key: %w", err)
+	}
+	if resp.Succeeded {
+		return sessionID, true, nil
+	}
+	// The lease is not needed; let it go without waiting for it.
+	_, _ = s.cli.Revoke(ctx, lease.ID)
+	kvs := resp.Responses[0].GetResponseRange().GetKvs()
+	if len(kvs) == 0 {
+		return "", false, fmt.Errorf("claim idempotency key: %w", ErrConflict)
+	}
+	return string(kvs[0].Value), false, nil
+}
+
+// ReleaseIdempotencyKey unbinds a key that is still bound to sessionID (the
+// placement it guarded failed, so a retry may try again).
+func (s *Store) ReleaseIdempotencyKey(ctx context.Context, owner, key, sessionID string) error {
+	k := s.keys.Idempotency(owner, key)
+	_, err := s.cli.Txn(ctx).
+		If(clientv3.Compare(clientv3.Value(k), "=", sessionID)).
+		Then(clientv3.OpDelete(k)).
+		Commit()
+	if err != nil {
+		return fmt.Errorf("release idempotency key: %w", err)
+	}
+	return nil
+}

@@ -1,0 +1,3 @@
+module github.com/avatarfleet/avatarfleet/sfu
+
+go 1.26.8

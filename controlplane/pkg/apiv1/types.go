@@ -1,0 +1,136 @@
+// Package apiv1 holds the JSON shapes of the public REST API (/v1): the
+// resources, the request bodies and the error envelope. The server and the
+// Go client (avatarctl) share them, so the two cannot drift apart.
+package apiv1
+
+import "time"
+
+// Session states.
+const (
+	StatePlacing  = "placing"
+	StateStarting = "starting"
+	StateReady    = "ready"
+	StateEnded    = "ended"
+	StateFailed   = "failed"
+)
+
+// End reasons.
+const (
+	ReasonDeleted     = "deleted"
+	ReasonIdleTimeout = "idle_timeout"
+	ReasonMaxDuration = "max_duration"
+	ReasonViewerGone  = "viewer_gone"
+	ReasonWorkerLost  = "worker_lost"
+	ReasonDrained     = "drained"
+	ReasonError       = "error"
+)
+
+// Worker states.
+const (
+	WorkerActive   = "active"
+	WorkerDraining = "draining"
+	WorkerDown     = "down"
+)
+
+// Session is one avatar session.
+type Session struct {
+	ID                 string            `json:"id"`
+	State              string            `json:"state"`
+	WorkerID           string            `json:"worker_id"`
+	GPU                uint32            `json:"gpu"`
+	Avatar             string            `json:"avatar"`
+	Voice              string            `json:"voice"`
+	Labels             map[string]string `json:"labels,omitempty"`
+	IdleTimeoutSeconds uint32            `json:"idle_timeout_seconds"`
+	MaxDurationSeconds uint32            `json:"max_duration_seconds"`
+	CreatedAt          time.Time         `json:"created_at"`
+	EndedAt            *time.Time        `json:"ended_at,omitempty"`
+	EndReason          string            `json:"end_reason,omitempty"`
+	EndMessage         string            `json:"end_message,omitempty"`
+	WHEPURL            string            `json:"whep_url"`
+	ViewerToken        string            `json:"viewer_token,omitempty"`
+}
+
+// SessionList is the body of GET /v1/sessions.
+type SessionList struct {
+	Sessions []Session `json:"sessions"`
+}
+
+// CreateSessionRequest is the body of POST /v1/sessions.
+type CreateSessionRequest struct {
+	Avatar             string            `json:"avatar,omitempty"`
+	Voice              string            `json:"voice,omitempty"`
+	Labels             map[string]string `json:"labels,omitempty"`
+	IdleTimeoutSeconds *int              `json:"idle_timeout_seconds,omitempty"`
+	MaxDurationSeconds *int              `json:"max_duration_seconds,omitempty"`
+}
+
+// SpeakRequest is the body of POST /v1/sessions/{id}/speak.
+type SpeakRequest struct {
+	Text      string `json:"text"`
+	Interrupt bool   `json:"interrupt,omitempty"`
+}
+
+// GPU is one device of a worker.
+type GPU struct {
+	Index uint32 `json:"index"`
+	Name  string `json:"name"`
+	Slots uint32 `json:"slots"`
+	Used  uint32 `json:"used"`
+}
+
+// Worker is one worker of the fleet.
+type Worker struct {
+	ID       string `json:"id"`
+	State    string `json:"state"`
+	Address  string `json:"address"`
+	GPUs     []GPU  `json:"gpus"`
+	Sessions int    `json:"sessions"`
+}
+
+// WorkerList is the body of GET /v1/workers.
+type WorkerList struct {
+	Workers []Worker `json:"workers"`
+}
+
+// Event is one lifecycle change, as sent on GET /v1/events.
+type Event struct {
+	ID        string    `json:"id"`
+	Type      string    `json:"type"`
+	Time      time.Time `json:"time"`
+	SessionID string    `json:"session_id,omitempty"`
+	WorkerID  string    `json:"worker_id,omitempty"`
+	Session   *Session  `json:"session,omitempty"`
+	Worker    *Worker   `json:"worker,omitempty"`
+}
+
+// Error codes.
+const (
+	CodeInvalidRequest       = "invalid_request"
+	CodeUnknownAvatar        = "unknown_avatar"
+	CodeUnknownVoice         = "unknown_voice"
+	CodeNotFound             = "not_found"
+	CodeNoCapacity           = "no_capacity"
+	CodeUnauthorized         = "unauthorized"
+	CodeForbidden            = "forbidden"
+	CodeUnsupportedMediaType = "unsupported_media_type"
+	CodePayloadTooLarge      = "payload_too_large"
+	CodeInvalidAudio         = "invalid_audio"
+	CodeInvalidSDP           = "invalid_sdp"
+	CodeSessionNotReady      = "session_not_ready"
+	CodeConflict             = "conflict"
+	CodeMethodNotAllowed     = "method_not_allowed"
+	CodeInternal             = "internal"
+	CodeUnavailable          = "unavailable"
+)
+
+// ErrorBody is the envelope of every error response.
+type ErrorBody struct {
+	Error ErrorDetail `json:"error"`
+}
+
+// ErrorDetail is a machine-readable code and a human message.
+type ErrorDetail struct {
+	Code    string `json:"code"`
+	Message string `json:"message"`
+}

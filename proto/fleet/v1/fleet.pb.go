@@ -84,11 +84,12 @@ type SessionState int32
 
 const (
 	SessionState_SESSION_STATE_UNSPECIFIED SessionState = 0
-	SessionState_SESSION_STATE_PLACING     SessionState = 1
-	SessionState_SESSION_STATE_STARTING    SessionState = 2
-	SessionState_SESSION_STATE_READY       SessionState = 3
-	SessionState_SESSION_STATE_ENDED       SessionState = 4
-	SessionState_SESSION_STATE_FAILED      SessionState = 5
+	// placing: no slot yet (re-placement after a worker was lost).
+	SessionState_SESSION_STATE_PLACING  SessionState = 1
+	SessionState_SESSION_STATE_STARTING SessionState = 2
+	SessionState_SESSION_STATE_READY    SessionState = 3
+	SessionState_SESSION_STATE_ENDED    SessionState = 4
+	SessionState_SESSION_STATE_FAILED   SessionState = 5
 )
 
 // Enum value maps for SessionState.
@@ -291,11 +292,14 @@ type Worker struct {
 	// grpc_address is where WorkerService listens (host:port).
 	GrpcAddress string `protobuf:"bytes,2,opt,name=grpc_address,json=grpcAddress,proto3" json:"grpc_address,omitempty"`
 	// media_address is the host:port its WebRTC media port advertises.
-	MediaAddress  string                 `protobuf:"bytes,3,opt,name=media_address,json=mediaAddress,proto3" json:"media_address,omitempty"`
-	Gpus          []*GPU                 `protobuf:"bytes,4,rep,name=gpus,proto3" json:"gpus,omitempty"`
-	State         WorkerState            `protobuf:"varint,5,opt,name=state,proto3,enum=avatarfleet.fleet.v1.WorkerState" json:"state,omitempty"`
-	StartedAt     *timestamppb.Timestamp `protobuf:"bytes,6,opt,name=started_at,json=startedAt,proto3" json:"started_at,omitempty"`
-	Version       string                 `protobuf:"bytes,7,opt,name=version,proto3" json:"version,omitempty"`
+	MediaAddress string                 `protobuf:"bytes,3,opt,name=media_address,json=mediaAddress,proto3" json:"media_address,omitempty"`
+	Gpus         []*GPU                 `protobuf:"bytes,4,rep,name=gpus,proto3" json:"gpus,omitempty"`
+	State        WorkerState            `protobuf:"varint,5,opt,name=state,proto3,enum=avatarfleet.fleet.v1.WorkerState" json:"state,omitempty"`
+	StartedAt    *timestamppb.Timestamp `protobuf:"bytes,6,opt,name=started_at,json=startedAt,proto3" json:"started_at,omitempty"`
+	Version      string                 `protobuf:"bytes,7,opt,name=version,proto3" json:"version,omitempty"`
+	// avatars and voices are the names this worker can serve.
+	Avatars       []string `protobuf:"bytes,8,rep,name=avatars,proto3" json:"avatars,omitempty"`
+	Voices        []string `protobuf:"bytes,9,rep,name=voices,proto3" json:"voices,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -377,6 +381,20 @@ func (x *Worker) GetVersion() string {
 		return x.Version
 	}
 	return ""
+}
+
+func (x *Worker) GetAvatars() []string {
+	if x != nil {
+		return x.Avatars
+	}
+	return nil
+}
+
+func (x *Worker) GetVoices() []string {
+	if x != nil {
+		return x.Voices
+	}
+	return nil
 }
 
 // Session is the record of one avatar session in etcd.
@@ -1203,7 +1221,7 @@ const file_fleet_v1_fleet_proto_rawDesc = "" +
 	"\x04name\x18\x02 \x01(\tR\x04name\x12!\n" +
 	"\fmemory_bytes\x18\x03 \x01(\x04R\vmemoryBytes\x12\x14\n" +
 	"\x05slots\x18\x04 \x01(\rR\x05slots\x12\x10\n" +
-	"\x03cpu\x18\x05 \x01(\bR\x03cpu\"\x9d\x02\n" +
+	"\x03cpu\x18\x05 \x01(\bR\x03cpu\"\xcf\x02\n" +
 	"\x06Worker\x12\x0e\n" +
 	"\x02id\x18\x01 \x01(\tR\x02id\x12!\n" +
 	"\fgrpc_address\x18\x02 \x01(\tR\vgrpcAddress\x12#\n" +
@@ -1212,7 +1230,9 @@ const file_fleet_v1_fleet_proto_rawDesc = "" +
 	"\x05state\x18\x05 \x01(\x0e2!.avatarfleet.fleet.v1.WorkerStateR\x05state\x129\n" +
 	"\n" +
 	"started_at\x18\x06 \x01(\v2\x1a.google.protobuf.TimestampR\tstartedAt\x12\x18\n" +
-	"\aversion\x18\a \x01(\tR\aversion\"\x8f\x05\n" +
+	"\aversion\x18\a \x01(\tR\aversion\x12\x18\n" +
+	"\aavatars\x18\b \x03(\tR\aavatars\x12\x16\n" +
+	"\x06voices\x18\t \x03(\tR\x06voices\"\x8f\x05\n" +
 	"\aSession\x12\x0e\n" +
 	"\x02id\x18\x01 \x01(\tR\x02id\x12\x1b\n" +
 	"\tworker_id\x18\x02 \x01(\tR\bworkerId\x12\x10\n" +

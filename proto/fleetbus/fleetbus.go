@@ -39,6 +39,7 @@ const (
 // Event types.
 const (
 	SessionPlacing     = "session.placing"
+	SessionStarting    = "session.starting"
 	SessionReady       = "session.ready"
 	SessionEnded       = "session.ended"
 	SessionFailed      = "session.failed"

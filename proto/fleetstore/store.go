@@ -151,8 +151,9 @@ type Reservation struct {
 // record, in one transaction that commits only if the slot is free, the
 // worker record is unchanged and neither drained nor down, and the session id
 // is unused. The slot key carries the worker's lease, so it vanishes with the
-// worker. ok is false when a condition failed (the caller tries elsewhere).
-func (s *Store) Reserve(ctx context.Context, r Reservation, sess *fleetv1.Session) (ok bool, err error) {
+// worker. ok is false when a condition failed (the caller tries elsewhere);
+// rev is the session record's revision when it succeeded.
+func (s *Store) Reserve(ctx context.Context, r Reservation, sess *fleetv1.Session) (rev int64, ok bool, err error) {
 	slotKey := s.keys.Slot(r.Worker, r.GPU, r.Slot)
 	sessKey := s.keys.Session(sess.GetId())
 	sess.WorkerId, sess.Gpu, sess.Slot = r.Worker, r.GPU, r.Slot
@@ -170,9 +171,9 @@ func (s *Store) Reserve(ctx context.Context, r Reservation, sess *fleetv1.Sessio
 		).
 		Commit()
 	if err != nil {
-		return false, fmt.Errorf("reserve slot %s for %s: %w", slotKey, sess.GetId(), err)
+		return 0, false, fmt.Errorf("reserve slot %s for %s: %w", slotKey, sess.GetId(), err)
 	}
-	return resp.Succeeded, nil
+	return resp.Header.Revision, resp.Succeeded, nil
 }
 
 // Session reads one session record and its ModRevision.
@@ -336,6 +337,18 @@ func (s *Store) ClaimIdempotencyKey(ctx context.Context, owner, key, sessionID s
 		return "", false, fmt.Errorf("claim idempotency key: %w", ErrConflict)
 	}
 	return string(kvs[0].Value), false, nil
+}
+
+// IdempotencyBinding reads what an idempotency key is bound to.
+func (s *Store) IdempotencyBinding(ctx context.Context, owner, key string) (string, error) {
+	resp, err := s.cli.Get(ctx, s.keys.Idempotency(owner, key))
+	if err != nil {
+		return "", fmt.Errorf("read idempotency key: %w", err)
+	}
+	if len(resp.Kvs) == 0 {
+		return "", fmt.Errorf("idempotency key: %w", ErrNotFound)
+	}
+	return string(resp.Kvs[0].Value), nil
 }
 
 // ReleaseIdempotencyKey unbinds a key that is still bound to sessionID (the

@@ -563,7 +563,7 @@ func (x *Session) GetOwner() string {
 type Event struct {
 	state protoimpl.MessageState `protogen:"open.v1"`
 	Id    string                 `protobuf:"bytes,1,opt,name=id,proto3" json:"id,omitempty"`
-	// type names the change: session.placing, session.ready, session.ended,
+	// type names the change: session.placing, session.starting, session.ready, session.ended,
 	// session.failed, worker.registered, worker.draining, worker.undrained,
 	// worker.down, worker.up, worker.lost.
 	Type      string                 `protobuf:"bytes,2,opt,name=type,proto3" json:"type,omitempty"`

@@ -1,0 +1,93 @@
+package httpapi
+
+import (
+	"strings"
+
+	"github.com/avatarfleet/avatarfleet/controlplane/pkg/apiv1"
+	"github.com/avatarfleet/avatarfleet/controlplane/pkg/registry"
+	fleetv1 "github.com/avatarfleet/avatarfleet/proto/fleet/v1"
+)
+
+func sessionState(s fleetv1.SessionState) string {
+	switch s {
+	case fleetv1.SessionState_SESSION_STATE_PLACING:
+		return apiv1.StatePlacing
+	case fleetv1.SessionState_SESSION_STATE_STARTING:
+		return apiv1.StateStarting
+	case fleetv1.SessionState_SESSION_STATE_READY:
+		return apiv1.StateReady
+	case fleetv1.SessionState_SESSION_STATE_ENDED:
+		return apiv1.StateEnded
+	case fleetv1.SessionState_SESSION_STATE_FAILED:
+		return apiv1.StateFailed
+	}
+	return "unknown"
+}
+
+func endReason(r fleetv1.EndReason) string {
+	if r == fleetv1.EndReason_END_REASON_UNSPECIFIED {
+		return ""
+	}
+	// END_REASON_IDLE_TIMEOUT → idle_timeout
+	return strings.ToLower(strings.TrimPrefix(r.String(), "END_REASON_"))
+}
+
+// toSession converts a record; baseURL roots the WHEP URL.
+func toSession(s *fleetv1.Session, baseURL string) apiv1.Session {
+	out := apiv1.Session{
+		ID:                 s.GetId(),
+		State:              sessionState(s.GetState()),
+		WorkerID:           s.GetWorkerId(),
+		GPU:                s.GetGpu(),
+		Avatar:             s.GetAvatar(),
+		Voice:              s.GetVoice(),
+		Labels:             s.GetLabels(),
+		IdleTimeoutSeconds: s.GetIdleTimeoutSeconds(),
+		MaxDurationSeconds: s.GetMaxDurationSeconds(),
+		CreatedAt:          s.GetCreatedAt().AsTime(),
+		EndReason:          endReason(s.GetEndReason()),
+		EndMessage:         s.GetEndMessage(),
+		WHEPURL:            baseURL + "/v1/sessions/" + s.GetId() + "/whep",
+	}
+	if s.GetEndedAt() != nil {
+		t := s.GetEndedAt().AsTime()
+		out.EndedAt = &t
+	}
+	return out
+}
+
+func workerState(v registry.WorkerView) string {
+	switch {
+	case v.Down:
+		return apiv1.WorkerDown
+	case v.Draining():
+		return apiv1.WorkerDraining
+	}
+	return apiv1.WorkerActive
+}
+
+func toWorker(v registry.WorkerView) apiv1.Worker {
+	w := apiv1.Worker{
+		ID:       v.Worker.GetId(),
+		State:    workerState(v),
+		Address:  v.Worker.GetGrpcAddress(),
+		Sessions: len(v.Used),
+		GPUs:     []apiv1.GPU{},
+	}
+	for _, g := range v.Worker.GetGpus() {
+		w.GPUs = append(w.GPUs, apiv1.GPU{Index: g.GetIndex(), Name: g.GetName(), Slots: g.GetSlots(), Used: uint32(v.UsedOn(g.GetIndex()))})
+	}
+	return w
+}
+
+// toWorkerRecord converts a worker record seen outside the cache (events).
+func toWorkerRecord(w *fleetv1.Worker) *apiv1.Worker {
+	if w == nil {
+		return nil
+	}
+	out := toWorker(registry.WorkerView{Worker: w})
+	if w.GetState() == fleetv1.WorkerState_WORKER_STATE_DRAINING {
+		out.State = apiv1.WorkerDraining
+	}
+	return &out
+}

@@ -1,0 +1,131 @@
+package httpapi
+
+import (
+	"context"
+	"encoding/json"
+	"fmt"
+	"net/http"
+	"strconv"
+	"time"
+
+	"github.com/nats-io/nats.go/jetstream"
+
+	"github.com/avatarfleet/avatarfleet/controlplane/pkg/apiv1"
+	"github.com/avatarfleet/avatarfleet/controlplane/pkg/auth"
+	fleetv1 "github.com/avatarfleet/avatarfleet/proto/fleet/v1"
+	"github.com/avatarfleet/avatarfleet/proto/fleetbus"
+)
+
+const sseHeartbeat = 15 * time.Second
+
+// events streams lifecycle events as server-sent events, one JSON event per
+// message, its JetStream sequence as the SSE id. A client that reconnects
+// with Last-Event-ID resumes after that event, missing nothing the stream
+// still holds. Keys without the admin scope see only their own sessions'
+// events.
+func (a *API) events(w http.ResponseWriter, r *http.Request, p auth.Principal) error {
+	if a.opts.Events == nil {
+		return errorf(http.StatusServiceUnavailable, apiv1.CodeUnavailable, "event stream unavailable")
+	}
+	flusher, ok := w.(http.Flusher)
+	if !ok {
+		return fmt.Errorf("events: response writer cannot flush")
+	}
+	cfg := jetstream.OrderedConsumerConfig{
+		FilterSubjects: []string{fleetbus.EventsAll},
+		DeliverPolicy:  jetstream.DeliverNewPolicy,
+	}
+	if last := r.Header.Get("Last-Event-ID"); last != "" {
+		seq, err := strconv.ParseUint(last, 10, 64)
+		if err != nil {
+			return errorf(http.StatusBadRequest, apiv1.CodeInvalidRequest, "Last-Event-ID: want an event sequence number")
+		}
+		cfg.DeliverPolicy, cfg.OptStartSeq = jetstream.DeliverByStartSequencePolicy, seq+1
+	}
+	ctx := r.Context()
+	cons, err := a.opts.Events.OrderedConsumer(ctx, fleetbus.StreamName, cfg)
+	if err != nil {
+		return fmt.Errorf("events consumer: %w", err)
+	}
+	msgs := make(chan jetstream.Msg, 64)
+	cc, err := cons.Consume(func(m jetstream.Msg) {
+		select {
+		case msgs <- m:
+		case <-ctx.Done():
+		}
+	})
+	if err != nil {
+		return fmt.Errorf("events consume: %w", err)
+	}
+	defer cc.Stop()
+
+	w.Header().Set("Content-Type", "text/event-stream")
+	w.Header().Set("Cache-Control", "no-store")
+	w.Header().Set("X-Accel-Buffering", "no")
+	w.WriteHeader(http.StatusOK)
+	_, _ = fmt.Fprint(w, ": avatarfleet events\n\n")
+	flusher.Flush()
+
+	base := a.baseURL(r)
+	heartbeat := time.NewTicker(sseHeartbeat)
+	defer heartbeat.Stop()
+	for {
+		select {
+		case <-ctx.Done():
+			return nil
+		case <-a.opts.StreamsDone:
+			return nil
+		case <-heartbeat.C:
+			if _, err := fmt.Fprint(w, ": keep-alive\n\n"); err != nil {
+				return nil
+			}
+			flusher.Flush()
+		case m := <-msgs:
+			meta, err := m.Metadata()
+			if err != nil {
+				continue
+			}
+			e, err := fleetbus.DecodeEvent(m.Data())
+			if err != nil {
+				a.log.Warn("skip undecodable event", "subject", m.Subject(), "err", err)
+				continue
+			}
+			if !p.Has(auth.ScopeAdmin) && (e.GetSession() == nil || e.GetSession().GetOwner() != p.Owner) {
+				continue
+			}
+			b, err := json.Marshal(toEvent(e, base))
+			if err != nil {
+				continue
+			}
+			if _, err := fmt.Fprintf(w, "id: %d\nevent: %s\ndata: %s\n\n", meta.Sequence.Stream, e.GetType(), b); err != nil {
+				return nil
+			}
+			flusher.Flush()
+		}
+	}
+}
+
+func toEvent(e *fleetv1.Event, base string) apiv1.Event {
+	out := apiv1.Event{
+		ID:        e.GetId(),
+		Type:      e.GetType(),
+		Time:      e.GetTime().AsTime(),
+		SessionID: e.GetSessionId(),
+		WorkerID:  e.GetWorkerId(),
+		Worker:    toWorkerRecord(e.GetWorker()),
+	}
+	if e.GetSession() != nil {
+		s := toSession(e.GetSession(), base)
+		out.Session = &s
+	}
+	return out
+}
+
+func (a *API) publish(r *http.Request, e *fleetv1.Event) {
+	if a.opts.Publisher == nil {
+		return
+	}
+	if err := a.opts.Publisher.Publish(context.WithoutCancel(r.Context()), e); err != nil {
+		a.log.Warn("publish event", "type", e.GetType(), "err", err)
+	}
+}

@@ -1,0 +1,245 @@
+// Package httpapi is the control plane's public HTTP surface: the REST API
+// (/v1), server-sent events, health and readiness probes, and /metrics. It
+// validates every input, authenticates with API keys, and turns the session
+// manager's outcomes into the documented status codes; it holds no state.
+package httpapi
+
+import (
+	"context"
+	"log/slog"
+	"net/http"
+	"strconv"
+	"time"
+
+	"github.com/nats-io/nats.go/jetstream"
+	"github.com/prometheus/client_golang/prometheus"
+	"github.com/prometheus/client_golang/prometheus/promhttp"
+
+	"github.com/avatarfleet/avatarfleet/controlplane/pkg/apiv1"
+	"github.com/avatarfleet/avatarfleet/controlplane/pkg/auth"
+	"github.com/avatarfleet/avatarfleet/controlplane/pkg/registry"
+	"github.com/avatarfleet/avatarfleet/controlplane/pkg/sessions"
+	"github.com/avatarfleet/avatarfleet/controlplane/pkg/viewertoken"
+	"github.com/avatarfleet/avatarfleet/proto/fleetstore"
+)
+
+// Options configures the HTTP API.
+type Options struct {
+	Sessions *sessions.Manager
+	Registry *registry.Registry
+	Store    *fleetstore.Store
+	Keys     *auth.Keys
+	Tokens   *viewertoken.Signer
+	// Events is the JetStream the lifecycle events stream lives in.
+	Events jetstream.JetStream
+	// Publisher publishes the events of admin actions (drain, undrain).
+	Publisher sessions.EventPublisher
+	// Ready reports whether this replica can serve (etcd, NATS, cache).
+	Ready func(ctx context.Context) error
+	// Gatherer serves /metrics; Registerer takes the API's own metrics.
+	Gatherer   prometheus.Gatherer
+	Registerer prometheus.Registerer
+	// PublicURL roots the URLs the API hands out (WHEP); empty means the
+	// scheme and host of each request.
+	PublicURL string
+	Log       *slog.Logger
+	// RequestTimeout bounds each non-streaming request.
+	RequestTimeout time.Duration
+	// StreamsDone, when closed, ends long-lived streams (events), which
+	// an HTTP server's graceful shutdown would otherwise wait for.
+	StreamsDone <-chan struct{}
+}
+
+// API serves the control plane's HTTP routes.
+type API struct {
+	opts     Options
+	log      *slog.Logger
+	mux      *http.ServeMux
+	requests *prometheus.HistogramVec
+}
+
+// New builds the API handler.
+func New(opts Options) *API {
+	if opts.Log == nil {
+		opts.Log = slog.Default()
+	}
+	if opts.RequestTimeout == 0 {
+		opts.RequestTimeout = 30 * time.Second
+	}
+	a := &API{opts: opts, log: opts.Log, mux: http.NewServeMux()}
+	a.requests = prometheus.NewHistogramVec(prometheus.HistogramOpts{
+		Name:    "avatarfleet_http_request_duration_seconds",
+		Help:    "HTTP requests by route and status code.",
+		Buckets: prometheus.ExponentialBuckets(0.0005, 2, 16),
+	}, []string{"route", "code"})
+	if opts.Registerer != nil {
+		opts.Registerer.MustRegister(a.requests)
+	}
+	a.routes()
+	return a
+}
+
+func (a *API) routes() {
+	sess, admin := auth.ScopeSessions, auth.ScopeAdmin
+	a.handle("POST /v1/sessions", sess, a.createSession)
+	a.handle("GET /v1/sessions", sess, a.listSessions)
+	a.handle("GET /v1/sessions/{id}", sess, a.getSession)
+	a.handle("DELETE /v1/sessions/{id}", sess, a.deleteSession)
+	a.handle("POST /v1/sessions/{id}/speak", sess, a.speak)
+	a.handle("POST /v1/sessions/{id}/audio", sess, a.pushAudio)
+	a.handle("POST /v1/sessions/{id}/interrupt", sess, a.interrupt)
+	a.handle("GET /v1/workers", admin, a.listWorkers)
+	a.handle("GET /v1/workers/{id}", admin, a.getWorker)
+	a.handle("POST /v1/workers/{id}/drain", admin, a.drainWorker)
+	a.handle("POST /v1/workers/{id}/undrain", admin, a.undrainWorker)
+	a.mux.Handle("GET /v1/events", a.instrument("GET /v1/events", a.authenticated(sess, a.events)))
+
+	a.mux.HandleFunc("GET /healthz", func(w http.ResponseWriter, _ *http.Request) {
+		writeJSON(w, http.StatusOK, map[string]string{"status": "ok"})
+	})
+	a.mux.HandleFunc("GET /readyz", a.readyz)
+	if a.opts.Gatherer != nil {
+		a.mux.Handle("GET /metrics", promhttp.HandlerFor(a.opts.Gatherer, promhttp.HandlerOpts{}))
+	}
+	a.mux.HandleFunc("GET /{$}", a.index)
+}
+
+// handlerFunc is a route handler that returns its error instead of writing it.
+type handlerFunc func(w http.ResponseWriter, r *http.Request, p auth.Principal) error
+
+func (a *API) handle(pattern, scope string, h handlerFunc) {
+	a.mux.Handle(pattern, a.instrument(pattern, a.withTimeout(a.authenticated(scope, h))))
+}
+
+func (a *API) withTimeout(next http.Handler) http.Handler {
+	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		ctx, cancel := context.WithTimeout(r.Context(), a.opts.RequestTimeout)
+		defer cancel()
+		next.ServeHTTP(w, r.WithContext(ctx))
+	})
+}
+
+func (a *API) authenticated(scope string, h handlerFunc) http.Handler {
+	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		token, ok := auth.BearerToken(r.Header.Get("Authorization"))
+		if !ok {
+			w.Header().Set("WWW-Authenticate", `Bearer realm="avatarfleet"`)
+			writeError(w, errorf(http.StatusUnauthorized, apiv1.CodeUnauthorized, "missing bearer API key"))
+			return
+		}
+		p, err := a.opts.Keys.Authenticate(token)
+		if err != nil {
+			w.Header().Set("WWW-Authenticate", `Bearer realm="avatarfleet", error="invalid_token"`)
+			writeError(w, errorf(http.StatusUnauthorized, apiv1.CodeUnauthorized, "invalid API key"))
+			return
+		}
+		if !p.Has(scope) {
+			writeError(w, errorf(http.StatusForbidden, apiv1.CodeForbidden, "API key lacks scope %q", scope))
+			return
+		}
+		if err := h(w, r, p); err != nil {
+			a.fail(w, r, err)
+		}
+	})
+}
+
+// fail writes an error; unexpected ones are logged (never with the key).
+func (a *API) fail(w http.ResponseWriter, r *http.Request, err error) {
+	err = mapError(err)
+	if ae, ok := err.(*apiError); !ok || ae.status >= 500 {
+		a.log.Error("request failed", "method", r.Method, "path", r.URL.Path, "err", err)
+	}
+	writeError(w, err)
+}
+
+type statusWriter struct {
+	http.ResponseWriter
+	status int
+}
+
+func (s *statusWriter) WriteHeader(code int) {
+	if s.status == 0 {
+		s.status = code
+	}
+	s.ResponseWriter.WriteHeader(code)
+}
+
+func (s *statusWriter) Write(b []byte) (int, error) {
+	if s.status == 0 {
+		s.status = http.StatusOK
+	}
+	return s.ResponseWriter.Write(b)
+}
+
+// Flush lets server-sent events through the wrapper.
+func (s *statusWriter) Flush() {
+	if f, ok := s.ResponseWriter.(http.Flusher); ok {
+		f.Flush()
+	}
+}
+
+func (a *API) instrument(route string, next http.Handler) http.Handler {
+	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		start := time.Now()
+		sw := &statusWriter{ResponseWriter: w}
+		defer func() {
+			if v := recover(); v != nil {
+				// A bug, not bad input: keep the process, answer 500, log it.
+				a.log.Error("handler panic", "route", route, "panic", v)
+				if sw.status == 0 {
+					writeError(sw, errorf(http.StatusInternalServerError, apiv1.CodeInternal, "internal error"))
+				}
+			}
+			a.requests.WithLabelValues(route, strconv.Itoa(sw.status)).Observe(time.Since(start).Seconds())
+		}()
+		next.ServeHTTP(sw, r)
+	})
+}
+
+// ServeHTTP routes a request; unmatched paths and methods get the JSON
+// error envelope instead of the mux's plain text.
+func (a *API) ServeHTTP(w http.ResponseWriter, r *http.Request) {
+	if _, pattern := a.mux.Handler(r); pattern == "" {
+		probe := &statusWriter{ResponseWriter: discardWriter{h: w.Header()}}
+		a.mux.ServeHTTP(probe, r)
+		if probe.status == http.StatusMethodNotAllowed {
+			writeError(w, errorf(http.StatusMethodNotAllowed, apiv1.CodeMethodNotAllowed, "method %s not allowed on %s", r.Method, r.URL.Path))
+			return
+		}
+		writeError(w, errorf(http.StatusNotFound, apiv1.CodeNotFound, "no route %s %s", r.Method, r.URL.Path))
+		return
+	}
+	a.mux.ServeHTTP(w, r)
+}
+
+// discardWriter lets the mux write its default 404/405 (and the Allow
+// header, kept) without sending the plain-text body.
+type discardWriter struct{ h http.Header }
+
+func (d discardWriter) Header() http.Header         { return d.h }
+func (d discardWriter) Write(b []byte) (int, error) { return len(b), nil }
+func (d discardWriter) WriteHeader(int)             {}
+
+func (a *API) readyz(w http.ResponseWriter, r *http.Request) {
+	if a.opts.Ready != nil {
+		ctx, cancel := context.WithTimeout(r.Context(), 2*time.Second)
+		defer cancel()
+		if err := a.opts.Ready(ctx); err != nil {
+			writeJSON(w, http.StatusServiceUnavailable, map[string]string{"status": "not ready", "reason": err.Error()})
+			return
+		}
+	}
+	writeJSON(w, http.StatusOK, map[string]string{"status": "ready"})
+}
+
+// baseURL is the public root of URLs the API hands out.
+func (a *API) baseURL(r *http.Request) string {
+	if a.opts.PublicURL != "" {
+		return a.opts.PublicURL
+	}
+	scheme := "http"
+	if r.TLS != nil || r.Header.Get("X-Forwarded-Proto") == "https" {
+		scheme = "https"
+	}
+	return scheme + "://" + r.Host
+}

@@ -1,0 +1,68 @@
+package httpapi
+
+import (
+	"net/http"
+
+	"github.com/avatarfleet/avatarfleet/controlplane/pkg/apiv1"
+	"github.com/avatarfleet/avatarfleet/controlplane/pkg/auth"
+	"github.com/avatarfleet/avatarfleet/controlplane/pkg/registry"
+	"github.com/avatarfleet/avatarfleet/proto/fleetbus"
+	"github.com/avatarfleet/avatarfleet/proto/fleetstore"
+)
+
+func (a *API) listWorkers(w http.ResponseWriter, _ *http.Request, _ auth.Principal) error {
+	out := apiv1.WorkerList{Workers: []apiv1.Worker{}}
+	for _, v := range a.opts.Registry.Workers() {
+		out.Workers = append(out.Workers, toWorker(v))
+	}
+	writeJSON(w, http.StatusOK, out)
+	return nil
+}
+
+func (a *API) workerView(id string) (registry.WorkerView, error) {
+	if !fleetstore.ValidName(id) {
+		return registry.WorkerView{}, errorf(http.StatusNotFound, apiv1.CodeNotFound, "no worker %q", id)
+	}
+	v, ok := a.opts.Registry.Worker(id)
+	if !ok {
+		return v, errorf(http.StatusNotFound, apiv1.CodeNotFound, "no worker %q", id)
+	}
+	return v, nil
+}
+
+func (a *API) getWorker(w http.ResponseWriter, r *http.Request, _ auth.Principal) error {
+	v, err := a.workerView(r.PathValue("id"))
+	if err != nil {
+		return err
+	}
+	writeJSON(w, http.StatusOK, toWorker(v))
+	return nil
+}
+
+func (a *API) drainWorker(w http.ResponseWriter, r *http.Request, _ auth.Principal) error {
+	v, err := a.workerView(r.PathValue("id"))
+	if err != nil {
+		return err
+	}
+	if err := a.opts.Store.SetDrained(r.Context(), v.Worker.GetId(), true); err != nil {
+		return err
+	}
+	v.Drained = true
+	a.publish(r, fleetbus.WorkerEvent(fleetbus.WorkerDraining, v.Worker.GetId(), v.Worker))
+	writeJSON(w, http.StatusAccepted, toWorker(v))
+	return nil
+}
+
+func (a *API) undrainWorker(w http.ResponseWriter, r *http.Request, _ auth.Principal) error {
+	v, err := a.workerView(r.PathValue("id"))
+	if err != nil {
+		return err
+	}
+	if err := a.opts.Store.SetDrained(r.Context(), v.Worker.GetId(), false); err != nil {
+		return err
+	}
+	v.Drained = false
+	a.publish(r, fleetbus.WorkerEvent(fleetbus.WorkerUndrained, v.Worker.GetId(), v.Worker))
+	writeJSON(w, http.StatusOK, toWorker(v))
+	return nil
+}

@@ -1,0 +1,238 @@
+// Package replica assembles one control-plane replica: it connects to etcd
+// and NATS, builds the registry cache, the session manager, the supervisor
+// and the HTTP API, and runs them until its context ends. Replicas are
+// interchangeable: start as many as you like against the same etcd and NATS.
+package replica
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"log/slog"
+	"net"
+	"net/http"
+	"time"
+
+	"github.com/nats-io/nats.go"
+	"github.com/prometheus/client_golang/prometheus"
+	"github.com/prometheus/client_golang/prometheus/collectors"
+	clientv3 "go.etcd.io/etcd/client/v3"
+	"go.uber.org/zap"
+	"golang.org/x/sync/errgroup"
+
+	"github.com/avatarfleet/avatarfleet/controlplane/pkg/auth"
+	"github.com/avatarfleet/avatarfleet/controlplane/pkg/httpapi"
+	"github.com/avatarfleet/avatarfleet/controlplane/pkg/placement"
+	"github.com/avatarfleet/avatarfleet/controlplane/pkg/registry"
+	"github.com/avatarfleet/avatarfleet/controlplane/pkg/sessions"
+	"github.com/avatarfleet/avatarfleet/controlplane/pkg/supervisor"
+	"github.com/avatarfleet/avatarfleet/controlplane/pkg/viewertoken"
+	"github.com/avatarfleet/avatarfleet/controlplane/pkg/workerclient"
+	"github.com/avatarfleet/avatarfleet/proto/fleetbus"
+	"github.com/avatarfleet/avatarfleet/proto/fleetstore"
+)
+
+// Options configures a replica.
+type Options struct {
+	// ReplicaID names the replica in logs and the leader election.
+	ReplicaID string
+	// Listen is the HTTP listen address (":8080"; "127.0.0.1:0" in tests).
+	Listen        string
+	EtcdEndpoints []string
+	NATSURL       string
+	// Prefix is the etcd key prefix of the fleet.
+	Prefix    string
+	Keys      *auth.Keys
+	PublicURL string
+	// Policy is the placement policy: "spread" (default) or "pack".
+	Policy         string
+	ViewerTokenTTL time.Duration
+	EventRetention time.Duration
+	Supervisor     supervisor.Options
+	Log            *slog.Logger
+}
+
+// Replica is one running control-plane replica.
+type Replica struct {
+	opts     Options
+	log      *slog.Logger
+	etcd     *clientv3.Client
+	nc       *nats.Conn
+	listener net.Listener
+	server   *http.Server
+	registry *registry.Registry
+	super    *supervisor.Supervisor
+	pool     *workerclient.Pool
+	manager  *sessions.Manager
+	// streamsDone ends event streams when the HTTP server shuts down.
+	streamsDone chan struct{}
+}
+
+// New connects a replica and binds its listener; Run serves.
+func New(ctx context.Context, opts Options) (*Replica, error) {
+	if opts.Log == nil {
+		opts.Log = slog.Default()
+	}
+	if opts.Keys == nil || opts.Keys.Len() == 0 {
+		return nil, errors.New("replica: no API keys")
+	}
+	if opts.ViewerTokenTTL == 0 {
+		opts.ViewerTokenTTL = time.Hour
+	}
+	if opts.EventRetention == 0 {
+		opts.EventRetention = 24 * time.Hour
+	}
+	selector, ok := placement.ByName(opts.Policy)
+	if !ok {
+		return nil, fmt.Errorf("replica: unknown placement policy %q (want spread or pack)", opts.Policy)
+	}
+	log := opts.Log.With("replica", opts.ReplicaID)
+	r := &Replica{opts: opts, log: log, streamsDone: make(chan struct{})}
+	ok = false
+	defer func() {
+		if !ok {
+			r.close()
+		}
+	}()
+
+	var err error
+	r.etcd, err = clientv3.New(clientv3.Config{
+		Endpoints:   opts.EtcdEndpoints,
+		DialTimeout: 5 * time.Second,
+		Context:     ctx,
+		Logger:      zap.NewNop(),
+	})
+	if err != nil {
+		return nil, fmt.Errorf("connect etcd %v: %w", opts.EtcdEndpoints, err)
+	}
+	r.nc, err = nats.Connect(opts.NATSURL, nats.Name("avatarfleet-controlplane-"+opts.ReplicaID), nats.MaxReconnects(-1))
+	if err != nil {
+		return nil, fmt.Errorf("connect nats %s: %w", opts.NATSURL, err)
+	}
+	pub, err := fleetbus.NewPublisher(r.nc)
+	if err != nil {
+		return nil, err
+	}
+	if _, err := fleetbus.EnsureStream(ctx, pub.JetStream(), opts.EventRetention); err != nil {
+		return nil, err
+	}
+
+	store := fleetstore.New(r.etcd, fleetstore.NewKeys(opts.Prefix))
+	tokenKey, err := viewertoken.LoadOrCreateKey(ctx, r.etcd, store.Keys().Config("viewer-token-key"))
+	if err != nil {
+		return nil, err
+	}
+	tokens, err := viewertoken.NewSigner(tokenKey, opts.ViewerTokenTTL)
+	if err != nil {
+		return nil, err
+	}
+
+	reg := prometheus.NewRegistry()
+	reg.MustRegister(collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
+	r.registry = registry.New(r.etcd, store.Keys(), log)
+	r.pool = workerclient.NewPool()
+	r.manager = sessions.NewManager(sessions.Options{
+		Store:    store,
+		Registry: r.registry,
+		Workers:  r.pool,
+		Events:   pub,
+		Selector: selector,
+		Log:      log,
+		Metrics:  sessions.NewMetrics(reg),
+	})
+	supOpts := opts.Supervisor
+	supOpts.ReplicaID, supOpts.Store, supOpts.Registry, supOpts.Events, supOpts.Log = opts.ReplicaID, store, r.registry, pub, log
+	if supOpts.Health == nil {
+		supOpts.Health = supervisor.NATSHealth{Conn: r.nc}
+	}
+	r.super = supervisor.New(supOpts)
+
+	api := httpapi.New(httpapi.Options{
+		Sessions:    r.manager,
+		Registry:    r.registry,
+		Store:       store,
+		Keys:        opts.Keys,
+		Tokens:      tokens,
+		Events:      pub.JetStream(),
+		Publisher:   pub,
+		Ready:       r.ready,
+		Gatherer:    reg,
+		Registerer:  reg,
+		PublicURL:   opts.PublicURL,
+		Log:         log,
+		StreamsDone: r.streamsDone,
+	})
+	r.listener, err = net.Listen("tcp", opts.Listen)
+	if err != nil {
+		return nil, fmt.Errorf("listen %s: %w", opts.Listen, err)
+	}
+	r.server = &http.Server{Handler: api, ReadHeaderTimeout: 10 * time.Second, IdleTimeout: 2 * time.Minute}
+	r.server.RegisterOnShutdown(func() { close(r.streamsDone) })
+	ok = true
+	return r, nil
+}
+
+// Addr is the bound HTTP address.
+func (r *Replica) Addr() string { return r.listener.Addr().String() }
+
+// URL is the base URL of the bound HTTP address.
+func (r *Replica) URL() string { return "http://" + r.Addr() }
+
+// Sessions is the replica's session manager (benchmarks drive it directly).
+func (r *Replica) Sessions() *sessions.Manager { return r.manager }
+
+// Registry is the replica's fleet cache.
+func (r *Replica) Registry() *registry.Registry { return r.registry }
+
+func (r *Replica) ready(ctx context.Context) error {
+	select {
+	case <-r.registry.Synced():
+	default:
+		return errors.New("fleet cache not synced")
+	}
+	if !r.nc.IsConnected() {
+		return errors.New("nats disconnected")
+	}
+	if _, err := r.etcd.Get(ctx, "health-probe"); err != nil {
+		return fmt.Errorf("etcd: %w", err)
+	}
+	return nil
+}
+
+// Run serves until ctx ends, then shuts down: the HTTP server drains its
+// requests, the supervisor resigns, and connections close.
+func (r *Replica) Run(ctx context.Context) error {
+	defer r.close()
+	g, gctx := errgroup.WithContext(ctx)
+	g.Go(func() error { return r.registry.Run(gctx) })
+	g.Go(func() error { return r.super.Run(gctx) })
+	g.Go(func() error {
+		if err := r.server.Serve(r.listener); !errors.Is(err, http.ErrServerClosed) {
+			return fmt.Errorf("serve http: %w", err)
+		}
+		return nil
+	})
+	g.Go(func() error {
+		<-gctx.Done()
+		sctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), 10*time.Second)
+		defer cancel()
+		return r.server.Shutdown(sctx)
+	})
+	r.log.Info("control plane replica serving", "addr", r.Addr())
+	return g.Wait()
+}
+
+func (r *Replica) close() {
+	if r.listener != nil && r.server == nil {
+		_ = r.listener.Close()
+	}
+	if r.pool != nil {
+		r.pool.Close()
+	}
+	if r.nc != nil {
+		r.nc.Close()
+	}
+	if r.etcd != nil {
+		_ = r.etcd.Close()
+	}
+}

@@ -1,0 +1,65 @@
+package sessions
+
+import (
+	"slices"
+
+	"github.com/avatarfleet/avatarfleet/controlplane/pkg/placement"
+	"github.com/avatarfleet/avatarfleet/controlplane/pkg/registry"
+	fleetv1 "github.com/avatarfleet/avatarfleet/proto/fleet/v1"
+)
+
+// candidates turns a registry snapshot into placement candidates for one
+// session. A worker is eligible when it is active (not draining, not down),
+// has not refused this session already, and serves the avatar and voice. An
+// avatar or voice that no registered worker serves is an error, not a lack
+// of capacity.
+func candidates(views []registry.WorkerView, sess *fleetv1.Session, refused map[string]bool) ([]placement.Candidate, error) {
+	var out []placement.Candidate
+	avatarKnown, voiceKnown := false, false
+	for _, v := range views {
+		w := v.Worker
+		servesAvatar := serves(w.GetAvatars(), sess.GetAvatar())
+		servesVoice := serves(w.GetVoices(), sess.GetVoice())
+		avatarKnown = avatarKnown || servesAvatar
+		voiceKnown = voiceKnown || servesVoice
+		eligible := !v.Draining() && !v.Down && !refused[w.GetId()] && servesAvatar && servesVoice &&
+			w.GetState() == fleetv1.WorkerState_WORKER_STATE_ACTIVE
+		workerSlots := 0
+		for _, g := range w.GetGpus() {
+			workerSlots += int(g.GetSlots())
+		}
+		for _, g := range w.GetGpus() {
+			out = append(out, placement.Candidate{
+				WorkerID:    w.GetId(),
+				GPU:         g.GetIndex(),
+				Slots:       int(g.GetSlots()),
+				Used:        v.UsedOn(g.GetIndex()),
+				WorkerUsed:  len(v.Used),
+				WorkerSlots: workerSlots,
+				Eligible:    eligible,
+			})
+		}
+	}
+	if len(views) > 0 && !avatarKnown {
+		return nil, ErrUnknownAvatar
+	}
+	if len(views) > 0 && !voiceKnown {
+		return nil, ErrUnknownVoice
+	}
+	return out, nil
+}
+
+// serves reports whether a worker's list has a name; an empty list (a
+// worker that does not advertise) serves the default only.
+func serves(names []string, name string) bool {
+	if len(names) == 0 {
+		return name == DefaultAvatar || name == DefaultVoice
+	}
+	return slices.Contains(names, name)
+}
+
+// Defaults for a create request that names no avatar or voice.
+const (
+	DefaultAvatar = "default"
+	DefaultVoice  = "default"
+)

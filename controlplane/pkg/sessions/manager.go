@@ -1,0 +1,326 @@
+// Package sessions is the control plane's session lifecycle: placing a new
+// session (rank candidates, reserve a slot in one etcd transaction, start it
+// on the worker over gRPC), reading, ending, and forwarding speech to the
+// worker that hosts it. It keeps no state of its own: every fact is in etcd,
+// so any replica can answer for any session.
+package sessions
+
+import (
+	"context"
+	"crypto/rand"
+	"encoding/hex"
+	"errors"
+	"fmt"
+	"log/slog"
+	mrand "math/rand/v2"
+	"sync"
+	"time"
+
+	"google.golang.org/grpc/codes"
+	"google.golang.org/grpc/status"
+	"google.golang.org/protobuf/proto"
+	"google.golang.org/protobuf/types/known/timestamppb"
+
+	"github.com/avatarfleet/avatarfleet/controlplane/pkg/placement"
+	"github.com/avatarfleet/avatarfleet/controlplane/pkg/registry"
+	"github.com/avatarfleet/avatarfleet/controlplane/pkg/workerclient"
+	fleetv1 "github.com/avatarfleet/avatarfleet/proto/fleet/v1"
+	"github.com/avatarfleet/avatarfleet/proto/fleetbus"
+	"github.com/avatarfleet/avatarfleet/proto/fleetstore"
+)
+
+// Errors a caller maps to API errors.
+var (
+	ErrNoCapacity          = errors.New("no free slot on any eligible worker")
+	ErrUnknownAvatar       = errors.New("no worker serves this avatar")
+	ErrUnknownVoice        = errors.New("no worker serves this voice")
+	ErrNotFound            = errors.New("session not found")
+	ErrNotReady            = errors.New("session is not ready")
+	ErrIdempotencyConflict = errors.New("idempotency key reused with a different request")
+	ErrInvalidInput        = errors.New("invalid input")
+	ErrUnavailable         = errors.New("worker unavailable")
+)
+
+// EventPublisher publishes lifecycle events.
+type EventPublisher interface {
+	Publish(ctx context.Context, e *fleetv1.Event) error
+}
+
+// Options configures a Manager.
+type Options struct {
+	Store    *fleetstore.Store
+	Registry *registry.Registry
+	Workers  *workerclient.Pool
+	Events   EventPublisher
+	Selector placement.Selector
+	Log      *slog.Logger
+	Metrics  *Metrics
+	// StartTimeout bounds one StartSession call to a worker.
+	StartTimeout time.Duration
+	// CallTimeout bounds other calls to workers (stop, speak, …).
+	CallTimeout time.Duration
+	// IdempotencyTTL is how long an Idempotency-Key stays bound.
+	IdempotencyTTL time.Duration
+}
+
+// Manager runs the session lifecycle.
+type Manager struct {
+	opts Options
+	log  *slog.Logger
+
+	rngMu sync.Mutex
+	rng   *mrand.Rand
+}
+
+// NewManager returns a Manager.
+func NewManager(opts Options) *Manager {
+	if opts.StartTimeout == 0 {
+		opts.StartTimeout = 10 * time.Second
+	}
+	if opts.CallTimeout == 0 {
+		opts.CallTimeout = 5 * time.Second
+	}
+	if opts.IdempotencyTTL == 0 {
+		opts.IdempotencyTTL = 24 * time.Hour
+	}
+	if opts.Selector == nil {
+		opts.Selector = placement.Spread{}
+	}
+	if opts.Metrics == nil {
+		opts.Metrics = NewMetrics(nil)
+	}
+	log := opts.Log
+	if log == nil {
+		log = slog.Default()
+	}
+	return &Manager{opts: opts, log: log, rng: mrand.New(mrand.NewPCG(mrand.Uint64(), mrand.Uint64()))}
+}
+
+// CreateParams is a validated create request.
+type CreateParams struct {
+	Owner              string
+	Avatar, Voice      string
+	Labels             map[string]string
+	IdleTimeoutSeconds uint32
+	MaxDurationSeconds uint32
+	// IdempotencyKey, when set, makes retries return the same session;
+	// RequestHash tells a retry from a different request with the same key.
+	IdempotencyKey string
+	RequestHash    string
+}
+
+// NewSessionID returns a fresh, unguessable session id.
+func NewSessionID() string {
+	var b [12]byte
+	_, _ = rand.Read(b[:])
+	return "sess_" + hex.EncodeToString(b[:])
+}
+
+// Create places a new session and starts it; it returns the session once the
+// worker has acknowledged it.
+func (m *Manager) Create(ctx context.Context, p CreateParams) (*fleetv1.Session, error) {
+	if p.IdempotencyKey == "" {
+		return m.place(ctx, m.newSession(NewSessionID(), p))
+	}
+	return m.createIdempotent(ctx, p)
+}
+
+func (m *Manager) newSession(id string, p CreateParams) *fleetv1.Session {
+	return &fleetv1.Session{
+		Id:                 id,
+		Avatar:             p.Avatar,
+		Voice:              p.Voice,
+		Labels:             p.Labels,
+		State:              fleetv1.SessionState_SESSION_STATE_STARTING,
+		IdleTimeoutSeconds: p.IdleTimeoutSeconds,
+		MaxDurationSeconds: p.MaxDurationSeconds,
+		CreatedAt:          timestamppb.Now(),
+		Owner:              p.Owner,
+	}
+}
+
+// place reserves a slot and starts the session there, trying further
+// candidates when a reservation loses a race or a worker refuses.
+func (m *Manager) place(ctx context.Context, sess *fleetv1.Session) (*fleetv1.Session, error) {
+	start := time.Now()
+	tried := map[slotID]bool{}
+	refused := map[string]bool{} // workers whose StartSession failed
+	for {
+		views := m.opts.Registry.Workers()
+		cands, err := candidates(views, sess, refused)
+		if err != nil {
+			m.opts.Metrics.placement("rejected", start)
+			return nil, err
+		}
+		attempted := false
+		for _, c := range m.rank(cands) {
+			view, ok := findView(views, c.WorkerID)
+			if !ok {
+				continue
+			}
+			slot, ok := m.freeSlot(view, c, tried)
+			if !ok {
+				continue
+			}
+			attempted = true
+			tried[slotID{c.WorkerID, c.GPU, slot}] = true
+			placed, err := m.tryReserveAndStart(ctx, view, c.GPU, slot, sess)
+			if err != nil {
+				m.opts.Metrics.placement("error", start)
+				return nil, err
+			}
+			switch placed {
+			case reserveLost:
+				m.opts.Metrics.conflicts.Inc()
+				continue
+			case workerRefused:
+				refused[c.WorkerID] = true
+				continue
+			}
+			m.opts.Metrics.placement("placed", start)
+			return sess, nil
+		}
+		if !attempted {
+			m.opts.Metrics.placement("no_capacity", start)
+			return nil, ErrNoCapacity
+		}
+		if err := ctx.Err(); err != nil {
+			m.opts.Metrics.placement("error", start)
+			return nil, fmt.Errorf("place session %s: %w", sess.GetId(), err)
+		}
+	}
+}
+
+type slotID struct {
+	worker    string
+	gpu, slot uint32
+}
+
+type outcome int
+
+const (
+	placedOK outcome = iota
+	reserveLost
+	workerRefused
+)
+
+func (m *Manager) tryReserveAndStart(ctx context.Context, view registry.WorkerView, gpu, slot uint32, sess *fleetv1.Session) (outcome, error) {
+	worker := view.Worker.GetId()
+	sess.State = fleetv1.SessionState_SESSION_STATE_STARTING
+	rev, ok, err := m.opts.Store.Reserve(ctx, fleetstore.Reservation{
+		Worker: worker, WorkerLease: view.Lease, WorkerRevision: view.Revision, GPU: gpu, Slot: slot,
+	}, sess)
+	if err != nil {
+		return 0, fmt.Errorf("place session %s: %w", sess.GetId(), err)
+	}
+	if !ok {
+		return reserveLost, nil
+	}
+	m.opts.Registry.NoteReserved(worker, registry.SlotRef{GPU: gpu, Slot: slot}, sess.GetId())
+	m.publish(ctx, fleetbus.SessionEvent(fleetbus.SessionStarting, sess))
+
+	if err := m.startOnWorker(ctx, view.Worker.GetGrpcAddress(), sess); err != nil {
+		m.log.Warn("worker refused session; trying elsewhere", "session", sess.GetId(), "worker", worker, "err", err)
+		// Undo with a fresh context: the request's may be what failed.
+		uctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), m.opts.CallTimeout)
+		defer cancel()
+		if uerr := m.opts.Store.Unreserve(uctx, sess, rev); uerr != nil {
+			return 0, fmt.Errorf("undo reservation of %s on %s after %v: %w", sess.GetId(), worker, err, uerr)
+		}
+		if ctx.Err() != nil {
+			return 0, fmt.Errorf("start session %s on %s: %w", sess.GetId(), worker, ctx.Err())
+		}
+		return workerRefused, nil
+	}
+
+	ready := proto.Clone(sess).(*fleetv1.Session)
+	ready.State = fleetv1.SessionState_SESSION_STATE_READY
+	if _, err := m.opts.Store.UpdateSession(ctx, ready, rev); err != nil {
+		if !errors.Is(err, fleetstore.ErrConflict) {
+			return 0, err
+		}
+		// Ended (deleted, worker lost) between start and now: report it as is.
+		cur, _, gerr := m.opts.Store.Session(ctx, sess.GetId())
+		if gerr != nil {
+			return 0, gerr
+		}
+		proto.Reset(sess)
+		proto.Merge(sess, cur)
+		return placedOK, nil
+	}
+	sess.State = ready.State
+	m.publish(ctx, fleetbus.SessionEvent(fleetbus.SessionReady, sess))
+	return placedOK, nil
+}
+
+func (m *Manager) startOnWorker(ctx context.Context, addr string, sess *fleetv1.Session) error {
+	cl, err := m.opts.Workers.Client(addr)
+	if err != nil {
+		return err
+	}
+	cctx, cancel := context.WithTimeout(ctx, m.opts.StartTimeout)
+	defer cancel()
+	if _, err := cl.StartSession(cctx, &fleetv1.StartSessionRequest{Session: sess}); err != nil {
+		return fmt.Errorf("start session on %s: %w", addr, err)
+	}
+	return nil
+}
+
+func (m *Manager) rank(cands []placement.Candidate) []placement.Candidate {
+	m.rngMu.Lock()
+	defer m.rngMu.Unlock()
+	return m.opts.Selector.Select(cands, m.rng)
+}
+
+// freeSlot picks a random free slot index on a GPU that this request has not
+// tried yet. Random, not lowest-first, so replicas racing with the same view
+// mostly pick different slots and their transactions do not collide.
+func (m *Manager) freeSlot(view registry.WorkerView, c placement.Candidate, tried map[slotID]bool) (uint32, bool) {
+	var free []uint32
+	for s := uint32(0); s < uint32(c.Slots); s++ {
+		if _, used := view.Used[registry.SlotRef{GPU: c.GPU, Slot: s}]; used {
+			continue
+		}
+		if tried[slotID{c.WorkerID, c.GPU, s}] {
+			continue
+		}
+		free = append(free, s)
+	}
+	if len(free) == 0 {
+		return 0, false
+	}
+	m.rngMu.Lock()
+	defer m.rngMu.Unlock()
+	return free[m.rng.IntN(len(free))], true
+}
+
+func findView(views []registry.WorkerView, id string) (registry.WorkerView, bool) {
+	for _, v := range views {
+		if v.Worker.GetId() == id {
+			return v, true
+		}
+	}
+	return registry.WorkerView{}, false
+}
+
+func (m *Manager) publish(ctx context.Context, e *fleetv1.Event) {
+	if m.opts.Events == nil {
+		return
+	}
+	if err := m.opts.Events.Publish(context.WithoutCancel(ctx), e); err != nil {
+		m.log.Warn("publish event", "type", e.GetType(), "session", e.GetSessionId(), "err", err)
+	}
+}
+
+// grpcError maps a worker's gRPC error onto the package's errors.
+func grpcError(op string, err error) error {
+	switch status.Code(err) {
+	case codes.InvalidArgument:
+		return fmt.Errorf("%s: %w: %s", op, ErrInvalidInput, status.Convert(err).Message())
+	case codes.NotFound, codes.FailedPrecondition:
+		return fmt.Errorf("%s: %w: %s", op, ErrNotReady, status.Convert(err).Message())
+	case codes.Unavailable, codes.DeadlineExceeded, codes.ResourceExhausted:
+		return fmt.Errorf("%s: %w: %v", op, ErrUnavailable, err)
+	}
+	return fmt.Errorf("%s: %w", op, err)
+}

@@ -1,0 +1,41 @@
+package sessions
+
+import (
+	"time"
+
+	"github.com/prometheus/client_golang/prometheus"
+)
+
+// Metrics are the placement figures a replica exports.
+type Metrics struct {
+	placements *prometheus.HistogramVec
+	conflicts  prometheus.Counter
+	ended      *prometheus.CounterVec
+}
+
+// NewMetrics creates the metrics and registers them on reg (nil: unregistered).
+func NewMetrics(reg prometheus.Registerer) *Metrics {
+	m := &Metrics{
+		placements: prometheus.NewHistogramVec(prometheus.HistogramOpts{
+			Name:    "avatarfleet_placement_duration_seconds",
+			Help:    "Time from a create request to its outcome (placed, no_capacity, rejected, error).",
+			Buckets: prometheus.ExponentialBuckets(0.0005, 2, 16),
+		}, []string{"result"}),
+		conflicts: prometheus.NewCounter(prometheus.CounterOpts{
+			Name: "avatarfleet_placement_conflicts_total",
+			Help: "Slot reservations that lost a race and were retried elsewhere.",
+		}),
+		ended: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Name: "avatarfleet_sessions_ended_total",
+			Help: "Sessions ended through this replica, by reason.",
+		}, []string{"reason"}),
+	}
+	if reg != nil {
+		reg.MustRegister(m.placements, m.conflicts, m.ended)
+	}
+	return m
+}
+
+func (m *Metrics) placement(result string, start time.Time) {
+	m.placements.WithLabelValues(result).Observe(time.Since(start).Seconds())
+}

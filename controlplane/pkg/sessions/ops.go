@@ -1,0 +1,127 @@
+package sessions
+
+import (
+	"context"
+	"errors"
+	"fmt"
+
+	fleetv1 "github.com/avatarfleet/avatarfleet/proto/fleet/v1"
+	"github.com/avatarfleet/avatarfleet/proto/fleetbus"
+	"github.com/avatarfleet/avatarfleet/proto/fleetstore"
+)
+
+// Get reads a session record.
+func (m *Manager) Get(ctx context.Context, id string) (*fleetv1.Session, error) {
+	sess, _, err := m.opts.Store.Session(ctx, id)
+	if errors.Is(err, fleetstore.ErrNotFound) {
+		return nil, ErrNotFound
+	}
+	return sess, err
+}
+
+// List reads every session record.
+func (m *Manager) List(ctx context.Context) ([]*fleetv1.Session, error) {
+	entries, err := m.opts.Store.Sessions(ctx)
+	if err != nil {
+		return nil, err
+	}
+	out := make([]*fleetv1.Session, len(entries))
+	for i, e := range entries {
+		out[i] = e.Session
+	}
+	return out, nil
+}
+
+// Delete ends a session with reason deleted and frees its slot. Deleting a
+// session that already ended is not an error.
+func (m *Manager) Delete(ctx context.Context, id string) (*fleetv1.Session, error) {
+	sess, ended, err := m.opts.Store.EndSession(ctx, id, fleetv1.SessionState_SESSION_STATE_ENDED, fleetv1.EndReason_END_REASON_DELETED, "deleted through the API")
+	if errors.Is(err, fleetstore.ErrNotFound) {
+		return nil, ErrNotFound
+	}
+	if err != nil {
+		return nil, err
+	}
+	if ended {
+		m.opts.Metrics.ended.WithLabelValues("deleted").Inc()
+		m.publish(ctx, fleetbus.SessionEvent(fleetbus.SessionEnded, sess))
+		// The worker also sees its slot key go and stops the session; this
+		// call only makes that immediate.
+		m.stopOnWorker(ctx, sess)
+	}
+	return sess, nil
+}
+
+func (m *Manager) stopOnWorker(ctx context.Context, sess *fleetv1.Session) {
+	view, ok := m.opts.Registry.Worker(sess.GetWorkerId())
+	if !ok {
+		return
+	}
+	cl, err := m.opts.Workers.Client(view.Worker.GetGrpcAddress())
+	if err != nil {
+		return
+	}
+	cctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), m.opts.CallTimeout)
+	defer cancel()
+	if _, err := cl.StopSession(cctx, &fleetv1.StopSessionRequest{SessionId: sess.GetId(), Reason: sess.GetEndReason()}); err != nil {
+		m.log.Info("stop session on worker", "session", sess.GetId(), "worker", sess.GetWorkerId(), "err", err)
+	}
+}
+
+// readyClient returns the worker client of a ready session.
+func (m *Manager) readyClient(ctx context.Context, id string) (fleetv1.WorkerServiceClient, error) {
+	sess, err := m.Get(ctx, id)
+	if err != nil {
+		return nil, err
+	}
+	if sess.GetState() != fleetv1.SessionState_SESSION_STATE_READY {
+		return nil, fmt.Errorf("session %s is %s: %w", id, sess.GetState(), ErrNotReady)
+	}
+	view, ok := m.opts.Registry.Worker(sess.GetWorkerId())
+	if !ok {
+		return nil, fmt.Errorf("session %s: worker %s: %w", id, sess.GetWorkerId(), ErrUnavailable)
+	}
+	return m.opts.Workers.Client(view.Worker.GetGrpcAddress())
+}
+
+// Speak queues text on the session's worker.
+func (m *Manager) Speak(ctx context.Context, id, text string, interrupt bool) error {
+	cl, err := m.readyClient(ctx, id)
+	if err != nil {
+		return err
+	}
+	cctx, cancel := context.WithTimeout(ctx, m.opts.CallTimeout)
+	defer cancel()
+	if _, err := cl.SpeakText(cctx, &fleetv1.SpeakTextRequest{SessionId: id, Text: text, Interrupt: interrupt}); err != nil {
+		return grpcError("speak", err)
+	}
+	return nil
+}
+
+// PushAudio sends a WAV file to the session's worker.
+func (m *Manager) PushAudio(ctx context.Context, id string, wav []byte) error {
+	cl, err := m.readyClient(ctx, id)
+	if err != nil {
+		return err
+	}
+	cctx, cancel := context.WithTimeout(ctx, m.opts.CallTimeout)
+	defer cancel()
+	if _, err := cl.PushAudio(cctx, &fleetv1.PushAudioRequest{SessionId: id, Wav: wav}); err != nil {
+		return grpcError("push audio", err)
+	}
+	return nil
+}
+
+// Interrupt empties the session's speech queues.
+func (m *Manager) Interrupt(ctx context.Context, id string) error {
+	cl, err := m.readyClient(ctx, id)
+	if err != nil {
+		return err
+	}
+	cctx, cancel := context.WithTimeout(ctx, m.opts.CallTimeout)
+	defer cancel()
+	if _, err := cl.Interrupt(cctx, &fleetv1.InterruptRequest{SessionId: id}); err != nil {
+		return grpcError("interrupt", err)
+	}
+	return nil
+}

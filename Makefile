@@ -1,0 +1,55 @@
+# AvatarFleet — build, run and test targets. `make test` is the one CI runs.
+SHELL := /bin/bash
+.SHELLFLAGS := -eu -o pipefail -c
+
+GO       ?= go
+PKGS     := ./proto/... ./controlplane/... ./worker/...
+TOOLS    := $(CURDIR)/.tools/bin
+# Tests start real etcd clusters, NATS servers and gRPC peers; on a 2-core
+# machine running every package at once only makes them time out.
+TESTFLAGS ?= -race -count=1 -p 2 -timeout 30m
+FUZZTIME ?= 10s
+
+.PHONY: all build run test bench proto proto-check lint vet fuzz setup clean
+
+all: build
+
+setup:
+	@scripts/setup.sh
+
+build:
+	@mkdir -p bin
+	$(GO) build -o bin/controlplane ./controlplane/cmd/controlplane
+	$(GO) build -o bin/worker ./worker/cmd/worker
+	$(GO) build -o bin/avatarctl ./controlplane/cmd/avatarctl
+
+# The embedded default: control plane (embedded etcd + NATS) and one worker.
+run: setup build
+	@scripts/run.sh
+
+proto: setup
+	@scripts/genproto.sh
+
+proto-check: setup
+	@scripts/genproto.sh --check
+
+vet:
+	$(GO) vet $(PKGS)
+
+lint: setup vet
+	$(TOOLS)/staticcheck $(PKGS)
+
+# Every test, with the race detector, then each fuzz target for $(FUZZTIME).
+test: setup proto-check lint build
+	$(GO) test $(TESTFLAGS) $(PKGS)
+	@scripts/fuzz.sh $(FUZZTIME)
+
+fuzz: setup
+	@scripts/fuzz.sh $(FUZZTIME)
+
+# Benchmarks print their figures; see the README's table.
+bench: setup
+	$(GO) test -run '^$$' -bench . -benchtime 1x -timeout 30m ./controlplane/pkg/bench/
+
+clean:
+	rm -rf bin

@@ -1,0 +1,35 @@
+#!/usr/bin/env bash
+# `make run`: the embedded default on this machine. One control plane with
+# embedded etcd and NATS (data under .avatarfleet/), one worker (GPU if there
+# is one, else CPU). Ctrl-C stops both cleanly.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+listen=${AVATARFLEET_LISTEN:-:8080}
+port=${listen##*:}
+
+pids=()
+stop() {
+  trap - INT TERM
+  echo
+  echo "run: stopping"
+  # Worker first: it drains and deregisters while etcd is still up.
+  for ((i=${#pids[@]}-1; i>=0; i--)); do
+    kill -TERM "${pids[i]}" 2>/dev/null || true
+    wait "${pids[i]}" 2>/dev/null || true
+  done
+  exit 0
+}
+trap stop INT TERM
+
+bin/controlplane --listen "$listen" &
+pids+=($!)
+for _ in $(seq 1 100); do
+  curl -fsS "http://127.0.0.1:$port/healthz" >/dev/null 2>&1 && break
+  sleep 0.2
+done
+AVATARFLEET_DRAIN_TIMEOUT=${AVATARFLEET_DRAIN_TIMEOUT:-5s} bin/worker --grpc-listen 127.0.0.1:9090 &
+pids+=($!)
+echo "run: demo page at http://localhost:$port/  (API key: ${AVATARFLEET_API_KEY:-see above, or .avatarfleet/api-key})"
+echo "run: press Ctrl-C to stop"
+wait -n "${pids[@]}" || true
+stop

@@ -49,7 +49,7 @@ fuzz: setup
 
 # Benchmarks print their figures; see the README's table.
 bench: setup
-	$(GO) test -run '^$$' -bench . -benchtime 1x -timeout 30m ./controlplane/pkg/bench/
+	$(GO) test -run '^$$' -bench . -benchtime 1x -timeout 30m ./controlplane/internal/bench/
 
 clean:
 	rm -rf bin

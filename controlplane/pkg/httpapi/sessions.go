@@ -112,22 +112,31 @@ func validIdempotencyKey(k string) bool {
 	return true
 }
 
-func (a *API) createSession(w http.ResponseWriter, r *http.Request, pr auth.Principal) error {
+// parseCreate reads and validates a create request: body and headers.
+func parseCreate(w http.ResponseWriter, r *http.Request) (sessions.CreateParams, error) {
 	var req apiv1.CreateSessionRequest
 	if err := decodeJSON(w, r, &req, true); err != nil {
-		return err
+		return sessions.CreateParams{}, err
 	}
 	p, err := ValidateCreate(req)
+	if err != nil {
+		return p, err
+	}
+	if k := r.Header.Get("Idempotency-Key"); k != "" || len(r.Header.Values("Idempotency-Key")) > 0 {
+		if !validIdempotencyKey(k) {
+			return p, errorf(http.StatusBadRequest, apiv1.CodeInvalidRequest, "Idempotency-Key: 1..%d printable ASCII characters", maxIdempotencyKey)
+		}
+		p.IdempotencyKey, p.RequestHash = k, requestHash(p)
+	}
+	return p, nil
+}
+
+func (a *API) createSession(w http.ResponseWriter, r *http.Request, pr auth.Principal) error {
+	p, err := parseCreate(w, r)
 	if err != nil {
 		return err
 	}
 	p.Owner = pr.Owner
-	if k := r.Header.Get("Idempotency-Key"); k != "" || len(r.Header.Values("Idempotency-Key")) > 0 {
-		if !validIdempotencyKey(k) {
-			return errorf(http.StatusBadRequest, apiv1.CodeInvalidRequest, "Idempotency-Key: 1..%d printable ASCII characters", maxIdempotencyKey)
-		}
-		p.IdempotencyKey, p.RequestHash = k, requestHash(p)
-	}
 	sess, err := a.opts.Sessions.Create(r.Context(), p)
 	if err != nil {
 		return err

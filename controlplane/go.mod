@@ -2,7 +2,10 @@ module github.com/avatarfleet/avatarfleet/controlplane
 
 go 1.26.8
 
-require github.com/avatarfleet/avatarfleet/proto v0.0.0
+require (
+	github.com/avatarfleet/avatarfleet/proto v0.0.0
+	github.com/spf13/cobra v1.10.2
+)
 
 require (
 	github.com/antithesishq/antithesis-sdk-go v0.8.0-default-no-op // indirect
@@ -39,7 +42,6 @@ require (
 	github.com/prometheus/procfs v0.22.0 // indirect
 	github.com/sirupsen/logrus v1.9.4 // indirect
 	github.com/soheilhy/cmux v0.1.5 // indirect
-	github.com/spf13/cobra v1.10.2 // indirect
 	github.com/spf13/pflag v1.0.10 // indirect
 	github.com/tmc/grpc-websocket-proxy v0.0.0-20220101234140-673ab2c3ae75 // indirect
 	github.com/xiang90/probing v0.0.0-20221125231312-a49e3df8f510 // indirect

@@ -153,6 +153,18 @@ func TestRequests(t *testing.T) {
 			status: 202, method: "POST", path: "/prefix/v1/workers/w1/drain",
 		},
 		{
+			name: "drain with a non-worker body",
+			call: func(ctx context.Context, c *Client) error {
+				w, err := c.DrainWorker(ctx, "w1")
+				if err == nil && w != nil {
+					return errors.New("want nil worker")
+				}
+				return err
+			},
+			status: 202, respBody: `{"status":"draining"}`,
+			method: "POST", path: "/prefix/v1/workers/w1/drain",
+		},
+		{
 			name: "undrain with worker body",
 			call: func(ctx context.Context, c *Client) error {
 				w, err := c.UndrainWorker(ctx, "w1")

@@ -37,7 +37,7 @@ func (c *Client) GetWorker(ctx context.Context, id string) (*apiv1.Worker, error
 // DrainWorker stops placement on a worker (POST /v1/workers/{id}/drain;
 // admin scope); its live sessions end on their own. It returns the worker
 // when the response carries it (state draining), nil when the body is
-// empty.
+// empty or is not a Worker.
 func (c *Client) DrainWorker(ctx context.Context, id string) (*apiv1.Worker, error) {
 	w, err := c.workerAction(ctx, id, "drain")
 	if err != nil {
@@ -48,7 +48,7 @@ func (c *Client) DrainWorker(ctx context.Context, id string) (*apiv1.Worker, err
 
 // UndrainWorker reopens a drained worker to placement (POST
 // /v1/workers/{id}/undrain; admin scope). It returns the worker when the
-// response carries it, nil when the body is empty.
+// response carries it, nil when the body is empty or is not a Worker.
 func (c *Client) UndrainWorker(ctx context.Context, id string) (*apiv1.Worker, error) {
 	w, err := c.workerAction(ctx, id, "undrain")
 	if err != nil {
@@ -68,7 +68,10 @@ func (c *Client) workerAction(ctx context.Context, id, action string) (*apiv1.Wo
 		method: http.MethodPost, path: "/v1/workers/" + p + "/" + action,
 		out: &w, optionalBody: true,
 	})
-	if err != nil || !filled {
+	if err != nil || !filled || w.ID == "" {
+		// An empty body, or one that is not a Worker (a bare status
+		// object, say), carries no worker: report none rather than a
+		// zero Worker whose 0 sessions would read as "drained".
 		return nil, err
 	}
 	return &w, nil

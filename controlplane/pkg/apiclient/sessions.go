@@ -1,0 +1,125 @@
+package apiclient
+
+import (
+	"context"
+	"fmt"
+	"io"
+	"net/http"
+
+	"github.com/avatarfleet/avatarfleet/controlplane/pkg/apiv1"
+)
+
+// CreateSession asks for a new session (POST /v1/sessions). A non-empty
+// idempotencyKey is sent as the Idempotency-Key header, so a retried
+// request returns the session of the first one. With no free slot the
+// error is an *APIError with code no_capacity and RetryAfter set.
+func (c *Client) CreateSession(ctx context.Context, req apiv1.CreateSessionRequest, idempotencyKey string) (*apiv1.Session, error) {
+	body, err := jsonBody(req)
+	if err != nil {
+		return nil, fmt.Errorf("create session: %w", err)
+	}
+	var h http.Header
+	if idempotencyKey != "" {
+		h = http.Header{"Idempotency-Key": {idempotencyKey}}
+	}
+	var s apiv1.Session
+	if _, err := c.do(ctx, call{
+		method: http.MethodPost, path: "/v1/sessions",
+		body: body, contentType: "application/json", header: h, out: &s,
+	}); err != nil {
+		return nil, fmt.Errorf("create session: %w", err)
+	}
+	return &s, nil
+}
+
+// GetSession returns one session (GET /v1/sessions/{id}), ended ones
+// included.
+func (c *Client) GetSession(ctx context.Context, id string) (*apiv1.Session, error) {
+	p, err := pathID("session", id)
+	if err != nil {
+		return nil, fmt.Errorf("get session: %w", err)
+	}
+	var s apiv1.Session
+	if _, err := c.do(ctx, call{method: http.MethodGet, path: "/v1/sessions/" + p, out: &s}); err != nil {
+		return nil, fmt.Errorf("get session %q: %w", id, err)
+	}
+	return &s, nil
+}
+
+// ListSessions returns the sessions the API lists (GET /v1/sessions). The
+// slice is never nil.
+func (c *Client) ListSessions(ctx context.Context) ([]apiv1.Session, error) {
+	var l apiv1.SessionList
+	if _, err := c.do(ctx, call{method: http.MethodGet, path: "/v1/sessions", out: &l}); err != nil {
+		return nil, fmt.Errorf("list sessions: %w", err)
+	}
+	if l.Sessions == nil {
+		l.Sessions = []apiv1.Session{}
+	}
+	return l.Sessions, nil
+}
+
+// DeleteSession ends a session (DELETE /v1/sessions/{id}). Deleting an
+// already ended session succeeds; an id that never existed is not_found.
+func (c *Client) DeleteSession(ctx context.Context, id string) error {
+	p, err := pathID("session", id)
+	if err != nil {
+		return fmt.Errorf("delete session: %w", err)
+	}
+	if _, err := c.do(ctx, call{method: http.MethodDelete, path: "/v1/sessions/" + p}); err != nil {
+		return fmt.Errorf("delete session %q: %w", id, err)
+	}
+	return nil
+}
+
+// Speak queues text for the avatar to say (POST /v1/sessions/{id}/speak).
+func (c *Client) Speak(ctx context.Context, id string, req apiv1.SpeakRequest) error {
+	p, err := pathID("session", id)
+	if err != nil {
+		return fmt.Errorf("speak: %w", err)
+	}
+	body, err := jsonBody(req)
+	if err != nil {
+		return fmt.Errorf("speak %q: %w", id, err)
+	}
+	if _, err := c.do(ctx, call{
+		method: http.MethodPost, path: "/v1/sessions/" + p + "/speak",
+		body: body, contentType: "application/json",
+	}); err != nil {
+		return fmt.Errorf("speak %q: %w", id, err)
+	}
+	return nil
+}
+
+// PushAudio sends a WAV file (16-bit PCM, any rate, mono or stereo) for the
+// avatar to speak (POST /v1/sessions/{id}/audio). wav is streamed, not
+// buffered; the server refuses bodies over 50 MiB.
+func (c *Client) PushAudio(ctx context.Context, id string, wav io.Reader) error {
+	p, err := pathID("session", id)
+	if err != nil {
+		return fmt.Errorf("push audio: %w", err)
+	}
+	if wav == nil {
+		return fmt.Errorf("push audio %q: nil reader", id)
+	}
+	if _, err := c.do(ctx, call{
+		method: http.MethodPost, path: "/v1/sessions/" + p + "/audio",
+		body: wav, contentType: "audio/wav",
+	}); err != nil {
+		return fmt.Errorf("push audio %q: %w", id, err)
+	}
+	return nil
+}
+
+// Interrupt stops the avatar's current speech (POST
+// /v1/sessions/{id}/interrupt).
+func (c *Client) Interrupt(ctx context.Context, id string) error {
+	p, err := pathID("session", id)
+	if err != nil {
+		return fmt.Errorf("interrupt: %w", err)
+	}
+	if _, err := c.do(ctx, call{method: http.MethodPost, path: "/v1/sessions/" + p + "/interrupt"}); err != nil {
+		return fmt.Errorf("interrupt %q: %w", id, err)
+	}
+	return nil
+}

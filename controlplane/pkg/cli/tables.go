@@ -1,0 +1,157 @@
+package cli
+
+import (
+	"fmt"
+	"io"
+	"maps"
+	"slices"
+	"strconv"
+	"strings"
+	"text/tabwriter"
+	"time"
+	"unicode"
+
+	"github.com/avatarfleet/avatarfleet/controlplane/pkg/apiv1"
+)
+
+// newTable returns a tabwriter with avatarctl's column layout. Flush it.
+func newTable(w io.Writer) *tabwriter.Writer {
+	return tabwriter.NewWriter(w, 0, 0, 2, ' ', 0)
+}
+
+// row writes one table row of cells.
+func row(tw io.Writer, cells ...string) {
+	for i := range cells {
+		cells[i] = cell(cells[i])
+	}
+	fmt.Fprintln(tw, strings.Join(cells, "\t"))
+}
+
+// cell makes a value safe for one table cell: "-" when empty, and control
+// characters (tabs, newlines, terminal escapes) replaced, so a value from
+// the server cannot break the layout or drive the terminal.
+func cell(s string) string {
+	if s == "" {
+		return "-"
+	}
+	return strings.Map(func(r rune) rune {
+		if unicode.IsControl(r) {
+			return '?'
+		}
+		return r
+	}, s)
+}
+
+// formatTime prints an API time in UTC to the second; "-" for none.
+func formatTime(t *time.Time) string {
+	if t == nil || t.IsZero() {
+		return "-"
+	}
+	return t.UTC().Format(time.RFC3339)
+}
+
+// formatGPUs prints a worker's GPUs as "index:used/slots", space-separated.
+func formatGPUs(gpus []apiv1.GPU) string {
+	parts := make([]string, 0, len(gpus))
+	for _, g := range gpus {
+		parts = append(parts, fmt.Sprintf("%d:%d/%d", g.Index, g.Used, g.Slots))
+	}
+	return strings.Join(parts, " ")
+}
+
+// sessionGPU prints a session's GPU index, "-" while it has no worker.
+func sessionGPU(s apiv1.Session) string {
+	if s.WorkerID == "" {
+		return "-"
+	}
+	return strconv.FormatUint(uint64(s.GPU), 10)
+}
+
+// renderWorkers prints the workers table.
+func renderWorkers(w io.Writer, workers []apiv1.Worker) error {
+	tw := newTable(w)
+	row(tw, "ID", "STATE", "ADDRESS", "GPUS", "SESSIONS")
+	for _, wk := range workers {
+		row(tw, wk.ID, wk.State, wk.Address, formatGPUs(wk.GPUs), strconv.Itoa(wk.Sessions))
+	}
+	return tw.Flush()
+}
+
+// renderSessions prints the sessions table.
+func renderSessions(w io.Writer, sessions []apiv1.Session) error {
+	tw := newTable(w)
+	row(tw, "ID", "STATE", "WORKER", "GPU", "AVATAR", "CREATED", "END_REASON")
+	for _, s := range sessions {
+		created := s.CreatedAt
+		row(tw, s.ID, s.State, s.WorkerID, sessionGPU(s), s.Avatar, formatTime(&created), s.EndReason)
+	}
+	return tw.Flush()
+}
+
+// renderWorker prints one worker as fields, then its GPUs as a table.
+func renderWorker(w io.Writer, wk apiv1.Worker) error {
+	tw := newTable(w)
+	row(tw, "ID:", wk.ID)
+	row(tw, "STATE:", wk.State)
+	row(tw, "ADDRESS:", wk.Address)
+	row(tw, "SESSIONS:", strconv.Itoa(wk.Sessions))
+	if err := tw.Flush(); err != nil {
+		return err
+	}
+	if len(wk.GPUs) == 0 {
+		_, err := fmt.Fprintln(w, "GPUS:      -")
+		return err
+	}
+	if _, err := fmt.Fprintln(w, "GPUS:"); err != nil {
+		return err
+	}
+	tw = newTable(w)
+	row(tw, "  INDEX", "NAME", "USED", "SLOTS")
+	for _, g := range wk.GPUs {
+		row(tw, "  "+strconv.FormatUint(uint64(g.Index), 10), g.Name,
+			strconv.FormatUint(uint64(g.Used), 10), strconv.FormatUint(uint64(g.Slots), 10))
+	}
+	return tw.Flush()
+}
+
+// renderSession prints one session as fields, the WHEP URL and viewer
+// token included (what a viewer needs).
+func renderSession(w io.Writer, s apiv1.Session) error {
+	created := s.CreatedAt
+	tw := newTable(w)
+	row(tw, "ID:", s.ID)
+	row(tw, "STATE:", s.State)
+	row(tw, "WORKER:", s.WorkerID)
+	row(tw, "GPU:", sessionGPU(s))
+	row(tw, "AVATAR:", s.Avatar)
+	row(tw, "VOICE:", s.Voice)
+	row(tw, "LABELS:", formatLabels(s.Labels))
+	row(tw, "IDLE_TIMEOUT:", formatSeconds(s.IdleTimeoutSeconds))
+	row(tw, "MAX_DURATION:", formatSeconds(s.MaxDurationSeconds))
+	row(tw, "CREATED:", formatTime(&created))
+	row(tw, "ENDED:", formatTime(s.EndedAt))
+	row(tw, "END_REASON:", s.EndReason)
+	if s.EndMessage != "" {
+		row(tw, "END_MESSAGE:", s.EndMessage)
+	}
+	row(tw, "WHEP_URL:", s.WHEPURL)
+	row(tw, "VIEWER_TOKEN:", s.ViewerToken)
+	return tw.Flush()
+}
+
+// formatLabels prints labels as "k=v" pairs sorted by key.
+func formatLabels(labels map[string]string) string {
+	parts := make([]string, 0, len(labels))
+	for _, k := range slices.Sorted(maps.Keys(labels)) {
+		parts = append(parts, k+"="+labels[k])
+	}
+	return strings.Join(parts, ",")
+}
+
+// formatSeconds prints a seconds count as a Go duration; "-" for 0.
+func formatSeconds(secs uint32) string {
+	if secs == 0 {
+		return "-"
+	}
+	return (time.Duration(secs) * time.Second).String()
+}

@@ -2,7 +2,10 @@ module github.com/avatarfleet/avatarfleet/worker
 
 go 1.26.8
 
-require github.com/avatarfleet/avatarfleet/proto v0.0.0
+require (
+	github.com/avatarfleet/avatarfleet/proto v0.0.0
+	gonum.org/v1/gonum v0.17.0
+)
 
 require (
 	github.com/NVIDIA/go-nvml v0.13.4-1 // indirect
@@ -62,7 +65,7 @@ require (
 	go.opentelemetry.io/proto/otlp v1.11.0 // indirect
 	go.uber.org/goleak v1.3.0 // indirect
 	go.uber.org/multierr v1.11.0 // indirect
-	go.uber.org/zap v1.27.1 // indirect
+	go.uber.org/zap v1.28.0 // indirect
 	go.yaml.in/yaml/v2 v2.4.4 // indirect
 	golang.org/x/crypto v0.58.0 // indirect
 	golang.org/x/net v0.61.0 // indirect

@@ -13,6 +13,7 @@ import (
 	"flag"
 	"fmt"
 	"io"
+	"log/slog"
 	"os"
 	"os/signal"
 	"syscall"
@@ -65,7 +66,7 @@ func run(args []string, getenv func(string) string, stderr io.Writer, exit func(
 		}
 	}()
 
-	devs, err := cfg.resolveDevices(ctx, devices.NVML{})
+	devs, err := cfg.resolveDevices(ctx, loggedDiscovery{devices.NVML{}, log})
 	if err != nil {
 		fmt.Fprintf(stderr, "worker: %v\n", err)
 		return 2
@@ -89,4 +90,22 @@ func run(args []string, getenv func(string) string, stderr io.Writer, exit func(
 		return 1
 	}
 	return 0
+}
+
+// loggedDiscovery says why GPU discovery failed: in auto mode the worker
+// falls back to the CPU, and a broken driver must not pass unnoticed.
+type loggedDiscovery struct {
+	devices.Discoverer
+	log *slog.Logger
+}
+
+func (d loggedDiscovery) Discover(ctx context.Context) ([]devices.Info, error) {
+	infos, err := d.Discoverer.Discover(ctx)
+	switch {
+	case errors.Is(err, devices.ErrNoDriver):
+		d.log.Info("no NVIDIA driver; GPUs unavailable", "reason", err)
+	case err != nil:
+		d.log.Warn("GPU discovery failed", "err", err)
+	}
+	return infos, err
 }

@@ -216,6 +216,26 @@ func TestSlotDeletionStopsLocalSession(t *testing.T) {
 	}
 }
 
+// TestRefusedRestartKeepsWatchingRunningSession: a bogus start of a running
+// session on another slot is refused and must not stop the slot watch from
+// following the session's real slot.
+func TestRefusedRestartKeepsWatchingRunningSession(t *testing.T) {
+	r := startAgent(t, servers.Name(t, "w"), nil)
+	r.place(t, "s1", 0)
+	_, lease, _ := r.record(t)
+	if _, err := r.store.Client().Put(t.Context(), r.store.Keys().Slot(r.agent.ID(), 0, 1), "s1", clientv3.WithLease(lease)); err != nil {
+		t.Fatal(err)
+	}
+	_, err := r.client.StartSession(t.Context(), &fleetv1.StartSessionRequest{Session: &fleetv1.Session{Id: "s1", WorkerId: r.agent.ID(), Slot: 1}})
+	if status.Code(err) != codes.InvalidArgument {
+		t.Fatalf("start on a second slot: %v", err)
+	}
+	if _, _, err := r.store.EndSession(t.Context(), "s1", fleetv1.SessionState_SESSION_STATE_ENDED, fleetv1.EndReason_END_REASON_DELETED, ""); err != nil {
+		t.Fatal(err)
+	}
+	fleettest.Eventually(t, 5*time.Second, "s1 to stop", func() bool { return len(r.agent.Runtime().Sessions()) == 0 })
+}
+
 func TestSessionEndedByRuntimeIsRecorded(t *testing.T) {
 	r := startAgent(t, servers.Name(t, "w"), nil)
 	events := servers.Events(t, fleetbus.SessionEventsPre+"boom")

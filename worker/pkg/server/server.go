@@ -129,13 +129,14 @@ func (s *Server) StartSession(ctx context.Context, req *fleetv1.StartSessionRequ
 	if err := s.checkOwner(ctx, sess); err != nil {
 		return nil, err
 	}
-	s.slots.Track(id, sess.GetGpu(), sess.GetSlot())
 	if err := s.rt.Start(ctx, sess); err != nil {
-		s.slots.Untrack(id)
 		return nil, s.toStatus(fmt.Errorf("start session %s: %w", id, err))
 	}
-	// The slot may have been freed while the session started, before the
-	// watch tracked it: check again, so no session outlives its slot.
+	// Tracked only once it runs (a refused start must not disturb the
+	// tracking of a session already running). A slot freed after this is
+	// seen by the watch; one freed while the session started, before the
+	// watch knew it, is caught by checking again.
+	s.slots.Track(id, sess.GetGpu(), sess.GetSlot())
 	if err := s.checkOwner(ctx, sess); err != nil {
 		s.stopLocal(ctx, id, fleetv1.EndReason_END_REASON_DELETED)
 		return nil, err

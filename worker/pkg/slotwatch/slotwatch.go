@@ -53,10 +53,9 @@ func New(store *fleetstore.Store, worker string, stop StopFunc, log *slog.Logger
 	}
 }
 
-// Track starts watching a session's slot. Call it before the session
-// starts, then check Owner again once it runs: a deletion that happened
-// between the first check and Track is caught by that second check, one after
-// it by the watch.
+// Track starts watching a session's slot. Call it once the session runs,
+// then check Owner again: a deletion before Track is caught by that check,
+// one after it by the watch.
 func (w *Watcher) Track(sessionID string, gpu, slot uint32) {
 	key := w.store.Keys().Slot(w.worker, gpu, slot)
 	w.mu.Lock()

@@ -21,6 +21,7 @@ import (
 	fleetv1 "github.com/avatarfleet/avatarfleet/proto/fleet/v1"
 	"github.com/avatarfleet/avatarfleet/proto/fleetstore"
 	"github.com/avatarfleet/avatarfleet/worker/internal/fleettest"
+	"github.com/avatarfleet/avatarfleet/worker/pkg/agent"
 	"github.com/avatarfleet/avatarfleet/worker/pkg/devices"
 )
 
@@ -296,5 +297,13 @@ func TestSecondSignalExitsAtOnce(t *testing.T) {
 	case <-exited:
 	case <-time.After(10 * time.Second):
 		t.Fatalf("run did not return; logs:\n%s", logs.String())
+	}
+}
+
+// The agent keeps its own copy of the CPU slot default (to stay free of the
+// cgo NVML binding); it must not drift from the devices package.
+func TestCPUSlotDefaultsAgree(t *testing.T) {
+	if agent.DefaultCPUSlots != devices.DefaultCPUSlots {
+		t.Fatalf("agent.DefaultCPUSlots %d != devices.DefaultCPUSlots %d", agent.DefaultCPUSlots, devices.DefaultCPUSlots)
 	}
 }

@@ -18,7 +18,6 @@ import (
 
 	fleetv1 "github.com/avatarfleet/avatarfleet/proto/fleet/v1"
 	"github.com/avatarfleet/avatarfleet/proto/fleetstore"
-	"github.com/avatarfleet/avatarfleet/worker/pkg/devices"
 	"github.com/avatarfleet/avatarfleet/worker/pkg/runtime"
 )
 
@@ -31,6 +30,10 @@ const (
 	DefaultVersion      = "dev"
 	MinLeaseTTL         = time.Second
 	MaxLeaseTTL         = 60 * time.Second
+	// DefaultCPUSlots matches devices.DefaultCPUSlots; the agent does not
+	// import package devices so that importing the agent (control-plane
+	// tests do) does not pull in the cgo NVML binding.
+	DefaultCPUSlots = 2
 )
 
 // ErrAborted is returned by Run after Abort.
@@ -160,7 +163,7 @@ func applyDefaults(o *Options) error {
 		return fmt.Errorf("agent: media port %d: want 1..65535", o.MediaPort)
 	}
 	if len(o.Devices) == 0 {
-		o.Devices = []*fleetv1.GPU{{Index: 0, Name: "cpu", Slots: devices.DefaultCPUSlots, Cpu: true}}
+		o.Devices = []*fleetv1.GPU{{Index: 0, Name: "cpu", Slots: DefaultCPUSlots, Cpu: true}}
 	}
 	for _, d := range o.Devices {
 		if d.GetSlots() == 0 {

@@ -145,7 +145,7 @@ func TestPlacementStorm(t *testing.T) {
 	for w, gs := range perGPU {
 		for g, n := range gs {
 			if n > slots {
-				t.Errorf("worker %s GPU %d holds %d sessions, more than its %d slots", w, g, n)
+				t.Errorf("worker %s GPU %d holds %d sessions, more than its %d slots", w, g, n, slots)
 			}
 		}
 	}

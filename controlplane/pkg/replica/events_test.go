@@ -1,0 +1,118 @@
+package replica_test
+
+import (
+	"context"
+	"errors"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/avatarfleet/avatarfleet/controlplane/internal/testfleet"
+	"github.com/avatarfleet/avatarfleet/controlplane/pkg/apiclient"
+	"github.com/avatarfleet/avatarfleet/controlplane/pkg/apiv1"
+)
+
+type sseLog struct {
+	mu     sync.Mutex
+	events []apiv1.Event
+}
+
+func (l *sseLog) types(sessionID string) []string {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	var out []string
+	for _, e := range l.events {
+		if e.SessionID == sessionID {
+			out = append(out, e.Type)
+		}
+	}
+	return out
+}
+
+func streamEvents(t *testing.T, f *testfleet.Fleet, key string) *sseLog {
+	t.Helper()
+	c, err := apiclient.New(apiclient.Options{BaseURL: f.URL(0), APIKey: key})
+	if err != nil {
+		t.Fatal(err)
+	}
+	ctx, cancel := context.WithCancel(context.Background())
+	l := &sseLog{}
+	done := make(chan struct{})
+	go func() {
+		defer close(done)
+		err := c.Events(ctx, func(e apiv1.Event) error {
+			l.mu.Lock()
+			l.events = append(l.events, e)
+			l.mu.Unlock()
+			return nil
+		})
+		if err != nil && !errors.Is(err, context.Canceled) {
+			t.Errorf("events stream: %v", err)
+		}
+	}()
+	t.Cleanup(func() { cancel(); <-done })
+	return l
+}
+
+// TestEventsOverSSE: each lifecycle change of a session arrives as one JSON
+// server-sent event, in order; a key sees only its own sessions' events.
+func TestEventsOverSSE(t *testing.T) {
+	f := testfleet.Start(t, testfleet.Options{Workers: []testfleet.WorkerSpec{{ID: "w"}}})
+	mine := streamEvents(t, f, testfleet.SessionsKey)
+	others := streamEvents(t, f, testfleet.OtherKey)
+	admin := streamEvents(t, f, testfleet.AdminKey)
+	time.Sleep(300 * time.Millisecond) // let the streams subscribe
+
+	s := createSession(t, f, 0, testfleet.SessionsKey)
+	if r := f.MustDo(0, "DELETE", "/v1/sessions/"+s.ID, testfleet.SessionsKey, nil); r.Status != 204 {
+		t.Fatalf("delete: %d", r.Status)
+	}
+	want := []string{"session.starting", "session.ready", "session.ended"}
+	f.Eventually(10*time.Second, "the owner sees starting, ready, ended", func() bool {
+		return equal(mine.types(s.ID), want)
+	})
+	f.Eventually(5*time.Second, "an admin sees them too", func() bool {
+		return equal(admin.types(s.ID), want)
+	})
+	if r := f.MustDo(0, "POST", "/v1/workers/w/drain", testfleet.AdminKey, nil); r.Status != 202 {
+		t.Fatalf("drain: %d", r.Status)
+	}
+	f.Eventually(5*time.Second, "an admin sees the drain", func() bool {
+		admin.mu.Lock()
+		defer admin.mu.Unlock()
+		for _, e := range admin.events {
+			if e.Type == "worker.draining" && e.WorkerID == "w" {
+				return true
+			}
+		}
+		return false
+	})
+	mine.mu.Lock()
+	last := mine.events[len(mine.events)-1]
+	mine.mu.Unlock()
+	if last.Session == nil || last.Session.EndReason != apiv1.ReasonDeleted || last.Session.ViewerToken != "" {
+		t.Errorf("ended event carries %+v", last.Session)
+	}
+	if got := others.types(s.ID); len(got) != 0 {
+		t.Errorf("another key saw events %v of a session it does not own", got)
+	}
+	others.mu.Lock()
+	defer others.mu.Unlock()
+	for _, e := range others.events {
+		if e.WorkerID != "" && e.SessionID == "" {
+			t.Errorf("a sessions key saw worker event %s", e.Type)
+		}
+	}
+}
+
+func equal(a, b []string) bool {
+	if len(a) != len(b) {
+		return false
+	}
+	for i := range a {
+		if a[i] != b[i] {
+			return false
+		}
+	}
+	return true
+}

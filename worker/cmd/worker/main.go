@@ -1,0 +1,111 @@
+// Command worker runs one AvatarFleet GPU worker: it registers the node's
+// devices and slots in etcd under a lease, serves WorkerService over gRPC
+// for the control plane, answers health checks over NATS, and drains on
+// SIGTERM or SIGINT (a second signal exits at once).
+//
+// Exit codes: 0 after a clean drain, 1 when the worker fails or is killed
+// by a second signal, 2 for bad flags.
+package main
+
+import (
+	"context"
+	"errors"
+	"flag"
+	"fmt"
+	"io"
+	"log/slog"
+	"os"
+	"os/signal"
+	"syscall"
+
+	"github.com/avatarfleet/avatarfleet/worker/pkg/agent"
+	"github.com/avatarfleet/avatarfleet/worker/pkg/devices"
+)
+
+// version is the build version, set with -ldflags "-X main.version=…".
+var version = agent.DefaultVersion
+
+func main() {
+	os.Exit(run(os.Args[1:], os.Getenv, os.Stderr, os.Exit))
+}
+
+// run is the whole program; exit is called only for a second signal.
+func run(args []string, getenv func(string) string, stderr io.Writer, exit func(int)) int {
+	cfg, err := parseConfig(args, getenv, os.Hostname, stderr)
+	if errors.Is(err, flag.ErrHelp) {
+		return 0
+	}
+	if err != nil {
+		fmt.Fprintf(stderr, "worker: %v\n", err)
+		return 2
+	}
+	log := cfg.logger(stderr)
+
+	// Signals are caught before anything starts, so an early SIGTERM still
+	// drains instead of killing the process.
+	sigs := make(chan os.Signal, 2)
+	signal.Notify(sigs, syscall.SIGTERM, syscall.SIGINT)
+	defer signal.Stop(sigs)
+	ctx, requestDrain := context.WithCancel(context.Background())
+	defer requestDrain()
+	finished := make(chan struct{})
+	defer close(finished)
+	go func() {
+		select {
+		case sig := <-sigs:
+			log.Info("signal received; draining (send it again to exit at once)", "signal", sig.String())
+			requestDrain()
+		case <-finished:
+			return
+		}
+		select {
+		case sig := <-sigs:
+			log.Warn("second signal; exiting at once", "signal", sig.String())
+			exit(1)
+		case <-finished:
+		}
+	}()
+
+	devs, err := cfg.resolveDevices(ctx, loggedDiscovery{devices.NVML{}, log})
+	if err != nil {
+		fmt.Fprintf(stderr, "worker: %v\n", err)
+		return 2
+	}
+	opts := cfg.opts
+	opts.Devices = devs
+	opts.Version = version
+	opts.Logger = log
+	a, err := agent.New(opts)
+	if err != nil {
+		fmt.Fprintf(stderr, "worker: %v\n", err)
+		return 2
+	}
+	for _, d := range devs {
+		log.Info("device", "index", d.GetIndex(), "name", d.GetName(), "memory_bytes", d.GetMemoryBytes(), "slots", d.GetSlots(), "cpu", d.GetCpu())
+	}
+	log.Info("worker starting", "id", opts.ID, "grpc", a.GRPCAddr(), "advertise", a.AdvertiseAddress(),
+		"etcd", opts.EtcdEndpoints, "nats", opts.NATSURL, "version", version)
+	if err := a.Run(ctx); err != nil {
+		log.Error("worker failed", "err", err)
+		return 1
+	}
+	return 0
+}
+
+// loggedDiscovery says why GPU discovery failed: in auto mode the worker
+// falls back to the CPU, and a broken driver must not pass unnoticed.
+type loggedDiscovery struct {
+	devices.Discoverer
+	log *slog.Logger
+}
+
+func (d loggedDiscovery) Discover(ctx context.Context) ([]devices.Info, error) {
+	infos, err := d.Discoverer.Discover(ctx)
+	switch {
+	case errors.Is(err, devices.ErrNoDriver):
+		d.log.Info("no NVIDIA driver; GPUs unavailable", "reason", err)
+	case err != nil:
+		d.log.Warn("GPU discovery failed", "err", err)
+	}
+	return infos, err
+}

@@ -81,7 +81,7 @@ func TestCLIAgainstControlPlane(t *testing.T) {
 	if err := <-deleted; err != nil {
 		t.Fatalf("sessions delete: %v", err)
 	}
-	if code != 0 || !strings.Contains(out, "1 sessions left") || !strings.Contains(out, "drained") {
+	if code != 0 || !strings.Contains(out, "1 session left") || !strings.Contains(out, "drained") {
 		t.Fatalf("drain --wait: %d %q %q", code, out, errOut)
 	}
 	// A drained worker takes nothing new.

@@ -13,6 +13,10 @@ import (
 	fleetv1 "github.com/avatarfleet/avatarfleet/proto/fleet/v1"
 )
 
+// MaxMessageBytes is the largest request the control plane sends a worker;
+// the worker's server accepts the same.
+const MaxMessageBytes = 64 << 20
+
 // Pool holds connections to workers by address.
 type Pool struct {
 	opts []grpc.DialOption
@@ -25,7 +29,11 @@ type Pool struct {
 // (workers sit on a private network; put mTLS options here otherwise).
 func NewPool(opts ...grpc.DialOption) *Pool {
 	if len(opts) == 0 {
-		opts = []grpc.DialOption{grpc.WithTransportCredentials(insecure.NewCredentials())}
+		opts = []grpc.DialOption{
+			grpc.WithTransportCredentials(insecure.NewCredentials()),
+			// Pushed audio (up to 50 MiB of WAV) travels in one message.
+			grpc.WithDefaultCallOptions(grpc.MaxCallSendMsgSize(MaxMessageBytes)),
+		}
 	}
 	return &Pool{opts: opts, conns: map[string]*grpc.ClientConn{}}
 }

@@ -6,7 +6,7 @@ cd "$(dirname "$0")/.."
 fuzztime=${1:-10s}
 for dir in proto controlplane worker; do
   # Each "func FuzzX(" in a _test.go file is one target of its package.
-  grep -rl --include='*_test.go' '^func Fuzz' "$dir" 2>/dev/null | while read -r file; do
+  { grep -rl --include='*_test.go' '^func Fuzz' "$dir" || true; } | while read -r file; do
     pkg="./$(dirname "$file")"
     for target in $(grep -o '^func Fuzz[A-Za-z0-9_]*' "$file" | sed 's/^func //'); do
       echo "fuzz: $pkg $target ($fuzztime)"

@@ -258,7 +258,7 @@ func TestSecondSignalExitsAtOnce(t *testing.T) {
 	}
 	kv := resp.Kvs[0]
 	sess := &fleetv1.Session{Id: "s1", State: fleetv1.SessionState_SESSION_STATE_STARTING}
-	if ok, err := store.Reserve(t.Context(), fleetstore.Reservation{Worker: id, WorkerLease: clientv3.LeaseID(kv.Lease), WorkerRevision: kv.ModRevision}, sess); err != nil || !ok {
+	if _, ok, err := store.Reserve(t.Context(), fleetstore.Reservation{Worker: id, WorkerLease: clientv3.LeaseID(kv.Lease), WorkerRevision: kv.ModRevision}, sess); err != nil || !ok {
 		t.Fatalf("reserve: %v %v", ok, err)
 	}
 	conn, err := grpc.NewClient(w.GetGrpcAddress(), grpc.WithTransportCredentials(insecure.NewCredentials()))

@@ -121,7 +121,7 @@ func (r *running) reserve(t *testing.T, id string, slot uint32) *fleetv1.Session
 	}
 	kv := resp.Kvs[0]
 	sess := &fleetv1.Session{Id: id, State: fleetv1.SessionState_SESSION_STATE_STARTING}
-	ok, err := r.store.Reserve(t.Context(), fleetstore.Reservation{
+	_, ok, err := r.store.Reserve(t.Context(), fleetstore.Reservation{
 		Worker: r.agent.ID(), WorkerLease: clientv3.LeaseID(kv.Lease), WorkerRevision: kv.ModRevision, Slot: slot,
 	}, sess)
 	if err != nil || !ok {

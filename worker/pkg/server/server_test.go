@@ -75,7 +75,7 @@ func newFixture(t *testing.T, wrap func(runtime.Runtime) runtime.Runtime) *fixtu
 func (f *fixture) reserve(t *testing.T, id string, gpu, slot uint32) *fleetv1.Session {
 	t.Helper()
 	sess := &fleetv1.Session{Id: id, Avatar: "default", State: fleetv1.SessionState_SESSION_STATE_STARTING}
-	ok, err := f.store.Reserve(t.Context(), fleetstore.Reservation{Worker: f.worker, GPU: gpu, Slot: slot}, sess)
+	_, ok, err := f.store.Reserve(t.Context(), fleetstore.Reservation{Worker: f.worker, GPU: gpu, Slot: slot}, sess)
 	if err != nil || !ok {
 		t.Fatalf("reserve %s: ok=%v err=%v", id, ok, err)
 	}

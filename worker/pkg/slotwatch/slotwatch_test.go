@@ -53,7 +53,7 @@ func startWatcher(t *testing.T, store *fleetstore.Store, worker string) (*Watche
 // reserve takes a slot for a new session the way the control plane does.
 func reserve(t *testing.T, store *fleetstore.Store, worker, id string, gpu, slot uint32) {
 	t.Helper()
-	ok, err := store.Reserve(t.Context(), fleetstore.Reservation{Worker: worker, GPU: gpu, Slot: slot},
+	_, ok, err := store.Reserve(t.Context(), fleetstore.Reservation{Worker: worker, GPU: gpu, Slot: slot},
 		&fleetv1.Session{Id: id, State: fleetv1.SessionState_SESSION_STATE_STARTING})
 	if err != nil || !ok {
 		t.Fatalf("reserve %s on %d/%d: ok=%v err=%v", id, gpu, slot, ok, err)

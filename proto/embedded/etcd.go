@@ -34,6 +34,10 @@ type EtcdOptions struct {
 	NoFsync bool
 	// StartTimeout bounds the wait for the cluster to elect a leader.
 	StartTimeout time.Duration
+	// SnapshotCount is how many applied entries trigger a raft snapshot
+	// (0: etcd's default). Benchmarks that write a lot and then close raise
+	// it: etcd panics when closed while it saves a snapshot.
+	SnapshotCount uint64
 }
 
 // EtcdCluster is a running embedded etcd cluster.
@@ -105,6 +109,9 @@ func StartEtcd(ctx context.Context, opts EtcdOptions) (*EtcdCluster, error) {
 		cfg.InitialClusterToken = "avatarfleet"
 		cfg.ZapLoggerBuilder = embed.NewZapLoggerBuilder(logger)
 		cfg.UnsafeNoFsync = opts.NoFsync
+		if opts.SnapshotCount > 0 {
+			cfg.SnapshotCount = opts.SnapshotCount
+		}
 		// Old revisions are only needed by watchers catching up.
 		cfg.AutoCompactionMode = embed.CompactorModePeriodic
 		cfg.AutoCompactionRetention = "5m"

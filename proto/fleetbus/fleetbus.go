@@ -74,7 +74,8 @@ func EnsureStream(ctx context.Context, js jetstream.JetStream, maxAge time.Durat
 
 // Publisher publishes lifecycle events.
 type Publisher struct {
-	js jetstream.JetStream
+	js    jetstream.JetStream
+	async bool
 }
 
 // NewPublisher returns a publisher over nc.
@@ -84,6 +85,34 @@ func NewPublisher(nc *nats.Conn) (*Publisher, error) {
 		return nil, fmt.Errorf("jetstream: %w", err)
 	}
 	return &Publisher{js: js}, nil
+}
+
+// NewAsyncPublisher returns a publisher whose Publish does not wait for the
+// stream's acknowledgement, keeping a round trip off request paths; events
+// from one publisher still reach the stream in order. onError sees each
+// event the stream refused. Call Flush before closing the connection.
+func NewAsyncPublisher(nc *nats.Conn, onError func(subject string, err error)) (*Publisher, error) {
+	js, err := jetstream.New(nc,
+		jetstream.WithPublishAsyncMaxPending(4096),
+		jetstream.WithPublishAsyncErrHandler(func(_ jetstream.JetStream, m *nats.Msg, err error) {
+			if onError != nil {
+				onError(m.Subject, err)
+			}
+		}))
+	if err != nil {
+		return nil, fmt.Errorf("jetstream: %w", err)
+	}
+	return &Publisher{js: js, async: true}, nil
+}
+
+// Flush waits until every asynchronous publish is acknowledged or ctx ends.
+func (p *Publisher) Flush(ctx context.Context) error {
+	select {
+	case <-p.js.PublishAsyncComplete():
+		return nil
+	case <-ctx.Done():
+		return fmt.Errorf("flush events: %w", ctx.Err())
+	}
 }
 
 // JetStream is the publisher's JetStream context.
@@ -108,7 +137,8 @@ func Subject(e *fleetv1.Event) string {
 }
 
 // Publish stamps an event with an id and time and publishes it, waiting for
-// the stream's acknowledgement. The event id doubles as the JetStream message
+// the stream's acknowledgement unless the publisher is asynchronous. The
+// event id doubles as the JetStream message
 // id, so a retried publish is stored once.
 func (p *Publisher) Publish(ctx context.Context, e *fleetv1.Event) error {
 	if e.GetSessionId() == "" && e.GetWorkerId() == "" {
@@ -123,6 +153,12 @@ func (p *Publisher) Publish(ctx context.Context, e *fleetv1.Event) error {
 	b, err := proto.Marshal(e)
 	if err != nil {
 		return fmt.Errorf("marshal event %s: %w", e.GetType(), err)
+	}
+	if p.async {
+		if _, err := p.js.PublishAsync(Subject(e), b, jetstream.WithMsgID(e.Id)); err != nil {
+			return fmt.Errorf("publish event %s on %s: %w", e.GetType(), Subject(e), err)
+		}
+		return nil
 	}
 	if _, err := p.js.Publish(ctx, Subject(e), b, jetstream.WithMsgID(e.Id)); err != nil {
 		return fmt.Errorf("publish event %s on %s: %w", e.GetType(), Subject(e), err)

@@ -232,6 +232,34 @@ func (s *Store) UpdateSession(ctx context.Context, sess *fleetv1.Session, rev in
 	return resp.Header.Revision, nil
 }
 
+// SessionUpdate is a changed session record and the revision it must still
+// be at.
+type SessionUpdate struct {
+	Session  *fleetv1.Session
+	Revision int64
+}
+
+// UpdateSessions writes several changed records in one transaction that
+// commits only if every record is still at its revision; otherwise nothing
+// is written and the error is ErrConflict (the caller retries one by one).
+func (s *Store) UpdateSessions(ctx context.Context, updates []SessionUpdate) error {
+	cmps := make([]clientv3.Cmp, len(updates))
+	puts := make([]clientv3.Op, len(updates))
+	for i, u := range updates {
+		key := s.keys.Session(u.Session.GetId())
+		cmps[i] = clientv3.Compare(clientv3.ModRevision(key), "=", u.Revision)
+		puts[i] = clientv3.OpPut(key, marshal(u.Session))
+	}
+	resp, err := s.cli.Txn(ctx).If(cmps...).Then(puts...).Commit()
+	if err != nil {
+		return fmt.Errorf("update %d sessions: %w", len(updates), err)
+	}
+	if !resp.Succeeded {
+		return fmt.Errorf("update %d sessions: %w", len(updates), ErrConflict)
+	}
+	return nil
+}
+
 // EndSession moves a live session to a terminal state with a reason and
 // frees its slot, in one transaction guarded by the record's revision, so of
 // all the parties that try to end one session exactly one succeeds. ended is

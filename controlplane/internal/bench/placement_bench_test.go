@@ -14,8 +14,6 @@ import (
 	"text/tabwriter"
 	"time"
 
-	clientv3 "go.etcd.io/etcd/client/v3"
-
 	"github.com/avatarfleet/avatarfleet/controlplane/internal/testfleet"
 	fleetv1 "github.com/avatarfleet/avatarfleet/proto/fleet/v1"
 	"github.com/avatarfleet/avatarfleet/proto/fleetstore"
@@ -24,8 +22,8 @@ import (
 // Sizes of the runs. Big enough for stable figures on a 2-core machine,
 // small enough that `make bench` takes a few minutes.
 const (
-	peakConcurrency = 64
-	peakCreates     = 3000
+	peakConcurrency = 128
+	peakCreates     = 4000
 	halfLoadSeconds = 4
 	rawTxns         = 4000
 )
@@ -79,16 +77,19 @@ func percentile(lat []time.Duration, p float64) time.Duration {
 // rawReserve runs fleetstore.Reserve, the one transaction a placement must
 // commit, against a 3-member cluster with a given number of callers.
 func rawReserve(b *testing.B, callers int) row {
-	f := testfleet.Start(b, testfleet.Options{EtcdMembers: 3})
+	f := testfleet.Start(b, testfleet.Options{EtcdMembers: 3, Fsync: true, EtcdSnapshotCount: 1 << 30})
+	// A prefix of its own: the replica's supervisor would health-check a
+	// worker record under the fleet's prefix and mark it down.
+	store := fleetstore.New(f.Client, fleetstore.NewKeys("/rawbench/"))
 	ctx := context.Background()
 	lease, err := f.Client.Grant(ctx, 60)
 	if err != nil {
 		b.Fatal(err)
 	}
-	if err := f.Store.PutWorker(ctx, &fleetv1.Worker{Id: "raw"}, lease.ID); err != nil {
+	if err := store.PutWorker(ctx, &fleetv1.Worker{Id: "raw"}, lease.ID); err != nil {
 		b.Fatal(err)
 	}
-	resp, err := f.Client.Get(ctx, f.Store.Keys().Worker("raw"))
+	resp, err := f.Client.Get(ctx, store.Keys().Worker("raw"))
 	if err != nil {
 		b.Fatal(err)
 	}
@@ -105,7 +106,7 @@ func rawReserve(b *testing.B, callers int) row {
 					return
 				}
 				t0 := time.Now()
-				_, ok, err := f.Store.Reserve(ctx, fleetstore.Reservation{
+				_, ok, err := store.Reserve(ctx, fleetstore.Reservation{
 					Worker: "raw", WorkerLease: lease.ID, WorkerRevision: rev, GPU: 0, Slot: uint32(i),
 				}, &fleetv1.Session{Id: fmt.Sprintf("raw-%d", i)})
 				if err != nil || !ok {
@@ -118,7 +119,6 @@ func rawReserve(b *testing.B, callers int) row {
 	}
 	wg.Wait()
 	elapsed := time.Since(start)
-	_, _ = f.Client.Delete(ctx, f.Store.Keys().Prefix(), clientv3.WithPrefix())
 	return row{what: "etcd reserve txn (raw)", concurrent: fmt.Sprint(callers), perSecond: rawTxns / elapsed.Seconds(),
 		p50: percentile(lat, 0.5), p99: percentile(lat, 0.99)}
 }
@@ -130,7 +130,7 @@ func placements(b *testing.B, replicas int) (peak, half row) {
 	for i := range 4 {
 		workers = append(workers, testfleet.WorkerSpec{ID: fmt.Sprintf("w%d", i), GPUs: 4, SlotsPerGPU: 1024})
 	}
-	f := testfleet.Start(b, testfleet.Options{EtcdMembers: 3, Replicas: replicas, Workers: workers})
+	f := testfleet.Start(b, testfleet.Options{EtcdMembers: 3, Replicas: replicas, Workers: workers, Fsync: true, EtcdSnapshotCount: 1 << 30})
 	client := &http.Client{Transport: &http.Transport{MaxIdleConnsPerHost: 256, MaxConnsPerHost: 256}}
 	defer client.CloseIdleConnections()
 	create := func(i int) (time.Duration, error) {

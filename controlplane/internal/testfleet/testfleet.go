@@ -55,6 +55,11 @@ type Options struct {
 	Supervisor   supervisor.Options
 	// Verbose sends every component's logs to stderr.
 	Verbose bool
+	// Fsync makes etcd sync its log to disk as in production (benchmarks);
+	// tests skip it for speed.
+	Fsync bool
+	// EtcdSnapshotCount overrides etcd's snapshot trigger (benchmarks).
+	EtcdSnapshotCount uint64
 }
 
 // Fleet is a running test fleet.
@@ -117,7 +122,7 @@ func Start(t testing.TB, opts Options) *Fleet {
 	sctx, scancel := context.WithTimeout(f.ctx, 90*time.Second)
 	defer scancel()
 	var err error
-	f.Etcd, err = embedded.StartEtcd(sctx, embedded.EtcdOptions{Dir: t.TempDir(), Members: opts.EtcdMembers, NoFsync: true})
+	f.Etcd, err = embedded.StartEtcd(sctx, embedded.EtcdOptions{Dir: t.TempDir(), Members: opts.EtcdMembers, NoFsync: !opts.Fsync, SnapshotCount: opts.EtcdSnapshotCount})
 	if err != nil {
 		t.Fatalf("start etcd: %v", err)
 	}

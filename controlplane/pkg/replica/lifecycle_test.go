@@ -8,12 +8,15 @@ import (
 
 	"github.com/nats-io/nats.go"
 	clientv3 "go.etcd.io/etcd/client/v3"
+	"google.golang.org/protobuf/types/known/timestamppb"
 
 	"github.com/avatarfleet/avatarfleet/controlplane/internal/testfleet"
 	"github.com/avatarfleet/avatarfleet/controlplane/pkg/apiv1"
+	"github.com/avatarfleet/avatarfleet/controlplane/pkg/supervisor"
 	"github.com/avatarfleet/avatarfleet/proto/embedded"
 	fleetv1 "github.com/avatarfleet/avatarfleet/proto/fleet/v1"
 	"github.com/avatarfleet/avatarfleet/proto/fleetbus"
+	"github.com/avatarfleet/avatarfleet/proto/fleetstore"
 )
 
 // eventLog collects the fleet's lifecycle events from NATS.
@@ -305,5 +308,49 @@ func TestAnyReplicaAnswers(t *testing.T) {
 	}
 	if got.ViewerToken != "" {
 		t.Error("ended session still hands out a viewer token")
+	}
+
+	// The supervisor's duties moved with the leadership: a worker lost now
+	// still has its sessions failed.
+	s = createSession(t, f, 1, testfleet.SessionsKey)
+	if err := f.KillWorker("w"); err == nil {
+		t.Log("aborted worker returned nil")
+	}
+	f.Eventually(15*time.Second, "the surviving replica fails the lost worker's session", func() bool {
+		got := getSession(t, f, 1, s.ID)
+		return got.State == apiv1.StateFailed && got.EndReason == apiv1.ReasonWorkerLost
+	})
+}
+
+// TestHalfDonePlacementIsReclaimed: a replica that died between reserving a
+// slot and starting the session left a "starting" record and its slot; the
+// supervisor ends it with reason error and frees the slot.
+func TestHalfDonePlacementIsReclaimed(t *testing.T) {
+	f := testfleet.Start(t, testfleet.Options{
+		Workers:    []testfleet.WorkerSpec{{ID: "w", SlotsPerGPU: 1}},
+		Supervisor: supervisor.Options{ReconcileInterval: 200 * time.Millisecond},
+	})
+	ctx := context.Background()
+	view, ok := f.Replicas[0].Registry().Worker("w")
+	if !ok {
+		t.Fatal("worker not in the registry")
+	}
+	orphan := &fleetv1.Session{
+		Id:        "sess_orphan",
+		State:     fleetv1.SessionState_SESSION_STATE_STARTING,
+		CreatedAt: timestamppb.New(time.Now().Add(-3 * time.Minute)),
+	}
+	if _, ok, err := f.Store.Reserve(ctx, fleetstore.Reservation{Worker: "w", WorkerLease: view.Lease, WorkerRevision: view.Revision}, orphan); err != nil || !ok {
+		t.Fatalf("reserve orphan: %v %v", ok, err)
+	}
+	if r := f.MustDo(0, "POST", "/v1/sessions", testfleet.SessionsKey, apiv1.CreateSessionRequest{}); r.Status != 503 {
+		t.Fatalf("create while the orphan holds the only slot: %d", r.Status)
+	}
+	f.Eventually(10*time.Second, "the orphan is reclaimed", func() bool {
+		got := getSession(t, f, 0, orphan.Id)
+		return got.State == apiv1.StateFailed && got.EndReason == apiv1.ReasonError
+	})
+	if s := createSession(t, f, 0, testfleet.SessionsKey); s.WorkerID != "w" {
+		t.Fatalf("freed slot not reused: %+v", s)
 	}
 }

@@ -64,6 +64,7 @@ type Replica struct {
 	super    *supervisor.Supervisor
 	pool     *workerclient.Pool
 	manager  *sessions.Manager
+	events   *fleetbus.Publisher
 	// streamsDone ends event streams when the HTTP server shuts down.
 	streamsDone chan struct{}
 }
@@ -109,10 +110,13 @@ func New(ctx context.Context, opts Options) (*Replica, error) {
 	if err != nil {
 		return nil, fmt.Errorf("connect nats %s: %w", opts.NATSURL, err)
 	}
-	pub, err := fleetbus.NewPublisher(r.nc)
+	pub, err := fleetbus.NewAsyncPublisher(r.nc, func(subject string, err error) {
+		log.Warn("event not stored", "subject", subject, "err", err)
+	})
 	if err != nil {
 		return nil, err
 	}
+	r.events = pub
 	if _, err := fleetbus.EnsureStream(ctx, pub.JetStream(), opts.EventRetention); err != nil {
 		return nil, err
 	}
@@ -205,6 +209,7 @@ func (r *Replica) Run(ctx context.Context) error {
 	defer r.close()
 	g, gctx := errgroup.WithContext(ctx)
 	g.Go(func() error { return r.registry.Run(gctx) })
+	g.Go(func() error { return r.manager.Run(gctx) })
 	g.Go(func() error { return r.super.Run(gctx) })
 	g.Go(func() error {
 		if err := r.server.Serve(r.listener); !errors.Is(err, http.ErrServerClosed) {
@@ -228,6 +233,13 @@ func (r *Replica) close() {
 	}
 	if r.pool != nil {
 		r.pool.Close()
+	}
+	if r.events != nil {
+		ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+		if err := r.events.Flush(ctx); err != nil {
+			r.log.Warn("events still unacknowledged at shutdown", "err", err)
+		}
+		cancel()
 	}
 	if r.nc != nil {
 		r.nc.Close()

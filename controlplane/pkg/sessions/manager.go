@@ -68,6 +68,8 @@ type Manager struct {
 	opts Options
 	log  *slog.Logger
 
+	writer *batchWriter
+
 	rngMu sync.Mutex
 	rng   *mrand.Rand
 }
@@ -93,7 +95,12 @@ func NewManager(opts Options) *Manager {
 	if log == nil {
 		log = slog.Default()
 	}
-	return &Manager{opts: opts, log: log, rng: mrand.New(mrand.NewPCG(mrand.Uint64(), mrand.Uint64()))}
+	return &Manager{opts: opts, log: log, writer: newBatchWriter(opts.Store), rng: mrand.New(mrand.NewPCG(mrand.Uint64(), mrand.Uint64()))}
+}
+
+// Run runs the manager's background writer until ctx ends; creates need it.
+func (m *Manager) Run(ctx context.Context) error {
+	return m.writer.Run(ctx)
 }
 
 // CreateParams is a validated create request.
@@ -219,7 +226,7 @@ func (m *Manager) tryReserveAndStart(ctx context.Context, view registry.WorkerVi
 	m.opts.Registry.NoteReserved(worker, registry.SlotRef{GPU: gpu, Slot: slot}, sess.GetId())
 	m.publish(ctx, fleetbus.SessionEvent(fleetbus.SessionStarting, sess))
 
-	if err := m.startOnWorker(ctx, view.Worker.GetGrpcAddress(), sess); err != nil {
+	if err := m.startOnWorker(ctx, view.Worker.GetGrpcAddress(), sess, rev); err != nil {
 		m.log.Warn("worker refused session; trying elsewhere", "session", sess.GetId(), "worker", worker, "err", err)
 		// Undo with a fresh context: the request's may be what failed.
 		uctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), m.opts.CallTimeout)
@@ -235,7 +242,7 @@ func (m *Manager) tryReserveAndStart(ctx context.Context, view registry.WorkerVi
 
 	ready := proto.Clone(sess).(*fleetv1.Session)
 	ready.State = fleetv1.SessionState_SESSION_STATE_READY
-	if _, err := m.opts.Store.UpdateSession(ctx, ready, rev); err != nil {
+	if err := m.writer.Write(ctx, ready, rev); err != nil {
 		if !errors.Is(err, fleetstore.ErrConflict) {
 			return 0, err
 		}
@@ -253,14 +260,14 @@ func (m *Manager) tryReserveAndStart(ctx context.Context, view registry.WorkerVi
 	return placedOK, nil
 }
 
-func (m *Manager) startOnWorker(ctx context.Context, addr string, sess *fleetv1.Session) error {
+func (m *Manager) startOnWorker(ctx context.Context, addr string, sess *fleetv1.Session, reservedAt int64) error {
 	cl, err := m.opts.Workers.Client(addr)
 	if err != nil {
 		return err
 	}
 	cctx, cancel := context.WithTimeout(ctx, m.opts.StartTimeout)
 	defer cancel()
-	if _, err := cl.StartSession(cctx, &fleetv1.StartSessionRequest{Session: sess}); err != nil {
+	if _, err := cl.StartSession(cctx, &fleetv1.StartSessionRequest{Session: sess, ReservationRevision: reservedAt}); err != nil {
 		return fmt.Errorf("start session on %s: %w", addr, err)
 	}
 	return nil

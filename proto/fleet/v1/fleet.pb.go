@@ -658,10 +658,14 @@ func (x *Event) GetWorker() *Worker {
 }
 
 type StartSessionRequest struct {
-	state         protoimpl.MessageState `protogen:"open.v1"`
-	Session       *Session               `protobuf:"bytes,1,opt,name=session,proto3" json:"session,omitempty"`
-	unknownFields protoimpl.UnknownFields
-	sizeCache     protoimpl.SizeCache
+	state   protoimpl.MessageState `protogen:"open.v1"`
+	Session *Session               `protobuf:"bytes,1,opt,name=session,proto3" json:"session,omitempty"`
+	// reservation_revision is the etcd revision at which the session's slot
+	// was reserved: the worker checks the reservation in its watch of its own
+	// slots once that watch has reached this revision, without a read.
+	ReservationRevision int64 `protobuf:"varint,2,opt,name=reservation_revision,json=reservationRevision,proto3" json:"reservation_revision,omitempty"`
+	unknownFields       protoimpl.UnknownFields
+	sizeCache           protoimpl.SizeCache
 }
 
 func (x *StartSessionRequest) Reset() {
@@ -699,6 +703,13 @@ func (x *StartSessionRequest) GetSession() *Session {
 		return x.Session
 	}
 	return nil
+}
+
+func (x *StartSessionRequest) GetReservationRevision() int64 {
+	if x != nil {
+		return x.ReservationRevision
+	}
+	return 0
 }
 
 type StartSessionResponse struct {
@@ -1264,9 +1275,10 @@ const file_fleet_v1_fleet_proto_rawDesc = "" +
 	"session_id\x18\x04 \x01(\tR\tsessionId\x12\x1b\n" +
 	"\tworker_id\x18\x05 \x01(\tR\bworkerId\x127\n" +
 	"\asession\x18\x06 \x01(\v2\x1d.avatarfleet.fleet.v1.SessionR\asession\x124\n" +
-	"\x06worker\x18\a \x01(\v2\x1c.avatarfleet.fleet.v1.WorkerR\x06worker\"N\n" +
+	"\x06worker\x18\a \x01(\v2\x1c.avatarfleet.fleet.v1.WorkerR\x06worker\"\x81\x01\n" +
 	"\x13StartSessionRequest\x127\n" +
-	"\asession\x18\x01 \x01(\v2\x1d.avatarfleet.fleet.v1.SessionR\asession\"P\n" +
+	"\asession\x18\x01 \x01(\v2\x1d.avatarfleet.fleet.v1.SessionR\asession\x121\n" +
+	"\x14reservation_revision\x18\x02 \x01(\x03R\x13reservationRevision\"P\n" +
 	"\x14StartSessionResponse\x128\n" +
 	"\x05state\x18\x01 \x01(\x0e2\".avatarfleet.fleet.v1.SessionStateR\x05state\"l\n" +
 	"\x12StopSessionRequest\x12\x1d\n" +

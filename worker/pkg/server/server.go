@@ -39,8 +39,13 @@ func ValidSessionID(id string) bool { return sessionIDPattern.MatchString(id) }
 type Slots interface {
 	// Owner is the id of the session holding a slot, "" when free.
 	Owner(ctx context.Context, gpu, slot uint32) (string, error)
+	// OwnerAt is Owner as of a revision or later, from the watch.
+	OwnerAt(ctx context.Context, rev int64, gpu, slot uint32) (string, error)
 	// Track stops the session when its slot goes; Untrack forgets it.
 	Track(sessionID string, gpu, slot uint32)
+	// TrackIfHeld tracks the session only if the watch still sees it in
+	// its slot.
+	TrackIfHeld(sessionID string, gpu, slot uint32) bool
 	Untrack(sessionID string)
 }
 
@@ -126,7 +131,7 @@ func (s *Server) StartSession(ctx context.Context, req *fleetv1.StartSessionRequ
 	if !s.accepting() {
 		return nil, status.Errorf(codes.FailedPrecondition, "worker %s is draining: no new sessions", s.worker)
 	}
-	if err := s.checkOwner(ctx, sess); err != nil {
+	if err := s.checkOwner(ctx, sess, req.GetReservationRevision()); err != nil {
 		return nil, err
 	}
 	if err := s.rt.Start(ctx, sess); err != nil {
@@ -134,10 +139,9 @@ func (s *Server) StartSession(ctx context.Context, req *fleetv1.StartSessionRequ
 	}
 	// Tracked only once it runs (a refused start must not disturb the
 	// tracking of a session already running). A slot freed after this is
-	// seen by the watch; one freed while the session started, before the
-	// watch knew it, is caught by checking again.
-	s.slots.Track(id, sess.GetGpu(), sess.GetSlot())
-	if err := s.checkOwner(ctx, sess); err != nil {
+	// seen by the watch; one freed while the session started, before it was
+	// tracked, is caught here: the watcher's view no longer holds it.
+	if err := s.track(ctx, sess, req.GetReservationRevision()); err != nil {
 		s.stopLocal(ctx, id, fleetv1.EndReason_END_REASON_DELETED)
 		return nil, err
 	}
@@ -171,10 +175,33 @@ func (s *Server) validateStart(sess *fleetv1.Session) error {
 	return nil
 }
 
+// track starts following a started session's slot. With the reservation's
+// revision the watch already saw the slot held, so tracking checks the
+// watch's current view in the same step; without, it reads etcd again.
+func (s *Server) track(ctx context.Context, sess *fleetv1.Session, reservedAt int64) error {
+	if reservedAt == 0 {
+		s.slots.Track(sess.GetId(), sess.GetGpu(), sess.GetSlot())
+		return s.checkOwner(ctx, sess, 0)
+	}
+	if !s.slots.TrackIfHeld(sess.GetId(), sess.GetGpu(), sess.GetSlot()) {
+		return status.Errorf(codes.FailedPrecondition, "session %s lost its reservation on GPU %d slot %d while starting",
+			sess.GetId(), sess.GetGpu(), sess.GetSlot())
+	}
+	return nil
+}
+
 // checkOwner refuses a start whose slot key does not hold the session: a
-// stale start (the session ended meanwhile) or a forged one.
-func (s *Server) checkOwner(ctx context.Context, sess *fleetv1.Session) error {
-	owner, err := s.slots.Owner(ctx, sess.GetGpu(), sess.GetSlot())
+// stale start (the session ended meanwhile) or a forged one. With the
+// reservation's revision it answers from the slot watch once the watch has
+// reached that revision; without, it reads etcd.
+func (s *Server) checkOwner(ctx context.Context, sess *fleetv1.Session, reservedAt int64) error {
+	var owner string
+	var err error
+	if reservedAt > 0 {
+		owner, err = s.slots.OwnerAt(ctx, reservedAt, sess.GetGpu(), sess.GetSlot())
+	} else {
+		owner, err = s.slots.Owner(ctx, sess.GetGpu(), sess.GetSlot())
+	}
 	if err != nil {
 		if ctxErr := ctx.Err(); ctxErr != nil {
 			return status.FromContextError(ctxErr).Err()

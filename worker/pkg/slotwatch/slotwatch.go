@@ -5,6 +5,10 @@
 // deleted or taken over — because the control plane ended the session, a
 // reaper freed the slot, or the worker's lease (and with it every slot) is
 // gone. gRPC StopSession is only the fast path to the same end.
+//
+// The watcher keeps the worker's slot keys as of a known revision (a full
+// listing, then every watch event applied in order), so a start can be
+// checked against its reservation's revision without a read from etcd.
 package slotwatch
 
 import (
@@ -15,6 +19,7 @@ import (
 	"sync"
 	"time"
 
+	"go.etcd.io/etcd/api/v3/mvccpb"
 	clientv3 "go.etcd.io/etcd/client/v3"
 
 	fleetv1 "github.com/avatarfleet/avatarfleet/proto/fleet/v1"
@@ -33,8 +38,16 @@ type Watcher struct {
 	log    *slog.Logger
 
 	mu     sync.Mutex
-	bySlot map[string]string // slot key → session id
-	byID   map[string]string // session id → slot key
+	bySlot map[string]string // tracked: slot key → session id
+	byID   map[string]string // tracked: session id → slot key
+	// inView marks sessions tracked by TrackIfHeld: the view held them
+	// then, so any later change the watch applies is news about them.
+	// Others (Track) were checked by a read the view may lag behind, so
+	// a change is confirmed by reading the key again.
+	inView map[string]bool
+	held   map[string]string // every slot key of the worker → session id, as of rev
+	rev    int64             // etcd revision held reflects; 0 before the first listing
+	moved  chan struct{}     // closed and replaced whenever rev advances
 }
 
 // New returns a Watcher for worker's slots; stop is called for each tracked
@@ -50,6 +63,9 @@ func New(store *fleetstore.Store, worker string, stop StopFunc, log *slog.Logger
 		log:    log,
 		bySlot: make(map[string]string),
 		byID:   make(map[string]string),
+		inView: make(map[string]bool),
+		held:   make(map[string]string),
+		moved:  make(chan struct{}),
 	}
 }
 
@@ -60,11 +76,32 @@ func (w *Watcher) Track(sessionID string, gpu, slot uint32) {
 	key := w.store.Keys().Slot(w.worker, gpu, slot)
 	w.mu.Lock()
 	defer w.mu.Unlock()
+	w.trackLocked(sessionID, key)
+}
+
+func (w *Watcher) trackLocked(sessionID, key string) {
 	if old, ok := w.byID[sessionID]; ok {
 		delete(w.bySlot, old)
 	}
+	delete(w.inView, sessionID)
 	w.bySlot[key] = sessionID
 	w.byID[sessionID] = key
+}
+
+// TrackIfHeld tracks a running session if, in the watcher's view, its slot
+// still holds it; the check and the tracking are one step, so a deletion
+// is either seen here (false) or stops the tracked session later. Use it
+// after a start checked with OwnerAt, in place of Track and a second read.
+func (w *Watcher) TrackIfHeld(sessionID string, gpu, slot uint32) bool {
+	key := w.store.Keys().Slot(w.worker, gpu, slot)
+	w.mu.Lock()
+	defer w.mu.Unlock()
+	if w.held[key] != sessionID {
+		return false
+	}
+	w.trackLocked(sessionID, key)
+	w.inView[sessionID] = true
+	return true
 }
 
 // Untrack forgets a session (it stopped).
@@ -75,6 +112,7 @@ func (w *Watcher) Untrack(sessionID string) {
 }
 
 func (w *Watcher) untrackLocked(sessionID string) {
+	delete(w.inView, sessionID)
 	if key, ok := w.byID[sessionID]; ok {
 		delete(w.byID, sessionID)
 		if w.bySlot[key] == sessionID {
@@ -104,9 +142,40 @@ func (w *Watcher) Owner(ctx context.Context, gpu, slot uint32) (string, error) {
 	return string(resp.Kvs[0].Value), nil
 }
 
+// ownerAtWait bounds how long OwnerAt waits for the watch before reading.
+const ownerAtWait = 2 * time.Second
+
+// OwnerAt says which session holds a slot as of revision rev or later. It
+// waits until the watch has applied rev (a reservation reaches the watch
+// about as fast as its commit reaches the caller) and answers from the
+// watcher's view; if the watch does not get there in time, it reads etcd.
+func (w *Watcher) OwnerAt(ctx context.Context, rev int64, gpu, slot uint32) (string, error) {
+	key := w.store.Keys().Slot(w.worker, gpu, slot)
+	timeout := time.NewTimer(ownerAtWait)
+	defer timeout.Stop()
+	for {
+		w.mu.Lock()
+		if w.rev >= rev && w.rev > 0 {
+			owner := w.held[key]
+			w.mu.Unlock()
+			return owner, nil
+		}
+		moved := w.moved
+		w.mu.Unlock()
+		select {
+		case <-moved:
+		case <-timeout.C:
+			return w.Owner(ctx, gpu, slot)
+		case <-ctx.Done():
+			return "", fmt.Errorf("wait for slot %s at revision %d: %w", key, rev, ctx.Err())
+		}
+	}
+}
+
 // Run watches the slots until ctx ends. After any interruption of the watch
-// (compaction, lost leader, etcd restart) it reconciles every tracked
-// session against a fresh read, so no deletion is missed.
+// (compaction, lost leader, etcd restart) it lists the slots again and stops
+// every tracked session whose slot no longer holds it, so no deletion is
+// missed.
 func (w *Watcher) Run(ctx context.Context) error {
 	backoff := 100 * time.Millisecond
 	for {
@@ -128,8 +197,8 @@ func (w *Watcher) Run(ctx context.Context) error {
 	}
 }
 
-// reconcile stops every tracked session whose slot no longer holds it and
-// returns the revision the check was made at.
+// reconcile replaces the view with a fresh listing, stops every tracked
+// session whose slot no longer holds it, and returns the listing's revision.
 func (w *Watcher) reconcile(ctx context.Context) (int64, error) {
 	prefix := w.store.Keys().WorkerSlots(w.worker)
 	resp, err := w.store.Client().Get(ctx, prefix, clientv3.WithPrefix())
@@ -141,6 +210,8 @@ func (w *Watcher) reconcile(ctx context.Context) (int64, error) {
 		held[string(kv.Key)] = string(kv.Value)
 	}
 	w.mu.Lock()
+	w.held = held
+	w.advanceLocked(resp.Header.Revision)
 	var lost []string
 	for key, id := range w.bySlot {
 		if held[key] != id {
@@ -154,18 +225,31 @@ func (w *Watcher) reconcile(ctx context.Context) (int64, error) {
 	return resp.Header.Revision, nil
 }
 
+func (w *Watcher) advanceLocked(rev int64) {
+	if rev > w.rev {
+		w.rev = rev
+		close(w.moved)
+		w.moved = make(chan struct{})
+	}
+}
+
 func (w *Watcher) watch(ctx context.Context, fromRev int64) error {
 	prefix := w.store.Keys().WorkerSlots(w.worker)
 	// WithRequireLeader: a member cut off from the cluster ends the watch
-	// instead of silently delivering nothing.
+	// instead of silently delivering nothing. Progress notifications move
+	// the view's revision on while nothing of this worker changes.
 	wctx, cancel := context.WithCancel(clientv3.WithRequireLeader(ctx))
 	defer cancel()
-	for resp := range w.store.Client().Watch(wctx, prefix, clientv3.WithPrefix(), clientv3.WithRev(fromRev)) {
+	for resp := range w.store.Client().Watch(wctx, prefix, clientv3.WithPrefix(), clientv3.WithRev(fromRev), clientv3.WithProgressNotify()) {
 		if err := resp.Err(); err != nil {
 			return fmt.Errorf("watch %s: %w", prefix, err)
 		}
-		for _, ev := range resp.Events {
-			w.check(ctx, string(ev.Kv.Key))
+		lost, recheck := w.apply(resp)
+		for _, id := range lost {
+			w.stopLost(ctx, id)
+		}
+		for _, key := range recheck {
+			w.check(ctx, key)
 		}
 	}
 	if err := ctx.Err(); err != nil {
@@ -174,10 +258,35 @@ func (w *Watcher) watch(ctx context.Context, fromRev int64) error {
 	return errors.New("watch channel closed")
 }
 
+// apply folds one watch response into the view, in revision order. It
+// returns the sessions tracked from the view whose slot no longer holds
+// them, and the changed slot keys of other tracked sessions, to be read
+// again (their event may predate the read that let them start).
+func (w *Watcher) apply(resp clientv3.WatchResponse) (lost, recheck []string) {
+	w.mu.Lock()
+	defer w.mu.Unlock()
+	for _, ev := range resp.Events {
+		key := string(ev.Kv.Key)
+		if ev.Type == mvccpb.DELETE {
+			delete(w.held, key)
+		} else {
+			w.held[key] = string(ev.Kv.Value)
+		}
+		id, ok := w.bySlot[key]
+		switch {
+		case !ok || w.held[key] == id:
+		case w.inView[id]:
+			lost = append(lost, id)
+		default:
+			recheck = append(recheck, key)
+		}
+	}
+	w.advanceLocked(resp.Header.Revision)
+	return lost, recheck
+}
+
 // check re-reads a changed slot key of a tracked session and stops the
-// session if the key no longer holds it. Re-reading (instead of trusting the
-// event) keeps a late event about a slot's previous session from stopping
-// the session that holds the slot now.
+// session if the key no longer holds it.
 func (w *Watcher) check(ctx context.Context, key string) {
 	w.mu.Lock()
 	id, ok := w.bySlot[key]

@@ -167,3 +167,44 @@ func TestReconcileStopsSessionsWhoseSlotVanishedWhileNotWatching(t *testing.T) {
 		t.Fatal(err)
 	}
 }
+
+// A start checked at its reservation's revision is answered from the watch,
+// and a session tracked from the view is stopped by the next change of its
+// slot without another read.
+func TestOwnerAtAndTrackIfHeld(t *testing.T) {
+	store := servers.Store(t)
+	worker := servers.Name(t, "w")
+	w, rec := startWatcher(t, store, worker)
+	rev, ok, err := store.Reserve(t.Context(), fleetstore.Reservation{Worker: worker, GPU: 0, Slot: 1},
+		&fleetv1.Session{Id: "s1", State: fleetv1.SessionState_SESSION_STATE_STARTING})
+	if err != nil || !ok {
+		t.Fatalf("reserve: %v %v", ok, err)
+	}
+	if owner, err := w.OwnerAt(t.Context(), rev, 0, 1); err != nil || owner != "s1" {
+		t.Fatalf("OwnerAt(%d) = %q, %v; want s1", rev, owner, err)
+	}
+	if owner, err := w.OwnerAt(t.Context(), rev, 0, 0); err != nil || owner != "" {
+		t.Fatalf("OwnerAt of a free slot = %q, %v", owner, err)
+	}
+	if w.TrackIfHeld("other", 0, 1) {
+		t.Fatal("tracked a session the slot does not hold")
+	}
+	if !w.TrackIfHeld("s1", 0, 1) {
+		t.Fatal("did not track the session the slot holds")
+	}
+	if _, ended, err := store.EndSession(t.Context(), "s1", fleetv1.SessionState_SESSION_STATE_ENDED,
+		fleetv1.EndReason_END_REASON_DELETED, ""); err != nil || !ended {
+		t.Fatalf("EndSession: %v %v", ended, err)
+	}
+	fleettest.Eventually(t, 5*time.Second, "s1 stopped", func() bool {
+		_, ok := rec.reason("s1")
+		return ok
+	})
+	if w.TrackIfHeld("s1", 0, 1) {
+		t.Fatal("tracked a session whose slot was freed")
+	}
+	// A revision the watch never reaches falls back to a read.
+	if owner, err := w.OwnerAt(t.Context(), rev+1_000_000, 0, 1); err != nil || owner != "" {
+		t.Fatalf("OwnerAt(future) = %q, %v", owner, err)
+	}
+}

@@ -10,7 +10,7 @@ TOOLS    := $(CURDIR)/.tools/bin
 TESTFLAGS ?= -race -count=1 -p 2 -timeout 30m
 FUZZTIME ?= 10s
 
-.PHONY: all build run test bench proto proto-check lint vet fuzz setup clean
+.PHONY: all build run test bench bench-inference models proto proto-check lint vet fuzz setup clean
 
 all: build
 
@@ -50,6 +50,15 @@ fuzz: setup
 # Benchmarks print their figures; see the README's table.
 bench: setup
 	$(GO) test -run '^$$' -bench . -benchtime 1x -timeout 30m ./controlplane/internal/bench/
+
+# Generated ONNX models (default lip-sync model and the Wav2Lip-shaped
+# benchmark model, ~145 MB) into the git-ignored cache.
+models:
+	$(GO) run ./worker/cmd/genmodels -out .cache/models
+
+# Per-frame inference cost on the CPU, one intra-op thread (needs setup's ONNX Runtime).
+bench-inference: setup
+	$(GO) test -run '^$$' -bench . -timeout 30m ./worker/pkg/inference
 
 clean:
 	rm -rf bin

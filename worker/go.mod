@@ -6,6 +6,7 @@ require (
 	github.com/NVIDIA/go-nvml v0.13.4-1
 	github.com/avatarfleet/avatarfleet/proto v0.0.0
 	github.com/nats-io/nats.go v1.55.0
+	github.com/yalue/onnxruntime_go v1.27.0
 	go.etcd.io/etcd/api/v3 v3.7.3
 	go.etcd.io/etcd/client/v3 v3.7.3
 	go.uber.org/goleak v1.3.0

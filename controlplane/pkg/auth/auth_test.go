@@ -95,3 +95,14 @@ func TestBearerToken(t *testing.T) {
 		}
 	}
 }
+
+// The deployment example must stay a valid keys file.
+func TestExampleKeysFile(t *testing.T) {
+	ks, err := LoadFile("../../../deploy/api-keys.example.yaml")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if ks.Len() != 2 {
+		t.Fatalf("example has %d keys, want 2", ks.Len())
+	}
+}

@@ -71,7 +71,7 @@ func toWorker(v registry.WorkerView) apiv1.Worker {
 		ID:       v.Worker.GetId(),
 		State:    workerState(v),
 		Address:  v.Worker.GetGrpcAddress(),
-		Sessions: len(v.Used),
+		Sessions: v.Sessions,
 		GPUs:     []apiv1.GPU{},
 	}
 	for _, g := range v.Worker.GetGpus() {

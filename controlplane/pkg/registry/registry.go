@@ -28,15 +28,18 @@ type SlotRef struct {
 	Slot uint32
 }
 
-// WorkerView is a worker as the cache sees it.
+// WorkerView is a worker as the cache sees it. It is a small copy: the
+// reserved slots themselves stay in the cache (see FreeSlot), so taking a
+// snapshot costs the same however many sessions the fleet runs.
 type WorkerView struct {
 	Worker   *fleetv1.Worker
 	Lease    clientv3.LeaseID
 	Revision int64 // ModRevision of the worker record
 	Drained  bool  // an admin drained it
 	Down     bool  // it failed health checks
-	// Used maps each reserved slot to the session holding it.
-	Used map[SlotRef]string
+	// UsedPerGPU counts the reserved slots of each GPU; Sessions is their sum.
+	UsedPerGPU map[uint32]int
+	Sessions   int
 }
 
 // Draining reports whether the worker takes no new sessions by its own wish
@@ -46,15 +49,7 @@ func (w WorkerView) Draining() bool {
 }
 
 // UsedOn counts the slots reserved on one GPU.
-func (w WorkerView) UsedOn(gpu uint32) int {
-	n := 0
-	for ref := range w.Used {
-		if ref.GPU == gpu {
-			n++
-		}
-	}
-	return n
-}
+func (w WorkerView) UsedOn(gpu uint32) int { return w.UsedPerGPU[gpu] }
 
 type entry struct {
 	worker   *fleetv1.Worker
@@ -63,14 +58,32 @@ type entry struct {
 	drained  bool
 	down     bool
 	used     map[SlotRef]string
+	perGPU   map[uint32]int
 }
 
 func (e *entry) view() WorkerView {
-	used := make(map[SlotRef]string, len(e.used))
-	for k, v := range e.used {
-		used[k] = v
+	per := make(map[uint32]int, len(e.perGPU))
+	for k, v := range e.perGPU {
+		per[k] = v
 	}
-	return WorkerView{Worker: e.worker, Lease: e.lease, Revision: e.revision, Drained: e.drained, Down: e.down, Used: used}
+	return WorkerView{Worker: e.worker, Lease: e.lease, Revision: e.revision, Drained: e.drained, Down: e.down,
+		UsedPerGPU: per, Sessions: len(e.used)}
+}
+
+func (e *entry) reserve(ref SlotRef, session string) {
+	if _, ok := e.used[ref]; !ok {
+		e.perGPU[ref.GPU]++
+	}
+	e.used[ref] = session
+}
+
+func (e *entry) release(ref SlotRef) {
+	if _, ok := e.used[ref]; ok {
+		delete(e.used, ref)
+		if e.perGPU[ref.GPU]--; e.perGPU[ref.GPU] <= 0 {
+			delete(e.perGPU, ref.GPU)
+		}
+	}
 }
 
 func (e *entry) empty() bool {
@@ -167,7 +180,7 @@ func (r *Registry) follow(ctx context.Context, rev int64) error {
 func getEntry(entries map[string]*entry, id string) *entry {
 	e := entries[id]
 	if e == nil {
-		e = &entry{used: map[SlotRef]string{}}
+		e = &entry{used: map[SlotRef]string{}, perGPU: map[uint32]int{}}
 		entries[id] = e
 	}
 	return e
@@ -188,7 +201,7 @@ func applyPut(keys fleetstore.Keys, entries map[string]*entry, kv *mvccpb.KeyVal
 		}
 		e.worker, e.lease, e.revision = w, clientv3.LeaseID(kv.Lease), kv.ModRevision
 	case fleetstore.KindSlot:
-		e.used[SlotRef{GPU: pk.GPU, Slot: pk.Slot}] = string(kv.Value)
+		e.reserve(SlotRef{GPU: pk.GPU, Slot: pk.Slot}, string(kv.Value))
 	case fleetstore.KindDrain:
 		e.drained = true
 	case fleetstore.KindHealth:
@@ -209,7 +222,7 @@ func applyDelete(keys fleetstore.Keys, entries map[string]*entry, kv *mvccpb.Key
 	case fleetstore.KindWorker:
 		e.worker, e.lease, e.revision = nil, 0, 0
 	case fleetstore.KindSlot:
-		delete(e.used, SlotRef{GPU: pk.GPU, Slot: pk.Slot})
+		e.release(SlotRef{GPU: pk.GPU, Slot: pk.Slot})
 	case fleetstore.KindDrain:
 		e.drained = false
 	case fleetstore.KindHealth:
@@ -226,8 +239,29 @@ func (r *Registry) NoteReserved(worker string, ref SlotRef, sessionID string) {
 	r.mu.Lock()
 	defer r.mu.Unlock()
 	if e := r.entries[worker]; e != nil && e.worker != nil {
-		e.used[ref] = sessionID
+		e.reserve(ref, sessionID)
 	}
+}
+
+// FreeSlot finds a slot of one GPU that the cache sees free and skip does
+// not exclude. It probes from a random start (start in [0, slots)) so
+// replicas racing with the same view mostly pick different slots; on a
+// sparsely used GPU it returns after a probe or two.
+func (r *Registry) FreeSlot(worker string, gpu uint32, slots int, start int, skip func(slot uint32) bool) (uint32, bool) {
+	r.mu.RLock()
+	defer r.mu.RUnlock()
+	e := r.entries[worker]
+	if e == nil || slots <= 0 {
+		return 0, false
+	}
+	for i := range slots {
+		s := uint32((start + i) % slots)
+		if _, used := e.used[SlotRef{GPU: gpu, Slot: s}]; used || skip(s) {
+			continue
+		}
+		return s, true
+	}
+	return 0, false
 }
 
 // Workers returns every registered worker, sorted by id.

@@ -34,7 +34,7 @@ func candidates(views []registry.WorkerView, sess *fleetv1.Session, refused map[
 				GPU:         g.GetIndex(),
 				Slots:       int(g.GetSlots()),
 				Used:        v.UsedOn(g.GetIndex()),
-				WorkerUsed:  len(v.Used),
+				WorkerUsed:  v.Sessions,
 				WorkerSlots: workerSlots,
 				Eligible:    eligible,
 			})

@@ -165,7 +165,7 @@ func (m *Manager) place(ctx context.Context, sess *fleetv1.Session) (*fleetv1.Se
 			if !ok {
 				continue
 			}
-			slot, ok := m.freeSlot(view, c, tried)
+			slot, ok := m.freeSlot(c, tried)
 			if !ok {
 				continue
 			}
@@ -279,26 +279,19 @@ func (m *Manager) rank(cands []placement.Candidate) []placement.Candidate {
 	return m.opts.Selector.Select(cands, m.rng)
 }
 
-// freeSlot picks a random free slot index on a GPU that this request has not
-// tried yet. Random, not lowest-first, so replicas racing with the same view
+// freeSlot picks a free slot on a GPU that this request has not tried yet,
+// probing from a random index so that replicas racing with the same view
 // mostly pick different slots and their transactions do not collide.
-func (m *Manager) freeSlot(view registry.WorkerView, c placement.Candidate, tried map[slotID]bool) (uint32, bool) {
-	var free []uint32
-	for s := uint32(0); s < uint32(c.Slots); s++ {
-		if _, used := view.Used[registry.SlotRef{GPU: c.GPU, Slot: s}]; used {
-			continue
-		}
-		if tried[slotID{c.WorkerID, c.GPU, s}] {
-			continue
-		}
-		free = append(free, s)
-	}
-	if len(free) == 0 {
+func (m *Manager) freeSlot(c placement.Candidate, tried map[slotID]bool) (uint32, bool) {
+	if c.Slots <= 0 {
 		return 0, false
 	}
 	m.rngMu.Lock()
-	defer m.rngMu.Unlock()
-	return free[m.rng.IntN(len(free))], true
+	start := m.rng.IntN(c.Slots)
+	m.rngMu.Unlock()
+	return m.opts.Registry.FreeSlot(c.WorkerID, c.GPU, c.Slots, start, func(s uint32) bool {
+		return tried[slotID{c.WorkerID, c.GPU, s}]
+	})
 }
 
 func findView(views []registry.WorkerView, id string) (registry.WorkerView, bool) {

@@ -15,7 +15,9 @@ PROTOC_GEN_GO_VERSION=v1.36.12
 PROTOC_GEN_GO_GRPC_VERSION=v1.6.2
 STATICCHECK_VERSION=v0.8.2
 
-apt_packages=(protobuf-compiler)
+# libvpx-dev, libopus-dev and pkg-config: the worker's VP8 and Opus encoders
+# (cgo, through pion/mediadevices).
+apt_packages=(protobuf-compiler libvpx-dev libopus-dev pkg-config)
 
 need_apt=()
 for p in "${apt_packages[@]}"; do

@@ -19,7 +19,9 @@ STATICCHECK_VERSION=v0.8.2
 # worker/pkg/inference looks for .tools/onnxruntime/$ONNXRUNTIME_VERSION/.
 ONNXRUNTIME_VERSION=1.24.1
 
-apt_packages=(protobuf-compiler)
+# libvpx-dev, libopus-dev and pkg-config: the worker's VP8 and Opus encoders
+# (cgo, through pion/mediadevices).
+apt_packages=(protobuf-compiler libvpx-dev libopus-dev pkg-config)
 # npm fetches the ONNX Runtime package (nodejs comes with it).
 command -v npm >/dev/null 2>&1 || apt_packages+=(npm)
 

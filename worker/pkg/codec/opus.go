@@ -1,0 +1,182 @@
+package codec
+
+import (
+	"fmt"
+	"sync"
+
+	mdcodec "github.com/pion/mediadevices/pkg/codec"
+	"github.com/pion/mediadevices/pkg/codec/opus"
+	"github.com/pion/mediadevices/pkg/prop"
+	"github.com/pion/mediadevices/pkg/wave"
+)
+
+// Opus stream constants: 48 kHz, 20 ms frames.
+const (
+	OpusSampleRate   = 48000
+	OpusFrameSamples = 960 // per channel: 20 ms at 48 kHz
+	// DefaultOpusBitrate suits one voice (Opus is transparent for speech
+	// well below it).
+	DefaultOpusBitrate = 32_000
+)
+
+// OpusOptions configures an Opus encoder.
+type OpusOptions struct {
+	// Channels is 1 (mono, the default when 0) or 2 (stereo, samples
+	// interleaved L, R).
+	Channels int
+	// Bitrate is the target in bits per second, 6000..510000; 0 means
+	// DefaultOpusBitrate.
+	Bitrate int
+}
+
+// OpusEncoder encodes 20 ms frames of 48 kHz PCM to Opus packets.
+type OpusEncoder struct {
+	channels int
+	src      pcmSource
+	rc       mdcodec.ReadCloser
+	br       mdcodec.BitRateController
+
+	mu     sync.Mutex // Encode and Close
+	closed bool
+}
+
+// pcmSource is the audio.Reader the mediadevices encoder pulls from: it
+// yields the one frame Encode has put there, without copying.
+type pcmSource struct {
+	f32     wave.Float32Interleaved
+	i16     wave.Int16Interleaved
+	pending wave.Audio
+}
+
+func (s *pcmSource) Read() (wave.Audio, func(), error) {
+	a := s.pending
+	if a == nil {
+		return nil, func() {}, errNoFrame
+	}
+	s.pending = nil
+	return a, func() {}, nil
+}
+
+// NewOpusEncoder starts an Opus encoder (application VoIP, 48 kHz, 20 ms).
+func NewOpusEncoder(opts OpusOptions) (*OpusEncoder, error) {
+	if opts.Channels == 0 {
+		opts.Channels = 1
+	}
+	if opts.Channels != 1 && opts.Channels != 2 {
+		return nil, fmt.Errorf("opus: %d channels (want 1 or 2)", opts.Channels)
+	}
+	if opts.Bitrate == 0 {
+		opts.Bitrate = DefaultOpusBitrate
+	}
+	if err := checkOpusBitrate(opts.Bitrate); err != nil {
+		return nil, err
+	}
+	params, err := opus.NewParams()
+	if err != nil {
+		return nil, fmt.Errorf("opus: default parameters: %w", err)
+	}
+	params.BitRate = opts.Bitrate
+	params.Latency = opus.Latency20ms
+	e := &OpusEncoder{channels: opts.Channels}
+	info := wave.ChunkInfo{Len: OpusFrameSamples, Channels: opts.Channels, SamplingRate: OpusSampleRate}
+	e.src.f32.Size, e.src.i16.Size = info, info
+	rc, err := params.BuildAudioEncoder(&e.src, prop.Media{Audio: prop.Audio{
+		SampleRate: OpusSampleRate, ChannelCount: opts.Channels,
+	}})
+	if err != nil {
+		return nil, fmt.Errorf("opus: start the encoder: %w", err)
+	}
+	br, ok := rc.Controller().(mdcodec.BitRateController)
+	if !ok {
+		_ = rc.Close()
+		return nil, fmt.Errorf("opus: the encoder has no bitrate control")
+	}
+	e.rc, e.br = rc, br
+	return e, nil
+}
+
+func checkOpusBitrate(bps int) error {
+	if bps < 6000 || bps > 510_000 {
+		return fmt.Errorf("opus: bitrate %d bit/s out of 6000..510000", bps)
+	}
+	return nil
+}
+
+// Channels is the configured channel count.
+func (e *OpusEncoder) Channels() int { return e.channels }
+
+// EncodeFloat32 encodes one 20 ms frame: OpusFrameSamples·Channels samples,
+// interleaved, nominally in −1..1. The packet is newly allocated, the
+// caller's to keep.
+func (e *OpusEncoder) EncodeFloat32(pcm []float32) ([]byte, error) {
+	if len(pcm) != OpusFrameSamples*e.channels {
+		return nil, fmt.Errorf("opus: %d samples, want %d (20 ms, %d channels)", len(pcm), OpusFrameSamples*e.channels, e.channels)
+	}
+	e.mu.Lock()
+	defer e.mu.Unlock()
+	e.src.f32.Data = pcm
+	pkt, err := e.encode(&e.src.f32)
+	e.src.f32.Data = nil
+	return pkt, err
+}
+
+// EncodeInt16 is EncodeFloat32 for 16-bit samples.
+func (e *OpusEncoder) EncodeInt16(pcm []int16) ([]byte, error) {
+	if len(pcm) != OpusFrameSamples*e.channels {
+		return nil, fmt.Errorf("opus: %d samples, want %d (20 ms, %d channels)", len(pcm), OpusFrameSamples*e.channels, e.channels)
+	}
+	e.mu.Lock()
+	defer e.mu.Unlock()
+	e.src.i16.Data = pcm
+	pkt, err := e.encode(&e.src.i16)
+	e.src.i16.Data = nil
+	return pkt, err
+}
+
+// encode runs one frame through the mediadevices encoder; e.mu is held.
+func (e *OpusEncoder) encode(a wave.Audio) ([]byte, error) {
+	if e.closed {
+		return nil, fmt.Errorf("opus: %w", ErrClosed)
+	}
+	e.src.pending = a
+	pkt, release, err := e.rc.Read()
+	e.src.pending = nil
+	if release != nil {
+		release()
+	}
+	if err != nil {
+		return nil, fmt.Errorf("opus: encode: %w", err)
+	}
+	return pkt, nil
+}
+
+// SetBitrate changes the target bitrate (bits per second, 6000..510000).
+func (e *OpusEncoder) SetBitrate(bps int) error {
+	if err := checkOpusBitrate(bps); err != nil {
+		return err
+	}
+	e.mu.Lock()
+	defer e.mu.Unlock()
+	if e.closed {
+		return fmt.Errorf("opus: %w", ErrClosed)
+	}
+	if err := e.br.SetBitRate(bps); err != nil {
+		return fmt.Errorf("opus: set bitrate %d: %w", bps, err)
+	}
+	return nil
+}
+
+// Close releases the encoder. Encoding fails after it; Close again is a
+// no-op.
+func (e *OpusEncoder) Close() error {
+	e.mu.Lock()
+	defer e.mu.Unlock()
+	if e.closed {
+		return nil
+	}
+	e.closed = true
+	if err := e.rc.Close(); err != nil {
+		return fmt.Errorf("opus: close: %w", err)
+	}
+	return nil
+}

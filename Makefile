@@ -50,18 +50,22 @@ test: setup proto-check lint build
 fuzz: setup
 	@GOTAGS='$(GOTAGS)' scripts/fuzz.sh $(FUZZTIME)
 
-# Benchmarks print their figures; see the README's table.
+# Benchmarks print their figures; see the README's tables. The placement
+# benchmark runs once (it is a whole scenario); the media stages repeat.
 bench: setup
 	$(GO) test -tags '$(GOTAGS)' -run '^$$' -bench . -benchtime 1x -timeout 30m ./controlplane/internal/bench/
+	$(GO) test -tags '$(GOTAGS)' -run '^$$' -bench . -benchmem -timeout 30m \
+		./worker/pkg/melspec ./worker/pkg/resample ./worker/pkg/inference \
+		./worker/pkg/composite ./worker/pkg/codec ./worker/pkg/frame
 
 # Generated ONNX models (default lip-sync model and the Wav2Lip-shaped
 # benchmark model, ~145 MB) into the git-ignored cache.
 models:
-	$(GO) run ./worker/cmd/genmodels -out .cache/models
+	$(GO) run -tags '$(GOTAGS)' ./worker/cmd/genmodels -out .cache/models
 
 # Per-frame inference cost on the CPU, one intra-op thread (needs setup's ONNX Runtime).
 bench-inference: setup
-	$(GO) test -run '^$$' -bench . -timeout 30m ./worker/pkg/inference
+	$(GO) test -tags '$(GOTAGS)' -run '^$$' -bench . -timeout 30m ./worker/pkg/inference
 
 clean:
 	rm -rf bin

@@ -212,15 +212,23 @@ func (w *Watcher) reconcile(ctx context.Context) (int64, error) {
 	w.mu.Lock()
 	w.held = held
 	w.advanceLocked(resp.Header.Revision)
-	var lost []string
+	var lost, recheck []string
 	for key, id := range w.bySlot {
-		if held[key] != id {
+		switch {
+		case held[key] == id:
+		case w.inView[id]:
 			lost = append(lost, id)
+		default:
+			// Tracked after a read that may be newer than this listing.
+			recheck = append(recheck, key)
 		}
 	}
 	w.mu.Unlock()
 	for _, id := range lost {
 		w.stopLost(ctx, id)
+	}
+	for _, key := range recheck {
+		w.check(ctx, key)
 	}
 	return resp.Header.Revision, nil
 }

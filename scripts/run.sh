@@ -7,9 +7,12 @@ cd "$(dirname "$0")/.."
 listen=${AVATARFLEET_LISTEN:-:8080}
 port=${listen##*:}
 
+# The children run in process groups of their own, so a Ctrl-C reaches only
+# this script, which stops them in order: the worker first (it drains and
+# deregisters while etcd is up), then the control plane with embedded etcd.
 pids=()
 stop() {
-  trap - INT TERM
+  trap - INT TERM EXIT
   echo
   echo "run: stopping"
   # Worker first: it drains and deregisters while etcd is still up.
@@ -19,15 +22,15 @@ stop() {
   done
   exit 0
 }
-trap stop INT TERM
+trap stop INT TERM EXIT
 
-bin/controlplane --listen "$listen" &
+setsid bin/controlplane --listen "$listen" &
 pids+=($!)
 for _ in $(seq 1 100); do
   curl -fsS "http://127.0.0.1:$port/healthz" >/dev/null 2>&1 && break
   sleep 0.2
 done
-AVATARFLEET_DRAIN_TIMEOUT=${AVATARFLEET_DRAIN_TIMEOUT:-5s} bin/worker --grpc-listen 127.0.0.1:9090 &
+AVATARFLEET_DRAIN_TIMEOUT=${AVATARFLEET_DRAIN_TIMEOUT:-5s} setsid bin/worker --grpc-listen 127.0.0.1:9090 &
 pids+=($!)
 echo "run: demo page at http://localhost:$port/  (API key: ${AVATARFLEET_API_KEY:-see above, or .avatarfleet/api-key})"
 echo "run: press Ctrl-C to stop"

@@ -86,7 +86,7 @@ type Supervisor struct {
 // New returns a Supervisor.
 func New(opts Options) *Supervisor {
 	opts.defaults()
-	return &Supervisor{opts: opts, log: opts.Log.With("replica", opts.ReplicaID)}
+	return &Supervisor{opts: opts, log: opts.Log}
 }
 
 // Run campaigns and leads until ctx ends; after losing leadership it

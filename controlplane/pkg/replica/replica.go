@@ -100,7 +100,6 @@ func New(ctx context.Context, opts Options) (*Replica, error) {
 	r.etcd, err = clientv3.New(clientv3.Config{
 		Endpoints:   opts.EtcdEndpoints,
 		DialTimeout: 5 * time.Second,
-		Context:     ctx,
 		Logger:      zap.NewNop(),
 	})
 	if err != nil {

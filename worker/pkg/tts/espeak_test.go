@@ -15,12 +15,12 @@ import (
 	"github.com/avatarfleet/avatarfleet/worker/pkg/wav"
 )
 
-// newEspeak returns an Espeak engine, skipping the test where espeak-ng is
-// not installed (scripts/setup.sh installs it).
+// newEspeak returns an Espeak engine. A missing espeak-ng fails the test:
+// scripts/setup.sh (run by make test) installs it.
 func newEspeak(t testing.TB, opt EspeakOptions) *Espeak {
 	t.Helper()
 	if _, err := exec.LookPath(espeakProgram); err != nil {
-		t.Skip("espeak-ng is not installed (scripts/setup.sh installs it)")
+		t.Fatalf("espeak-ng is not installed; run scripts/setup.sh: %v", err)
 	}
 	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
 	defer cancel()

@@ -69,6 +69,14 @@ func TestLoadGood(t *testing.T) {
 	if b := p.Box(2); b != image.Rect(8, 8, 40, 40) {
 		t.Errorf("box %v", b)
 	}
+	// A loaded pack saves its I420 frames back as RGB PNGs.
+	again := filepath.Join(t.TempDir(), "alice")
+	if err := p.Save(again); err != nil {
+		t.Fatal(err)
+	}
+	if q, err := Load(again, LoadOptions{}); err != nil || q.Len() != 3 || q.Box(0) != p.Box(0) {
+		t.Fatalf("reloading a saved loaded pack: %v", err)
+	}
 	// The I420 frame is the PNG's picture (BT.601 limited range: within 2).
 	want := color.RGBA{uint8(10 * 7), uint8(20 * 5), 90, 255}
 	got := p.Image(1).At(10, 20).(color.RGBA)

@@ -8,6 +8,7 @@ import (
 	"image/png"
 	"os"
 	"path/filepath"
+	"regexp"
 	"runtime"
 
 	"golang.org/x/sync/errgroup"
@@ -46,6 +47,9 @@ func (p *Pack) save(dir string) error {
 	if err != nil {
 		return err
 	}
+	// One line per face box instead of one per number.
+	box := regexp.MustCompile(`\[\s*(-?\d+),\s*(-?\d+),\s*(-?\d+),\s*(-?\d+)\s*\]`)
+	manifest = box.ReplaceAll(manifest, []byte("[$1, $2, $3, $4]"))
 	if err := os.WriteFile(filepath.Join(tmp, ManifestFile), append(manifest, '\n'), 0o644); err != nil {
 		return err
 	}

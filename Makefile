@@ -25,6 +25,7 @@ build:
 	$(GO) build -tags '$(GOTAGS)' -o bin/controlplane ./controlplane/cmd/controlplane
 	$(GO) build -tags '$(GOTAGS)' -o bin/worker ./worker/cmd/worker
 	$(GO) build -tags '$(GOTAGS)' -o bin/avatarctl ./controlplane/cmd/avatarctl
+	$(GO) build -tags '$(GOTAGS)' -o bin/avatarpack ./worker/cmd/avatarpack
 
 # The embedded default: control plane (embedded etcd + NATS) and one worker.
 run: setup build
@@ -56,7 +57,8 @@ bench: setup
 	$(GO) test -tags '$(GOTAGS)' -run '^$$' -bench . -benchtime 1x -timeout 30m ./controlplane/internal/bench/
 	$(GO) test -tags '$(GOTAGS)' -run '^$$' -bench . -benchmem -timeout 30m \
 		./worker/pkg/melspec ./worker/pkg/resample ./worker/pkg/inference \
-		./worker/pkg/composite ./worker/pkg/codec ./worker/pkg/frame
+		./worker/pkg/composite ./worker/pkg/codec ./worker/pkg/frame \
+		./worker/pkg/facedetect ./worker/pkg/avatar
 
 # Generated ONNX models (default lip-sync model and the Wav2Lip-shaped
 # benchmark model, ~145 MB) into the git-ignored cache.

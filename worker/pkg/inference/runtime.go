@@ -3,7 +3,7 @@
 // DESIGN.md ("Media"): inputs mel [B,1,80,16] and face [B,6,S,S] float32,
 // output [B,3,S,S] in 0..1, inputs matched by shape, not by name.
 //
-// Three types, owned by the worker:
+// Four types, owned by the worker:
 //
 //   - Runtime: the loaded ONNX Runtime library and its environment. Create
 //     one per process (NewRuntime) and Close it at shutdown.
@@ -15,6 +15,9 @@
 //     for a fixed batch B and size S and reused by every Run, so inference
 //     allocates nothing per frame. A Context is used by one goroutine at a
 //     time; different Contexts run in parallel.
+//   - Session: a generic session for any other model with fixed-shape
+//     float32 inputs and outputs named by the caller (the face detector of
+//     pkg/facedetect); it holds an environment reference like a Context.
 //
 // # Process-wide state
 //

@@ -350,6 +350,12 @@ func TestHalfDonePlacementIsReclaimed(t *testing.T) {
 		got := getSession(t, f, 0, orphan.Id)
 		return got.State == apiv1.StateFailed && got.EndReason == apiv1.ReasonError
 	})
+	// The replica places from its watched cache: wait until it has seen the
+	// slot go before asking for it.
+	f.Eventually(5*time.Second, "the replica sees the slot freed", func() bool {
+		v, ok := f.Replicas[0].Registry().Worker("w")
+		return ok && v.Sessions == 0
+	})
 	if s := createSession(t, f, 0, testfleet.SessionsKey); s.WorkerID != "w" {
 		t.Fatalf("freed slot not reused: %+v", s)
 	}

@@ -2,6 +2,7 @@ package pipeline
 
 import (
 	"context"
+	"syscall"
 	"testing"
 	"time"
 
@@ -41,6 +42,21 @@ func speech(tb testing.TB, e *env) []byte {
 	return wav.Encode16(a.Samples, SampleRate)
 }
 
+// cpuTime is the process's user+system CPU time so far.
+func cpuTime(tb testing.TB) time.Duration {
+	var ru syscall.Rusage
+	if err := syscall.Getrusage(syscall.RUSAGE_SELF, &ru); err != nil {
+		tb.Fatal(err)
+	}
+	return time.Duration(ru.Utime.Nano() + ru.Stime.Nano())
+}
+
+// reportCPU reports the CPU time per op since start (all threads: the
+// encoders' and ONNX Runtime's included).
+func reportCPU(b *testing.B, start time.Duration) {
+	b.ReportMetric(float64(cpuTime(b)-start)/float64(b.N)/1e6, "cpu-ms/op")
+}
+
 // fill keeps at least d of speech queued.
 func fill(tb testing.TB, p *Pipeline, w []byte, d time.Duration) {
 	for p.Status().Queued < d {
@@ -60,6 +76,7 @@ func BenchmarkStepSpeaking(b *testing.B) {
 	fill(b, p, w, 10*time.Second)
 	inferred := 0
 	b.ReportAllocs()
+	cpu := cpuTime(b)
 	for b.Loop() {
 		if p.Status().Queued < 5*time.Second {
 			b.StopTimer()
@@ -73,6 +90,7 @@ func BenchmarkStepSpeaking(b *testing.B) {
 			inferred++
 		}
 	}
+	reportCPU(b, cpu)
 	b.ReportMetric(float64(inferred)/float64(b.N), "inferred/op")
 }
 
@@ -81,11 +99,13 @@ func BenchmarkStepIdle(b *testing.B) {
 	e := newEnv(b)
 	p := newStepper(b, e, discard{})
 	b.ReportAllocs()
+	cpu := cpuTime(b)
 	for b.Loop() {
 		if err := p.step(); err != nil {
 			b.Fatal(err)
 		}
 	}
+	reportCPU(b, cpu)
 }
 
 // TestStepAllocations checks that a speaking tick allocates only what the

@@ -1,6 +1,7 @@
 package pipeline
 
 import (
+	"context"
 	"errors"
 	"math"
 	"strings"
@@ -219,5 +220,26 @@ func TestPanicEndsOnlyItsPipeline(t *testing.T) {
 	}
 	if err := good.stop(t); err != nil {
 		t.Errorf("the other pipeline: %v", err)
+	}
+}
+
+// TestRealClock runs on the wall clock for a moment: about 25 frames a
+// second, and Run returns nil when its context ends.
+func TestRealClock(t *testing.T) {
+	e := newEnv(t)
+	rec := &recorder{}
+	p := newStepper(t, e, rec)
+	p.opt.Clock = RealClock{}
+	ctx, cancel := context.WithTimeout(context.Background(), 500*time.Millisecond)
+	defer cancel()
+	if err := p.Run(ctx); err != nil {
+		t.Fatalf("Run: %v", err)
+	}
+	video, audio := rec.samples()
+	if len(video) < 4 || len(video) > 13 || len(audio) != 2*len(video) {
+		t.Errorf("%d video and %d audio samples in 0.5 s", len(video), len(audio))
+	}
+	if err := p.Speak(sentence, false); !errors.Is(err, ErrClosed) {
+		t.Errorf("Speak after Run: %v, want ErrClosed", err)
 	}
 }

@@ -86,17 +86,39 @@ func guard(what string, f func() error) (err error) {
 	return f()
 }
 
+// maxCatchUp is the most extra frames one tick sends to catch up with the
+// wall clock after a stall; a longer stall is skipped (media time then
+// lags wall time by the rest, audio and video still together).
+const maxCatchUp = LatencyTicks
+
 func (p *Pipeline) mediaLoop(ctx context.Context) error {
 	t := p.opt.Clock.NewTicker(FrameDuration)
 	defer t.Stop()
+	var t0 time.Time
+	var base int64 // m.tick at t0
 	for {
+		var now time.Time
 		select {
 		case <-ctx.Done():
 			return nil
-		case <-t.C():
+		case now = <-t.C():
 		}
-		if err := p.step(); err != nil {
-			return err
+		if t0.IsZero() {
+			t0, base = now, p.media.tick
+		}
+		// A ticker drops ticks while the receiver is busy: send the
+		// frames the wall clock says are due, at least one per tick.
+		due := base + int64(now.Sub(t0)/FrameDuration) + 1
+		steps := max(1, due-p.media.tick)
+		if steps > 1+maxCatchUp {
+			p.log.Warn("media clock stalled: skipping", "frames", steps-1-maxCatchUp)
+			steps = 1 + maxCatchUp
+			t0, base = now, p.media.tick+steps-1
+		}
+		for range steps {
+			if err := p.step(); err != nil {
+				return err
+			}
 		}
 	}
 }

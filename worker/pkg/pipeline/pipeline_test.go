@@ -243,3 +243,48 @@ func TestRealClock(t *testing.T) {
 		t.Errorf("Speak after Run: %v, want ErrClosed", err)
 	}
 }
+
+// TestCatchUp: after a stall the pipeline sends the frames the wall clock
+// says are due (up to a bound), so media time keeps up with wall time.
+func TestCatchUp(t *testing.T) {
+	e := newEnv(t)
+	h := e.start(t, nil)
+	t0 := time.Unix(1000, 0)
+	send := func(at time.Duration) {
+		t.Helper()
+		select {
+		case h.clock.Ticks() <- t0.Add(at):
+		case <-time.After(10 * time.Second):
+			t.Fatal("tick not taken")
+		}
+	}
+	wait := func(n uint64) {
+		t.Helper()
+		deadline := time.Now().Add(10 * time.Second)
+		for h.p.Status().Frames != n {
+			if time.Now().After(deadline) {
+				t.Fatalf("%d frames, want %d", h.p.Status().Frames, n)
+			}
+			time.Sleep(time.Millisecond)
+		}
+	}
+	send(0)
+	wait(1)
+	send(40 * time.Millisecond)
+	wait(2)
+	send(200 * time.Millisecond) // ticks 3..5 were dropped: frames 2..5 due
+	wait(6)
+	send(10 * time.Second) // a long stall: at most 1+maxCatchUp frames
+	wait(6 + 1 + maxCatchUp)
+	send(10*time.Second + 40*time.Millisecond) // and on from there
+	wait(6 + 2 + maxCatchUp)
+	if err := h.stop(t); err != nil {
+		t.Fatal(err)
+	}
+	video, _ := h.sink.samples()
+	for i, s := range video {
+		if s.Timestamp != time.Duration(i)*FrameDuration {
+			t.Fatalf("frame %d at %v", i, s.Timestamp)
+		}
+	}
+}

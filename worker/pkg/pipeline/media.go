@@ -36,8 +36,9 @@ type mediaState struct {
 	out    []float32
 	canvas *frame.I420
 
-	up48 []float32 // resampled audio not yet encoded
-	pcm  []float32 // scratch for one tick's samples
+	up48      []float32 // resampled audio not yet encoded
+	underruns int       // Opus frames padded for want of resampled audio
+	pcm       []float32 // scratch for one tick's samples
 
 	speaking atomic.Bool
 	keyframe atomic.Bool
@@ -228,6 +229,7 @@ func (p *Pipeline) audio(pcm []float32, ts time.Duration) error {
 	for k := range 2 {
 		fr := codec.OpusFrameSamples
 		if len(m.up48) < fr { // cannot happen once primed; pad rather than drift
+			m.underruns++
 			m.up48 = append(m.up48, make([]float32, fr-len(m.up48))...)
 		}
 		pkt, err := p.opus.EncodeFloat32(m.up48[:fr])

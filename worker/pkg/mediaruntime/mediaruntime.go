@@ -56,6 +56,7 @@ type Runtime struct {
 
 	mu       sync.Mutex
 	sessions map[string]*session
+	starting map[string]chan struct{} // closed when that start finishes
 	bySlot   map[[2]uint32]string
 	closed   bool
 
@@ -84,7 +85,7 @@ func New(cfg Config) (*Runtime, error) {
 		cfg.Logger = slog.New(slog.DiscardHandler)
 	}
 	r := &Runtime{cfg: cfg, log: cfg.Logger, slots: map[uint32]uint32{}, pools: map[uint32]*pool{},
-		sessions: map[string]*session{}, bySlot: map[[2]uint32]string{},
+		sessions: map[string]*session{}, starting: map[string]chan struct{}{}, bySlot: map[[2]uint32]string{},
 		ended: make(chan runtime.Ended, endedBuffer), done: make(chan struct{})}
 	for _, d := range cfg.Devices {
 		dev := inference.CPU()
@@ -101,38 +102,80 @@ func New(cfg Config) (*Runtime, error) {
 	return r, nil
 }
 
-// Start implements runtime.Runtime.
-func (r *Runtime) Start(_ context.Context, sess *fleetv1.Session) error {
+// Start implements runtime.Runtime. The slot is reserved first and the
+// pipeline built outside the lock (a pool miss creates an inference
+// context, which takes a while); a retried Start of a session still
+// starting waits for the first.
+func (r *Runtime) Start(ctx context.Context, sess *fleetv1.Session) error {
 	id, ref := sess.GetId(), [2]uint32{sess.GetGpu(), sess.GetSlot()}
 	slots, ok := r.slots[ref[0]]
 	if !ok || ref[1] >= slots {
 		return fmt.Errorf("start %s: no GPU %d slot %d on this worker: %w", id, ref[0], ref[1], runtime.ErrInvalidInput)
 	}
+	for {
+		wait, mine, err := r.reserve(id, ref)
+		if err != nil || (wait == nil && !mine) {
+			return err
+		}
+		if mine {
+			break
+		}
+		select {
+		case <-wait:
+		case <-ctx.Done():
+			return fmt.Errorf("start %s: waiting for a concurrent start: %w", id, ctx.Err())
+		}
+	}
+	s, err := r.build(sess)
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	defer r.wg.Done() // reserve's
+	close(r.starting[id])
+	delete(r.starting, id)
+	if err == nil && r.closed {
+		err = runtime.ErrClosed
+		if cerr := s.p.Close(); cerr != nil {
+			r.log.Warn("closing a pipeline", "session", id, "err", cerr)
+		}
+	}
+	if err != nil {
+		delete(r.bySlot, ref)
+		return fmt.Errorf("start %s: %w", id, err)
+	}
+	r.sessions[id] = s
+	runCtx, cancel := context.WithCancel(context.Background())
+	s.cancel = cancel
+	r.wg.Add(1)
+	go r.run(runCtx, s)
+	r.log.Info("session pipeline started", "session", id, "gpu", ref[0], "slot", ref[1])
+	return nil
+}
+
+// reserve claims the slot for id. It returns mine when the caller now holds
+// the reservation and must build the session, a channel that closes when a
+// concurrent start of id finishes, or neither when id already runs there.
+func (r *Runtime) reserve(id string, ref [2]uint32) (wait <-chan struct{}, mine bool, err error) {
 	r.mu.Lock()
 	defer r.mu.Unlock()
 	if r.closed {
-		return fmt.Errorf("start %s: %w", id, runtime.ErrClosed)
+		return nil, false, fmt.Errorf("start %s: %w", id, runtime.ErrClosed)
 	}
 	if cur, ok := r.sessions[id]; ok {
 		if cur.sess.GetGpu() != ref[0] || cur.sess.GetSlot() != ref[1] {
-			return fmt.Errorf("start %s: already running on GPU %d slot %d: %w", id, cur.sess.GetGpu(), cur.sess.GetSlot(), runtime.ErrInvalidInput)
+			return nil, false, fmt.Errorf("start %s: already running on GPU %d slot %d: %w", id, cur.sess.GetGpu(), cur.sess.GetSlot(), runtime.ErrInvalidInput)
 		}
-		return nil
+		return nil, false, nil // a retried start
+	}
+	if ch, ok := r.starting[id]; ok {
+		return ch, false, nil
 	}
 	if other, ok := r.bySlot[ref]; ok {
-		return fmt.Errorf("start %s: GPU %d slot %d still held by %s: %w", id, ref[0], ref[1], other, runtime.ErrSlotBusy)
+		return nil, false, fmt.Errorf("start %s: GPU %d slot %d still held by %s: %w", id, ref[0], ref[1], other, runtime.ErrSlotBusy)
 	}
-	s, err := r.build(sess)
-	if err != nil {
-		return fmt.Errorf("start %s: %w", id, err)
-	}
-	r.sessions[id], r.bySlot[ref] = s, id
-	ctx, cancel := context.WithCancel(context.Background())
-	s.cancel = cancel
-	r.wg.Add(1)
-	go r.run(ctx, s)
-	r.log.Info("session pipeline started", "session", id, "gpu", ref[0], "slot", ref[1])
-	return nil
+	r.bySlot[ref] = id
+	r.starting[id] = make(chan struct{})
+	r.wg.Add(1) // Close waits for the build
+	return nil, true, nil
 }
 
 // build makes a session's pipeline.

@@ -183,3 +183,48 @@ func TestOneSessionBreaks(t *testing.T) {
 		t.Errorf("start after Close: %v", err)
 	}
 }
+
+// TestConcurrentStart: retried starts of one session racing each other all
+// succeed and build one pipeline.
+func TestConcurrentStart(t *testing.T) {
+	pack, err := avatar.Default()
+	if err != nil {
+		t.Fatal(err)
+	}
+	var mu sync.Mutex
+	built := 0
+	r, err := New(Config{
+		Devices: []*fleetv1.GPU{{Index: 0, Slots: 2}},
+		Model:   newModel(t),
+		Avatar:  func(string) (*avatar.Pack, error) { return pack, nil },
+		Sink: func(*fleetv1.Session) (pipeline.Sink, error) {
+			mu.Lock()
+			defer mu.Unlock()
+			built++
+			return &sink{}, nil
+		},
+		Clock: func(*fleetv1.Session) pipeline.Clock { return pipeline.NewManualClock() },
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	ctx := context.Background()
+	var wg sync.WaitGroup
+	errs := make(chan error, 8)
+	for range 8 {
+		wg.Go(func() { errs <- r.Start(ctx, &fleetv1.Session{Id: "x", Gpu: 0, Slot: 1}) })
+	}
+	wg.Wait()
+	close(errs)
+	for err := range errs {
+		if err != nil {
+			t.Errorf("start: %v", err)
+		}
+	}
+	if got := r.Sessions(); !slices.Equal(got, []string{"x"}) || built != 1 {
+		t.Errorf("sessions %v, %d pipelines built", got, built)
+	}
+	if err := r.Close(ctx); err != nil {
+		t.Fatal(err)
+	}
+}

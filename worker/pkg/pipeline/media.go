@@ -22,6 +22,9 @@ const melKeep = 2
 // mediaState is the media goroutine's working set, allocated once.
 type mediaState struct {
 	tick int64
+	// cleanFrom is the first video frame whose mel window holds no
+	// interrupted speech.
+	cleanFrom int64
 	// delay holds the speech of the last LatencyTicks+1 ticks; slot
 	// tick%len is the newest. voiced marks slots that held queued speech.
 	delay  [LatencyTicks + 1][TickSamples]float32
@@ -134,11 +137,14 @@ func (p *Pipeline) step() error {
 	}
 	select {
 	case <-p.input.flushed:
-		// Interrupted: the speech waiting in the delay line is dropped.
+		// Interrupted: the speech waiting in the delay line is dropped, and
+		// so are the frames it would have driven (their mel windows hold
+		// it), even if new speech follows at once.
 		for i := range m.delay {
 			clear(m.delay[i][:])
 			m.voiced[i], m.loud[i] = false, false
 		}
+		m.cleanFrom = n
 	default:
 	}
 	slot := int(n % int64(len(m.delay)))
@@ -168,7 +174,7 @@ func (p *Pipeline) video(v int64, ts time.Duration) error {
 	m := &p.media
 	idle, box := p.opt.Avatar.Frame(int(max(v, 0)))
 	img := idle
-	infer := v >= 0 && m.anyLoud()
+	infer := v >= m.cleanFrom && m.anyLoud()
 	m.inferred.Store(infer)
 	if infer {
 		melspec.Window(&m.melWin, m.mel, int(v-m.melBase))

@@ -144,6 +144,34 @@ func TestInterrupt(t *testing.T) {
 	if h.p.Status().Speaking {
 		t.Error("still speaking")
 	}
+
+	// Interrupting with new speech: the frames of the dropped speech stay
+	// idle, the new speech drives the model once its own frames come up.
+	if err := h.p.PushAudio(wav.Encode16(tone(SampleRate), SampleRate), false); err != nil {
+		t.Fatal(err)
+	}
+	h.tick(t, LatencyTicks+4)
+	if !h.p.media.inferred.Load() {
+		t.Fatal("the tone does not drive the model")
+	}
+	if err := h.p.PushAudio(wav.Encode16(tone(SampleRate), SampleRate), true); err != nil {
+		t.Fatal(err)
+	}
+	for i := range LatencyTicks + 2 {
+		h.tick(t, 1)
+		if got, want := h.p.media.inferred.Load(), i >= LatencyTicks; got != want {
+			t.Errorf("frame %d after the interrupting push: inferred %v, want %v", i, got, want)
+		}
+	}
+}
+
+// tone is n samples of a 220 Hz tone at 16 kHz.
+func tone(n int) []float32 {
+	s := make([]float32, n)
+	for i := range s {
+		s[i] = float32(0.3 * math.Sin(2*math.Pi*220*float64(i)/SampleRate))
+	}
+	return s
 }
 
 // TestPushAudio: a bad WAV is refused and the pipeline goes on; a good one

@@ -1,0 +1,260 @@
+// Package mediaruntime implements runtime.Runtime with one media pipeline
+// (package pipeline) per session. Start builds the session's pipeline on its
+// GPU from a small pool of prewarmed inference contexts; speech requests are
+// forwarded to it; a pipeline that fails (an encoder, inference or sink
+// error, or a recovered panic) ends only its own session, which is reported
+// on Ended with END_REASON_ERROR.
+package mediaruntime
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"log/slog"
+	"sync"
+
+	fleetv1 "github.com/avatarfleet/avatarfleet/proto/fleet/v1"
+	"github.com/avatarfleet/avatarfleet/worker/pkg/avatar"
+	"github.com/avatarfleet/avatarfleet/worker/pkg/inference"
+	"github.com/avatarfleet/avatarfleet/worker/pkg/pipeline"
+	"github.com/avatarfleet/avatarfleet/worker/pkg/runtime"
+	"github.com/avatarfleet/avatarfleet/worker/pkg/tts"
+)
+
+// Config configures a Runtime.
+type Config struct {
+	// Devices are the worker's GPUs and their slots.
+	Devices []*fleetv1.GPU
+	// Model is the lip-sync model (required).
+	Model *inference.Model
+	// Device maps a GPU index to the inference device; nil runs every
+	// session on the CPU.
+	Device func(gpu uint32) inference.Device
+	// IntraOpThreads per inference context; 0 means 1.
+	IntraOpThreads int
+	// Prewarm is the number of inference contexts made per GPU up front
+	// (at most its slots); contexts are pooled up to the GPU's slots.
+	Prewarm int
+	// Avatar resolves a session's avatar name (required).
+	Avatar func(name string) (*avatar.Pack, error)
+	// TTS speaks the sessions' text.
+	TTS tts.Synthesizer
+	// Sink returns the transport of a session's tracks (required).
+	Sink func(sess *fleetv1.Session) (pipeline.Sink, error)
+	// Clock returns a session's media clock; nil means the real clock.
+	Clock func(sess *fleetv1.Session) pipeline.Clock
+	// Logger; nil discards.
+	Logger *slog.Logger
+}
+
+// Runtime runs one pipeline per session.
+type Runtime struct {
+	cfg   Config
+	log   *slog.Logger
+	slots map[uint32]uint32
+	pools map[uint32]*pool
+
+	mu       sync.Mutex
+	sessions map[string]*session
+	starting map[string]chan struct{} // closed when that start finishes
+	bySlot   map[[2]uint32]string
+	closed   bool
+
+	ended chan runtime.Ended
+	done  chan struct{}
+	wg    sync.WaitGroup
+}
+
+type session struct {
+	sess   *fleetv1.Session
+	p      *pipeline.Pipeline
+	cancel context.CancelFunc
+	exited chan struct{}
+}
+
+const endedBuffer = 64
+
+var _ runtime.Runtime = (*Runtime)(nil)
+
+// New prewarms the inference pools and returns a Runtime.
+func New(cfg Config) (*Runtime, error) {
+	if cfg.Model == nil || cfg.Avatar == nil || cfg.Sink == nil {
+		return nil, errors.New("mediaruntime: Model, Avatar and Sink are required")
+	}
+	if cfg.Logger == nil {
+		cfg.Logger = slog.New(slog.DiscardHandler)
+	}
+	r := &Runtime{cfg: cfg, log: cfg.Logger, slots: map[uint32]uint32{}, pools: map[uint32]*pool{},
+		sessions: map[string]*session{}, starting: map[string]chan struct{}{}, bySlot: map[[2]uint32]string{},
+		ended: make(chan runtime.Ended, endedBuffer), done: make(chan struct{})}
+	for _, d := range cfg.Devices {
+		dev := inference.CPU()
+		if cfg.Device != nil {
+			dev = cfg.Device(d.GetIndex())
+		}
+		opts := inference.ContextOptions{Batch: 1, IntraOpThreads: max(cfg.IntraOpThreads, 1), Device: dev}
+		p, err := newPool(cfg.Model, opts, min(cfg.Prewarm, int(d.GetSlots())), int(d.GetSlots()))
+		if err != nil {
+			return nil, errors.Join(fmt.Errorf("mediaruntime: GPU %d: %w", d.GetIndex(), err), r.closePools())
+		}
+		r.slots[d.GetIndex()], r.pools[d.GetIndex()] = d.GetSlots(), p
+	}
+	return r, nil
+}
+
+// Start implements runtime.Runtime. The slot is reserved first and the
+// pipeline built outside the lock (a pool miss creates an inference
+// context, which takes a while); a retried Start of a session still
+// starting waits for the first.
+func (r *Runtime) Start(ctx context.Context, sess *fleetv1.Session) error {
+	id, ref := sess.GetId(), [2]uint32{sess.GetGpu(), sess.GetSlot()}
+	slots, ok := r.slots[ref[0]]
+	if !ok || ref[1] >= slots {
+		return fmt.Errorf("start %s: no GPU %d slot %d on this worker: %w", id, ref[0], ref[1], runtime.ErrInvalidInput)
+	}
+	for {
+		wait, mine, err := r.reserve(id, ref)
+		if err != nil || (wait == nil && !mine) {
+			return err
+		}
+		if mine {
+			break
+		}
+		select {
+		case <-wait:
+		case <-ctx.Done():
+			return fmt.Errorf("start %s: waiting for a concurrent start: %w", id, ctx.Err())
+		}
+	}
+	s, err := r.build(sess)
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	defer r.wg.Done() // reserve's
+	close(r.starting[id])
+	delete(r.starting, id)
+	if err == nil && r.closed {
+		err = runtime.ErrClosed
+		if cerr := s.p.Close(); cerr != nil {
+			r.log.Warn("closing a pipeline", "session", id, "err", cerr)
+		}
+	}
+	if err != nil {
+		delete(r.bySlot, ref)
+		return fmt.Errorf("start %s: %w", id, err)
+	}
+	r.sessions[id] = s
+	runCtx, cancel := context.WithCancel(context.Background())
+	s.cancel = cancel
+	r.wg.Add(1)
+	go r.run(runCtx, s)
+	r.log.Info("session pipeline started", "session", id, "gpu", ref[0], "slot", ref[1])
+	return nil
+}
+
+// reserve claims the slot for id. It returns mine when the caller now holds
+// the reservation and must build the session, a channel that closes when a
+// concurrent start of id finishes, or neither when id already runs there.
+func (r *Runtime) reserve(id string, ref [2]uint32) (wait <-chan struct{}, mine bool, err error) {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	if r.closed {
+		return nil, false, fmt.Errorf("start %s: %w", id, runtime.ErrClosed)
+	}
+	if cur, ok := r.sessions[id]; ok {
+		if cur.sess.GetGpu() != ref[0] || cur.sess.GetSlot() != ref[1] {
+			return nil, false, fmt.Errorf("start %s: already running on GPU %d slot %d: %w", id, cur.sess.GetGpu(), cur.sess.GetSlot(), runtime.ErrInvalidInput)
+		}
+		return nil, false, nil // a retried start
+	}
+	if ch, ok := r.starting[id]; ok {
+		return ch, false, nil
+	}
+	if other, ok := r.bySlot[ref]; ok {
+		return nil, false, fmt.Errorf("start %s: GPU %d slot %d still held by %s: %w", id, ref[0], ref[1], other, runtime.ErrSlotBusy)
+	}
+	r.bySlot[ref] = id
+	r.starting[id] = make(chan struct{})
+	r.wg.Add(1) // Close waits for the build
+	return nil, true, nil
+}
+
+// build makes a session's pipeline.
+func (r *Runtime) build(sess *fleetv1.Session) (*session, error) {
+	pack, err := r.cfg.Avatar(sess.GetAvatar())
+	if err != nil {
+		return nil, fmt.Errorf("avatar %q: %w", sess.GetAvatar(), err)
+	}
+	sink, err := r.cfg.Sink(sess)
+	if err != nil {
+		return nil, fmt.Errorf("sink: %w", err)
+	}
+	pl := r.pools[sess.GetGpu()]
+	ic, err := pl.get()
+	if err != nil {
+		return nil, err
+	}
+	opt := pipeline.Options{Avatar: pack, Inference: ic, ReleaseInference: pl.put, TTS: r.cfg.TTS,
+		Voice: sess.GetVoice(), Sink: sink, Logger: r.log.With("session", sess.GetId())}
+	if r.cfg.Clock != nil {
+		opt.Clock = r.cfg.Clock(sess)
+	}
+	p, err := pipeline.New(opt)
+	if err != nil {
+		pl.put(ic)
+		return nil, err
+	}
+	return &session{sess: sess, p: p, exited: make(chan struct{})}, nil
+}
+
+// run runs a session's pipeline; if it ends on its own the session is
+// removed and reported on Ended.
+func (r *Runtime) run(ctx context.Context, s *session) {
+	defer r.wg.Done()
+	err := s.p.Run(ctx)
+	if cerr := s.p.Close(); cerr != nil {
+		r.log.Warn("closing a pipeline", "session", s.sess.GetId(), "err", cerr)
+	}
+	close(s.exited)
+	if ctx.Err() != nil {
+		return // stopped
+	}
+	id := s.sess.GetId()
+	r.mu.Lock()
+	mine := r.sessions[id] == s
+	if mine {
+		r.removeLocked(id)
+	}
+	r.mu.Unlock()
+	if !mine {
+		return
+	}
+	if err == nil {
+		err = errors.New("pipeline ended")
+	}
+	r.log.Error("session pipeline failed", "session", id, "err", err)
+	select {
+	case r.ended <- runtime.Ended{SessionID: id, State: fleetv1.SessionState_SESSION_STATE_FAILED,
+		Reason: fleetv1.EndReason_END_REASON_ERROR, Message: err.Error()}:
+	case <-r.done:
+	}
+}
+
+func (r *Runtime) removeLocked(id string) *session {
+	s, ok := r.sessions[id]
+	if !ok {
+		return nil
+	}
+	delete(r.sessions, id)
+	delete(r.bySlot, [2]uint32{s.sess.GetGpu(), s.sess.GetSlot()})
+	return s
+}
+
+func (r *Runtime) get(id string) (*session, error) {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	s, ok := r.sessions[id]
+	if !ok {
+		return nil, fmt.Errorf("session %s: %w", id, runtime.ErrNotFound)
+	}
+	return s, nil
+}

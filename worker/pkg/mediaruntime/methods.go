@@ -1,0 +1,144 @@
+package mediaruntime
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"slices"
+
+	fleetv1 "github.com/avatarfleet/avatarfleet/proto/fleet/v1"
+	"github.com/avatarfleet/avatarfleet/worker/pkg/pipeline"
+	"github.com/avatarfleet/avatarfleet/worker/pkg/runtime"
+)
+
+// Stop implements runtime.Runtime: it cancels the session's pipeline and
+// waits (until ctx ends) for it to release its encoders and context.
+func (r *Runtime) Stop(ctx context.Context, id string, reason fleetv1.EndReason) error {
+	r.mu.Lock()
+	s := r.removeLocked(id)
+	r.mu.Unlock()
+	if s == nil {
+		return fmt.Errorf("stop %s: %w", id, runtime.ErrNotFound)
+	}
+	s.cancel()
+	r.log.Info("session stopped", "session", id, "reason", reason.String())
+	select {
+	case <-s.exited:
+		return nil
+	case <-ctx.Done():
+		return fmt.Errorf("stop %s: waiting for the pipeline: %w", id, ctx.Err())
+	}
+}
+
+// inputErr marks the pipeline's input errors as the caller's.
+func inputErr(err error) error {
+	if errors.Is(err, pipeline.ErrBadAudio) || errors.Is(err, pipeline.ErrQueueFull) {
+		return fmt.Errorf("%w: %w", runtime.ErrInvalidInput, err)
+	}
+	return err
+}
+
+// Speak implements runtime.Runtime.
+func (r *Runtime) Speak(_ context.Context, id, text string, interrupt bool) error {
+	if err := runtime.ValidateText(text); err != nil {
+		return fmt.Errorf("speak %s: %w", id, err)
+	}
+	s, err := r.get(id)
+	if err != nil {
+		return err
+	}
+	if err := s.p.Speak(text, interrupt); err != nil {
+		return fmt.Errorf("speak %s: %w", id, inputErr(err))
+	}
+	return nil
+}
+
+// PushAudio implements runtime.Runtime.
+func (r *Runtime) PushAudio(_ context.Context, id string, wav []byte, interrupt bool) error {
+	if err := runtime.ValidateWAVHeader(wav); err != nil {
+		return fmt.Errorf("push audio %s: %w", id, err)
+	}
+	s, err := r.get(id)
+	if err != nil {
+		return err
+	}
+	if err := s.p.PushAudio(wav, interrupt); err != nil {
+		return fmt.Errorf("push audio %s: %w", id, inputErr(err))
+	}
+	return nil
+}
+
+// Interrupt implements runtime.Runtime.
+func (r *Runtime) Interrupt(_ context.Context, id string) error {
+	s, err := r.get(id)
+	if err != nil {
+		return err
+	}
+	s.p.Interrupt()
+	return nil
+}
+
+// RequestKeyframe asks a session's encoder for a keyframe (for the SFU).
+func (r *Runtime) RequestKeyframe(id string) error {
+	s, err := r.get(id)
+	if err != nil {
+		return err
+	}
+	s.p.RequestKeyframe()
+	return nil
+}
+
+// Status implements runtime.Runtime.
+func (r *Runtime) Status(id string) (runtime.Status, error) {
+	s, err := r.get(id)
+	if err != nil {
+		return runtime.Status{}, err
+	}
+	st := s.p.Status()
+	return runtime.Status{State: fleetv1.SessionState_SESSION_STATE_READY, Speaking: st.Speaking, FramesSent: st.Frames}, nil
+}
+
+// Sessions implements runtime.Runtime.
+func (r *Runtime) Sessions() []string {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	ids := make([]string, 0, len(r.sessions))
+	for id := range r.sessions {
+		ids = append(ids, id)
+	}
+	slices.Sort(ids)
+	return ids
+}
+
+// Ended implements runtime.Runtime.
+func (r *Runtime) Ended() <-chan runtime.Ended { return r.ended }
+
+// Close implements runtime.Runtime: it stops every pipeline, waits for
+// them, and frees the pooled inference contexts.
+func (r *Runtime) Close(_ context.Context) error {
+	r.mu.Lock()
+	if r.closed {
+		r.mu.Unlock()
+		return nil
+	}
+	r.closed = true
+	for id, s := range r.sessions {
+		s.cancel()
+		r.removeLocked(id)
+	}
+	r.mu.Unlock()
+	close(r.done)
+	r.wg.Wait()
+	close(r.ended)
+	return r.closePools()
+}
+
+func (r *Runtime) closePools() error {
+	var errs []error
+	for gpu, p := range r.pools {
+		if err := p.close(); err != nil {
+			errs = append(errs, fmt.Errorf("mediaruntime: GPU %d contexts: %w", gpu, err))
+		}
+	}
+	return errors.Join(errs...)
+}

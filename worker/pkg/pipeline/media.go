@@ -1,0 +1,285 @@
+package pipeline
+
+import (
+	"context"
+	"fmt"
+	"math"
+	"runtime/debug"
+	"sync/atomic"
+	"time"
+
+	"golang.org/x/sync/errgroup"
+
+	"github.com/avatarfleet/avatarfleet/worker/pkg/codec"
+	"github.com/avatarfleet/avatarfleet/worker/pkg/frame"
+	"github.com/avatarfleet/avatarfleet/worker/pkg/melspec"
+)
+
+// melKeep is how many whole seconds of mel frames the media goroutine keeps
+// before dropping the oldest second (a window never reaches back that far).
+const melKeep = 2
+
+// mediaState is the media goroutine's working set, allocated once.
+type mediaState struct {
+	tick int64
+	// cleanFrom is the first video frame whose mel window holds no
+	// interrupted speech.
+	cleanFrom int64
+	// delay holds the speech of the last LatencyTicks+1 ticks; slot
+	// tick%len is the newest. voiced marks slots that held queued speech.
+	delay  [LatencyTicks + 1][TickSamples]float32
+	voiced [LatencyTicks + 1]bool
+	loud   [LatencyTicks + 1]bool
+
+	mel     []melspec.Frame
+	melBase int64 // video frame index of mel[0]'s window start
+
+	melWin [melspec.WindowSize]float32
+	face   []float32
+	out    []float32
+	canvas *frame.I420
+
+	up48      []float32 // resampled audio not yet encoded
+	underruns int       // Opus frames padded for want of resampled audio
+	pcm       []float32 // scratch for one tick's samples
+
+	speaking atomic.Bool
+	keyframe atomic.Bool
+	frames   atomic.Uint64
+	wasVoice bool
+	inferred atomic.Bool // the last frame sent came from the model (for tests)
+}
+
+func (m *mediaState) init(p *Pipeline, w, h int) error {
+	m.face = make([]float32, p.opt.Inference.FaceLen())
+	m.out = make([]float32, p.opt.Inference.OutLen())
+	m.mel = make([]melspec.Frame, 0, (melKeep+2)*melspec.FramesPerSecond)
+	m.up48 = make([]float32, 0, 8*codec.OpusFrameSamples)
+	m.pcm = make([]float32, TickSamples)
+	c, err := frame.New(w, h)
+	if err != nil {
+		return fmt.Errorf("pipeline: output frame: %w", err)
+	}
+	m.canvas = c
+	// Prime the upsampler with its look-ahead so that every tick's 640
+	// input samples give 1920 output samples.
+	m.up48 = p.up.Process(m.up48, make([]float32, p.up.LookAhead()))
+	m.up48 = m.up48[:0]
+	return nil
+}
+
+// Run runs the pipeline until ctx ends (returning nil) or a fatal error (a
+// sink, encoder or inference failure, or a panic inside the pipeline, which
+// it recovers and returns as an error). Call it once.
+func (p *Pipeline) Run(ctx context.Context) error {
+	g, ctx := errgroup.WithContext(ctx)
+	g.Go(func() error { return guard("synthesis", func() error { return p.synthesize(ctx) }) })
+	g.Go(func() error { return guard("media", func() error { return p.mediaLoop(ctx) }) })
+	err := g.Wait()
+	p.input.close()
+	return err
+}
+
+// guard runs f, turning a panic into an error.
+func guard(what string, f func() error) (err error) {
+	defer func() {
+		if r := recover(); r != nil {
+			err = fmt.Errorf("pipeline: panic in %s goroutine: %v\n%s", what, r, debug.Stack())
+		}
+	}()
+	return f()
+}
+
+// maxCatchUp is the most extra frames one tick sends to catch up with the
+// wall clock after a stall; a longer stall is skipped (media time then
+// lags wall time by the rest, audio and video still together).
+const maxCatchUp = LatencyTicks
+
+func (p *Pipeline) mediaLoop(ctx context.Context) error {
+	t := p.opt.Clock.NewTicker(FrameDuration)
+	defer t.Stop()
+	var t0 time.Time
+	var base int64 // m.tick at t0
+	for {
+		var now time.Time
+		select {
+		case <-ctx.Done():
+			return nil
+		case now = <-t.C():
+		}
+		if t0.IsZero() {
+			t0, base = now, p.media.tick
+		}
+		// A ticker drops ticks while the receiver is busy: send the
+		// frames the wall clock says are due, at least one per tick.
+		due := base + int64(now.Sub(t0)/FrameDuration) + 1
+		steps := max(1, due-p.media.tick)
+		if steps > 1+maxCatchUp {
+			p.log.Warn("media clock stalled: skipping", "frames", steps-1-maxCatchUp)
+			steps = 1 + maxCatchUp
+			t0, base = now, p.media.tick+steps-1
+		}
+		for range steps {
+			if err := p.step(); err != nil {
+				return err
+			}
+		}
+	}
+}
+
+// step runs one tick of the media clock.
+func (p *Pipeline) step() error {
+	m := &p.media
+	n := m.tick
+	m.tick++
+	if h := p.opt.tickHook; h != nil {
+		h(n)
+	}
+	select {
+	case <-p.input.flushed:
+		// Interrupted: the speech waiting in the delay line is dropped, and
+		// so are the frames it would have driven (their mel windows hold
+		// it), even if new speech follows at once.
+		for i := range m.delay {
+			clear(m.delay[i][:])
+			m.voiced[i], m.loud[i] = false, false
+		}
+		m.cleanFrom = n
+	default:
+	}
+	slot := int(n % int64(len(m.delay)))
+	got := p.input.take(m.delay[slot][:])
+	m.voiced[slot] = got > 0
+	m.loud[slot] = rms(m.delay[slot][:]) >= p.opt.EnergyThreshold
+	m.mel = p.mel.Append(m.mel, m.delay[slot][:])
+	p.trimMel(n - LatencyTicks)
+
+	// The frame sent now is the one whose speech was taken LatencyTicks ago.
+	v := n - LatencyTicks
+	out := (slot + 1) % len(m.delay) // the oldest slot
+	ts := time.Duration(n) * FrameDuration
+	if err := p.video(v, ts); err != nil {
+		return err
+	}
+	if err := p.audio(m.delay[out][:], ts); err != nil {
+		return err
+	}
+	p.speakingEvents(m.voiced[out], ts)
+	m.frames.Add(1)
+	return nil
+}
+
+// video renders and sends video frame v (negative: before any speech).
+func (p *Pipeline) video(v int64, ts time.Duration) error {
+	m := &p.media
+	idle, box := p.opt.Avatar.Frame(int(max(v, 0)))
+	img := idle
+	infer := v >= m.cleanFrom && m.anyLoud()
+	m.inferred.Store(infer)
+	if infer {
+		melspec.Window(&m.melWin, m.mel, int(v-m.melBase))
+		c := p.comps[box]
+		if err := c.Crop(m.face, idle); err != nil {
+			return fmt.Errorf("pipeline: crop frame %d: %w", v, err)
+		}
+		if err := p.opt.Inference.Run(m.melWin[:], m.face, m.out); err != nil {
+			return fmt.Errorf("pipeline: frame %d: %w", v, err)
+		}
+		if err := c.Composite(m.canvas, idle, m.out); err != nil {
+			return fmt.Errorf("pipeline: composite frame %d: %w", v, err)
+		}
+		img = m.canvas
+	}
+	if m.keyframe.Swap(false) {
+		p.vp8.ForceKeyframe()
+	}
+	pkt, key, err := p.vp8.Encode(img)
+	if err != nil {
+		return fmt.Errorf("pipeline: frame %d: %w", v, err)
+	}
+	if err := p.opt.Sink.WriteVideo(Sample{Data: pkt, Duration: FrameDuration, Timestamp: ts, Keyframe: key}); err != nil {
+		return fmt.Errorf("pipeline: sink video at %v: %w", ts, err)
+	}
+	return nil
+}
+
+// anyLoud: some speech in the delay line is above the gate, so the window
+// of the frame sent now (which reaches LatencyTicks ahead) holds speech.
+func (m *mediaState) anyLoud() bool {
+	for _, l := range m.loud {
+		if l {
+			return true
+		}
+	}
+	return false
+}
+
+// trimMel drops whole seconds of mel frames that no window from video frame
+// v on reaches. A second is exactly 25 video frames and 80 mel frames, so
+// shifting both indices keeps WindowStart's arithmetic exact. When the mel
+// buffer holds only trimmed frames the stream continues where it was.
+func (p *Pipeline) trimMel(v int64) {
+	m := &p.media
+	for v-m.melBase >= (melKeep+1)*melspec.VideoFPS && len(m.mel) >= melspec.FramesPerSecond {
+		n := copy(m.mel, m.mel[melspec.FramesPerSecond:])
+		m.mel = m.mel[:n]
+		m.melBase += melspec.VideoFPS
+	}
+}
+
+// audio upsamples one tick of speech to 48 kHz and sends it as two Opus
+// packets stamped ts and ts+20 ms.
+func (p *Pipeline) audio(pcm []float32, ts time.Duration) error {
+	m := &p.media
+	m.up48 = p.up.Process(m.up48, pcm)
+	for k := range 2 {
+		fr := codec.OpusFrameSamples
+		if len(m.up48) < fr { // cannot happen once primed; pad rather than drift
+			m.underruns++
+			m.up48 = append(m.up48, make([]float32, fr-len(m.up48))...)
+		}
+		pkt, err := p.opus.EncodeFloat32(m.up48[:fr])
+		if err != nil {
+			return fmt.Errorf("pipeline: audio at %v: %w", ts, err)
+		}
+		n := copy(m.up48, m.up48[fr:])
+		m.up48 = m.up48[:n]
+		at := ts + time.Duration(k)*AudioFrameDuration
+		if err := p.opt.Sink.WriteAudio(Sample{Data: pkt, Duration: AudioFrameDuration, Timestamp: at}); err != nil {
+			return fmt.Errorf("pipeline: sink audio at %v: %w", at, err)
+		}
+	}
+	return nil
+}
+
+// speakingEvents tracks the speaking state of the frames sent.
+func (p *Pipeline) speakingEvents(voiced bool, ts time.Duration) {
+	m := &p.media
+	if voiced == m.wasVoice {
+		return
+	}
+	if !voiced {
+		// A gap between two synthesised pieces is not the end of speech.
+		if q, syn := p.input.state(); q > 0 || syn {
+			return
+		}
+	}
+	m.wasVoice = voiced
+	m.speaking.Store(voiced)
+	if p.opt.OnEvent == nil {
+		return
+	}
+	kind := SpeakingEnded
+	if voiced {
+		kind = SpeakingStarted
+	}
+	p.opt.OnEvent(Event{Kind: kind, Timestamp: ts})
+}
+
+func rms(s []float32) float64 {
+	var sum float64
+	for _, x := range s {
+		sum += float64(x) * float64(x)
+	}
+	return math.Sqrt(sum / float64(len(s)))
+}

@@ -1,0 +1,293 @@
+// Package pipeline is one session's media pipeline: it turns queued speech
+// (text through a tts.Synthesizer, or WAV audio) into a lip-synced VP8 video
+// track and an Opus audio track, paced by one media clock.
+//
+// Every 40 ms tick emits one video frame (25 fps) and two 20 ms Opus frames,
+// all stamped from the same tick counter, so audio and video cannot drift
+// apart however long the session runs. While speaking, each tick takes 40 ms
+// (640 samples) of 16 kHz speech, extends the streaming mel spectrogram,
+// runs the lip-sync model on the face crop of the avatar's idle-loop frame
+// and composites the mouth back; while silent (an energy gate), it skips
+// inference and sends the plain idle frame.
+//
+// The mel window of video frame i reaches 200 ms past the frame's own audio,
+// so both tracks are delayed by Latency (6 ticks, 240 ms): at tick n the
+// pipeline sends the video and the audio of the speech taken at tick n−6,
+// stamped n·40 ms.
+package pipeline
+
+import (
+	"errors"
+	"fmt"
+	"image"
+	"log/slog"
+	"time"
+
+	"github.com/avatarfleet/avatarfleet/worker/pkg/avatar"
+	"github.com/avatarfleet/avatarfleet/worker/pkg/codec"
+	"github.com/avatarfleet/avatarfleet/worker/pkg/composite"
+	"github.com/avatarfleet/avatarfleet/worker/pkg/inference"
+	"github.com/avatarfleet/avatarfleet/worker/pkg/melspec"
+	"github.com/avatarfleet/avatarfleet/worker/pkg/resample"
+	"github.com/avatarfleet/avatarfleet/worker/pkg/tts"
+)
+
+const (
+	// FrameDuration is one tick of the media clock: one video frame.
+	FrameDuration = 40 * time.Millisecond
+	// AudioFrameDuration is one Opus packet.
+	AudioFrameDuration = 20 * time.Millisecond
+	// SampleRate is the rate of the speech queue.
+	SampleRate = 16000
+	// TickSamples is the speech one tick consumes: 40 ms at 16 kHz.
+	TickSamples = SampleRate * int(FrameDuration/time.Millisecond) / 1000
+	// LatencyTicks is how many ticks the tracks lag the speech queue: the
+	// mel window of a frame must be complete (16 mel frames from the
+	// frame's start plus the STFT's half window).
+	LatencyTicks = 6
+	// Latency is LatencyTicks as a duration.
+	Latency = LatencyTicks * FrameDuration
+
+	// DefaultMaxQueue bounds the queued speech.
+	DefaultMaxQueue = 10 * time.Minute
+	// DefaultEnergyThreshold is the RMS (full scale 1) below which 40 ms of
+	// audio counts as silence: about −50 dBFS.
+	DefaultEnergyThreshold = 0.003
+)
+
+// Error is the type of this package's sentinel errors.
+type Error string
+
+// Error implements error.
+func (e Error) Error() string { return string(e) }
+
+const (
+	// ErrQueueFull: the speech queue holds its maximum.
+	ErrQueueFull Error = "pipeline: speech queue full"
+	// ErrClosed: the pipeline was closed or its Run ended.
+	ErrClosed Error = "pipeline: closed"
+	// ErrConfig: invalid Options.
+	ErrConfig Error = "pipeline: invalid options"
+	// ErrBadAudio: PushAudio's WAV could not be decoded.
+	ErrBadAudio Error = "pipeline: bad audio"
+)
+
+// Sample is one encoded media sample for the transport.
+type Sample struct {
+	// Data is the VP8 frame or Opus packet; the receiver's to keep.
+	Data []byte
+	// Duration is the sample's length: 40 ms (video) or 20 ms (audio).
+	Duration time.Duration
+	// Timestamp is the sample's time on the media clock, from the session's
+	// start (tick 0). Audio and video share it.
+	Timestamp time.Duration
+	// Keyframe is set on VP8 keyframes.
+	Keyframe bool
+}
+
+// Sink receives the encoded tracks, from the pipeline's media goroutine, in
+// timestamp order. An error from it ends Run.
+type Sink interface {
+	WriteVideo(sample Sample) error
+	WriteAudio(sample Sample) error
+}
+
+// EventKind says what happened.
+type EventKind int
+
+const (
+	// SpeakingStarted: the first frame of queued speech was sent.
+	SpeakingStarted EventKind = iota + 1
+	// SpeakingEnded: the queue ran dry (or was interrupted) and the last
+	// frame of speech was sent.
+	SpeakingEnded
+)
+
+// String names the kind.
+func (k EventKind) String() string {
+	switch k {
+	case SpeakingStarted:
+		return "speaking-started"
+	case SpeakingEnded:
+		return "speaking-ended"
+	}
+	return fmt.Sprintf("event(%d)", int(k))
+}
+
+// Event is a change of the session's speaking state.
+type Event struct {
+	Kind EventKind
+	// Timestamp is the media time of the frame where it happened.
+	Timestamp time.Duration
+}
+
+// Options configures a Pipeline.
+type Options struct {
+	// Avatar is the avatar pack (required).
+	Avatar *avatar.Pack
+	// Inference is the lip-sync model context, batch 1 (required). The
+	// pipeline uses it from its media goroutine only; Close hands it to
+	// ReleaseInference.
+	Inference *inference.Context
+	// ReleaseInference gives the context back (to a pool, say); nil means
+	// Close closes it.
+	ReleaseInference func(*inference.Context)
+	// TTS speaks Speak's text; nil makes Speak fail.
+	TTS tts.Synthesizer
+	// Voice is the TTS voice ("" for the engine's default).
+	Voice string
+	// Sink receives the tracks (required).
+	Sink Sink
+	// Clock paces the ticks; nil means RealClock.
+	Clock Clock
+	// Logger; nil means slog.Default().
+	Logger *slog.Logger
+	// OnEvent, if set, is called from the media goroutine on speaking
+	// changes; it must not block.
+	OnEvent func(Event)
+	// MaxQueue bounds the queued speech; 0 means DefaultMaxQueue.
+	MaxQueue time.Duration
+	// EnergyThreshold is the silence gate's RMS; 0 means
+	// DefaultEnergyThreshold.
+	EnergyThreshold float64
+	// VideoBitrate and AudioBitrate (bit/s); 0 means the codec defaults.
+	VideoBitrate, AudioBitrate int
+
+	// tickHook, for tests, runs at the start of every tick.
+	tickHook func(tick int64)
+}
+
+// Pipeline is one session's media pipeline. Speak, PushAudio, Interrupt,
+// RequestKeyframe and Status are safe for concurrent use with Run.
+type Pipeline struct {
+	opt   Options
+	log   *slog.Logger
+	input input
+
+	// Media state, owned by Run's media goroutine.
+	vp8     *codec.VP8Encoder
+	opus    *codec.OpusEncoder
+	comps   map[image.Rectangle]*composite.Compositor
+	mel     *melspec.Extractor
+	up      *resample.Resampler
+	media   mediaState
+	closers []func() error
+}
+
+// New checks opt and builds the encoders; the pipeline runs with Run.
+func New(opt Options) (*Pipeline, error) {
+	if opt.Avatar == nil || opt.Inference == nil || opt.Sink == nil {
+		return nil, fmt.Errorf("%w: Avatar, Inference and Sink are required", ErrConfig)
+	}
+	if opt.Inference.Batch() != 1 {
+		return nil, fmt.Errorf("%w: inference batch %d, want 1", ErrConfig, opt.Inference.Batch())
+	}
+	if opt.Clock == nil {
+		opt.Clock = RealClock{}
+	}
+	if opt.Logger == nil {
+		opt.Logger = slog.Default()
+	}
+	if opt.MaxQueue <= 0 {
+		opt.MaxQueue = DefaultMaxQueue
+	}
+	if opt.EnergyThreshold <= 0 {
+		opt.EnergyThreshold = DefaultEnergyThreshold
+	}
+	p := &Pipeline{opt: opt, log: opt.Logger, mel: melspec.New()}
+	p.input.init(int(opt.MaxQueue / time.Second * SampleRate))
+	if err := p.build(); err != nil {
+		_ = p.closeEncoders()
+		return nil, err
+	}
+	return p, nil
+}
+
+// build makes the compositors (one per distinct face box), the encoders and
+// the resampler.
+func (p *Pipeline) build() error {
+	pack, size := p.opt.Avatar, p.opt.Inference.Size()
+	p.comps = make(map[image.Rectangle]*composite.Compositor)
+	for i := range pack.Len() {
+		box := pack.Box(i)
+		if _, ok := p.comps[box]; ok {
+			continue
+		}
+		c, err := composite.New(composite.Config{FrameWidth: pack.Width(), FrameHeight: pack.Height(), Box: box, Size: size})
+		if err != nil {
+			return fmt.Errorf("pipeline: compositor for frame %d box %v: %w", i, box, err)
+		}
+		p.comps[box] = c
+	}
+	vp8, err := codec.NewVP8Encoder(codec.VP8Options{Width: pack.Width(), Height: pack.Height(), Bitrate: p.opt.VideoBitrate})
+	if err != nil {
+		return fmt.Errorf("pipeline: video encoder: %w", err)
+	}
+	p.vp8 = vp8
+	p.closers = append(p.closers, vp8.Close)
+	opus, err := codec.NewOpusEncoder(codec.OpusOptions{Channels: 1, Bitrate: p.opt.AudioBitrate})
+	if err != nil {
+		return fmt.Errorf("pipeline: audio encoder: %w", err)
+	}
+	p.opus = opus
+	p.closers = append(p.closers, opus.Close)
+	up, err := resample.New(SampleRate, codec.OpusSampleRate)
+	if err != nil {
+		return fmt.Errorf("pipeline: upsampler: %w", err)
+	}
+	p.up = up
+	return p.media.init(p, pack.Width(), pack.Height())
+}
+
+// Close releases the encoders and the inference context. Call it after Run
+// has returned; it is idempotent.
+func (p *Pipeline) Close() error {
+	p.input.close()
+	err := p.closeEncoders()
+	if c := p.opt.Inference; c != nil {
+		p.opt.Inference = nil
+		if p.opt.ReleaseInference != nil {
+			p.opt.ReleaseInference(c)
+		} else if cerr := c.Close(); cerr != nil {
+			err = errors.Join(err, fmt.Errorf("pipeline: close inference: %w", cerr))
+		}
+	}
+	return err
+}
+
+func (p *Pipeline) closeEncoders() error {
+	var errs []error
+	for _, c := range p.closers {
+		errs = append(errs, c())
+	}
+	p.closers = nil
+	return errors.Join(errs...)
+}
+
+// RequestKeyframe makes the next video frame a keyframe (a viewer joined or
+// lost packets).
+func (p *Pipeline) RequestKeyframe() { p.media.keyframe.Store(true) }
+
+// Status is a snapshot of the pipeline.
+type Status struct {
+	// Speaking: the last frame sent carried speech.
+	Speaking bool
+	// Queued is the speech waiting to be spoken (not counting synthesis
+	// still running).
+	Queued time.Duration
+	// Synthesizing: text is queued or being synthesised.
+	Synthesizing bool
+	// Frames is the number of video frames sent.
+	Frames uint64
+}
+
+// Status reports the pipeline's state.
+func (p *Pipeline) Status() Status {
+	q, syn := p.input.state()
+	return Status{
+		Speaking:     p.media.speaking.Load(),
+		Queued:       time.Duration(q) * time.Second / SampleRate,
+		Synthesizing: syn,
+		Frames:       p.media.frames.Load(),
+	}
+}

@@ -1165,8 +1165,10 @@ type SessionStatusResponse struct {
 	state protoimpl.MessageState `protogen:"open.v1"`
 	State SessionState           `protobuf:"varint,1,opt,name=state,proto3,enum=avatarfleet.fleet.v1.SessionState" json:"state,omitempty"`
 	// speaking is true while queued speech is being played out.
-	Speaking      bool   `protobuf:"varint,2,opt,name=speaking,proto3" json:"speaking,omitempty"`
-	FramesSent    uint64 `protobuf:"varint,3,opt,name=frames_sent,json=framesSent,proto3" json:"frames_sent,omitempty"`
+	Speaking   bool   `protobuf:"varint,2,opt,name=speaking,proto3" json:"speaking,omitempty"`
+	FramesSent uint64 `protobuf:"varint,3,opt,name=frames_sent,json=framesSent,proto3" json:"frames_sent,omitempty"`
+	// stats are the session's media figures, with one entry per viewer.
+	Stats         *SessionStats `protobuf:"bytes,4,opt,name=stats,proto3" json:"stats,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -1218,6 +1220,692 @@ func (x *SessionStatusResponse) GetSpeaking() bool {
 func (x *SessionStatusResponse) GetFramesSent() uint64 {
 	if x != nil {
 		return x.FramesSent
+	}
+	return 0
+}
+
+func (x *SessionStatusResponse) GetStats() *SessionStats {
+	if x != nil {
+		return x.Stats
+	}
+	return nil
+}
+
+// IceServer is a STUN or TURN server the client should use (returned to
+// WHEP/WHIP clients as Link: rel="ice-server" headers).
+type IceServer struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	Urls          []string               `protobuf:"bytes,1,rep,name=urls,proto3" json:"urls,omitempty"`
+	Username      string                 `protobuf:"bytes,2,opt,name=username,proto3" json:"username,omitempty"`
+	Credential    string                 `protobuf:"bytes,3,opt,name=credential,proto3" json:"credential,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *IceServer) Reset() {
+	*x = IceServer{}
+	mi := &file_fleet_v1_fleet_proto_msgTypes[16]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *IceServer) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*IceServer) ProtoMessage() {}
+
+func (x *IceServer) ProtoReflect() protoreflect.Message {
+	mi := &file_fleet_v1_fleet_proto_msgTypes[16]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use IceServer.ProtoReflect.Descriptor instead.
+func (*IceServer) Descriptor() ([]byte, []int) {
+	return file_fleet_v1_fleet_proto_rawDescGZIP(), []int{16}
+}
+
+func (x *IceServer) GetUrls() []string {
+	if x != nil {
+		return x.Urls
+	}
+	return nil
+}
+
+func (x *IceServer) GetUsername() string {
+	if x != nil {
+		return x.Username
+	}
+	return ""
+}
+
+func (x *IceServer) GetCredential() string {
+	if x != nil {
+		return x.Credential
+	}
+	return ""
+}
+
+type AddViewerRequest struct {
+	state     protoimpl.MessageState `protogen:"open.v1"`
+	SessionId string                 `protobuf:"bytes,1,opt,name=session_id,json=sessionId,proto3" json:"session_id,omitempty"`
+	// offer_sdp is the client's SDP offer, already size-checked and parsed by
+	// the control plane; the worker checks it again.
+	OfferSdp      string `protobuf:"bytes,2,opt,name=offer_sdp,json=offerSdp,proto3" json:"offer_sdp,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *AddViewerRequest) Reset() {
+	*x = AddViewerRequest{}
+	mi := &file_fleet_v1_fleet_proto_msgTypes[17]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *AddViewerRequest) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*AddViewerRequest) ProtoMessage() {}
+
+func (x *AddViewerRequest) ProtoReflect() protoreflect.Message {
+	mi := &file_fleet_v1_fleet_proto_msgTypes[17]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use AddViewerRequest.ProtoReflect.Descriptor instead.
+func (*AddViewerRequest) Descriptor() ([]byte, []int) {
+	return file_fleet_v1_fleet_proto_rawDescGZIP(), []int{17}
+}
+
+func (x *AddViewerRequest) GetSessionId() string {
+	if x != nil {
+		return x.SessionId
+	}
+	return ""
+}
+
+func (x *AddViewerRequest) GetOfferSdp() string {
+	if x != nil {
+		return x.OfferSdp
+	}
+	return ""
+}
+
+type AddViewerResponse struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	ViewerId      string                 `protobuf:"bytes,1,opt,name=viewer_id,json=viewerId,proto3" json:"viewer_id,omitempty"`
+	AnswerSdp     string                 `protobuf:"bytes,2,opt,name=answer_sdp,json=answerSdp,proto3" json:"answer_sdp,omitempty"`
+	IceServers    []*IceServer           `protobuf:"bytes,3,rep,name=ice_servers,json=iceServers,proto3" json:"ice_servers,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *AddViewerResponse) Reset() {
+	*x = AddViewerResponse{}
+	mi := &file_fleet_v1_fleet_proto_msgTypes[18]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *AddViewerResponse) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*AddViewerResponse) ProtoMessage() {}
+
+func (x *AddViewerResponse) ProtoReflect() protoreflect.Message {
+	mi := &file_fleet_v1_fleet_proto_msgTypes[18]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use AddViewerResponse.ProtoReflect.Descriptor instead.
+func (*AddViewerResponse) Descriptor() ([]byte, []int) {
+	return file_fleet_v1_fleet_proto_rawDescGZIP(), []int{18}
+}
+
+func (x *AddViewerResponse) GetViewerId() string {
+	if x != nil {
+		return x.ViewerId
+	}
+	return ""
+}
+
+func (x *AddViewerResponse) GetAnswerSdp() string {
+	if x != nil {
+		return x.AnswerSdp
+	}
+	return ""
+}
+
+func (x *AddViewerResponse) GetIceServers() []*IceServer {
+	if x != nil {
+		return x.IceServers
+	}
+	return nil
+}
+
+type RemoveViewerRequest struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	SessionId     string                 `protobuf:"bytes,1,opt,name=session_id,json=sessionId,proto3" json:"session_id,omitempty"`
+	ViewerId      string                 `protobuf:"bytes,2,opt,name=viewer_id,json=viewerId,proto3" json:"viewer_id,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *RemoveViewerRequest) Reset() {
+	*x = RemoveViewerRequest{}
+	mi := &file_fleet_v1_fleet_proto_msgTypes[19]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *RemoveViewerRequest) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*RemoveViewerRequest) ProtoMessage() {}
+
+func (x *RemoveViewerRequest) ProtoReflect() protoreflect.Message {
+	mi := &file_fleet_v1_fleet_proto_msgTypes[19]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use RemoveViewerRequest.ProtoReflect.Descriptor instead.
+func (*RemoveViewerRequest) Descriptor() ([]byte, []int) {
+	return file_fleet_v1_fleet_proto_rawDescGZIP(), []int{19}
+}
+
+func (x *RemoveViewerRequest) GetSessionId() string {
+	if x != nil {
+		return x.SessionId
+	}
+	return ""
+}
+
+func (x *RemoveViewerRequest) GetViewerId() string {
+	if x != nil {
+		return x.ViewerId
+	}
+	return ""
+}
+
+type RemoveViewerResponse struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *RemoveViewerResponse) Reset() {
+	*x = RemoveViewerResponse{}
+	mi := &file_fleet_v1_fleet_proto_msgTypes[20]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *RemoveViewerResponse) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*RemoveViewerResponse) ProtoMessage() {}
+
+func (x *RemoveViewerResponse) ProtoReflect() protoreflect.Message {
+	mi := &file_fleet_v1_fleet_proto_msgTypes[20]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use RemoveViewerResponse.ProtoReflect.Descriptor instead.
+func (*RemoveViewerResponse) Descriptor() ([]byte, []int) {
+	return file_fleet_v1_fleet_proto_rawDescGZIP(), []int{20}
+}
+
+type AddPublisherRequest struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	SessionId     string                 `protobuf:"bytes,1,opt,name=session_id,json=sessionId,proto3" json:"session_id,omitempty"`
+	OfferSdp      string                 `protobuf:"bytes,2,opt,name=offer_sdp,json=offerSdp,proto3" json:"offer_sdp,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *AddPublisherRequest) Reset() {
+	*x = AddPublisherRequest{}
+	mi := &file_fleet_v1_fleet_proto_msgTypes[21]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *AddPublisherRequest) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*AddPublisherRequest) ProtoMessage() {}
+
+func (x *AddPublisherRequest) ProtoReflect() protoreflect.Message {
+	mi := &file_fleet_v1_fleet_proto_msgTypes[21]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use AddPublisherRequest.ProtoReflect.Descriptor instead.
+func (*AddPublisherRequest) Descriptor() ([]byte, []int) {
+	return file_fleet_v1_fleet_proto_rawDescGZIP(), []int{21}
+}
+
+func (x *AddPublisherRequest) GetSessionId() string {
+	if x != nil {
+		return x.SessionId
+	}
+	return ""
+}
+
+func (x *AddPublisherRequest) GetOfferSdp() string {
+	if x != nil {
+		return x.OfferSdp
+	}
+	return ""
+}
+
+type AddPublisherResponse struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	PublisherId   string                 `protobuf:"bytes,1,opt,name=publisher_id,json=publisherId,proto3" json:"publisher_id,omitempty"`
+	AnswerSdp     string                 `protobuf:"bytes,2,opt,name=answer_sdp,json=answerSdp,proto3" json:"answer_sdp,omitempty"`
+	IceServers    []*IceServer           `protobuf:"bytes,3,rep,name=ice_servers,json=iceServers,proto3" json:"ice_servers,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *AddPublisherResponse) Reset() {
+	*x = AddPublisherResponse{}
+	mi := &file_fleet_v1_fleet_proto_msgTypes[22]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *AddPublisherResponse) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*AddPublisherResponse) ProtoMessage() {}
+
+func (x *AddPublisherResponse) ProtoReflect() protoreflect.Message {
+	mi := &file_fleet_v1_fleet_proto_msgTypes[22]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use AddPublisherResponse.ProtoReflect.Descriptor instead.
+func (*AddPublisherResponse) Descriptor() ([]byte, []int) {
+	return file_fleet_v1_fleet_proto_rawDescGZIP(), []int{22}
+}
+
+func (x *AddPublisherResponse) GetPublisherId() string {
+	if x != nil {
+		return x.PublisherId
+	}
+	return ""
+}
+
+func (x *AddPublisherResponse) GetAnswerSdp() string {
+	if x != nil {
+		return x.AnswerSdp
+	}
+	return ""
+}
+
+func (x *AddPublisherResponse) GetIceServers() []*IceServer {
+	if x != nil {
+		return x.IceServers
+	}
+	return nil
+}
+
+type RemovePublisherRequest struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	SessionId     string                 `protobuf:"bytes,1,opt,name=session_id,json=sessionId,proto3" json:"session_id,omitempty"`
+	PublisherId   string                 `protobuf:"bytes,2,opt,name=publisher_id,json=publisherId,proto3" json:"publisher_id,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *RemovePublisherRequest) Reset() {
+	*x = RemovePublisherRequest{}
+	mi := &file_fleet_v1_fleet_proto_msgTypes[23]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *RemovePublisherRequest) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*RemovePublisherRequest) ProtoMessage() {}
+
+func (x *RemovePublisherRequest) ProtoReflect() protoreflect.Message {
+	mi := &file_fleet_v1_fleet_proto_msgTypes[23]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use RemovePublisherRequest.ProtoReflect.Descriptor instead.
+func (*RemovePublisherRequest) Descriptor() ([]byte, []int) {
+	return file_fleet_v1_fleet_proto_rawDescGZIP(), []int{23}
+}
+
+func (x *RemovePublisherRequest) GetSessionId() string {
+	if x != nil {
+		return x.SessionId
+	}
+	return ""
+}
+
+func (x *RemovePublisherRequest) GetPublisherId() string {
+	if x != nil {
+		return x.PublisherId
+	}
+	return ""
+}
+
+type RemovePublisherResponse struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *RemovePublisherResponse) Reset() {
+	*x = RemovePublisherResponse{}
+	mi := &file_fleet_v1_fleet_proto_msgTypes[24]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *RemovePublisherResponse) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*RemovePublisherResponse) ProtoMessage() {}
+
+func (x *RemovePublisherResponse) ProtoReflect() protoreflect.Message {
+	mi := &file_fleet_v1_fleet_proto_msgTypes[24]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use RemovePublisherResponse.ProtoReflect.Descriptor instead.
+func (*RemovePublisherResponse) Descriptor() ([]byte, []int) {
+	return file_fleet_v1_fleet_proto_rawDescGZIP(), []int{24}
+}
+
+// SessionStats are one session's media figures since it started.
+type SessionStats struct {
+	state              protoimpl.MessageState `protogen:"open.v1"`
+	VideoFramesSent    uint64                 `protobuf:"varint,1,opt,name=video_frames_sent,json=videoFramesSent,proto3" json:"video_frames_sent,omitempty"`
+	VideoKeyframesSent uint64                 `protobuf:"varint,2,opt,name=video_keyframes_sent,json=videoKeyframesSent,proto3" json:"video_keyframes_sent,omitempty"`
+	AudioPacketsSent   uint64                 `protobuf:"varint,3,opt,name=audio_packets_sent,json=audioPacketsSent,proto3" json:"audio_packets_sent,omitempty"`
+	// video_bitrate_bps and audio_bitrate_bps are the encoders' output rates
+	// over the last few seconds.
+	VideoBitrateBps float64        `protobuf:"fixed64,4,opt,name=video_bitrate_bps,json=videoBitrateBps,proto3" json:"video_bitrate_bps,omitempty"`
+	AudioBitrateBps float64        `protobuf:"fixed64,5,opt,name=audio_bitrate_bps,json=audioBitrateBps,proto3" json:"audio_bitrate_bps,omitempty"`
+	Publishers      uint32         `protobuf:"varint,6,opt,name=publishers,proto3" json:"publishers,omitempty"`
+	Viewers         []*ViewerStats `protobuf:"bytes,7,rep,name=viewers,proto3" json:"viewers,omitempty"`
+	unknownFields   protoimpl.UnknownFields
+	sizeCache       protoimpl.SizeCache
+}
+
+func (x *SessionStats) Reset() {
+	*x = SessionStats{}
+	mi := &file_fleet_v1_fleet_proto_msgTypes[25]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *SessionStats) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*SessionStats) ProtoMessage() {}
+
+func (x *SessionStats) ProtoReflect() protoreflect.Message {
+	mi := &file_fleet_v1_fleet_proto_msgTypes[25]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use SessionStats.ProtoReflect.Descriptor instead.
+func (*SessionStats) Descriptor() ([]byte, []int) {
+	return file_fleet_v1_fleet_proto_rawDescGZIP(), []int{25}
+}
+
+func (x *SessionStats) GetVideoFramesSent() uint64 {
+	if x != nil {
+		return x.VideoFramesSent
+	}
+	return 0
+}
+
+func (x *SessionStats) GetVideoKeyframesSent() uint64 {
+	if x != nil {
+		return x.VideoKeyframesSent
+	}
+	return 0
+}
+
+func (x *SessionStats) GetAudioPacketsSent() uint64 {
+	if x != nil {
+		return x.AudioPacketsSent
+	}
+	return 0
+}
+
+func (x *SessionStats) GetVideoBitrateBps() float64 {
+	if x != nil {
+		return x.VideoBitrateBps
+	}
+	return 0
+}
+
+func (x *SessionStats) GetAudioBitrateBps() float64 {
+	if x != nil {
+		return x.AudioBitrateBps
+	}
+	return 0
+}
+
+func (x *SessionStats) GetPublishers() uint32 {
+	if x != nil {
+		return x.Publishers
+	}
+	return 0
+}
+
+func (x *SessionStats) GetViewers() []*ViewerStats {
+	if x != nil {
+		return x.Viewers
+	}
+	return nil
+}
+
+// ViewerStats are one WHEP viewer's figures.
+type ViewerStats struct {
+	state       protoimpl.MessageState `protogen:"open.v1"`
+	Id          string                 `protobuf:"bytes,1,opt,name=id,proto3" json:"id,omitempty"`
+	ConnectedAt *timestamppb.Timestamp `protobuf:"bytes,2,opt,name=connected_at,json=connectedAt,proto3" json:"connected_at,omitempty"`
+	// state is the peer connection state (new, connecting, connected, …).
+	State         string  `protobuf:"bytes,3,opt,name=state,proto3" json:"state,omitempty"`
+	PacketsSent   uint64  `protobuf:"varint,4,opt,name=packets_sent,json=packetsSent,proto3" json:"packets_sent,omitempty"`
+	BytesSent     uint64  `protobuf:"varint,5,opt,name=bytes_sent,json=bytesSent,proto3" json:"bytes_sent,omitempty"`
+	BitrateBps    float64 `protobuf:"fixed64,6,opt,name=bitrate_bps,json=bitrateBps,proto3" json:"bitrate_bps,omitempty"`
+	NacksReceived uint64  `protobuf:"varint,7,opt,name=nacks_received,json=nacksReceived,proto3" json:"nacks_received,omitempty"`
+	PlisReceived  uint64  `protobuf:"varint,8,opt,name=plis_received,json=plisReceived,proto3" json:"plis_received,omitempty"`
+	FirsReceived  uint64  `protobuf:"varint,9,opt,name=firs_received,json=firsReceived,proto3" json:"firs_received,omitempty"`
+	// rtt_ms is the latest round-trip time from RTCP receiver reports; 0 if
+	// none yet.
+	RttMs         float64 `protobuf:"fixed64,10,opt,name=rtt_ms,json=rttMs,proto3" json:"rtt_ms,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *ViewerStats) Reset() {
+	*x = ViewerStats{}
+	mi := &file_fleet_v1_fleet_proto_msgTypes[26]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *ViewerStats) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*ViewerStats) ProtoMessage() {}
+
+func (x *ViewerStats) ProtoReflect() protoreflect.Message {
+	mi := &file_fleet_v1_fleet_proto_msgTypes[26]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use ViewerStats.ProtoReflect.Descriptor instead.
+func (*ViewerStats) Descriptor() ([]byte, []int) {
+	return file_fleet_v1_fleet_proto_rawDescGZIP(), []int{26}
+}
+
+func (x *ViewerStats) GetId() string {
+	if x != nil {
+		return x.Id
+	}
+	return ""
+}
+
+func (x *ViewerStats) GetConnectedAt() *timestamppb.Timestamp {
+	if x != nil {
+		return x.ConnectedAt
+	}
+	return nil
+}
+
+func (x *ViewerStats) GetState() string {
+	if x != nil {
+		return x.State
+	}
+	return ""
+}
+
+func (x *ViewerStats) GetPacketsSent() uint64 {
+	if x != nil {
+		return x.PacketsSent
+	}
+	return 0
+}
+
+func (x *ViewerStats) GetBytesSent() uint64 {
+	if x != nil {
+		return x.BytesSent
+	}
+	return 0
+}
+
+func (x *ViewerStats) GetBitrateBps() float64 {
+	if x != nil {
+		return x.BitrateBps
+	}
+	return 0
+}
+
+func (x *ViewerStats) GetNacksReceived() uint64 {
+	if x != nil {
+		return x.NacksReceived
+	}
+	return 0
+}
+
+func (x *ViewerStats) GetPlisReceived() uint64 {
+	if x != nil {
+		return x.PlisReceived
+	}
+	return 0
+}
+
+func (x *ViewerStats) GetFirsReceived() uint64 {
+	if x != nil {
+		return x.FirsReceived
+	}
+	return 0
+}
+
+func (x *ViewerStats) GetRttMs() float64 {
+	if x != nil {
+		return x.RttMs
 	}
 	return 0
 }
@@ -1304,12 +1992,73 @@ const file_fleet_v1_fleet_proto_rawDesc = "" +
 	"\x11InterruptResponse\"5\n" +
 	"\x14SessionStatusRequest\x12\x1d\n" +
 	"\n" +
-	"session_id\x18\x01 \x01(\tR\tsessionId\"\x8e\x01\n" +
+	"session_id\x18\x01 \x01(\tR\tsessionId\"\xc8\x01\n" +
 	"\x15SessionStatusResponse\x128\n" +
 	"\x05state\x18\x01 \x01(\x0e2\".avatarfleet.fleet.v1.SessionStateR\x05state\x12\x1a\n" +
 	"\bspeaking\x18\x02 \x01(\bR\bspeaking\x12\x1f\n" +
 	"\vframes_sent\x18\x03 \x01(\x04R\n" +
-	"framesSent*v\n" +
+	"framesSent\x128\n" +
+	"\x05stats\x18\x04 \x01(\v2\".avatarfleet.fleet.v1.SessionStatsR\x05stats\"[\n" +
+	"\tIceServer\x12\x12\n" +
+	"\x04urls\x18\x01 \x03(\tR\x04urls\x12\x1a\n" +
+	"\busername\x18\x02 \x01(\tR\busername\x12\x1e\n" +
+	"\n" +
+	"credential\x18\x03 \x01(\tR\n" +
+	"credential\"N\n" +
+	"\x10AddViewerRequest\x12\x1d\n" +
+	"\n" +
+	"session_id\x18\x01 \x01(\tR\tsessionId\x12\x1b\n" +
+	"\toffer_sdp\x18\x02 \x01(\tR\bofferSdp\"\x91\x01\n" +
+	"\x11AddViewerResponse\x12\x1b\n" +
+	"\tviewer_id\x18\x01 \x01(\tR\bviewerId\x12\x1d\n" +
+	"\n" +
+	"answer_sdp\x18\x02 \x01(\tR\tanswerSdp\x12@\n" +
+	"\vice_servers\x18\x03 \x03(\v2\x1f.avatarfleet.fleet.v1.IceServerR\n" +
+	"iceServers\"Q\n" +
+	"\x13RemoveViewerRequest\x12\x1d\n" +
+	"\n" +
+	"session_id\x18\x01 \x01(\tR\tsessionId\x12\x1b\n" +
+	"\tviewer_id\x18\x02 \x01(\tR\bviewerId\"\x16\n" +
+	"\x14RemoveViewerResponse\"Q\n" +
+	"\x13AddPublisherRequest\x12\x1d\n" +
+	"\n" +
+	"session_id\x18\x01 \x01(\tR\tsessionId\x12\x1b\n" +
+	"\toffer_sdp\x18\x02 \x01(\tR\bofferSdp\"\x9a\x01\n" +
+	"\x14AddPublisherResponse\x12!\n" +
+	"\fpublisher_id\x18\x01 \x01(\tR\vpublisherId\x12\x1d\n" +
+	"\n" +
+	"answer_sdp\x18\x02 \x01(\tR\tanswerSdp\x12@\n" +
+	"\vice_servers\x18\x03 \x03(\v2\x1f.avatarfleet.fleet.v1.IceServerR\n" +
+	"iceServers\"Z\n" +
+	"\x16RemovePublisherRequest\x12\x1d\n" +
+	"\n" +
+	"session_id\x18\x01 \x01(\tR\tsessionId\x12!\n" +
+	"\fpublisher_id\x18\x02 \x01(\tR\vpublisherId\"\x19\n" +
+	"\x17RemovePublisherResponse\"\xcf\x02\n" +
+	"\fSessionStats\x12*\n" +
+	"\x11video_frames_sent\x18\x01 \x01(\x04R\x0fvideoFramesSent\x120\n" +
+	"\x14video_keyframes_sent\x18\x02 \x01(\x04R\x12videoKeyframesSent\x12,\n" +
+	"\x12audio_packets_sent\x18\x03 \x01(\x04R\x10audioPacketsSent\x12*\n" +
+	"\x11video_bitrate_bps\x18\x04 \x01(\x01R\x0fvideoBitrateBps\x12*\n" +
+	"\x11audio_bitrate_bps\x18\x05 \x01(\x01R\x0faudioBitrateBps\x12\x1e\n" +
+	"\n" +
+	"publishers\x18\x06 \x01(\rR\n" +
+	"publishers\x12;\n" +
+	"\aviewers\x18\a \x03(\v2!.avatarfleet.fleet.v1.ViewerStatsR\aviewers\"\xdd\x02\n" +
+	"\vViewerStats\x12\x0e\n" +
+	"\x02id\x18\x01 \x01(\tR\x02id\x12=\n" +
+	"\fconnected_at\x18\x02 \x01(\v2\x1a.google.protobuf.TimestampR\vconnectedAt\x12\x14\n" +
+	"\x05state\x18\x03 \x01(\tR\x05state\x12!\n" +
+	"\fpackets_sent\x18\x04 \x01(\x04R\vpacketsSent\x12\x1d\n" +
+	"\n" +
+	"bytes_sent\x18\x05 \x01(\x04R\tbytesSent\x12\x1f\n" +
+	"\vbitrate_bps\x18\x06 \x01(\x01R\n" +
+	"bitrateBps\x12%\n" +
+	"\x0enacks_received\x18\a \x01(\x04R\rnacksReceived\x12#\n" +
+	"\rplis_received\x18\b \x01(\x04R\fplisReceived\x12#\n" +
+	"\rfirs_received\x18\t \x01(\x04R\ffirsReceived\x12\x15\n" +
+	"\x06rtt_ms\x18\n" +
+	" \x01(\x01R\x05rttMs*v\n" +
 	"\vWorkerState\x12\x1c\n" +
 	"\x18WORKER_STATE_UNSPECIFIED\x10\x00\x12\x17\n" +
 	"\x13WORKER_STATE_ACTIVE\x10\x01\x12\x19\n" +
@@ -1330,14 +2079,18 @@ const file_fleet_v1_fleet_proto_rawDesc = "" +
 	"\x16END_REASON_VIEWER_GONE\x10\x04\x12\x1a\n" +
 	"\x16END_REASON_WORKER_LOST\x10\x05\x12\x16\n" +
 	"\x12END_REASON_DRAINED\x10\x06\x12\x14\n" +
-	"\x10END_REASON_ERROR\x10\a2\xde\x04\n" +
+	"\x10END_REASON_ERROR\x10\a2\xfa\a\n" +
 	"\rWorkerService\x12e\n" +
 	"\fStartSession\x12).avatarfleet.fleet.v1.StartSessionRequest\x1a*.avatarfleet.fleet.v1.StartSessionResponse\x12b\n" +
 	"\vStopSession\x12(.avatarfleet.fleet.v1.StopSessionRequest\x1a).avatarfleet.fleet.v1.StopSessionResponse\x12\\\n" +
 	"\tSpeakText\x12&.avatarfleet.fleet.v1.SpeakTextRequest\x1a'.avatarfleet.fleet.v1.SpeakTextResponse\x12\\\n" +
 	"\tPushAudio\x12&.avatarfleet.fleet.v1.PushAudioRequest\x1a'.avatarfleet.fleet.v1.PushAudioResponse\x12\\\n" +
 	"\tInterrupt\x12&.avatarfleet.fleet.v1.InterruptRequest\x1a'.avatarfleet.fleet.v1.InterruptResponse\x12h\n" +
-	"\rSessionStatus\x12*.avatarfleet.fleet.v1.SessionStatusRequest\x1a+.avatarfleet.fleet.v1.SessionStatusResponseB;Z9github.com/avatarfleet/avatarfleet/proto/fleet/v1;fleetv1b\x06proto3"
+	"\rSessionStatus\x12*.avatarfleet.fleet.v1.SessionStatusRequest\x1a+.avatarfleet.fleet.v1.SessionStatusResponse\x12\\\n" +
+	"\tAddViewer\x12&.avatarfleet.fleet.v1.AddViewerRequest\x1a'.avatarfleet.fleet.v1.AddViewerResponse\x12e\n" +
+	"\fRemoveViewer\x12).avatarfleet.fleet.v1.RemoveViewerRequest\x1a*.avatarfleet.fleet.v1.RemoveViewerResponse\x12e\n" +
+	"\fAddPublisher\x12).avatarfleet.fleet.v1.AddPublisherRequest\x1a*.avatarfleet.fleet.v1.AddPublisherResponse\x12n\n" +
+	"\x0fRemovePublisher\x12,.avatarfleet.fleet.v1.RemovePublisherRequest\x1a-.avatarfleet.fleet.v1.RemovePublisherResponseB;Z9github.com/avatarfleet/avatarfleet/proto/fleet/v1;fleetv1b\x06proto3"
 
 var (
 	file_fleet_v1_fleet_proto_rawDescOnce sync.Once
@@ -1352,63 +2105,87 @@ func file_fleet_v1_fleet_proto_rawDescGZIP() []byte {
 }
 
 var file_fleet_v1_fleet_proto_enumTypes = make([]protoimpl.EnumInfo, 3)
-var file_fleet_v1_fleet_proto_msgTypes = make([]protoimpl.MessageInfo, 17)
+var file_fleet_v1_fleet_proto_msgTypes = make([]protoimpl.MessageInfo, 28)
 var file_fleet_v1_fleet_proto_goTypes = []any{
-	(WorkerState)(0),              // 0: avatarfleet.fleet.v1.WorkerState
-	(SessionState)(0),             // 1: avatarfleet.fleet.v1.SessionState
-	(EndReason)(0),                // 2: avatarfleet.fleet.v1.EndReason
-	(*GPU)(nil),                   // 3: avatarfleet.fleet.v1.GPU
-	(*Worker)(nil),                // 4: avatarfleet.fleet.v1.Worker
-	(*Session)(nil),               // 5: avatarfleet.fleet.v1.Session
-	(*Event)(nil),                 // 6: avatarfleet.fleet.v1.Event
-	(*StartSessionRequest)(nil),   // 7: avatarfleet.fleet.v1.StartSessionRequest
-	(*StartSessionResponse)(nil),  // 8: avatarfleet.fleet.v1.StartSessionResponse
-	(*StopSessionRequest)(nil),    // 9: avatarfleet.fleet.v1.StopSessionRequest
-	(*StopSessionResponse)(nil),   // 10: avatarfleet.fleet.v1.StopSessionResponse
-	(*SpeakTextRequest)(nil),      // 11: avatarfleet.fleet.v1.SpeakTextRequest
-	(*SpeakTextResponse)(nil),     // 12: avatarfleet.fleet.v1.SpeakTextResponse
-	(*PushAudioRequest)(nil),      // 13: avatarfleet.fleet.v1.PushAudioRequest
-	(*PushAudioResponse)(nil),     // 14: avatarfleet.fleet.v1.PushAudioResponse
-	(*InterruptRequest)(nil),      // 15: avatarfleet.fleet.v1.InterruptRequest
-	(*InterruptResponse)(nil),     // 16: avatarfleet.fleet.v1.InterruptResponse
-	(*SessionStatusRequest)(nil),  // 17: avatarfleet.fleet.v1.SessionStatusRequest
-	(*SessionStatusResponse)(nil), // 18: avatarfleet.fleet.v1.SessionStatusResponse
-	nil,                           // 19: avatarfleet.fleet.v1.Session.LabelsEntry
-	(*timestamppb.Timestamp)(nil), // 20: google.protobuf.Timestamp
+	(WorkerState)(0),                // 0: avatarfleet.fleet.v1.WorkerState
+	(SessionState)(0),               // 1: avatarfleet.fleet.v1.SessionState
+	(EndReason)(0),                  // 2: avatarfleet.fleet.v1.EndReason
+	(*GPU)(nil),                     // 3: avatarfleet.fleet.v1.GPU
+	(*Worker)(nil),                  // 4: avatarfleet.fleet.v1.Worker
+	(*Session)(nil),                 // 5: avatarfleet.fleet.v1.Session
+	(*Event)(nil),                   // 6: avatarfleet.fleet.v1.Event
+	(*StartSessionRequest)(nil),     // 7: avatarfleet.fleet.v1.StartSessionRequest
+	(*StartSessionResponse)(nil),    // 8: avatarfleet.fleet.v1.StartSessionResponse
+	(*StopSessionRequest)(nil),      // 9: avatarfleet.fleet.v1.StopSessionRequest
+	(*StopSessionResponse)(nil),     // 10: avatarfleet.fleet.v1.StopSessionResponse
+	(*SpeakTextRequest)(nil),        // 11: avatarfleet.fleet.v1.SpeakTextRequest
+	(*SpeakTextResponse)(nil),       // 12: avatarfleet.fleet.v1.SpeakTextResponse
+	(*PushAudioRequest)(nil),        // 13: avatarfleet.fleet.v1.PushAudioRequest
+	(*PushAudioResponse)(nil),       // 14: avatarfleet.fleet.v1.PushAudioResponse
+	(*InterruptRequest)(nil),        // 15: avatarfleet.fleet.v1.InterruptRequest
+	(*InterruptResponse)(nil),       // 16: avatarfleet.fleet.v1.InterruptResponse
+	(*SessionStatusRequest)(nil),    // 17: avatarfleet.fleet.v1.SessionStatusRequest
+	(*SessionStatusResponse)(nil),   // 18: avatarfleet.fleet.v1.SessionStatusResponse
+	(*IceServer)(nil),               // 19: avatarfleet.fleet.v1.IceServer
+	(*AddViewerRequest)(nil),        // 20: avatarfleet.fleet.v1.AddViewerRequest
+	(*AddViewerResponse)(nil),       // 21: avatarfleet.fleet.v1.AddViewerResponse
+	(*RemoveViewerRequest)(nil),     // 22: avatarfleet.fleet.v1.RemoveViewerRequest
+	(*RemoveViewerResponse)(nil),    // 23: avatarfleet.fleet.v1.RemoveViewerResponse
+	(*AddPublisherRequest)(nil),     // 24: avatarfleet.fleet.v1.AddPublisherRequest
+	(*AddPublisherResponse)(nil),    // 25: avatarfleet.fleet.v1.AddPublisherResponse
+	(*RemovePublisherRequest)(nil),  // 26: avatarfleet.fleet.v1.RemovePublisherRequest
+	(*RemovePublisherResponse)(nil), // 27: avatarfleet.fleet.v1.RemovePublisherResponse
+	(*SessionStats)(nil),            // 28: avatarfleet.fleet.v1.SessionStats
+	(*ViewerStats)(nil),             // 29: avatarfleet.fleet.v1.ViewerStats
+	nil,                             // 30: avatarfleet.fleet.v1.Session.LabelsEntry
+	(*timestamppb.Timestamp)(nil),   // 31: google.protobuf.Timestamp
 }
 var file_fleet_v1_fleet_proto_depIdxs = []int32{
 	3,  // 0: avatarfleet.fleet.v1.Worker.gpus:type_name -> avatarfleet.fleet.v1.GPU
 	0,  // 1: avatarfleet.fleet.v1.Worker.state:type_name -> avatarfleet.fleet.v1.WorkerState
-	20, // 2: avatarfleet.fleet.v1.Worker.started_at:type_name -> google.protobuf.Timestamp
-	19, // 3: avatarfleet.fleet.v1.Session.labels:type_name -> avatarfleet.fleet.v1.Session.LabelsEntry
+	31, // 2: avatarfleet.fleet.v1.Worker.started_at:type_name -> google.protobuf.Timestamp
+	30, // 3: avatarfleet.fleet.v1.Session.labels:type_name -> avatarfleet.fleet.v1.Session.LabelsEntry
 	1,  // 4: avatarfleet.fleet.v1.Session.state:type_name -> avatarfleet.fleet.v1.SessionState
 	2,  // 5: avatarfleet.fleet.v1.Session.end_reason:type_name -> avatarfleet.fleet.v1.EndReason
-	20, // 6: avatarfleet.fleet.v1.Session.created_at:type_name -> google.protobuf.Timestamp
-	20, // 7: avatarfleet.fleet.v1.Session.ended_at:type_name -> google.protobuf.Timestamp
-	20, // 8: avatarfleet.fleet.v1.Event.time:type_name -> google.protobuf.Timestamp
+	31, // 6: avatarfleet.fleet.v1.Session.created_at:type_name -> google.protobuf.Timestamp
+	31, // 7: avatarfleet.fleet.v1.Session.ended_at:type_name -> google.protobuf.Timestamp
+	31, // 8: avatarfleet.fleet.v1.Event.time:type_name -> google.protobuf.Timestamp
 	5,  // 9: avatarfleet.fleet.v1.Event.session:type_name -> avatarfleet.fleet.v1.Session
 	4,  // 10: avatarfleet.fleet.v1.Event.worker:type_name -> avatarfleet.fleet.v1.Worker
 	5,  // 11: avatarfleet.fleet.v1.StartSessionRequest.session:type_name -> avatarfleet.fleet.v1.Session
 	1,  // 12: avatarfleet.fleet.v1.StartSessionResponse.state:type_name -> avatarfleet.fleet.v1.SessionState
 	2,  // 13: avatarfleet.fleet.v1.StopSessionRequest.reason:type_name -> avatarfleet.fleet.v1.EndReason
 	1,  // 14: avatarfleet.fleet.v1.SessionStatusResponse.state:type_name -> avatarfleet.fleet.v1.SessionState
-	7,  // 15: avatarfleet.fleet.v1.WorkerService.StartSession:input_type -> avatarfleet.fleet.v1.StartSessionRequest
-	9,  // 16: avatarfleet.fleet.v1.WorkerService.StopSession:input_type -> avatarfleet.fleet.v1.StopSessionRequest
-	11, // 17: avatarfleet.fleet.v1.WorkerService.SpeakText:input_type -> avatarfleet.fleet.v1.SpeakTextRequest
-	13, // 18: avatarfleet.fleet.v1.WorkerService.PushAudio:input_type -> avatarfleet.fleet.v1.PushAudioRequest
-	15, // 19: avatarfleet.fleet.v1.WorkerService.Interrupt:input_type -> avatarfleet.fleet.v1.InterruptRequest
-	17, // 20: avatarfleet.fleet.v1.WorkerService.SessionStatus:input_type -> avatarfleet.fleet.v1.SessionStatusRequest
-	8,  // 21: avatarfleet.fleet.v1.WorkerService.StartSession:output_type -> avatarfleet.fleet.v1.StartSessionResponse
-	10, // 22: avatarfleet.fleet.v1.WorkerService.StopSession:output_type -> avatarfleet.fleet.v1.StopSessionResponse
-	12, // 23: avatarfleet.fleet.v1.WorkerService.SpeakText:output_type -> avatarfleet.fleet.v1.SpeakTextResponse
-	14, // 24: avatarfleet.fleet.v1.WorkerService.PushAudio:output_type -> avatarfleet.fleet.v1.PushAudioResponse
-	16, // 25: avatarfleet.fleet.v1.WorkerService.Interrupt:output_type -> avatarfleet.fleet.v1.InterruptResponse
-	18, // 26: avatarfleet.fleet.v1.WorkerService.SessionStatus:output_type -> avatarfleet.fleet.v1.SessionStatusResponse
-	21, // [21:27] is the sub-list for method output_type
-	15, // [15:21] is the sub-list for method input_type
-	15, // [15:15] is the sub-list for extension type_name
-	15, // [15:15] is the sub-list for extension extendee
-	0,  // [0:15] is the sub-list for field type_name
+	28, // 15: avatarfleet.fleet.v1.SessionStatusResponse.stats:type_name -> avatarfleet.fleet.v1.SessionStats
+	19, // 16: avatarfleet.fleet.v1.AddViewerResponse.ice_servers:type_name -> avatarfleet.fleet.v1.IceServer
+	19, // 17: avatarfleet.fleet.v1.AddPublisherResponse.ice_servers:type_name -> avatarfleet.fleet.v1.IceServer
+	29, // 18: avatarfleet.fleet.v1.SessionStats.viewers:type_name -> avatarfleet.fleet.v1.ViewerStats
+	31, // 19: avatarfleet.fleet.v1.ViewerStats.connected_at:type_name -> google.protobuf.Timestamp
+	7,  // 20: avatarfleet.fleet.v1.WorkerService.StartSession:input_type -> avatarfleet.fleet.v1.StartSessionRequest
+	9,  // 21: avatarfleet.fleet.v1.WorkerService.StopSession:input_type -> avatarfleet.fleet.v1.StopSessionRequest
+	11, // 22: avatarfleet.fleet.v1.WorkerService.SpeakText:input_type -> avatarfleet.fleet.v1.SpeakTextRequest
+	13, // 23: avatarfleet.fleet.v1.WorkerService.PushAudio:input_type -> avatarfleet.fleet.v1.PushAudioRequest
+	15, // 24: avatarfleet.fleet.v1.WorkerService.Interrupt:input_type -> avatarfleet.fleet.v1.InterruptRequest
+	17, // 25: avatarfleet.fleet.v1.WorkerService.SessionStatus:input_type -> avatarfleet.fleet.v1.SessionStatusRequest
+	20, // 26: avatarfleet.fleet.v1.WorkerService.AddViewer:input_type -> avatarfleet.fleet.v1.AddViewerRequest
+	22, // 27: avatarfleet.fleet.v1.WorkerService.RemoveViewer:input_type -> avatarfleet.fleet.v1.RemoveViewerRequest
+	24, // 28: avatarfleet.fleet.v1.WorkerService.AddPublisher:input_type -> avatarfleet.fleet.v1.AddPublisherRequest
+	26, // 29: avatarfleet.fleet.v1.WorkerService.RemovePublisher:input_type -> avatarfleet.fleet.v1.RemovePublisherRequest
+	8,  // 30: avatarfleet.fleet.v1.WorkerService.StartSession:output_type -> avatarfleet.fleet.v1.StartSessionResponse
+	10, // 31: avatarfleet.fleet.v1.WorkerService.StopSession:output_type -> avatarfleet.fleet.v1.StopSessionResponse
+	12, // 32: avatarfleet.fleet.v1.WorkerService.SpeakText:output_type -> avatarfleet.fleet.v1.SpeakTextResponse
+	14, // 33: avatarfleet.fleet.v1.WorkerService.PushAudio:output_type -> avatarfleet.fleet.v1.PushAudioResponse
+	16, // 34: avatarfleet.fleet.v1.WorkerService.Interrupt:output_type -> avatarfleet.fleet.v1.InterruptResponse
+	18, // 35: avatarfleet.fleet.v1.WorkerService.SessionStatus:output_type -> avatarfleet.fleet.v1.SessionStatusResponse
+	21, // 36: avatarfleet.fleet.v1.WorkerService.AddViewer:output_type -> avatarfleet.fleet.v1.AddViewerResponse
+	23, // 37: avatarfleet.fleet.v1.WorkerService.RemoveViewer:output_type -> avatarfleet.fleet.v1.RemoveViewerResponse
+	25, // 38: avatarfleet.fleet.v1.WorkerService.AddPublisher:output_type -> avatarfleet.fleet.v1.AddPublisherResponse
+	27, // 39: avatarfleet.fleet.v1.WorkerService.RemovePublisher:output_type -> avatarfleet.fleet.v1.RemovePublisherResponse
+	30, // [30:40] is the sub-list for method output_type
+	20, // [20:30] is the sub-list for method input_type
+	20, // [20:20] is the sub-list for extension type_name
+	20, // [20:20] is the sub-list for extension extendee
+	0,  // [0:20] is the sub-list for field type_name
 }
 
 func init() { file_fleet_v1_fleet_proto_init() }
@@ -1422,7 +2199,7 @@ func file_fleet_v1_fleet_proto_init() {
 			GoPackagePath: reflect.TypeOf(x{}).PkgPath(),
 			RawDescriptor: unsafe.Slice(unsafe.StringData(file_fleet_v1_fleet_proto_rawDesc), len(file_fleet_v1_fleet_proto_rawDesc)),
 			NumEnums:      3,
-			NumMessages:   17,
+			NumMessages:   28,
 			NumExtensions: 0,
 			NumServices:   1,
 		},

@@ -22,12 +22,16 @@ import (
 const _ = grpc.SupportPackageIsVersion9
 
 const (
-	WorkerService_StartSession_FullMethodName  = "/avatarfleet.fleet.v1.WorkerService/StartSession"
-	WorkerService_StopSession_FullMethodName   = "/avatarfleet.fleet.v1.WorkerService/StopSession"
-	WorkerService_SpeakText_FullMethodName     = "/avatarfleet.fleet.v1.WorkerService/SpeakText"
-	WorkerService_PushAudio_FullMethodName     = "/avatarfleet.fleet.v1.WorkerService/PushAudio"
-	WorkerService_Interrupt_FullMethodName     = "/avatarfleet.fleet.v1.WorkerService/Interrupt"
-	WorkerService_SessionStatus_FullMethodName = "/avatarfleet.fleet.v1.WorkerService/SessionStatus"
+	WorkerService_StartSession_FullMethodName    = "/avatarfleet.fleet.v1.WorkerService/StartSession"
+	WorkerService_StopSession_FullMethodName     = "/avatarfleet.fleet.v1.WorkerService/StopSession"
+	WorkerService_SpeakText_FullMethodName       = "/avatarfleet.fleet.v1.WorkerService/SpeakText"
+	WorkerService_PushAudio_FullMethodName       = "/avatarfleet.fleet.v1.WorkerService/PushAudio"
+	WorkerService_Interrupt_FullMethodName       = "/avatarfleet.fleet.v1.WorkerService/Interrupt"
+	WorkerService_SessionStatus_FullMethodName   = "/avatarfleet.fleet.v1.WorkerService/SessionStatus"
+	WorkerService_AddViewer_FullMethodName       = "/avatarfleet.fleet.v1.WorkerService/AddViewer"
+	WorkerService_RemoveViewer_FullMethodName    = "/avatarfleet.fleet.v1.WorkerService/RemoveViewer"
+	WorkerService_AddPublisher_FullMethodName    = "/avatarfleet.fleet.v1.WorkerService/AddPublisher"
+	WorkerService_RemovePublisher_FullMethodName = "/avatarfleet.fleet.v1.WorkerService/RemovePublisher"
 )
 
 // WorkerServiceClient is the client API for WorkerService service.
@@ -48,6 +52,16 @@ type WorkerServiceClient interface {
 	Interrupt(ctx context.Context, in *InterruptRequest, opts ...grpc.CallOption) (*InterruptResponse, error)
 	// SessionStatus reports a session as the worker sees it.
 	SessionStatus(ctx context.Context, in *SessionStatusRequest, opts ...grpc.CallOption) (*SessionStatusResponse, error)
+	// AddViewer answers a WHEP offer: a new viewer of the session's room in
+	// the worker's embedded SFU.
+	AddViewer(ctx context.Context, in *AddViewerRequest, opts ...grpc.CallOption) (*AddViewerResponse, error)
+	// RemoveViewer ends one viewer; removing an unknown viewer is not an error.
+	RemoveViewer(ctx context.Context, in *RemoveViewerRequest, opts ...grpc.CallOption) (*RemoveViewerResponse, error)
+	// AddPublisher answers a WHIP offer: the browser's microphone drives the
+	// session's lips live, like pushed audio.
+	AddPublisher(ctx context.Context, in *AddPublisherRequest, opts ...grpc.CallOption) (*AddPublisherResponse, error)
+	// RemovePublisher ends one WHIP publisher; unknown ones are not an error.
+	RemovePublisher(ctx context.Context, in *RemovePublisherRequest, opts ...grpc.CallOption) (*RemovePublisherResponse, error)
 }
 
 type workerServiceClient struct {
@@ -118,6 +132,46 @@ func (c *workerServiceClient) SessionStatus(ctx context.Context, in *SessionStat
 	return out, nil
 }
 
+func (c *workerServiceClient) AddViewer(ctx context.Context, in *AddViewerRequest, opts ...grpc.CallOption) (*AddViewerResponse, error) {
+	cOpts := append([]grpc.CallOption{grpc.StaticMethod()}, opts...)
+	out := new(AddViewerResponse)
+	err := c.cc.Invoke(ctx, WorkerService_AddViewer_FullMethodName, in, out, cOpts...)
+	if err != nil {
+		return nil, err
+	}
+	return out, nil
+}
+
+func (c *workerServiceClient) RemoveViewer(ctx context.Context, in *RemoveViewerRequest, opts ...grpc.CallOption) (*RemoveViewerResponse, error) {
+	cOpts := append([]grpc.CallOption{grpc.StaticMethod()}, opts...)
+	out := new(RemoveViewerResponse)
+	err := c.cc.Invoke(ctx, WorkerService_RemoveViewer_FullMethodName, in, out, cOpts...)
+	if err != nil {
+		return nil, err
+	}
+	return out, nil
+}
+
+func (c *workerServiceClient) AddPublisher(ctx context.Context, in *AddPublisherRequest, opts ...grpc.CallOption) (*AddPublisherResponse, error) {
+	cOpts := append([]grpc.CallOption{grpc.StaticMethod()}, opts...)
+	out := new(AddPublisherResponse)
+	err := c.cc.Invoke(ctx, WorkerService_AddPublisher_FullMethodName, in, out, cOpts...)
+	if err != nil {
+		return nil, err
+	}
+	return out, nil
+}
+
+func (c *workerServiceClient) RemovePublisher(ctx context.Context, in *RemovePublisherRequest, opts ...grpc.CallOption) (*RemovePublisherResponse, error) {
+	cOpts := append([]grpc.CallOption{grpc.StaticMethod()}, opts...)
+	out := new(RemovePublisherResponse)
+	err := c.cc.Invoke(ctx, WorkerService_RemovePublisher_FullMethodName, in, out, cOpts...)
+	if err != nil {
+		return nil, err
+	}
+	return out, nil
+}
+
 // WorkerServiceServer is the server API for WorkerService service.
 // All implementations must embed UnimplementedWorkerServiceServer
 // for forward compatibility.
@@ -136,6 +190,16 @@ type WorkerServiceServer interface {
 	Interrupt(context.Context, *InterruptRequest) (*InterruptResponse, error)
 	// SessionStatus reports a session as the worker sees it.
 	SessionStatus(context.Context, *SessionStatusRequest) (*SessionStatusResponse, error)
+	// AddViewer answers a WHEP offer: a new viewer of the session's room in
+	// the worker's embedded SFU.
+	AddViewer(context.Context, *AddViewerRequest) (*AddViewerResponse, error)
+	// RemoveViewer ends one viewer; removing an unknown viewer is not an error.
+	RemoveViewer(context.Context, *RemoveViewerRequest) (*RemoveViewerResponse, error)
+	// AddPublisher answers a WHIP offer: the browser's microphone drives the
+	// session's lips live, like pushed audio.
+	AddPublisher(context.Context, *AddPublisherRequest) (*AddPublisherResponse, error)
+	// RemovePublisher ends one WHIP publisher; unknown ones are not an error.
+	RemovePublisher(context.Context, *RemovePublisherRequest) (*RemovePublisherResponse, error)
 	mustEmbedUnimplementedWorkerServiceServer()
 }
 
@@ -163,6 +227,18 @@ func (UnimplementedWorkerServiceServer) Interrupt(context.Context, *InterruptReq
 }
 func (UnimplementedWorkerServiceServer) SessionStatus(context.Context, *SessionStatusRequest) (*SessionStatusResponse, error) {
 	return nil, status.Error(codes.Unimplemented, "method SessionStatus not implemented")
+}
+func (UnimplementedWorkerServiceServer) AddViewer(context.Context, *AddViewerRequest) (*AddViewerResponse, error) {
+	return nil, status.Error(codes.Unimplemented, "method AddViewer not implemented")
+}
+func (UnimplementedWorkerServiceServer) RemoveViewer(context.Context, *RemoveViewerRequest) (*RemoveViewerResponse, error) {
+	return nil, status.Error(codes.Unimplemented, "method RemoveViewer not implemented")
+}
+func (UnimplementedWorkerServiceServer) AddPublisher(context.Context, *AddPublisherRequest) (*AddPublisherResponse, error) {
+	return nil, status.Error(codes.Unimplemented, "method AddPublisher not implemented")
+}
+func (UnimplementedWorkerServiceServer) RemovePublisher(context.Context, *RemovePublisherRequest) (*RemovePublisherResponse, error) {
+	return nil, status.Error(codes.Unimplemented, "method RemovePublisher not implemented")
 }
 func (UnimplementedWorkerServiceServer) mustEmbedUnimplementedWorkerServiceServer() {}
 func (UnimplementedWorkerServiceServer) testEmbeddedByValue()                       {}
@@ -293,6 +369,78 @@ func _WorkerService_SessionStatus_Handler(srv interface{}, ctx context.Context, 
 	return interceptor(ctx, in, info, handler)
 }
 
+func _WorkerService_AddViewer_Handler(srv interface{}, ctx context.Context, dec func(interface{}) error, interceptor grpc.UnaryServerInterceptor) (interface{}, error) {
+	in := new(AddViewerRequest)
+	if err := dec(in); err != nil {
+		return nil, err
+	}
+	if interceptor == nil {
+		return srv.(WorkerServiceServer).AddViewer(ctx, in)
+	}
+	info := &grpc.UnaryServerInfo{
+		Server:     srv,
+		FullMethod: WorkerService_AddViewer_FullMethodName,
+	}
+	handler := func(ctx context.Context, req interface{}) (interface{}, error) {
+		return srv.(WorkerServiceServer).AddViewer(ctx, req.(*AddViewerRequest))
+	}
+	return interceptor(ctx, in, info, handler)
+}
+
+func _WorkerService_RemoveViewer_Handler(srv interface{}, ctx context.Context, dec func(interface{}) error, interceptor grpc.UnaryServerInterceptor) (interface{}, error) {
+	in := new(RemoveViewerRequest)
+	if err := dec(in); err != nil {
+		return nil, err
+	}
+	if interceptor == nil {
+		return srv.(WorkerServiceServer).RemoveViewer(ctx, in)
+	}
+	info := &grpc.UnaryServerInfo{
+		Server:     srv,
+		FullMethod: WorkerService_RemoveViewer_FullMethodName,
+	}
+	handler := func(ctx context.Context, req interface{}) (interface{}, error) {
+		return srv.(WorkerServiceServer).RemoveViewer(ctx, req.(*RemoveViewerRequest))
+	}
+	return interceptor(ctx, in, info, handler)
+}
+
+func _WorkerService_AddPublisher_Handler(srv interface{}, ctx context.Context, dec func(interface{}) error, interceptor grpc.UnaryServerInterceptor) (interface{}, error) {
+	in := new(AddPublisherRequest)
+	if err := dec(in); err != nil {
+		return nil, err
+	}
+	if interceptor == nil {
+		return srv.(WorkerServiceServer).AddPublisher(ctx, in)
+	}
+	info := &grpc.UnaryServerInfo{
+		Server:     srv,
+		FullMethod: WorkerService_AddPublisher_FullMethodName,
+	}
+	handler := func(ctx context.Context, req interface{}) (interface{}, error) {
+		return srv.(WorkerServiceServer).AddPublisher(ctx, req.(*AddPublisherRequest))
+	}
+	return interceptor(ctx, in, info, handler)
+}
+
+func _WorkerService_RemovePublisher_Handler(srv interface{}, ctx context.Context, dec func(interface{}) error, interceptor grpc.UnaryServerInterceptor) (interface{}, error) {
+	in := new(RemovePublisherRequest)
+	if err := dec(in); err != nil {
+		return nil, err
+	}
+	if interceptor == nil {
+		return srv.(WorkerServiceServer).RemovePublisher(ctx, in)
+	}
+	info := &grpc.UnaryServerInfo{
+		Server:     srv,
+		FullMethod: WorkerService_RemovePublisher_FullMethodName,
+	}
+	handler := func(ctx context.Context, req interface{}) (interface{}, error) {
+		return srv.(WorkerServiceServer).RemovePublisher(ctx, req.(*RemovePublisherRequest))
+	}
+	return interceptor(ctx, in, info, handler)
+}
+
 // WorkerService_ServiceDesc is the grpc.ServiceDesc for WorkerService service.
 // It's only intended for direct use with grpc.RegisterService,
 // and not to be introspected or modified (even as a copy)
@@ -323,6 +471,22 @@ var WorkerService_ServiceDesc = grpc.ServiceDesc{
 		{
 			MethodName: "SessionStatus",
 			Handler:    _WorkerService_SessionStatus_Handler,
+		},
+		{
+			MethodName: "AddViewer",
+			Handler:    _WorkerService_AddViewer_Handler,
+		},
+		{
+			MethodName: "RemoveViewer",
+			Handler:    _WorkerService_RemoveViewer_Handler,
+		},
+		{
+			MethodName: "AddPublisher",
+			Handler:    _WorkerService_AddPublisher_Handler,
+		},
+		{
+			MethodName: "RemovePublisher",
+			Handler:    _WorkerService_RemovePublisher_Handler,
 		},
 	},
 	Streams:  []grpc.StreamDesc{},

@@ -19,6 +19,7 @@ import (
 	fleetv1 "github.com/avatarfleet/avatarfleet/proto/fleet/v1"
 	"github.com/avatarfleet/avatarfleet/proto/fleetstore"
 	"github.com/avatarfleet/avatarfleet/worker/pkg/runtime"
+	"github.com/avatarfleet/avatarfleet/worker/pkg/server"
 )
 
 // Defaults of Options.
@@ -74,6 +75,9 @@ type Options struct {
 	Version string
 	// ModelPath and AvatarsPath are carried for the media pipeline.
 	ModelPath, AvatarsPath string
+	// Signaling is the embedded SFU serving WHEP/WHIP (nil: the worker
+	// answers those calls with Unimplemented).
+	Signaling server.Signaling
 	// NewRuntime builds the session runtime (nil → runtime.NewHolder).
 	NewRuntime func(devs []*fleetv1.GPU, log *slog.Logger) (runtime.Runtime, error)
 	// Logger receives the worker's logs (nil → discarded).

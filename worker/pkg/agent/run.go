@@ -163,6 +163,7 @@ func (a *Agent) connect() (*instance, error) {
 		Runtime:   a.rt,
 		Slots:     in.watch,
 		Accepting: func() bool { return !in.draining.Load() },
+		Signaling: a.opts.Signaling,
 		Logger:    a.log.With("component", "grpc"),
 	})
 	if err == nil {

@@ -57,6 +57,9 @@ type Config struct {
 	// Accepting reports whether new sessions may start (false while the
 	// worker drains); nil means always.
 	Accepting func() bool
+	// Signaling is the embedded SFU; nil answers the WHEP/WHIP calls with
+	// Unimplemented.
+	Signaling Signaling
 	Logger    *slog.Logger
 }
 
@@ -67,6 +70,7 @@ type Server struct {
 	rt        runtime.Runtime
 	slots     Slots
 	accepting func() bool
+	sig       Signaling
 	log       *slog.Logger
 }
 
@@ -78,7 +82,7 @@ func New(cfg Config) (*Server, error) {
 	if !fleetstore.ValidName(cfg.WorkerID) {
 		return nil, fmt.Errorf("server: invalid worker id %q", cfg.WorkerID)
 	}
-	s := &Server{worker: cfg.WorkerID, rt: cfg.Runtime, slots: cfg.Slots, accepting: cfg.Accepting, log: cfg.Logger}
+	s := &Server{worker: cfg.WorkerID, rt: cfg.Runtime, slots: cfg.Slots, accepting: cfg.Accepting, sig: cfg.Signaling, log: cfg.Logger}
 	if s.accepting == nil {
 		s.accepting = func() bool { return true }
 	}
@@ -296,7 +300,15 @@ func (s *Server) SessionStatus(_ context.Context, req *fleetv1.SessionStatusRequ
 	if err != nil {
 		return nil, s.toStatus(err)
 	}
-	return &fleetv1.SessionStatusResponse{State: st.State, Speaking: st.Speaking, FramesSent: st.FramesSent}, nil
+	resp := &fleetv1.SessionStatusResponse{State: st.State, Speaking: st.Speaking, FramesSent: st.FramesSent}
+	if s.sig != nil {
+		// Media figures are best effort: a session without a room yet
+		// still has a status.
+		if stats, err := s.sig.Stats(req.GetSessionId()); err == nil {
+			resp.Stats = stats
+		}
+	}
+	return resp, nil
 }
 
 // toStatus maps runtime errors to gRPC codes; anything unrecognised is an
@@ -305,11 +317,11 @@ func (s *Server) toStatus(err error) error {
 	switch {
 	case err == nil:
 		return nil
-	case errors.Is(err, runtime.ErrInvalidInput):
+	case errors.Is(err, runtime.ErrInvalidInput), errors.Is(err, ErrInvalidSDP):
 		return status.Error(codes.InvalidArgument, err.Error())
-	case errors.Is(err, runtime.ErrNotFound):
+	case errors.Is(err, runtime.ErrNotFound), errors.Is(err, ErrNoRoom):
 		return status.Error(codes.NotFound, err.Error())
-	case errors.Is(err, runtime.ErrSlotBusy):
+	case errors.Is(err, runtime.ErrSlotBusy), errors.Is(err, ErrRoomFull):
 		return status.Error(codes.ResourceExhausted, err.Error())
 	case errors.Is(err, runtime.ErrClosed):
 		return status.Error(codes.FailedPrecondition, err.Error())

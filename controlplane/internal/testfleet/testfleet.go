@@ -27,6 +27,7 @@ import (
 	fleetv1 "github.com/avatarfleet/avatarfleet/proto/fleet/v1"
 	"github.com/avatarfleet/avatarfleet/proto/fleetstore"
 	"github.com/avatarfleet/avatarfleet/worker/pkg/agent"
+	"github.com/avatarfleet/avatarfleet/worker/pkg/server"
 )
 
 // API keys every test fleet accepts.
@@ -41,6 +42,10 @@ type WorkerSpec struct {
 	ID          string
 	GPUs        int // fake GPUs; 0 means 1
 	SlotsPerGPU int // 0 means 2
+	// Signaling is the worker's embedded SFU (WHEP/WHIP); nil leaves the
+	// worker without media, answering those calls with Unimplemented.
+	// NewPionAnswerer makes a minimal real one.
+	Signaling server.Signaling
 }
 
 // Options configures a test fleet.
@@ -216,6 +221,7 @@ func (f *Fleet) StartWorkerOn(spec WorkerSpec, natsURL string) *Worker {
 		Devices:       FakeGPUs(spec.GPUs, spec.SlotsPerGPU),
 		LeaseTTL:      f.opts.WorkerLeaseTTL,
 		DrainTimeout:  f.opts.DrainTimeout,
+		Signaling:     spec.Signaling,
 		Logger:        f.log,
 	})
 	if err != nil {

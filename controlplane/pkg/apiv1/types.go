@@ -49,6 +49,37 @@ type Session struct {
 	EndMessage         string            `json:"end_message,omitempty"`
 	WHEPURL            string            `json:"whep_url"`
 	ViewerToken        string            `json:"viewer_token,omitempty"`
+	// Stats are the media figures of a ready session, read from its worker
+	// on GET /v1/sessions/{id}; absent when the worker did not answer in
+	// time or has no media.
+	Stats *SessionStats `json:"stats,omitempty"`
+}
+
+// SessionStats are a session's media figures since it started.
+type SessionStats struct {
+	VideoFramesSent    uint64        `json:"video_frames_sent"`
+	VideoKeyframesSent uint64        `json:"video_keyframes_sent"`
+	AudioPacketsSent   uint64        `json:"audio_packets_sent"`
+	VideoBitrateBPS    float64       `json:"video_bitrate_bps"`
+	AudioBitrateBPS    float64       `json:"audio_bitrate_bps"`
+	Publishers         uint32        `json:"publishers"`
+	Viewers            []ViewerStats `json:"viewers"`
+}
+
+// ViewerStats are one WHEP viewer's figures.
+type ViewerStats struct {
+	ID          string     `json:"id"`
+	ConnectedAt *time.Time `json:"connected_at,omitempty"`
+	// State is the peer connection state (new, connecting, connected, …).
+	State       string  `json:"state"`
+	PacketsSent uint64  `json:"packets_sent"`
+	BytesSent   uint64  `json:"bytes_sent"`
+	BitrateBPS  float64 `json:"bitrate_bps"`
+	NACKs       uint64  `json:"nacks"`
+	PLIs        uint64  `json:"plis"`
+	FIRs        uint64  `json:"firs"`
+	// RTTMillis is the latest round-trip time; 0 before the first report.
+	RTTMillis float64 `json:"rtt_ms"`
 }
 
 // SessionList is the body of GET /v1/sessions.

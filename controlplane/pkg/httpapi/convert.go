@@ -1,6 +1,7 @@
 package httpapi
 
 import (
+	"math"
 	"strings"
 
 	"github.com/avatarfleet/avatarfleet/controlplane/pkg/apiv1"
@@ -90,4 +91,47 @@ func toWorkerRecord(w *fleetv1.Worker) *apiv1.Worker {
 		out.State = apiv1.WorkerDraining
 	}
 	return &out
+}
+
+// toStats converts a worker's media figures; nil stays nil.
+func toStats(s *fleetv1.SessionStats) *apiv1.SessionStats {
+	if s == nil {
+		return nil
+	}
+	out := &apiv1.SessionStats{
+		VideoFramesSent:    s.GetVideoFramesSent(),
+		VideoKeyframesSent: s.GetVideoKeyframesSent(),
+		AudioPacketsSent:   s.GetAudioPacketsSent(),
+		VideoBitrateBPS:    finite(s.GetVideoBitrateBps()),
+		AudioBitrateBPS:    finite(s.GetAudioBitrateBps()),
+		Publishers:         s.GetPublishers(),
+		Viewers:            make([]apiv1.ViewerStats, 0, len(s.GetViewers())),
+	}
+	for _, v := range s.GetViewers() {
+		vs := apiv1.ViewerStats{
+			ID:          v.GetId(),
+			State:       v.GetState(),
+			PacketsSent: v.GetPacketsSent(),
+			BytesSent:   v.GetBytesSent(),
+			BitrateBPS:  finite(v.GetBitrateBps()),
+			NACKs:       v.GetNacksReceived(),
+			PLIs:        v.GetPlisReceived(),
+			FIRs:        v.GetFirsReceived(),
+			RTTMillis:   finite(v.GetRttMs()),
+		}
+		if v.GetConnectedAt() != nil {
+			t := v.GetConnectedAt().AsTime()
+			vs.ConnectedAt = &t
+		}
+		out.Viewers = append(out.Viewers, vs)
+	}
+	return out
+}
+
+// finite keeps NaN and ±Inf (which JSON cannot carry) out of the API.
+func finite(f float64) float64 {
+	if math.IsNaN(f) || math.IsInf(f, 0) {
+		return 0
+	}
+	return f
 }

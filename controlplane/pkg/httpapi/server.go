@@ -45,6 +45,10 @@ type Options struct {
 	Log       *slog.Logger
 	// RequestTimeout bounds each non-streaming request.
 	RequestTimeout time.Duration
+	// StatsTimeout bounds the call to a worker for a session's media
+	// figures on GET /v1/sessions/{id} (default 500ms; on failure the
+	// figures are left out, the GET still succeeds).
+	StatsTimeout time.Duration
 	// StreamsDone, when closed, ends long-lived streams (events), which
 	// an HTTP server's graceful shutdown would otherwise wait for.
 	StreamsDone <-chan struct{}
@@ -56,6 +60,8 @@ type API struct {
 	log      *slog.Logger
 	mux      *http.ServeMux
 	requests *prometheus.HistogramVec
+	// signaling counts WHEP/WHIP requests by result.
+	signaling *signalingMetrics
 }
 
 // New builds the API handler.
@@ -66,6 +72,9 @@ func New(opts Options) *API {
 	if opts.RequestTimeout == 0 {
 		opts.RequestTimeout = 30 * time.Second
 	}
+	if opts.StatsTimeout == 0 {
+		opts.StatsTimeout = 500 * time.Millisecond
+	}
 	a := &API{opts: opts, log: opts.Log, mux: http.NewServeMux()}
 	a.requests = prometheus.NewHistogramVec(prometheus.HistogramOpts{
 		Name:    "avatarfleet_http_request_duration_seconds",
@@ -75,6 +84,7 @@ func New(opts Options) *API {
 	if opts.Registerer != nil {
 		opts.Registerer.MustRegister(a.requests)
 	}
+	a.signaling = newSignalingMetrics(opts.Registerer)
 	a.routes()
 	return a
 }
@@ -92,6 +102,7 @@ func (a *API) routes() {
 	a.handle("GET /v1/workers/{id}", admin, a.getWorker)
 	a.handle("POST /v1/workers/{id}/drain", admin, a.drainWorker)
 	a.handle("POST /v1/workers/{id}/undrain", admin, a.undrainWorker)
+	a.signalingRoutes()
 	a.mux.Handle("GET /v1/events", a.instrument("GET /v1/events", a.authenticated(sess, a.events)))
 
 	a.mux.HandleFunc("GET /healthz", func(w http.ResponseWriter, _ *http.Request) {

@@ -201,8 +201,23 @@ func (a *API) getSession(w http.ResponseWriter, r *http.Request, p auth.Principa
 	if err != nil {
 		return err
 	}
+	out.Stats = a.mediaStats(r.Context(), sess)
 	writeJSON(w, http.StatusOK, out)
 	return nil
+}
+
+// mediaStats asks a ready session's worker for its media figures within
+// StatsTimeout; any failure leaves them out rather than failing the read.
+func (a *API) mediaStats(ctx context.Context, sess *fleetv1.Session) *apiv1.SessionStats {
+	if sess.GetState() != fleetv1.SessionState_SESSION_STATE_READY {
+		return nil
+	}
+	stats, err := a.opts.Sessions.MediaStats(ctx, sess, a.opts.StatsTimeout)
+	if err != nil {
+		a.log.Debug("session media stats", "session", sess.GetId(), "err", err)
+		return nil
+	}
+	return toStats(stats)
 }
 
 func (a *API) listSessions(w http.ResponseWriter, r *http.Request, p auth.Principal) error {

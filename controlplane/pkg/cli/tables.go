@@ -136,6 +136,12 @@ func renderSession(w io.Writer, s apiv1.Session) error {
 	}
 	row(tw, "WHEP_URL:", s.WHEPURL)
 	row(tw, "VIEWER_TOKEN:", s.ViewerToken)
+	if st := s.Stats; st != nil {
+		// Media figures, only for a ready session whose worker answered.
+		row(tw, "VIEWERS:", strconv.Itoa(len(st.Viewers)))
+		row(tw, "PUBLISHERS:", strconv.FormatUint(uint64(st.Publishers), 10))
+		row(tw, "VIDEO_FRAMES:", strconv.FormatUint(st.VideoFramesSent, 10))
+	}
 	return tw.Flush()
 }
 

@@ -101,6 +101,32 @@ func TestRenderTables(t *testing.T) {
 				"WHEP_URL:      http://cp/v1/sessions/s2/whep\n" +
 				"VIEWER_TOKEN:  vt\n",
 		},
+		{
+			name: "ready session with media stats",
+			render: func(b *strings.Builder) error {
+				return renderSession(b, apiv1.Session{ID: "s3", State: "ready", WorkerID: "w1", Avatar: "a", Voice: "v",
+					CreatedAt: created, WHEPURL: "http://cp/v1/sessions/s3/whep", ViewerToken: "vt",
+					Stats: &apiv1.SessionStats{VideoFramesSent: 250, Publishers: 1, Viewers: []apiv1.ViewerStats{{ID: "v_1"}, {ID: "v_2"}}}})
+			},
+			want: "" +
+				"ID:            s3\n" +
+				"STATE:         ready\n" +
+				"WORKER:        w1\n" +
+				"GPU:           0\n" +
+				"AVATAR:        a\n" +
+				"VOICE:         v\n" +
+				"LABELS:        -\n" +
+				"IDLE_TIMEOUT:  -\n" +
+				"MAX_DURATION:  -\n" +
+				"CREATED:       2026-03-04T04:06:07Z\n" +
+				"ENDED:         -\n" +
+				"END_REASON:    -\n" +
+				"WHEP_URL:      http://cp/v1/sessions/s3/whep\n" +
+				"VIEWER_TOKEN:  vt\n" +
+				"VIEWERS:       2\n" +
+				"PUBLISHERS:    1\n" +
+				"VIDEO_FRAMES:  250\n",
+		},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {

@@ -34,8 +34,16 @@ func TestSignalingBadRequests(t *testing.T) {
 		t.Fatal("worker not in the registry")
 	}
 	starting := &fleetv1.Session{Id: "sess_starting", State: fleetv1.SessionState_SESSION_STATE_STARTING, CreatedAt: timestamppb.Now()}
-	if _, ok, err := f.Store.Reserve(context.Background(), fleetstore.Reservation{Worker: "w", WorkerLease: view.Lease, WorkerRevision: view.Revision}, starting); err != nil || !ok {
-		t.Fatalf("reserve: %v %v", ok, err)
+	reserved := false
+	for slot := uint32(0); slot < 4 && !reserved; slot++ { // some slots hold a and b
+		_, ok, err := f.Store.Reserve(context.Background(), fleetstore.Reservation{Worker: "w", WorkerLease: view.Lease, WorkerRevision: view.Revision, Slot: slot}, starting)
+		if err != nil {
+			t.Fatalf("reserve: %v", err)
+		}
+		reserved = ok
+	}
+	if !reserved {
+		t.Fatal("no slot reserved for the starting session")
 	}
 
 	now := tokenSigner(t, f, time.Now())

@@ -59,6 +59,9 @@ type Options struct {
 	StartTimeout time.Duration
 	// CallTimeout bounds other calls to workers (stop, speak, …).
 	CallTimeout time.Duration
+	// SignalingTimeout bounds a WHEP/WHIP offer to a worker: its SFU
+	// answers once ICE gathering completes, STUN/TURN round trips included.
+	SignalingTimeout time.Duration
 	// IdempotencyTTL is how long an Idempotency-Key stays bound.
 	IdempotencyTTL time.Duration
 }
@@ -81,6 +84,9 @@ func NewManager(opts Options) *Manager {
 	}
 	if opts.CallTimeout == 0 {
 		opts.CallTimeout = 5 * time.Second
+	}
+	if opts.SignalingTimeout == 0 {
+		opts.SignalingTimeout = 10 * time.Second
 	}
 	if opts.IdempotencyTTL == 0 {
 		opts.IdempotencyTTL = 24 * time.Hour

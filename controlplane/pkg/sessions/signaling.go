@@ -54,7 +54,7 @@ func (m *Manager) AddViewer(ctx context.Context, sess *fleetv1.Session, offer st
 	if err != nil {
 		return Answer{}, err
 	}
-	cctx, cancel := context.WithTimeout(ctx, m.opts.CallTimeout)
+	cctx, cancel := context.WithTimeout(ctx, m.opts.SignalingTimeout)
 	defer cancel()
 	resp, err := cl.AddViewer(cctx, &fleetv1.AddViewerRequest{SessionId: sess.GetId(), OfferSdp: offer})
 	if err != nil {
@@ -83,7 +83,7 @@ func (m *Manager) AddPublisher(ctx context.Context, sess *fleetv1.Session, offer
 	if err != nil {
 		return Answer{}, err
 	}
-	cctx, cancel := context.WithTimeout(ctx, m.opts.CallTimeout)
+	cctx, cancel := context.WithTimeout(ctx, m.opts.SignalingTimeout)
 	defer cancel()
 	resp, err := cl.AddPublisher(cctx, &fleetv1.AddPublisherRequest{SessionId: sess.GetId(), OfferSdp: offer})
 	if err != nil {

@@ -9,12 +9,14 @@ import (
 	"bytes"
 	"context"
 	"encoding/json"
+	"errors"
 	"fmt"
 	"io"
 	"log/slog"
 	"net/http"
 	"os"
 	"sync"
+	"syscall"
 	"testing"
 	"time"
 
@@ -127,9 +129,17 @@ func Start(t testing.TB, opts Options) *Fleet {
 	sctx, scancel := context.WithTimeout(f.ctx, 90*time.Second)
 	defer scancel()
 	var err error
-	f.Etcd, err = embedded.StartEtcd(sctx, embedded.EtcdOptions{Dir: t.TempDir(), Members: opts.EtcdMembers, NoFsync: !opts.Fsync, SnapshotCount: opts.EtcdSnapshotCount})
-	if err != nil {
-		t.Fatalf("start etcd: %v", err)
+	// embedded.StartEtcd picks free ports and then binds them: another
+	// test's outgoing connection can take one in between. Try again then.
+	for attempt := 1; ; attempt++ {
+		f.Etcd, err = embedded.StartEtcd(sctx, embedded.EtcdOptions{Dir: t.TempDir(), Members: opts.EtcdMembers, NoFsync: !opts.Fsync, SnapshotCount: opts.EtcdSnapshotCount})
+		if err == nil {
+			break
+		}
+		if !errors.Is(err, syscall.EADDRINUSE) || attempt == 3 {
+			t.Fatalf("start etcd: %v", err)
+		}
+		f.Etcd = nil
 	}
 	f.NATS, err = embedded.StartNATS(embedded.NATSOptions{StoreDir: t.TempDir()})
 	if err != nil {

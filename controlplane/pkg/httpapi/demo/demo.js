@@ -24,6 +24,7 @@
   let reconnectDelay = 1000;
   let disconnectTimer = 0;
   let micToken = ''; // what the WHIP POST was authorised with (viewer token, else the key)
+  let connecting = false; // a WHEP connect is in flight
 
   const S = {
     session: null, // the last Session JSON read (GET, create or an event)
@@ -136,7 +137,7 @@
       return;
     }
     // Re-placed on another worker, or ready again after a move: redo WHEP.
-    if (S.wantWatch && next.state === 'ready' && S.whep.workerId && next.worker_id !== S.whep.workerId) {
+    if (S.wantWatch && !connecting && next.state === 'ready' && S.whep.workerId && next.worker_id !== S.whep.workerId) {
       info(`session moved to worker ${next.worker_id}; reconnecting`);
       reconnect(0);
     }
@@ -427,7 +428,6 @@
     reconnectTimer = setTimeout(connectViewer, d);
   }
 
-  let connecting = false;
   async function connectViewer() {
     clearTimeout(reconnectTimer);
     if (connecting || !S.wantWatch) return;
@@ -631,7 +631,8 @@
     const pc = S.pc;
     if (!pc) return;
     let v = null, a = null, pair = null;
-    const report = await pc.getStats();
+    let report;
+    try { report = await pc.getStats(); } catch (_) { return; } // closed meanwhile
     report.forEach((r) => {
       if (r.type === 'inbound-rtp' && r.kind === 'video') v = r;
       else if (r.type === 'inbound-rtp' && r.kind === 'audio') a = r;

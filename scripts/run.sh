@@ -32,7 +32,23 @@ for _ in $(seq 1 100); do
 done
 AVATARFLEET_DRAIN_TIMEOUT=${AVATARFLEET_DRAIN_TIMEOUT:-5s} setsid bin/worker --grpc-listen 127.0.0.1:9090 &
 pids+=($!)
-echo "run: demo page at http://localhost:$port/  (API key: ${AVATARFLEET_API_KEY:-see above, or .avatarfleet/api-key})"
+# The demo page (controlplane/pkg/httpapi/demo). localhost is a secure
+# context, which the page's microphone (getUserMedia) needs.
+host=${listen%:*}
+case "$host" in ""|0.0.0.0|"[::]"|"::") host=localhost ;; esac
+url="http://$host:$port/"
+key=${AVATARFLEET_API_KEY:-}
+keyfile="${AVATARFLEET_DATA_DIR:-.avatarfleet}/api-key"
+if [ -z "$key" ] && [ -z "${AVATARFLEET_API_KEYS_FILE:-}" ] && [ -r "$keyfile" ]; then
+  key=$(tr -d '[:space:]' <"$keyfile")
+fi
+echo "run: demo page: $url"
+if [ -n "$key" ]; then
+  echo "run: API key:   $key"
+  echo "run: or open    $url?key=$key  (the page takes the key and drops it from the address bar)"
+else
+  echo "run: API key:   one of ${AVATARFLEET_API_KEYS_FILE:-your keys file}"
+fi
 echo "run: press Ctrl-C to stop"
 wait -n "${pids[@]}" || true
 stop

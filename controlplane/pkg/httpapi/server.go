@@ -113,6 +113,7 @@ func (a *API) routes() {
 		a.mux.Handle("GET /metrics", promhttp.HandlerFor(a.opts.Gatherer, promhttp.HandlerOpts{}))
 	}
 	a.mux.HandleFunc("GET /{$}", a.index)
+	a.mux.HandleFunc("GET /demo/{file}", a.demoAsset)
 }
 
 // handlerFunc is a route handler that returns its error instead of writing it.

@@ -1,0 +1,776 @@
+// AvatarFleet demo page: create a session, watch it over WHEP, make it speak,
+// talk to it over WHIP, follow its lifecycle events. Plain browser JS, no
+// build step. The API key lives in the closure below (and, if the operator
+// asks, this tab's sessionStorage) and goes only to this page's origin:
+// every API call uses a relative /v1 URL; WHEP/WHIP use the session's viewer
+// token instead.
+//
+// window.avatarDemo exposes the page's state and actions for automation
+// (see the README, "Demo page"); it is not an API for other sites.
+'use strict';
+(() => {
+  const $ = (id) => document.getElementById(id);
+  const params = new URLSearchParams(location.search);
+  const STORE_KEY = 'avatarfleet.demo.key';
+  const STORE_SESSION = 'avatarfleet.demo.session';
+  const TERMINAL = new Set(['ended', 'failed']);
+  const MAX_EVENTS = 500;
+  const ICE_GATHER_TIMEOUT_MS = 3000;
+
+  let apiKey = '';
+  let pollTimer = 0;
+  let statsTimer = 0;
+  let reconnectTimer = 0;
+  let reconnectDelay = 1000;
+  let disconnectTimer = 0;
+  let micToken = ''; // what the WHIP POST was authorised with (viewer token, else the key)
+  let connecting = false; // a WHEP connect is in flight
+
+  const S = {
+    session: null, // the last Session JSON read (GET, create or an event)
+    get sessionId() { return S.session ? S.session.id : null; },
+    get hasKey() { return apiKey !== ''; },
+    serverStats: null, // the session's `stats` field, when the API has one
+    pc: null, // the WHEP viewer's RTCPeerConnection
+    stream: null, // what the video element plays
+    wantWatch: false, // the operator asked to watch: reconnect on failure
+    whep: { status: 0, location: '', error: '', workerId: '', connects: 0 },
+    mic: { on: false, pc: null, stream: null, status: 0, location: '', error: '', deleteStatus: 0 },
+    iceServers: [], // from Link: rel="ice-server" headers
+    local: {}, // this browser's figures (getStats)
+    events: [], // lifecycle events of the SSE stream (all the key may see)
+    sse: { connected: false, lastEventId: '', ctl: null },
+    lastCreate: { status: 0 },
+    lastSpeak: { status: 0 },
+    lastInterrupt: { status: 0 },
+    lastDelete: { status: 0 },
+  };
+  window.avatarDemo = S;
+
+  // ---- logging -----------------------------------------------------------
+
+  function logLine(text, cls) {
+    const li = document.createElement('li');
+    if (cls) li.className = cls;
+    const t = document.createElement('time');
+    const now = new Date();
+    t.dateTime = now.toISOString();
+    t.textContent = now.toLocaleTimeString();
+    li.append(t, document.createTextNode(' ' + text));
+    const log = $('log');
+    log.append(li);
+    while (log.children.length > 300) log.firstElementChild.remove();
+    log.scrollTop = log.scrollHeight;
+  }
+  const info = (text) => logLine(text, 'info');
+  const fail = (text) => { logLine(text, 'error'); console.warn('avatarDemo:', text); };
+
+  // ---- REST API (same origin only) ---------------------------------------
+
+  class APIError extends Error {
+    constructor(status, code, message) {
+      super(`${status}${code ? ' ' + code : ''}: ${message}`);
+      this.status = status;
+      this.code = code;
+    }
+  }
+
+  async function errorOf(res) {
+    let code = '', message = res.statusText || 'request failed';
+    try {
+      const body = await res.json();
+      if (body && body.error) ({ code, message } = body.error);
+    } catch (_) { /* not JSON */ }
+    return new APIError(res.status, code, message);
+  }
+
+  async function api(method, path, body) {
+    if (!path.startsWith('/v1/')) throw new Error('api: not an API path');
+    if (!apiKey) throw new APIError(0, 'unauthorized', 'enter the API key first');
+    const headers = { Authorization: 'Bearer ' + apiKey };
+    const init = { method, headers, cache: 'no-store' };
+    if (body !== undefined) {
+      headers['Content-Type'] = 'application/json';
+      init.body = JSON.stringify(body);
+    }
+    const res = await fetch(path, init);
+    if (!res.ok) throw await errorOf(res);
+    const text = res.status === 204 ? '' : await res.text();
+    return { status: res.status, data: text ? JSON.parse(text) : null };
+  }
+
+  const sessionPath = (id, suffix = '') => '/v1/sessions/' + encodeURIComponent(id) + suffix;
+
+  // ---- key -----------------------------------------------------------------
+
+  function setKey(key, remember) {
+    apiKey = (key || '').trim();
+    try {
+      if (remember && apiKey) sessionStorage.setItem(STORE_KEY, apiKey);
+      else sessionStorage.removeItem(STORE_KEY);
+    } catch (_) { /* storage disabled */ }
+    $('key').value = apiKey;
+    $('remember').checked = !!remember && !!apiKey;
+    startEvents();
+    render();
+  }
+
+  // ---- session ---------------------------------------------------------------
+
+  function applySession(s) {
+    if (!s || !s.id) return;
+    const prev = S.session && S.session.id === s.id ? S.session : null;
+    // States only move forward once terminal; an older event must not revive it.
+    if (prev && TERMINAL.has(prev.state) && !TERMINAL.has(s.state)) return;
+    const next = Object.assign({}, prev || {}, s);
+    if (!s.viewer_token && prev) next.viewer_token = prev.viewer_token;
+    if ('stats' in s) S.serverStats = s.stats;
+    S.session = next;
+    render();
+    if (TERMINAL.has(next.state)) {
+      if (!prev || !TERMINAL.has(prev.state)) {
+        info(`session ${next.state}${next.end_reason ? ' (' + next.end_reason + ')' : ''}`);
+      }
+      stopPolling();
+      stopWatching(false);
+      micOff();
+      return;
+    }
+    // Re-placed on another worker, or ready again after a move: redo WHEP.
+    if (S.wantWatch && !connecting && next.state === 'ready' && S.whep.workerId && next.worker_id !== S.whep.workerId) {
+      info(`session moved to worker ${next.worker_id}; reconnecting`);
+      reconnect(0);
+    }
+  }
+
+  async function refreshSession() {
+    const { data } = await api('GET', sessionPath(S.sessionId));
+    applySession(data);
+    return S.session;
+  }
+
+  function useSession(s) {
+    if (S.session && S.session.id !== s.id) {
+      stopWatching(true);
+      micOff();
+      S.serverStats = null;
+      S.local = {};
+    }
+    S.session = null;
+    applySession(s);
+    try { sessionStorage.setItem(STORE_SESSION, s.id); } catch (_) { /* ignore */ }
+    for (const e of S.events) if (isOurs(e)) showEvent(e);
+    startPolling();
+  }
+
+  async function createSession(avatar, voice) {
+    const body = {};
+    if (avatar) body.avatar = avatar;
+    if (voice) body.voice = voice;
+    try {
+      const { status, data } = await api('POST', '/v1/sessions', body);
+      S.lastCreate = { status };
+      info(`created session ${data.id} on worker ${data.worker_id || '?'} (gpu ${data.gpu})`);
+      useSession(data);
+      if (params.get('watch') === '1') watch();
+      return data;
+    } catch (e) {
+      S.lastCreate = { status: e.status || 0, error: e.message };
+      fail('create session: ' + e.message);
+      throw e;
+    }
+  }
+
+  async function openSession(id) {
+    try {
+      const { data } = await api('GET', sessionPath(id));
+      info(`opened session ${data.id} (${data.state})`);
+      useSession(data);
+      if (params.get('watch') === '1') watch();
+      return data;
+    } catch (e) {
+      fail(`open session ${id}: ${e.message}`);
+      throw e;
+    }
+  }
+
+  async function deleteSession() {
+    const id = S.sessionId;
+    if (!id) return;
+    stopWatching(true);
+    micOff();
+    try {
+      const { status } = await api('DELETE', sessionPath(id));
+      S.lastDelete = { status };
+      info(`delete session: ${status}`);
+      await refreshSession();
+    } catch (e) {
+      S.lastDelete = { status: e.status || 0, error: e.message };
+      fail('delete session: ' + e.message);
+    }
+  }
+
+  async function speak(text, interrupt) {
+    if (!S.sessionId) return;
+    try {
+      const { status } = await api('POST', sessionPath(S.sessionId, '/speak'), { text, interrupt: !!interrupt });
+      S.lastSpeak = { status, at: Date.now() };
+      info(`speak${interrupt ? ' (interrupting)' : ''}: ${status} queued`);
+    } catch (e) {
+      S.lastSpeak = { status: e.status || 0, error: e.message, at: Date.now() };
+      fail('speak: ' + e.message);
+    }
+  }
+
+  async function interrupt() {
+    if (!S.sessionId) return;
+    try {
+      const { status } = await api('POST', sessionPath(S.sessionId, '/interrupt'));
+      S.lastInterrupt = { status, at: Date.now() };
+      info(`interrupt: ${status}`);
+    } catch (e) {
+      S.lastInterrupt = { status: e.status || 0, error: e.message, at: Date.now() };
+      fail('interrupt: ' + e.message);
+    }
+  }
+
+  // Poll the session: state, placement and the worker's media stats.
+  function startPolling() {
+    stopPolling();
+    const tick = async () => {
+      if (!S.sessionId || TERMINAL.has(S.session.state)) return;
+      try {
+        await refreshSession();
+      } catch (e) {
+        if (e.status === 404) { fail('session not found'); stopPolling(); return; }
+      }
+      if (S.session && !TERMINAL.has(S.session.state)) pollTimer = setTimeout(tick, 2000);
+    };
+    pollTimer = setTimeout(tick, 1000);
+  }
+  function stopPolling() { clearTimeout(pollTimer); pollTimer = 0; }
+
+  // ---- events: text/event-stream over fetch (EventSource cannot send Authorization) --
+
+  function isOurs(e) {
+    if (!S.session) return false;
+    if (e.session_id) return e.session_id === S.session.id;
+    return !!e.worker_id && e.worker_id === S.session.worker_id && e.type.startsWith('worker.');
+  }
+
+  function showEvent(e) {
+    const s = e.session;
+    let detail = '';
+    if (s) detail = ` state=${s.state}${s.worker_id ? ' worker=' + s.worker_id : ''}${s.end_reason ? ' reason=' + s.end_reason : ''}`;
+    else if (e.worker_id) detail = ` worker=${e.worker_id}`;
+    logLine(`${e.type}${detail}`, 'event');
+  }
+
+  function onEvent(e) {
+    S.events.push(e);
+    if (S.events.length > MAX_EVENTS) S.events.splice(0, S.events.length - MAX_EVENTS);
+    if (!isOurs(e)) return;
+    showEvent(e);
+    if (e.session) applySession(e.session);
+    if (e.type === 'worker.lost' && S.wantWatch) reconnect(1000);
+  }
+
+  function startEvents() {
+    if (S.sse.ctl) S.sse.ctl.abort();
+    S.sse.connected = false;
+    if (!apiKey) return;
+    const ctl = new AbortController();
+    S.sse.ctl = ctl;
+    runEvents(ctl.signal, apiKey);
+  }
+
+  async function runEvents(signal, key) {
+    let backoff = 1000;
+    while (!signal.aborted) {
+      try {
+        const headers = { Authorization: 'Bearer ' + key, Accept: 'text/event-stream' };
+        if (S.sse.lastEventId) headers['Last-Event-ID'] = S.sse.lastEventId;
+        const res = await fetch('/v1/events', { headers, signal, cache: 'no-store' });
+        if (!res.ok) {
+          const err = await errorOf(res);
+          fail('events: ' + err.message);
+          if (res.status === 401 || res.status === 403) return;
+          throw err;
+        }
+        S.sse.connected = true;
+        render();
+        backoff = 1000;
+        await readEventStream(res.body, signal);
+      } catch (e) {
+        if (signal.aborted) return;
+      }
+      S.sse.connected = false;
+      render();
+      await sleep(backoff);
+      backoff = Math.min(backoff * 2, 15000);
+    }
+  }
+
+  async function readEventStream(body, signal) {
+    const reader = body.pipeThrough(new TextDecoderStream()).getReader();
+    let buf = '';
+    let ev = { id: null, type: '', data: [] };
+    try {
+      for (;;) {
+        const { value, done } = await reader.read();
+        if (done || signal.aborted) return;
+        buf += value;
+        let nl;
+        while ((nl = buf.indexOf('\n')) >= 0) {
+          let line = buf.slice(0, nl);
+          buf = buf.slice(nl + 1);
+          if (line.endsWith('\r')) line = line.slice(0, -1);
+          if (line === '') { dispatch(ev); ev = { id: null, type: '', data: [] }; continue; }
+          if (line.startsWith(':')) continue; // comment / keep-alive
+          const c = line.indexOf(':');
+          const field = c < 0 ? line : line.slice(0, c);
+          let val = c < 0 ? '' : line.slice(c + 1);
+          if (val.startsWith(' ')) val = val.slice(1);
+          if (field === 'data') ev.data.push(val);
+          else if (field === 'event') ev.type = val;
+          else if (field === 'id') ev.id = val;
+        }
+      }
+    } finally {
+      reader.cancel().catch(() => {});
+    }
+  }
+
+  function dispatch(ev) {
+    if (ev.id !== null) S.sse.lastEventId = ev.id;
+    if (ev.data.length === 0) return;
+    let e;
+    try { e = JSON.parse(ev.data.join('\n')); } catch (_) { return; }
+    if (!e.type) e.type = ev.type || 'message';
+    e.seq = ev.id;
+    onEvent(e);
+  }
+
+  // ---- WebRTC helpers --------------------------------------------------------
+
+  const sleep = (ms) => new Promise((r) => setTimeout(r, ms));
+
+  function iceGatheringComplete(pc, timeoutMs) {
+    if (pc.iceGatheringState === 'complete') return Promise.resolve();
+    return new Promise((resolve) => {
+      const done = () => {
+        clearTimeout(timer);
+        pc.removeEventListener('icegatheringstatechange', check);
+        resolve();
+      };
+      const check = () => { if (pc.iceGatheringState === 'complete') done(); };
+      const timer = setTimeout(done, timeoutMs);
+      pc.addEventListener('icegatheringstatechange', check);
+    });
+  }
+
+  // Link: <stun:stun.example.net>; rel="ice-server", <turn:t.example.net?transport=udp>;
+  //   rel="ice-server"; username="u"; credential="p"; credential-type="password"
+  function parseLinkIceServers(header) {
+    const out = [];
+    if (!header) return out;
+    for (const m of header.matchAll(/<([^>]*)>((?:\s*;\s*[^;,<]+(?:="[^"]*"|=[^;,]*)?)*)/g)) {
+      const attrs = {};
+      for (const a of m[2].matchAll(/;\s*([^=;,\s]+)\s*(?:=\s*(?:"([^"]*)"|([^;,]*)))?/g)) {
+        attrs[a[1].toLowerCase()] = (a[2] !== undefined ? a[2] : (a[3] || '')).trim();
+      }
+      if (!(attrs.rel || '').split(/\s+/).includes('ice-server')) continue;
+      const server = { urls: m[1] };
+      if (attrs.username) server.username = attrs.username;
+      if (attrs.credential) server.credential = attrs.credential;
+      out.push(server);
+    }
+    return out;
+  }
+
+  async function postSDP(url, token, sdp) {
+    return fetch(url, {
+      method: 'POST',
+      headers: { Authorization: 'Bearer ' + token, 'Content-Type': 'application/sdp' },
+      body: sdp,
+      cache: 'no-store',
+    });
+  }
+
+  function deleteResource(url, token) {
+    return fetch(url, { method: 'DELETE', headers: { Authorization: 'Bearer ' + token }, keepalive: true })
+      .then((r) => r.status, () => 0);
+  }
+
+  function sameOrigin(url) {
+    try { return new URL(url, location.href).origin === location.origin; } catch (_) { return false; }
+  }
+
+  // Retry only what may heal by itself: network errors, 5xx, 409 not ready, 429.
+  const retryable = (status) => status === 0 || status >= 500 || status === 409 || status === 429;
+
+  // ---- WHEP viewer -------------------------------------------------------------
+
+  function watch() {
+    if (!S.sessionId) return;
+    S.wantWatch = true;
+    reconnectDelay = 1000;
+    render();
+    return connectViewer();
+  }
+
+  function reconnect(delay) {
+    if (!S.wantWatch) return;
+    clearTimeout(reconnectTimer);
+    const d = delay === undefined ? reconnectDelay : delay;
+    reconnectDelay = Math.min(reconnectDelay * 2, 10000);
+    setMediaStatus(`reconnecting in ${(d / 1000).toFixed(0)} s`);
+    reconnectTimer = setTimeout(connectViewer, d);
+  }
+
+  async function connectViewer() {
+    clearTimeout(reconnectTimer);
+    if (connecting || !S.wantWatch) return;
+    connecting = true;
+    let status = 0;
+    try {
+      const s = await refreshSession();
+      if (!S.wantWatch || TERMINAL.has(s.state)) return;
+      if (s.state !== 'ready') {
+        setMediaStatus(`waiting for the session (${s.state})`);
+        reconnect(1000);
+        return;
+      }
+      closeViewer();
+      setMediaStatus('connecting');
+      const pc = new RTCPeerConnection({ iceServers: S.iceServers });
+      S.pc = pc;
+      S.whep = { status: 0, location: '', error: '', workerId: s.worker_id, connects: S.whep.connects + 1 };
+      pc.addTransceiver('video', { direction: 'recvonly' });
+      pc.addTransceiver('audio', { direction: 'recvonly' });
+      const stream = new MediaStream();
+      S.stream = stream;
+      pc.ontrack = (ev) => {
+        stream.addTrack(ev.track);
+        const video = $('video');
+        if (video.srcObject !== stream) video.srcObject = stream;
+        playVideo();
+      };
+      pc.onconnectionstatechange = () => onViewerState(pc);
+      await pc.setLocalDescription(await pc.createOffer());
+      await iceGatheringComplete(pc, ICE_GATHER_TIMEOUT_MS);
+      if (S.pc !== pc) return;
+      const res = await postSDP(s.whep_url, s.viewer_token, pc.localDescription.sdp);
+      status = res.status;
+      S.whep.status = res.status;
+      if (res.status !== 201) throw await errorOf(res);
+      const answer = await res.text();
+      const loc = res.headers.get('Location');
+      if (loc) S.whep.location = new URL(loc, s.whep_url).href;
+      const ice = parseLinkIceServers(res.headers.get('Link'));
+      if (ice.length) {
+        S.iceServers = ice;
+        try { pc.setConfiguration(Object.assign(pc.getConfiguration(), { iceServers: ice })); } catch (_) { /* keep */ }
+      }
+      if (S.pc !== pc) return;
+      await pc.setRemoteDescription({ type: 'answer', sdp: answer });
+      info(`WHEP: viewer ${S.whep.location.split('/').pop() || '?'} on worker ${s.worker_id}`);
+      startLocalStats();
+    } catch (e) {
+      S.whep.error = e.message;
+      status = status || e.status || 0;
+      fail('watch: ' + e.message);
+      if (retryable(status)) {
+        reconnect();
+      } else {
+        S.wantWatch = false;
+        closeViewer();
+        setMediaStatus('not watching');
+      }
+    } finally {
+      connecting = false;
+      render();
+    }
+  }
+
+  function onViewerState(pc) {
+    if (S.pc !== pc) return;
+    const st = pc.connectionState;
+    clearTimeout(disconnectTimer);
+    if (st === 'connected') {
+      reconnectDelay = 1000;
+      setMediaStatus('watching');
+    } else if (st === 'disconnected') {
+      setMediaStatus('connection interrupted');
+      disconnectTimer = setTimeout(() => { if (S.pc === pc && pc.connectionState !== 'connected') reconnect(0); }, 4000);
+    } else if (st === 'failed') {
+      fail('viewer connection failed');
+      reconnect(0);
+    } else {
+      setMediaStatus(st);
+    }
+    render();
+  }
+
+  function playVideo() {
+    const video = $('video');
+    video.play().catch(() => {
+      // No user gesture yet: start muted and let the operator unmute.
+      video.muted = true;
+      video.controls = true;
+      video.play().catch(() => {});
+      info('video muted (autoplay policy); unmute it with its controls');
+    });
+  }
+
+  function closeViewer() {
+    clearTimeout(disconnectTimer);
+    const pc = S.pc;
+    if (S.whep.location && S.session) deleteResource(S.whep.location, S.session.viewer_token);
+    S.whep.location = '';
+    S.pc = null;
+    S.stream = null;
+    if (pc) pc.close();
+    $('video').srcObject = null;
+  }
+
+  function stopWatching(quiet) {
+    const was = S.wantWatch || S.pc;
+    S.wantWatch = false;
+    clearTimeout(reconnectTimer);
+    closeViewer();
+    stopLocalStats();
+    if (was && !quiet) info('stopped watching');
+    setMediaStatus('not watching');
+    render();
+  }
+
+  // ---- WHIP microphone -----------------------------------------------------------
+
+  const whipURL = (s) => s.whep_url.replace(/\/whep$/, '/whip');
+
+  async function micOn() {
+    if (S.mic.on || !S.sessionId) return;
+    S.mic = { on: true, pc: null, stream: null, status: 0, location: '', error: '', deleteStatus: 0 };
+    render();
+    try {
+      if (!navigator.mediaDevices || !navigator.mediaDevices.getUserMedia) {
+        throw new Error('the microphone needs a secure context (https or localhost)');
+      }
+      const s = await refreshSession();
+      if (s.state !== 'ready') throw new Error(`session is ${s.state}, not ready`);
+      const stream = await navigator.mediaDevices.getUserMedia({ audio: { echoCancellation: true, noiseSuppression: true }, video: false });
+      S.mic.stream = stream;
+      if (!S.mic.on) { stream.getTracks().forEach((t) => t.stop()); return; }
+      const pc = new RTCPeerConnection({ iceServers: S.iceServers });
+      S.mic.pc = pc;
+      for (const track of stream.getAudioTracks()) pc.addTransceiver(track, { direction: 'sendonly', streams: [stream] });
+      pc.onconnectionstatechange = () => {
+        if (S.mic.pc !== pc) return;
+        if (pc.connectionState === 'failed') { fail('microphone connection failed'); micOff(); }
+        render();
+      };
+      await pc.setLocalDescription(await pc.createOffer());
+      await iceGatheringComplete(pc, ICE_GATHER_TIMEOUT_MS);
+      const url = whipURL(s);
+      micToken = s.viewer_token;
+      let res = await postSDP(url, micToken, pc.localDescription.sdp);
+      if ((res.status === 401 || res.status === 403) && sameOrigin(url) && apiKey) {
+        // Publishing may take the API key where the viewer token is not enough.
+        micToken = apiKey;
+        res = await postSDP(url, micToken, pc.localDescription.sdp);
+      }
+      S.mic.status = res.status;
+      if (res.status !== 201) throw await errorOf(res);
+      const answer = await res.text();
+      const loc = res.headers.get('Location');
+      if (loc) S.mic.location = new URL(loc, url).href;
+      const ice = parseLinkIceServers(res.headers.get('Link'));
+      if (ice.length) S.iceServers = ice;
+      if (S.mic.pc !== pc) return;
+      await pc.setRemoteDescription({ type: 'answer', sdp: answer });
+      info(`WHIP: microphone on (publisher ${S.mic.location.split('/').pop() || '?'})`);
+    } catch (e) {
+      S.mic.error = e.message;
+      fail('microphone: ' + e.message);
+      micOff();
+    } finally {
+      render();
+    }
+  }
+
+  async function micOff() {
+    const m = S.mic;
+    if (!m.on) return;
+    m.on = false;
+    if (m.stream) m.stream.getTracks().forEach((t) => t.stop());
+    if (m.pc) m.pc.close();
+    m.pc = null;
+    render();
+    if (m.location && S.session) {
+      const loc = m.location;
+      m.location = '';
+      m.deleteStatus = await deleteResource(loc, micToken || S.session.viewer_token);
+      info(`WHIP: microphone off (${m.deleteStatus})`);
+    }
+  }
+
+  function toggleMic() { return S.mic.on ? micOff() : micOn(); }
+
+  // ---- local stats ------------------------------------------------------------------
+
+  let prevVideo = null;
+  function startLocalStats() {
+    stopLocalStats();
+    prevVideo = null;
+    statsTimer = setInterval(sampleLocalStats, 1000);
+  }
+  function stopLocalStats() { clearInterval(statsTimer); statsTimer = 0; }
+
+  async function sampleLocalStats() {
+    const pc = S.pc;
+    if (!pc) return;
+    let v = null, a = null, pair = null;
+    let report;
+    try { report = await pc.getStats(); } catch (_) { return; } // closed meanwhile
+    report.forEach((r) => {
+      if (r.type === 'inbound-rtp' && r.kind === 'video') v = r;
+      else if (r.type === 'inbound-rtp' && r.kind === 'audio') a = r;
+      else if (r.type === 'candidate-pair' && r.nominated && r.state === 'succeeded') pair = r;
+    });
+    const l = { connection: pc.connectionState, ice: pc.iceConnectionState };
+    if (v) {
+      l.framesDecoded = v.framesDecoded || 0;
+      l.framesDropped = v.framesDropped || 0;
+      l.resolution = v.frameWidth ? `${v.frameWidth}×${v.frameHeight}` : '–';
+      if (prevVideo && v.timestamp > prevVideo.timestamp) {
+        const dt = (v.timestamp - prevVideo.timestamp) / 1000;
+        l.fps = +((l.framesDecoded - (prevVideo.framesDecoded || 0)) / dt).toFixed(1);
+        l.videoKbps = +(((v.bytesReceived - prevVideo.bytesReceived) * 8) / dt / 1000).toFixed(0);
+      }
+      prevVideo = v;
+    }
+    if (a) {
+      l.audioSamplesReceived = a.totalSamplesReceived || 0;
+      l.audioConcealedSamples = a.concealedSamples || 0;
+      l.audioPacketsReceived = a.packetsReceived || 0;
+    }
+    if (pair && pair.currentRoundTripTime !== undefined) l.rttMs = +(pair.currentRoundTripTime * 1000).toFixed(1);
+    if (S.pc === pc) {
+      S.local = l;
+      renderLocalStats();
+    }
+  }
+
+  // ---- rendering ----------------------------------------------------------------------
+
+  function setMediaStatus(text) { $('media-status').textContent = text; }
+
+  function fillFacts(dl, entries) {
+    dl.replaceChildren();
+    for (const [k, v] of entries) {
+      const dt = document.createElement('dt');
+      dt.textContent = k;
+      const dd = document.createElement('dd');
+      dd.textContent = v === undefined || v === null || v === '' ? '–' : String(v);
+      dl.append(dt, dd);
+    }
+  }
+
+  function flatten(obj, prefix, out) {
+    for (const [k, v] of Object.entries(obj || {})) {
+      const key = prefix ? `${prefix}.${k}` : k;
+      if (v && typeof v === 'object' && out.length < 60) flatten(v, key, out);
+      else if (out.length < 60) out.push([key, typeof v === 'number' && !Number.isInteger(v) ? v.toFixed(1) : v]);
+    }
+    return out;
+  }
+
+  function renderLocalStats() {
+    const l = S.local;
+    fillFacts($('local-stats'), S.pc ? [
+      ['connection', l.connection], ['frames decoded', l.framesDecoded], ['fps', l.fps],
+      ['resolution', l.resolution], ['frames dropped', l.framesDropped], ['video kbit/s', l.videoKbps],
+      ['audio samples', l.audioSamplesReceived], ['audio concealed', l.audioConcealedSamples],
+      ['RTT ms', l.rttMs],
+    ] : [['viewer', 'not watching']]);
+  }
+
+  function render() {
+    const s = S.session;
+    const live = !!s && !TERMINAL.has(s.state);
+    $('s-id').textContent = s ? s.id : '–';
+    $('s-state').textContent = s ? s.state : '–';
+    $('s-worker').textContent = s && s.worker_id ? s.worker_id : '–';
+    $('s-gpu').textContent = s && s.worker_id ? String(s.gpu) : '–';
+    $('s-avatar').textContent = s ? `${s.avatar || '–'} / ${s.voice || '–'}` : '–';
+    $('s-end').textContent = s && s.end_reason ? s.end_reason + (s.end_message ? ': ' + s.end_message : '') : '–';
+    for (const id of ['delete', 'speak', 'interrupt', 'watch', 'mic']) $(id).disabled = !live;
+    $('create').disabled = !apiKey;
+    $('attach').disabled = !apiKey;
+    $('watch').textContent = S.wantWatch ? 'Stop watching' : 'Watch';
+    $('watch').setAttribute('aria-pressed', String(S.wantWatch));
+    $('mic').textContent = S.mic.on ? 'Microphone on' : 'Microphone off';
+    $('mic').setAttribute('aria-pressed', String(S.mic.on));
+    fillFacts($('server-stats'), S.serverStats ? flatten(S.serverStats, '', []) : [['stats', 'not reported by this control plane']]);
+    renderLocalStats();
+  }
+
+  // ---- wiring ---------------------------------------------------------------------------
+
+  S.setKey = setKey;
+  S.createSession = createSession;
+  S.openSession = openSession;
+  S.deleteSession = deleteSession;
+  S.watch = watch;
+  S.stopWatching = () => stopWatching(false);
+  S.speak = speak;
+  S.interrupt = interrupt;
+  S.toggleMic = toggleMic;
+  S.parseLinkIceServers = parseLinkIceServers;
+
+  function init() {
+    $('key-form').addEventListener('submit', (ev) => { ev.preventDefault(); setKey($('key').value, $('remember').checked); info(apiKey ? 'API key set' : 'API key cleared'); });
+    $('create-form').addEventListener('submit', (ev) => { ev.preventDefault(); createSession($('avatar').value.trim(), $('voice').value.trim()).catch(() => {}); });
+    $('attach-form').addEventListener('submit', (ev) => { ev.preventDefault(); const id = $('attach-id').value.trim(); if (id) openSession(id).catch(() => {}); });
+    $('delete').addEventListener('click', () => deleteSession());
+    $('watch').addEventListener('click', () => (S.wantWatch ? stopWatching(false) : watch()));
+    $('mic').addEventListener('click', () => toggleMic());
+    $('speak-form').addEventListener('submit', (ev) => { ev.preventDefault(); const text = $('text').value.trim(); if (text) speak(text, $('speak-interrupt').checked); });
+    $('interrupt').addEventListener('click', () => interrupt());
+    window.addEventListener('pagehide', () => {
+      // Free the viewer and the publisher at once rather than at ICE timeout.
+      if (S.whep.location && S.session) deleteResource(S.whep.location, S.session.viewer_token);
+      if (S.mic.location && S.session) deleteResource(S.mic.location, micToken || S.session.viewer_token);
+    });
+
+    // Query parameters (README, "Demo page").
+    for (const [p, id] of [['avatar', 'avatar'], ['voice', 'voice'], ['text', 'text']]) {
+      if (params.has(p)) $(id).value = params.get(p);
+    }
+    if (params.get('muted') === '1') $('video').muted = true;
+    let key = params.get('key') || '';
+    let remember = !!key;
+    if (params.has('key')) {
+      // Keep the key out of the address bar, history and bookmarks.
+      const clean = new URL(location.href);
+      clean.searchParams.delete('key');
+      history.replaceState(null, '', clean.pathname + clean.search + clean.hash);
+    }
+    if (!key) {
+      try { key = sessionStorage.getItem(STORE_KEY) || ''; remember = !!key; } catch (_) { /* ignore */ }
+    }
+    render();
+    if (key) setKey(key, remember);
+    if (!apiKey) { $('key').focus(); return; }
+    let sid = params.get('session') || '';
+    if (!sid && params.get('create') !== '1') {
+      try { sid = sessionStorage.getItem(STORE_SESSION) || ''; } catch (_) { /* ignore */ }
+    }
+    if (sid) openSession(sid).catch(() => {});
+    else if (params.get('create') === '1') createSession($('avatar').value.trim(), $('voice').value.trim()).catch(() => {});
+  }
+
+  if (document.readyState === 'loading') document.addEventListener('DOMContentLoaded', init);
+  else init();
+})();

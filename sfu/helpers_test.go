@@ -14,6 +14,7 @@ import (
 	"github.com/pion/ice/v4"
 	"github.com/pion/interceptor"
 	"github.com/pion/interceptor/pkg/report"
+	"github.com/pion/rtcp"
 	"github.com/pion/rtp"
 	"github.com/pion/webrtc/v4"
 	"go.uber.org/goleak"
@@ -100,7 +101,7 @@ type streamLog struct {
 	lastSeq          uint16
 	lastTS           uint32
 	gaps, dups       int
-	firstKeyframe    bool // the first video packet starts a keyframe
+	skipped          int // video packets before the first keyframe
 	first            bool
 	firstAt, lastAt  time.Time
 }
@@ -219,12 +220,20 @@ func (c *client) read(tr *webrtc.TrackRemote, log *streamLog) {
 		}
 		now := time.Now()
 		c.mu.Lock()
+		if log.first && tr.Kind() == webrtc.RTPCodecTypeVideo && !vp8KeyframeStart(pkt.Payload) {
+			// Like a browser's decoder: wait for a keyframe, ask for one.
+			log.skipped++
+			if log.skipped == 1 {
+				_ = c.pc.WriteRTCP([]rtcp.Packet{&rtcp.PictureLossIndication{MediaSSRC: uint32(tr.SSRC())}})
+			}
+			c.mu.Unlock()
+			continue
+		}
 		switch {
 		case log.first:
 			log.first = false
 			log.firstAt = now
 			log.frames = 1
-			log.firstKeyframe = tr.Kind() == webrtc.RTPCodecTypeVideo && vp8KeyframeStart(pkt.Payload)
 		case int16(pkt.SequenceNumber-log.lastSeq) <= 0:
 			log.dups++ // a retransmission or reordering
 			c.mu.Unlock()
@@ -306,6 +315,7 @@ type source struct {
 	frameLen int // bytes of a delta frame; keyframes are 3x
 	keyReq   atomic.Bool
 	frames   atomic.Int64
+	audio    atomic.Int64
 	keys     atomic.Int64
 	slowest  atomic.Int64 // the longest WriteVideo, ns
 	stop     chan struct{}
@@ -346,6 +356,7 @@ func (s *source) run() {
 		case <-tick.C:
 		}
 		_ = s.room.WriteAudio(Sample{Data: opus, Duration: 20 * time.Millisecond})
+		s.audio.Add(1)
 		if n%2 != 0 {
 			continue
 		}

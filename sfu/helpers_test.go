@@ -96,14 +96,14 @@ type client struct {
 
 // streamLog records what a client receives on one track.
 type streamLog struct {
-	packets, bytes   int
-	frames           int // distinct RTP timestamps
-	lastSeq          uint16
-	lastTS           uint32
-	gaps, dups       int
-	skipped          int // video packets before the first keyframe
-	first            bool
-	firstAt, lastAt  time.Time
+	packets, bytes  int
+	frames          int // distinct RTP timestamps
+	lastSeq         uint16
+	lastTS          uint32
+	gaps, dups      int
+	skipped         int // video packets before the first keyframe
+	first           bool
+	firstAt, lastAt time.Time
 }
 
 func newClientAPI(opts clientOptions) (*webrtc.API, *cuttableConn, ice.UDPMux, error) {

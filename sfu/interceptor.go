@@ -11,7 +11,10 @@ import (
 
 // viewerInterceptor is the last (outermost) interceptor of a viewer: it
 // counts what is sent to the viewer and holds its video back until the
-// first keyframe, so a viewer's decoder starts on a picture it can decode.
+// first keyframe that really goes out, so a viewer's decoder starts on a
+// picture it can decode. (Pion binds an answerer's tracks when the answer is
+// set, before DTLS; packets written before SRTP is ready are dropped, so a
+// keyframe sent then would be lost.)
 // Packets reach it by reference: nothing is copied.
 type viewerInterceptor struct {
 	interceptor.NoOp
@@ -36,17 +39,21 @@ func (i *viewerInterceptor) BindLocalStream(info *interceptor.StreamInfo, w inte
 		})
 	}
 	var open atomic.Bool
-	// The video binding exists from now on: the next keyframe reaches
-	// this viewer, so ask for one.
-	defer v.room.keyframes.request()
 	return interceptor.RTPWriterFunc(func(h *rtp.Header, payload []byte, a interceptor.Attributes) (int, error) {
-		if !open.Load() {
-			if !vp8KeyframeStart(payload) {
-				return 0, nil
-			}
-			open.Store(true)
+		if open.Load() {
+			v.sent(h, payload)
+			return w.Write(h, payload, a)
 		}
-		v.sent(h, payload)
-		return w.Write(h, payload, a)
+		if !vp8KeyframeStart(payload) {
+			return 0, nil
+		}
+		// Open only once a keyframe start really left: before SRTP is
+		// ready Pion's writer drops packets and reports 0 bytes.
+		n, err := w.Write(h, payload, a)
+		if n > 0 {
+			open.Store(true)
+			v.sent(h, payload)
+		}
+		return n, err
 	})
 }

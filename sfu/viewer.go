@@ -23,6 +23,7 @@ type viewer struct {
 	pc   *webrtc.PeerConnection
 
 	connectedAt atomic.Int64 // unix nanoseconds; 0 until connected
+	video       bool         // receives the video track
 	timer       *time.Timer  // removes the viewer if it never connects
 	closeOnce   sync.Once
 	closeErr    error
@@ -53,6 +54,7 @@ func (r *Room) AddViewer(ctx context.Context, offerSDP string) (viewerID, answer
 		r.mu.Unlock()
 		return "", "", fmt.Errorf("sfu: room %s: add viewer: %d viewers: %w", r.id, r.sfu.cfg.MaxViewersPerRoom, ErrRoomFull)
 	}
+	v.video = want.video
 	r.viewers[v.id] = v // holds the place while negotiating
 	r.mu.Unlock()
 
@@ -150,13 +152,16 @@ func answerOffer(ctx context.Context, pc *webrtc.PeerConnection, offer string) (
 	return pc.LocalDescription().SDP, nil
 }
 
-// onState follows the PeerConnection: a connected viewer asks for nothing
-// more; a failed or closed one leaves the room.
+// onState follows the PeerConnection: a viewer that connects asks for a
+// keyframe; a failed or closed one leaves the room.
 func (v *viewer) onState(st webrtc.PeerConnectionState) {
 	r := v.room
 	switch st {
 	case webrtc.PeerConnectionStateConnected:
-		v.connectedAt.CompareAndSwap(0, time.Now().UnixNano())
+		if v.connectedAt.CompareAndSwap(0, time.Now().UnixNano()) && v.video {
+			// SRTP is up: the next keyframe reaches this viewer.
+			r.keyframes.request()
+		}
 		r.log.Debug("sfu: viewer connected", "viewer", v.id)
 	case webrtc.PeerConnectionStateDisconnected:
 		r.log.Debug("sfu: viewer disconnected", "viewer", v.id)
@@ -228,6 +233,9 @@ func (v *viewer) reports(ssrc uint32, reports []rtcp.ReceptionReport, now time.T
 		}
 	}
 }
+
+// connected reports whether the viewer's connection has come up.
+func (v *viewer) connected() bool { return v.connectedAt.Load() != 0 }
 
 // sent counts one RTP packet going to the viewer (writer goroutine).
 func (v *viewer) sent(h *rtp.Header, payload []byte) {

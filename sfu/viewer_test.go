@@ -44,7 +44,7 @@ func checkStreams(t *testing.T, src *source, clients []*client, window time.Dura
 		}
 	}
 	if skipped > 0 {
-		t.Logf("%d of %d viewers lost the start of their first keyframe and sent a PLI", skipped, len(clients))
+		t.Errorf("%d of %d viewers got delta frames before their first keyframe", skipped, len(clients))
 	}
 }
 

@@ -34,7 +34,8 @@ func TestVP8KeyframeStart(t *testing.T) {
 }
 
 // TestKeyframeGate: a viewer's video starts on the first keyframe the
-// packetiser emits; nothing before it is sent or counted.
+// packetiser emits once the viewer is connected; nothing before it is sent
+// or counted.
 func TestKeyframeGate(t *testing.T) {
 	s := newTestSFU(t, Config{})
 	requested := 0
@@ -42,19 +43,24 @@ func TestKeyframeGate(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	v := &viewer{id: "v", room: room}
+	v := &viewer{id: "v", room: room, video: true}
 	var sent []*rtp.Packet
+	srtpReady := false // like Pion's writer before DTLS: drops, 0 bytes
 	w := (&viewerInterceptor{v: v}).BindLocalStream(&interceptor.StreamInfo{MimeType: webrtc.MimeTypeVP8}, interceptor.RTPWriterFunc(
 		func(h *rtp.Header, p []byte, _ interceptor.Attributes) (int, error) {
+			if !srtpReady {
+				return 0, nil
+			}
 			sent = append(sent, &rtp.Packet{Header: *h, Payload: p})
 			return len(p), nil
 		}))
-	if requested != 1 {
-		t.Fatalf("binding made %d keyframe requests, want 1", requested)
-	}
 	pay := &codecs.VP8Payloader{EnablePictureID: true}
 	pz := rtp.NewPacketizer(1200, 96, 1, pay, rtp.NewRandomSequencer(), 90000)
-	for i, key := range []bool{false, false, true, false} {
+	for i, key := range []bool{true, false, false, true, false} {
+		if i == 1 {
+			srtpReady = true
+			v.onState(webrtc.PeerConnectionStateConnected)
+		}
 		for _, p := range pz.Packetize(vp8Frame(3000, key, i), 3600) {
 			if _, err := w.Write(&p.Header, p.Payload, nil); err != nil {
 				t.Fatal(err)
@@ -66,5 +72,8 @@ func TestKeyframeGate(t *testing.T) {
 	}
 	if got := v.packets.Load(); got != 6 {
 		t.Fatalf("counted %d packets, want 6", got)
+	}
+	if requested != 1 {
+		t.Fatalf("connecting made %d keyframe requests, want 1", requested)
 	}
 }

@@ -53,7 +53,10 @@ func checkOffer(raw string, role peerRole) (offerMedia, error) {
 	}
 	_, sessUfrag := sd.Attribute("ice-ufrag")
 	_, sessPwd := sd.Attribute("ice-pwd")
-	_, sessFP := sd.Attribute("fingerprint")
+	sessFPValue, sessFP := sd.Attribute("fingerprint")
+	if sessFP && !validFingerprint(sessFPValue) {
+		return got, fmt.Errorf("%w: malformed DTLS fingerprint %q", ErrInvalidSDP, sessFPValue)
+	}
 	var reasons []string
 	for i, m := range sd.MediaDescriptions {
 		kind := m.MediaName.Media
@@ -61,8 +64,10 @@ func checkOffer(raw string, role peerRole) (offerMedia, error) {
 		if why == "" {
 			_, ufrag := m.Attribute("ice-ufrag")
 			_, pwd := m.Attribute("ice-pwd")
-			_, fp := m.Attribute("fingerprint")
+			fpValue, fp := m.Attribute("fingerprint")
 			switch {
+			case fp && !validFingerprint(fpValue):
+				why = fmt.Sprintf("malformed DTLS fingerprint %q", fpValue)
 			case !(ufrag || sessUfrag) || !(pwd || sessPwd):
 				why = "no ICE credentials (ice-ufrag, ice-pwd)"
 			case !(fp || sessFP):
@@ -136,4 +141,24 @@ func usableSection(m *sdp.MediaDescription, role peerRole) string {
 		}
 	}
 	return fmt.Sprintf("does not offer %s", codec)
+}
+
+// validFingerprint checks an a=fingerprint value (RFC 8122): a hash
+// function Pion knows and its colon-separated hex digest of the right size.
+func validFingerprint(v string) bool {
+	hash, digest, ok := strings.Cut(strings.TrimSpace(v), " ")
+	if !ok {
+		return false
+	}
+	size := map[string]int{"sha-1": 20, "sha-224": 28, "sha-256": 32, "sha-384": 48, "sha-512": 64}[strings.ToLower(hash)]
+	parts := strings.Split(digest, ":")
+	if size == 0 || len(parts) != size {
+		return false
+	}
+	for _, p := range parts {
+		if len(p) != 2 || strings.Trim(p, "0123456789abcdefABCDEF") != "" {
+			return false
+		}
+	}
+	return true
 }

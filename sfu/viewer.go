@@ -134,7 +134,7 @@ func answerOffer(ctx context.Context, pc *webrtc.PeerConnection, offer string) (
 		}
 	}()
 	if err := pc.SetRemoteDescription(webrtc.SessionDescription{Type: webrtc.SDPTypeOffer, SDP: offer}); err != nil {
-		return "", fmt.Errorf("%w: %v", ErrInvalidSDP, err)
+		return "", fmt.Errorf("%w: rejected by the WebRTC stack: %v", ErrInvalidSDP, err)
 	}
 	ans, err := pc.CreateAnswer(nil)
 	if err != nil {

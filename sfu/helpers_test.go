@@ -127,6 +127,9 @@ func newClientAPI(opts clientOptions) (*webrtc.API, *cuttableConn, ice.UDPMux, e
 	se.SetIPFilter(func(ip net.IP) bool { return ip.IsLoopback() })
 	se.SetNetworkTypes([]webrtc.NetworkType{webrtc.NetworkTypeUDP4})
 	se.SetICEMulticastDNSMode(ice.MulticastDNSModeDisabled)
+	// Let retransmissions of packets already received reach the reader
+	// (TestStats NACKs packets that were not lost).
+	se.DisableSRTPReplayProtection(true)
 	var conn *cuttableConn
 	var mux ice.UDPMux
 	if opts.cuttable {
@@ -182,7 +185,14 @@ func newClient(t testing.TB, opts clientOptions, send webrtc.TrackLocal) (*clien
 			}
 		}()
 	}
-	pc.OnTrack(func(tr *webrtc.TrackRemote, _ *webrtc.RTPReceiver) {
+	pc.OnTrack(func(tr *webrtc.TrackRemote, recv *webrtc.RTPReceiver) {
+		// Read the receiver's RTCP (the SFU's sender reports), as a
+		// browser does: the receiver-report interceptor needs them.
+		c.wg.Add(1)
+		go func() {
+			defer c.wg.Done()
+			drainRTCP(recv)
+		}()
 		c.mu.Lock()
 		c.tracks[tr.Kind()] = tr
 		log := &streamLog{first: true}

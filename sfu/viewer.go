@@ -45,6 +45,7 @@ func (r *Room) AddViewer(ctx context.Context, offerSDP string) (viewerID, answer
 		return "", "", fmt.Errorf("sfu: room %s: add viewer: %w", r.id, err)
 	}
 	v := &viewer{id: newPeerID(), room: r}
+	v.rate.start(time.Now())
 	r.mu.Lock()
 	switch {
 	case r.closed:

@@ -2,10 +2,12 @@ package sfu
 
 import (
 	"context"
+	"fmt"
 	"io"
 	"log/slog"
 	"net"
 	"os"
+	"strconv"
 	"sync"
 	"sync/atomic"
 	"testing"
@@ -20,7 +22,16 @@ import (
 	"go.uber.org/goleak"
 )
 
-func TestMain(m *testing.M) { goleak.VerifyTestMain(m) }
+func TestMain(m *testing.M) {
+	if n, err := strconv.Atoi(os.Getenv(receiversEnv)); err == nil {
+		if err := runReceivers(n); err != nil {
+			fmt.Fprintln(os.Stderr, "receivers:", err)
+			os.Exit(1)
+		}
+		os.Exit(0)
+	}
+	goleak.VerifyTestMain(m)
+}
 
 // testLogger is quiet unless SFU_TEST_LOG is set.
 func testLogger() *slog.Logger {

@@ -89,7 +89,6 @@ type clientOptions struct {
 	noRead       bool // never read the tracks (a viewer that stops reading)
 	cuttable     bool // network through a cuttableConn
 	bare         bool // no interceptors (cheap receivers for the benchmark)
-	tb           testing.TB
 }
 
 // client is a real Pion peer on loopback playing a browser.

@@ -235,9 +235,6 @@ func (v *viewer) reports(ssrc uint32, reports []rtcp.ReceptionReport, now time.T
 	}
 }
 
-// connected reports whether the viewer's connection has come up.
-func (v *viewer) connected() bool { return v.connectedAt.Load() != 0 }
-
 // sent counts one RTP packet going to the viewer (writer goroutine).
 func (v *viewer) sent(h *rtp.Header, payload []byte) {
 	v.packets.Add(1)

@@ -3,7 +3,7 @@ SHELL := /bin/bash
 .SHELLFLAGS := -eu -o pipefail -c
 
 GO       ?= go
-PKGS     := ./proto/... ./controlplane/... ./worker/...
+PKGS     := ./proto/... ./controlplane/... ./worker/... ./sfu/...
 TOOLS    := $(CURDIR)/.tools/bin
 # Tests start real etcd clusters, NATS servers and gRPC peers; on a 2-core
 # machine running every package at once only makes them time out.
@@ -59,6 +59,7 @@ bench: setup
 		./worker/pkg/melspec ./worker/pkg/resample ./worker/pkg/inference \
 		./worker/pkg/composite ./worker/pkg/codec ./worker/pkg/frame \
 		./worker/pkg/facedetect ./worker/pkg/avatar ./worker/pkg/pipeline
+	$(GO) test -tags '$(GOTAGS)' -run '^$$' -bench Fanout -benchtime 75x -timeout 10m ./sfu/
 
 # Generated ONNX models (default lip-sync model and the Wav2Lip-shaped
 # benchmark model, ~145 MB) into the git-ignored cache.

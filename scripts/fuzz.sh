@@ -6,7 +6,7 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 fuzztime=${1:-10s}
 tags=${GOTAGS-dynamic}
-for dir in proto controlplane worker; do
+for dir in proto controlplane worker sfu; do
   # Each "func FuzzX(" in a _test.go file is one target of its package.
   { grep -rl --include='*_test.go' '^func Fuzz' "$dir" || true; } | while read -r file; do
     pkg="./$(dirname "$file")"

@@ -20,11 +20,12 @@ STATICCHECK_VERSION=v0.8.2
 ONNXRUNTIME_VERSION=1.24.1
 
 # libvpx-dev, libopus-dev and pkg-config: the worker's VP8 and Opus encoders
-# (cgo, through pion/mediadevices). espeak-ng: the worker's local
+# (cgo, through pion/mediadevices); libopusfile-dev: the SFU's Opus decoder
+# (gopkg.in/hraban/opus.v2, cgo). espeak-ng: the worker's local
 # text-to-speech engine (worker/pkg/tts runs it as a child process).
 # chromium: the headless browser of the demo page's end-to-end test
 # (controlplane/internal/browsertest, driven by chromedp).
-apt_packages=(protobuf-compiler libvpx-dev libopus-dev pkg-config espeak-ng chromium)
+apt_packages=(protobuf-compiler libvpx-dev libopus-dev libopusfile-dev pkg-config espeak-ng chromium)
 # npm fetches the ONNX Runtime package (nodejs comes with it).
 command -v npm >/dev/null 2>&1 || apt_packages+=(npm)
 

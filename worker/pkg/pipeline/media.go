@@ -50,8 +50,8 @@ type mediaState struct {
 	keyframes    atomic.Uint64
 	inferCount   atomic.Uint64
 	audioPackets atomic.Uint64
-	wasVoice bool
-	inferred atomic.Bool // the last frame sent came from the model (for tests)
+	wasVoice     bool
+	inferred     atomic.Bool // the last frame sent came from the model (for tests)
 }
 
 func (m *mediaState) init(p *Pipeline, w, h int) error {

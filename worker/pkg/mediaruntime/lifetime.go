@@ -150,8 +150,8 @@ func (r *Runtime) watchLifetimes() {
 func (r *Runtime) checkLifetimes() {
 	now := r.now()
 	type end struct {
-		s   *session
-		e   runtime.Ended
+		s *session
+		e runtime.Ended
 	}
 	var ends []end
 	r.mu.Lock()

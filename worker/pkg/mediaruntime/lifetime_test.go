@@ -229,7 +229,7 @@ func TestLiveAudioKeepsAlive(t *testing.T) {
 	for sec := 1; sec <= 12; sec++ {
 		clock.at(time.Duration(sec) * time.Second)
 		media("mic").hooks.PushPCM(make([]float32, 16000)) // a second of (silent) live audio
-		if err := r.Interrupt(ctx, "mic"); err != nil {     // keep the queue short
+		if err := r.Interrupt(ctx, "mic"); err != nil {    // keep the queue short
 			t.Fatal(err)
 		}
 		clock.check()

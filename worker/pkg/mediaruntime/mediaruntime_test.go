@@ -65,7 +65,13 @@ func (s *sink) count() int {
 	return s.frames
 }
 
-func newModel(t *testing.T) *inference.Model {
+func newModel(t testing.TB) *inference.Model {
+	t.Helper()
+	return loadModel(t, "default", onnxgen.DefaultModel)
+}
+
+// loadModel loads a generated model on a runtime closed with the test.
+func loadModel(t testing.TB, name string, gen func() ([]byte, error)) *inference.Model {
 	t.Helper()
 	rt, err := inference.NewRuntime(inference.RuntimeOptions{})
 	if err != nil {
@@ -76,11 +82,11 @@ func newModel(t *testing.T) *inference.Model {
 			t.Errorf("Runtime.Close: %v", err)
 		}
 	})
-	data, err := onnxgen.DefaultModel()
+	data, err := gen()
 	if err != nil {
 		t.Fatal(err)
 	}
-	m, err := rt.LoadModelData("default", data)
+	m, err := rt.LoadModelData(name, data)
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -12,7 +12,7 @@ import (
 // vanish with it.
 type metrics struct {
 	inference                                                       *prometheus.HistogramVec
-	sessions, frames, keyframes, inferred, audio, speaking, viewers *prometheus.Desc
+	sessions, contexts, frames, keyframes, inferred, audio, speaking, viewers *prometheus.Desc
 }
 
 func newMetrics() *metrics {
@@ -25,6 +25,7 @@ func newMetrics() *metrics {
 			Buckets: prometheus.ExponentialBuckets(0.001, 2, 10), // 1 ms .. 512 ms
 		}, []string{"gpu"}),
 		sessions:  prometheus.NewDesc("avatarfleet_worker_sessions", "Sessions running on this worker.", nil, nil),
+		contexts:  prometheus.NewDesc("avatarfleet_worker_inference_contexts_created_total", "Inference contexts created (prewarm and pool misses), by GPU.", []string{"gpu"}, nil),
 		frames:    desc("avatarfleet_worker_session_video_frames_sent_total", "Video frames sent by a session."),
 		keyframes: desc("avatarfleet_worker_session_video_keyframes_sent_total", "Video keyframes sent by a session."),
 		inferred:  desc("avatarfleet_worker_session_inferred_frames_total", "Video frames of a session rendered by the model (not skipped as silent)."),
@@ -43,7 +44,7 @@ func (m *metrics) observer(gpu uint32) func(time.Duration) {
 // Describe implements prometheus.Collector.
 func (r *Runtime) Describe(ch chan<- *prometheus.Desc) {
 	m := r.metrics
-	for _, d := range []*prometheus.Desc{m.sessions, m.frames, m.keyframes, m.inferred, m.audio, m.speaking, m.viewers} {
+	for _, d := range []*prometheus.Desc{m.sessions, m.contexts, m.frames, m.keyframes, m.inferred, m.audio, m.speaking, m.viewers} {
 		ch <- d
 	}
 	r.metrics.inference.Describe(ch)
@@ -59,6 +60,9 @@ func (r *Runtime) Collect(ch chan<- prometheus.Metric) {
 	}
 	r.mu.Unlock()
 	ch <- prometheus.MustNewConstMetric(m.sessions, prometheus.GaugeValue, float64(len(live)))
+	for gpu, p := range r.pools {
+		ch <- prometheus.MustNewConstMetric(m.contexts, prometheus.CounterValue, float64(p.created.Load()), strconv.FormatUint(uint64(gpu), 10))
+	}
 	for _, s := range live {
 		st := s.stats()
 		lv := []string{s.sess.GetId(), strconv.FormatUint(uint64(s.sess.GetGpu()), 10), strconv.FormatUint(uint64(s.sess.GetSlot()), 10), s.sess.GetAvatar()}

@@ -11,7 +11,7 @@ import (
 // read from the live sessions at scrape time, so an ended session's series
 // vanish with it.
 type metrics struct {
-	inference                                                       *prometheus.HistogramVec
+	inference                                                                 *prometheus.HistogramVec
 	sessions, contexts, frames, keyframes, inferred, audio, speaking, viewers *prometheus.Desc
 }
 

@@ -158,8 +158,6 @@ func (r *Runtime) Start(ctx context.Context, sess *fleetv1.Session) error {
 		delete(r.bySlot, ref)
 		return fmt.Errorf("start %s: %w", id, err)
 	}
-	now := r.now()
-	s.started, s.lastActive = now, now
 	r.sessions[id] = s
 	runCtx, cancel := context.WithCancel(context.Background())
 	s.cancel = cancel
@@ -204,6 +202,8 @@ func (r *Runtime) build(sess *fleetv1.Session) (*session, error) {
 	}
 	s := &session{sess: sess, exited: make(chan struct{})}
 	s.idle, s.limit = lifetimes(sess)
+	s.started = r.now()
+	s.lastActive = s.started // before the hooks exist
 	media, err := r.cfg.Media(sess, r.hooks(s))
 	if err != nil {
 		return nil, fmt.Errorf("media transport: %w", err)

@@ -2,7 +2,6 @@ package main
 
 import (
 	"context"
-	"errors"
 	"fmt"
 	"log/slog"
 
@@ -128,27 +127,36 @@ func (e *engine) newRuntime(devs []*fleetv1.GPU, log *slog.Logger) (runtime.Runt
 			cfg.Prewarm = max(cfg.Prewarm, int(d.GetSlots()))
 		}
 	}
-	onGPU := map[uint32]bool{}
-	for _, d := range devs {
-		onGPU[d.GetIndex()] = !d.GetCpu()
-	}
+	onGPU := e.cudaDevices(devs, log)
 	cfg.Device = func(gpu uint32) inference.Device {
 		if onGPU[gpu] {
 			return inference.GPU(int(gpu))
 		}
 		return inference.CPU()
 	}
-	rt, err := mediaruntime.New(cfg)
-	var de *inference.DeviceError
-	if errors.As(err, &de) {
-		log.Warn("CUDA unavailable to ONNX Runtime; inference runs on the CPU", "err", err)
-		cfg.Device = nil
-		rt, err = mediaruntime.New(cfg)
+	return mediaruntime.New(cfg)
+}
+
+// cudaDevices are the GPUs inference can use: it opens (and closes) one
+// context on each, so that a CPU-only ONNX Runtime build is found at start
+// and not at a session's start. Without CUDA it warns and uses the CPU.
+func (e *engine) cudaDevices(devs []*fleetv1.GPU, log *slog.Logger) map[uint32]bool {
+	on := map[uint32]bool{}
+	for _, d := range devs {
+		if d.GetCpu() {
+			continue
+		}
+		c, err := e.model.NewContext(inference.ContextOptions{Batch: 1, IntraOpThreads: 1, Device: inference.GPU(int(d.GetIndex()))})
+		if err != nil {
+			log.Warn("CUDA unavailable to ONNX Runtime; this GPU's sessions infer on the CPU", "gpu", d.GetIndex(), "err", err)
+			continue
+		}
+		if err := c.Close(); err != nil {
+			log.Warn("close probe context", "gpu", d.GetIndex(), "err", err)
+		}
+		on[d.GetIndex()] = true
 	}
-	if err != nil {
-		return nil, err
-	}
-	return rt, nil
+	return on
 }
 
 // voices are the names the TTS engine accepts, for the worker record.

@@ -198,7 +198,7 @@ func (r *Runtime) reserve(id string, ref [2]uint32) (wait <-chan struct{}, mine 
 func (r *Runtime) build(sess *fleetv1.Session) (*session, error) {
 	pack, err := r.cfg.Avatar(sess.GetAvatar())
 	if err != nil {
-		return nil, fmt.Errorf("avatar %q: %w", sess.GetAvatar(), err)
+		return nil, fmt.Errorf("avatar %q: %w: %w", sess.GetAvatar(), runtime.ErrInvalidInput, err)
 	}
 	s := &session{sess: sess, exited: make(chan struct{})}
 	s.idle, s.limit = lifetimes(sess)

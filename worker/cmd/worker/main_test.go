@@ -27,6 +27,11 @@ import (
 
 var servers *fleettest.Servers
 
+// startTimeout bounds a worker's start: it loads ONNX Runtime and builds
+// the default avatar (half a second normally, several under -race on two
+// busy cores).
+const startTimeout = time.Minute
+
 func TestMain(m *testing.M) { fleettest.Main(m, &servers) }
 
 func env(kv map[string]string) func(string) string {
@@ -262,7 +267,7 @@ func TestRunDrainsOnSIGTERM(t *testing.T) {
 	go func() {
 		exited <- run(args, env(nil), &logs, func(code int) { t.Errorf("second-signal exit(%d)", code) })
 	}()
-	fleettest.Eventually(t, 10*time.Second, "worker record", func() bool {
+	fleettest.Eventually(t, startTimeout, "worker record", func() bool {
 		_, err := store.Worker(t.Context(), id)
 		return err == nil
 	})
@@ -303,7 +308,7 @@ func TestSecondSignalExitsAtOnce(t *testing.T) {
 	}
 	go func() { exited <- run(args, env(nil), &logs, func(code int) { exitCalls <- code }) }()
 	var w *fleetv1.Worker
-	fleettest.Eventually(t, 10*time.Second, "worker record", func() bool {
+	fleettest.Eventually(t, startTimeout, "worker record", func() bool {
 		var err error
 		w, err = store.Worker(t.Context(), id)
 		return err == nil

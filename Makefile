@@ -58,8 +58,9 @@ bench: setup
 	$(GO) test -tags '$(GOTAGS)' -run '^$$' -bench . -benchmem -timeout 30m \
 		./worker/pkg/melspec ./worker/pkg/resample ./worker/pkg/inference \
 		./worker/pkg/composite ./worker/pkg/codec ./worker/pkg/frame \
-		./worker/pkg/facedetect ./worker/pkg/avatar ./worker/pkg/pipeline
-	$(GO) test -tags '$(GOTAGS)' -run '^$$' -bench Fanout -benchtime 75x -timeout 10m ./sfu/
+		./worker/pkg/facedetect ./worker/pkg/avatar ./worker/pkg/pipeline \
+		./worker/pkg/mediaruntime
+	$(GO) test -tags '$(GOTAGS)' -run '^$$$$' -bench Fanout -benchtime 75x -timeout 10m ./sfu/
 
 # Generated ONNX models (default lip-sync model and the Wav2Lip-shaped
 # benchmark model, ~145 MB) into the git-ignored cache.

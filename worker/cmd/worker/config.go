@@ -17,6 +17,7 @@ import (
 	"github.com/avatarfleet/avatarfleet/proto/fleetstore"
 	"github.com/avatarfleet/avatarfleet/worker/pkg/agent"
 	"github.com/avatarfleet/avatarfleet/worker/pkg/devices"
+	"github.com/avatarfleet/avatarfleet/worker/pkg/tts"
 )
 
 // envPrefix prefixes the environment variable of every flag.
@@ -25,6 +26,7 @@ const envPrefix = "AVATARFLEET_"
 // config is the parsed command line.
 type config struct {
 	opts      agent.Options
+	media     mediaConfig
 	gpus      devices.Spec
 	slots     int
 	logLevel  slog.Level
@@ -68,6 +70,14 @@ func parseConfig(args []string, getenv func(string) string, hostname func() (str
 		leaseTTL     = fs.Duration("lease-ttl", agent.DefaultLeaseTTL, "worker lease TTL, 1s..60s")
 		drainTimeout = fs.Duration("drain-timeout", agent.DefaultDrainTimeout, "how long a drain waits for sessions before ending them")
 		etcdPrefix   = fs.String("etcd-prefix", fleetstore.DefaultPrefix, "etcd key prefix of the fleet")
+		onnxLib      = fs.String("onnxruntime-lib", "", "ONNX Runtime shared library (default: scripts/setup.sh's under .tools, else the system's)")
+		ttsEngine    = fs.String("tts", ttsEspeak, "speech synthesis: espeak (local espeak-ng) or http (OpenAI-compatible /v1/audio/speech; key from "+ttsAPIKeyEnv+")")
+		ttsURL       = fs.String("tts-url", "", "base URL of the --tts http server")
+		ttsModel     = fs.String("tts-model", "", "model name sent to the --tts http server (default: the engine's)")
+		ttsVoice     = fs.String("tts-voice", "", "default TTS voice (default: the engine's)")
+		prewarm      = fs.Int("prewarm", prewarmSlots, "inference contexts made per GPU at start (-1: as many as its slots)")
+		intraOp      = fs.Int("intra-op-threads", 1, "ONNX Runtime intra-op threads per session")
+		metrics      = fs.String("metrics-listen", ":9091", "Prometheus /metrics listen address (empty: disabled)")
 		logLevel     = fs.String("log-level", "info", "debug, info, warn or error")
 		logFormat    = fs.String("log-format", "text", "text or json")
 	)
@@ -148,6 +158,25 @@ func parseConfig(args []string, getenv func(string) string, hostname func() (str
 	if err := checkPath("--avatars", *avatars, true); err != nil {
 		return nil, err
 	}
+	if err := checkPath("--onnxruntime-lib", *onnxLib, false); err != nil {
+		return nil, err
+	}
+	if err := c.media.setTTS(*ttsEngine, *ttsURL, *ttsModel, *ttsVoice, getenv(ttsAPIKeyEnv)); err != nil {
+		return nil, err
+	}
+	if *prewarm < prewarmSlots || *prewarm > devices.MaxSlotsPerGPU {
+		return nil, usagef("--prewarm %d: want 0..%d, or -1 for as many as the slots", *prewarm, devices.MaxSlotsPerGPU)
+	}
+	if *intraOp < 1 || *intraOp > maxIntraOpThreads {
+		return nil, usagef("--intra-op-threads %d: want 1..%d", *intraOp, maxIntraOpThreads)
+	}
+	if *metrics != "" {
+		if err := checkHostPort("--metrics-listen", *metrics, true); err != nil {
+			return nil, err
+		}
+	}
+	c.media.onnxLib, c.media.model, c.media.avatars = *onnxLib, *model, *avatars
+	c.media.prewarm, c.media.intraOpThreads = *prewarm, *intraOp
 	if *leaseTTL < agent.MinLeaseTTL || *leaseTTL > agent.MaxLeaseTTL {
 		return nil, usagef("--lease-ttl %s: want %s..%s", *leaseTTL, agent.MinLeaseTTL, agent.MaxLeaseTTL)
 	}
@@ -176,8 +205,36 @@ func parseConfig(args []string, getenv func(string) string, hostname func() (str
 		DrainTimeout:     *drainTimeout,
 		ModelPath:        *model,
 		AvatarsPath:      *avatars,
+		MetricsListen:    *metrics,
 	}
 	return c, nil
+}
+
+// maxIntraOpThreads bounds --intra-op-threads.
+const maxIntraOpThreads = 64
+
+// setTTS checks the --tts flags.
+func (m *mediaConfig) setTTS(engine, baseURL, model, voice, key string) error {
+	switch engine {
+	case ttsEspeak:
+		if baseURL != "" || model != "" {
+			return usagef("--tts-url and --tts-model are for --tts http")
+		}
+	case ttsHTTP:
+		u, err := url.Parse(baseURL)
+		if baseURL == "" || err != nil || (u.Scheme != "http" && u.Scheme != "https") || u.Host == "" {
+			return usagef("--tts http needs --tts-url http(s)://host[:port] (got %q)", baseURL)
+		}
+	default:
+		return usagef("--tts %q: want espeak or http", engine)
+	}
+	if voice != "" {
+		if err := tts.CheckVoice(voice); err != nil {
+			return usagef("--tts-voice: %v", err)
+		}
+	}
+	m.tts, m.ttsURL, m.ttsModel, m.ttsVoice, m.ttsKey = engine, baseURL, model, voice, key
+	return nil
 }
 
 func parseEndpoints(s string) ([]string, error) {

@@ -71,10 +71,33 @@ func run(args []string, getenv func(string) string, stderr io.Writer, exit func(
 		fmt.Fprintf(stderr, "worker: %v\n", err)
 		return 2
 	}
+	eng, err := openEngine(ctx, cfg.media, log.With("component", "media"))
+	if err != nil {
+		fmt.Fprintf(stderr, "worker: %v\n", err)
+		return exitCode(err)
+	}
+	defer func() {
+		if err := eng.close(); err != nil {
+			log.Warn("close ONNX Runtime", "err", err)
+		}
+	}()
 	opts := cfg.opts
 	opts.Devices = devs
 	opts.Version = version
 	opts.Logger = log
+	opts.NewRuntime = eng.newRuntime
+	opts.Avatars = eng.avatars.Names()
+	opts.Voices = eng.voices()
+	closeSFU, err := attachSFU(&opts, eng, log.With("component", "sfu"))
+	if err != nil {
+		fmt.Fprintf(stderr, "worker: %v\n", err)
+		return 1
+	}
+	defer func() {
+		if err := closeSFU(); err != nil {
+			log.Warn("close SFU", "err", err)
+		}
+	}()
 	a, err := agent.New(opts)
 	if err != nil {
 		fmt.Fprintf(stderr, "worker: %v\n", err)
@@ -84,12 +107,21 @@ func run(args []string, getenv func(string) string, stderr io.Writer, exit func(
 		log.Info("device", "index", d.GetIndex(), "name", d.GetName(), "memory_bytes", d.GetMemoryBytes(), "slots", d.GetSlots(), "cpu", d.GetCpu())
 	}
 	log.Info("worker starting", "id", opts.ID, "grpc", a.GRPCAddr(), "advertise", a.AdvertiseAddress(),
-		"etcd", opts.EtcdEndpoints, "nats", opts.NATSURL, "version", version)
+		"etcd", opts.EtcdEndpoints, "nats", opts.NATSURL, "metrics", a.MetricsAddr(), "version", version)
 	if err := a.Run(ctx); err != nil {
 		log.Error("worker failed", "err", err)
 		return 1
 	}
 	return 0
+}
+
+// exitCode is 2 for a usage error, else 1.
+func exitCode(err error) int {
+	var ue usageError
+	if errors.As(err, &ue) {
+		return 2
+	}
+	return 1
 }
 
 // loggedDiscovery says why GPU discovery failed: in auto mode the worker

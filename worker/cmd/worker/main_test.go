@@ -27,6 +27,11 @@ import (
 
 var servers *fleettest.Servers
 
+// startTimeout bounds a worker's start: it loads ONNX Runtime and builds
+// the default avatar (half a second normally, several under -race on two
+// busy cores).
+const startTimeout = time.Minute
+
 func TestMain(m *testing.M) { fleettest.Main(m, &servers) }
 
 func env(kv map[string]string) func(string) string {
@@ -125,6 +130,17 @@ func TestParseConfigRejects(t *testing.T) {
 		{name: "bad duration", args: []string{"--drain-timeout", "soon"}},
 		{name: "bad env value", env: map[string]string{"AVATARFLEET_MEDIA_PORT": "udp"}},
 		{name: "bad env id", env: map[string]string{"AVATARFLEET_ID": "a b"}},
+		{name: "onnxruntime lib missing", args: []string{"--onnxruntime-lib", missing}},
+		{name: "onnxruntime lib env missing", env: map[string]string{"AVATARFLEET_ONNXRUNTIME_LIB": missing}},
+		{name: "tts unknown", args: []string{"--tts", "festival"}},
+		{name: "tts http no url", args: []string{"--tts", "http"}},
+		{name: "tts http bad url", args: []string{"--tts", "http", "--tts-url", "ftp://x"}},
+		{name: "tts url for espeak", args: []string{"--tts-url", "http://x"}},
+		{name: "tts voice", args: []string{"--tts-voice", "a voice"}},
+		{name: "prewarm", args: []string{"--prewarm", "-2"}},
+		{name: "prewarm too many", args: []string{"--prewarm", "1000"}},
+		{name: "intra-op threads", args: []string{"--intra-op-threads", "0"}},
+		{name: "metrics listen", args: []string{"--metrics-listen", "9091"}},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
@@ -142,6 +158,52 @@ func TestParseConfigRejects(t *testing.T) {
 	// The valid model file passes.
 	if _, err := parseConfig([]string{"--model", file}, env(nil), host("n"), io.Discard); err != nil {
 		t.Fatal(err)
+	}
+}
+
+func TestParseConfigMedia(t *testing.T) {
+	c, err := parseConfig(nil, env(nil), host("n"), io.Discard)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if m := c.media; m.tts != ttsEspeak || m.prewarm != prewarmSlots || m.intraOpThreads != 1 || m.onnxLib != "" || m.model != "" || c.opts.MetricsListen != ":9091" {
+		t.Errorf("media defaults %+v, metrics %q", m, c.opts.MetricsListen)
+	}
+	c, err = parseConfig([]string{"--tts", "http", "--tts-url", "https://tts.example:8443", "--tts-model", "m1", "--tts-voice", "alloy",
+		"--prewarm", "0", "--intra-op-threads", "4", "--metrics-listen", ""},
+		env(map[string]string{"AVATARFLEET_TTS_API_KEY": "sk-1"}), host("n"), io.Discard)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if m := c.media; m.tts != ttsHTTP || m.ttsURL != "https://tts.example:8443" || m.ttsModel != "m1" || m.ttsVoice != "alloy" || m.ttsKey != "sk-1" ||
+		m.prewarm != 0 || m.intraOpThreads != 4 || c.opts.MetricsListen != "" {
+		t.Errorf("media flags %+v, metrics %q", m, c.opts.MetricsListen)
+	}
+}
+
+// TestRunBadMediaFiles: files the flags name that exist but are not what
+// they should be fail the start with exit 2 and a message naming the flag.
+func TestRunBadMediaFiles(t *testing.T) {
+	dir := t.TempDir()
+	junk := filepath.Join(dir, "junk.onnx")
+	if err := os.WriteFile(junk, []byte("not an ONNX model"), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	for _, tt := range []struct {
+		flag string
+		args []string
+	}{
+		{"--model", []string{"--model", junk}},
+		{"--onnxruntime-lib", []string{"--onnxruntime-lib", junk}},
+	} {
+		var out bytes.Buffer
+		args := append([]string{"--gpus", "cpu", "--grpc-listen", "127.0.0.1:0", "--metrics-listen", ""}, tt.args...)
+		if code := run(args, env(nil), &out, nil); code != 2 {
+			t.Errorf("%s junk: exit %d, want 2; output:\n%s", tt.flag, code, out.String())
+		}
+		if !strings.Contains(out.String(), tt.flag) {
+			t.Errorf("%s junk: the error does not name the flag: %q", tt.flag, out.String())
+		}
 	}
 }
 
@@ -200,12 +262,12 @@ func TestRunDrainsOnSIGTERM(t *testing.T) {
 	args := []string{
 		"--id", id, "--etcd", strings.Join(servers.Etcd.Endpoints(), ","), "--nats", servers.NATS.URL(),
 		"--grpc-listen", "127.0.0.1:0", "--gpus", "cpu", "--lease-ttl", "2s", "--drain-timeout", "0s",
-		"--etcd-prefix", prefix, "--log-format", "json",
+		"--etcd-prefix", prefix, "--log-format", "json", "--metrics-listen", "127.0.0.1:0",
 	}
 	go func() {
 		exited <- run(args, env(nil), &logs, func(code int) { t.Errorf("second-signal exit(%d)", code) })
 	}()
-	fleettest.Eventually(t, 10*time.Second, "worker record", func() bool {
+	fleettest.Eventually(t, startTimeout, "worker record", func() bool {
 		_, err := store.Worker(t.Context(), id)
 		return err == nil
 	})
@@ -242,11 +304,11 @@ func TestSecondSignalExitsAtOnce(t *testing.T) {
 	args := []string{
 		"--id", id, "--etcd", strings.Join(servers.Etcd.Endpoints(), ","), "--nats", servers.NATS.URL(),
 		"--grpc-listen", "127.0.0.1:0", "--gpus", "cpu", "--lease-ttl", "2s", "--drain-timeout", "1m",
-		"--etcd-prefix", prefix,
+		"--etcd-prefix", prefix, "--metrics-listen", "", "--prewarm", "1",
 	}
 	go func() { exited <- run(args, env(nil), &logs, func(code int) { exitCalls <- code }) }()
 	var w *fleetv1.Worker
-	fleettest.Eventually(t, 10*time.Second, "worker record", func() bool {
+	fleettest.Eventually(t, startTimeout, "worker record", func() bool {
 		var err error
 		w, err = store.Worker(t.Context(), id)
 		return err == nil
@@ -266,8 +328,19 @@ func TestSecondSignalExitsAtOnce(t *testing.T) {
 		t.Fatal(err)
 	}
 	defer conn.Close()
-	if _, err := fleetv1.NewWorkerServiceClient(conn).StartSession(t.Context(), &fleetv1.StartSessionRequest{Session: sess}); err != nil {
+	client := fleetv1.NewWorkerServiceClient(conn)
+	if _, err := client.StartSession(t.Context(), &fleetv1.StartSessionRequest{Session: sess}); err != nil {
 		t.Fatal(err)
+	}
+	// The binary runs the media runtime: the session's pipeline sends
+	// frames (to the discarding transport: no SFU here), and the record
+	// advertises the avatars and voices.
+	fleettest.Eventually(t, 10*time.Second, "frames sent", func() bool {
+		st, err := client.SessionStatus(t.Context(), &fleetv1.SessionStatusRequest{SessionId: "s1"})
+		return err == nil && st.GetFramesSent() > 0
+	})
+	if !slices.Contains(w.GetAvatars(), "default") || len(w.GetVoices()) == 0 {
+		t.Errorf("worker record avatars %v voices %v", w.GetAvatars(), w.GetVoices())
 	}
 
 	if err := syscall.Kill(os.Getpid(), syscall.SIGINT); err != nil {

@@ -16,6 +16,8 @@ import (
 	"sync"
 	"time"
 
+	"github.com/prometheus/client_golang/prometheus"
+
 	fleetv1 "github.com/avatarfleet/avatarfleet/proto/fleet/v1"
 	"github.com/avatarfleet/avatarfleet/proto/fleetstore"
 	"github.com/avatarfleet/avatarfleet/worker/pkg/runtime"
@@ -78,8 +80,19 @@ type Options struct {
 	// Signaling is the embedded SFU serving WHEP/WHIP (nil: the worker
 	// answers those calls with Unimplemented).
 	Signaling server.Signaling
-	// NewRuntime builds the session runtime (nil → runtime.NewHolder).
+	// NewRuntime builds the session runtime (nil → runtime.NewHolder). The
+	// worker binary builds the media runtime (package mediaruntime) here.
 	NewRuntime func(devs []*fleetv1.GPU, log *slog.Logger) (runtime.Runtime, error)
+	// Avatars and Voices are advertised in the worker record: the avatar
+	// and voice names this worker can serve.
+	Avatars, Voices []string
+	// MetricsListen is the address of the Prometheus /metrics endpoint
+	// ("" → none; tests use "127.0.0.1:0" and read MetricsAddr).
+	MetricsListen string
+	// Collectors are extra Prometheus collectors served on /metrics (the
+	// embedded SFU's). The runtime is served too when it is a
+	// prometheus.Collector.
+	Collectors []prometheus.Collector
 	// Logger receives the worker's logs (nil → discarded).
 	Logger *slog.Logger
 }
@@ -92,6 +105,7 @@ type Agent struct {
 	advertise string
 	media     string
 	rt        runtime.Runtime
+	metrics   *metricsServer // nil when disabled
 
 	registered chan struct{} // closed once the first registration is written
 	// aborted ends when Abort is called; a context so that it can cut
@@ -117,6 +131,12 @@ func New(opts Options) (*Agent, error) {
 		_ = rt.Close(context.Background())
 		return nil, fmt.Errorf("agent: listen on --grpc-listen %s: %w", opts.GRPCListen, err)
 	}
+	ms, err := newMetricsServer(opts.MetricsListen, rt, opts.Collectors)
+	if err != nil {
+		_ = lis.Close()
+		_ = rt.Close(context.Background())
+		return nil, err
+	}
 	advertise := opts.AdvertiseAddress
 	if advertise == "" {
 		advertise = deriveAdvertise(opts.GRPCListen, lis.Addr(), opts.PublicIP)
@@ -133,6 +153,7 @@ func New(opts Options) (*Agent, error) {
 		advertise:  advertise,
 		media:      net.JoinHostPort(mediaHost, strconv.Itoa(opts.MediaPort)),
 		rt:         rt,
+		metrics:    ms,
 		registered: make(chan struct{}),
 		aborted:    aborted,
 		abort:      abort,
@@ -228,6 +249,14 @@ func (a *Agent) ID() string { return a.opts.ID }
 // when the listen port was 0).
 func (a *Agent) GRPCAddr() string { return a.lis.Addr().String() }
 
+// MetricsAddr is the address /metrics is served on ("" when disabled).
+func (a *Agent) MetricsAddr() string {
+	if a.metrics == nil {
+		return ""
+	}
+	return a.metrics.lis.Addr().String()
+}
+
 // AdvertiseAddress is the gRPC address written in the worker record.
 func (a *Agent) AdvertiseAddress() string { return a.advertise }
 
@@ -254,7 +283,14 @@ func (a *Agent) Close() error {
 	var err error
 	a.runOnce.Do(func() {
 		a.abort()
-		err = errors.Join(a.lis.Close(), a.rt.Close(context.Background()))
+		err = errors.Join(a.lis.Close(), a.closeMetrics(), a.rt.Close(context.Background()))
 	})
 	return err
+}
+
+func (a *Agent) closeMetrics() error {
+	if a.metrics == nil {
+		return nil
+	}
+	return a.metrics.close()
 }

@@ -65,6 +65,7 @@ func (a *Agent) Run(ctx context.Context) error {
 	in, err := a.connect()
 	if err != nil {
 		_ = a.lis.Close()
+		_ = a.closeMetrics()
 		_ = a.rt.Close(context.Background())
 		return err
 	}
@@ -82,6 +83,16 @@ func (a *Agent) Run(ctx context.Context) error {
 		}
 		return nil
 	})
+	if a.metrics != nil {
+		g.Go(a.metrics.serve)
+		g.Go(func() error {
+			<-gctx.Done()
+			if err := a.metrics.close(); err != nil {
+				a.log.Warn("close metrics server", "err", err)
+			}
+			return nil
+		})
+	}
 
 	in.ensureStream(ctx)
 	if err := in.register(ctx); err != nil {
@@ -177,6 +188,8 @@ func (a *Agent) connect() (*instance, error) {
 				MediaAddress: a.media,
 				Gpus:         a.opts.Devices,
 				Version:      a.opts.Version,
+				Avatars:      a.opts.Avatars,
+				Voices:       a.opts.Voices,
 			},
 			TTL:    a.opts.LeaseTTL,
 			Logger: a.log.With("component", "registration"),

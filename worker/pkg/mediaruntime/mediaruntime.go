@@ -1,9 +1,13 @@
 // Package mediaruntime implements runtime.Runtime with one media pipeline
-// (package pipeline) per session. Start builds the session's pipeline on its
-// GPU from a small pool of prewarmed inference contexts; speech requests are
-// forwarded to it; a pipeline that fails (an encoder, inference or sink
-// error, or a recovered panic) ends only its own session, which is reported
-// on Ended with END_REASON_ERROR.
+// (package pipeline) per session. Start opens the session's transport
+// (Config.Media: the SFU room) and builds the session's pipeline on its GPU
+// from a small pool of prewarmed inference contexts; speech requests are
+// forwarded to it; a pipeline that fails (an encoder, inference or
+// transport error, or a recovered panic) ends only its own session, which
+// is reported on Ended with END_REASON_ERROR. The runtime enforces the
+// sessions' lifetimes (max duration, idle timeout, viewer gone) and reports
+// those ends on Ended too. The transport is closed when the session ends,
+// whatever ended it.
 package mediaruntime
 
 import (
@@ -12,6 +16,7 @@ import (
 	"fmt"
 	"log/slog"
 	"sync"
+	"time"
 
 	fleetv1 "github.com/avatarfleet/avatarfleet/proto/fleet/v1"
 	"github.com/avatarfleet/avatarfleet/worker/pkg/avatar"
@@ -39,10 +44,16 @@ type Config struct {
 	Avatar func(name string) (*avatar.Pack, error)
 	// TTS speaks the sessions' text.
 	TTS tts.Synthesizer
-	// Sink returns the transport of a session's tracks (required).
-	Sink func(sess *fleetv1.Session) (pipeline.Sink, error)
+	// Media opens a session's transport (required; NewDiscardMedia for a
+	// worker without an SFU).
+	Media NewMedia
 	// Clock returns a session's media clock; nil means the real clock.
 	Clock func(sess *fleetv1.Session) pipeline.Clock
+	// Now is the clock of session lifetimes; nil means time.Now.
+	Now func() time.Time
+	// LifetimeClock paces the lifetime checks (every LifetimeCheckPeriod);
+	// nil means the real clock. Tests pass a pipeline.ManualClock and Now.
+	LifetimeClock pipeline.Clock
 	// Logger; nil discards.
 	Logger *slog.Logger
 }
@@ -60,16 +71,12 @@ type Runtime struct {
 	bySlot   map[[2]uint32]string
 	closed   bool
 
+	lifeClock pipeline.Clock
+	metrics   *metrics
+
 	ended chan runtime.Ended
 	done  chan struct{}
 	wg    sync.WaitGroup
-}
-
-type session struct {
-	sess   *fleetv1.Session
-	p      *pipeline.Pipeline
-	cancel context.CancelFunc
-	exited chan struct{}
 }
 
 const endedBuffer = 64
@@ -78,14 +85,21 @@ var _ runtime.Runtime = (*Runtime)(nil)
 
 // New prewarms the inference pools and returns a Runtime.
 func New(cfg Config) (*Runtime, error) {
-	if cfg.Model == nil || cfg.Avatar == nil || cfg.Sink == nil {
-		return nil, errors.New("mediaruntime: Model, Avatar and Sink are required")
+	if cfg.Model == nil || cfg.Avatar == nil || cfg.Media == nil {
+		return nil, errors.New("mediaruntime: Model, Avatar and Media are required")
 	}
 	if cfg.Logger == nil {
 		cfg.Logger = slog.New(slog.DiscardHandler)
 	}
+	if cfg.Now == nil {
+		cfg.Now = time.Now
+	}
+	if cfg.LifetimeClock == nil {
+		cfg.LifetimeClock = pipeline.RealClock{}
+	}
 	r := &Runtime{cfg: cfg, log: cfg.Logger, slots: map[uint32]uint32{}, pools: map[uint32]*pool{},
 		sessions: map[string]*session{}, starting: map[string]chan struct{}{}, bySlot: map[[2]uint32]string{},
+		lifeClock: cfg.LifetimeClock, metrics: newMetrics(),
 		ended: make(chan runtime.Ended, endedBuffer), done: make(chan struct{})}
 	for _, d := range cfg.Devices {
 		dev := inference.CPU()
@@ -99,8 +113,12 @@ func New(cfg Config) (*Runtime, error) {
 		}
 		r.slots[d.GetIndex()], r.pools[d.GetIndex()] = d.GetSlots(), p
 	}
+	r.wg.Add(1)
+	go r.watchLifetimes()
 	return r, nil
 }
+
+func (r *Runtime) now() time.Time { return r.cfg.Now() }
 
 // Start implements runtime.Runtime. The slot is reserved first and the
 // pipeline built outside the lock (a pool miss creates an inference
@@ -134,9 +152,7 @@ func (r *Runtime) Start(ctx context.Context, sess *fleetv1.Session) error {
 	delete(r.starting, id)
 	if err == nil && r.closed {
 		err = runtime.ErrClosed
-		if cerr := s.p.Close(); cerr != nil {
-			r.log.Warn("closing a pipeline", "session", id, "err", cerr)
-		}
+		r.closeSession(s)
 	}
 	if err != nil {
 		delete(r.bySlot, ref)
@@ -178,42 +194,64 @@ func (r *Runtime) reserve(id string, ref [2]uint32) (wait <-chan struct{}, mine 
 	return nil, true, nil
 }
 
-// build makes a session's pipeline.
+// build opens a session's transport and makes its pipeline.
 func (r *Runtime) build(sess *fleetv1.Session) (*session, error) {
 	pack, err := r.cfg.Avatar(sess.GetAvatar())
 	if err != nil {
-		return nil, fmt.Errorf("avatar %q: %w", sess.GetAvatar(), err)
+		return nil, fmt.Errorf("avatar %q: %w: %w", sess.GetAvatar(), runtime.ErrInvalidInput, err)
 	}
-	sink, err := r.cfg.Sink(sess)
+	s := &session{sess: sess, exited: make(chan struct{})}
+	s.idle, s.limit = lifetimes(sess)
+	s.started = r.now()
+	s.lastActive = s.started // before the hooks exist
+	media, err := r.cfg.Media(sess, r.hooks(s))
 	if err != nil {
-		return nil, fmt.Errorf("sink: %w", err)
+		return nil, fmt.Errorf("media transport: %w", err)
 	}
+	s.media = media
 	pl := r.pools[sess.GetGpu()]
 	ic, err := pl.get()
 	if err != nil {
+		r.closeMedia(s)
 		return nil, err
 	}
 	opt := pipeline.Options{Avatar: pack, Inference: ic, ReleaseInference: pl.put, TTS: r.cfg.TTS,
-		Voice: sess.GetVoice(), Sink: sink, Logger: r.log.With("session", sess.GetId())}
+		Voice: sess.GetVoice(), Sink: media, Logger: r.log.With("session", sess.GetId()),
+		ObserveInference: r.metrics.observer(sess.GetGpu())}
 	if r.cfg.Clock != nil {
 		opt.Clock = r.cfg.Clock(sess)
 	}
 	p, err := pipeline.New(opt)
 	if err != nil {
 		pl.put(ic)
+		r.closeMedia(s)
 		return nil, err
 	}
-	return &session{sess: sess, p: p, exited: make(chan struct{})}, nil
+	s.pl.Store(p)
+	return s, nil
+}
+
+// closeSession releases a session's pipeline (encoders, inference context)
+// and then its transport; its pipeline must have stopped.
+func (r *Runtime) closeSession(s *session) {
+	if err := s.p().Close(); err != nil {
+		r.log.Warn("closing a pipeline", "session", s.sess.GetId(), "err", err)
+	}
+	r.closeMedia(s)
+}
+
+func (r *Runtime) closeMedia(s *session) {
+	if err := s.media.Close(); err != nil {
+		r.log.Warn("closing a media transport", "session", s.sess.GetId(), "err", err)
+	}
 }
 
 // run runs a session's pipeline; if it ends on its own the session is
 // removed and reported on Ended.
 func (r *Runtime) run(ctx context.Context, s *session) {
 	defer r.wg.Done()
-	err := s.p.Run(ctx)
-	if cerr := s.p.Close(); cerr != nil {
-		r.log.Warn("closing a pipeline", "session", s.sess.GetId(), "err", cerr)
-	}
+	err := s.p().Run(ctx)
+	r.closeSession(s)
 	close(s.exited)
 	if ctx.Err() != nil {
 		return // stopped

@@ -21,11 +21,30 @@ import (
 
 func TestMain(m *testing.M) { goleak.VerifyTestMain(m) }
 
-// sink counts frames; a breaking one panics on its third video frame.
+// defaultPack builds the default avatar once for the whole test binary.
+var defaultPack = sync.OnceValues(avatar.Default)
+
+// sink is a Media that counts frames; a breaking one panics on its third
+// video frame. It keeps the hooks it was opened with.
 type sink struct {
 	mu       sync.Mutex
 	frames   int
 	breaking bool
+	closed   int
+	hooks    MediaHooks
+}
+
+func (s *sink) Close() error {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	s.closed++
+	return nil
+}
+
+func (s *sink) closes() int {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.closed
 }
 
 func (s *sink) WriteVideo(pipeline.Sample) error {
@@ -46,7 +65,13 @@ func (s *sink) count() int {
 	return s.frames
 }
 
-func newModel(t *testing.T) *inference.Model {
+func newModel(t testing.TB) *inference.Model {
+	t.Helper()
+	return loadModel(t, "default", onnxgen.DefaultModel)
+}
+
+// loadModel loads a generated model on a runtime closed with the test.
+func loadModel(t testing.TB, name string, gen func() ([]byte, error)) *inference.Model {
 	t.Helper()
 	rt, err := inference.NewRuntime(inference.RuntimeOptions{})
 	if err != nil {
@@ -57,11 +82,11 @@ func newModel(t *testing.T) *inference.Model {
 			t.Errorf("Runtime.Close: %v", err)
 		}
 	})
-	data, err := onnxgen.DefaultModel()
+	data, err := gen()
 	if err != nil {
 		t.Fatal(err)
 	}
-	m, err := rt.LoadModelData("default", data)
+	m, err := rt.LoadModelData(name, data)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -71,7 +96,7 @@ func newModel(t *testing.T) *inference.Model {
 // TestOneSessionBreaks runs three sessions; one's pipeline panics: it alone
 // ends, reported on Ended with END_REASON_ERROR.
 func TestOneSessionBreaks(t *testing.T) {
-	pack, err := avatar.Default()
+	pack, err := defaultPack()
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -83,10 +108,10 @@ func TestOneSessionBreaks(t *testing.T) {
 		Model:   newModel(t),
 		Prewarm: 2,
 		Avatar:  func(string) (*avatar.Pack, error) { return pack, nil },
-		Sink: func(s *fleetv1.Session) (pipeline.Sink, error) {
+		Media: func(s *fleetv1.Session, h MediaHooks) (Media, error) {
 			mu.Lock()
 			defer mu.Unlock()
-			sinks[s.GetId()] = &sink{breaking: s.GetId() == "b"}
+			sinks[s.GetId()] = &sink{breaking: s.GetId() == "b", hooks: h}
 			return sinks[s.GetId()], nil
 		},
 		Clock: func(s *fleetv1.Session) pipeline.Clock {
@@ -176,6 +201,12 @@ func TestOneSessionBreaks(t *testing.T) {
 	if err := r.Close(ctx); err != nil {
 		t.Fatal(err)
 	}
+	// Every transport was closed once, whatever ended its session.
+	for id, s := range sinks {
+		if n := s.closes(); n != 1 {
+			t.Errorf("session %s: media closed %d times", id, n)
+		}
+	}
 	if _, ok := <-r.Ended(); ok {
 		t.Error("Ended delivered after Close")
 	}
@@ -187,7 +218,7 @@ func TestOneSessionBreaks(t *testing.T) {
 // TestConcurrentStart: retried starts of one session racing each other all
 // succeed and build one pipeline.
 func TestConcurrentStart(t *testing.T) {
-	pack, err := avatar.Default()
+	pack, err := defaultPack()
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -197,7 +228,7 @@ func TestConcurrentStart(t *testing.T) {
 		Devices: []*fleetv1.GPU{{Index: 0, Slots: 2}},
 		Model:   newModel(t),
 		Avatar:  func(string) (*avatar.Pack, error) { return pack, nil },
-		Sink: func(*fleetv1.Session) (pipeline.Sink, error) {
+		Media: func(*fleetv1.Session, MediaHooks) (Media, error) {
 			mu.Lock()
 			defer mu.Unlock()
 			built++

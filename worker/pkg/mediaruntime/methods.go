@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"slices"
+	"time"
 
 	fleetv1 "github.com/avatarfleet/avatarfleet/proto/fleet/v1"
 	"github.com/avatarfleet/avatarfleet/worker/pkg/pipeline"
@@ -47,9 +48,10 @@ func (r *Runtime) Speak(_ context.Context, id, text string, interrupt bool) erro
 	if err != nil {
 		return err
 	}
-	if err := s.p.Speak(text, interrupt); err != nil {
+	if err := s.p().Speak(text, interrupt); err != nil {
 		return fmt.Errorf("speak %s: %w", id, inputErr(err))
 	}
+	s.touch(r.now())
 	return nil
 }
 
@@ -62,8 +64,23 @@ func (r *Runtime) PushAudio(_ context.Context, id string, wav []byte, interrupt 
 	if err != nil {
 		return err
 	}
-	if err := s.p.PushAudio(wav, interrupt); err != nil {
+	if err := s.p().PushAudio(wav, interrupt); err != nil {
 		return fmt.Errorf("push audio %s: %w", id, inputErr(err))
+	}
+	s.touch(r.now())
+	return nil
+}
+
+// PushPCM appends live 16 kHz mono audio to a session's speech (what the
+// transport's MediaHooks.PushPCM does, by id).
+func (r *Runtime) PushPCM(id string, pcm []float32) error {
+	s, err := r.get(id)
+	if err != nil {
+		return err
+	}
+	s.touch(r.now())
+	if err := s.p().PushPCM(pcm); err != nil {
+		return fmt.Errorf("push pcm %s: %w", id, inputErr(err))
 	}
 	return nil
 }
@@ -74,7 +91,7 @@ func (r *Runtime) Interrupt(_ context.Context, id string) error {
 	if err != nil {
 		return err
 	}
-	s.p.Interrupt()
+	s.p().Interrupt()
 	return nil
 }
 
@@ -84,8 +101,39 @@ func (r *Runtime) RequestKeyframe(id string) error {
 	if err != nil {
 		return err
 	}
-	s.p.RequestKeyframe()
+	s.p().RequestKeyframe()
 	return nil
+}
+
+// Stats are one session's figures.
+type Stats struct {
+	// Started is when the session started (lifetime clock).
+	Started time.Time
+	// Frames, Keyframes and AudioPackets count the samples sent; Inferred
+	// the video frames the model rendered.
+	Frames, Keyframes, Inferred, AudioPackets uint64
+	// Speaking: the last frame sent carried speech.
+	Speaking bool
+	// Viewers is the transport's last reported viewer count.
+	Viewers int
+}
+
+// Stats reports a running session's figures.
+func (r *Runtime) Stats(id string) (Stats, error) {
+	s, err := r.get(id)
+	if err != nil {
+		return Stats{}, err
+	}
+	return s.stats(), nil
+}
+
+func (s *session) stats() Stats {
+	st := s.p().Status()
+	s.mu.Lock()
+	viewers := s.viewers
+	s.mu.Unlock()
+	return Stats{Started: s.started, Frames: st.Frames, Keyframes: st.Keyframes, Inferred: st.Inferred,
+		AudioPackets: st.AudioPackets, Speaking: st.Speaking, Viewers: viewers}
 }
 
 // Status implements runtime.Runtime.
@@ -94,7 +142,7 @@ func (r *Runtime) Status(id string) (runtime.Status, error) {
 	if err != nil {
 		return runtime.Status{}, err
 	}
-	st := s.p.Status()
+	st := s.p().Status()
 	return runtime.Status{State: fleetv1.SessionState_SESSION_STATE_READY, Speaking: st.Speaking, FramesSent: st.Frames}, nil
 }
 

@@ -4,6 +4,7 @@ import (
 	"errors"
 	"fmt"
 	"sync"
+	"sync/atomic"
 
 	"github.com/avatarfleet/avatarfleet/worker/pkg/inference"
 )
@@ -17,11 +18,14 @@ type pool struct {
 	free    []*inference.Context
 	max     int
 	stopped bool
+	// created counts the contexts made (prewarmed or on a miss).
+	created atomic.Uint64
 }
 
 func newPool(m *inference.Model, opts inference.ContextOptions, warm, max int) (*pool, error) {
 	p := &pool{model: m, opts: opts, max: max}
 	for range warm {
+		p.created.Add(1)
 		c, err := m.NewContext(opts)
 		if err != nil {
 			return nil, errors.Join(fmt.Errorf("prewarm on %v: %w", opts.Device, err), p.close())
@@ -41,6 +45,7 @@ func (p *pool) get() (*inference.Context, error) {
 		return c, nil
 	}
 	p.mu.Unlock()
+	p.created.Add(1)
 	c, err := p.model.NewContext(p.opts)
 	if err != nil {
 		return nil, fmt.Errorf("inference context on %v: %w", p.opts.Device, err)

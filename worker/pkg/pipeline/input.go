@@ -150,6 +150,26 @@ func (p *Pipeline) PushAudio(b []byte, interrupt bool) error {
 	return nil
 }
 
+// PushPCM appends live 16 kHz mono audio (a WHIP publisher's microphone)
+// to the speech queue, after whatever is queued and without interrupting
+// it. Successive calls form one continuous stream: silence is queued too
+// and the energy gate skips inference on it, so the stream's timing is
+// kept. When the queue cannot take all of pcm, what fits is queued and the
+// error wraps ErrQueueFull (a live stream then loses its newest audio).
+// The caller keeps pcm.
+func (p *Pipeline) PushPCM(pcm []float32) error {
+	in := &p.input
+	in.mu.Lock()
+	defer in.mu.Unlock()
+	if in.closed {
+		return fmt.Errorf("push pcm: %w", ErrClosed)
+	}
+	if !in.pushLocked(pcm) {
+		return fmt.Errorf("push pcm: %d samples: %w", len(pcm), ErrQueueFull)
+	}
+	return nil
+}
+
 // Interrupt drops all queued speech and cancels the synthesis in flight; the
 // next frame sent is idle and silent.
 func (p *Pipeline) Interrupt() {

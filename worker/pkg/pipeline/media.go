@@ -46,8 +46,12 @@ type mediaState struct {
 	speaking atomic.Bool
 	keyframe atomic.Bool
 	frames   atomic.Uint64
-	wasVoice bool
-	inferred atomic.Bool // the last frame sent came from the model (for tests)
+	// keyframes, inferCount and audioPackets count what was sent.
+	keyframes    atomic.Uint64
+	inferCount   atomic.Uint64
+	audioPackets atomic.Uint64
+	wasVoice     bool
+	inferred     atomic.Bool // the last frame sent came from the model (for tests)
 }
 
 func (m *mediaState) init(p *Pipeline, w, h int) error {
@@ -182,9 +186,14 @@ func (p *Pipeline) video(v int64, ts time.Duration) error {
 		if err := c.Crop(m.face, idle); err != nil {
 			return fmt.Errorf("pipeline: crop frame %d: %w", v, err)
 		}
+		start := time.Now()
 		if err := p.opt.Inference.Run(m.melWin[:], m.face, m.out); err != nil {
 			return fmt.Errorf("pipeline: frame %d: %w", v, err)
 		}
+		if obs := p.opt.ObserveInference; obs != nil {
+			obs(time.Since(start))
+		}
+		m.inferCount.Add(1)
 		if err := c.Composite(m.canvas, idle, m.out); err != nil {
 			return fmt.Errorf("pipeline: composite frame %d: %w", v, err)
 		}
@@ -199,6 +208,9 @@ func (p *Pipeline) video(v int64, ts time.Duration) error {
 	}
 	if err := p.opt.Sink.WriteVideo(Sample{Data: pkt, Duration: FrameDuration, Timestamp: ts, Keyframe: key}); err != nil {
 		return fmt.Errorf("pipeline: sink video at %v: %w", ts, err)
+	}
+	if key {
+		m.keyframes.Add(1)
 	}
 	return nil
 }
@@ -248,6 +260,7 @@ func (p *Pipeline) audio(pcm []float32, ts time.Duration) error {
 		if err := p.opt.Sink.WriteAudio(Sample{Data: pkt, Duration: AudioFrameDuration, Timestamp: at}); err != nil {
 			return fmt.Errorf("pipeline: sink audio at %v: %w", at, err)
 		}
+		m.audioPackets.Add(1)
 	}
 	return nil
 }

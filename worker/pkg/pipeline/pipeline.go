@@ -152,6 +152,9 @@ type Options struct {
 	EnergyThreshold float64
 	// VideoBitrate and AudioBitrate (bit/s); 0 means the codec defaults.
 	VideoBitrate, AudioBitrate int
+	// ObserveInference, if set, is called from the media goroutine with the
+	// duration of every model run (for metrics); it must not block.
+	ObserveInference func(time.Duration)
 
 	// tickHook, for tests, runs at the start of every tick.
 	tickHook func(tick int64)
@@ -279,6 +282,13 @@ type Status struct {
 	Synthesizing bool
 	// Frames is the number of video frames sent.
 	Frames uint64
+	// Keyframes is the number of those that were keyframes.
+	Keyframes uint64
+	// Inferred is the number of those the model rendered (the rest were
+	// idle frames, skipped by the energy gate).
+	Inferred uint64
+	// AudioPackets is the number of Opus packets sent.
+	AudioPackets uint64
 }
 
 // Status reports the pipeline's state.
@@ -289,5 +299,8 @@ func (p *Pipeline) Status() Status {
 		Queued:       time.Duration(q) * time.Second / SampleRate,
 		Synthesizing: syn,
 		Frames:       p.media.frames.Load(),
+		Keyframes:    p.media.keyframes.Load(),
+		Inferred:     p.media.inferCount.Load(),
+		AudioPackets: p.media.audioPackets.Load(),
 	}
 }

@@ -60,7 +60,7 @@ bench: setup
 		./worker/pkg/composite ./worker/pkg/codec ./worker/pkg/frame \
 		./worker/pkg/facedetect ./worker/pkg/avatar ./worker/pkg/pipeline \
 		./worker/pkg/mediaruntime
-	$(GO) test -tags '$(GOTAGS)' -run '^$$$$' -bench Fanout -benchtime 75x -timeout 10m ./sfu/
+	$(GO) test -tags '$(GOTAGS)' -run '^$$' -bench Fanout -benchtime 75x -timeout 10m ./sfu/
 
 # Generated ONNX models (default lip-sync model and the Wav2Lip-shaped
 # benchmark model, ~145 MB) into the git-ignored cache.

@@ -17,6 +17,7 @@ import (
 	"github.com/avatarfleet/avatarfleet/proto/fleetstore"
 	"github.com/avatarfleet/avatarfleet/worker/pkg/agent"
 	"github.com/avatarfleet/avatarfleet/worker/pkg/devices"
+	"github.com/avatarfleet/avatarfleet/sfu"
 	"github.com/avatarfleet/avatarfleet/worker/pkg/tts"
 )
 
@@ -27,6 +28,7 @@ const envPrefix = "AVATARFLEET_"
 type config struct {
 	opts      agent.Options
 	media     mediaConfig
+	sfu       sfuConfig
 	gpus      devices.Spec
 	slots     int
 	logLevel  slog.Level
@@ -63,6 +65,11 @@ func parseConfig(args []string, getenv func(string) string, hostname func() (str
 		advertise    = fs.String("advertise-address", "", "host:port the control plane dials (default: from --grpc-listen, with --public-ip or 127.0.0.1 for a wildcard host)")
 		mediaPort    = fs.Int("media-port", agent.DefaultMediaPort, "UDP port for all WebRTC media")
 		publicIP     = fs.String("public-ip", "", "IP address ICE candidates advertise")
+		mediaListen  = fs.String("media-listen-ip", "0.0.0.0", "local IP the media UDP port binds")
+		iceServers   = fs.String("ice-servers", "", "STUN/TURN URLs handed to viewers (Link rel=ice-server), comma-separated, e.g. stun:stun.example.net:3478,turn:turn.example.net:3478?transport=udp")
+		iceUser      = fs.String("ice-username", "", "username for the turn: URLs of --ice-servers (credential from "+iceCredentialEnv+")")
+		iceLite      = fs.Bool("ice-lite", false, "run ICE as a lite agent (for a worker with a public address)")
+		maxViewers   = fs.Int("max-viewers", sfu.DefaultMaxViewersPerRoom, "viewers per session")
 		gpus         = fs.String("gpus", "auto", "devices: auto (NVML, else CPU), cpu, or GPU indices like 0,1")
 		slots        = fs.Int("slots-per-gpu", 0, "sessions per device (default 1 on a GPU, 2 on the CPU)")
 		model        = fs.String("model", "", "ONNX model file (default: the generated default model)")
@@ -145,6 +152,9 @@ func parseConfig(args []string, getenv func(string) string, hostname func() (str
 	}
 	if *publicIP != "" && net.ParseIP(*publicIP) == nil {
 		return nil, usagef("--public-ip %q is not an IP address", *publicIP)
+	}
+	if err := c.sfu.set(*mediaListen, *iceServers, *iceUser, getenv(iceCredentialEnv), *iceLite, *maxViewers); err != nil {
+		return nil, err
 	}
 	if c.gpus, err = devices.ParseSpec(*gpus); err != nil {
 		return nil, usageError{err}

@@ -88,7 +88,7 @@ func run(args []string, getenv func(string) string, stderr io.Writer, exit func(
 	opts.NewRuntime = eng.newRuntime
 	opts.Avatars = eng.avatars.Names()
 	opts.Voices = eng.voices()
-	closeSFU, err := attachSFU(&opts, eng, log.With("component", "sfu"))
+	closeSFU, err := attachSFU(&opts, cfg.sfu, eng, log.With("component", "sfu"))
 	if err != nil {
 		fmt.Fprintf(stderr, "worker: %v\n", err)
 		return 1

@@ -4,6 +4,7 @@ import (
 	"context"
 	"fmt"
 	"log/slog"
+	"slices"
 
 	fleetv1 "github.com/avatarfleet/avatarfleet/proto/fleet/v1"
 	"github.com/avatarfleet/avatarfleet/worker/pkg/avatar"
@@ -160,7 +161,16 @@ func (e *engine) cudaDevices(devs []*fleetv1.GPU, log *slog.Logger) map[uint32]b
 }
 
 // voices are the names the TTS engine accepts, for the worker record.
-func (e *engine) voices() []string { return e.tts.Voices() }
+// voices are the voice names this worker serves, "default" (the engine's
+// own default voice) first: a create request that names no voice asks for
+// it.
+func (e *engine) voices() []string {
+	vs := e.tts.Voices()
+	if slices.Contains(vs, tts.DefaultVoice) {
+		return vs
+	}
+	return append([]string{tts.DefaultVoice}, vs...)
+}
 
 // close releases ONNX Runtime; call it after the runtime is closed.
 func (e *engine) close() error {

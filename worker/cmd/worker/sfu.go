@@ -1,28 +1,35 @@
 package main
 
 import (
+	"fmt"
 	"log/slog"
 
+	"github.com/avatarfleet/avatarfleet/sfu"
 	"github.com/avatarfleet/avatarfleet/worker/pkg/agent"
+	"github.com/avatarfleet/avatarfleet/worker/pkg/rooms"
 )
 
-// attachSFU is the seam where the embedded SFU joins the worker. The
-// integrator opens the SFU here (sfu.New with opts.MediaPort, opts.PublicIP,
-// …) and sets:
-//
-//   - opts.Signaling: the SFU as server.Signaling (WHEP viewers, WHIP
-//     publishers, stats) for the gRPC service;
-//   - e.NewMedia: a mediaruntime.NewMedia that opens the session's room
-//     with the hooks as its callbacks (RoomOptions{OnKeyframeRequest:
-//     hooks.RequestKeyframe, OnAudio: hooks.PushPCM, OnViewersChanged:
-//     hooks.ViewersChanged}) and returns the room as a mediaruntime.Media
-//     (WriteVideo/WriteAudio converting pipeline.Sample to sfu.Sample, and
-//     Close);
-//   - opts.Collectors: the SFU's Prometheus collector;
-//
-// and returns what stops the SFU (called after the agent has stopped).
-// Until then the worker runs headless: media is discarded and WHEP/WHIP
-// answer Unimplemented.
-func attachSFU(_ *agent.Options, _ *engine, _ *slog.Logger) (closeSFU func() error, err error) {
-	return func() error { return nil }, nil
+// attachSFU opens the embedded SFU on the media port and joins it to the
+// worker: its rooms are the sessions' transports (e.NewMedia), it answers
+// WHEP/WHIP (opts.Signaling), and its figures go to /metrics. The returned
+// function closes it; call it after the agent has stopped every session.
+func attachSFU(opts *agent.Options, c sfuConfig, e *engine, log *slog.Logger) (closeSFU func() error, err error) {
+	s, err := sfu.New(sfu.Config{
+		MediaPort:         opts.MediaPort,
+		ListenIP:          c.listenIP,
+		PublicIP:          opts.PublicIP,
+		ICEServers:        c.iceServers,
+		ICELite:           c.iceLite,
+		MaxViewersPerRoom: c.maxViewers,
+		Logger:            log,
+	})
+	if err != nil {
+		return nil, fmt.Errorf("embedded SFU on UDP port %d: %w", opts.MediaPort, err)
+	}
+	r := rooms.New(s)
+	opts.Signaling = r
+	opts.Collectors = append(opts.Collectors, s)
+	e.NewMedia = r.NewMedia
+	log.Info("embedded SFU listening", "addr", s.LocalAddr().String(), "config", c.String())
+	return s.Close, nil
 }

@@ -15,9 +15,9 @@ import (
 
 	fleetv1 "github.com/avatarfleet/avatarfleet/proto/fleet/v1"
 	"github.com/avatarfleet/avatarfleet/proto/fleetstore"
+	"github.com/avatarfleet/avatarfleet/sfu"
 	"github.com/avatarfleet/avatarfleet/worker/pkg/agent"
 	"github.com/avatarfleet/avatarfleet/worker/pkg/devices"
-	"github.com/avatarfleet/avatarfleet/sfu"
 	"github.com/avatarfleet/avatarfleet/worker/pkg/tts"
 )
 

@@ -5,9 +5,11 @@ import (
 	"errors"
 	"flag"
 	"io"
+	"net"
 	"os"
 	"path/filepath"
 	"slices"
+	"strconv"
 	"strings"
 	"sync"
 	"syscall"
@@ -141,6 +143,14 @@ func TestParseConfigRejects(t *testing.T) {
 		{name: "prewarm too many", args: []string{"--prewarm", "1000"}},
 		{name: "intra-op threads", args: []string{"--intra-op-threads", "0"}},
 		{name: "metrics listen", args: []string{"--metrics-listen", "9091"}},
+		{name: "media listen ip", args: []string{"--media-listen-ip", "eth0"}},
+		{name: "max viewers zero", args: []string{"--max-viewers", "0"}},
+		{name: "max viewers too many", args: []string{"--max-viewers", "100000"}},
+		{name: "ice server scheme", args: []string{"--ice-servers", "http://stun.example.net"}},
+		{name: "ice server garbage", args: []string{"--ice-servers", "stun:"}},
+		{name: "turn without credential", args: []string{"--ice-servers", "turn:turn.example.net:3478", "--ice-username", "u"}},
+		{name: "turn without username", args: []string{"--ice-servers", "turn:turn.example.net:3478"}, env: map[string]string{"AVATARFLEET_ICE_CREDENTIAL": "p"}},
+		{name: "too many ice servers", args: []string{"--ice-servers", strings.Repeat("stun:s.example.net,", 9)}},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
@@ -178,6 +188,32 @@ func TestParseConfigMedia(t *testing.T) {
 	if m := c.media; m.tts != ttsHTTP || m.ttsURL != "https://tts.example:8443" || m.ttsModel != "m1" || m.ttsVoice != "alloy" || m.ttsKey != "sk-1" ||
 		m.prewarm != 0 || m.intraOpThreads != 4 || c.opts.MetricsListen != "" {
 		t.Errorf("media flags %+v, metrics %q", m, c.opts.MetricsListen)
+	}
+}
+
+func TestParseConfigSFU(t *testing.T) {
+	c, err := parseConfig(nil, env(nil), host("n"), io.Discard)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if c.sfu.listenIP != "0.0.0.0" || len(c.sfu.iceServers) != 0 || c.sfu.iceLite || c.sfu.maxViewers != 50 {
+		t.Errorf("SFU defaults %+v", c.sfu)
+	}
+	c, err = parseConfig([]string{"--ice-servers", "stun:stun.example.net:3478, turn:turn.example.net:3478?transport=udp",
+		"--ice-username", "fleet", "--ice-lite", "--max-viewers", "200", "--media-listen-ip", "10.0.0.5"},
+		env(map[string]string{"AVATARFLEET_ICE_CREDENTIAL": "s3cret"}), host("n"), io.Discard)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(c.sfu.iceServers) != 2 || !c.sfu.iceLite || c.sfu.maxViewers != 200 || c.sfu.listenIP != "10.0.0.5" {
+		t.Fatalf("SFU flags %+v", c.sfu)
+	}
+	stun, turn := c.sfu.iceServers[0], c.sfu.iceServers[1]
+	if stun.Username != "" || stun.Credential != nil {
+		t.Errorf("STUN server got credentials: %+v", stun)
+	}
+	if turn.URLs[0] != "turn:turn.example.net:3478?transport=udp" || turn.Username != "fleet" || turn.Credential != "s3cret" {
+		t.Errorf("TURN server %+v", turn)
 	}
 }
 
@@ -263,6 +299,7 @@ func TestRunDrainsOnSIGTERM(t *testing.T) {
 		"--id", id, "--etcd", strings.Join(servers.Etcd.Endpoints(), ","), "--nats", servers.NATS.URL(),
 		"--grpc-listen", "127.0.0.1:0", "--gpus", "cpu", "--lease-ttl", "2s", "--drain-timeout", "0s",
 		"--etcd-prefix", prefix, "--log-format", "json", "--metrics-listen", "127.0.0.1:0",
+		"--media-port", strconv.Itoa(freeUDPPort(t)), "--media-listen-ip", "127.0.0.1",
 	}
 	go func() {
 		exited <- run(args, env(nil), &logs, func(code int) { t.Errorf("second-signal exit(%d)", code) })
@@ -305,6 +342,7 @@ func TestSecondSignalExitsAtOnce(t *testing.T) {
 		"--id", id, "--etcd", strings.Join(servers.Etcd.Endpoints(), ","), "--nats", servers.NATS.URL(),
 		"--grpc-listen", "127.0.0.1:0", "--gpus", "cpu", "--lease-ttl", "2s", "--drain-timeout", "1m",
 		"--etcd-prefix", prefix, "--metrics-listen", "", "--prewarm", "1",
+		"--media-port", strconv.Itoa(freeUDPPort(t)), "--media-listen-ip", "127.0.0.1",
 	}
 	go func() { exited <- run(args, env(nil), &logs, func(code int) { exitCalls <- code }) }()
 	var w *fleetv1.Worker
@@ -379,4 +417,15 @@ func TestCPUSlotDefaultsAgree(t *testing.T) {
 	if agent.DefaultCPUSlots != devices.DefaultCPUSlots {
 		t.Fatalf("agent.DefaultCPUSlots %d != devices.DefaultCPUSlots %d", agent.DefaultCPUSlots, devices.DefaultCPUSlots)
 	}
+}
+
+// freeUDPPort is a UDP port that was free a moment ago, for the SFU.
+func freeUDPPort(t *testing.T) int {
+	t.Helper()
+	c, err := net.ListenPacket("udp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer c.Close()
+	return c.LocalAddr().(*net.UDPAddr).Port
 }

@@ -20,7 +20,7 @@ require (
 	google.golang.org/protobuf v1.36.12
 )
 
-require gopkg.in/hraban/opus.v2 v2.0.0-20230925203106-0188a62cb302 // indirect
+require gopkg.in/hraban/opus.v2 v2.0.0-20230925203106-0188a62cb302
 
 require (
 	github.com/antithesishq/antithesis-sdk-go v0.8.0-default-no-op // indirect

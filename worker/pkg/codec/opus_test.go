@@ -5,7 +5,7 @@ import (
 	"math"
 	"testing"
 
-	"github.com/avatarfleet/avatarfleet/worker/internal/opusdec"
+	"gopkg.in/hraban/opus.v2"
 )
 
 func newOpus(t testing.TB, opts OpusOptions) *OpusEncoder {
@@ -61,11 +61,10 @@ func TestOpusTone(t *testing.T) {
 	for _, channels := range []int{1, 2} {
 		const amp = 0.5
 		e := newOpus(t, OpusOptions{Channels: channels})
-		d, err := opusdec.New(OpusSampleRate, channels)
+		d, err := opus.NewDecoder(OpusSampleRate, channels)
 		if err != nil {
 			t.Fatal(err)
 		}
-		defer d.Close()
 		in := tone(440, amp, OpusSampleRate, channels)
 		var out []int16
 		pcm := make([]int16, OpusFrameSamples*channels)

@@ -18,6 +18,7 @@ import (
 	"github.com/pion/ice/v4"
 	"github.com/pion/interceptor"
 	"github.com/pion/rtcp"
+	"github.com/pion/rtp"
 	"github.com/pion/webrtc/v4"
 )
 
@@ -42,6 +43,9 @@ type Options struct {
 	// OnFrame, when set, is called (on the video goroutine) with each
 	// decoded frame.
 	OnFrame func(Frame)
+	// OnAudio, when set, is called (on the audio goroutine) with each
+	// Opus RTP packet and when it arrived.
+	OnAudio func(pkt *rtp.Packet, received time.Time)
 	// Client sends the WHEP requests (default http.DefaultClient).
 	Client *http.Client
 }
@@ -209,10 +213,14 @@ func (v *Viewer) onTrack(track *webrtc.TrackRemote, _ *webrtc.RTPReceiver) {
 	defer v.wg.Done()
 	if track.Kind() == webrtc.RTPCodecTypeAudio {
 		for {
-			if _, _, err := track.ReadRTP(); err != nil {
+			pkt, _, err := track.ReadRTP()
+			if err != nil {
 				return
 			}
 			v.audioPackets.Add(1)
+			if v.opts.OnAudio != nil {
+				v.opts.OnAudio(pkt, time.Now())
+			}
 		}
 	}
 	if !strings.EqualFold(track.Codec().MimeType, webrtc.MimeTypeVP8) {

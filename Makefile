@@ -53,8 +53,10 @@ fuzz: setup
 
 # Benchmarks print their figures; see the README's tables. The placement
 # benchmark runs once (it is a whole scenario); the media stages repeat.
-bench: setup
+# The media-delivery benchmark runs against the built binaries.
+bench: setup build
 	$(GO) test -tags '$(GOTAGS)' -run '^$$' -bench . -benchtime 1x -timeout 30m ./controlplane/internal/bench/
+	$(GO) test -tags '$(GOTAGS)' -run '^$$' -bench . -benchtime 1x -timeout 10m ./controlplane/internal/mediabench/
 	$(GO) test -tags '$(GOTAGS)' -run '^$$' -bench . -benchmem -timeout 30m \
 		./worker/pkg/melspec ./worker/pkg/resample ./worker/pkg/inference \
 		./worker/pkg/composite ./worker/pkg/codec ./worker/pkg/frame \

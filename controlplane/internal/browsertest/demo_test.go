@@ -10,7 +10,6 @@ import (
 	"net/url"
 	"os"
 	"path/filepath"
-	"strconv"
 	"strings"
 	"sync"
 	"testing"
@@ -18,6 +17,7 @@ import (
 
 	"github.com/chromedp/chromedp"
 
+	"github.com/avatarfleet/avatarfleet/controlplane/internal/binfleet"
 	"github.com/avatarfleet/avatarfleet/controlplane/pkg/apiv1"
 	"github.com/avatarfleet/avatarfleet/worker/pkg/avatar"
 )
@@ -39,11 +39,11 @@ const (
 // operator would: create a session, watch it (WHEP), make it speak and see
 // the mouth move, publish the fake microphone (WHIP), delete the session.
 func TestDemoPageInBrowser(t *testing.T) {
-	root := repoRoot(t)
-	cpBin := builtBinary(t, root, "controlplane")
-	workerBin := builtBinary(t, root, "worker")
 	chrome := chromiumPath(t)
-	base := startFleet(t, root, cpBin, workerBin)
+	base := binfleet.Start(t, binfleet.Options{
+		APIKey:  testKey,
+		Workers: []binfleet.WorkerSpec{{ID: workerID, SlotsPerGPU: 1}},
+	}).URL
 
 	b := startBrowser(t, chrome)
 	b.step(t, "open the demo page", func(t *testing.T) {
@@ -159,7 +159,7 @@ func TestDemoPageInBrowser(t *testing.T) {
 			t.Errorf("DELETE answered %d, want 204", st)
 		}
 		var s apiv1.Session
-		if err := apiGet(context.Background(), base, testKey, "/v1/sessions/"+id, &s); err != nil {
+		if err := binfleet.APIGet(context.Background(), base, testKey, "/v1/sessions/"+id, &s); err != nil {
 			t.Fatal(err)
 		}
 		if s.State != apiv1.StateEnded || s.EndReason != apiv1.ReasonDeleted {
@@ -169,51 +169,6 @@ func TestDemoPageInBrowser(t *testing.T) {
 			t.Error("watch and speak stay enabled for an ended session")
 		}
 	})
-}
-
-// startFleet starts the control plane and a CPU worker on free ports and
-// waits until the worker is registered. It returns the control plane's URL.
-func startFleet(t *testing.T, root, cpBin, workerBin string) string {
-	t.Helper()
-	dir := t.TempDir()
-	httpPort, etcdPort, natsPort := freePort(t, "tcp"), freePort(t, "tcp"), freePort(t, "tcp")
-	grpcPort, mediaPort := freePort(t, "tcp"), freePort(t, "udp")
-	base := fmt.Sprintf("http://127.0.0.1:%d", httpPort)
-
-	cp := startProc(t, "controlplane", root, cpBin, []string{
-		"--listen", fmt.Sprintf("127.0.0.1:%d", httpPort),
-		"--data-dir", filepath.Join(dir, "controlplane"),
-		"--embedded-etcd-listen", fmt.Sprintf("127.0.0.1:%d", etcdPort),
-		"--embedded-nats-listen", fmt.Sprintf("127.0.0.1:%d", natsPort),
-	}, []string{"AVATARFLEET_API_KEY=" + testKey})
-	waitUntil(t, "control plane /readyz", 60*time.Second, []*proc{cp}, func() error {
-		return apiGet(context.Background(), base, "", "/readyz", nil)
-	})
-
-	w := startProc(t, "worker", root, workerBin, []string{
-		"--id", workerID,
-		"--etcd", fmt.Sprintf("http://127.0.0.1:%d", etcdPort),
-		"--nats", fmt.Sprintf("nats://127.0.0.1:%d", natsPort),
-		"--grpc-listen", fmt.Sprintf("127.0.0.1:%d", grpcPort),
-		"--media-port", strconv.Itoa(mediaPort),
-		"--public-ip", "127.0.0.1",
-		"--gpus", "cpu",
-		"--slots-per-gpu", "1",
-		"--drain-timeout", "5s",
-	}, nil)
-	waitUntil(t, "worker "+workerID+" registered and active", 90*time.Second, []*proc{cp, w}, func() error {
-		var list apiv1.WorkerList
-		if err := apiGet(context.Background(), base, testKey, "/v1/workers", &list); err != nil {
-			return err
-		}
-		for _, wk := range list.Workers {
-			if wk.ID == workerID && wk.State == apiv1.WorkerActive {
-				return nil
-			}
-		}
-		return fmt.Errorf("workers: %+v", list.Workers)
-	})
-	return base
 }
 
 // browser is one headless Chromium with one tab.
@@ -264,12 +219,12 @@ func startBrowser(t *testing.T, chrome string) *browser {
 			b.mu.Lock()
 			t.Logf("--- browser console ---\n%s", strings.Join(b.console, "\n"))
 			b.mu.Unlock()
-			t.Logf("--- last lines of chromium's output (D-Bus noise left out) ---\n%s", tailWithout(chromeLog.Name(), 30, "dbus/", "unexpected operator"))
+			t.Logf("--- last lines of chromium's output (D-Bus noise left out) ---\n%s", binfleet.TailWithout(chromeLog.Name(), 30, "dbus/", "unexpected operator"))
 		}
 	})
 	// The first Run starts the browser; it must not have a timeout.
 	if err := chromedp.Do(ctx, chromedp.Navigate("about:blank")); err != nil {
-		t.Fatalf("start %s: %v\n%s", chrome, err, tail(chromeLog.Name(), 30))
+		t.Fatalf("start %s: %v\n%s", chrome, err, binfleet.Tail(chromeLog.Name(), 30))
 	}
 	console := chromedp.Console(ctx)
 	wg.Add(1)

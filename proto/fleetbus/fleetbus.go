@@ -19,6 +19,7 @@ import (
 	"github.com/nats-io/nats.go"
 	"github.com/nats-io/nats.go/jetstream"
 	"google.golang.org/protobuf/proto"
+	"google.golang.org/protobuf/types/known/durationpb"
 	"google.golang.org/protobuf/types/known/timestamppb"
 
 	fleetv1 "github.com/avatarfleet/avatarfleet/proto/fleet/v1"
@@ -38,18 +39,23 @@ const (
 
 // Event types.
 const (
-	SessionPlacing     = "session.placing"
-	SessionStarting    = "session.starting"
-	SessionReady       = "session.ready"
-	SessionEnded       = "session.ended"
-	SessionFailed      = "session.failed"
-	WorkerRegistered   = "worker.registered"
-	WorkerDraining     = "worker.draining"
-	WorkerUndrained    = "worker.undrained"
-	WorkerDown         = "worker.down"
-	WorkerUp           = "worker.up"
-	WorkerLost         = "worker.lost"
-	WorkerDeregistered = "worker.deregistered"
+	SessionPlacing  = "session.placing"
+	SessionStarting = "session.starting"
+	SessionReady    = "session.ready"
+	SessionEnded    = "session.ended"
+	SessionFailed   = "session.failed"
+	// SessionSpeakingStarted and SessionSpeakingEnded come from the worker
+	// when the first / last frame of speech leaves the session's pipeline;
+	// Event.MediaTime is that frame's media time.
+	SessionSpeakingStarted = "session.speaking_started"
+	SessionSpeakingEnded   = "session.speaking_ended"
+	WorkerRegistered       = "worker.registered"
+	WorkerDraining         = "worker.draining"
+	WorkerUndrained        = "worker.undrained"
+	WorkerDown             = "worker.down"
+	WorkerUp               = "worker.up"
+	WorkerLost             = "worker.lost"
+	WorkerDeregistered     = "worker.deregistered"
 )
 
 // HealthSubject is the subject a worker answers health requests on.
@@ -121,6 +127,18 @@ func (p *Publisher) JetStream() jetstream.JetStream { return p.js }
 // SessionEvent builds an event about a session record.
 func SessionEvent(typ string, s *fleetv1.Session) *fleetv1.Event {
 	return &fleetv1.Event{Type: typ, SessionId: s.GetId(), WorkerId: s.GetWorkerId(), Session: s}
+}
+
+// SpeakingEvent builds a session.speaking_started (started) or
+// session.speaking_ended event about s at media time at.
+func SpeakingEvent(started bool, s *fleetv1.Session, at time.Duration) *fleetv1.Event {
+	typ := SessionSpeakingEnded
+	if started {
+		typ = SessionSpeakingStarted
+	}
+	e := SessionEvent(typ, s)
+	e.MediaTime = durationpb.New(at)
+	return e
 }
 
 // WorkerEvent builds an event about a worker.

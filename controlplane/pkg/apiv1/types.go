@@ -133,6 +133,10 @@ type Event struct {
 	WorkerID  string    `json:"worker_id,omitempty"`
 	Session   *Session  `json:"session,omitempty"`
 	Worker    *Worker   `json:"worker,omitempty"`
+	// MediaTimeMS is the session's media time, in milliseconds, of the
+	// first (session.speaking_started) or last (session.speaking_ended)
+	// frame of speech sent.
+	MediaTimeMS *int64 `json:"media_time_ms,omitempty"`
 }
 
 // Error codes.

@@ -114,6 +114,10 @@ func toEvent(e *fleetv1.Event, base string) apiv1.Event {
 		WorkerID:  e.GetWorkerId(),
 		Worker:    toWorkerRecord(e.GetWorker()),
 	}
+	if e.GetMediaTime() != nil {
+		ms := e.GetMediaTime().AsDuration().Milliseconds()
+		out.MediaTimeMS = &ms
+	}
 	if e.GetSession() != nil {
 		s := toSession(e.GetSession(), base)
 		out.Session = &s

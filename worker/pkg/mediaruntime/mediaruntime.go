@@ -16,6 +16,7 @@ import (
 	"fmt"
 	"log/slog"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	fleetv1 "github.com/avatarfleet/avatarfleet/proto/fleet/v1"
@@ -54,6 +55,9 @@ type Config struct {
 	// LifetimeClock paces the lifetime checks (every LifetimeCheckPeriod);
 	// nil means the real clock. Tests pass a pipeline.ManualClock and Now.
 	LifetimeClock pipeline.Clock
+	// SpeakingBuffer is how many speaking changes (Speaking) wait for a
+	// reader before further ones are dropped; 0 means DefaultSpeakingBuffer.
+	SpeakingBuffer int
 	// Logger; nil discards.
 	Logger *slog.Logger
 }
@@ -75,8 +79,12 @@ type Runtime struct {
 	metrics   *metrics
 
 	ended chan runtime.Ended
-	done  chan struct{}
-	wg    sync.WaitGroup
+	// speaking carries the sessions' speaking changes; sends never block
+	// (speakingDropped counts those that found it full).
+	speaking        chan runtime.Speaking
+	speakingDropped atomic.Uint64
+	done            chan struct{}
+	wg              sync.WaitGroup
 }
 
 const endedBuffer = 64
@@ -94,13 +102,17 @@ func New(cfg Config) (*Runtime, error) {
 	if cfg.Now == nil {
 		cfg.Now = time.Now
 	}
+	if cfg.SpeakingBuffer <= 0 {
+		cfg.SpeakingBuffer = DefaultSpeakingBuffer
+	}
 	if cfg.LifetimeClock == nil {
 		cfg.LifetimeClock = pipeline.RealClock{}
 	}
 	r := &Runtime{cfg: cfg, log: cfg.Logger, slots: map[uint32]uint32{}, pools: map[uint32]*pool{},
 		sessions: map[string]*session{}, starting: map[string]chan struct{}{}, bySlot: map[[2]uint32]string{},
 		lifeClock: cfg.LifetimeClock, metrics: newMetrics(),
-		ended: make(chan runtime.Ended, endedBuffer), done: make(chan struct{})}
+		ended: make(chan runtime.Ended, endedBuffer), speaking: make(chan runtime.Speaking, cfg.SpeakingBuffer),
+		done: make(chan struct{})}
 	for _, d := range cfg.Devices {
 		dev := inference.CPU()
 		if cfg.Device != nil {
@@ -217,7 +229,7 @@ func (r *Runtime) build(sess *fleetv1.Session) (*session, error) {
 	}
 	opt := pipeline.Options{Avatar: pack, Inference: ic, ReleaseInference: pl.put, TTS: r.cfg.TTS,
 		Voice: sess.GetVoice(), Sink: media, Logger: r.log.With("session", sess.GetId()),
-		ObserveInference: r.metrics.observer(sess.GetGpu())}
+		ObserveInference: r.metrics.observer(sess.GetGpu()), OnEvent: r.onSpeaking(sess)}
 	if r.cfg.Clock != nil {
 		opt.Clock = r.cfg.Clock(sess)
 	}

@@ -176,8 +176,9 @@ func (r *Runtime) Close(_ context.Context) error {
 	}
 	r.mu.Unlock()
 	close(r.done)
-	r.wg.Wait()
+	r.wg.Wait() // every media goroutine, the only senders on speaking, has returned
 	close(r.ended)
+	close(r.speaking)
 	return r.closePools()
 }
 

@@ -13,6 +13,7 @@ import (
 type metrics struct {
 	inference                                                                 *prometheus.HistogramVec
 	sessions, contexts, frames, keyframes, inferred, audio, speaking, viewers *prometheus.Desc
+	speakingDropped                                                           *prometheus.Desc
 }
 
 func newMetrics() *metrics {
@@ -32,6 +33,8 @@ func newMetrics() *metrics {
 		audio:     desc("avatarfleet_worker_session_audio_packets_sent_total", "Opus packets sent by a session."),
 		speaking:  desc("avatarfleet_worker_session_speaking", "1 while a session's avatar speaks."),
 		viewers:   desc("avatarfleet_worker_session_viewers", "Viewers of a session, as its transport reports them."),
+		speakingDropped: prometheus.NewDesc("avatarfleet_worker_speaking_events_dropped_total",
+			"Speaking changes dropped because the worker did not read them fast enough (their events are lost).", nil, nil),
 	}
 }
 
@@ -44,7 +47,7 @@ func (m *metrics) observer(gpu uint32) func(time.Duration) {
 // Describe implements prometheus.Collector.
 func (r *Runtime) Describe(ch chan<- *prometheus.Desc) {
 	m := r.metrics
-	for _, d := range []*prometheus.Desc{m.sessions, m.contexts, m.frames, m.keyframes, m.inferred, m.audio, m.speaking, m.viewers} {
+	for _, d := range []*prometheus.Desc{m.sessions, m.contexts, m.frames, m.keyframes, m.inferred, m.audio, m.speaking, m.viewers, m.speakingDropped} {
 		ch <- d
 	}
 	r.metrics.inference.Describe(ch)
@@ -60,6 +63,7 @@ func (r *Runtime) Collect(ch chan<- prometheus.Metric) {
 	}
 	r.mu.Unlock()
 	ch <- prometheus.MustNewConstMetric(m.sessions, prometheus.GaugeValue, float64(len(live)))
+	ch <- prometheus.MustNewConstMetric(m.speakingDropped, prometheus.CounterValue, float64(r.speakingDropped.Load()))
 	for gpu, p := range r.pools {
 		ch <- prometheus.MustNewConstMetric(m.contexts, prometheus.CounterValue, float64(p.created.Load()), strconv.FormatUint(uint64(gpu), 10))
 	}

@@ -10,6 +10,7 @@ import (
 	"github.com/avatarfleet/avatarfleet/controlplane/internal/testfleet"
 	"github.com/avatarfleet/avatarfleet/controlplane/pkg/apiclient"
 	"github.com/avatarfleet/avatarfleet/controlplane/pkg/apiv1"
+	"github.com/avatarfleet/avatarfleet/worker/pkg/runtime"
 )
 
 type sseLog struct {
@@ -27,6 +28,21 @@ func (l *sseLog) types(sessionID string) []string {
 		}
 	}
 	return out
+}
+
+// event is the i-th event of a session.
+func (l *sseLog) event(sessionID string, i int) apiv1.Event {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	for _, e := range l.events {
+		if e.SessionID == sessionID {
+			if i == 0 {
+				return e
+			}
+			i--
+		}
+	}
+	return apiv1.Event{}
 }
 
 func streamEvents(t *testing.T, f *testfleet.Fleet, key string) *sseLog {
@@ -55,7 +71,8 @@ func streamEvents(t *testing.T, f *testfleet.Fleet, key string) *sseLog {
 }
 
 // TestEventsOverSSE: each lifecycle change of a session arrives as one JSON
-// server-sent event, in order; a key sees only its own sessions' events.
+// server-sent event, in order, speaking events from the worker included; a
+// key sees only its own sessions' events.
 func TestEventsOverSSE(t *testing.T) {
 	f := testfleet.Start(t, testfleet.Options{Workers: []testfleet.WorkerSpec{{ID: "w"}}})
 	mine := streamEvents(t, f, testfleet.SessionsKey)
@@ -64,11 +81,32 @@ func TestEventsOverSSE(t *testing.T) {
 	time.Sleep(300 * time.Millisecond) // let the streams subscribe
 
 	s := createSession(t, f, 0, testfleet.SessionsKey)
+	// The worker's runtime reports speech playing out (the Holder stands in
+	// for the media runtime here); the agent publishes it as events.
+	holder, ok := f.Worker("w").Agent.Runtime().(*runtime.Holder)
+	if !ok {
+		t.Fatalf("worker runtime is %T, want the Holder", f.Worker("w").Agent.Runtime())
+	}
+	if err := holder.EmitSpeaking(s.ID, true, 80*time.Millisecond); err != nil {
+		t.Fatal(err)
+	}
+	if err := holder.EmitSpeaking(s.ID, false, 1240*time.Millisecond); err != nil {
+		t.Fatal(err)
+	}
+	f.Eventually(10*time.Second, "the owner sees speaking started, ended", func() bool {
+		return equal(mine.types(s.ID), []string{"session.starting", "session.ready", "session.speaking_started", "session.speaking_ended"})
+	})
+	for i, wantMS := range []int64{80, 1240} {
+		e := mine.event(s.ID, 2+i)
+		if e.MediaTimeMS == nil || *e.MediaTimeMS != wantMS || e.Session == nil || e.Session.State != apiv1.StateReady || e.WorkerID != "w" {
+			t.Errorf("%s event: media time %v, session %+v, worker %q; want %d ms, the ready session on w", e.Type, e.MediaTimeMS, e.Session, e.WorkerID, wantMS)
+		}
+	}
 	if r := f.MustDo(0, "DELETE", "/v1/sessions/"+s.ID, testfleet.SessionsKey, nil); r.Status != 204 {
 		t.Fatalf("delete: %d", r.Status)
 	}
-	want := []string{"session.starting", "session.ready", "session.ended"}
-	f.Eventually(10*time.Second, "the owner sees starting, ready, ended", func() bool {
+	want := []string{"session.starting", "session.ready", "session.speaking_started", "session.speaking_ended", "session.ended"}
+	f.Eventually(10*time.Second, "the owner sees starting, ready, speaking, ended", func() bool {
 		return equal(mine.types(s.ID), want)
 	})
 	f.Eventually(5*time.Second, "an admin sees them too", func() bool {

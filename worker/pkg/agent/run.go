@@ -21,6 +21,7 @@ import (
 	"github.com/avatarfleet/avatarfleet/proto/fleetstore"
 	"github.com/avatarfleet/avatarfleet/worker/pkg/health"
 	"github.com/avatarfleet/avatarfleet/worker/pkg/registration"
+	"github.com/avatarfleet/avatarfleet/worker/pkg/runtime"
 	"github.com/avatarfleet/avatarfleet/worker/pkg/server"
 	"github.com/avatarfleet/avatarfleet/worker/pkg/slotwatch"
 )
@@ -114,6 +115,9 @@ func (a *Agent) Run(ctx context.Context) error {
 	g.Go(func() error { return in.watch.Run(gctx) })
 	g.Go(func() error { return in.reg.KeepRegistered(gctx, in.onLeaseLost) })
 	g.Go(func() error { in.reportEnded(gctx); return nil })
+	if sr, ok := a.rt.(runtime.SpeakingReporter); ok {
+		g.Go(func() error { in.reportSpeaking(gctx, sr); return nil })
+	}
 	a.log.Info("worker running", "grpc", a.GRPCAddr(), "advertise", a.advertise, "devices", len(a.opts.Devices))
 
 	select {

@@ -7,6 +7,7 @@ import (
 	"time"
 
 	clientv3 "go.etcd.io/etcd/client/v3"
+	"google.golang.org/protobuf/proto"
 
 	fleetv1 "github.com/avatarfleet/avatarfleet/proto/fleet/v1"
 	"github.com/avatarfleet/avatarfleet/proto/fleetbus"
@@ -85,6 +86,33 @@ func (in *instance) reportEnded(ctx context.Context) {
 				state = fleetv1.SessionState_SESSION_STATE_FAILED
 			}
 			in.recordEnd(ctx, e.SessionID, state, e.Reason, e.Message)
+		}
+	}
+}
+
+// reportSpeaking publishes the runtime's speaking changes as
+// session.speaking_started / session.speaking_ended events, one at a time,
+// so each session's events reach the stream in the order they happened.
+// The event carries the session's record (its owner scopes who sees it on
+// GET /v1/events) in the ready state: only a running session speaks.
+func (in *instance) reportSpeaking(ctx context.Context, sr runtime.SpeakingReporter) {
+	for {
+		select {
+		case <-ctx.Done():
+			return
+		case sp, ok := <-sr.Speaking():
+			if !ok {
+				return
+			}
+			rec := &fleetv1.Session{Id: sp.SessionID, WorkerId: in.opts.ID}
+			if sp.Session != nil {
+				rec = proto.CloneOf(sp.Session)
+			}
+			rec.State = fleetv1.SessionState_SESSION_STATE_READY
+			e := fleetbus.SpeakingEvent(sp.Started, rec, sp.MediaTime)
+			if err := in.events.Publish(ctx, e); err != nil {
+				in.log.Warn("publish speaking event failed", "session", sp.SessionID, "type", e.GetType(), "err", err)
+			}
 		}
 	}
 }

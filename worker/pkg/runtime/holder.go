@@ -6,6 +6,7 @@ import (
 	"log/slog"
 	"slices"
 	"sync"
+	"time"
 
 	fleetv1 "github.com/avatarfleet/avatarfleet/proto/fleet/v1"
 )
@@ -24,9 +25,10 @@ type Holder struct {
 	bySlot   map[slotRef]string
 	closed   bool
 
-	ended   chan Ended
-	done    chan struct{}  // closed by Close: pending Ended sends give up
-	senders sync.WaitGroup // End calls still sending on ended
+	ended    chan Ended
+	speaking chan Speaking
+	done     chan struct{}  // closed by Close: pending sends give up
+	senders  sync.WaitGroup // End and EmitSpeaking calls still sending
 }
 
 type slotRef struct{ gpu, slot uint32 }
@@ -56,11 +58,15 @@ func NewHolder(devices []*fleetv1.GPU, log *slog.Logger) *Holder {
 		sessions: make(map[string]*heldSession),
 		bySlot:   make(map[slotRef]string),
 		ended:    make(chan Ended, endedBuffer),
+		speaking: make(chan Speaking, endedBuffer),
 		done:     make(chan struct{}),
 	}
 }
 
-var _ Runtime = (*Holder)(nil)
+var (
+	_ Runtime          = (*Holder)(nil)
+	_ SpeakingReporter = (*Holder)(nil)
+)
 
 // Start implements Runtime.
 func (h *Holder) Start(_ context.Context, sess *fleetv1.Session) error {
@@ -128,6 +134,35 @@ func (h *Holder) End(id string, state fleetv1.SessionState, reason fleetv1.EndRe
 		return fmt.Errorf("end %s: %w", id, ErrClosed)
 	}
 }
+
+// EmitSpeaking reports a speaking change of a running session on Speaking,
+// as a media runtime does when speech starts or ends playing. A Holder
+// produces no media, so only tests call it, to exercise the worker's
+// speaking events.
+func (h *Holder) EmitSpeaking(id string, started bool, mediaTime time.Duration) error {
+	h.mu.Lock()
+	if h.closed {
+		h.mu.Unlock()
+		return fmt.Errorf("emit speaking %s: %w", id, ErrClosed)
+	}
+	s, err := h.session(id)
+	if err != nil {
+		h.mu.Unlock()
+		return fmt.Errorf("emit speaking: %w", err)
+	}
+	h.senders.Add(1)
+	h.mu.Unlock()
+	defer h.senders.Done()
+	select {
+	case h.speaking <- Speaking{SessionID: id, Started: started, MediaTime: mediaTime, Session: s.sess}:
+		return nil
+	case <-h.done:
+		return fmt.Errorf("emit speaking %s: %w", id, ErrClosed)
+	}
+}
+
+// Speaking implements SpeakingReporter: what EmitSpeaking sends.
+func (h *Holder) Speaking() <-chan Speaking { return h.speaking }
 
 func (h *Holder) removeLocked(id string) (*heldSession, bool) {
 	s, ok := h.sessions[id]
@@ -226,5 +261,6 @@ func (h *Holder) Close(_ context.Context) error {
 	// channel is closed with no sender left.
 	h.senders.Wait()
 	close(h.ended)
+	close(h.speaking)
 	return nil
 }

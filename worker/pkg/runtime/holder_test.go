@@ -196,3 +196,37 @@ func TestHolderConcurrentStartsOneSlot(t *testing.T) {
 		t.Fatalf("%d starts won, %d sessions", won.Load(), len(h.Sessions()))
 	}
 }
+
+// TestHolderEmitSpeaking: EmitSpeaking reports a running session's change
+// with its record, refuses unknown sessions, and Speaking closes with Close.
+func TestHolderEmitSpeaking(t *testing.T) {
+	ctx := t.Context()
+	h := newHolder(t)
+	a := sess("a", 0, 0)
+	if err := h.Start(ctx, a); err != nil {
+		t.Fatal(err)
+	}
+	if err := h.EmitSpeaking("zz", true, 0); !errors.Is(err, ErrNotFound) {
+		t.Fatalf("EmitSpeaking for a missing session = %v", err)
+	}
+	if err := h.EmitSpeaking("a", true, 40*time.Millisecond); err != nil {
+		t.Fatal(err)
+	}
+	if err := h.EmitSpeaking("a", false, 520*time.Millisecond); err != nil {
+		t.Fatal(err)
+	}
+	for _, want := range []Speaking{{"a", true, 40 * time.Millisecond, a}, {"a", false, 520 * time.Millisecond, a}} {
+		if got := <-h.Speaking(); got != want {
+			t.Fatalf("Speaking = %+v, want %+v", got, want)
+		}
+	}
+	if err := h.Close(ctx); err != nil {
+		t.Fatal(err)
+	}
+	if _, ok := <-h.Speaking(); ok {
+		t.Fatal("Speaking not closed after Close")
+	}
+	if err := h.EmitSpeaking("a", true, 0); !errors.Is(err, ErrClosed) {
+		t.Fatalf("EmitSpeaking after Close = %v", err)
+	}
+}

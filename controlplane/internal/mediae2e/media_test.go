@@ -126,6 +126,10 @@ func TestMediaDelivery(t *testing.T) {
 		}
 	})
 
+	t.Run("speech is reported as speaking events", func(t *testing.T) {
+		speakingEvents(ctx, t, f, sess.ID)
+	})
+
 	if err := first.HangUp(ctx); err != nil {
 		t.Error(err)
 	}

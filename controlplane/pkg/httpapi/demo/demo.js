@@ -39,6 +39,7 @@
     iceServers: [], // from Link: rel="ice-server" headers
     local: {}, // this browser's figures (getStats)
     events: [], // lifecycle events of the SSE stream (all the key may see)
+    speaking: false, // the session's last speaking event was session.speaking_started
     sse: { connected: false, lastEventId: '', ctl: null },
     lastCreate: { status: 0 },
     lastSpeak: { status: 0 },
@@ -128,6 +129,7 @@
     S.session = next;
     render();
     if (TERMINAL.has(next.state)) {
+      S.speaking = false;
       if (!prev || !TERMINAL.has(prev.state)) {
         info(`session ${next.state}${next.end_reason ? ' (' + next.end_reason + ')' : ''}`);
       }
@@ -157,9 +159,15 @@
       S.local = {};
     }
     S.session = null;
+    S.speaking = false;
     applySession(s);
     try { sessionStorage.setItem(STORE_SESSION, s.id); } catch (_) { /* ignore */ }
-    for (const e of S.events) if (isOurs(e)) showEvent(e);
+    for (const e of S.events) {
+      if (!isOurs(e)) continue;
+      showEvent(e);
+      noteSpeaking(e);
+    }
+    render();
     startPolling();
   }
 
@@ -263,7 +271,17 @@
     let detail = '';
     if (s) detail = ` state=${s.state}${s.worker_id ? ' worker=' + s.worker_id : ''}${s.end_reason ? ' reason=' + s.end_reason : ''}`;
     else if (e.worker_id) detail = ` worker=${e.worker_id}`;
+    if (e.media_time_ms != null) detail += ` media_time=${e.media_time_ms}ms`;
     logLine(`${e.type}${detail}`, 'event');
+  }
+
+  // noteSpeaking follows session.speaking_started / _ended; it reports
+  // whether e was one.
+  function noteSpeaking(e) {
+    if (e.type === 'session.speaking_started') S.speaking = true;
+    else if (e.type === 'session.speaking_ended') S.speaking = false;
+    else return false;
+    return true;
   }
 
   function onEvent(e) {
@@ -271,7 +289,10 @@
     if (S.events.length > MAX_EVENTS) S.events.splice(0, S.events.length - MAX_EVENTS);
     if (!isOurs(e)) return;
     showEvent(e);
-    if (e.session) applySession(e.session);
+    // Speaking events carry the record as the worker started it; they
+    // change no state of the session, only whether it speaks.
+    if (noteSpeaking(e)) render();
+    else if (e.session) applySession(e.session);
     if (e.type === 'worker.lost' && S.wantWatch) reconnect(1000);
   }
 
@@ -712,6 +733,8 @@
     $('watch').setAttribute('aria-pressed', String(S.wantWatch));
     $('mic').textContent = S.mic.on ? 'Microphone on' : 'Microphone off';
     $('mic').setAttribute('aria-pressed', String(S.mic.on));
+    $('speaking').textContent = live && S.speaking ? 'speaking' : 'silent';
+    $('speaking').classList.toggle('speaking', live && S.speaking);
     fillFacts($('server-stats'), S.serverStats ? flatten(S.serverStats, '', []) : [['stats', 'not reported by this control plane']]);
     renderLocalStats();
   }

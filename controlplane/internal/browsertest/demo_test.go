@@ -130,7 +130,18 @@ func TestDemoPageInBrowser(t *testing.T) {
 		if !watching {
 			t.Fatal("no video to look at: the WHEP step failed")
 		}
+		// Note whether the speaking indicator ever reads "speaking".
+		evalJS[bool](t, b, `(() => { const el = document.getElementById('speaking'); window.sawSpeaking = false;
+			new MutationObserver(() => { if (el.textContent === 'speaking') window.sawSpeaking = true; })
+				.observe(el, { childList: true, characterData: true, subtree: true }); return true; })()`)
 		checkLipSync(t, b)
+		b.waitJS(t, "the SSE log shows speaking started and ended", 30*time.Second,
+			`avatarDemo.events.some(e => e.session_id === avatarDemo.sessionId && e.type === 'session.speaking_started' && e.media_time_ms != null) &&
+			 avatarDemo.events.some(e => e.session_id === avatarDemo.sessionId && e.type === 'session.speaking_ended')`)
+		b.waitJS(t, "the indicator is back to silent", 10*time.Second, `document.getElementById('speaking').textContent === 'silent'`)
+		if !evalJS[bool](t, b, `window.sawSpeaking`) {
+			t.Error("the speaking indicator never read 'speaking'")
+		}
 	})
 
 	b.step(t, "microphone over WHIP", func(t *testing.T) {

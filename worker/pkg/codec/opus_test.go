@@ -1,6 +1,7 @@
 package codec
 
 import (
+	"bytes"
 	"errors"
 	"math"
 	"testing"
@@ -195,5 +196,43 @@ func BenchmarkOpusEncode20ms(b *testing.B) {
 				i = (i + 1) % 50
 			}
 		})
+	}
+}
+
+// Digital silence is encoded until the encoder settles on one packet, then
+// that packet is repeated without encoding; sound after it is encoded again
+// and decodes as before.
+func TestOpusSilence(t *testing.T) {
+	e := newOpus(t, OpusOptions{})
+	zero := make([]float32, OpusFrameSamples)
+	var pkts [][]byte
+	for range 50 {
+		pkt, err := e.EncodeFloat32(zero)
+		if err != nil {
+			t.Fatal(err)
+		}
+		pkts = append(pkts, pkt)
+	}
+	if e.silentRun < silenceSteady {
+		t.Fatalf("silence never settled: run %d", e.silentRun)
+	}
+	last := pkts[len(pkts)-1]
+	for i := len(pkts) - 10; i < len(pkts); i++ {
+		if !bytes.Equal(pkts[i], last) {
+			t.Fatalf("silent packet %d differs", i)
+		}
+	}
+	pkts[len(pkts)-1][0] ^= 0xff // the caller's to keep: not the cached one
+	again, _ := e.EncodeFloat32(zero)
+	if !bytes.Equal(again, pkts[len(pkts)-2]) {
+		t.Fatal("cached silent packet was modified through a returned one")
+	}
+	pcm := tone(440, 0.5, OpusFrameSamples, 1)
+	pkt, err := e.EncodeFloat32(pcm)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if bytes.Equal(pkt, again) || e.silentRun != 0 {
+		t.Fatal("a tone after silence came out as the silent packet")
 	}
 }

@@ -4,11 +4,32 @@ package codec
 // #include <vpx/vpx_encoder.h>
 // #include <vpx/vp8cx.h>
 //
-// static int avf_vp8_controls(void *ctx, int cpu_used, unsigned int max_intra_pct) {
-//   vpx_codec_ctx_t *c = (vpx_codec_ctx_t *)ctx;
-//   vpx_codec_err_t err = vpx_codec_control(c, VP8E_SET_CPUUSED, cpu_used);
-//   if (err != VPX_CODEC_OK) return (int)err;
-//   return (int)vpx_codec_control(c, VP8E_SET_MAX_INTRA_BITRATE_PCT, max_intra_pct);
+// typedef struct {
+//   int cpu_used;
+//   unsigned int static_threshold;
+//   unsigned int noise_sensitivity;
+//   int token_partitions;
+//   unsigned int max_intra_pct;
+//   unsigned int screen_content;
+// } avf_vp8_ctl;
+//
+// // avf_vp8_controls applies c to the encoder; on failure *which is the
+// // index of the control that failed.
+// static int avf_vp8_controls(void *ctx, avf_vp8_ctl c, int *which) {
+//   vpx_codec_ctx_t *x = (vpx_codec_ctx_t *)ctx;
+//   vpx_codec_err_t err;
+//   *which = 0;
+//   if ((err = vpx_codec_control(x, VP8E_SET_CPUUSED, c.cpu_used)) != VPX_CODEC_OK) return (int)err;
+//   *which = 1;
+//   if ((err = vpx_codec_control(x, VP8E_SET_STATIC_THRESHOLD, c.static_threshold)) != VPX_CODEC_OK) return (int)err;
+//   *which = 2;
+//   if ((err = vpx_codec_control(x, VP8E_SET_NOISE_SENSITIVITY, c.noise_sensitivity)) != VPX_CODEC_OK) return (int)err;
+//   *which = 3;
+//   if ((err = vpx_codec_control(x, VP8E_SET_TOKEN_PARTITIONS, c.token_partitions)) != VPX_CODEC_OK) return (int)err;
+//   *which = 4;
+//   if ((err = vpx_codec_control(x, VP8E_SET_MAX_INTRA_BITRATE_PCT, c.max_intra_pct)) != VPX_CODEC_OK) return (int)err;
+//   *which = 5;
+//   return (int)vpx_codec_control(x, VP8E_SET_SCREEN_CONTENT_MODE, c.screen_content);
 // }
 import "C"
 
@@ -21,17 +42,42 @@ import (
 	mdcodec "github.com/pion/mediadevices/pkg/codec"
 )
 
-// setVP8Controls applies the libvpx controls mediadevices has no option for
-// to the encoder rc it built: the fixed real-time speed (cpu-used −speed)
-// and the keyframe size cap (maxIntraPct percent of an average frame).
+// vp8Controls are the libvpx VP8 encoder controls mediadevices has no
+// option for.
+type vp8Controls struct {
+	// speed is the real-time speed: cpu-used −speed (1..16; a negative
+	// cpu-used fixes the speed instead of letting libvpx adapt it to fill
+	// the frame interval).
+	speed int
+	// staticThreshold is libvpx's encode breakout: a macroblock whose
+	// prediction error (sum of squared differences) from the reference is
+	// below it is coded as a skip without the rest of the mode search. 0
+	// (libvpx's default) turns it off.
+	staticThreshold int
+	// noiseSensitivity is the temporal denoiser strength, 0 = off.
+	noiseSensitivity int
+	// tokenPartitions is log2 of the DCT token partitions (0 = one).
+	tokenPartitions int
+	// maxIntraPct caps a keyframe at this percent of an average frame.
+	maxIntraPct int
+	// screenContent is libvpx's screen content mode, 0 = off (camera-like
+	// content).
+	screenContent int
+}
+
+var vp8ControlNames = [...]string{"cpu-used", "static threshold", "noise sensitivity", "token partitions", "max intra bitrate pct", "screen content mode"}
+
+// setVP8Controls applies ctl to the encoder rc mediadevices built.
 //
 // mediadevices keeps the libvpx context (a C allocation, valid until Close)
 // in the unexported field codec of its *encoder; it is read by reflection.
 // The field is checked by name and type, so a mediadevices upgrade that
 // moves it makes this an error at NewVP8Encoder (and a failing test), not a
 // crash. The context is replaced only when the frame size changes, which
-// VP8Encoder never lets happen.
-func setVP8Controls(rc mdcodec.ReadCloser, speed, maxIntraPct int) error {
+// VP8Encoder never lets happen. The controls live in the context (libvpx
+// keeps them apart from the vpx_codec_enc_cfg_t that mediadevices
+// re-applies before every frame), so setting them once is enough.
+func setVP8Controls(rc mdcodec.ReadCloser, ctl vp8Controls) error {
 	v := reflect.ValueOf(rc)
 	if v.Kind() != reflect.Pointer || v.Elem().Kind() != reflect.Struct {
 		return fmt.Errorf("vp8: mediadevices encoder is a %T, not a pointer to a struct", rc)
@@ -41,8 +87,21 @@ func setVP8Controls(rc mdcodec.ReadCloser, speed, maxIntraPct int) error {
 		return fmt.Errorf("vp8: mediadevices encoder %T has no libvpx context field", rc)
 	}
 	ctx := unsafe.Pointer(f.Pointer())
-	if rc := C.avf_vp8_controls(ctx, C.int(-speed), C.uint(maxIntraPct)); rc != C.VPX_CODEC_OK {
-		return fmt.Errorf("vp8: vpx_codec_control: %s", C.GoString(C.vpx_codec_err_to_string(C.vpx_codec_err_t(rc))))
+	c := C.avf_vp8_ctl{
+		cpu_used:          C.int(-ctl.speed),
+		static_threshold:  C.uint(ctl.staticThreshold),
+		noise_sensitivity: C.uint(ctl.noiseSensitivity),
+		token_partitions:  C.int(ctl.tokenPartitions),
+		max_intra_pct:     C.uint(ctl.maxIntraPct),
+		screen_content:    C.uint(ctl.screenContent),
+	}
+	var which C.int
+	if rc := C.avf_vp8_controls(ctx, c, &which); rc != C.VPX_CODEC_OK {
+		name := "?"
+		if int(which) < len(vp8ControlNames) {
+			name = vp8ControlNames[which]
+		}
+		return fmt.Errorf("vp8: vpx_codec_control %s: %s", name, C.GoString(C.vpx_codec_err_to_string(C.vpx_codec_err_t(rc))))
 	}
 	return nil
 }

@@ -7,6 +7,7 @@ import (
 
 	mdcodec "github.com/pion/mediadevices/pkg/codec"
 
+	"github.com/avatarfleet/avatarfleet/worker/pkg/avatar"
 	"github.com/avatarfleet/avatarfleet/worker/pkg/frame"
 )
 
@@ -262,8 +263,46 @@ func (fakeRC) Controller() mdcodec.EncoderController { return nil }
 // The speed hook refuses anything but the encoder layout it knows.
 func TestSetVP8ControlsRefusesUnknownEncoders(t *testing.T) {
 	for _, rc := range []mdcodec.ReadCloser{fakeRC{}, &fakeRC{}, &fakeRC{codec: new(int)}} {
-		if err := setVP8Controls(rc, 6, maxIntraPct); err == nil {
+		if err := setVP8Controls(rc, vp8Controls{speed: 6, maxIntraPct: maxIntraPct}); err == nil {
 			t.Errorf("%T accepted", rc)
 		}
+	}
+}
+
+// The default avatar's idle loop (the real picture a session sends most of
+// the time), encoded paced at the default bitrate and speed and decoded by
+// libvpx, keeps a luma PSNR well above what a talking head needs: a faster
+// encoder setting must not silently ruin the picture.
+func TestVP8AvatarQuality(t *testing.T) {
+	pack, err := avatar.Default()
+	if err != nil {
+		t.Fatal(err)
+	}
+	if pack.Width() != fw || pack.Height() != fh {
+		t.Fatalf("default avatar is %dx%d, want %dx%d", pack.Width(), pack.Height(), fw, fh)
+	}
+	e := newVP8(t, VP8Options{})
+	srcs, pk, n := encodePaced(t, e, 50, func(f *frame.I420, i int) {
+		src, _ := pack.Frame(i)
+		copy(f.Y, src.Y)
+		copy(f.Cb, src.Cb)
+		copy(f.Cr, src.Cr)
+	})
+	d := newVP8Decoder(t, pk)
+	worst, sum := 1e9, 0.0
+	for i, src := range srcs {
+		img, release, err := d.Read()
+		if err != nil {
+			t.Fatalf("decode frame %d: %v", i, err)
+		}
+		p := min(yPSNR(t, img, src), 99)
+		release()
+		worst, sum = min(worst, p), sum+p
+	}
+	mean := sum / float64(len(srcs))
+	t.Logf("default avatar, 50 frames: %.0f kbit/s at 25 fps, Y PSNR mean %.1f dB, worst %.1f dB",
+		float64(n)*8/2/1000, mean, worst)
+	if worst < 32 || mean < 38 {
+		t.Errorf("Y PSNR mean %.1f dB, worst %.1f dB; want mean ≥ 38, worst ≥ 32", mean, worst)
 	}
 }

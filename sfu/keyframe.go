@@ -35,6 +35,13 @@ func (k *keyframeLimiter) request() {
 		return
 	}
 	k.requested++
+	if k.timer != nil {
+		// A held request goes out when the interval ends; forwarding this
+		// one now too would put two requests closer than the interval
+		// whenever the held timer runs late.
+		k.mu.Unlock()
+		return
+	}
 	now := time.Now()
 	if since := now.Sub(k.last); k.last.IsZero() || since >= k.interval {
 		k.last = now
@@ -43,10 +50,8 @@ func (k *keyframeLimiter) request() {
 		k.fire()
 		return
 	}
-	if k.timer == nil {
-		k.wg.Add(1)
-		k.timer = time.AfterFunc(k.interval-now.Sub(k.last), k.trailing)
-	}
+	k.wg.Add(1)
+	k.timer = time.AfterFunc(k.interval-now.Sub(k.last), k.trailing)
 	k.mu.Unlock()
 }
 

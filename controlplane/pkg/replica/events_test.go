@@ -87,6 +87,12 @@ func TestEventsOverSSE(t *testing.T) {
 	if !ok {
 		t.Fatalf("worker runtime is %T, want the Holder", f.Worker("w").Agent.Runtime())
 	}
+	// The ready event comes from the control plane's async publisher and
+	// the speaking events from the worker's: two publishers, so order them
+	// as speech does (it only starts once the session is ready).
+	f.Eventually(10*time.Second, "the owner sees the session ready", func() bool {
+		return equal(mine.types(s.ID), []string{"session.starting", "session.ready"})
+	})
 	if err := holder.EmitSpeaking(s.ID, true, 80*time.Millisecond); err != nil {
 		t.Fatal(err)
 	}

@@ -28,11 +28,29 @@ type OpusOptions struct {
 	// Bitrate is the target in bits per second, 6000..510000; 0 means
 	// DefaultOpusBitrate.
 	Bitrate int
+	// SampleRate is the input's rate: 8000, 12000, 16000, 24000 or 48000
+	// (0 means OpusSampleRate). The packets are the same Opus stream
+	// whatever it is (RTP still clocks Opus at 48 kHz); encoding 16 kHz
+	// speech at 16 kHz spares an upsampler and libopus's wideband analysis.
+	SampleRate int
 }
 
-// OpusEncoder encodes 20 ms frames of 48 kHz PCM to Opus packets.
+// OpusFrameSamplesAt is one 20 ms frame per channel at a sample rate.
+func OpusFrameSamplesAt(rate int) int { return rate / 50 }
+
+func checkOpusRate(rate int) error {
+	switch rate {
+	case 8000, 12000, 16000, 24000, 48000:
+		return nil
+	}
+	return fmt.Errorf("opus: sample rate %d Hz (want 8000, 12000, 16000, 24000 or 48000)", rate)
+}
+
+// OpusEncoder encodes 20 ms frames of PCM (48 kHz unless OpusOptions
+// says otherwise) to Opus packets.
 type OpusEncoder struct {
 	channels int
+	frame    int // samples per channel in 20 ms
 	src      pcmSource
 	rc       mdcodec.ReadCloser
 	br       mdcodec.BitRateController
@@ -81,17 +99,23 @@ func NewOpusEncoder(opts OpusOptions) (*OpusEncoder, error) {
 	if err := checkOpusBitrate(opts.Bitrate); err != nil {
 		return nil, err
 	}
+	if opts.SampleRate == 0 {
+		opts.SampleRate = OpusSampleRate
+	}
+	if err := checkOpusRate(opts.SampleRate); err != nil {
+		return nil, err
+	}
 	params, err := opus.NewParams()
 	if err != nil {
 		return nil, fmt.Errorf("opus: default parameters: %w", err)
 	}
 	params.BitRate = opts.Bitrate
 	params.Latency = opus.Latency20ms
-	e := &OpusEncoder{channels: opts.Channels}
-	info := wave.ChunkInfo{Len: OpusFrameSamples, Channels: opts.Channels, SamplingRate: OpusSampleRate}
+	e := &OpusEncoder{channels: opts.Channels, frame: OpusFrameSamplesAt(opts.SampleRate)}
+	info := wave.ChunkInfo{Len: e.frame, Channels: opts.Channels, SamplingRate: opts.SampleRate}
 	e.src.f32.Size, e.src.i16.Size = info, info
 	rc, err := params.BuildAudioEncoder(&e.src, prop.Media{Audio: prop.Audio{
-		SampleRate: OpusSampleRate, ChannelCount: opts.Channels,
+		SampleRate: opts.SampleRate, ChannelCount: opts.Channels,
 	}})
 	if err != nil {
 		return nil, fmt.Errorf("opus: start the encoder: %w", err)
@@ -119,8 +143,8 @@ func (e *OpusEncoder) Channels() int { return e.channels }
 // interleaved, nominally in −1..1. The packet is newly allocated, the
 // caller's to keep.
 func (e *OpusEncoder) EncodeFloat32(pcm []float32) ([]byte, error) {
-	if len(pcm) != OpusFrameSamples*e.channels {
-		return nil, fmt.Errorf("opus: %d samples, want %d (20 ms, %d channels)", len(pcm), OpusFrameSamples*e.channels, e.channels)
+	if len(pcm) != e.frame*e.channels {
+		return nil, fmt.Errorf("opus: %d samples, want %d (20 ms, %d channels)", len(pcm), e.frame*e.channels, e.channels)
 	}
 	e.mu.Lock()
 	defer e.mu.Unlock()
@@ -139,8 +163,8 @@ func (e *OpusEncoder) EncodeFloat32(pcm []float32) ([]byte, error) {
 
 // EncodeInt16 is EncodeFloat32 for 16-bit samples.
 func (e *OpusEncoder) EncodeInt16(pcm []int16) ([]byte, error) {
-	if len(pcm) != OpusFrameSamples*e.channels {
-		return nil, fmt.Errorf("opus: %d samples, want %d (20 ms, %d channels)", len(pcm), OpusFrameSamples*e.channels, e.channels)
+	if len(pcm) != e.frame*e.channels {
+		return nil, fmt.Errorf("opus: %d samples, want %d (20 ms, %d channels)", len(pcm), e.frame*e.channels, e.channels)
 	}
 	e.mu.Lock()
 	defer e.mu.Unlock()

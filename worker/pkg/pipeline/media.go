@@ -10,7 +10,6 @@ import (
 
 	"golang.org/x/sync/errgroup"
 
-	"github.com/avatarfleet/avatarfleet/worker/pkg/codec"
 	"github.com/avatarfleet/avatarfleet/worker/pkg/frame"
 	"github.com/avatarfleet/avatarfleet/worker/pkg/melspec"
 )
@@ -39,9 +38,7 @@ type mediaState struct {
 	out    []float32
 	canvas *frame.I420
 
-	up48      []float32 // resampled audio not yet encoded
-	underruns int       // Opus frames padded for want of resampled audio
-	pcm       []float32 // scratch for one tick's samples
+	pcm []float32 // scratch for one tick's samples
 
 	speaking atomic.Bool
 	keyframe atomic.Bool
@@ -58,17 +55,12 @@ func (m *mediaState) init(p *Pipeline, w, h int) error {
 	m.face = make([]float32, p.opt.Inference.FaceLen())
 	m.out = make([]float32, p.opt.Inference.OutLen())
 	m.mel = make([]melspec.Frame, 0, (melKeep+2)*melspec.FramesPerSecond)
-	m.up48 = make([]float32, 0, 8*codec.OpusFrameSamples)
 	m.pcm = make([]float32, TickSamples)
 	c, err := frame.New(w, h)
 	if err != nil {
 		return fmt.Errorf("pipeline: output frame: %w", err)
 	}
 	m.canvas = c
-	// Prime the upsampler with its look-ahead so that every tick's 640
-	// input samples give 1920 output samples.
-	m.up48 = p.up.Process(m.up48, make([]float32, p.up.LookAhead()))
-	m.up48 = m.up48[:0]
 	return nil
 }
 
@@ -239,28 +231,21 @@ func (p *Pipeline) trimMel(v int64) {
 	}
 }
 
-// audio upsamples one tick of speech to 48 kHz and sends it as two Opus
-// packets stamped ts and ts+20 ms.
+// audio sends one tick of 16 kHz speech as two Opus packets stamped ts and
+// ts+20 ms. The encoder takes 16 kHz input itself: the speech has nothing
+// above 8 kHz, so upsampling to 48 kHz first would only cost time.
 func (p *Pipeline) audio(pcm []float32, ts time.Duration) error {
-	m := &p.media
-	m.up48 = p.up.Process(m.up48, pcm)
+	fr := len(pcm) / 2
 	for k := range 2 {
-		fr := codec.OpusFrameSamples
-		if len(m.up48) < fr { // cannot happen once primed; pad rather than drift
-			m.underruns++
-			m.up48 = append(m.up48, make([]float32, fr-len(m.up48))...)
-		}
-		pkt, err := p.opus.EncodeFloat32(m.up48[:fr])
+		pkt, err := p.opus.EncodeFloat32(pcm[k*fr : (k+1)*fr])
 		if err != nil {
 			return fmt.Errorf("pipeline: audio at %v: %w", ts, err)
 		}
-		n := copy(m.up48, m.up48[fr:])
-		m.up48 = m.up48[:n]
 		at := ts + time.Duration(k)*AudioFrameDuration
 		if err := p.opt.Sink.WriteAudio(Sample{Data: pkt, Duration: AudioFrameDuration, Timestamp: at}); err != nil {
 			return fmt.Errorf("pipeline: sink audio at %v: %w", at, err)
 		}
-		m.audioPackets.Add(1)
+		p.media.audioPackets.Add(1)
 	}
 	return nil
 }

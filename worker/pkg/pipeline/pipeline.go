@@ -28,7 +28,6 @@ import (
 	"github.com/avatarfleet/avatarfleet/worker/pkg/composite"
 	"github.com/avatarfleet/avatarfleet/worker/pkg/inference"
 	"github.com/avatarfleet/avatarfleet/worker/pkg/melspec"
-	"github.com/avatarfleet/avatarfleet/worker/pkg/resample"
 	"github.com/avatarfleet/avatarfleet/worker/pkg/tts"
 )
 
@@ -172,7 +171,6 @@ type Pipeline struct {
 	opus    *codec.OpusEncoder
 	comps   map[image.Rectangle]*composite.Compositor
 	mel     *melspec.Extractor
-	up      *resample.Resampler
 	media   mediaState
 	closers []func() error
 }
@@ -228,17 +226,12 @@ func (p *Pipeline) build() error {
 	}
 	p.vp8 = vp8
 	p.closers = append(p.closers, vp8.Close)
-	opus, err := codec.NewOpusEncoder(codec.OpusOptions{Channels: 1, Bitrate: p.opt.AudioBitrate})
+	opus, err := codec.NewOpusEncoder(codec.OpusOptions{Channels: 1, Bitrate: p.opt.AudioBitrate, SampleRate: SampleRate})
 	if err != nil {
 		return fmt.Errorf("pipeline: audio encoder: %w", err)
 	}
 	p.opus = opus
 	p.closers = append(p.closers, opus.Close)
-	up, err := resample.New(SampleRate, codec.OpusSampleRate)
-	if err != nil {
-		return fmt.Errorf("pipeline: upsampler: %w", err)
-	}
-	p.up = up
 	return p.media.init(p, pack.Width(), pack.Height())
 }
 

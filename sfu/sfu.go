@@ -9,7 +9,6 @@ import (
 	"time"
 
 	"github.com/pion/interceptor"
-	"github.com/pion/interceptor/pkg/nack"
 	"github.com/pion/interceptor/pkg/report"
 	"github.com/pion/webrtc/v4"
 )
@@ -119,9 +118,10 @@ type SFU struct {
 	// settings is copied into every peer's API; it carries the ICE mux.
 	settings webrtc.SettingEngine
 	// Interceptor factories shared by every peer's registry (each
-	// PeerConnection builds its own interceptors from them).
-	nackResponder, senderReports, receiverReports interceptor.Factory
-	metrics                                       *metricDescs
+	// PeerConnection builds its own interceptors from them). The NACK
+	// responder is the room's (nack.go).
+	senderReports, receiverReports interceptor.Factory
+	metrics                        *metricDescs
 
 	mu     sync.Mutex
 	rooms  map[string]*Room
@@ -218,12 +218,6 @@ func opusCapability() webrtc.RTPCodecCapability {
 }
 
 func (s *SFU) newInterceptorFactories() error {
-	// The packet cache answers NACKs for the last 1024 packets of each
-	// stream: about 4 s of a 2 Mbit/s stream.
-	nackResponder, err := nack.NewResponderInterceptor(nack.ResponderSize(1024))
-	if err != nil {
-		return fmt.Errorf("sfu: NACK responder: %w", err)
-	}
 	senderReports, err := report.NewSenderInterceptor(report.SenderInterval(time.Second))
 	if err != nil {
 		return fmt.Errorf("sfu: sender reports: %w", err)
@@ -232,7 +226,7 @@ func (s *SFU) newInterceptorFactories() error {
 	if err != nil {
 		return fmt.Errorf("sfu: receiver reports: %w", err)
 	}
-	s.nackResponder, s.senderReports, s.receiverReports = nackResponder, senderReports, receiverReports
+	s.senderReports, s.receiverReports = senderReports, receiverReports
 	return nil
 }
 

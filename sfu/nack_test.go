@@ -8,6 +8,7 @@ import (
 	"github.com/pion/interceptor"
 	"github.com/pion/rtcp"
 	"github.com/pion/rtp"
+	"github.com/pion/webrtc/v4"
 )
 
 // sentPacket is what a fake inner writer got.
@@ -137,5 +138,38 @@ func TestNACKResponder(t *testing.T) {
 	}
 	if allocs := testing.AllocsPerRun(2000, write); allocs != 0 {
 		t.Errorf("%v allocations per packet written", allocs)
+	}
+}
+
+// TestNACKsSharedCache: real viewers over loopback NACK the same recent
+// packets; each gets them again on its own SSRC (counted as duplicates by
+// its track reader), served from the room's one cache.
+func TestNACKsSharedCache(t *testing.T) {
+	s := newTestSFU(t, Config{})
+	room, err := s.OpenRoom("nacks", RoomOptions{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	src := startSource(room, 4000)
+	defer src.close()
+	clients := connectViewers(t, room, 3, clientOptions{video: true, audio: true})
+	dups := make([]int, len(clients))
+	for i, c := range clients {
+		ssrc := uint32(c.track(webrtc.RTPCodecTypeVideo).SSRC())
+		snap := c.snapshot(webrtc.RTPCodecTypeVideo)
+		dups[i] = snap.dups
+		if err := c.pc.WriteRTCP([]rtcp.Packet{&rtcp.TransportLayerNack{
+			MediaSSRC: ssrc, Nacks: rtcp.NackPairsFromSequenceNumbers([]uint16{snap.lastSeq - 4, snap.lastSeq - 2, snap.lastSeq - 1}),
+		}}); err != nil {
+			t.Fatal(err)
+		}
+	}
+	for i, c := range clients {
+		waitFor(t, 3*time.Second, "the retransmissions", func() bool { return c.snapshot(webrtc.RTPCodecTypeVideo).dups >= dups[i]+3 })
+	}
+	for _, v := range room.Stats().Viewers {
+		if v.NACKsReceived != 1 || v.NACKedPackets != 3 {
+			t.Errorf("viewer %s: %d NACKs for %d packets, want 1 for 3", v.ID, v.NACKsReceived, v.NACKedPackets)
+		}
 	}
 }

@@ -8,6 +8,7 @@ import (
 	"sync"
 	"time"
 
+	"github.com/pion/ice/v4"
 	"github.com/pion/interceptor"
 	"github.com/pion/interceptor/pkg/report"
 	"github.com/pion/webrtc/v4"
@@ -119,7 +120,7 @@ type SFU struct {
 	settings webrtc.SettingEngine
 	// Interceptor factories shared by every peer's registry (each
 	// PeerConnection builds its own interceptors from them). The NACK
-	// responder is the room's (nack.go).
+	// responder is built on the room's packet cache (nack.go).
 	senderReports, receiverReports interceptor.Factory
 	metrics                        *metricDescs
 
@@ -169,7 +170,11 @@ func New(cfg Config) (*SFU, error) {
 	s.settings.SetNetworkTypes([]webrtc.NetworkType{netType})
 	s.settings.SetLite(cfg.ICELite)
 	s.settings.SetIncludeLoopbackCandidate(ip.IsLoopback())
-	s.settings.SetICEMulticastDNSMode(0) // ice.MulticastDNSModeDisabled
+	// No mDNS: 0 here would mean Pion's default, query-only, which opens
+	// an mDNS socket and reader per PeerConnection. A browser's .local
+	// candidates are useless to a server; its checks reach our host
+	// candidate and become peer-reflexive candidates.
+	s.settings.SetICEMulticastDNSMode(ice.MulticastDNSModeDisabled)
 	keepalive := min(2*time.Second, cfg.ICEDisconnectedTimeout/2)
 	s.settings.SetICETimeouts(cfg.ICEDisconnectedTimeout, cfg.ICEFailedTimeout, keepalive)
 	if cfg.PublicIP != "" {
@@ -218,10 +223,9 @@ func opusCapability() webrtc.RTPCodecCapability {
 }
 
 func (s *SFU) newInterceptorFactories() error {
-	senderReports, err := report.NewSenderInterceptor(report.SenderInterval(time.Second))
-	if err != nil {
-		return fmt.Errorf("sfu: sender reports: %w", err)
-	}
+	// Our own sender reports (senderreport.go): Pion's read the clock
+	// and take a lock for every packet of every viewer.
+	senderReports := senderReporterFactory{interval: time.Second}
 	receiverReports, err := report.NewReceiverInterceptor(report.ReceiverInterval(time.Second))
 	if err != nil {
 		return fmt.Errorf("sfu: receiver reports: %w", err)

@@ -35,6 +35,13 @@ func (k *keyframeLimiter) request() {
 		return
 	}
 	k.requested++
+	if k.timer != nil {
+		// A held request goes out at the end of the interval. (Its
+		// timer may have fired already, with trailing waiting for the
+		// lock: firing here too would send two at once.)
+		k.mu.Unlock()
+		return
+	}
 	now := time.Now()
 	if since := now.Sub(k.last); k.last.IsZero() || since >= k.interval {
 		k.last = now
@@ -43,10 +50,8 @@ func (k *keyframeLimiter) request() {
 		k.fire()
 		return
 	}
-	if k.timer == nil {
-		k.wg.Add(1)
-		k.timer = time.AfterFunc(k.interval-now.Sub(k.last), k.trailing)
-	}
+	k.wg.Add(1)
+	k.timer = time.AfterFunc(k.interval-now.Sub(k.last), k.trailing)
 	k.mu.Unlock()
 }
 

@@ -95,13 +95,15 @@ type nackResponder struct {
 
 // nackStream is one viewer stream that NACKs may name.
 type nackStream struct {
-	cache        *packetCache
-	ssrc         uint32
-	payloadType  uint8
-	writer       interceptor.RTPWriter // the rest of the chain: SRTP, socket
-	started      atomic.Bool
-	first, last  atomic.Uint32 // sequence numbers sent to this viewer
-	mu           sync.Mutex    // resends
+	cache       *packetCache
+	ssrc        uint32
+	payloadType uint8
+	writer      interceptor.RTPWriter // the rest of the chain: SRTP, socket
+	// sent is how many packets this viewer was sent (<< 16) and the
+	// sequence number of the last (low 16 bits), in one word: the
+	// viewer got that many consecutive sequence numbers up to it.
+	sent         atomic.Uint64
+	mu           sync.Mutex // resends
 	resentAt     [nackCacheSize]int64
 	resentSeq    [nackCacheSize]uint16
 	header       rtp.Header
@@ -144,11 +146,7 @@ func (n *nackResponder) BindLocalStream(info *interceptor.StreamInfo, w intercep
 	return interceptor.RTPWriterFunc(func(h *rtp.Header, payload []byte, a interceptor.Attributes) (int, error) {
 		if h.SSRC == st.ssrc {
 			st.cache.put(h, payload)
-			if !st.started.Load() {
-				st.first.Store(uint32(h.SequenceNumber))
-				st.started.Store(true)
-			}
-			st.last.Store(uint32(h.SequenceNumber))
+			st.sent.Store((st.sent.Load()>>16+1)<<16 | uint64(h.SequenceNumber))
 		}
 		return w.Write(h, payload, a)
 	})
@@ -190,16 +188,17 @@ func (n *nackResponder) resend(nack *rtcp.TransportLayerNack) {
 	n.mu.Lock()
 	st := n.streams[nack.MediaSSRC]
 	n.mu.Unlock()
-	if st == nil || !st.started.Load() {
+	if st == nil {
 		return
 	}
 	interval := int64(n.rtt() + 5*time.Millisecond)
 	st.mu.Lock()
 	defer st.mu.Unlock()
-	first, last := uint16(st.first.Load()), uint16(st.last.Load())
+	sent := st.sent.Load()
+	count, last := sent>>16, uint16(sent)
 	for _, pair := range nack.Nacks {
 		pair.Range(func(seq uint16) bool {
-			if seq-first > last-first { // not sent to this viewer
+			if back := uint64(last - seq); back >= count || back >= nackCacheSize { // not sent to this viewer, or too old
 				st.notAvailable.Add(1)
 				return true
 			}

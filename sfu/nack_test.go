@@ -121,6 +121,14 @@ func TestNACKResponder(t *testing.T) {
 	b.resp.UnbindLocalStream(b.info)
 	check("b unbound", b.nack(t, 10+nackCacheSize-1), b)
 
+	// A viewer that has been sent more than 65536 packets still gets
+	// the last ones across the wrap of the sequence numbers.
+	c := newNackViewer(t, &Room{}, 3333, 96)
+	for seq := 0; seq < 1<<16+100; seq++ {
+		writeRoomPacket(t, uint16(seq), c)
+	}
+	check("c, long-lived", c.nack(t, 65500, 99, 100), c, 65500, 99)
+
 	// The write path allocates nothing.
 	a.sent = a.sent[:0:0]
 	var seq uint16 = 5000

@@ -25,11 +25,14 @@
 // # RTCP
 //
 // Each viewer's PeerConnection has its own interceptor chain, built from a
-// registry holding only what a send-only peer needs: the NACK responder
-// (with a 1024-packet cache per stream), sender reports (A/V sync in the
-// browser, and the echo the viewer's receiver reports carry for the RTT),
-// and the SFU's own interceptor, which counts what the viewer gets and holds
-// its video back until the first keyframe. No TWCC, REMB or NACK generator:
+// registry holding only what a send-only peer needs, all three the SFU's
+// own: the NACK responder, sender reports (A/V sync in the browser, and the
+// echo the viewer's receiver reports carry for the RTT), and the interceptor
+// that counts what the viewer gets and holds its video back until the first
+// keyframe. The NACK responder answers from the room's one cache of the
+// last 1024 video packets (the viewers' packets differ only in SSRC and
+// payload type, rewritten on a resend), not a copy per viewer as Pion's
+// does; the sender reports read the clock once per frame, not per packet. No TWCC, REMB or NACK generator:
 // there is one encoding for all, so nothing would act on them. PLI and FIR
 // read from each viewer's RTPSender become keyframe requests to the encoder
 // (RoomOptions.OnKeyframeRequest), limited per room to one per

@@ -36,9 +36,9 @@ func (k *keyframeLimiter) request() {
 	}
 	k.requested++
 	if k.timer != nil {
-		// A held request goes out when the interval ends; forwarding this
-		// one now too would put two requests closer than the interval
-		// whenever the held timer runs late.
+		// A held request goes out at the end of the interval. (Its
+		// timer may have fired already, with trailing waiting for the
+		// lock: firing here too would send two at once.)
 		k.mu.Unlock()
 		return
 	}

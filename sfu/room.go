@@ -55,6 +55,9 @@ type Room struct {
 	videoMu      sync.Mutex // one WriteVideo at a time: packets stay in order
 	audioMu      sync.Mutex
 	keyframes    *keyframeLimiter
+	// videoCache holds the last video packets once for every viewer's
+	// NACKs (nack.go); written under videoMu.
+	videoCache packetCache
 
 	videoFrames, videoKeyframes, videoBytes atomic.Uint64
 	audioPackets, audioBytes                atomic.Uint64

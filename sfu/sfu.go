@@ -8,8 +8,8 @@ import (
 	"sync"
 	"time"
 
+	"github.com/pion/ice/v4"
 	"github.com/pion/interceptor"
-	"github.com/pion/interceptor/pkg/nack"
 	"github.com/pion/interceptor/pkg/report"
 	"github.com/pion/webrtc/v4"
 )
@@ -119,9 +119,10 @@ type SFU struct {
 	// settings is copied into every peer's API; it carries the ICE mux.
 	settings webrtc.SettingEngine
 	// Interceptor factories shared by every peer's registry (each
-	// PeerConnection builds its own interceptors from them).
-	nackResponder, senderReports, receiverReports interceptor.Factory
-	metrics                                       *metricDescs
+	// PeerConnection builds its own interceptors from them). The NACK
+	// responder is built on the room's packet cache (nack.go).
+	senderReports, receiverReports interceptor.Factory
+	metrics                        *metricDescs
 
 	mu     sync.Mutex
 	rooms  map[string]*Room
@@ -169,7 +170,11 @@ func New(cfg Config) (*SFU, error) {
 	s.settings.SetNetworkTypes([]webrtc.NetworkType{netType})
 	s.settings.SetLite(cfg.ICELite)
 	s.settings.SetIncludeLoopbackCandidate(ip.IsLoopback())
-	s.settings.SetICEMulticastDNSMode(0) // ice.MulticastDNSModeDisabled
+	// No mDNS: 0 here would mean Pion's default, query-only, which opens
+	// an mDNS socket and reader per PeerConnection. A browser's .local
+	// candidates are useless to a server; its checks reach our host
+	// candidate and become peer-reflexive candidates.
+	s.settings.SetICEMulticastDNSMode(ice.MulticastDNSModeDisabled)
 	keepalive := min(2*time.Second, cfg.ICEDisconnectedTimeout/2)
 	s.settings.SetICETimeouts(cfg.ICEDisconnectedTimeout, cfg.ICEFailedTimeout, keepalive)
 	if cfg.PublicIP != "" {
@@ -218,21 +223,14 @@ func opusCapability() webrtc.RTPCodecCapability {
 }
 
 func (s *SFU) newInterceptorFactories() error {
-	// The packet cache answers NACKs for the last 1024 packets of each
-	// stream: about 4 s of a 2 Mbit/s stream.
-	nackResponder, err := nack.NewResponderInterceptor(nack.ResponderSize(1024))
-	if err != nil {
-		return fmt.Errorf("sfu: NACK responder: %w", err)
-	}
-	senderReports, err := report.NewSenderInterceptor(report.SenderInterval(time.Second))
-	if err != nil {
-		return fmt.Errorf("sfu: sender reports: %w", err)
-	}
+	// Our own sender reports (senderreport.go): Pion's read the clock
+	// and take a lock for every packet of every viewer.
+	senderReports := senderReporterFactory{interval: time.Second}
 	receiverReports, err := report.NewReceiverInterceptor(report.ReceiverInterval(time.Second))
 	if err != nil {
 		return fmt.Errorf("sfu: receiver reports: %w", err)
 	}
-	s.nackResponder, s.senderReports, s.receiverReports = nackResponder, senderReports, receiverReports
+	s.senderReports, s.receiverReports = senderReports, receiverReports
 	return nil
 }
 

@@ -97,10 +97,7 @@ func (m *rateMeter) rate(now time.Time, total uint64) float64 {
 // ntpCompact is the middle 32 bits of the NTP timestamp of t (RFC 3550
 // §4), the unit of LSR and DLSR in reception reports: 1/65536 s.
 func ntpCompact(t time.Time) uint32 {
-	const ntpEpochOffset = 2208988800 // 1900 → 1970, seconds
-	secs := uint64(t.Unix()) + ntpEpochOffset
-	frac := uint64(t.Nanosecond()) << 32 / 1e9
-	return uint32(secs<<16 | frac>>16)
+	return uint32(ntpTime(t) >> 16)
 }
 
 // rttFromReport computes the round trip from a reception report received

@@ -73,10 +73,11 @@ func (r *Room) AddViewer(ctx context.Context, offerSDP string) (viewerID, answer
 func (v *viewer) negotiate(ctx context.Context, offer string, want offerMedia) (string, error) {
 	r := v.room
 	s := r.sfu
-	// Viewers only send: NACK responder (with its packet cache), sender
-	// reports (A/V sync, RTT), and our counting/keyframe-gate interceptor,
-	// outermost so the others see only what is sent.
-	api := s.newAPI(s.nackResponder, s.senderReports, viewerInterceptorFactory{v: v})
+	// Viewers only send: NACK responder (on the room's packet cache),
+	// sender reports (A/V sync, RTT), and our counting/keyframe-gate
+	// interceptor, outermost so the others see only what is sent.
+	nacks := nackResponderFactory{room: r, rtt: func() time.Duration { return time.Duration(v.rtt.Load()) }}
+	api := s.newAPI(nacks, s.senderReports, viewerInterceptorFactory{v: v})
 	pc, err := api.NewPeerConnection(webrtc.Configuration{})
 	if err != nil {
 		return "", fmt.Errorf("new peer connection: %w", err)

@@ -148,15 +148,8 @@ func (e *OpusEncoder) EncodeFloat32(pcm []float32) ([]byte, error) {
 	}
 	e.mu.Lock()
 	defer e.mu.Unlock()
-	silent := true
-	for _, x := range pcm {
-		if x != 0 {
-			silent = false
-			break
-		}
-	}
 	e.src.f32.Data = pcm
-	pkt, err := e.encodeSilent(silent, &e.src.f32)
+	pkt, err := e.encodeSilent(allZero(pcm), &e.src.f32)
 	e.src.f32.Data = nil
 	return pkt, err
 }
@@ -168,17 +161,20 @@ func (e *OpusEncoder) EncodeInt16(pcm []int16) ([]byte, error) {
 	}
 	e.mu.Lock()
 	defer e.mu.Unlock()
-	silent := true
-	for _, x := range pcm {
-		if x != 0 {
-			silent = false
-			break
-		}
-	}
 	e.src.i16.Data = pcm
-	pkt, err := e.encodeSilent(silent, &e.src.i16)
+	pkt, err := e.encodeSilent(allZero(pcm), &e.src.i16)
 	e.src.i16.Data = nil
 	return pkt, err
+}
+
+// allZero reports digital silence.
+func allZero[T float32 | int16](pcm []T) bool {
+	for _, x := range pcm {
+		if x != 0 {
+			return false
+		}
+	}
+	return true
 }
 
 // encodeSilent encodes a, which is digital silence if silent. libopus

@@ -11,6 +11,8 @@
 //	fleet/health/<worker>               "down"               (worker's lease)
 //	sessions/<session>                  Session record
 //	idempotency/<owner>/<key>           session id           (retention lease)
+//	owners/<owner>/sessions/<session>   ""                   (index: until the record expires)
+//	owners/<owner>/live/<session>       ""                   (quota: while the session is live)
 //	leader                              control-plane election
 //	config/<name>                       fleet-wide settings
 //
@@ -88,6 +90,19 @@ func (k Keys) Session(id string) string { return k.Sessions() + id }
 func (k Keys) Idempotency(owner, key string) string {
 	return k.prefix + "idempotency/" + owner + "/" + key
 }
+
+// OwnerSessions is the prefix of one owner's session index: one key per
+// session record of that owner, ordered by session id.
+func (k Keys) OwnerSessions(owner string) string { return k.prefix + "owners/" + owner + "/sessions/" }
+
+// OwnerSession is the index key of one session of an owner.
+func (k Keys) OwnerSession(owner, id string) string { return k.OwnerSessions(owner) + id }
+
+// OwnerLive is the prefix of one owner's live-session marks (the quota).
+func (k Keys) OwnerLive(owner string) string { return k.prefix + "owners/" + owner + "/live/" }
+
+// OwnerLiveSession is the live mark of one session of an owner.
+func (k Keys) OwnerLiveSession(owner, id string) string { return k.OwnerLive(owner) + id }
 
 // Leader is the prefix the control-plane replicas campaign on.
 func (k Keys) Leader() string { return k.prefix + "leader" }

@@ -7,6 +7,7 @@ import (
 	"regexp"
 	"time"
 
+	"go.etcd.io/etcd/api/v3/v3rpc/rpctypes"
 	clientv3 "go.etcd.io/etcd/client/v3"
 	"google.golang.org/protobuf/proto"
 	"google.golang.org/protobuf/types/known/timestamppb"
@@ -19,6 +20,10 @@ var ErrNotFound = errors.New("not found")
 
 // ErrConflict is returned when a guarded transaction lost a race.
 var ErrConflict = errors.New("conflict")
+
+// ErrQuotaExceeded is returned by Reserve when the session's owner already
+// holds its limit of live sessions.
+var ErrQuotaExceeded = errors.New("owner's live-session quota exceeded")
 
 var namePattern = regexp.MustCompile(`^[a-zA-Z0-9][a-zA-Z0-9_.-]{0,63}$`)
 
@@ -145,35 +150,61 @@ type Reservation struct {
 	WorkerRevision int64
 	GPU            uint32
 	Slot           uint32
+	// OwnerLimit, when > 0, is the most live sessions the session's owner
+	// may hold: the reservation fails with ErrQuotaExceeded at the limit.
+	OwnerLimit int
 }
 
 // Reserve atomically takes a slot for a new session and writes the session
 // record, in one transaction that commits only if the slot is free, the
-// worker record is unchanged and neither drained nor down, and the session id
-// is unused. The slot key carries the worker's lease, so it vanishes with the
-// worker. ok is false when a condition failed (the caller tries elsewhere);
-// rev is the session record's revision when it succeeded.
+// worker record is unchanged and neither drained nor down, the session id is
+// unused and, when r.OwnerLimit > 0, the owner has fewer live sessions than
+// that (else ErrQuotaExceeded). The same transaction writes the owner's index
+// entry and live mark (owners.go). The slot key carries the worker's lease,
+// so it vanishes with the worker. ok is false when a condition failed (the
+// caller tries elsewhere); rev is the session record's revision when it
+// succeeded.
 func (s *Store) Reserve(ctx context.Context, r Reservation, sess *fleetv1.Session) (rev int64, ok bool, err error) {
 	slotKey := s.keys.Slot(r.Worker, r.GPU, r.Slot)
 	sessKey := s.keys.Session(sess.GetId())
 	sess.WorkerId, sess.Gpu, sess.Slot = r.Worker, r.GPU, r.Slot
-	resp, err := s.cli.Txn(ctx).
-		If(
+	for attempt := 0; ; attempt++ {
+		cmps := []clientv3.Cmp{
 			clientv3.Compare(clientv3.CreateRevision(slotKey), "=", 0),
 			clientv3.Compare(clientv3.ModRevision(s.keys.Worker(r.Worker)), "=", r.WorkerRevision),
 			clientv3.Compare(clientv3.CreateRevision(s.keys.Drain(r.Worker)), "=", 0),
 			clientv3.Compare(clientv3.CreateRevision(s.keys.Health(r.Worker)), "=", 0),
 			clientv3.Compare(clientv3.CreateRevision(sessKey), "=", 0),
-		).
-		Then(
+		}
+		var quotaRev int64
+		if r.OwnerLimit > 0 {
+			quotaCmp, seen, err := s.ownerQuotaCmp(ctx, sess.GetOwner(), r.OwnerLimit)
+			if err != nil {
+				return 0, false, fmt.Errorf("reserve slot %s for %s: %w", slotKey, sess.GetId(), err)
+			}
+			cmps, quotaRev = append(cmps, quotaCmp), seen
+		}
+		ops := append([]clientv3.Op{
 			clientv3.OpPut(slotKey, sess.GetId(), clientv3.WithLease(r.WorkerLease)),
 			clientv3.OpPut(sessKey, marshal(sess)),
-		).
-		Commit()
-	if err != nil {
-		return 0, false, fmt.Errorf("reserve slot %s for %s: %w", slotKey, sess.GetId(), err)
+		}, s.ownerPutOps(sess)...)
+		resp, err := s.cli.Txn(ctx).If(cmps...).Then(ops...).Commit()
+		if err != nil {
+			return 0, false, fmt.Errorf("reserve slot %s for %s: %w", slotKey, sess.GetId(), err)
+		}
+		if resp.Succeeded || r.OwnerLimit <= 0 || attempt >= maxQuotaRetries {
+			return resp.Header.Revision, resp.Succeeded, nil
+		}
+		// Did the quota guard fail (a session of this owner started or
+		// ended since the count)? Then count again; else the slot is lost.
+		changed, err := s.ownerLiveChangedSince(ctx, sess.GetOwner(), quotaRev)
+		if err != nil {
+			return 0, false, fmt.Errorf("reserve slot %s for %s: %w", slotKey, sess.GetId(), err)
+		}
+		if !changed {
+			return resp.Header.Revision, false, nil
+		}
 	}
-	return resp.Header.Revision, resp.Succeeded, nil
 }
 
 // Session reads one session record and its ModRevision.
@@ -281,10 +312,10 @@ func (s *Store) EndSession(ctx context.Context, id string, state fleetv1.Session
 		key := s.keys.Session(id)
 		resp, err := s.cli.Txn(ctx).
 			If(clientv3.Compare(clientv3.ModRevision(key), "=", rev)).
-			Then(
+			Then(append([]clientv3.Op{
 				clientv3.OpPut(key, marshal(cur)),
 				s.releaseSlotOp(cur),
-			).
+			}, s.ownerEndOps(cur)...)...).
 			Commit()
 		if err != nil {
 			return nil, false, fmt.Errorf("end session %s: %w", id, err)
@@ -314,7 +345,7 @@ func (s *Store) Unreserve(ctx context.Context, sess *fleetv1.Session, rev int64)
 	key := s.keys.Session(sess.GetId())
 	resp, err := s.cli.Txn(ctx).
 		If(clientv3.Compare(clientv3.ModRevision(key), "=", rev)).
-		Then(clientv3.OpDelete(key), s.releaseSlotOp(sess)).
+		Then(append([]clientv3.Op{clientv3.OpDelete(key), s.releaseSlotOp(sess)}, s.ownerDeleteOps(sess)...)...).
 		Commit()
 	if err != nil {
 		return fmt.Errorf("unreserve session %s: %w", sess.GetId(), err)
@@ -325,12 +356,24 @@ func (s *Store) Unreserve(ctx context.Context, sess *fleetv1.Session, rev int64)
 	return nil
 }
 
-// DeleteSessionRecord removes an ended session's record (retention expiry).
+// DeleteSessionRecord removes an ended session's record (retention expiry)
+// and its entry in the owner's index, if the record is still at rev.
 func (s *Store) DeleteSessionRecord(ctx context.Context, id string, rev int64) error {
 	key := s.keys.Session(id)
-	_, err := s.cli.Txn(ctx).
+	resp, err := s.cli.Get(ctx, key)
+	if err != nil {
+		return fmt.Errorf("delete session record %s: %w", id, err)
+	}
+	if len(resp.Kvs) == 0 || resp.Kvs[0].ModRevision != rev {
+		return nil // gone already, or changed: the caller looks again later
+	}
+	sess, err := DecodeSession(resp.Kvs[0].Value)
+	if err != nil {
+		return fmt.Errorf("delete session record %s: %w", id, err)
+	}
+	_, err = s.cli.Txn(ctx).
 		If(clientv3.Compare(clientv3.ModRevision(key), "=", rev)).
-		Then(clientv3.OpDelete(key)).
+		Then(append([]clientv3.Op{clientv3.OpDelete(key)}, s.ownerDeleteOps(sess)...)...).
 		Commit()
 	if err != nil {
 		return fmt.Errorf("delete session record %s: %w", id, err)
@@ -380,15 +423,27 @@ func (s *Store) IdempotencyBinding(ctx context.Context, owner, key string) (stri
 }
 
 // ReleaseIdempotencyKey unbinds a key that is still bound to sessionID (the
-// placement it guarded failed, so a retry may try again).
+// placement it guarded failed, so a retry may try again) and revokes the
+// binding's lease, so failed placements leave no lease behind.
 func (s *Store) ReleaseIdempotencyKey(ctx context.Context, owner, key, sessionID string) error {
 	k := s.keys.Idempotency(owner, key)
-	_, err := s.cli.Txn(ctx).
+	resp, err := s.cli.Txn(ctx).
 		If(clientv3.Compare(clientv3.Value(k), "=", sessionID)).
-		Then(clientv3.OpDelete(k)).
+		Then(clientv3.OpGet(k), clientv3.OpDelete(k)).
 		Commit()
 	if err != nil {
 		return fmt.Errorf("release idempotency key: %w", err)
+	}
+	if !resp.Succeeded {
+		return nil
+	}
+	kvs := resp.Responses[0].GetResponseRange().GetKvs()
+	if len(kvs) == 0 || kvs[0].Lease == 0 {
+		return nil
+	}
+	// The lease held only this key (one lease per claim).
+	if _, err := s.cli.Revoke(ctx, clientv3.LeaseID(kvs[0].Lease)); err != nil && !errors.Is(err, rpctypes.ErrLeaseNotFound) {
+		return fmt.Errorf("revoke idempotency lease: %w", err)
 	}
 	return nil
 }

@@ -31,6 +31,8 @@ type Principal struct {
 	// Owner is a stable, non-secret fingerprint of the key.
 	Owner  string
 	Scopes []string
+	// Limits are the key's own limits over the defaults (limits.go).
+	Limits Limits
 }
 
 // Has reports whether the principal holds a scope. Admin implies sessions.
@@ -41,11 +43,15 @@ func (p Principal) Has(scope string) bool {
 type key struct {
 	digest [sha256.Size]byte
 	p      Principal
+	// limits are what the keys file set for this key; the rest are the
+	// set's defaults.
+	limits LimitOverrides
 }
 
 // Keys is a set of API keys.
 type Keys struct {
-	keys []key
+	keys     []key
+	defaults Limits
 }
 
 // ErrUnauthorized is returned for a missing or unknown key.
@@ -57,8 +63,16 @@ func Fingerprint(secret string) string {
 	return hex.EncodeToString(d[:8])
 }
 
-// Add adds a key with scopes.
+// Add adds a key with scopes and the set's default limits.
 func (k *Keys) Add(secret string, scopes ...string) error {
+	return k.AddWithLimits(secret, LimitOverrides{}, scopes...)
+}
+
+// AddWithLimits adds a key with scopes and its own limits where set.
+func (k *Keys) AddWithLimits(secret string, limits LimitOverrides, scopes ...string) error {
+	if err := limits.validate(); err != nil {
+		return err
+	}
 	if len(secret) < MinKeyLength {
 		return fmt.Errorf("API key too short: need at least %d characters", MinKeyLength)
 	}
@@ -70,7 +84,11 @@ func (k *Keys) Add(secret string, scopes ...string) error {
 	if len(scopes) == 0 {
 		return errors.New("API key without scopes")
 	}
-	k.keys = append(k.keys, key{digest: sha256.Sum256([]byte(secret)), p: Principal{Owner: Fingerprint(secret), Scopes: slices.Clone(scopes)}})
+	k.keys = append(k.keys, key{
+		digest: sha256.Sum256([]byte(secret)),
+		p:      Principal{Owner: Fingerprint(secret), Scopes: slices.Clone(scopes)},
+		limits: limits,
+	})
 	return nil
 }
 
@@ -94,7 +112,9 @@ func (k *Keys) Authenticate(secret string) (Principal, error) {
 	if found < 0 {
 		return Principal{}, ErrUnauthorized
 	}
-	return k.keys[found].p, nil
+	p := k.keys[found].p
+	p.Limits = k.keys[found].limits.over(k.defaults)
+	return p, nil
 }
 
 // BearerToken extracts the token of an "Authorization: Bearer" header.
@@ -109,15 +129,17 @@ func BearerToken(header string) (string, bool) {
 
 type fileFormat struct {
 	Keys []struct {
-		Key    string   `json:"key"`
-		Scopes []string `json:"scopes"`
+		Key    string         `json:"key"`
+		Scopes []string       `json:"scopes"`
+		Limits LimitOverrides `json:"limits"`
 	} `json:"keys"`
 }
 
 // maxKeysFile bounds the keys file, which is read whole.
 const maxKeysFile = 1 << 20
 
-// LoadFile reads a YAML keys file: keys: [{key: "…", scopes: [sessions, admin]}].
+// LoadFile reads a YAML keys file: keys: [{key: "…", scopes: [sessions,
+// admin], limits: {max_sessions: 10, …}}]; limits are optional (limits.go).
 func LoadFile(path string) (*Keys, error) {
 	info, err := os.Stat(path)
 	if err != nil {
@@ -144,7 +166,7 @@ func Parse(b []byte) (*Keys, error) {
 	}
 	ks := &Keys{}
 	for i, e := range f.Keys {
-		if err := ks.Add(e.Key, e.Scopes...); err != nil {
+		if err := ks.AddWithLimits(e.Key, e.Limits, e.Scopes...); err != nil {
 			return nil, fmt.Errorf("parse API keys: entry %d: %w", i, err)
 		}
 	}

@@ -5,6 +5,8 @@ import (
 	"fmt"
 	"io"
 	"net/http"
+	"net/url"
+	"strconv"
 
 	"github.com/avatarfleet/avatarfleet/controlplane/pkg/apiv1"
 )
@@ -46,17 +48,64 @@ func (c *Client) GetSession(ctx context.Context, id string) (*apiv1.Session, err
 	return &s, nil
 }
 
-// ListSessions returns the sessions the API lists (GET /v1/sessions). The
-// slice is never nil.
-func (c *Client) ListSessions(ctx context.Context) ([]apiv1.Session, error) {
+// ListOptions select one page of GET /v1/sessions.
+type ListOptions struct {
+	// Limit is the page size (0: the server's default, 100; at most 1000).
+	Limit int
+	// PageToken continues after the page that returned it.
+	PageToken string
+	// State keeps only sessions in that state.
+	State string
+}
+
+// ListSessionsPage returns one page of the sessions the API lists; the
+// list's NextPageToken, when set, reads the next one.
+func (c *Client) ListSessionsPage(ctx context.Context, o ListOptions) (apiv1.SessionList, error) {
+	q := url.Values{}
+	if o.Limit > 0 {
+		q.Set("limit", strconv.Itoa(o.Limit))
+	}
+	if o.PageToken != "" {
+		q.Set("page_token", o.PageToken)
+	}
+	if o.State != "" {
+		q.Set("state", o.State)
+	}
+	path := "/v1/sessions"
+	if len(q) > 0 {
+		path += "?" + q.Encode()
+	}
 	var l apiv1.SessionList
-	if _, err := c.do(ctx, call{method: http.MethodGet, path: "/v1/sessions", out: &l}); err != nil {
-		return nil, fmt.Errorf("list sessions: %w", err)
+	if _, err := c.do(ctx, call{method: http.MethodGet, path: path, out: &l}); err != nil {
+		return apiv1.SessionList{}, fmt.Errorf("list sessions: %w", err)
 	}
 	if l.Sessions == nil {
 		l.Sessions = []apiv1.Session{}
 	}
-	return l.Sessions, nil
+	return l, nil
+}
+
+// maxListPages bounds ListSessions' walk, against a server that never ends
+// its pages.
+const maxListPages = 100000
+
+// ListSessions returns every session the API lists (GET /v1/sessions),
+// following the pages to the end. The slice is never nil.
+func (c *Client) ListSessions(ctx context.Context) ([]apiv1.Session, error) {
+	out := []apiv1.Session{}
+	tok := ""
+	for range maxListPages {
+		l, err := c.ListSessionsPage(ctx, ListOptions{Limit: 1000, PageToken: tok})
+		if err != nil {
+			return nil, err
+		}
+		out = append(out, l.Sessions...)
+		if l.NextPageToken == "" || l.NextPageToken == tok {
+			return out, nil
+		}
+		tok = l.NextPageToken
+	}
+	return nil, fmt.Errorf("list sessions: more than %d pages", maxListPages)
 }
 
 // DeleteSession ends a session (DELETE /v1/sessions/{id}). Deleting an

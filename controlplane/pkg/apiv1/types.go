@@ -85,6 +85,8 @@ type ViewerStats struct {
 // SessionList is the body of GET /v1/sessions.
 type SessionList struct {
 	Sessions []Session `json:"sessions"`
+	// NextPageToken, when set, lists the next page (page_token=…).
+	NextPageToken string `json:"next_page_token,omitempty"`
 }
 
 // CreateSessionRequest is the body of POST /v1/sessions.
@@ -157,6 +159,8 @@ const (
 	CodeMethodNotAllowed     = "method_not_allowed"
 	CodeInternal             = "internal"
 	CodeUnavailable          = "unavailable"
+	CodeQuotaExceeded        = "quota_exceeded"
+	CodeRateLimited          = "rate_limited"
 )
 
 // ErrorBody is the envelope of every error response.

@@ -31,6 +31,11 @@ func (a *API) events(w http.ResponseWriter, r *http.Request, p auth.Principal) e
 	if !ok {
 		return fmt.Errorf("events: response writer cannot flush")
 	}
+	release, err := a.limits.openStream(p)
+	if err != nil {
+		return err
+	}
+	defer release()
 	cfg := jetstream.OrderedConsumerConfig{
 		FilterSubjects: []string{fleetbus.EventsAll},
 		DeliverPolicy:  jetstream.DeliverNewPolicy,

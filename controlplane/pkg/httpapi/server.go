@@ -62,6 +62,8 @@ type API struct {
 	requests *prometheus.HistogramVec
 	// signaling counts WHEP/WHIP requests by result.
 	signaling *signalingMetrics
+	// limits are this replica's per-key rate buckets and stream counts.
+	limits *keyLimiter
 }
 
 // New builds the API handler.
@@ -75,7 +77,7 @@ func New(opts Options) *API {
 	if opts.StatsTimeout == 0 {
 		opts.StatsTimeout = 500 * time.Millisecond
 	}
-	a := &API{opts: opts, log: opts.Log, mux: http.NewServeMux()}
+	a := &API{opts: opts, log: opts.Log, mux: http.NewServeMux(), limits: newKeyLimiter()}
 	a.requests = prometheus.NewHistogramVec(prometheus.HistogramOpts{
 		Name:    "avatarfleet_http_request_duration_seconds",
 		Help:    "HTTP requests by route and status code.",
@@ -147,6 +149,10 @@ func (a *API) authenticated(scope string, h handlerFunc) http.Handler {
 		}
 		if !p.Has(scope) {
 			writeError(w, errorf(http.StatusForbidden, apiv1.CodeForbidden, "API key lacks scope %q", scope))
+			return
+		}
+		if err := a.limits.allow(p, time.Now()); err != nil {
+			writeError(w, err)
 			return
 		}
 		if err := h(w, r, p); err != nil {

@@ -136,7 +136,7 @@ func (a *API) createSession(w http.ResponseWriter, r *http.Request, pr auth.Prin
 	if err != nil {
 		return err
 	}
-	p.Owner = pr.Owner
+	p.Owner, p.MaxSessions = pr.Owner, pr.Limits.MaxSessions
 	sess, err := a.opts.Sessions.Create(r.Context(), p)
 	if err != nil {
 		return err
@@ -220,29 +220,6 @@ func (a *API) mediaStats(ctx context.Context, sess *fleetv1.Session) *apiv1.Sess
 	return toStats(stats)
 }
 
-func (a *API) listSessions(w http.ResponseWriter, r *http.Request, p auth.Principal) error {
-	all, err := a.opts.Sessions.List(r.Context())
-	if err != nil {
-		return err
-	}
-	state := r.URL.Query().Get("state")
-	out := apiv1.SessionList{Sessions: []apiv1.Session{}}
-	base := a.baseURL(r)
-	for _, s := range all {
-		if !p.Has(auth.ScopeAdmin) && s.GetOwner() != p.Owner {
-			continue
-		}
-		conv := toSession(s, base)
-		if state != "" && conv.State != state {
-			continue
-		}
-		out.Sessions = append(out.Sessions, conv)
-	}
-	sort.Slice(out.Sessions, func(i, j int) bool { return out.Sessions[i].CreatedAt.Before(out.Sessions[j].CreatedAt) })
-	writeJSON(w, http.StatusOK, out)
-	return nil
-}
-
 func (a *API) deleteSession(w http.ResponseWriter, r *http.Request, p auth.Principal) error {
 	sess, err := a.ownSession(r.Context(), r.PathValue("id"), p)
 	if err != nil {
@@ -319,6 +296,8 @@ func mapError(err error) error {
 		return ae
 	case errors.Is(err, sessions.ErrNoCapacity):
 		return &apiError{status: http.StatusServiceUnavailable, code: apiv1.CodeNoCapacity, message: "no free slot on any worker; retry later", retryAfter: 2 * time.Second}
+	case errors.Is(err, sessions.ErrQuotaExceeded):
+		return errorf(http.StatusTooManyRequests, apiv1.CodeQuotaExceeded, "this API key holds its limit of live sessions; end one first")
 	case errors.Is(err, sessions.ErrUnknownAvatar):
 		return errorf(http.StatusBadRequest, apiv1.CodeUnknownAvatar, "no worker serves this avatar")
 	case errors.Is(err, sessions.ErrUnknownVoice):

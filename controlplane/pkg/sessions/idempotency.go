@@ -16,7 +16,7 @@ import (
 // createIdempotent binds the key to a new session id in etcd; whoever binds
 // it places the session, and every other request with the key waits for
 // that session and returns it. If the placement fails, the binding is
-// released so a later retry can try again.
+// released (and its lease revoked) so a later retry can try again.
 func (m *Manager) createIdempotent(ctx context.Context, p CreateParams) (*fleetv1.Session, error) {
 	keyDigest := sha256.Sum256([]byte(p.IdempotencyKey))
 	key := hex.EncodeToString(keyDigest[:16])
@@ -27,7 +27,7 @@ func (m *Manager) createIdempotent(ctx context.Context, p CreateParams) (*fleetv
 			return nil, err
 		}
 		if claimed {
-			sess, err := m.place(ctx, m.newSession(id, p))
+			sess, err := m.place(ctx, m.newSession(id, p), p.MaxSessions)
 			if err != nil {
 				rctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), m.opts.CallTimeout)
 				defer cancel()

@@ -39,6 +39,8 @@ var (
 	ErrIdempotencyConflict = errors.New("idempotency key reused with a different request")
 	ErrInvalidInput        = errors.New("invalid input")
 	ErrUnavailable         = errors.New("worker unavailable")
+	// ErrQuotaExceeded: the owner holds its limit of live sessions.
+	ErrQuotaExceeded = errors.New("live-session quota exceeded")
 )
 
 // EventPublisher publishes lifecycle events.
@@ -120,6 +122,9 @@ type CreateParams struct {
 	// RequestHash tells a retry from a different request with the same key.
 	IdempotencyKey string
 	RequestHash    string
+	// MaxSessions, when > 0, is the most live sessions Owner may hold
+	// across the fleet; the reservation transaction enforces it.
+	MaxSessions int
 }
 
 // NewSessionID returns a fresh, unguessable session id.
@@ -133,7 +138,7 @@ func NewSessionID() string {
 // worker has acknowledged it.
 func (m *Manager) Create(ctx context.Context, p CreateParams) (*fleetv1.Session, error) {
 	if p.IdempotencyKey == "" {
-		return m.place(ctx, m.newSession(NewSessionID(), p))
+		return m.place(ctx, m.newSession(NewSessionID(), p), p.MaxSessions)
 	}
 	return m.createIdempotent(ctx, p)
 }
@@ -154,7 +159,7 @@ func (m *Manager) newSession(id string, p CreateParams) *fleetv1.Session {
 
 // place reserves a slot and starts the session there, trying further
 // candidates when a reservation loses a race or a worker refuses.
-func (m *Manager) place(ctx context.Context, sess *fleetv1.Session) (*fleetv1.Session, error) {
+func (m *Manager) place(ctx context.Context, sess *fleetv1.Session, maxSessions int) (*fleetv1.Session, error) {
 	start := time.Now()
 	tried := map[slotID]bool{}
 	refused := map[string]bool{} // workers whose StartSession failed
@@ -177,7 +182,11 @@ func (m *Manager) place(ctx context.Context, sess *fleetv1.Session) (*fleetv1.Se
 			}
 			attempted = true
 			tried[slotID{c.WorkerID, c.GPU, slot}] = true
-			placed, err := m.tryReserveAndStart(ctx, view, c.GPU, slot, sess)
+			placed, err := m.tryReserveAndStart(ctx, view, c.GPU, slot, sess, maxSessions)
+			if errors.Is(err, ErrQuotaExceeded) {
+				m.opts.Metrics.placement("quota_exceeded", start)
+				return nil, err
+			}
 			if err != nil {
 				m.opts.Metrics.placement("error", start)
 				return nil, err
@@ -217,12 +226,16 @@ const (
 	workerRefused
 )
 
-func (m *Manager) tryReserveAndStart(ctx context.Context, view registry.WorkerView, gpu, slot uint32, sess *fleetv1.Session) (outcome, error) {
+func (m *Manager) tryReserveAndStart(ctx context.Context, view registry.WorkerView, gpu, slot uint32, sess *fleetv1.Session, maxSessions int) (outcome, error) {
 	worker := view.Worker.GetId()
 	sess.State = fleetv1.SessionState_SESSION_STATE_STARTING
 	rev, ok, err := m.opts.Store.Reserve(ctx, fleetstore.Reservation{
 		Worker: worker, WorkerLease: view.Lease, WorkerRevision: view.Revision, GPU: gpu, Slot: slot,
+		OwnerLimit: maxSessions,
 	}, sess)
+	if errors.Is(err, fleetstore.ErrQuotaExceeded) {
+		return 0, fmt.Errorf("place session %s: %w (%d live sessions)", sess.GetId(), ErrQuotaExceeded, maxSessions)
+	}
 	if err != nil {
 		return 0, fmt.Errorf("place session %s: %w", sess.GetId(), err)
 	}

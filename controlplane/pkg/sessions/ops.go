@@ -32,6 +32,38 @@ func (m *Manager) List(ctx context.Context) ([]*fleetv1.Session, error) {
 	return out, nil
 }
 
+// Page is one page of a session listing, in session id order.
+type Page struct {
+	Sessions []*fleetv1.Session
+	// Last is the id to list after for the next page; More says whether
+	// any may follow.
+	Last string
+	More bool
+}
+
+// ListPage reads up to limit sessions whose ids sort after after: the
+// owner's, from its index in etcd, or with owner "" every session of the
+// fleet (a paginated range read, for admins).
+func (m *Manager) ListPage(ctx context.Context, owner, after string, limit int) (Page, error) {
+	var (
+		p   fleetstore.SessionPage
+		err error
+	)
+	if owner == "" {
+		p, err = m.opts.Store.SessionsPage(ctx, after, limit)
+	} else {
+		p, err = m.opts.Store.OwnerSessionsPage(ctx, owner, after, limit)
+	}
+	if err != nil {
+		return Page{}, err
+	}
+	out := Page{Last: p.Last, More: p.More, Sessions: make([]*fleetv1.Session, len(p.Sessions))}
+	for i, e := range p.Sessions {
+		out.Sessions[i] = e.Session
+	}
+	return out, nil
+}
+
 // Delete ends a session with reason deleted and frees its slot. Deleting a
 // session that already ended is not an error.
 func (m *Manager) Delete(ctx context.Context, id string) (*fleetv1.Session, error) {

@@ -67,6 +67,8 @@ type Options struct {
 	Fsync bool
 	// EtcdSnapshotCount overrides etcd's snapshot trigger (benchmarks).
 	EtcdSnapshotCount uint64
+	// KeyLimits sets limits of the test keys (by key); the others have none.
+	KeyLimits map[string]auth.LimitOverrides
 }
 
 // Fleet is a running test fleet.
@@ -155,7 +157,7 @@ func Start(t testing.TB, opts Options) *Fleet {
 		key    string
 		scopes []string
 	}{{AdminKey, []string{auth.ScopeAdmin}}, {SessionsKey, []string{auth.ScopeSessions}}, {OtherKey, []string{auth.ScopeSessions}}} {
-		if err := keys.Add(k.key, k.scopes...); err != nil {
+		if err := keys.AddWithLimits(k.key, opts.KeyLimits[k.key], k.scopes...); err != nil {
 			t.Fatal(err)
 		}
 	}

@@ -33,7 +33,7 @@ func BenchmarkFanout(b *testing.B) {
 }
 
 func benchFanout(b *testing.B, n int) {
-	s := newTestSFU(b, Config{MaxViewersPerRoom: n})
+	s := newTestSFU(b, Config{MaxViewersPerRoom: n, MaxPendingViewers: n, MaxPendingPerToken: n})
 	room, err := s.OpenRoom("bench", RoomOptions{})
 	if err != nil {
 		b.Fatal(err)

@@ -25,6 +25,10 @@ var (
 	ErrClosed = errors.New("closed")
 	// ErrRoomExists: OpenRoom was given the id of an open room.
 	ErrRoomExists = errors.New("room already open")
+	// ErrTooManyPending: the room (or the viewer's token) has its maximum
+	// of viewers that have an answer but are not connected yet. Unlike
+	// ErrRoomFull it clears on its own within ConnectTimeout.
+	ErrTooManyPending = errors.New("too many viewers connecting")
 )
 
 // Defaults for the zero values of Config.
@@ -35,7 +39,9 @@ const (
 	DefaultKeyframeInterval       = 500 * time.Millisecond
 	DefaultICEDisconnectedTimeout = 5 * time.Second
 	DefaultICEFailedTimeout       = 10 * time.Second
-	DefaultConnectTimeout         = 30 * time.Second
+	DefaultConnectTimeout         = 10 * time.Second
+	DefaultMaxPendingViewers      = 10
+	DefaultMaxPendingPerToken     = 5
 	// udpSocketBuffer is the kernel buffer asked for the media socket, both
 	// ways: every viewer's packets leave through it.
 	udpSocketBuffer = 4 << 20
@@ -72,9 +78,15 @@ type Config struct {
 	// consent timeouts (default 5 s and 10 s): a viewer that stops answering
 	// is removed after about their sum.
 	ICEDisconnectedTimeout, ICEFailedTimeout time.Duration
-	// ConnectTimeout removes a peer whose connection has not come up this
-	// long after its answer (default 30 s).
+	// ConnectTimeout removes a peer whose connection (ICE and DTLS) has
+	// not come up this long after its answer (default 10 s).
 	ConnectTimeout time.Duration
+	// MaxPendingViewers caps a room's pending viewers: those answered but
+	// not connected yet (default 10); MaxPendingPerToken caps them per
+	// viewer token (default 5). Beyond either, AddViewer fails with
+	// ErrTooManyPending and takes no place, so offers that never connect
+	// cannot fill a room. ViewerOptions may set other caps per call.
+	MaxPendingViewers, MaxPendingPerToken int
 	// Logger receives the SFU's logs (default slog.Default()).
 	Logger *slog.Logger
 }
@@ -100,6 +112,12 @@ func (c Config) withDefaults() Config {
 	}
 	if c.ConnectTimeout <= 0 {
 		c.ConnectTimeout = DefaultConnectTimeout
+	}
+	if c.MaxPendingViewers <= 0 {
+		c.MaxPendingViewers = DefaultMaxPendingViewers
+	}
+	if c.MaxPendingPerToken <= 0 {
+		c.MaxPendingPerToken = DefaultMaxPendingPerToken
 	}
 	if c.Logger == nil {
 		c.Logger = slog.Default()

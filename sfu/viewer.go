@@ -21,6 +21,8 @@ type viewer struct {
 	id   string
 	room *Room
 	pc   *webrtc.PeerConnection
+	// token identifies the credential that made the viewer ("" = none).
+	token string
 
 	connectedAt atomic.Int64 // unix nanoseconds; 0 until connected
 	video       bool         // receives the video track
@@ -35,18 +37,46 @@ type viewer struct {
 	rate                 rateMeter
 }
 
-// AddViewer answers a WHEP offer (recvonly audio and/or video) with the
+// ViewerOptions qualify one AddViewer call.
+type ViewerOptions struct {
+	// TokenID names the credential the offer came with (a viewer token's
+	// id or digest, never the token); pending viewers are capped per
+	// TokenID. Empty: the per-token cap does not apply.
+	TokenID string
+	// MaxPending and MaxPendingPerToken, when > 0, replace the SFU's
+	// MaxPendingViewers and MaxPendingPerToken for this call (the control
+	// plane passes the session owner's limits).
+	MaxPending, MaxPendingPerToken int
+}
+
+// AddViewer answers a WHEP offer with no token: AddViewerWith with zero
+// options.
+func (r *Room) AddViewer(ctx context.Context, offerSDP string) (viewerID, answerSDP string, err error) {
+	return r.AddViewerWith(ctx, offerSDP, ViewerOptions{})
+}
+
+// AddViewerWith answers a WHEP offer (recvonly audio and/or video) with the
 // room's VP8 and Opus tracks. The answer holds every ICE candidate (no
 // trickle): it returns once gathering is complete, or fails with ctx.
-// Errors wrap ErrInvalidSDP, ErrRoomFull or ErrClosed where they apply.
-func (r *Room) AddViewer(ctx context.Context, offerSDP string) (viewerID, answerSDP string, err error) {
+// The viewer is pending until its connection comes up; one still pending
+// after ConnectTimeout is dropped. Errors wrap ErrInvalidSDP, ErrRoomFull,
+// ErrTooManyPending or ErrClosed where they apply.
+func (r *Room) AddViewerWith(ctx context.Context, offerSDP string, opts ViewerOptions) (viewerID, answerSDP string, err error) {
 	want, err := checkOffer(offerSDP, roleViewer)
 	if err != nil {
 		return "", "", fmt.Errorf("sfu: room %s: add viewer: %w", r.id, err)
 	}
-	v := &viewer{id: newPeerID(), room: r}
+	maxPending, maxPerToken := r.sfu.cfg.MaxPendingViewers, r.sfu.cfg.MaxPendingPerToken
+	if opts.MaxPending > 0 {
+		maxPending = opts.MaxPending
+	}
+	if opts.MaxPendingPerToken > 0 {
+		maxPerToken = opts.MaxPendingPerToken
+	}
+	v := &viewer{id: newPeerID(), room: r, token: opts.TokenID}
 	v.rate.start(time.Now())
 	r.mu.Lock()
+	pending, pendingOfToken := r.pendingLocked(opts.TokenID)
 	switch {
 	case r.closed:
 		r.mu.Unlock()
@@ -54,6 +84,12 @@ func (r *Room) AddViewer(ctx context.Context, offerSDP string) (viewerID, answer
 	case len(r.viewers) >= r.sfu.cfg.MaxViewersPerRoom:
 		r.mu.Unlock()
 		return "", "", fmt.Errorf("sfu: room %s: add viewer: %d viewers: %w", r.id, r.sfu.cfg.MaxViewersPerRoom, ErrRoomFull)
+	case pending >= maxPending:
+		r.mu.Unlock()
+		return "", "", fmt.Errorf("sfu: room %s: add viewer: %d viewers connecting: %w", r.id, pending, ErrTooManyPending)
+	case opts.TokenID != "" && pendingOfToken >= maxPerToken:
+		r.mu.Unlock()
+		return "", "", fmt.Errorf("sfu: room %s: add viewer: %d viewers of one token connecting: %w", r.id, pendingOfToken, ErrTooManyPending)
 	}
 	v.video = want.video
 	r.viewers[v.id] = v // holds the place while negotiating
@@ -67,6 +103,21 @@ func (r *Room) AddViewer(ctx context.Context, offerSDP string) (viewerID, answer
 	r.viewersChanged()
 	r.log.Info("sfu: viewer added", "viewer", v.id, "video", want.video, "audio", want.audio)
 	return v.id, answer, nil
+}
+
+// pendingLocked counts the room's viewers not connected yet, all and those
+// of token. The caller holds r.mu.
+func (r *Room) pendingLocked(token string) (all, ofToken int) {
+	for _, v := range r.viewers {
+		if v.connectedAt.Load() != 0 {
+			continue
+		}
+		all++
+		if token != "" && v.token == token {
+			ofToken++
+		}
+	}
+	return all, ofToken
 }
 
 // negotiate builds the viewer's PeerConnection and answers the offer.

@@ -79,7 +79,7 @@ func connectViewers(t *testing.T, room *Room, n int, opts clientOptions) []*clie
 func TestFanout(t *testing.T) {
 	for _, n := range []int{1, 20} {
 		t.Run(fmt.Sprintf("viewers=%d", n), func(t *testing.T) {
-			s := newTestSFU(t, Config{})
+			s := newTestSFU(t, Config{MaxPendingViewers: n})
 			var keyframeRequests atomic.Int64
 			var src *source
 			room, err := s.OpenRoom("fanout", RoomOptions{OnKeyframeRequest: func() {

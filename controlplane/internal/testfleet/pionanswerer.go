@@ -108,7 +108,7 @@ func (a *PionAnswerer) PeerState(id string) string {
 }
 
 // AddViewer implements server.Signaling.
-func (a *PionAnswerer) AddViewer(ctx context.Context, sessionID, offer string) (string, string, error) {
+func (a *PionAnswerer) AddViewer(ctx context.Context, sessionID, offer string, _ server.ViewerLimits) (string, string, error) {
 	return a.add(ctx, sessionID, offer, false)
 }
 

@@ -30,6 +30,7 @@ const hangUpGrace = maxMaxDuration * time.Second
 // Retry-After hints of signaling errors.
 const (
 	notReadyRetry = time.Second
+	pendingRetry  = 2 * time.Second
 	roomFullRetry = 5 * time.Second
 	noMediaRetry  = 5 * time.Second
 )
@@ -38,7 +39,7 @@ const (
 type signalingKind struct {
 	proto  string // path segment and metrics label: whep, whip
 	offer  offerKind
-	add    func(ctx context.Context, sess *fleetv1.Session, offer string) (sessions.Answer, error)
+	add    func(ctx context.Context, sess *fleetv1.Session, offer string, vp sessions.ViewerParams) (sessions.Answer, error)
 	remove func(ctx context.Context, sess *fleetv1.Session, peerID string) error
 }
 
@@ -78,7 +79,9 @@ func (m *signalingMetrics) observe(proto, op string, err error) {
 func (a *API) signalingRoutes() {
 	kinds := []signalingKind{
 		{proto: "whep", offer: viewerOffer, add: a.opts.Sessions.AddViewer, remove: a.opts.Sessions.RemoveViewer},
-		{proto: "whip", offer: publisherOffer, add: a.opts.Sessions.AddPublisher, remove: a.opts.Sessions.RemovePublisher},
+		{proto: "whip", offer: publisherOffer, add: func(ctx context.Context, sess *fleetv1.Session, offer string, _ sessions.ViewerParams) (sessions.Answer, error) {
+			return a.opts.Sessions.AddPublisher(ctx, sess, offer)
+		}, remove: a.opts.Sessions.RemovePublisher},
 	}
 	for _, k := range kinds {
 		endpoint := "/v1/sessions/{id}/" + k.proto
@@ -183,7 +186,7 @@ func (a *API) offer(w http.ResponseWriter, r *http.Request, k signalingKind) err
 	if err != nil {
 		return err
 	}
-	ans, err := k.add(r.Context(), sess, offer)
+	ans, err := k.add(r.Context(), sess, offer, a.viewerParams(r, sess))
 	if err != nil {
 		return err
 	}
@@ -242,6 +245,8 @@ func mapSignalingError(err error) error {
 		return ae
 	case errors.Is(err, sessions.ErrInvalidSDP):
 		return errorf(http.StatusBadRequest, apiv1.CodeInvalidSDP, "the worker refused the offer: %v", err)
+	case errors.Is(err, sessions.ErrTooManyPending):
+		return &apiError{status: http.StatusTooManyRequests, code: apiv1.CodeQuotaExceeded, message: "too many viewers of this session (or of this token) are still connecting; retry later", retryAfter: pendingRetry}
 	case errors.Is(err, sessions.ErrRoomFull):
 		return &apiError{status: http.StatusServiceUnavailable, code: apiv1.CodeNoCapacity, message: "the session has its maximum of viewers; retry later", retryAfter: roomFullRetry}
 	case errors.Is(err, sessions.ErrNoMedia):

@@ -7,6 +7,7 @@ import (
 	"regexp"
 	"time"
 
+	"google.golang.org/genproto/googleapis/rpc/errdetails"
 	"google.golang.org/grpc/codes"
 	"google.golang.org/grpc/status"
 
@@ -21,7 +22,22 @@ var (
 	ErrRoomFull = errors.New("session has no room for another peer")
 	// ErrNoMedia: the hosting worker has no SFU, or it is not reachable.
 	ErrNoMedia = errors.New("worker serves no media")
+	// ErrTooManyPending: the session, or the viewer's token, has its
+	// maximum of viewers still connecting.
+	ErrTooManyPending = errors.New("too many viewers connecting")
 )
+
+// pendingViewersReason is the worker's ErrorInfo reason for
+// ErrTooManyPending (worker/pkg/server.PendingViewersReason).
+const pendingViewersReason = "PENDING_VIEWERS"
+
+// ViewerParams qualify a WHEP offer: the viewer token's id (a digest of
+// the token, never the token) and the session owner's caps on viewers
+// still connecting (0: the worker's defaults).
+type ViewerParams struct {
+	TokenID                        string
+	MaxPending, MaxPendingPerToken int
+}
 
 // Answer is a worker's answer to a WHEP or WHIP offer.
 type Answer struct {
@@ -49,14 +65,17 @@ func (m *Manager) clientOf(sess *fleetv1.Session) (fleetv1.WorkerServiceClient, 
 }
 
 // AddViewer forwards a WHEP offer for a ready session to its worker.
-func (m *Manager) AddViewer(ctx context.Context, sess *fleetv1.Session, offer string) (Answer, error) {
+func (m *Manager) AddViewer(ctx context.Context, sess *fleetv1.Session, offer string, vp ViewerParams) (Answer, error) {
 	cl, err := m.clientOf(sess)
 	if err != nil {
 		return Answer{}, err
 	}
 	cctx, cancel := context.WithTimeout(ctx, m.opts.SignalingTimeout)
 	defer cancel()
-	resp, err := cl.AddViewer(cctx, &fleetv1.AddViewerRequest{SessionId: sess.GetId(), OfferSdp: offer})
+	resp, err := cl.AddViewer(cctx, &fleetv1.AddViewerRequest{
+		SessionId: sess.GetId(), OfferSdp: offer, TokenId: vp.TokenID,
+		MaxPending: clampCount(vp.MaxPending), MaxPendingPerToken: clampCount(vp.MaxPendingPerToken),
+	})
 	if err != nil {
 		return Answer{}, signalingError("add viewer", err)
 	}
@@ -141,6 +160,9 @@ func signalingError(op string, err error) error {
 	case codes.NotFound, codes.FailedPrecondition:
 		return fmt.Errorf("%s: %w: %s", op, ErrNotFound, msg)
 	case codes.ResourceExhausted:
+		if hasReason(err, pendingViewersReason) {
+			return fmt.Errorf("%s: %w: %s", op, ErrTooManyPending, msg)
+		}
 		return fmt.Errorf("%s: %w: %s", op, ErrRoomFull, msg)
 	case codes.Unimplemented:
 		return fmt.Errorf("%s: %w: %s", op, ErrNoMedia, msg)
@@ -148,4 +170,19 @@ func signalingError(op string, err error) error {
 		return fmt.Errorf("%s: %w: %v", op, ErrUnavailable, err)
 	}
 	return fmt.Errorf("%s: %w", op, err)
+}
+
+// hasReason reports whether a gRPC error carries an ErrorInfo with reason.
+func hasReason(err error, reason string) bool {
+	for _, d := range status.Convert(err).Details() {
+		if info, ok := d.(*errdetails.ErrorInfo); ok && info.GetReason() == reason {
+			return true
+		}
+	}
+	return false
+}
+
+// clampCount turns a count into the request's field (negative: 0).
+func clampCount(n int) uint32 {
+	return uint32(max(0, min(n, 1<<16)))
 }

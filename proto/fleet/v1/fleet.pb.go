@@ -1310,9 +1310,18 @@ type AddViewerRequest struct {
 	SessionId string                 `protobuf:"bytes,1,opt,name=session_id,json=sessionId,proto3" json:"session_id,omitempty"`
 	// offer_sdp is the client's SDP offer, already size-checked and parsed by
 	// the control plane; the worker checks it again.
-	OfferSdp      string `protobuf:"bytes,2,opt,name=offer_sdp,json=offerSdp,proto3" json:"offer_sdp,omitempty"`
-	unknownFields protoimpl.UnknownFields
-	sizeCache     protoimpl.SizeCache
+	OfferSdp string `protobuf:"bytes,2,opt,name=offer_sdp,json=offerSdp,proto3" json:"offer_sdp,omitempty"`
+	// token_id identifies the viewer token the offer came with (a digest of
+	// it, never the token): the SFU caps pending viewers per token. Empty:
+	// no per-token cap.
+	TokenId string `protobuf:"bytes,3,opt,name=token_id,json=tokenId,proto3" json:"token_id,omitempty"`
+	// max_pending and max_pending_per_token, when > 0, cap the session's
+	// viewers that have an answer but are not connected yet, in all and per
+	// token_id (the session owner's limits); 0 keeps the worker's defaults.
+	MaxPending         uint32 `protobuf:"varint,4,opt,name=max_pending,json=maxPending,proto3" json:"max_pending,omitempty"`
+	MaxPendingPerToken uint32 `protobuf:"varint,5,opt,name=max_pending_per_token,json=maxPendingPerToken,proto3" json:"max_pending_per_token,omitempty"`
+	unknownFields      protoimpl.UnknownFields
+	sizeCache          protoimpl.SizeCache
 }
 
 func (x *AddViewerRequest) Reset() {
@@ -1357,6 +1366,27 @@ func (x *AddViewerRequest) GetOfferSdp() string {
 		return x.OfferSdp
 	}
 	return ""
+}
+
+func (x *AddViewerRequest) GetTokenId() string {
+	if x != nil {
+		return x.TokenId
+	}
+	return ""
+}
+
+func (x *AddViewerRequest) GetMaxPending() uint32 {
+	if x != nil {
+		return x.MaxPending
+	}
+	return 0
+}
+
+func (x *AddViewerRequest) GetMaxPendingPerToken() uint32 {
+	if x != nil {
+		return x.MaxPendingPerToken
+	}
+	return 0
 }
 
 type AddViewerResponse struct {
@@ -2018,11 +2048,15 @@ const file_fleet_v1_fleet_proto_rawDesc = "" +
 	"\busername\x18\x02 \x01(\tR\busername\x12\x1e\n" +
 	"\n" +
 	"credential\x18\x03 \x01(\tR\n" +
-	"credential\"N\n" +
+	"credential\"\xbd\x01\n" +
 	"\x10AddViewerRequest\x12\x1d\n" +
 	"\n" +
 	"session_id\x18\x01 \x01(\tR\tsessionId\x12\x1b\n" +
-	"\toffer_sdp\x18\x02 \x01(\tR\bofferSdp\"\x91\x01\n" +
+	"\toffer_sdp\x18\x02 \x01(\tR\bofferSdp\x12\x19\n" +
+	"\btoken_id\x18\x03 \x01(\tR\atokenId\x12\x1f\n" +
+	"\vmax_pending\x18\x04 \x01(\rR\n" +
+	"maxPending\x121\n" +
+	"\x15max_pending_per_token\x18\x05 \x01(\rR\x12maxPendingPerToken\"\x91\x01\n" +
 	"\x11AddViewerResponse\x12\x1b\n" +
 	"\tviewer_id\x18\x01 \x01(\tR\bviewerId\x12\x1d\n" +
 	"\n" +

@@ -73,6 +73,8 @@ func signalingError(what, sessionID string, err error) error {
 	switch {
 	case errors.Is(err, sfu.ErrInvalidSDP):
 		return fmt.Errorf("%s for %s: %w: %v", what, sessionID, server.ErrInvalidSDP, err)
+	case errors.Is(err, sfu.ErrTooManyPending):
+		return fmt.Errorf("%s for %s: %w: %v", what, sessionID, server.ErrTooManyPending, err)
 	case errors.Is(err, sfu.ErrRoomFull):
 		return fmt.Errorf("%s for %s: %w: %v", what, sessionID, server.ErrRoomFull, err)
 	case errors.Is(err, sfu.ErrClosed):
@@ -82,12 +84,14 @@ func signalingError(what, sessionID string, err error) error {
 }
 
 // AddViewer implements server.Signaling.
-func (r *Rooms) AddViewer(ctx context.Context, sessionID, offer string) (string, string, error) {
+func (r *Rooms) AddViewer(ctx context.Context, sessionID, offer string, lim server.ViewerLimits) (string, string, error) {
 	room, err := r.room(sessionID)
 	if err != nil {
 		return "", "", err
 	}
-	id, answer, err := room.AddViewer(ctx, offer)
+	id, answer, err := room.AddViewerWith(ctx, offer, sfu.ViewerOptions{
+		TokenID: lim.TokenID, MaxPending: lim.MaxPending, MaxPendingPerToken: lim.MaxPendingPerToken,
+	})
 	if err != nil {
 		return "", "", signalingError("add viewer", sessionID, err)
 	}

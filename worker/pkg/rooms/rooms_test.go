@@ -110,7 +110,7 @@ func TestSessionRoomCarriesMedia(t *testing.T) {
 		t.Errorf("second room for s1: %v, want ErrRoomExists", err)
 	}
 	v, offer := newViewer(t)
-	id, answer, err := r.AddViewer(t.Context(), "s1", offer)
+	id, answer, err := r.AddViewer(t.Context(), "s1", offer, server.ViewerLimits{})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -174,20 +174,20 @@ func TestSignalingErrors(t *testing.T) {
 	defer media.Close()
 
 	_, offer := newViewer(t)
-	if _, _, err := r.AddViewer(t.Context(), "nope", offer); !errors.Is(err, server.ErrNoRoom) {
+	if _, _, err := r.AddViewer(t.Context(), "nope", offer, server.ViewerLimits{}); !errors.Is(err, server.ErrNoRoom) {
 		t.Errorf("unknown session: %v, want ErrNoRoom", err)
 	}
 	if _, _, err := r.AddPublisher(t.Context(), "nope", offer); !errors.Is(err, server.ErrNoRoom) {
 		t.Errorf("unknown session publisher: %v, want ErrNoRoom", err)
 	}
-	if _, _, err := r.AddViewer(t.Context(), "s1", "v=0\r\nnot sdp"); !errors.Is(err, server.ErrInvalidSDP) {
+	if _, _, err := r.AddViewer(t.Context(), "s1", "v=0\r\nnot sdp", server.ViewerLimits{}); !errors.Is(err, server.ErrInvalidSDP) {
 		t.Errorf("bad offer: %v, want ErrInvalidSDP", err)
 	}
-	if _, _, err := r.AddViewer(t.Context(), "s1", offer); err != nil {
+	if _, _, err := r.AddViewer(t.Context(), "s1", offer, server.ViewerLimits{}); err != nil {
 		t.Fatal(err)
 	}
 	_, offer2 := newViewer(t)
-	if _, _, err := r.AddViewer(t.Context(), "s1", offer2); !errors.Is(err, server.ErrRoomFull) {
+	if _, _, err := r.AddViewer(t.Context(), "s1", offer2, server.ViewerLimits{}); !errors.Is(err, server.ErrRoomFull) {
 		t.Errorf("second viewer over a cap of 1: %v, want ErrRoomFull", err)
 	}
 	if err := r.RemovePublisher(t.Context(), "nope", "p1"); err != nil {

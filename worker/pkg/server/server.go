@@ -321,6 +321,8 @@ func (s *Server) toStatus(err error) error {
 		return status.Error(codes.InvalidArgument, err.Error())
 	case errors.Is(err, runtime.ErrNotFound), errors.Is(err, ErrNoRoom):
 		return status.Error(codes.NotFound, err.Error())
+	case errors.Is(err, ErrTooManyPending):
+		return pendingStatus(err)
 	case errors.Is(err, runtime.ErrSlotBusy), errors.Is(err, ErrRoomFull):
 		return status.Error(codes.ResourceExhausted, err.Error())
 	case errors.Is(err, runtime.ErrClosed):

@@ -6,17 +6,29 @@ import (
 	"regexp"
 
 	fleetv1 "github.com/avatarfleet/avatarfleet/proto/fleet/v1"
+	"google.golang.org/genproto/googleapis/rpc/errdetails"
 	"google.golang.org/grpc/codes"
 	"google.golang.org/grpc/status"
 )
+
+// pendingStatus is the status of ErrTooManyPending: ResourceExhausted,
+// told apart from a full room by its ErrorInfo reason.
+func pendingStatus(err error) error {
+	st := status.New(codes.ResourceExhausted, err.Error())
+	if d, derr := st.WithDetails(&errdetails.ErrorInfo{Reason: PendingViewersReason, Domain: "avatarfleet"}); derr == nil {
+		st = d
+	}
+	return st.Err()
+}
 
 // Signaling is the worker's embedded SFU as the gRPC service sees it: WHEP
 // viewers and WHIP publishers of the sessions' rooms, and their figures.
 // Implementations wrap their errors with the sentinels below so the control
 // plane can answer with the right HTTP code.
 type Signaling interface {
-	// AddViewer answers a WHEP offer for a running session.
-	AddViewer(ctx context.Context, sessionID, offer string) (viewerID, answer string, err error)
+	// AddViewer answers a WHEP offer for a running session, within the
+	// pending-viewer caps of lim.
+	AddViewer(ctx context.Context, sessionID, offer string, lim ViewerLimits) (viewerID, answer string, err error)
 	// RemoveViewer ends a viewer; an unknown viewer is not an error.
 	RemoveViewer(ctx context.Context, sessionID, viewerID string) error
 	// AddPublisher answers a WHIP offer: its audio drives the session.
@@ -29,6 +41,18 @@ type Signaling interface {
 	ICEServers() []*fleetv1.IceServer
 }
 
+// ViewerLimits qualify one WHEP offer: the viewer token it came with (an
+// id or digest, never the token) and the caps on viewers that have an
+// answer but have not connected yet (0: the SFU's defaults).
+type ViewerLimits struct {
+	TokenID                        string
+	MaxPending, MaxPendingPerToken int
+}
+
+// PendingViewersReason is the ErrorInfo reason of a ResourceExhausted
+// status that refuses a viewer for too many pending viewers (not a full room).
+const PendingViewersReason = "PENDING_VIEWERS"
+
 // Errors a Signaling returns (wrapped).
 var (
 	// ErrInvalidSDP: the offer does not parse or offers nothing usable.
@@ -37,7 +61,13 @@ var (
 	ErrRoomFull = errors.New("session has its maximum of viewers")
 	// ErrNoRoom: the session has no room here (not running, or ended).
 	ErrNoRoom = errors.New("no media room for session")
+	// ErrTooManyPending: the session (or the viewer's token) has its
+	// maximum of viewers still connecting.
+	ErrTooManyPending = errors.New("too many viewers connecting")
 )
+
+// maxPendingCap bounds the pending-viewer caps a request may ask for.
+const maxPendingCap = 1 << 16
 
 // MaxSDPBytes bounds an offer; real offers are a few KiB.
 const MaxSDPBytes = 64 << 10
@@ -80,7 +110,11 @@ func (s *Server) AddViewer(ctx context.Context, req *fleetv1.AddViewerRequest) (
 	if err := checkOffer(req.GetSessionId(), req.GetOfferSdp()); err != nil {
 		return nil, err
 	}
-	id, answer, err := sig.AddViewer(ctx, req.GetSessionId(), req.GetOfferSdp())
+	id, answer, err := sig.AddViewer(ctx, req.GetSessionId(), req.GetOfferSdp(), ViewerLimits{
+		TokenID:            req.GetTokenId(),
+		MaxPending:         int(min(req.GetMaxPending(), maxPendingCap)),
+		MaxPendingPerToken: int(min(req.GetMaxPendingPerToken(), maxPendingCap)),
+	})
 	if err != nil {
 		return nil, s.toStatus(err)
 	}

@@ -34,6 +34,7 @@ type config struct {
 	viewerTokenTTL, leaseTTL             time.Duration
 	healthInterval, retention            time.Duration
 	healthFailures                       int
+	limits                               auth.Limits
 }
 
 func parseFlags(args []string) (config, error) {
@@ -57,6 +58,12 @@ func parseFlags(args []string) (config, error) {
 	fs.DurationVar(&c.healthInterval, "health-interval", time.Second, "time between worker health checks")
 	fs.IntVar(&c.healthFailures, "health-failures", 3, "failed health checks in a row before a worker is down")
 	fs.DurationVar(&c.retention, "session-retention", 24*time.Hour, "how long ended sessions stay readable")
+	c.limits = auth.DefaultLimits()
+	fs.IntVar(&c.limits.MaxSessions, "default-max-sessions", auth.DefaultMaxSessions, "live sessions per API key across the fleet, unless its keys-file entry says otherwise (0: no limit)")
+	fs.Float64Var(&c.limits.Rate, "default-rate", auth.DefaultRate, "requests per second per API key on each replica (0: no limit)")
+	fs.IntVar(&c.limits.Burst, "default-burst", auth.DefaultBurst, "requests per API key at once above the rate")
+	fs.IntVar(&c.limits.MaxEventStreams, "default-max-streams", auth.DefaultMaxEventStreams, "open event streams per API key on each replica (0: no limit)")
+	fs.IntVar(&c.limits.MaxPendingViewers, "default-max-pending-viewers", auth.DefaultMaxPendingViewers, "WHEP viewers of one session still connecting (per viewer token: at most 5)")
 	if err := ff.Parse(fs, args, ff.WithEnvVarPrefix("AVATARFLEET")); err != nil {
 		return c, err
 	}
@@ -75,6 +82,10 @@ func parseFlags(args []string) (config, error) {
 	case c.retention < time.Minute:
 		return c, errors.New("--session-retention: at least 1m")
 	}
+	if err := c.limits.Validate(); err != nil {
+		return c, fmt.Errorf("default limits: %w", err)
+	}
+	c.limits.MaxPendingViewersPerToken = min(auth.DefaultMaxPendingViewersPerToken, c.limits.MaxPendingViewers)
 	if _, _, err := net.SplitHostPort(c.listen); err != nil {
 		return c, fmt.Errorf("--listen %q: %w", c.listen, err)
 	}
@@ -107,6 +118,9 @@ func main() {
 func run(ctx context.Context, c config, log *slog.Logger) error {
 	keys, generated, err := loadKeys(c)
 	if err != nil {
+		return err
+	}
+	if err := keys.SetDefaults(c.limits); err != nil {
 		return err
 	}
 	etcdEndpoints := splitList(c.etcd)

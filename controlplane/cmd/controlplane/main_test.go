@@ -25,6 +25,16 @@ func TestParseFlags(t *testing.T) {
 		{"flag wins over env", []string{"--listen", ":7000"}, map[string]string{"AVATARFLEET_LISTEN": ":9999"},
 			func(c config) bool { return c.listen == ":7000" }, ""},
 		{"durations", []string{"--viewer-token-ttl", "2h"}, nil, func(c config) bool { return c.viewerTokenTTL == 2*time.Hour }, ""},
+		{"quota defaults", nil, nil, func(c config) bool {
+			return c.limits.MaxSessions == 100 && c.limits.Rate == 100 && c.limits.Burst == 200 && c.limits.MaxEventStreams == 8 &&
+				c.limits.MaxPendingViewers == 10 && c.limits.MaxPendingViewersPerToken == 5
+		}, ""},
+		{"quota flags", []string{"--default-max-sessions", "3", "--default-rate", "0.5", "--default-burst", "2", "--default-max-streams", "1", "--default-max-pending-viewers", "4"},
+			map[string]string{"AVATARFLEET_DEFAULT_MAX_STREAMS": "9"}, func(c config) bool {
+				return c.limits.MaxSessions == 3 && c.limits.Rate == 0.5 && c.limits.Burst == 2 && c.limits.MaxEventStreams == 1 &&
+					c.limits.MaxPendingViewers == 4 && c.limits.MaxPendingViewersPerToken == 4
+			}, ""},
+		{"negative quota", []string{"--default-max-sessions", "-1"}, nil, nil, "max_sessions"},
 		{"bad listen", []string{"--listen", "nonsense"}, nil, nil, "--listen"},
 		{"short token ttl", []string{"--viewer-token-ttl", "1s"}, nil, nil, "--viewer-token-ttl"},
 		{"unknown flag", []string{"--bogus"}, nil, nil, "bogus"},

@@ -31,8 +31,8 @@ type Limits struct {
 // limit).
 const (
 	DefaultMaxSessions               = 100
-	DefaultRate                      = 20
-	DefaultBurst                     = 40
+	DefaultRate                      = 100
+	DefaultBurst                     = 200
 	DefaultMaxEventStreams           = 8
 	DefaultMaxPendingViewers         = 10
 	DefaultMaxPendingViewersPerToken = 5

@@ -25,10 +25,9 @@ type keyLimiter struct {
 }
 
 type bucket struct {
-	lim         *rate.Limiter
-	rate        float64
-	burst       int
-	lastRefresh time.Time
+	lim   *rate.Limiter
+	rate  float64
+	burst int
 }
 
 func newKeyLimiter() *keyLimiter {

@@ -60,7 +60,7 @@ func (a *API) createToken(w http.ResponseWriter, r *http.Request, p auth.Princip
 	if err := decodeJSON(w, r, &req, false); err != nil {
 		return err
 	}
-	grants, ttl, err := parseTokenRequest(req, a.opts.Tokens.TTL())
+	grants, ttl, err := parseTokenRequest(req, min(a.opts.Tokens.TTL(), maxTokenTTL*time.Second))
 	if err != nil {
 		return err
 	}

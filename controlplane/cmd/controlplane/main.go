@@ -22,6 +22,7 @@ import (
 	"github.com/avatarfleet/avatarfleet/controlplane/pkg/auth"
 	"github.com/avatarfleet/avatarfleet/controlplane/pkg/replica"
 	"github.com/avatarfleet/avatarfleet/controlplane/pkg/supervisor"
+	"github.com/avatarfleet/avatarfleet/controlplane/pkg/viewertoken"
 	"github.com/avatarfleet/avatarfleet/proto/embedded"
 	"github.com/avatarfleet/avatarfleet/proto/fleetstore"
 )
@@ -31,6 +32,7 @@ type config struct {
 	embeddedEtcdListen, embeddedNATSAddr string
 	apiKeysFile, publicURL, policy       string
 	prefix, replicaID, logLevel          string
+	tlsCert, tlsKey, tokenKeysFile       string
 	viewerTokenTTL, leaseTTL             time.Duration
 	healthInterval, retention            time.Duration
 	healthFailures                       int
@@ -48,6 +50,9 @@ func parseFlags(args []string) (config, error) {
 	fs.StringVar(&c.embeddedEtcdListen, "embedded-etcd-listen", "127.0.0.1:2379", "client address of embedded etcd")
 	fs.StringVar(&c.embeddedNATSAddr, "embedded-nats-listen", "127.0.0.1:4222", "address of embedded NATS")
 	fs.StringVar(&c.apiKeysFile, "api-keys-file", "", "YAML file of API keys and scopes")
+	fs.StringVar(&c.tlsCert, "tls-cert", "", "PEM certificate (chain) of the REST listener; with --tls-key serves HTTPS")
+	fs.StringVar(&c.tlsKey, "tls-key", "", "PEM private key of --tls-cert")
+	fs.StringVar(&c.tokenKeysFile, "token-keys-file", "", "YAML/JSON file of session-token signing keys (first signs, all verify); default <data-dir>/token-keys.yaml, made on first start")
 	fs.StringVar(&c.publicURL, "public-url", "", "public base URL handed out in session URLs (default: from each request)")
 	fs.StringVar(&c.policy, "placement-policy", "spread", "placement policy: spread or pack")
 	fs.StringVar(&c.prefix, "etcd-prefix", fleetstore.DefaultPrefix, "etcd key prefix of the fleet")
@@ -86,6 +91,9 @@ func parseFlags(args []string) (config, error) {
 		return c, fmt.Errorf("default limits: %w", err)
 	}
 	c.limits.MaxPendingViewersPerToken = min(auth.DefaultMaxPendingViewersPerToken, c.limits.MaxPendingViewers)
+	if (c.tlsCert == "") != (c.tlsKey == "") {
+		return c, errors.New("--tls-cert and --tls-key go together")
+	}
 	if _, _, err := net.SplitHostPort(c.listen); err != nil {
 		return c, fmt.Errorf("--listen %q: %w", c.listen, err)
 	}
@@ -123,6 +131,10 @@ func run(ctx context.Context, c config, log *slog.Logger) error {
 	if err := keys.SetDefaults(c.limits); err != nil {
 		return err
 	}
+	tokenKeys, err := loadTokenKeys(c, log)
+	if err != nil {
+		return err
+	}
 	etcdEndpoints := splitList(c.etcd)
 	if len(etcdEndpoints) == 0 {
 		cluster, err := embedded.StartEtcd(ctx, embedded.EtcdOptions{
@@ -155,7 +167,10 @@ func run(ctx context.Context, c config, log *slog.Logger) error {
 		Keys:           keys,
 		PublicURL:      strings.TrimSuffix(c.publicURL, "/"),
 		Policy:         c.policy,
+		TokenKeys:      tokenKeys,
 		ViewerTokenTTL: c.viewerTokenTTL,
+		TLSCertFile:    c.tlsCert,
+		TLSKeyFile:     c.tlsKey,
 		Supervisor: supervisor.Options{
 			ElectionTTL:    c.leaseTTL,
 			HealthInterval: c.healthInterval,
@@ -167,7 +182,7 @@ func run(ctx context.Context, c config, log *slog.Logger) error {
 	if err != nil {
 		return err
 	}
-	fmt.Printf("AvatarFleet control plane: %s\n", displayURL(r.Addr()))
+	fmt.Printf("AvatarFleet control plane: %s\n", displayURL(r.Addr(), c.tlsCert != ""))
 	if generated != "" {
 		fmt.Printf("API key (all scopes, saved in %s): %s\n", filepath.Join(c.dataDir, "api-key"), generated)
 	}
@@ -221,13 +236,34 @@ func splitList(s string) []string {
 	return out
 }
 
-func displayURL(addr string) string {
+func displayURL(addr string, tls bool) string {
+	scheme := "http://"
+	if tls {
+		scheme = "https://"
+	}
 	host, port, err := net.SplitHostPort(addr)
 	if err != nil {
-		return "http://" + addr
+		return scheme + addr
 	}
 	if ip := net.ParseIP(host); host == "" || ip != nil && ip.IsUnspecified() {
 		host = "localhost"
 	}
-	return "http://" + net.JoinHostPort(host, port) + "/"
+	return scheme + net.JoinHostPort(host, port) + "/"
+}
+
+// loadTokenKeys reads --token-keys-file or, without one, the keys file in
+// the data dir, made with one fresh key on first start.
+func loadTokenKeys(c config, log *slog.Logger) (*viewertoken.KeySet, error) {
+	if c.tokenKeysFile != "" {
+		return viewertoken.LoadKeysFile(c.tokenKeysFile)
+	}
+	path := filepath.Join(c.dataDir, "token-keys.yaml")
+	ks, created, err := viewertoken.LoadOrCreateKeysFile(path)
+	if err != nil {
+		return nil, err
+	}
+	if created {
+		log.Info("made a session-token signing key", "file", path, "id", ks.Signing().ID)
+	}
+	return ks, nil
 }

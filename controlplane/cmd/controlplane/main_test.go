@@ -1,6 +1,7 @@
 package main
 
 import (
+	"log/slog"
 	"os"
 	"path/filepath"
 	"strings"
@@ -37,6 +38,9 @@ func TestParseFlags(t *testing.T) {
 		{"negative quota", []string{"--default-max-sessions", "-1"}, nil, nil, "max_sessions"},
 		{"bad listen", []string{"--listen", "nonsense"}, nil, nil, "--listen"},
 		{"short token ttl", []string{"--viewer-token-ttl", "1s"}, nil, nil, "--viewer-token-ttl"},
+		{"tls files", []string{"--tls-cert", "c.pem", "--tls-key", "k.pem", "--token-keys-file", "t.yaml"}, nil,
+			func(c config) bool { return c.tlsCert == "c.pem" && c.tlsKey == "k.pem" && c.tokenKeysFile == "t.yaml" }, ""},
+		{"tls cert without key", []string{"--tls-cert", "c.pem"}, nil, nil, "--tls-key"},
 		{"unknown flag", []string{"--bogus"}, nil, nil, "bogus"},
 		{"stray argument", []string{"extra"}, nil, nil, "unexpected"},
 	}
@@ -85,5 +89,30 @@ func TestLoadKeysGeneratesOnce(t *testing.T) {
 	t.Setenv("AVATARFLEET_API_KEY", "short")
 	if _, _, err := loadKeys(config{dataDir: dir}); err == nil {
 		t.Fatal("a too-short AVATARFLEET_API_KEY was accepted")
+	}
+}
+
+// Without --token-keys-file, a token key is made once in the data dir and
+// reused; a given file is read as is, and a bad one is an error.
+func TestLoadTokenKeys(t *testing.T) {
+	dir := t.TempDir()
+	log := slog.New(slog.DiscardHandler)
+	first, err := loadTokenKeys(config{dataDir: dir}, log)
+	if err != nil {
+		t.Fatal(err)
+	}
+	again, err := loadTokenKeys(config{dataDir: dir}, log)
+	if err != nil || again.Signing().ID != first.Signing().ID {
+		t.Fatalf("second start: %v, %v", again, err)
+	}
+	if fi, err := os.Stat(filepath.Join(dir, "token-keys.yaml")); err != nil || fi.Mode().Perm() != 0o600 {
+		t.Fatalf("keys file: %v %v", fi, err)
+	}
+	bad := filepath.Join(dir, "bad.yaml")
+	if err := os.WriteFile(bad, []byte("keys:\n- id: k\n  secret: c2hvcnQ=\n"), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := loadTokenKeys(config{dataDir: dir, tokenKeysFile: bad}, log); err == nil || !strings.Contains(err.Error(), "bad.yaml") {
+		t.Fatalf("bad file: %v", err)
 	}
 }

@@ -25,6 +25,7 @@ import (
 	"github.com/avatarfleet/avatarfleet/controlplane/pkg/auth"
 	"github.com/avatarfleet/avatarfleet/controlplane/pkg/replica"
 	"github.com/avatarfleet/avatarfleet/controlplane/pkg/supervisor"
+	"github.com/avatarfleet/avatarfleet/controlplane/pkg/viewertoken"
 	"github.com/avatarfleet/avatarfleet/proto/embedded"
 	fleetv1 "github.com/avatarfleet/avatarfleet/proto/fleet/v1"
 	"github.com/avatarfleet/avatarfleet/proto/fleetstore"
@@ -69,19 +70,23 @@ type Options struct {
 	EtcdSnapshotCount uint64
 	// KeyLimits sets limits of the test keys (by key); the others have none.
 	KeyLimits map[string]auth.LimitOverrides
+	// TokenKeys are every replica's session-token keys; nil generates one.
+	TokenKeys *viewertoken.KeySet
 }
 
 // Fleet is a running test fleet.
 type Fleet struct {
-	t        testing.TB
-	opts     Options
-	Etcd     *embedded.EtcdCluster
-	NATS     *embedded.NATSServer
-	Client   *clientv3.Client
-	Store    *fleetstore.Store
-	Replicas []*replica.Replica
-	stops    []func() // stop replica i and wait
-	log      *slog.Logger
+	t      testing.TB
+	opts   Options
+	Etcd   *embedded.EtcdCluster
+	NATS   *embedded.NATSServer
+	Client *clientv3.Client
+	Store  *fleetstore.Store
+	// TokenKeys are the replicas' session-token keys (tests sign with them).
+	TokenKeys *viewertoken.KeySet
+	Replicas  []*replica.Replica
+	stops     []func() // stop replica i and wait
+	log       *slog.Logger
 
 	ctx    context.Context
 	cancel context.CancelFunc
@@ -161,6 +166,16 @@ func Start(t testing.TB, opts Options) *Fleet {
 			t.Fatal(err)
 		}
 	}
+	f.TokenKeys = opts.TokenKeys
+	if f.TokenKeys == nil {
+		k, err := viewertoken.GenerateKey(time.Now())
+		if err != nil {
+			t.Fatal(err)
+		}
+		if f.TokenKeys, err = viewertoken.NewKeySet(k); err != nil {
+			t.Fatal(err)
+		}
+	}
 	for i := range opts.Replicas {
 		r, err := replica.New(sctx, replica.Options{
 			ReplicaID:     fmt.Sprintf("cp%d", i),
@@ -168,6 +183,7 @@ func Start(t testing.TB, opts Options) *Fleet {
 			EtcdEndpoints: f.Etcd.Endpoints(),
 			NATSURL:       f.NATS.URL(),
 			Keys:          keys,
+			TokenKeys:     f.TokenKeys,
 			Supervisor:    opts.Supervisor,
 			Log:           log,
 		})

@@ -125,6 +125,29 @@ func TestRequests(t *testing.T) {
 			status: 202, method: "POST", path: "/prefix/v1/sessions/s1/audio", ctype: "audio/wav", reqBody: "RIFF....",
 		},
 		{
+			name: "create token",
+			call: func(ctx context.Context, c *Client) error {
+				tok, err := c.CreateToken(ctx, "s1", []string{"publish"}, 120)
+				if err == nil && (tok.Token != "t" || len(tok.Grants) != 1 || tok.ExpiresAt.IsZero()) {
+					return errors.New("bad token")
+				}
+				return err
+			},
+			status: 201, respBody: `{"token":"t","grants":["publish"],"expires_at":"2026-12-04T20:00:00Z"}`,
+			method: "POST", path: "/prefix/v1/sessions/s1/tokens", ctype: "application/json",
+			reqBody: `{"grants":["publish"],"ttl_seconds":120}`,
+		},
+		{
+			name: "create token, default ttl",
+			call: func(ctx context.Context, c *Client) error {
+				_, err := c.CreateToken(ctx, "s1", []string{"subscribe", "publish"}, 0)
+				return err
+			},
+			status: 201, respBody: `{"token":"t","grants":["subscribe","publish"],"expires_at":"2026-12-04T20:00:00Z"}`,
+			method: "POST", path: "/prefix/v1/sessions/s1/tokens", ctype: "application/json",
+			reqBody: `{"grants":["subscribe","publish"]}`,
+		},
+		{
 			name:   "interrupt",
 			call:   func(ctx context.Context, c *Client) error { return c.Interrupt(ctx, "s1") },
 			status: 204, method: "POST", path: "/prefix/v1/sessions/s1/interrupt",

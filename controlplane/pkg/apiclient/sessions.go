@@ -172,3 +172,30 @@ func (c *Client) Interrupt(ctx context.Context, id string) error {
 	}
 	return nil
 }
+
+// CreateToken issues a token for one of the key's own sessions (POST
+// /v1/sessions/{id}/tokens): grants "subscribe" (WHEP) and/or "publish"
+// (WHIP), valid for ttlSeconds (60..86400; 0 means the server's default).
+// Another key's session is not_found.
+func (c *Client) CreateToken(ctx context.Context, id string, grants []string, ttlSeconds int) (*apiv1.Token, error) {
+	p, err := pathID("session", id)
+	if err != nil {
+		return nil, fmt.Errorf("create token: %w", err)
+	}
+	req := apiv1.CreateTokenRequest{Grants: grants}
+	if ttlSeconds != 0 {
+		req.TTLSeconds = &ttlSeconds
+	}
+	body, err := jsonBody(req)
+	if err != nil {
+		return nil, fmt.Errorf("create token for %q: %w", id, err)
+	}
+	var tok apiv1.Token
+	if _, err := c.do(ctx, call{
+		method: http.MethodPost, path: "/v1/sessions/" + p + "/tokens",
+		body: body, contentType: "application/json", out: &tok,
+	}); err != nil {
+		return nil, fmt.Errorf("create token for %q: %w", id, err)
+	}
+	return &tok, nil
+}

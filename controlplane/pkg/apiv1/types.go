@@ -104,6 +104,30 @@ type SpeakRequest struct {
 	Interrupt bool   `json:"interrupt,omitempty"`
 }
 
+// Token grants: what a session token allows.
+const (
+	// GrantSubscribe lets the bearer watch the session (WHEP).
+	GrantSubscribe = "subscribe"
+	// GrantPublish lets the bearer speak to the session (WHIP).
+	GrantPublish = "publish"
+)
+
+// CreateTokenRequest is the body of POST /v1/sessions/{id}/tokens.
+type CreateTokenRequest struct {
+	// Grants are "subscribe" (WHEP) and/or "publish" (WHIP); at least one.
+	Grants []string `json:"grants"`
+	// TTLSeconds is the token's lifetime, 60..86400; default the
+	// server's viewer-token TTL.
+	TTLSeconds *int `json:"ttl_seconds,omitempty"`
+}
+
+// Token is a session token issued by POST /v1/sessions/{id}/tokens.
+type Token struct {
+	Token     string    `json:"token"`
+	Grants    []string  `json:"grants"`
+	ExpiresAt time.Time `json:"expires_at"`
+}
+
 // GPU is one device of a worker.
 type GPU struct {
 	Index uint32 `json:"index"`
@@ -161,6 +185,7 @@ const (
 	CodeUnavailable          = "unavailable"
 	CodeQuotaExceeded        = "quota_exceeded"
 	CodeRateLimited          = "rate_limited"
+	CodeRequestTimeout       = "request_timeout"
 )
 
 // ErrorBody is the envelope of every error response.

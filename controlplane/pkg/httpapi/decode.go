@@ -64,6 +64,8 @@ func jsonError(err error) error {
 	var syntax *json.SyntaxError
 	var typ *json.UnmarshalTypeError
 	switch {
+	case errors.Is(err, errBodyTimeout):
+		return err
 	case errors.As(err, &tooLarge):
 		return errorf(http.StatusRequestEntityTooLarge, apiv1.CodePayloadTooLarge, "body larger than %d bytes", tooLarge.Limit)
 	case errors.As(err, &syntax):
@@ -86,6 +88,9 @@ func readLimited(w http.ResponseWriter, r *http.Request, limit int64) ([]byte, e
 		var tooLarge *http.MaxBytesError
 		if errors.As(err, &tooLarge) {
 			return nil, errorf(http.StatusRequestEntityTooLarge, apiv1.CodePayloadTooLarge, "body larger than %d bytes", limit)
+		}
+		if errors.Is(err, errBodyTimeout) {
+			return nil, err
 		}
 		return nil, errorf(http.StatusBadRequest, apiv1.CodeInvalidRequest, "read body: %v", err)
 	}

@@ -4,6 +4,7 @@ import (
 	"context"
 	"encoding/json"
 	"fmt"
+	"math"
 	"net/http"
 	"strconv"
 	"time"
@@ -41,8 +42,9 @@ func (a *API) events(w http.ResponseWriter, r *http.Request, p auth.Principal) e
 		DeliverPolicy:  jetstream.DeliverNewPolicy,
 	}
 	if last := r.Header.Get("Last-Event-ID"); last != "" {
+		// The next sequence must fit too: MaxUint64 would wrap to 0.
 		seq, err := strconv.ParseUint(last, 10, 64)
-		if err != nil {
+		if err != nil || seq == math.MaxUint64 {
 			return errorf(http.StatusBadRequest, apiv1.CodeInvalidRequest, "Last-Event-ID: want an event sequence number")
 		}
 		cfg.DeliverPolicy, cfg.OptStartSeq = jetstream.DeliverByStartSequencePolicy, seq+1

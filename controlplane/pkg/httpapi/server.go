@@ -49,6 +49,12 @@ type Options struct {
 	// figures on GET /v1/sessions/{id} (default 500ms; on failure the
 	// figures are left out, the GET still succeeds).
 	StatsTimeout time.Duration
+	// BodyTimeout and BodyMinRate bound how long a request body may take
+	// to arrive: BodyTimeout plus one second per BodyMinRate bytes read
+	// (defaults 10s and 128 KiB/s; a 50 MiB upload gets about 410 s). A
+	// body that misses it is answered 408 request_timeout.
+	BodyTimeout time.Duration
+	BodyMinRate int64
 	// StreamsDone, when closed, ends long-lived streams (events), which
 	// an HTTP server's graceful shutdown would otherwise wait for.
 	StreamsDone <-chan struct{}
@@ -77,6 +83,12 @@ func New(opts Options) *API {
 	if opts.StatsTimeout == 0 {
 		opts.StatsTimeout = 500 * time.Millisecond
 	}
+	if opts.BodyTimeout <= 0 {
+		opts.BodyTimeout = defaultBodyTimeout
+	}
+	if opts.BodyMinRate <= 0 {
+		opts.BodyMinRate = defaultBodyMinRate
+	}
 	a := &API{opts: opts, log: opts.Log, mux: http.NewServeMux(), limits: newKeyLimiter()}
 	a.requests = prometheus.NewHistogramVec(prometheus.HistogramOpts{
 		Name:    "avatarfleet_http_request_duration_seconds",
@@ -100,6 +112,7 @@ func (a *API) routes() {
 	a.handle("POST /v1/sessions/{id}/speak", sess, a.speak)
 	a.handle("POST /v1/sessions/{id}/audio", sess, a.pushAudio)
 	a.handle("POST /v1/sessions/{id}/interrupt", sess, a.interrupt)
+	a.handle("POST /v1/sessions/{id}/tokens", sess, a.createToken)
 	a.handle("GET /v1/workers", admin, a.listWorkers)
 	a.handle("GET /v1/workers/{id}", admin, a.getWorker)
 	a.handle("POST /v1/workers/{id}/drain", admin, a.drainWorker)
@@ -161,11 +174,19 @@ func (a *API) authenticated(scope string, h handlerFunc) http.Handler {
 	})
 }
 
-// fail writes an error; unexpected ones are logged (never with the key).
+// fail writes an error; unexpected ones are logged at ERROR (never with the
+// key). Refusals the API expects under load (503 no_capacity, unavailable)
+// are not faults of this replica: they are logged at DEBUG and INFO.
 func (a *API) fail(w http.ResponseWriter, r *http.Request, err error) {
 	err = mapError(err)
-	if ae, ok := err.(*apiError); !ok || ae.status >= 500 {
+	ae, ok := err.(*apiError)
+	switch {
+	case !ok:
 		a.log.Error("request failed", "method", r.Method, "path", r.URL.Path, "err", err)
+	case ae.code == apiv1.CodeNoCapacity:
+		a.log.Debug("request refused", "method", r.Method, "path", r.URL.Path, "err", err)
+	case ae.status >= 500:
+		a.log.Info("request refused", "method", r.Method, "path", r.URL.Path, "err", err)
 	}
 	writeError(w, err)
 }
@@ -227,7 +248,7 @@ func (a *API) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 		writeError(w, errorf(http.StatusNotFound, apiv1.CodeNotFound, "no route %s %s", r.Method, r.URL.Path))
 		return
 	}
-	a.mux.ServeHTTP(w, r)
+	a.mux.ServeHTTP(w, a.withBodyDeadline(w, r))
 }
 
 // discardWriter lets the mux write its default 404/405 (and the Allow

@@ -294,6 +294,8 @@ func mapError(err error) error {
 	switch {
 	case errors.As(err, &ae):
 		return ae
+	case errors.Is(err, errBodyTimeout):
+		return bodyTimeoutError()
 	case errors.Is(err, sessions.ErrNoCapacity):
 		return &apiError{status: http.StatusServiceUnavailable, code: apiv1.CodeNoCapacity, message: "no free slot on any worker; retry later", retryAfter: 2 * time.Second}
 	case errors.Is(err, sessions.ErrQuotaExceeded):

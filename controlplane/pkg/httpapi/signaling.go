@@ -17,7 +17,9 @@ import (
 )
 
 // WHEP (draft-ietf-wish-whep) and WHIP (RFC 9725) signaling. A browser
-// authenticates with the session's viewer token, not an API key; the offer
+// authenticates with a session token, not an API key: WHEP needs the
+// subscribe grant (the Session's viewer_token has it), WHIP the publish
+// grant (from POST /v1/sessions/{id}/tokens only). The offer
 // is checked here and forwarded to the worker hosting the session, whose
 // embedded SFU answers. Trickle ICE and ICE restarts (PATCH) are not
 // supported: the answer carries every candidate of the worker.
@@ -38,6 +40,7 @@ const (
 // signalingKind is WHEP or WHIP: the same resource shapes, different calls.
 type signalingKind struct {
 	proto  string // path segment and metrics label: whep, whip
+	grant  viewertoken.Grant
 	offer  offerKind
 	add    func(ctx context.Context, sess *fleetv1.Session, offer string, vp sessions.ViewerParams) (sessions.Answer, error)
 	remove func(ctx context.Context, sess *fleetv1.Session, peerID string) error
@@ -78,8 +81,8 @@ func (m *signalingMetrics) observe(proto, op string, err error) {
 
 func (a *API) signalingRoutes() {
 	kinds := []signalingKind{
-		{proto: "whep", offer: viewerOffer, add: a.opts.Sessions.AddViewer, remove: a.opts.Sessions.RemoveViewer},
-		{proto: "whip", offer: publisherOffer, add: func(ctx context.Context, sess *fleetv1.Session, offer string, _ sessions.ViewerParams) (sessions.Answer, error) {
+		{proto: "whep", grant: viewertoken.Subscribe, offer: viewerOffer, add: a.opts.Sessions.AddViewer, remove: a.opts.Sessions.RemoveViewer},
+		{proto: "whip", grant: viewertoken.Publish, offer: publisherOffer, add: func(ctx context.Context, sess *fleetv1.Session, offer string, _ sessions.ViewerParams) (sessions.Answer, error) {
 			return a.opts.Sessions.AddPublisher(ctx, sess, offer)
 		}, remove: a.opts.Sessions.RemovePublisher},
 	}
@@ -117,9 +120,10 @@ func (a *API) signal(pattern, proto, op string, h func(w http.ResponseWriter, r 
 }
 
 // checkViewerToken authenticates a signaling request: 401 without a token or
-// with a forged, malformed or expired one; 403 with a good token of another
-// session. grace > 0 accepts tokens expired for at most that long.
-func (a *API) checkViewerToken(w http.ResponseWriter, r *http.Request, sessionID string, grace time.Duration) error {
+// with a forged, malformed or expired one, or one signed by a key no longer
+// listed; 403 with a good token of another session or without the grant
+// need. grace > 0 accepts tokens expired for at most that long.
+func (a *API) checkViewerToken(w http.ResponseWriter, r *http.Request, sessionID string, need viewertoken.Grant, grace time.Duration) error {
 	token, ok := auth.BearerToken(r.Header.Get("Authorization"))
 	if !ok {
 		w.Header().Set("WWW-Authenticate", `Bearer realm="avatarfleet"`)
@@ -130,15 +134,18 @@ func (a *API) checkViewerToken(w http.ResponseWriter, r *http.Request, sessionID
 	}
 	var err error
 	if grace > 0 {
-		err = a.opts.Tokens.VerifyWithGrace(token, sessionID, grace)
+		err = a.opts.Tokens.VerifyWithGrace(token, sessionID, need, grace)
 	} else {
-		err = a.opts.Tokens.Verify(token, sessionID)
+		err = a.opts.Tokens.Verify(token, sessionID, need)
 	}
 	switch {
 	case err == nil:
 		return nil
 	case errors.Is(err, viewertoken.ErrWrongSession):
 		return errorf(http.StatusForbidden, apiv1.CodeForbidden, "viewer token is for another session")
+	case errors.Is(err, viewertoken.ErrMissingGrant):
+		return errorf(http.StatusForbidden, apiv1.CodeForbidden,
+			"token lacks the %s grant; the session's viewer_token only subscribes: ask POST /v1/sessions/%s/tokens for one that may %s", need, sessionID, need)
 	case errors.Is(err, viewertoken.ErrExpired):
 		w.Header().Set("WWW-Authenticate", `Bearer realm="avatarfleet", error="invalid_token", error_description="expired"`)
 		return errorf(http.StatusUnauthorized, apiv1.CodeUnauthorized, "viewer token expired; read the session again for a fresh one")
@@ -175,7 +182,7 @@ func (a *API) offer(w http.ResponseWriter, r *http.Request, k signalingKind) err
 	if !validSessionID(id) {
 		return errorf(http.StatusNotFound, apiv1.CodeNotFound, "no session %q", id)
 	}
-	if err := a.checkViewerToken(w, r, id, 0); err != nil {
+	if err := a.checkViewerToken(w, r, id, k.grant, 0); err != nil {
 		return err
 	}
 	offer, err := parseOffer(w, r, k.offer)
@@ -210,7 +217,7 @@ func (a *API) hangUp(w http.ResponseWriter, r *http.Request, k signalingKind) er
 	if !validSessionID(id) {
 		return errorf(http.StatusNotFound, apiv1.CodeNotFound, "no session %q", id)
 	}
-	if err := a.checkViewerToken(w, r, id, hangUpGrace); err != nil {
+	if err := a.checkViewerToken(w, r, id, k.grant, hangUpGrace); err != nil {
 		return err
 	}
 	if !sessions.ValidPeerID(peer) {
@@ -243,6 +250,8 @@ func mapSignalingError(err error) error {
 	switch {
 	case errors.As(err, &ae):
 		return ae
+	case errors.Is(err, errBodyTimeout):
+		return bodyTimeoutError()
 	case errors.Is(err, sessions.ErrInvalidSDP):
 		return errorf(http.StatusBadRequest, apiv1.CodeInvalidSDP, "the worker refused the offer: %v", err)
 	case errors.Is(err, sessions.ErrTooManyPending):

@@ -6,6 +6,7 @@ package replica
 
 import (
 	"context"
+	"crypto/tls"
 	"errors"
 	"fmt"
 	"log/slog"
@@ -45,8 +46,18 @@ type Options struct {
 	Keys      *auth.Keys
 	PublicURL string
 	// Policy is the placement policy: "spread" (default) or "pack".
-	Policy         string
+	Policy string
+	// TokenKeys sign and verify session tokens (WHEP/WHIP); every replica
+	// of a fleet must be given the same keys.
+	TokenKeys      *viewertoken.KeySet
 	ViewerTokenTTL time.Duration
+	// TLSCertFile and TLSKeyFile, when both set, serve the HTTP API over
+	// TLS (PEM files, read once at start).
+	TLSCertFile, TLSKeyFile string
+	// BodyTimeout and BodyMinRate bound how long a request body may take
+	// (httpapi.Options); zero means the API's defaults.
+	BodyTimeout    time.Duration
+	BodyMinRate    int64
 	EventRetention time.Duration
 	Supervisor     supervisor.Options
 	Log            *slog.Logger
@@ -60,6 +71,7 @@ type Replica struct {
 	nc       *nats.Conn
 	listener net.Listener
 	server   *http.Server
+	tls      bool
 	registry *registry.Registry
 	super    *supervisor.Supervisor
 	pool     *workerclient.Pool
@@ -76,6 +88,20 @@ func New(ctx context.Context, opts Options) (*Replica, error) {
 	}
 	if opts.Keys == nil || opts.Keys.Len() == 0 {
 		return nil, errors.New("replica: no API keys")
+	}
+	if opts.TokenKeys == nil {
+		return nil, errors.New("replica: no token keys")
+	}
+	var tlsConfig *tls.Config
+	if opts.TLSCertFile != "" || opts.TLSKeyFile != "" {
+		if opts.TLSCertFile == "" || opts.TLSKeyFile == "" {
+			return nil, errors.New("replica: TLS needs both a certificate and a key file")
+		}
+		cert, err := tls.LoadX509KeyPair(opts.TLSCertFile, opts.TLSKeyFile)
+		if err != nil {
+			return nil, fmt.Errorf("replica: load TLS certificate: %w", err)
+		}
+		tlsConfig = &tls.Config{Certificates: []tls.Certificate{cert}, MinVersion: tls.VersionTLS12}
 	}
 	if opts.ViewerTokenTTL == 0 {
 		opts.ViewerTokenTTL = time.Hour
@@ -121,13 +147,15 @@ func New(ctx context.Context, opts Options) (*Replica, error) {
 	}
 
 	store := fleetstore.New(r.etcd, fleetstore.NewKeys(opts.Prefix))
-	tokenKey, err := viewertoken.LoadOrCreateKey(ctx, r.etcd, store.Keys().Config("viewer-token-key"))
+	tokens, err := viewertoken.NewSigner(opts.TokenKeys, opts.ViewerTokenTTL)
 	if err != nil {
 		return nil, err
 	}
-	tokens, err := viewertoken.NewSigner(tokenKey, opts.ViewerTokenTTL)
-	if err != nil {
-		return nil, err
+	// Earlier versions kept the signing key in plain text in etcd: remove it.
+	if del, err := r.etcd.Delete(ctx, store.Keys().Config("viewer-token-key")); err != nil {
+		log.Warn("remove the legacy viewer-token key from etcd", "err", err)
+	} else if del.Deleted > 0 {
+		log.Info("removed the legacy viewer-token key from etcd")
 	}
 
 	reg := prometheus.NewRegistry()
@@ -163,13 +191,19 @@ func New(ctx context.Context, opts Options) (*Replica, error) {
 		Registerer:  reg,
 		PublicURL:   opts.PublicURL,
 		Log:         log,
+		BodyTimeout: opts.BodyTimeout,
+		BodyMinRate: opts.BodyMinRate,
 		StreamsDone: r.streamsDone,
 	})
 	r.listener, err = net.Listen("tcp", opts.Listen)
 	if err != nil {
 		return nil, fmt.Errorf("listen %s: %w", opts.Listen, err)
 	}
-	r.server = &http.Server{Handler: api, ReadHeaderTimeout: 10 * time.Second, IdleTimeout: 2 * time.Minute}
+	// No ReadTimeout or WriteTimeout: they would cut event streams. Request
+	// bodies are bounded per request by the API (408 request_timeout).
+	r.server = &http.Server{Handler: api, ReadHeaderTimeout: 10 * time.Second, IdleTimeout: 2 * time.Minute,
+		MaxHeaderBytes: 64 << 10, TLSConfig: tlsConfig}
+	r.tls = tlsConfig != nil
 	r.server.RegisterOnShutdown(func() { close(r.streamsDone) })
 	ok = true
 	return r, nil
@@ -178,8 +212,13 @@ func New(ctx context.Context, opts Options) (*Replica, error) {
 // Addr is the bound HTTP address.
 func (r *Replica) Addr() string { return r.listener.Addr().String() }
 
-// URL is the base URL of the bound HTTP address.
-func (r *Replica) URL() string { return "http://" + r.Addr() }
+// URL is the base URL of the bound HTTP address (https with TLS).
+func (r *Replica) URL() string {
+	if r.tls {
+		return "https://" + r.Addr()
+	}
+	return "http://" + r.Addr()
+}
 
 // Sessions is the replica's session manager (benchmarks drive it directly).
 func (r *Replica) Sessions() *sessions.Manager { return r.manager }
@@ -211,7 +250,11 @@ func (r *Replica) Run(ctx context.Context) error {
 	g.Go(func() error { return r.manager.Run(gctx) })
 	g.Go(func() error { return r.super.Run(gctx) })
 	g.Go(func() error {
-		if err := r.server.Serve(r.listener); !errors.Is(err, http.ErrServerClosed) {
+		serve := r.server.Serve
+		if r.tls {
+			serve = func(l net.Listener) error { return r.server.ServeTLS(l, "", "") }
+		}
+		if err := serve(r.listener); !errors.Is(err, http.ErrServerClosed) {
 			return fmt.Errorf("serve http: %w", err)
 		}
 		return nil
@@ -222,7 +265,7 @@ func (r *Replica) Run(ctx context.Context) error {
 		defer cancel()
 		return r.server.Shutdown(sctx)
 	})
-	r.log.Info("control plane replica serving", "addr", r.Addr())
+	r.log.Info("control plane replica serving", "addr", r.Addr(), "tls", r.tls, "token_keys", r.opts.TokenKeys.IDs())
 	return g.Wait()
 }
 

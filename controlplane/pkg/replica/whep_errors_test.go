@@ -12,6 +12,7 @@ import (
 
 	"github.com/avatarfleet/avatarfleet/controlplane/internal/testfleet"
 	"github.com/avatarfleet/avatarfleet/controlplane/pkg/apiv1"
+	"github.com/avatarfleet/avatarfleet/controlplane/pkg/viewertoken"
 	fleetv1 "github.com/avatarfleet/avatarfleet/proto/fleet/v1"
 	"github.com/avatarfleet/avatarfleet/proto/fleetstore"
 	"github.com/avatarfleet/avatarfleet/worker/pkg/server"
@@ -49,7 +50,14 @@ func TestSignalingBadRequests(t *testing.T) {
 	now := tokenSigner(t, f, time.Now())
 	expired := mustIssue(t, tokenSigner(t, f, time.Now().Add(-2*time.Hour)), a.ID)
 	ancient := mustIssue(t, tokenSigner(t, f, time.Now().Add(-26*time.Hour)), a.ID)
-	otherKey := mustIssue(t, mustSigner(t, strings.Repeat("x", 32)), a.ID)
+	// A forgery naming the fleet's key id, one naming a key the fleet
+	// does not list (never had, or removed), and a token of a key that
+	// was listed but is no longer (its secret known to the attacker).
+	otherKey := mustIssue(t, mustSigner(t, f.TokenKeys.Signing().ID, strings.Repeat("x", 32)), a.ID)
+	unknownKid := mustIssue(t, mustSigner(t, "forged", strings.Repeat("x", 32)), a.ID)
+	removedKey := mustIssue(t, mustSigner(t, "k-removed", strings.Repeat("r", 32)), a.ID, viewertoken.Subscribe, viewertoken.Publish)
+	aPub := mustIssue(t, now, a.ID, viewertoken.Publish)
+	aBoth := mustIssue(t, now, a.ID, viewertoken.Subscribe, viewertoken.Publish)
 	_, offer := newPeer(t, false)
 	_, whipOffer := newPeer(t, true)
 	noMedia := "v=0\r\no=- 1 1 IN IP4 127.0.0.1\r\ns=-\r\nt=0 0\r\n"
@@ -68,6 +76,13 @@ func TestSignalingBadRequests(t *testing.T) {
 		{"missing token", "POST", whep(a.ID), "", offer, sdpHeader, 401, apiv1.CodeUnauthorized},
 		{"garbage token", "POST", whep(a.ID), "a.b.c", offer, sdpHeader, 401, apiv1.CodeUnauthorized},
 		{"token signed with another key", "POST", whep(a.ID), otherKey, offer, sdpHeader, 401, apiv1.CodeUnauthorized},
+		{"forged token with an unknown kid", "POST", whep(a.ID), unknownKid, offer, sdpHeader, 401, apiv1.CodeUnauthorized},
+		{"token of a removed key", "POST", whep(a.ID), removedKey, offer, sdpHeader, 401, apiv1.CodeUnauthorized},
+		{"WHIP token of a removed key", "POST", whip(a.ID), removedKey, whipOffer, sdpHeader, 401, apiv1.CodeUnauthorized},
+		{"WHEP with a publish-only token", "POST", whep(a.ID), aPub, offer, sdpHeader, 403, apiv1.CodeForbidden},
+		{"WHIP with the subscribe-only viewer token", "POST", whip(a.ID), a.ViewerToken, whipOffer, sdpHeader, 403, apiv1.CodeForbidden},
+		{"WHIP with a subscribe-only token, bad body", "POST", whip(a.ID), a.ViewerToken, "hello", sdpHeader, 403, apiv1.CodeForbidden},
+		{"DELETE publisher with the viewer token", "DELETE", whip(a.ID) + "/p_0123", a.ViewerToken, nil, nil, 403, apiv1.CodeForbidden},
 		{"API key instead of a viewer token", "POST", whep(a.ID), testfleet.SessionsKey, offer, sdpHeader, 401, apiv1.CodeUnauthorized},
 		{"JSON body", "POST", whep(a.ID), a.ViewerToken, `{"sdp":"v=0"}`, []string{"Content-Type", "application/json"}, 415, apiv1.CodeUnsupportedMediaType},
 		{"no content type", "POST", whep(a.ID), a.ViewerToken, offer, nil, 415, apiv1.CodeUnsupportedMediaType},
@@ -79,17 +94,17 @@ func TestSignalingBadRequests(t *testing.T) {
 		{"malformed session id", "POST", whep("a..b"), a.ViewerToken, offer, sdpHeader, 404, apiv1.CodeNotFound},
 		{"ended session", "POST", whep(ended.ID), mustIssue(t, now, ended.ID), offer, sdpHeader, 404, apiv1.CodeNotFound},
 		{"session not ready", "POST", whep(starting.Id), mustIssue(t, now, starting.Id), offer, sdpHeader, 409, apiv1.CodeSessionNotReady},
-		{"WHIP with another session's token", "POST", whip(b.ID), a.ViewerToken, whipOffer, sdpHeader, 403, apiv1.CodeForbidden},
+		{"WHIP with another session's token", "POST", whip(b.ID), aBoth, whipOffer, sdpHeader, 403, apiv1.CodeForbidden},
 		{"WHIP expired token", "POST", whip(a.ID), expired, whipOffer, sdpHeader, 401, apiv1.CodeUnauthorized},
 		{"WHIP missing token", "POST", whip(a.ID), "", whipOffer, sdpHeader, 401, apiv1.CodeUnauthorized},
-		{"WHIP not SDP", "POST", whip(a.ID), a.ViewerToken, whipOffer, []string{"Content-Type", "text/plain"}, 415, apiv1.CodeUnsupportedMediaType},
-		{"WHIP garbage SDP", "POST", whip(a.ID), a.ViewerToken, "v=0\r\nm=", sdpHeader, 400, apiv1.CodeInvalidSDP},
-		{"WHIP session not ready", "POST", whip(starting.Id), mustIssue(t, now, starting.Id), whipOffer, sdpHeader, 409, apiv1.CodeSessionNotReady},
+		{"WHIP not SDP", "POST", whip(a.ID), aPub, whipOffer, []string{"Content-Type", "text/plain"}, 415, apiv1.CodeUnsupportedMediaType},
+		{"WHIP garbage SDP", "POST", whip(a.ID), aPub, "v=0\r\nm=", sdpHeader, 400, apiv1.CodeInvalidSDP},
+		{"WHIP session not ready", "POST", whip(starting.Id), mustIssue(t, now, starting.Id, viewertoken.Publish), whipOffer, sdpHeader, 409, apiv1.CodeSessionNotReady},
 		{"DELETE without token", "DELETE", whep(a.ID) + "/v_0123", "", nil, nil, 401, apiv1.CodeUnauthorized},
 		{"DELETE with a token expired past the grace", "DELETE", whep(a.ID) + "/v_0123", ancient, nil, nil, 401, apiv1.CodeUnauthorized},
 		{"DELETE malformed viewer id", "DELETE", whep(a.ID) + "/v.0123", a.ViewerToken, nil, nil, 404, apiv1.CodeNotFound},
 		{"DELETE viewer of a session not started", "DELETE", whep(starting.Id) + "/v_0123", mustIssue(t, now, starting.Id), nil, nil, 404, apiv1.CodeNotFound},
-		{"DELETE of an unknown session", "DELETE", whip("sess_nope") + "/p_0123", mustIssue(t, now, "sess_nope"), nil, nil, 404, apiv1.CodeNotFound},
+		{"DELETE of an unknown session", "DELETE", whip("sess_nope") + "/p_0123", mustIssue(t, now, "sess_nope", viewertoken.Publish), nil, nil, 404, apiv1.CodeNotFound},
 		{"GET on the endpoint", "GET", whep(a.ID), a.ViewerToken, nil, nil, 405, apiv1.CodeMethodNotAllowed},
 		{"PATCH on the endpoint", "PATCH", whip(a.ID), a.ViewerToken, nil, nil, 405, apiv1.CodeMethodNotAllowed},
 	}
@@ -133,6 +148,7 @@ func TestSignalingWorkerErrors(t *testing.T) {
 	sfu := testfleet.NewPionAnswerer(t)
 	f := testfleet.Start(t, testfleet.Options{Workers: []testfleet.WorkerSpec{{ID: "w", SlotsPerGPU: 4, Signaling: sfu}}})
 	s := createSession(t, f, 0, testfleet.SessionsKey)
+	pubTok := publishToken(t, f, 0, testfleet.SessionsKey, s.ID)
 	_, offer := newPeer(t, false)
 	_, whipOffer := newPeer(t, true)
 
@@ -153,11 +169,11 @@ func TestSignalingWorkerErrors(t *testing.T) {
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
 			sfu.FailWith(tt.fail)
-			body := offer
+			body, tok := offer, s.ViewerToken
 			if tt.proto == "whip" {
-				body = whipOffer
+				body, tok = whipOffer, pubTok
 			}
-			r := f.MustDo(0, "POST", "/v1/sessions/"+s.ID+"/"+tt.proto, s.ViewerToken, body, sdpHeader...)
+			r := f.MustDo(0, "POST", "/v1/sessions/"+s.ID+"/"+tt.proto, tok, body, sdpHeader...)
 			if r.Status != tt.status || errorCode(t, r) != tt.code {
 				t.Fatalf("%d %s, want %d %s", r.Status, r.Body, tt.status, tt.code)
 			}
@@ -183,11 +199,11 @@ func TestSignalingWorkerErrors(t *testing.T) {
 		t.Fatalf("session placed on %q, want bare", bare.WorkerID)
 	}
 	for _, proto := range []string{"whep", "whip"} {
-		body := offer
+		body, tok := offer, bare.ViewerToken
 		if proto == "whip" {
-			body = whipOffer
+			body, tok = whipOffer, publishToken(t, f, 0, testfleet.SessionsKey, bare.ID)
 		}
-		r := f.MustDo(0, "POST", "/v1/sessions/"+bare.ID+"/"+proto, bare.ViewerToken, body, sdpHeader...)
+		r := f.MustDo(0, "POST", "/v1/sessions/"+bare.ID+"/"+proto, tok, body, sdpHeader...)
 		if r.Status != 503 || errorCode(t, r) != apiv1.CodeUnavailable || r.Header.Get("Retry-After") == "" {
 			t.Fatalf("%s to a worker without SFU: %d %s", proto, r.Status, r.Body)
 		}

@@ -1,7 +1,6 @@
 package replica_test
 
 import (
-	"context"
 	"regexp"
 	"slices"
 	"strings"
@@ -108,27 +107,39 @@ func (p *peer) accept(t *testing.T, answer string) {
 	}
 }
 
-// tokenSigner signs viewer tokens with the fleet's key at a chosen time.
+// tokenSigner signs viewer tokens with the fleet's keys at a chosen time.
 func tokenSigner(t *testing.T, f *testfleet.Fleet, at time.Time) *viewertoken.Signer {
 	t.Helper()
-	key, err := viewertoken.LoadOrCreateKey(context.Background(), f.Client, f.Store.Keys().Config("viewer-token-key"))
-	if err != nil {
-		t.Fatal(err)
-	}
-	s, err := viewertoken.NewSigner(key, time.Hour, viewertoken.WithClock(func() time.Time { return at }))
+	s, err := viewertoken.NewSigner(f.TokenKeys, time.Hour, viewertoken.WithClock(func() time.Time { return at }))
 	if err != nil {
 		t.Fatal(err)
 	}
 	return s
 }
 
-func mustIssue(t *testing.T, s *viewertoken.Signer, session string) string {
+// mustIssue makes a token of session with grants (subscribe when none).
+func mustIssue(t *testing.T, s *viewertoken.Signer, session string, grants ...viewertoken.Grant) string {
 	t.Helper()
-	tok, err := s.Issue(session)
+	if len(grants) == 0 {
+		grants = []viewertoken.Grant{viewertoken.Subscribe}
+	}
+	tok, _, err := s.IssueGrants(session, grants, s.TTL())
 	if err != nil {
 		t.Fatal(err)
 	}
 	return tok
+}
+
+// publishToken asks the tokens endpoint of replica i for a publish token.
+func publishToken(t *testing.T, f *testfleet.Fleet, i int, key, session string) string {
+	t.Helper()
+	r := f.MustDo(i, "POST", "/v1/sessions/"+session+"/tokens", key, apiv1.CreateTokenRequest{Grants: []string{"publish"}})
+	if r.Status != 201 {
+		t.Fatalf("tokens: %d %s", r.Status, r.Body)
+	}
+	var tok apiv1.Token
+	r.JSON(t, &tok)
+	return tok.Token
 }
 
 func errorCode(t *testing.T, r testfleet.Response) string {
@@ -216,9 +227,15 @@ func TestWHIPPublisher(t *testing.T) {
 	s := createSession(t, f, 0, testfleet.SessionsKey)
 
 	pub, offer := newPeer(t, true)
+	// The Session's viewer token only subscribes: WHIP refuses it.
 	r := f.MustDo(1, "POST", "/v1/sessions/"+s.ID+"/whip", s.ViewerToken, offer, sdpHeader...)
+	if r.Status != 403 || errorCode(t, r) != apiv1.CodeForbidden {
+		t.Fatalf("WHIP offer with the subscribe-only viewer token: %d %s", r.Status, r.Body)
+	}
+	pubTok := publishToken(t, f, 0, testfleet.SessionsKey, s.ID)
+	r = f.MustDo(1, "POST", "/v1/sessions/"+s.ID+"/whip", pubTok, offer, sdpHeader...)
 	if r.Status != 201 {
-		t.Fatalf("WHIP offer: %d %s", r.Status, r.Body)
+		t.Fatalf("WHIP offer with a publish token: %d %s", r.Status, r.Body)
 	}
 	loc := r.Header.Get("Location")
 	if !regexp.MustCompile(`^/v1/sessions/` + s.ID + `/whip/p_[0-9a-f]{16}$`).MatchString(loc) {
@@ -231,19 +248,23 @@ func TestWHIPPublisher(t *testing.T) {
 	if got := getSession(t, f, 0, s.ID); got.Stats == nil || got.Stats.Publishers != 1 {
 		t.Fatalf("stats %+v", got.Stats)
 	}
-	if r := f.MustDo(0, "PATCH", loc, s.ViewerToken, "x", "Content-Type", "application/trickle-ice-sdpfrag"); r.Status != 405 || r.Header.Get("Allow") != "DELETE" {
+	if r := f.MustDo(0, "PATCH", loc, pubTok, "x", "Content-Type", "application/trickle-ice-sdpfrag"); r.Status != 405 || r.Header.Get("Allow") != "DELETE" {
 		t.Fatalf("PATCH: %d Allow=%q", r.Status, r.Header.Get("Allow"))
 	}
 	// A viewer's offer (receive only) is no WHIP offer; a publisher's is no
 	// WHEP offer.
 	_, viewerOffer := newPeer(t, false)
-	if r := f.MustDo(0, "POST", "/v1/sessions/"+s.ID+"/whip", s.ViewerToken, viewerOffer, sdpHeader...); r.Status != 400 || errorCode(t, r) != apiv1.CodeInvalidSDP {
+	if r := f.MustDo(0, "POST", "/v1/sessions/"+s.ID+"/whip", pubTok, viewerOffer, sdpHeader...); r.Status != 400 || errorCode(t, r) != apiv1.CodeInvalidSDP {
 		t.Fatalf("recvonly offer to WHIP: %d %s", r.Status, r.Body)
 	}
 	if r := f.MustDo(0, "POST", "/v1/sessions/"+s.ID+"/whep", s.ViewerToken, offer, sdpHeader...); r.Status != 400 || errorCode(t, r) != apiv1.CodeInvalidSDP {
 		t.Fatalf("sendonly offer to WHEP: %d %s", r.Status, r.Body)
 	}
-	if r := f.MustDo(1, "DELETE", loc, s.ViewerToken, nil); r.Status != 200 {
+	// Nor may a viewer hang up the publisher.
+	if r := f.MustDo(1, "DELETE", loc, s.ViewerToken, nil); r.Status != 403 {
+		t.Fatalf("DELETE with the viewer token: %d %s", r.Status, r.Body)
+	}
+	if r := f.MustDo(1, "DELETE", loc, pubTok, nil); r.Status != 200 {
 		t.Fatalf("DELETE: %d %s", r.Status, r.Body)
 	}
 	id := loc[strings.LastIndex(loc, "/")+1:]
@@ -262,9 +283,14 @@ func grepLines(s, sub string) string {
 	return strings.Join(out, "\n")
 }
 
-func mustSigner(t *testing.T, key string) *viewertoken.Signer {
+// mustSigner is a signer of one key: id and secret chosen by the test.
+func mustSigner(t *testing.T, id, secret string) *viewertoken.Signer {
 	t.Helper()
-	s, err := viewertoken.NewSigner([]byte(key), time.Hour)
+	ks, err := viewertoken.NewKeySet(viewertoken.Key{ID: id, Secret: []byte(secret)})
+	if err != nil {
+		t.Fatal(err)
+	}
+	s, err := viewertoken.NewSigner(ks, time.Hour)
 	if err != nil {
 		t.Fatal(err)
 	}

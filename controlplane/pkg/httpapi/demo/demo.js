@@ -2,8 +2,9 @@
 // talk to it over WHIP, follow its lifecycle events. Plain browser JS, no
 // build step. The API key lives in the closure below (and, if the operator
 // asks, this tab's sessionStorage) and goes only to this page's origin:
-// every API call uses a relative /v1 URL; WHEP/WHIP use the session's viewer
-// token instead.
+// every API call uses a relative /v1 URL; WHEP uses the session's viewer
+// token (subscribe only) and WHIP a publish token the page asks for with
+// the key (POST /v1/sessions/{id}/tokens).
 //
 // window.avatarDemo exposes the page's state and actions for automation
 // (see the README, "Demo page"); it is not an API for other sites.
@@ -23,7 +24,7 @@
   let reconnectTimer = 0;
   let reconnectDelay = 1000;
   let disconnectTimer = 0;
-  let micToken = ''; // what the WHIP POST was authorised with (viewer token, else the key)
+  let micToken = ''; // the publish token the WHIP POST was authorised with
   let connecting = false; // a WHEP connect is in flight
 
   const S = {
@@ -423,10 +424,6 @@
       .then((r) => r.status, () => 0);
   }
 
-  function sameOrigin(url) {
-    try { return new URL(url, location.href).origin === location.origin; } catch (_) { return false; }
-  }
-
   // Retry only what may heal by itself: network errors, 5xx, 409 not ready, 429.
   const retryable = (status) => status === 0 || status >= 500 || status === 409 || status === 429;
 
@@ -594,13 +591,11 @@
       await pc.setLocalDescription(await pc.createOffer());
       await iceGatheringComplete(pc, ICE_GATHER_TIMEOUT_MS);
       const url = whipURL(s);
-      micToken = s.viewer_token;
-      let res = await postSDP(url, micToken, pc.localDescription.sdp);
-      if ((res.status === 401 || res.status === 403) && sameOrigin(url) && apiKey) {
-        // Publishing may take the API key where the viewer token is not enough.
-        micToken = apiKey;
-        res = await postSDP(url, micToken, pc.localDescription.sdp);
-      }
+      // The viewer token only subscribes: publishing needs a token with the
+      // publish grant, which only the session's owner (this key) may get.
+      const tok = await api('POST', sessionPath(s.id, '/tokens'), { grants: ['publish'] });
+      micToken = tok.data.token;
+      const res = await postSDP(url, micToken, pc.localDescription.sdp);
       S.mic.status = res.status;
       if (res.status !== 201) throw await errorOf(res);
       const answer = await res.text();
@@ -631,7 +626,7 @@
     if (m.location && S.session) {
       const loc = m.location;
       m.location = '';
-      m.deleteStatus = await deleteResource(loc, micToken || S.session.viewer_token);
+      m.deleteStatus = await deleteResource(loc, micToken);
       info(`WHIP: microphone off (${m.deleteStatus})`);
     }
   }
@@ -764,7 +759,7 @@
     window.addEventListener('pagehide', () => {
       // Free the viewer and the publisher at once rather than at ICE timeout.
       if (S.whep.location && S.session) deleteResource(S.whep.location, S.session.viewer_token);
-      if (S.mic.location && S.session) deleteResource(S.mic.location, micToken || S.session.viewer_token);
+      if (S.mic.location && S.session && micToken) deleteResource(S.mic.location, micToken);
     });
 
     // Query parameters (README, "Demo page").

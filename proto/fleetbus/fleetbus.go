@@ -199,7 +199,6 @@ func WorkerEvent(typ, workerID string, w *fleetv1.Worker) *fleetv1.Event {
 	return &fleetv1.Event{Type: typ, WorkerId: workerID, Worker: w}
 }
 
-
 // Publish stamps an event with an id and time and publishes it, waiting for
 // the stream's acknowledgement unless the publisher is asynchronous. The
 // event id doubles as the JetStream message

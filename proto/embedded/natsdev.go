@@ -30,11 +30,11 @@ type NATSSecrets struct {
 // LoadNATSSecrets reads the embedded NATS secrets from dir, creating them
 // (mode 0600) on first use, so a restart keeps the same credentials.
 func LoadNATSSecrets(dir string) (NATSSecrets, error) {
-	cp, err := loadOrCreateSecret(filepath.Join(dir, natsControlPlaneFile))
+	cp, err := LoadOrCreateSecret(filepath.Join(dir, natsControlPlaneFile))
 	if err != nil {
 		return NATSSecrets{}, err
 	}
-	ws, err := loadOrCreateSecret(filepath.Join(dir, natsWorkerSecretFile))
+	ws, err := LoadOrCreateSecret(filepath.Join(dir, natsWorkerSecretFile))
 	if err != nil {
 		return NATSSecrets{}, err
 	}
@@ -66,7 +66,7 @@ func (s NATSSecrets) WorkerConfig(url, id string) fleetconn.NATSConfig {
 
 // loadOrCreateSecret returns the secret in path, writing a new random one
 // there if the file does not exist.
-func loadOrCreateSecret(path string) (string, error) {
+func LoadOrCreateSecret(path string) (string, error) {
 	b, err := os.ReadFile(path)
 	if err == nil {
 		s := strings.TrimSpace(string(b))
@@ -89,7 +89,7 @@ func loadOrCreateSecret(path string) (string, error) {
 	f, err := os.OpenFile(path, os.O_WRONLY|os.O_CREATE|os.O_EXCL, 0o600)
 	if err != nil {
 		if errors.Is(err, fs.ErrExist) { // created meanwhile by another process
-			return loadOrCreateSecret(path)
+			return LoadOrCreateSecret(path)
 		}
 		return "", fmt.Errorf("create secret: %w", err)
 	}

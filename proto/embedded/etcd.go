@@ -43,6 +43,9 @@ type EtcdOptions struct {
 	// with its certificate and key; its TrustedCAFile with ClientCertAuth
 	// also requires client certificates. Peers stay on loopback plaintext.
 	ClientTLS *transport.TLSInfo
+	// BcryptCost is the cost of hashing user passwords (0: etcd's default);
+	// tests that enable authentication lower it to bcrypt's minimum, 4.
+	BcryptCost uint
 }
 
 // EtcdCluster is a running embedded etcd cluster.
@@ -120,6 +123,9 @@ func StartEtcd(ctx context.Context, opts EtcdOptions) (*EtcdCluster, error) {
 		cfg.UnsafeNoFsync = opts.NoFsync
 		if opts.ClientTLS != nil {
 			cfg.ClientTLSInfo = *opts.ClientTLS
+		}
+		if opts.BcryptCost > 0 {
+			cfg.BcryptCost = opts.BcryptCost
 		}
 		if opts.SnapshotCount > 0 {
 			cfg.SnapshotCount = opts.SnapshotCount

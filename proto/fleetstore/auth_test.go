@@ -33,7 +33,7 @@ func startSecuredEtcd(t *testing.T) *securedEtcd {
 	ca := testpki.New(t, "etcd CA")
 	srv := ca.Server(t, "etcd")
 	cluster, err := embedded.StartEtcd(ctx, embedded.EtcdOptions{
-		Dir: t.TempDir(), Members: 3, NoFsync: true,
+		Dir: t.TempDir(), Members: 3, NoFsync: true, BcryptCost: 4,
 		ClientTLS: &transport.TLSInfo{CertFile: srv.CertFile, KeyFile: srv.KeyFile},
 	})
 	if err != nil {

@@ -230,4 +230,18 @@ func TestEtcdRolesOnAuthenticatedCluster(t *testing.T) {
 	if left.Count != 2 {
 		t.Fatalf("%d keys left under fleet/ after the worker's lease went, want 2", left.Count)
 	}
+
+	// Run again as root (authentication now on) to add a worker.
+	root := s.client(t, fleetstore.RootUser, s.auth.RootPassword)
+	more := s.auth
+	more.Workers = map[string]string{"w3": "w3-pw"}
+	if err := fleetstore.SetupAuth(ctx, root, s.keys, more); err != nil {
+		t.Fatalf("SetupAuth again: %v", err)
+	}
+	w3 := s.client(t, fleetstore.WorkerUser("w3"), "w3-pw")
+	if _, err := w3.Get(ctx, s.keys.Worker("w3")); err != nil {
+		t.Fatalf("added worker reads its record: %v", err)
+	}
+	_, err = w3.Get(ctx, s.keys.Worker("w1"))
+	denied(t, "added worker reads another's record", err)
 }

@@ -26,28 +26,32 @@ func TestWorkerRunsWithItsOwnCredentials(t *testing.T) {
 	defer cancel()
 	const id = "gpu.node-1"
 	keys := fleetstore.NewKeys("/secured/")
-	auth := fleetstore.Auth{RootPassword: "root-pw", ControlPlanePassword: "cp-pw", Workers: map[string]string{id: "worker-pw"}}
+	dataDir := t.TempDir()
+	etcdSecrets, err := embedded.LoadEtcdSecrets(dataDir)
+	if err != nil {
+		t.Fatal(err)
+	}
 
 	cluster, err := embedded.StartEtcd(ctx, embedded.EtcdOptions{Dir: t.TempDir(), NoFsync: true, BcryptCost: 4})
 	if err != nil {
 		t.Fatal(err)
 	}
 	defer cluster.Close()
-	etcdAs := func(user, password string) *fleetstore.Store {
-		cli, err := fleetconn.Etcd(ctx, fleetconn.EtcdConfig{Endpoints: cluster.Endpoints(), Username: user, Password: password})
+	etcdAs := func(cfg fleetconn.EtcdConfig) *fleetstore.Store {
+		cli, err := fleetconn.Etcd(ctx, cfg)
 		if err != nil {
 			t.Fatal(err)
 		}
 		t.Cleanup(func() { _ = cli.Close() })
 		return fleetstore.New(cli, keys)
 	}
-	if err := fleetstore.SetupAuth(ctx, etcdAs("", "").Client(), keys, auth); err != nil {
+	if err := fleetstore.SetupAuth(ctx, etcdAs(fleetconn.EtcdConfig{Endpoints: cluster.Endpoints()}).Client(), keys, etcdSecrets.Auth(id)); err != nil {
 		t.Fatal(err)
 	}
-	cp := etcdAs(fleetstore.ControlPlaneUser, auth.ControlPlanePassword)
-	worker := etcdAs(fleetstore.WorkerUser(id), auth.Workers[id])
+	cp := etcdAs(etcdSecrets.ControlPlaneConfig(cluster.Endpoints()))
+	worker := etcdAs(etcdSecrets.WorkerConfig(cluster.Endpoints(), id))
 
-	secrets, err := embedded.LoadNATSSecrets(t.TempDir())
+	secrets, err := embedded.LoadNATSSecrets(dataDir)
 	if err != nil {
 		t.Fatal(err)
 	}

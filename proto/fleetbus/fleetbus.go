@@ -11,8 +11,8 @@
 // Every events subject is kept by the JetStream stream AVATARFLEET_EVENTS.
 // The layout lets NATS permissions bind a worker to its own subjects: a
 // worker publishes only under avatarfleet.events.workers.<its id> (see
-// Subject and AsWorker), and a consumer checks with CheckEvent that an
-// event says what its subject allows.
+// WorkerSessionSubject and AsWorker), and a consumer checks with CheckEvent
+// that an event says what its subject allows.
 package fleetbus
 
 import (

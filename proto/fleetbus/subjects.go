@@ -58,10 +58,7 @@ func (p *Publisher) subject(e *fleetv1.Event) (string, error) {
 		}
 	}
 	if p.worker == "" {
-		if e.GetSessionId() != "" {
-			return SessionSubject(e.GetSessionId()), nil
-		}
-		return WorkerSubject(e.GetWorkerId()), nil
+		return Subject(e), nil
 	}
 	if w := e.GetWorkerId(); w != "" && w != p.worker {
 		return "", fmt.Errorf("worker %s may not publish an event of worker %s", p.worker, w)
@@ -152,3 +149,12 @@ func CheckEvent(subject string, e *fleetv1.Event) (Origin, error) {
 // acknowledgements) arrive under it, so NATS permissions can let a worker
 // subscribe to its own inboxes and no one else's.
 func WorkerInboxPrefix(worker string) string { return "_INBOX.avatarfleet-worker." + Token(worker) }
+
+// Subject is the subject a control plane's publisher uses for e (a
+// publisher scoped AsWorker uses its worker's subjects instead).
+func Subject(e *fleetv1.Event) string {
+	if e.GetSessionId() != "" {
+		return SessionSubject(e.GetSessionId())
+	}
+	return WorkerSubject(e.GetWorkerId())
+}

@@ -1,10 +1,15 @@
 package embedded
 
 import (
+	"context"
 	"crypto/hmac"
 	"crypto/sha256"
 	"encoding/base64"
+	"errors"
+	"fmt"
 	"path/filepath"
+
+	"go.etcd.io/etcd/api/v3/v3rpc/rpctypes"
 
 	"github.com/avatarfleet/avatarfleet/proto/fleetconn"
 	"github.com/avatarfleet/avatarfleet/proto/fleetstore"
@@ -74,4 +79,24 @@ func (s EtcdSecrets) ControlPlaneConfig(endpoints []string) fleetconn.EtcdConfig
 // WorkerConfig is how worker id connects.
 func (s EtcdSecrets) WorkerConfig(endpoints []string, id string) fleetconn.EtcdConfig {
 	return fleetconn.EtcdConfig{Endpoints: endpoints, Username: fleetstore.WorkerUser(id), Password: s.WorkerPassword(id)}
+}
+
+// Setup creates the fleet's etcd users and roles (Auth(workers...)) under
+// keys and turns authentication on, on the etcd base names (its endpoints
+// and TLS; credentials are ignored). It runs at every start of the
+// embedded default: the first time authentication is still off and it
+// connects without credentials, later as root.
+func (s EtcdSecrets) Setup(ctx context.Context, base fleetconn.EtcdConfig, keys fleetstore.Keys, workers ...string) error {
+	cfg := base
+	cfg.Username, cfg.Password = fleetstore.RootUser, s.RootPassword
+	cli, err := fleetconn.Etcd(ctx, cfg)
+	if errors.Is(err, rpctypes.ErrAuthNotEnabled) {
+		cfg.Username, cfg.Password = "", ""
+		cli, err = fleetconn.Etcd(ctx, cfg)
+	}
+	if err != nil {
+		return fmt.Errorf("etcd auth setup: %w", err)
+	}
+	defer cli.Close()
+	return fleetstore.SetupAuth(ctx, cli, keys, s.Auth(workers...))
 }

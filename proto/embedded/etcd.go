@@ -13,6 +13,7 @@ import (
 	"sync"
 	"time"
 
+	"go.etcd.io/etcd/client/pkg/v3/transport"
 	clientv3 "go.etcd.io/etcd/client/v3"
 	"go.etcd.io/etcd/server/v3/embed"
 	"go.uber.org/zap"
@@ -38,6 +39,13 @@ type EtcdOptions struct {
 	// (0: etcd's default). Benchmarks that write a lot and then close raise
 	// it: etcd panics when closed while it saves a snapshot.
 	SnapshotCount uint64
+	// ClientTLS, when set, serves clients over TLS (https:// endpoints)
+	// with its certificate and key; its TrustedCAFile with ClientCertAuth
+	// also requires client certificates. Peers stay on loopback plaintext.
+	ClientTLS *transport.TLSInfo
+	// BcryptCost is the cost of hashing user passwords (0: etcd's default);
+	// tests that enable authentication lower it to bcrypt's minimum, 4.
+	BcryptCost uint
 }
 
 // EtcdCluster is a running embedded etcd cluster.
@@ -66,6 +74,10 @@ func StartEtcd(ctx context.Context, opts EtcdOptions) (*EtcdCluster, error) {
 	}
 	members := make([]member, n)
 	var initial []string
+	clientScheme := "http"
+	if opts.ClientTLS != nil {
+		clientScheme = "https"
+	}
 	for i := range members {
 		name := fmt.Sprintf("m%d", i)
 		clientAddr := ""
@@ -84,7 +96,7 @@ func StartEtcd(ctx context.Context, opts EtcdOptions) (*EtcdCluster, error) {
 		}
 		members[i] = member{
 			name:   name,
-			client: url.URL{Scheme: "http", Host: clientAddr},
+			client: url.URL{Scheme: clientScheme, Host: clientAddr},
 			peer:   url.URL{Scheme: "http", Host: peerAddr},
 		}
 		initial = append(initial, name+"="+members[i].peer.String())
@@ -109,6 +121,12 @@ func StartEtcd(ctx context.Context, opts EtcdOptions) (*EtcdCluster, error) {
 		cfg.InitialClusterToken = "avatarfleet"
 		cfg.ZapLoggerBuilder = embed.NewZapLoggerBuilder(logger)
 		cfg.UnsafeNoFsync = opts.NoFsync
+		if opts.ClientTLS != nil {
+			cfg.ClientTLSInfo = *opts.ClientTLS
+		}
+		if opts.BcryptCost > 0 {
+			cfg.BcryptCost = opts.BcryptCost
+		}
 		if opts.SnapshotCount > 0 {
 			cfg.SnapshotCount = opts.SnapshotCount
 		}
@@ -157,6 +175,9 @@ func (c *EtcdCluster) Endpoints() []string { return append([]string(nil), c.endp
 func (c *EtcdCluster) Member(i int) *embed.Etcd { return c.members[i] }
 
 // Client returns a new client of the whole cluster; the caller closes it.
+// It speaks plaintext without credentials: a cluster started with
+// ClientTLS or with authentication on needs a client of its own
+// (fleetconn.Etcd).
 func (c *EtcdCluster) Client() (*clientv3.Client, error) {
 	cli, err := clientv3.New(clientv3.Config{
 		Endpoints:   c.Endpoints(),

@@ -1,6 +1,7 @@
 package embedded
 
 import (
+	"crypto/tls"
 	"fmt"
 	"net"
 	"os"
@@ -18,6 +19,15 @@ type NATSOptions struct {
 	StoreDir string
 	// StartTimeout bounds the wait for the server to accept clients.
 	StartTimeout time.Duration
+	// TLS, when set, makes clients speak TLS: its certificates are the
+	// server's; its ClientCAs and ClientAuth (tls.VerifyClientCertIfGiven
+	// or tls.RequireAndVerifyClientCert) verify client certificates, which
+	// NATSAuth.MapCertificates maps to fleet roles.
+	TLS *tls.Config
+	// Auth, when set, refuses anonymous clients and binds each client to
+	// its role's permissions; nil leaves the server open (tests that do
+	// not test security).
+	Auth *NATSAuth
 }
 
 // NATSServer is a running embedded NATS server with JetStream.
@@ -52,7 +62,7 @@ func StartNATS(opts NATSOptions) (*NATSServer, error) {
 		}
 		tempDir, opts.StoreDir = dir, dir
 	}
-	srv, err := server.NewServer(&server.Options{
+	sopts := &server.Options{
 		ServerName: "avatarfleet-embedded",
 		Host:       host,
 		Port:       port,
@@ -60,7 +70,15 @@ func StartNATS(opts NATSOptions) (*NATSServer, error) {
 		StoreDir:   opts.StoreDir,
 		NoSigs:     true,
 		NoLog:      true,
-	})
+	}
+	if opts.TLS != nil {
+		sopts.TLSConfig = opts.TLS.Clone()
+		sopts.TLSTimeout = 5
+	}
+	if opts.Auth != nil {
+		sopts.CustomClientAuthentication = natsAuthenticator{auth: *opts.Auth}
+	}
+	srv, err := server.NewServer(sopts)
 	if err != nil {
 		_ = os.RemoveAll(tempDir)
 		return nil, fmt.Errorf("embedded nats: %w", err)

@@ -1,11 +1,18 @@
 // Package fleetbus is the fleet's use of NATS: the subjects, the JetStream
 // stream that keeps lifecycle events, and the publisher every component uses.
 //
-// Subjects:
+// Subjects (ids as subject tokens, see Token):
 //
-//	avatarfleet.events.sessions.<session id>   Event (protobuf), JetStream-backed
-//	avatarfleet.events.workers.<worker id>     Event (protobuf), JetStream-backed
-//	avatarfleet.health.<worker id>             health request/reply (nats micro)
+//	avatarfleet.events.sessions.<session>                  Event from a control plane
+//	avatarfleet.events.workers.<worker>                    Event about a worker
+//	avatarfleet.events.workers.<worker>.sessions.<session> Event from the worker hosting the session
+//	avatarfleet.health.<worker id>                         health request/reply (nats micro)
+//
+// Every events subject is kept by the JetStream stream AVATARFLEET_EVENTS.
+// The layout lets NATS permissions bind a worker to its own subjects: a
+// worker publishes only under avatarfleet.events.workers.<its id> (see
+// WorkerSessionSubject and AsWorker), and a consumer checks with CheckEvent
+// that an event says what its subject allows.
 package fleetbus
 
 import (
@@ -61,17 +68,44 @@ const (
 // HealthSubject is the subject a worker answers health requests on.
 func HealthSubject(worker string) string { return HealthSubjectPre + worker }
 
-// EnsureStream creates or updates the stream that keeps events for replay
-// (SSE clients that reconnect, audits).
-func EnsureStream(ctx context.Context, js jetstream.JetStream, maxAge time.Duration) (jetstream.Stream, error) {
-	st, err := js.CreateOrUpdateStream(ctx, jetstream.StreamConfig{
+// DefaultStreamMaxBytes bounds the events stream's size unless
+// WithMaxBytes says otherwise: the oldest events go first.
+const DefaultStreamMaxBytes = 1 << 30
+
+// StreamOption changes the events stream's configuration.
+type StreamOption func(*jetstream.StreamConfig)
+
+// WithMaxBytes bounds the stream's size (n <= 0: DefaultStreamMaxBytes).
+func WithMaxBytes(n int64) StreamOption {
+	return func(c *jetstream.StreamConfig) {
+		if n > 0 {
+			c.MaxBytes = n
+		}
+	}
+}
+
+// StreamConfig is the configuration of the events stream: events older than
+// maxAge, or beyond the size bound, are discarded oldest first.
+func StreamConfig(maxAge time.Duration, opts ...StreamOption) jetstream.StreamConfig {
+	c := jetstream.StreamConfig{
 		Name:      StreamName,
 		Subjects:  []string{EventsAll},
 		Storage:   jetstream.FileStorage,
 		MaxAge:    maxAge,
+		MaxBytes:  DefaultStreamMaxBytes,
 		Retention: jetstream.LimitsPolicy,
 		Discard:   jetstream.DiscardOld,
-	})
+	}
+	for _, o := range opts {
+		o(&c)
+	}
+	return c
+}
+
+// EnsureStream creates or updates the stream that keeps events for replay
+// (SSE clients that reconnect, audits).
+func EnsureStream(ctx context.Context, js jetstream.JetStream, maxAge time.Duration, opts ...StreamOption) (jetstream.Stream, error) {
+	st, err := js.CreateOrUpdateStream(ctx, StreamConfig(maxAge, opts...))
 	if err != nil {
 		return nil, fmt.Errorf("ensure stream %s: %w", StreamName, err)
 	}
@@ -82,22 +116,37 @@ func EnsureStream(ctx context.Context, js jetstream.JetStream, maxAge time.Durat
 type Publisher struct {
 	js    jetstream.JetStream
 	async bool
+	// worker, when set, scopes the publisher to one worker's subjects.
+	worker string
 }
 
+// PublisherOption configures a Publisher.
+type PublisherOption func(*Publisher)
+
+// AsWorker scopes a publisher to worker id: it publishes session events on
+// the worker's own subjects (WorkerSessionSubject) and refuses events that
+// name another worker, so it publishes nothing a worker's NATS permissions
+// (WorkerPermissions in proto/embedded) would refuse.
+func AsWorker(id string) PublisherOption { return func(p *Publisher) { p.worker = id } }
+
 // NewPublisher returns a publisher over nc.
-func NewPublisher(nc *nats.Conn) (*Publisher, error) {
+func NewPublisher(nc *nats.Conn, opts ...PublisherOption) (*Publisher, error) {
 	js, err := jetstream.New(nc)
 	if err != nil {
 		return nil, fmt.Errorf("jetstream: %w", err)
 	}
-	return &Publisher{js: js}, nil
+	p := &Publisher{js: js}
+	for _, o := range opts {
+		o(p)
+	}
+	return p, nil
 }
 
 // NewAsyncPublisher returns a publisher whose Publish does not wait for the
 // stream's acknowledgement, keeping a round trip off request paths; events
 // from one publisher still reach the stream in order. onError sees each
 // event the stream refused. Call Flush before closing the connection.
-func NewAsyncPublisher(nc *nats.Conn, onError func(subject string, err error)) (*Publisher, error) {
+func NewAsyncPublisher(nc *nats.Conn, onError func(subject string, err error), opts ...PublisherOption) (*Publisher, error) {
 	js, err := jetstream.New(nc,
 		jetstream.WithPublishAsyncMaxPending(4096),
 		jetstream.WithPublishAsyncErrHandler(func(_ jetstream.JetStream, m *nats.Msg, err error) {
@@ -108,7 +157,11 @@ func NewAsyncPublisher(nc *nats.Conn, onError func(subject string, err error)) (
 	if err != nil {
 		return nil, fmt.Errorf("jetstream: %w", err)
 	}
-	return &Publisher{js: js, async: true}, nil
+	p := &Publisher{js: js, async: true}
+	for _, o := range opts {
+		o(p)
+	}
+	return p, nil
 }
 
 // Flush waits until every asynchronous publish is acknowledged or ctx ends.
@@ -146,21 +199,20 @@ func WorkerEvent(typ, workerID string, w *fleetv1.Worker) *fleetv1.Event {
 	return &fleetv1.Event{Type: typ, WorkerId: workerID, Worker: w}
 }
 
-// Subject is the subject an event is published on.
-func Subject(e *fleetv1.Event) string {
-	if e.GetSessionId() != "" {
-		return SessionEventsPre + e.GetSessionId()
-	}
-	return WorkerEventsPre + e.GetWorkerId()
-}
-
 // Publish stamps an event with an id and time and publishes it, waiting for
 // the stream's acknowledgement unless the publisher is asynchronous. The
 // event id doubles as the JetStream message
 // id, so a retried publish is stored once.
+//
+// A publisher scoped AsWorker stamps the event with its worker id and
+// refuses one about another worker's session.
 func (p *Publisher) Publish(ctx context.Context, e *fleetv1.Event) error {
 	if e.GetSessionId() == "" && e.GetWorkerId() == "" {
 		return errors.New("publish event: neither session nor worker id")
+	}
+	subject, err := p.subject(e)
+	if err != nil {
+		return fmt.Errorf("publish event %s: %w", e.GetType(), err)
 	}
 	if e.Id == "" {
 		e.Id = newEventID()
@@ -173,13 +225,13 @@ func (p *Publisher) Publish(ctx context.Context, e *fleetv1.Event) error {
 		return fmt.Errorf("marshal event %s: %w", e.GetType(), err)
 	}
 	if p.async {
-		if _, err := p.js.PublishAsync(Subject(e), b, jetstream.WithMsgID(e.Id)); err != nil {
-			return fmt.Errorf("publish event %s on %s: %w", e.GetType(), Subject(e), err)
+		if _, err := p.js.PublishAsync(subject, b, jetstream.WithMsgID(e.Id)); err != nil {
+			return fmt.Errorf("publish event %s on %s: %w", e.GetType(), subject, err)
 		}
 		return nil
 	}
-	if _, err := p.js.Publish(ctx, Subject(e), b, jetstream.WithMsgID(e.Id)); err != nil {
-		return fmt.Errorf("publish event %s on %s: %w", e.GetType(), Subject(e), err)
+	if _, err := p.js.Publish(ctx, subject, b, jetstream.WithMsgID(e.Id)); err != nil {
+		return fmt.Errorf("publish event %s on %s: %w", e.GetType(), subject, err)
 	}
 	return nil
 }

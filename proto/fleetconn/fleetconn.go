@@ -150,6 +150,10 @@ type NATSConfig struct {
 	TLS TLSFiles
 	// Name is the connection's name in the server's monitoring.
 	Name string
+	// InboxPrefix replaces "_INBOX" as the prefix of the connection's
+	// reply subjects; a worker uses fleetbus.WorkerInboxPrefix, the only
+	// inboxes its NATS permissions let it subscribe to.
+	InboxPrefix string
 }
 
 // Validate checks the configuration without connecting.
@@ -197,6 +201,9 @@ func (c NATSConfig) Options() ([]nats.Option, error) {
 	var opts []nats.Option
 	if c.Name != "" {
 		opts = append(opts, nats.Name(c.Name))
+	}
+	if c.InboxPrefix != "" {
+		opts = append(opts, nats.CustomInboxPrefix(c.InboxPrefix))
 	}
 	switch {
 	case c.CredsFile != "":

@@ -74,6 +74,7 @@ func (a *API) events(w http.ResponseWriter, r *http.Request, p auth.Principal) e
 	flusher.Flush()
 
 	base := a.baseURL(r)
+	records := a.sessionRecords()
 	heartbeat := time.NewTicker(sseHeartbeat)
 	defer heartbeat.Stop()
 	for {
@@ -98,6 +99,10 @@ func (a *API) events(w http.ResponseWriter, r *http.Request, p auth.Principal) e
 				continue
 			}
 			if !p.Has(auth.ScopeAdmin) && (e.GetSession() == nil || e.GetSession().GetOwner() != p.Owner) {
+				continue
+			}
+			if err := checkEventOrigin(ctx, records, m.Subject(), e); err != nil {
+				a.log.Warn("drop event that its subject does not vouch for", "subject", m.Subject(), "type", e.GetType(), "err", err)
 				continue
 			}
 			b, err := json.Marshal(toEvent(e, base))

@@ -238,7 +238,7 @@ func TestRefusedRestartKeepsWatchingRunningSession(t *testing.T) {
 
 func TestSessionEndedByRuntimeIsRecorded(t *testing.T) {
 	r := startAgent(t, servers.Name(t, "w"), nil)
-	events := servers.Events(t, fleetbus.SessionEventsPre+"boom")
+	events := servers.Events(t, fleetbus.WorkerSessionSubject(r.agent.ID(), "boom"))
 	r.place(t, "boom", 1)
 	holder := r.agent.Runtime().(*runtime.Holder)
 	if err := holder.End("boom", fleetv1.SessionState_SESSION_STATE_FAILED, fleetv1.EndReason_END_REASON_ERROR, "model error"); err != nil {
@@ -260,8 +260,8 @@ func TestSessionEndedByRuntimeIsRecorded(t *testing.T) {
 
 func TestDrainEndsSessionsAtDeadlineAndRevokesLease(t *testing.T) {
 	r := startAgent(t, servers.Name(t, "w"), func(o *Options) { o.DrainTimeout = 1500 * time.Millisecond })
-	workerEvents := servers.Events(t, fleetbus.WorkerEventsPre+r.agent.ID())
-	sessionEvents := servers.Events(t, fleetbus.SessionEventsPre+"*")
+	workerEvents := servers.Events(t, fleetbus.WorkerSubject(r.agent.ID()))
+	sessionEvents := servers.Events(t, fleetbus.WorkerSessionsAll(r.agent.ID()))
 	r.place(t, "stays", 0)
 	r.place(t, "leaves", 1)
 	_, lease, _ := r.record(t)

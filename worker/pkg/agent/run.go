@@ -150,6 +150,8 @@ func (a *Agent) connect() (*instance, error) {
 	log := a.log
 	nc, err := nats.Connect(a.opts.NATSURL,
 		nats.Name("avatarfleet-worker/"+a.opts.ID),
+		// Replies come to the only inboxes a worker's NATS permissions let it read.
+		nats.CustomInboxPrefix(fleetbus.WorkerInboxPrefix(a.opts.ID)),
 		nats.RetryOnFailedConnect(true),
 		nats.MaxReconnects(-1),
 		nats.ReconnectWait(500*time.Millisecond),
@@ -164,7 +166,7 @@ func (a *Agent) connect() (*instance, error) {
 		_ = cli.Close()
 		return nil, fmt.Errorf("agent: connect to NATS %s: %w", a.opts.NATSURL, err)
 	}
-	pub, err := fleetbus.NewPublisher(nc)
+	pub, err := fleetbus.NewPublisher(nc, fleetbus.AsWorker(a.opts.ID))
 	if err != nil {
 		nc.Close()
 		_ = cli.Close()
@@ -213,14 +215,15 @@ func (in *instance) closeConnections() {
 
 // ensureStream creates the events stream when nobody has yet (a worker may
 // start before any control plane). An existing stream is left as the
-// control plane configured it.
+// control plane configured it: a worker may look the stream up and create
+// it, never change it.
 func (in *instance) ensureStream(ctx context.Context) {
 	ctx, cancel := context.WithTimeout(ctx, publishTimeout)
 	defer cancel()
 	js := in.events.pub.JetStream()
 	_, err := js.Stream(ctx, fleetbus.StreamName)
 	if errors.Is(err, jetstream.ErrStreamNotFound) {
-		_, err = fleetbus.EnsureStream(ctx, js, eventRetention)
+		_, err = js.CreateStream(ctx, fleetbus.StreamConfig(eventRetention))
 	}
 	if err != nil {
 		in.log.Warn("events stream unavailable; lifecycle events may be lost", "err", err)

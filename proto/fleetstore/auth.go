@@ -48,12 +48,14 @@ func (k Keys) ControlPlaneRange() []KeyRange { return []KeyRange{Prefix(k.Prefix
 //     attached to it). A worker can thus clear its own down mark; it
 //     answers its own health checks anyway, so this gives it nothing new;
 //   - sessions/: the records of its sessions, read when a slot appears and
-//     rewritten when the worker ends a session.
+//     rewritten when the worker ends a session;
+//   - owners/: the owner's quota mark, deleted in the transaction that
+//     ends a session.
 //
 // etcd grants key ranges, not record contents: session records are keyed
 // by session id, not by worker, so a worker's role covers every session
 // record: a worker can rewrite any session's record (never take another
-// worker's slot). Everything else under fleet/ that placement trusts
+// worker's slot), and likewise clear any owner's quota mark. Everything else under fleet/ that placement trusts
 // (other workers' records and slots, drain marks), idempotency keys,
 // fleet settings and the leader election stay out of its reach.
 func (k Keys) WorkerRanges(id string) []KeyRange {
@@ -62,6 +64,9 @@ func (k Keys) WorkerRanges(id string) []KeyRange {
 		Prefix(k.WorkerSlots(id), true),
 		{Key: k.Health(id), Write: true},
 		Prefix(k.Sessions(), true),
+		// Ending a session deletes its owner's quota mark in the same
+		// transaction, so a worker writes the owner index as well.
+		Prefix(k.Owners(), true),
 	}
 }
 

@@ -93,13 +93,16 @@ func (k Keys) Idempotency(owner, key string) string {
 
 // OwnerSessions is the prefix of one owner's session index: one key per
 // session record of that owner, ordered by session id.
-func (k Keys) OwnerSessions(owner string) string { return k.prefix + "owners/" + owner + "/sessions/" }
+func (k Keys) OwnerSessions(owner string) string { return k.Owners() + owner + "/sessions/" }
+
+// Owners is the prefix of every per-owner index and quota mark.
+func (k Keys) Owners() string { return k.prefix + "owners/" }
 
 // OwnerSession is the index key of one session of an owner.
 func (k Keys) OwnerSession(owner, id string) string { return k.OwnerSessions(owner) + id }
 
 // OwnerLive is the prefix of one owner's live-session marks (the quota).
-func (k Keys) OwnerLive(owner string) string { return k.prefix + "owners/" + owner + "/live/" }
+func (k Keys) OwnerLive(owner string) string { return k.Owners() + owner + "/live/" }
 
 // OwnerLiveSession is the live mark of one session of an owner.
 func (k Keys) OwnerLiveSession(owner, id string) string { return k.OwnerLive(owner) + id }

@@ -4,7 +4,8 @@
 // Supported input: PCM integer 8 (unsigned), 16, 24 and 32 bit, IEEE float 32
 // and 64 bit, in WAVE_FORMAT_PCM (1), WAVE_FORMAT_IEEE_FLOAT (3) or
 // WAVE_FORMAT_EXTENSIBLE (0xFFFE) with the PCM or IEEE float sub-format; one or
-// two channels; sample rates 1..384000 Hz. Stereo is downmixed to mono as
+// two channels; sample rates MinSampleRate..MaxSampleRate (8..192 kHz).
+// Stereo is downmixed to mono as
 // (L+R)/2. Samples come out in −1..1: integers are divided by 2^(bits−1)
 // (8-bit is unsigned with 128 as zero), floats are clamped to −1..1 and NaN
 // becomes 0.
@@ -27,6 +28,12 @@
 // decoder never panics, whatever the input (FuzzParse checks this), and never
 // allocates more than the data actually present, however large the declared
 // sizes.
+//
+// Untrusted input is checked before it is decoded: Probe reads only the
+// headers of an in-memory file and refuses, with ErrTooLarge, a file whose
+// duration (computed from the header) exceeds a limit, and Decoder decodes
+// the data chunk in pieces of the caller's size, so a caller can convert
+// (resample) audio without ever holding the whole file as samples.
 package wav
 
 import (
@@ -84,7 +91,11 @@ const (
 
 // Limits of what the decoder accepts.
 const (
-	MaxSampleRate = 384000
+	// MinSampleRate and MaxSampleRate bound the sample rate: below 8 kHz
+	// is not speech audio, and a tiny rate is how a small file claims hours
+	// of audio (a resampler to 16 kHz multiplies its length by 16000/rate).
+	MinSampleRate = 8000
+	MaxSampleRate = 192000
 	MaxChannels   = 2
 	// DefaultMaxFrames is the frame limit used when Options.MaxFrames is 0:
 	// 2^26 frames, about 23 minutes at 48 kHz (256 MiB of float32 output).
@@ -103,7 +114,8 @@ type Options struct {
 type Audio struct {
 	// Samples is the audio downmixed to mono, each in −1..1.
 	Samples []float32
-	// SampleRate is the file's sample rate in Hz (1..MaxSampleRate).
+	// SampleRate is the file's sample rate in Hz
+	// (MinSampleRate..MaxSampleRate).
 	SampleRate int
 	// Channels is the file's channel count (1 or 2) before downmixing.
 	Channels int
@@ -154,6 +166,107 @@ func Decode(r io.Reader, opt Options) (*Audio, error) {
 	if maxFrames <= 0 {
 		maxFrames = DefaultMaxFrames
 	}
+	d, err := NewDecoder(r)
+	if err != nil {
+		return nil, err
+	}
+	h := d.Header()
+	a := &Audio{SampleRate: h.SampleRate, Channels: h.Channels, Format: h.Format, BitsPerSample: h.BitsPerSample}
+	// Never trust the declared size for allocation: start small and grow
+	// with the data actually read.
+	a.Samples = make([]float32, 0, min(max(h.Frames, 0), int64(maxFrames), 1<<16))
+	var buf [chunkFrames]float32
+	for {
+		n, err := d.Read(buf[:])
+		if len(a.Samples)+n > maxFrames {
+			return nil, fmt.Errorf("%w: more than %d frames of audio", ErrTooLarge, maxFrames)
+		}
+		a.Samples = append(a.Samples, buf[:n]...)
+		if err == io.EOF {
+			a.Truncated = d.Truncated()
+			return a, nil
+		}
+		if err != nil {
+			return nil, err
+		}
+	}
+}
+
+// Header is what the fmt and data chunk headers of a WAV file say.
+type Header struct {
+	// Format is FormatPCM or FormatIEEEFloat (an extensible file reports
+	// its sub-format).
+	Format int
+	// Channels is 1 or 2; SampleRate is in MinSampleRate..MaxSampleRate.
+	Channels, SampleRate int
+	// BitsPerSample is the container size of one sample.
+	BitsPerSample int
+	// DataOffset is the byte offset of the data chunk's payload.
+	DataOffset int64
+	// Frames is the number of frames (samples per channel) of the audio:
+	// what the data chunk declares, or, when it declares the streaming
+	// size 0xFFFFFFFF, -1 from NewDecoder and the frames present from
+	// Probe.
+	Frames int64
+}
+
+// Duration is the length of Frames frames at SampleRate (0 when Frames is
+// unknown).
+func (h Header) Duration() time.Duration {
+	if h.SampleRate <= 0 || h.Frames <= 0 {
+		return 0
+	}
+	sec, rem := h.Frames/int64(h.SampleRate), h.Frames%int64(h.SampleRate)
+	return time.Duration(sec)*time.Second + time.Duration(rem*int64(time.Second)/int64(h.SampleRate))
+}
+
+// streamedSize is the data chunk size a streaming writer leaves in place.
+const streamedSize = 0xFFFFFFFF
+
+// chunkFrames is how many frames a Decoder reads from its input at a time.
+const chunkFrames = 4096
+
+// Probe reads the headers of a WAV file held in memory, without decoding
+// its samples, and checks them: the format, channels and sample rate the
+// decoder takes, and, when maxDuration is above 0, a duration of at most
+// maxDuration. The duration comes from the data chunk's declared size (a
+// file whose header claims more audio than the limit is refused however
+// little data follows), or, for a streamed file (size 0xFFFFFFFF), from the
+// bytes present. Errors wrap the ErrorKind constants; a file that is too
+// long gives ErrTooLarge.
+func Probe(b []byte, maxDuration time.Duration) (Header, error) {
+	d, err := NewDecoder(bytes.NewReader(b))
+	if err != nil {
+		return Header{}, err
+	}
+	h := d.Header()
+	if h.Frames < 0 {
+		h.Frames = (int64(len(b)) - h.DataOffset) / int64(d.f.blockAlign)
+	}
+	if maxDuration > 0 && h.Duration() > maxDuration {
+		return h, fmt.Errorf("%w: %v of audio (%d frames at %d Hz), limit %v", ErrTooLarge, h.Duration().Round(time.Millisecond), h.Frames, h.SampleRate, maxDuration)
+	}
+	return h, nil
+}
+
+// Decoder reads the samples of one WAV stream in pieces. NewDecoder reads the
+// headers; Read then decodes the data chunk, a few thousand frames at a
+// time, into the caller's buffer, so the memory it holds does not depend on
+// the size of the input. Not safe for concurrent use.
+type Decoder struct {
+	r         io.Reader
+	f         format
+	h         Header
+	remaining int64 // bytes of whole frames of the data chunk not yet read
+	buf       []byte
+	truncated bool
+	done      bool
+	err       error
+}
+
+// NewDecoder reads the RIFF header and the chunks up to the start of the
+// data chunk's payload, and checks the format.
+func NewDecoder(r io.Reader) (*Decoder, error) {
 	var hdr [12]byte
 	if n, err := io.ReadFull(r, hdr[:]); err != nil {
 		if isEOF(err) {
@@ -202,7 +315,13 @@ func Decode(r io.Reader, opt Options) (*Audio, error) {
 			if f == nil {
 				return nil, fmt.Errorf("%w: data chunk at byte %d precedes the fmt chunk", ErrMalformed, off-8)
 			}
-			return readData(r, f, size, maxFrames)
+			ba := int64(f.blockAlign)
+			d := &Decoder{r: r, f: *f, remaining: size - size%ba,
+				h: Header{Format: f.tag, Channels: f.channels, SampleRate: f.rate, BitsPerSample: f.bits, DataOffset: off, Frames: size / ba}}
+			if size == streamedSize {
+				d.h.Frames = -1
+			}
+			return d, nil
 		default:
 			if err := skip(r, size+size&1); err != nil {
 				if isEOF(err) {
@@ -216,6 +335,49 @@ func Decode(r io.Reader, opt Options) (*Audio, error) {
 		}
 		off += size + size&1
 	}
+}
+
+// Header is what the file's headers say (Frames is -1 for a streamed file).
+func (d *Decoder) Header() Header { return d.h }
+
+// Truncated reports whether the input ended before the data chunk's
+// declared end (a streamed WAV); Read then returned the complete frames
+// present.
+func (d *Decoder) Truncated() bool { return d.truncated }
+
+// Read decodes up to len(dst) frames, downmixed to mono, into dst and
+// returns how many. At the end of the audio it returns io.EOF (possibly
+// with n > 0); an error from the input is returned wrapped.
+func (d *Decoder) Read(dst []float32) (int, error) {
+	if d.err != nil {
+		return 0, d.err
+	}
+	if d.done || d.remaining <= 0 {
+		d.done = true
+		return 0, io.EOF
+	}
+	ba := int64(d.f.blockAlign)
+	want := min(int64(len(dst)), chunkFrames, d.remaining/ba) * ba
+	if int64(cap(d.buf)) < want {
+		d.buf = make([]byte, chunkFrames*ba)
+	}
+	n, err := io.ReadFull(d.r, d.buf[:want])
+	frames := n / int(ba) // a partial frame only happens at the end
+	decodeFrames(dst[:0], d.buf[:frames*int(ba)], &d.f)
+	d.remaining -= int64(n)
+	switch {
+	case err == nil:
+		if d.remaining <= 0 {
+			d.done = true
+			return frames, io.EOF
+		}
+		return frames, nil
+	case isEOF(err):
+		d.done, d.truncated = true, true
+		return frames, io.EOF
+	}
+	d.err = fmt.Errorf("wav: reading data chunk: %w", err)
+	return frames, d.err
 }
 
 func notWAV(magic []byte) error {
@@ -312,49 +474,13 @@ func readFmt(r io.Reader, size, off int64) (*format, error) {
 	if f.channels < 1 || f.channels > MaxChannels {
 		return nil, fmt.Errorf("%w: %d channels", ErrUnsupportedFormat, f.channels)
 	}
-	if f.rate < 1 || f.rate > MaxSampleRate {
-		return nil, fmt.Errorf("%w: sample rate %d Hz", ErrUnsupportedFormat, f.rate)
+	if f.rate < MinSampleRate || f.rate > MaxSampleRate {
+		return nil, fmt.Errorf("%w: sample rate %d Hz, want %d..%d", ErrUnsupportedFormat, f.rate, MinSampleRate, MaxSampleRate)
 	}
 	if want := f.channels * f.bits / 8; f.blockAlign != want {
 		return nil, fmt.Errorf("%w: block align %d, want %d for %d channels of %d bits", ErrMalformed, f.blockAlign, want, f.channels, f.bits)
 	}
 	return f, nil
-}
-
-// readData reads the data chunk and converts it.
-func readData(r io.Reader, f *format, size int64, maxFrames int) (*Audio, error) {
-	a := &Audio{
-		SampleRate:    f.rate,
-		Channels:      f.channels,
-		Format:        f.tag,
-		BitsPerSample: f.bits,
-	}
-	ba := int64(f.blockAlign)
-	declared := size / ba
-	// Never trust the declared size for allocation: start small and grow
-	// with the data actually read.
-	a.Samples = make([]float32, 0, min(declared, int64(maxFrames), 1<<16))
-
-	const chunkFrames = 4096
-	buf := make([]byte, chunkFrames*ba)
-	remaining := size - size%ba // bytes of the whole frames declared
-	for remaining > 0 {
-		n, err := io.ReadFull(r, buf[:min(int64(len(buf)), remaining)])
-		frames := n / int(ba) // a partial frame only happens at the end
-		if len(a.Samples)+frames > maxFrames {
-			return nil, fmt.Errorf("%w: more than %d frames of audio", ErrTooLarge, maxFrames)
-		}
-		a.Samples = decodeFrames(a.Samples, buf[:frames*int(ba)], f)
-		remaining -= int64(n)
-		if err != nil {
-			if isEOF(err) {
-				a.Truncated = true
-				return a, nil
-			}
-			return nil, fmt.Errorf("wav: reading data chunk after %d frames: %w", len(a.Samples), err)
-		}
-	}
-	return a, nil
 }
 
 // decodeFrames appends the mono samples of the whole frames in b to dst.

@@ -208,15 +208,22 @@ type Header struct {
 	// size 0xFFFFFFFF, -1 from NewDecoder and the frames present from
 	// Probe.
 	Frames int64
+	// Present is, from Probe, the whole frames of the data chunk that the
+	// input holds (at most Frames): less than Frames for a streamed or
+	// truncated file.
+	Present int64
 }
 
 // Duration is the length of Frames frames at SampleRate (0 when Frames is
 // unknown).
-func (h Header) Duration() time.Duration {
-	if h.SampleRate <= 0 || h.Frames <= 0 {
+func (h Header) Duration() time.Duration { return h.DurationOf(h.Frames) }
+
+// DurationOf is the length of n frames at SampleRate.
+func (h Header) DurationOf(n int64) time.Duration {
+	if h.SampleRate <= 0 || n <= 0 {
 		return 0
 	}
-	sec, rem := h.Frames/int64(h.SampleRate), h.Frames%int64(h.SampleRate)
+	sec, rem := n/int64(h.SampleRate), n%int64(h.SampleRate)
 	return time.Duration(sec)*time.Second + time.Duration(rem*int64(time.Second)/int64(h.SampleRate))
 }
 
@@ -240,9 +247,11 @@ func Probe(b []byte, maxDuration time.Duration) (Header, error) {
 		return Header{}, err
 	}
 	h := d.Header()
+	h.Present = max(int64(len(b))-h.DataOffset, 0) / int64(d.f.blockAlign)
 	if h.Frames < 0 {
-		h.Frames = (int64(len(b)) - h.DataOffset) / int64(d.f.blockAlign)
+		h.Frames = h.Present
 	}
+	h.Present = min(h.Present, h.Frames)
 	if maxDuration > 0 && h.Duration() > maxDuration {
 		return h, fmt.Errorf("%w: %v of audio (%d frames at %d Hz), limit %v", ErrTooLarge, h.Duration().Round(time.Millisecond), h.Frames, h.SampleRate, maxDuration)
 	}

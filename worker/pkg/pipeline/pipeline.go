@@ -334,6 +334,12 @@ func (p *Pipeline) Status() Status {
 	}
 }
 
+// CloseInput refuses any further input (ErrClosed) and gives the bytes the
+// pipeline holds back to its Budget at once; what is queued is still
+// played until Run is stopped. For a session being shed, whose memory is
+// about to be freed.
+func (p *Pipeline) CloseInput() { p.input.close() }
+
 // Buffered is the input the pipeline holds in memory, in bytes (what it
 // counts in Options.Budget); one atomic load.
 func (p *Pipeline) Buffered() int64 { return p.input.buffered.Load() }

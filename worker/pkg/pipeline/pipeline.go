@@ -29,6 +29,7 @@ import (
 	"github.com/avatarfleet/avatarfleet/worker/pkg/inference"
 	"github.com/avatarfleet/avatarfleet/worker/pkg/melspec"
 	"github.com/avatarfleet/avatarfleet/worker/pkg/tts"
+	"github.com/avatarfleet/avatarfleet/worker/pkg/wav"
 )
 
 const (
@@ -50,7 +51,7 @@ const (
 	// DefaultMaxQueue bounds the queued speech. A WAV file longer than the
 	// queue's bound, by its header, is refused before it is decoded; the
 	// control plane refuses it too, with wav.Probe and the same limit.
-	DefaultMaxQueue = 10 * time.Minute
+	DefaultMaxQueue = wav.MaxUploadDuration
 	// DefaultMaxPendingText bounds the text waiting for synthesis, in
 	// bytes.
 	DefaultMaxPendingText = 64 << 10

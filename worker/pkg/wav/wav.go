@@ -102,6 +102,12 @@ const (
 	DefaultMaxFrames = 1 << 26
 )
 
+// MaxUploadDuration is the longest audio file a session takes: what its
+// speech queue holds (the pipeline's DefaultMaxQueue is this constant).
+// The control plane refuses longer uploads with Probe, so they never cross
+// the network, and the worker refuses them again.
+const MaxUploadDuration = 10 * time.Minute
+
 // Options tunes decoding. The zero value is ready to use.
 type Options struct {
 	// MaxFrames is the largest number of frames (samples per channel)

@@ -13,14 +13,20 @@ import (
 // budget (0: none).
 func (r *Runtime) InputUsed() (used, budget int64) { return r.budget.Used(), r.budget.Limit() }
 
-// shed ends the session that holds the most input, if one holds any: it is
+// MinHeapShedBytes is the least input a session must hold to be shed for
+// heap pressure: when the heap is high for other reasons (a big avatar
+// library, say), sessions that hold little would be shed for nothing.
+const MinHeapShedBytes = 1 << 20
+
+// shed ends the session that holds the most input, if one holds more than
+// least: it is
 // removed at once (its slot is free), its pipeline stopped, and it is
 // reported on Ended as failed with END_REASON_ERROR, saying why. It
 // returns the session's id ("" if none was shed).
-func (r *Runtime) shed(why string) string {
+func (r *Runtime) shed(least int64, why string) string {
 	r.mu.Lock()
 	var greedy *session
-	var most int64
+	most := least
 	for _, s := range r.sessions {
 		if p := s.p(); p != nil {
 			if b := p.Buffered(); b > most {
@@ -58,10 +64,10 @@ func (r *Runtime) shed(why string) string {
 func (r *Runtime) checkMemory() {
 	switch {
 	case r.budget.Over():
-		r.shed(fmt.Sprintf("the sessions' input passed the worker's budget (%v)", r.budget))
+		r.shed(0, fmt.Sprintf("the sessions' input passed the worker's budget (%v)", r.budget))
 	case r.heapLimit > 0:
 		if h := r.heap(); h > r.heapLimit {
-			r.shed(fmt.Sprintf("the live heap (%d bytes) passed %d bytes", h, r.heapLimit))
+			r.shed(MinHeapShedBytes-1, fmt.Sprintf("the live heap (%d bytes) passed %d bytes", h, r.heapLimit))
 		}
 	}
 }
@@ -74,7 +80,7 @@ func (r *Runtime) overBudget(id string, err error, retry func() error) error {
 	if !errors.Is(err, pipeline.ErrOverBudget) {
 		return err
 	}
-	shed := r.shed(fmt.Sprintf("session %s asked for more input than the worker's budget (%v) has left", id, r.budget))
+	shed := r.shed(0, fmt.Sprintf("session %s asked for more input than the worker's budget (%v) has left", id, r.budget))
 	if shed != "" && shed != id {
 		if err = retry(); !errors.Is(err, pipeline.ErrOverBudget) {
 			return err

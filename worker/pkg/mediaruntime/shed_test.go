@@ -32,6 +32,9 @@ func budgetRuntime(t *testing.T, budget int64, ids ...string) (*Runtime, func(id
 		Avatar:      func(string) (*avatar.Pack, error) { return pack, nil },
 		Media:       func(*fleetv1.Session, MediaHooks) (Media, error) { return &sink{}, nil },
 		InputBudget: budget,
+		// The lifetime (and memory) checks run only when a test calls
+		// them: this clock is never ticked.
+		LifetimeClock: pipeline.NewManualClock(),
 		Clock: func(s *fleetv1.Session) pipeline.Clock {
 			mu.Lock()
 			defer mu.Unlock()
@@ -164,15 +167,34 @@ func TestGreedySessionShed(t *testing.T) {
 		t.Fatal("the shed session was not reported")
 	}
 
-	// Heap pressure sheds the session holding the most input.
+}
+
+// TestHeapPressureShed: when the live heap passes HeapLimit, the session
+// holding the most input is shed, but only one holding MinHeapShedBytes.
+func TestHeapPressureShed(t *testing.T) {
+	r, _ := budgetRuntime(t, 0, "small", "big")
+	ctx := context.Background()
 	r.heapLimit, r.heap = 1<<30, func() int64 { return 2 << 30 }
+	if err := r.PushAudio(ctx, "small", silence(200*time.Millisecond), false); err != nil {
+		t.Fatal(err)
+	}
+	r.checkMemory()
+	if got := r.Sessions(); len(got) != 2 {
+		t.Fatalf("heap pressure shed a session holding 12800 bytes: %v left", got)
+	}
+	if err := r.PushAudio(ctx, "big", silence(20*time.Second), false); err != nil { // 1.28 MB
+		t.Fatal(err)
+	}
 	r.checkMemory()
 	select {
 	case e := <-r.Ended():
-		if e.SessionID != "third" || !strings.Contains(e.Message, "live heap") {
-			t.Errorf("ended %+v, want third shed for the heap", e)
+		if e.SessionID != "big" || e.Reason != fleetv1.EndReason_END_REASON_ERROR || !strings.Contains(e.Message, "live heap") {
+			t.Errorf("ended %+v, want big shed for the heap", e)
 		}
 	case <-time.After(10 * time.Second):
 		t.Fatal("heap pressure shed nothing")
+	}
+	if got := r.Sessions(); len(got) != 1 || got[0] != "small" {
+		t.Errorf("sessions %v, want [small]", got)
 	}
 }

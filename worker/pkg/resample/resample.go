@@ -78,6 +78,10 @@ const (
 	// MaxDownRatio is the largest in/out ratio accepted; the filter length
 	// grows with it.
 	MaxDownRatio = 256
+	// MaxUpRatio is the largest out/in ratio accepted: the output grows
+	// with it (a signal claiming 1 Hz brought to 16 kHz is 16000 times its
+	// input), so a tiny input rate is refused rather than allocated for.
+	MaxUpRatio = 256
 	// maxExactPhases is the largest L for which every phase is tabulated.
 	maxExactPhases = 1024
 )
@@ -126,6 +130,9 @@ func NewWithConfig(inRate, outRate int, cfg Config) (*Resampler, error) {
 	}
 	if inRate > MaxDownRatio*outRate {
 		return nil, fmt.Errorf("%w: %d→%d Hz is a reduction by more than %d", ErrInvalid, inRate, outRate, MaxDownRatio)
+	}
+	if outRate > MaxUpRatio*inRate {
+		return nil, fmt.Errorf("%w: %d→%d Hz is an increase by more than %d", ErrInvalid, inRate, outRate, MaxUpRatio)
 	}
 	if cfg.HalfLength == 0 {
 		cfg.HalfLength = 48

@@ -89,3 +89,35 @@ func eightBit(rate uint32, n int, dataSize uint32) []byte {
 	}
 	return append(b, data...)
 }
+
+// TestGreedySessionShed runs a worker with --memory-limit 256MiB: its
+// sessions may queue 64 MiB of input together. Two sessions each upload
+// ten minutes of (silent) speech, 38.4 MB queued apiece: the second upload
+// does not fit, so the worker sheds the session holding the most input —
+// it fails with reason error, saying it was shed — and takes the second.
+// The worker and the second session go on.
+func TestGreedySessionShed(t *testing.T) {
+	f := binfleet.Start(t, binfleet.Options{Workers: []binfleet.WorkerSpec{{SlotsPerGPU: 2, Args: []string{"--memory-limit", "256MiB"}}}})
+	ctx, cancel := context.WithTimeout(context.Background(), 3*time.Minute)
+	defer cancel()
+	greedy := createReady(ctx, t, f, apiv1.CreateSessionRequest{})
+	other := createReady(ctx, t, f, apiv1.CreateSessionRequest{})
+	tenMinutes := wav.Encode16(make([]float32, 16000*600), 16000)
+	if err := f.PostAudio(ctx, greedy.ID, tenMinutes); err != nil {
+		t.Fatal(err)
+	}
+	if err := f.PostAudio(ctx, other.ID, tenMinutes); err != nil {
+		t.Fatalf("the second upload: %v, want it taken after the greedy session is shed", err)
+	}
+	s := waitEnded(ctx, t, f, greedy.ID, 30*time.Second)
+	t.Logf("greedy session: %s %s: %s", s.State, s.EndReason, s.EndMessage)
+	if s.State != apiv1.StateFailed || s.EndReason != apiv1.ReasonError || !strings.Contains(s.EndMessage, "session shed") {
+		t.Errorf("greedy session ended %s/%s %q, want failed/error saying it was shed", s.State, s.EndReason, s.EndMessage)
+	}
+	if err := f.Alive(); err != nil {
+		t.Fatal(err)
+	}
+	if s, err := f.GetSession(ctx, other.ID); err != nil || s.State != apiv1.StateReady {
+		t.Errorf("the other session: %+v, %v", s, err)
+	}
+}

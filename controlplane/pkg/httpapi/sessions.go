@@ -17,6 +17,7 @@ import (
 	"github.com/avatarfleet/avatarfleet/controlplane/pkg/sessions"
 	fleetv1 "github.com/avatarfleet/avatarfleet/proto/fleet/v1"
 	"github.com/avatarfleet/avatarfleet/proto/fleetstore"
+	"github.com/avatarfleet/avatarfleet/worker/pkg/wav"
 )
 
 // Request limits (DESIGN.md).
@@ -265,6 +266,13 @@ func (a *API) pushAudio(w http.ResponseWriter, r *http.Request, p auth.Principal
 	}
 	if len(body) < 44 || string(body[0:4]) != "RIFF" || string(body[8:12]) != "WAVE" {
 		return errorf(http.StatusBadRequest, apiv1.CodeInvalidAudio, "body is not a RIFF/WAVE file")
+	}
+	// The header decides, before the body crosses the network: format,
+	// 8..192 kHz, 1..2 channels, and at most a session's queue of audio
+	// (a small file claiming a tiny rate or billions of samples is refused
+	// here; the worker checks again).
+	if _, err := wav.Probe(body, wav.MaxUploadDuration); err != nil {
+		return errorf(http.StatusBadRequest, apiv1.CodeInvalidAudio, "%v", err)
 	}
 	if err := a.opts.Sessions.PushAudio(r.Context(), sess.GetId(), body); err != nil {
 		if errors.Is(err, sessions.ErrInvalidInput) {

@@ -18,6 +18,7 @@ import (
 	"github.com/avatarfleet/avatarfleet/sfu"
 	"github.com/avatarfleet/avatarfleet/worker/pkg/agent"
 	"github.com/avatarfleet/avatarfleet/worker/pkg/devices"
+	"github.com/avatarfleet/avatarfleet/worker/pkg/mediaruntime"
 	"github.com/avatarfleet/avatarfleet/worker/pkg/tts"
 )
 
@@ -85,6 +86,7 @@ func parseConfig(args []string, getenv func(string) string, hostname func() (str
 		prewarm      = fs.Int("prewarm", prewarmSlots, "inference contexts made per GPU at start (-1: as many as its slots)")
 		intraOp      = fs.Int("intra-op-threads", 1, "ONNX Runtime intra-op threads per session")
 		metrics      = fs.String("metrics-listen", ":9091", "Prometheus /metrics listen address (empty: disabled)")
+		memLimit     = fs.String("memory-limit", "auto", "soft memory limit of the process: auto (80% of the cgroup's or the machine's memory), off, or a size like 4GiB; sessions' queued input may take a quarter of it, and past it the greediest session is shed")
 		logLevel     = fs.String("log-level", "info", "debug, info, warn or error")
 		logFormat    = fs.String("log-format", "text", "text or json")
 	)
@@ -184,6 +186,9 @@ func parseConfig(args []string, getenv func(string) string, hostname func() (str
 		if err := checkHostPort("--metrics-listen", *metrics, true); err != nil {
 			return nil, err
 		}
+	}
+	if c.media.memoryLimit, err = mediaruntime.ParseMemoryLimit(*memLimit); err != nil {
+		return nil, usagef("--memory-limit: %v", err)
 	}
 	c.media.onnxLib, c.media.model, c.media.avatars = *onnxLib, *model, *avatars
 	c.media.prewarm, c.media.intraOpThreads = *prewarm, *intraOp

@@ -16,6 +16,7 @@ import (
 	"log/slog"
 	"os"
 	"os/signal"
+	"runtime/debug"
 	"syscall"
 
 	"github.com/avatarfleet/avatarfleet/worker/pkg/agent"
@@ -40,6 +41,13 @@ func run(args []string, getenv func(string) string, stderr io.Writer, exit func(
 		return 2
 	}
 	log := cfg.logger(stderr)
+	if cfg.media.memoryLimit > 0 {
+		// A soft limit: the GC works harder near it, and the media
+		// runtime sheds its greediest session before the kernel's OOM
+		// killer would take the whole worker.
+		debug.SetMemoryLimit(cfg.media.memoryLimit)
+		log.Info("memory limit", "bytes", cfg.media.memoryLimit)
+	}
 
 	// Signals are caught before anything starts, so an early SIGTERM still
 	// drains instead of killing the process.

@@ -34,6 +34,7 @@ type mediaConfig struct {
 	tts, ttsURL, ttsModel, ttsVoice string
 	ttsKey                          string
 	prewarm, intraOpThreads         int
+	memoryLimit                     int64 // bytes; 0: none
 }
 
 // engine holds the process-wide parts of the media runtime: ONNX Runtime,
@@ -118,6 +119,8 @@ func (e *engine) newRuntime(devs []*fleetv1.GPU, log *slog.Logger) (runtime.Runt
 		TTS:            e.tts,
 		Media:          e.NewMedia,
 		Logger:         log,
+		InputBudget:    e.cfg.memoryLimit / mediaruntime.InputBudgetDivisor,
+		HeapLimit:      e.cfg.memoryLimit / 100 * mediaruntime.HeapShedPercent,
 	}
 	if cfg.Media == nil {
 		log.Warn("no SFU attached: session media is discarded (no viewers)")

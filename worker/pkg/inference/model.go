@@ -24,18 +24,35 @@ type Model struct {
 // contract; a model that does not honour it gives a *ContractError.
 // Inspecting a model opens (and closes) a session, so this costs about as
 // much as one NewContext.
+//
+// The file is checked before ONNX Runtime reads it: it must be a regular
+// file of at most MaxModelBytes (every NewContext reads it again).
 func (r *Runtime) LoadModel(path string) (*Model, error) {
-	if _, err := os.Stat(path); err != nil {
+	st, err := os.Stat(path)
+	if err != nil {
 		return nil, fmt.Errorf("inference: loading model: %w", err)
+	}
+	if !st.Mode().IsRegular() {
+		return nil, fmt.Errorf("inference: loading model %s: not a regular file", path)
+	}
+	if st.Size() > MaxModelBytes {
+		return nil, fmt.Errorf("inference: loading model %s: %d bytes, above the limit of %d", path, st.Size(), int64(MaxModelBytes))
 	}
 	return r.load(&Model{rt: r, name: path, path: path})
 }
+
+// MaxModelBytes is the largest model LoadModel and LoadModelData take: 2
+// GiB, protobuf's own limit for an ONNX file without external data.
+const MaxModelBytes = 2 << 30
 
 // LoadModelData is LoadModel for a model held in memory (onnxgen's default
 // model, for instance). The Model keeps data; the caller must not modify it.
 func (r *Runtime) LoadModelData(name string, data []byte) (*Model, error) {
 	if len(data) == 0 {
 		return nil, fmt.Errorf("inference: loading model %s: no data", name)
+	}
+	if int64(len(data)) > MaxModelBytes {
+		return nil, fmt.Errorf("inference: loading model %s: %d bytes, above the limit of %d", name, len(data), int64(MaxModelBytes))
 	}
 	return r.load(&Model{rt: r, name: name, data: data})
 }

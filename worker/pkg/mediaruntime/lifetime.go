@@ -141,6 +141,7 @@ func (r *Runtime) watchLifetimes() {
 			return
 		case <-t.C():
 			r.checkLifetimes()
+			r.checkMemory()
 		}
 	}
 }

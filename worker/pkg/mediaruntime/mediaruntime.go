@@ -4,7 +4,12 @@
 // from a small pool of prewarmed inference contexts; speech requests are
 // forwarded to it; a pipeline that fails (an encoder, inference or
 // transport error, or a recovered panic) ends only its own session, which
-// is reported on Ended with END_REASON_ERROR. The runtime enforces the
+// is reported on Ended with END_REASON_ERROR. Input is budgeted before it
+// is allocated: each session's speech queue and pending text are bounded
+// (package pipeline), and all sessions share Config.InputBudget; when
+// input does not fit, or the live heap passes Config.HeapLimit, the
+// session holding the most input is shed: it ends with END_REASON_ERROR
+// and a message that says so, and the others go on. The runtime enforces the
 // sessions' lifetimes (max duration, idle timeout, viewer gone) and reports
 // those ends on Ended too. The transport is closed when the session ends,
 // whatever ended it.
@@ -58,6 +63,16 @@ type Config struct {
 	// SpeakingBuffer is how many speaking changes (Speaking) wait for a
 	// reader before further ones are dropped; 0 means DefaultSpeakingBuffer.
 	SpeakingBuffer int
+	// InputBudget bounds the input all sessions together buffer (queued
+	// speech samples, text waiting for synthesis), in bytes; 0 means no
+	// bound. Input that does not fit sheds the session holding the most
+	// (see Runtime).
+	InputBudget int64
+	// HeapLimit, if above 0, is the live heap in bytes past which the
+	// runtime sheds the session holding the most input, checked every
+	// LifetimeCheckPeriod (the worker passes HeapShedPercent of its
+	// memory limit).
+	HeapLimit int64
 	// Logger; nil discards.
 	Logger *slog.Logger
 }
@@ -77,6 +92,9 @@ type Runtime struct {
 
 	lifeClock pipeline.Clock
 	metrics   *metrics
+	budget    *pipeline.Budget
+	heapLimit int64
+	heap      func() int64 // the live heap; liveHeap, or a test's
 
 	ended chan runtime.Ended
 	// speaking carries the sessions' speaking changes; sends never block
@@ -111,6 +129,7 @@ func New(cfg Config) (*Runtime, error) {
 	r := &Runtime{cfg: cfg, log: cfg.Logger, slots: map[uint32]uint32{}, pools: map[uint32]*pool{},
 		sessions: map[string]*session{}, starting: map[string]chan struct{}{}, bySlot: map[[2]uint32]string{},
 		lifeClock: cfg.LifetimeClock, metrics: newMetrics(),
+		budget: pipeline.NewBudget(cfg.InputBudget), heapLimit: cfg.HeapLimit, heap: liveHeap,
 		ended: make(chan runtime.Ended, endedBuffer), speaking: make(chan runtime.Speaking, cfg.SpeakingBuffer),
 		done: make(chan struct{})}
 	for _, d := range cfg.Devices {
@@ -229,7 +248,7 @@ func (r *Runtime) build(sess *fleetv1.Session) (*session, error) {
 	}
 	opt := pipeline.Options{Avatar: pack, Inference: ic, ReleaseInference: pl.put, TTS: r.cfg.TTS,
 		Voice: sess.GetVoice(), Sink: media, Logger: r.log.With("session", sess.GetId()),
-		ObserveInference: r.metrics.observer(sess.GetGpu()), OnEvent: r.onSpeaking(sess)}
+		ObserveInference: r.metrics.observer(sess.GetGpu()), OnEvent: r.onSpeaking(sess), Budget: r.budget}
 	if r.cfg.Clock != nil {
 		opt.Clock = r.cfg.Clock(sess)
 	}

@@ -48,7 +48,8 @@ func (r *Runtime) Speak(_ context.Context, id, text string, interrupt bool) erro
 	if err != nil {
 		return err
 	}
-	if err := s.p().Speak(text, interrupt); err != nil {
+	speak := func() error { return s.p().Speak(text, interrupt) }
+	if err := r.overBudget(id, speak(), speak); err != nil {
 		return fmt.Errorf("speak %s: %w", id, inputErr(err))
 	}
 	s.touch(r.now())
@@ -64,7 +65,8 @@ func (r *Runtime) PushAudio(_ context.Context, id string, wav []byte, interrupt 
 	if err != nil {
 		return err
 	}
-	if err := s.p().PushAudio(wav, interrupt); err != nil {
+	push := func() error { return s.p().PushAudio(wav, interrupt) }
+	if err := r.overBudget(id, push(), push); err != nil {
 		return fmt.Errorf("push audio %s: %w", id, inputErr(err))
 	}
 	s.touch(r.now())

@@ -1,9 +1,12 @@
 package pipeline
 
 import (
+	"bytes"
 	"context"
 	"fmt"
 	"sync"
+	"sync/atomic"
+	"time"
 
 	"github.com/avatarfleet/avatarfleet/worker/pkg/resample"
 	"github.com/avatarfleet/avatarfleet/worker/pkg/tts"
@@ -13,13 +16,23 @@ import (
 // input is the speech queue: 16 kHz PCM waiting to be spoken, plus the text
 // waiting to be synthesised. gen counts interruptions: audio synthesised for
 // an older generation is dropped.
+//
+// What it holds is counted in bytes (account): buffered for the pipeline's
+// owner, and budget, shared by the worker's pipelines.
 type input struct {
-	mu      sync.Mutex
-	pcm     []float32 // queued samples are pcm[head:]
-	head    int
-	max     int
-	texts   []string
-	gen     uint64
+	mu        sync.Mutex
+	pcm       []float32 // queued samples are pcm[head:]
+	head      int
+	max       int // bound on queued plus reserved samples
+	maxLive   int // PushPCM queues only while fewer samples than this wait
+	maxText   int // bound on textBytes
+	reserved  int // samples of WAV files being decoded, not yet queued
+	texts     []string
+	textBytes int
+	budget    *Budget
+	accounted int64        // bytes this input has added to budget
+	buffered  atomic.Int64 // == accounted, for lock-free readers
+	gen       uint64
 	cancel  context.CancelFunc // the synthesis in flight
 	busy    bool               // a text is being synthesised
 	closed  bool
@@ -27,8 +40,8 @@ type input struct {
 	flushed chan struct{} // signalled on Interrupt, for the media goroutine
 }
 
-func (in *input) init(maxSamples int) {
-	in.max = maxSamples
+func (in *input) init(maxSamples, maxLive, maxText int, budget *Budget) {
+	in.max, in.maxLive, in.maxText, in.budget = maxSamples, maxLive, maxText, budget
 	in.wake = make(chan struct{}, 1)
 	in.flushed = make(chan struct{}, 1)
 }
@@ -40,6 +53,29 @@ func (in *input) close() {
 	if in.cancel != nil {
 		in.cancel()
 	}
+	in.account()
+}
+
+// account brings buffered and the budget up to date with what the input
+// holds (nothing once closed). Call it with mu held after every change.
+func (in *input) account() {
+	var held int64
+	if !in.closed {
+		held = int64(len(in.pcm)-in.head+in.reserved)*4 + int64(in.textBytes)
+	}
+	in.budget.add(held - in.accounted)
+	in.accounted = held
+	in.buffered.Store(held)
+}
+
+// reserveLocked counts n more bytes against the budget, if they fit; the
+// caller then makes them part of what account counts.
+func (in *input) reserveLocked(n int64) bool {
+	if in.closed || !in.budget.tryAdd(n) {
+		return false
+	}
+	in.accounted += n
+	return true
 }
 
 func signal(ch chan struct{}) {
@@ -59,11 +95,12 @@ func (in *input) state() (queued int, synthesizing bool) {
 func (in *input) interruptLocked() {
 	in.gen++
 	in.pcm, in.head = in.pcm[:0], 0
-	in.texts = nil
+	in.texts, in.textBytes = nil, 0
 	if in.cancel != nil {
 		in.cancel()
 		in.cancel = nil
 	}
+	in.account()
 	signal(in.flushed)
 }
 
@@ -73,12 +110,13 @@ func (in *input) pushLocked(s []float32) bool {
 		n := copy(in.pcm, in.pcm[in.head:])
 		in.pcm, in.head = in.pcm[:n], 0
 	}
-	room := in.max - (len(in.pcm) - in.head)
+	room := in.max - (len(in.pcm) - in.head) - in.reserved
 	fit := len(s) <= room
 	if !fit {
 		s = s[:max(room, 0)]
 	}
 	in.pcm = append(in.pcm, s...)
+	in.account()
 	return fit
 }
 
@@ -91,6 +129,9 @@ func (in *input) take(dst []float32) int {
 	in.head += n
 	if in.head == len(in.pcm) {
 		in.pcm, in.head = in.pcm[:0], 0
+	}
+	if n > 0 {
+		in.account()
 	}
 	clear(dst[n:])
 	return n
@@ -115,7 +156,15 @@ func (p *Pipeline) Speak(text string, interrupt bool) error {
 	if len(in.pcm)-in.head >= in.max {
 		return fmt.Errorf("speak: %w", ErrQueueFull)
 	}
+	if in.textBytes+len(text) > in.maxText {
+		return fmt.Errorf("speak: %d bytes of text wait for synthesis, limit %d: %w", in.textBytes, in.maxText, ErrQueueFull)
+	}
+	if !in.reserveLocked(int64(len(text))) {
+		return fmt.Errorf("speak: %d bytes of text: %w (%v)", len(text), ErrOverBudget, in.budget)
+	}
 	in.texts = append(in.texts, text)
+	in.textBytes += len(text)
+	in.account()
 	signal(in.wake)
 	return nil
 }
@@ -123,31 +172,75 @@ func (p *Pipeline) Speak(text string, interrupt bool) error {
 // PushAudio queues a whole WAV file (any rate the wav package reads; it is
 // resampled to 16 kHz mono); interrupt first drops everything queued. A bad
 // file gives an error wrapping ErrBadAudio and changes nothing.
+//
+// Nothing is decoded before the file's header has passed: the format, a
+// duration of at most MaxQueue (ErrBadAudio otherwise), room in the queue
+// for it (ErrQueueFull) and in the Budget (ErrOverBudget). The queue room
+// and budget are then held while the file is decoded and resampled a
+// chunk at a time, so concurrent pushes cannot overrun them either.
 func (p *Pipeline) PushAudio(b []byte, interrupt bool) error {
-	a, err := wav.Parse(b, wav.Options{})
+	h, err := wav.Probe(b, p.opt.MaxQueue)
 	if err != nil {
 		return fmt.Errorf("push audio: %w: %w", ErrBadAudio, err)
 	}
-	s := a.Samples
-	if a.SampleRate != SampleRate {
-		if s, err = resample.Resample(s, a.SampleRate, SampleRate); err != nil {
-			return fmt.Errorf("push audio: resample %d Hz: %w", a.SampleRate, err)
-		}
-	}
+	n := int(resample.OutLen(h.Present, h.SampleRate, SampleRate))
+	dur := time.Duration(n) * time.Second / SampleRate
 	in := &p.input
 	in.mu.Lock()
+	if in.closed {
+		in.mu.Unlock()
+		return fmt.Errorf("push audio: %w", ErrClosed)
+	}
+	queued := len(in.pcm) - in.head
+	if interrupt {
+		queued = 0
+	}
+	if queued+in.reserved+n > in.max {
+		in.mu.Unlock()
+		return fmt.Errorf("push audio: %v of audio: %w", dur, ErrQueueFull)
+	}
+	if !in.reserveLocked(4 * int64(n)) {
+		in.mu.Unlock()
+		return fmt.Errorf("push audio: %v of audio: %w (%v)", dur, ErrOverBudget, in.budget)
+	}
+	in.reserved += n
+	in.account()
+	in.mu.Unlock()
+
+	s, err := decodeTo16k(b, h, n)
+
+	in.mu.Lock()
 	defer in.mu.Unlock()
+	in.reserved -= n
+	in.account()
+	if err != nil {
+		return fmt.Errorf("push audio: %w: %w", ErrBadAudio, err)
+	}
 	if in.closed {
 		return fmt.Errorf("push audio: %w", ErrClosed)
 	}
 	if interrupt {
 		in.interruptLocked()
 	}
-	if len(in.pcm)-in.head+len(s) > in.max {
-		return fmt.Errorf("push audio: %v of audio: %w", a.Duration(), ErrQueueFull)
+	if len(in.pcm)-in.head+in.reserved+len(s) > in.max {
+		return fmt.Errorf("push audio: %v of audio: %w", dur, ErrQueueFull)
 	}
 	in.pushLocked(s)
 	return nil
+}
+
+// decodeTo16k decodes the probed WAV file b into at most n samples at
+// SampleRate, a chunk at a time.
+func decodeTo16k(b []byte, h wav.Header, n int) ([]float32, error) {
+	d, err := wav.NewDecoder(bytes.NewReader(b))
+	if err != nil {
+		return nil, err
+	}
+	s, err := resample.ReadAll(d, h.SampleRate, SampleRate, n, n)
+	if err != nil {
+		return nil, fmt.Errorf("decode %d Hz audio: %w", h.SampleRate, err)
+	}
+	return s, nil
 }
 
 // PushPCM appends live 16 kHz mono audio (a WHIP publisher's microphone)
@@ -156,13 +249,18 @@ func (p *Pipeline) PushAudio(b []byte, interrupt bool) error {
 // and the energy gate skips inference on it, so the stream's timing is
 // kept. When the queue cannot take all of pcm, what fits is queued and the
 // error wraps ErrQueueFull (a live stream then loses its newest audio).
-// The caller keeps pcm.
+// Live audio is queued only while less than Options.MaxLive of speech
+// waits, so a publisher cannot buffer more than that however fast it
+// sends. The caller keeps pcm.
 func (p *Pipeline) PushPCM(pcm []float32) error {
 	in := &p.input
 	in.mu.Lock()
 	defer in.mu.Unlock()
 	if in.closed {
 		return fmt.Errorf("push pcm: %w", ErrClosed)
+	}
+	if len(in.pcm)-in.head >= in.maxLive {
+		return fmt.Errorf("push pcm: %d samples, %d already queued: %w", len(pcm), len(in.pcm)-in.head, ErrQueueFull)
 	}
 	if !in.pushLocked(pcm) {
 		return fmt.Errorf("push pcm: %d samples: %w", len(pcm), ErrQueueFull)
@@ -195,6 +293,8 @@ func (p *Pipeline) synthesize(ctx context.Context) error {
 		}
 		text := in.texts[0]
 		in.texts = in.texts[1:]
+		in.textBytes -= len(text)
+		in.account()
 		gen := in.gen
 		jctx, cancel := context.WithCancel(ctx)
 		in.cancel, in.busy = cancel, true

@@ -29,6 +29,7 @@ import (
 	"github.com/avatarfleet/avatarfleet/worker/pkg/inference"
 	"github.com/avatarfleet/avatarfleet/worker/pkg/melspec"
 	"github.com/avatarfleet/avatarfleet/worker/pkg/tts"
+	"github.com/avatarfleet/avatarfleet/worker/pkg/wav"
 )
 
 const (
@@ -47,8 +48,19 @@ const (
 	// Latency is LatencyTicks as a duration.
 	Latency = LatencyTicks * FrameDuration
 
-	// DefaultMaxQueue bounds the queued speech.
-	DefaultMaxQueue = 10 * time.Minute
+	// DefaultMaxQueue bounds the queued speech. A WAV file longer than the
+	// queue's bound, by its header, is refused before it is decoded; the
+	// control plane refuses it too, with wav.Probe and the same limit.
+	DefaultMaxQueue = wav.MaxUploadDuration
+	// DefaultMaxPendingText bounds the text waiting for synthesis, in
+	// bytes.
+	DefaultMaxPendingText = 64 << 10
+	// DefaultMaxLive bounds the speech queued when live audio (PushPCM)
+	// arrives: a microphone streamed in real time is never more than a
+	// few packets ahead of the media clock, so a publisher that sends
+	// faster than real time loses its newest audio instead of filling the
+	// queue.
+	DefaultMaxLive = 30 * time.Second
 	// DefaultEnergyThreshold is the RMS (full scale 1) below which 40 ms of
 	// audio counts as silence: about −50 dBFS.
 	DefaultEnergyThreshold = 0.003
@@ -67,8 +79,12 @@ const (
 	ErrClosed Error = "pipeline: closed"
 	// ErrConfig: invalid Options.
 	ErrConfig Error = "pipeline: invalid options"
-	// ErrBadAudio: PushAudio's WAV could not be decoded.
+	// ErrBadAudio: PushAudio's WAV could not be decoded, or its header
+	// says it is longer than the queue's bound.
 	ErrBadAudio Error = "pipeline: bad audio"
+	// ErrOverBudget: the input would take the shared Budget past its
+	// limit; nothing was queued.
+	ErrOverBudget Error = "pipeline: worker input budget exhausted"
 )
 
 // Sample is one encoded media sample for the transport.
@@ -146,6 +162,16 @@ type Options struct {
 	OnEvent func(Event)
 	// MaxQueue bounds the queued speech; 0 means DefaultMaxQueue.
 	MaxQueue time.Duration
+	// MaxPendingText bounds the text waiting for synthesis, in bytes; 0
+	// means DefaultMaxPendingText.
+	MaxPendingText int
+	// MaxLive is how much queued speech live audio (PushPCM) may find and
+	// still be queued; 0 means DefaultMaxLive (at most MaxQueue).
+	MaxLive time.Duration
+	// Budget, if set, is shared by the worker's pipelines: each counts its
+	// queued input there, and new input that does not fit is refused
+	// with ErrOverBudget.
+	Budget *Budget
 	// EnergyThreshold is the silence gate's RMS; 0 means
 	// DefaultEnergyThreshold.
 	EnergyThreshold float64
@@ -195,8 +221,15 @@ func New(opt Options) (*Pipeline, error) {
 	if opt.EnergyThreshold <= 0 {
 		opt.EnergyThreshold = DefaultEnergyThreshold
 	}
+	if opt.MaxPendingText <= 0 {
+		opt.MaxPendingText = DefaultMaxPendingText
+	}
+	if opt.MaxLive <= 0 {
+		opt.MaxLive = DefaultMaxLive
+	}
+	opt.MaxLive = min(opt.MaxLive, opt.MaxQueue)
 	p := &Pipeline{opt: opt, log: opt.Logger, mel: melspec.New()}
-	p.input.init(int(opt.MaxQueue / time.Second * SampleRate))
+	p.input.init(samplesOf(opt.MaxQueue), samplesOf(opt.MaxLive), opt.MaxPendingText, opt.Budget)
 	if err := p.build(); err != nil {
 		_ = p.closeEncoders()
 		return nil, err
@@ -282,6 +315,9 @@ type Status struct {
 	Inferred uint64
 	// AudioPackets is the number of Opus packets sent.
 	AudioPackets uint64
+	// Buffered is the input held in memory, in bytes: queued samples (and
+	// those being decoded) and text waiting for synthesis.
+	Buffered int64
 }
 
 // Status reports the pipeline's state.
@@ -295,5 +331,21 @@ func (p *Pipeline) Status() Status {
 		Keyframes:    p.media.keyframes.Load(),
 		Inferred:     p.media.inferCount.Load(),
 		AudioPackets: p.media.audioPackets.Load(),
+		Buffered:     p.input.buffered.Load(),
 	}
+}
+
+// CloseInput refuses any further input (ErrClosed) and gives the bytes the
+// pipeline holds back to its Budget at once; what is queued is still
+// played until Run is stopped. For a session being shed, whose memory is
+// about to be freed.
+func (p *Pipeline) CloseInput() { p.input.close() }
+
+// Buffered is the input the pipeline holds in memory, in bytes (what it
+// counts in Options.Budget); one atomic load.
+func (p *Pipeline) Buffered() int64 { return p.input.buffered.Load() }
+
+// samplesOf is d of 16 kHz audio in samples.
+func samplesOf(d time.Duration) int {
+	return int(d / time.Millisecond * SampleRate / 1000)
 }

@@ -49,7 +49,9 @@
 package resample
 
 import (
+	"errors"
 	"fmt"
+	"io"
 	"math"
 )
 
@@ -60,9 +62,14 @@ type ErrorKind string
 // Error implements error.
 func (k ErrorKind) Error() string { return string(k) }
 
-// ErrInvalid is returned (wrapped with detail) for rates or a Config out of
-// range.
-const ErrInvalid ErrorKind = "resample: invalid argument"
+// Error kinds.
+const (
+	// ErrInvalid is returned (wrapped with detail) for rates or a Config
+	// out of range.
+	ErrInvalid ErrorKind = "resample: invalid argument"
+	// ErrTooLong: ReadAll's output would pass its limit.
+	ErrTooLong ErrorKind = "resample: output too long"
+)
 
 // Limits.
 const (
@@ -71,6 +78,10 @@ const (
 	// MaxDownRatio is the largest in/out ratio accepted; the filter length
 	// grows with it.
 	MaxDownRatio = 256
+	// MaxUpRatio is the largest out/in ratio accepted: the output grows
+	// with it (a signal claiming 1 Hz brought to 16 kHz is 16000 times its
+	// input), so a tiny input rate is refused rather than allocated for.
+	MaxUpRatio = 256
 	// maxExactPhases is the largest L for which every phase is tabulated.
 	maxExactPhases = 1024
 )
@@ -119,6 +130,9 @@ func NewWithConfig(inRate, outRate int, cfg Config) (*Resampler, error) {
 	}
 	if inRate > MaxDownRatio*outRate {
 		return nil, fmt.Errorf("%w: %d→%d Hz is a reduction by more than %d", ErrInvalid, inRate, outRate, MaxDownRatio)
+	}
+	if outRate > MaxUpRatio*inRate {
+		return nil, fmt.Errorf("%w: %d→%d Hz is an increase by more than %d", ErrInvalid, inRate, outRate, MaxUpRatio)
 	}
 	if cfg.HalfLength == 0 {
 		cfg.HalfLength = 48
@@ -284,6 +298,62 @@ func Resample(src []float32, inRate, outRate int) ([]float32, error) {
 	dst := make([]float32, 0, n)
 	dst = r.Process(dst, src)
 	return r.Flush(dst), nil
+}
+
+// Reader is a source of samples read in pieces: Read fills up to len(dst)
+// samples and returns io.EOF at the end (wav.Decoder is one).
+type Reader interface {
+	Read(dst []float32) (int, error)
+}
+
+// ChunkSize is how many input samples ReadAll converts at a time.
+const ChunkSize = 4096
+
+// OutLen is the length of the output of n input samples converted from
+// inRate to outRate over a whole stream: ⌈n·outRate/inRate⌉.
+func OutLen(n int64, inRate, outRate int) int64 {
+	if n <= 0 || inRate <= 0 || outRate <= 0 {
+		return 0
+	}
+	g := int64(gcd(inRate, outRate))
+	l, m := int64(outRate)/g, int64(inRate)/g
+	return n/m*l + (n%m*l+m-1)/m
+}
+
+// ReadAll reads src to its end, ChunkSize samples at a time, converts it
+// from inRate to outRate as it goes and returns the whole output. It
+// allocates the output (sizeHint samples up front when known, growing
+// past it only as data arrives) and one chunk, never a copy of the whole
+// input. Output longer than maxOut samples stops it with ErrTooLong; an
+// error from src is returned wrapped. The result is the same as Resample
+// of the whole input.
+func ReadAll(src Reader, inRate, outRate, maxOut, sizeHint int) ([]float32, error) {
+	r, err := New(inRate, outRate)
+	if err != nil {
+		return nil, err
+	}
+	dst := make([]float32, 0, min(max(sizeHint, 0), max(maxOut, 0)))
+	buf := make([]float32, ChunkSize)
+	for {
+		n, rerr := src.Read(buf)
+		if n > 0 {
+			dst = r.Process(dst, buf[:n])
+			if len(dst) > maxOut {
+				return nil, fmt.Errorf("%w: more than %d samples at %d Hz", ErrTooLong, maxOut, outRate)
+			}
+		}
+		if errors.Is(rerr, io.EOF) {
+			break
+		}
+		if rerr != nil {
+			return nil, fmt.Errorf("resample: reading input: %w", rerr)
+		}
+	}
+	dst = r.Flush(dst)
+	if len(dst) > maxOut {
+		return nil, fmt.Errorf("%w: more than %d samples at %d Hz", ErrTooLong, maxOut, outRate)
+	}
+	return dst, nil
 }
 
 // dot is Σ a[i]·b[i] over len(a), which must be a multiple of 4 and at most

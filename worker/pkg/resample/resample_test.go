@@ -133,7 +133,7 @@ func TestAliasing(t *testing.T) {
 }
 
 func TestLength(t *testing.T) {
-	for _, rates := range [][2]int{{44100, 16000}, {48000, 16000}, {22050, 16000}, {8000, 16000}, {16000, 48000}, {44101, 16000}, {1, 16000}, {384000, 16000}, {16000, 100}} {
+	for _, rates := range [][2]int{{44100, 16000}, {48000, 16000}, {22050, 16000}, {8000, 16000}, {16000, 48000}, {44101, 16000}, {100, 16000}, {384000, 16000}, {16000, 100}} {
 		for _, n := range []int{0, 1, 2, 3, 99, 441, 1000, 44100} {
 			in, out := rates[0], rates[1]
 			if n*out/in > 1e6 {
@@ -248,6 +248,8 @@ func TestInvalid(t *testing.T) {
 		{16000, -1, Config{}},
 		{MaxRate + 1, 16000, Config{}},
 		{16000 * 257, 16000, Config{}},
+		{1, 16000, Config{}}, // the 1 Hz WAV of issue 8
+		{62, 16000, Config{}},
 		{48000, 16000, Config{HalfLength: 4}},
 		{48000, 16000, Config{StopbandDB: 20}},
 		{48000, 16000, Config{StopbandDB: math.NaN()}},

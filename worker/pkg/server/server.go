@@ -22,6 +22,7 @@ import (
 	fleetv1 "github.com/avatarfleet/avatarfleet/proto/fleet/v1"
 	"github.com/avatarfleet/avatarfleet/proto/fleetstore"
 	"github.com/avatarfleet/avatarfleet/worker/pkg/runtime"
+	pcmwav "github.com/avatarfleet/avatarfleet/worker/pkg/wav"
 )
 
 // MaxMessageBytes is the largest request the server accepts: a 50 MiB WAV
@@ -273,6 +274,12 @@ func (s *Server) PushAudio(ctx context.Context, req *fleetv1.PushAudioRequest) (
 	}
 	if err := runtime.ValidateWAVHeader(req.GetWav()); err != nil {
 		return nil, s.toStatus(err)
+	}
+	// The header decides before anything is decoded: format, 8..192 kHz,
+	// 1..2 channels, at most a session's queue of audio. (The session's
+	// pipeline checks again against its own queue.)
+	if _, err := pcmwav.Probe(req.GetWav(), pcmwav.MaxUploadDuration); err != nil {
+		return nil, status.Errorf(codes.InvalidArgument, "audio: %v", err)
 	}
 	if err := s.rt.PushAudio(ctx, req.GetSessionId(), req.GetWav(), req.GetInterrupt()); err != nil {
 		return nil, s.toStatus(err)

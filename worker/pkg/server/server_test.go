@@ -2,6 +2,7 @@ package server
 
 import (
 	"context"
+	"encoding/binary"
 	"net"
 	"strings"
 	"sync/atomic"
@@ -17,6 +18,7 @@ import (
 	"github.com/avatarfleet/avatarfleet/worker/internal/fleettest"
 	"github.com/avatarfleet/avatarfleet/worker/pkg/runtime"
 	"github.com/avatarfleet/avatarfleet/worker/pkg/slotwatch"
+	pcmwav "github.com/avatarfleet/avatarfleet/worker/pkg/wav"
 )
 
 var servers *fleettest.Servers
@@ -89,10 +91,24 @@ func wantCode(t *testing.T, err error, want codes.Code) {
 	}
 }
 
+// wav is a 16 kHz 16-bit mono WAV file with n bytes of data.
 func wav(n int) []byte {
-	b := make([]byte, 44+n)
-	copy(b[0:], "RIFF")
-	copy(b[8:], "WAVE")
+	b := pcmwav.Encode16(nil, 16000)
+	binary.LittleEndian.PutUint32(b[40:], uint32(n))
+	return append(b, make([]byte, n)...)
+}
+
+// withHeader rewrites a 16 kHz file's header: rate (as 8-bit mono when
+// rate is not 16000) and declared data size.
+func withHeader(b []byte, rate, dataSize uint32) []byte {
+	le := binary.LittleEndian
+	if rate != 16000 {
+		le.PutUint32(b[24:], rate)
+		le.PutUint32(b[28:], rate)
+		le.PutUint16(b[32:], 1)
+		le.PutUint16(b[34:], 8)
+	}
+	le.PutUint32(b[40:], dataSize)
 	return b
 }
 
@@ -226,6 +242,14 @@ func TestRequestValidation(t *testing.T) {
 		}, codes.InvalidArgument},
 		{"audio empty", func() error {
 			_, err := f.client.PushAudio(ctx, &fleetv1.PushAudioRequest{SessionId: "live"})
+			return err
+		}, codes.InvalidArgument},
+		{"audio at 1 Hz", func() error {
+			_, err := f.client.PushAudio(ctx, &fleetv1.PushAudioRequest{SessionId: "live", Wav: withHeader(wav(1<<20), 1, 1<<20)})
+			return err
+		}, codes.InvalidArgument},
+		{"audio header claims 2^31 samples", func() error {
+			_, err := f.client.PushAudio(ctx, &fleetv1.PushAudioRequest{SessionId: "live", Wav: withHeader(wav(1000), 8000, 1<<31)})
 			return err
 		}, codes.InvalidArgument},
 		{"audio unknown session", func() error {

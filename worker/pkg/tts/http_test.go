@@ -2,6 +2,7 @@ package tts
 
 import (
 	"context"
+	"encoding/binary"
 	"encoding/json"
 	"errors"
 	"io"
@@ -108,6 +109,14 @@ func TestHTTPHappyPath(t *testing.T) {
 	}
 }
 
+// withRate rewrites the sample rate (and byte rate) of a canonical
+// 44-byte-header WAV file.
+func withRate(b []byte, rate uint32) []byte {
+	binary.LittleEndian.PutUint32(b[24:], rate)
+	binary.LittleEndian.PutUint32(b[28:], rate*2)
+	return b
+}
+
 func TestHTTPErrors(t *testing.T) {
 	big := wav.Encode16(tone(50000, SampleRate), SampleRate)
 	tests := []struct {
@@ -139,11 +148,29 @@ func TestHTTPErrors(t *testing.T) {
 				w.(http.Flusher).Flush() // no Content-Length
 			}
 		}, ErrTooLarge, "over 50000 bytes"},
+		// A small reply whose header claims 1 Hz (a resampler would make
+		// 16000 samples of each byte) or hours of audio is refused from
+		// its header, before anything is decoded.
+		{"1 Hz reply", func(w http.ResponseWriter, _ speechRequest) {
+			w.Header().Set("Content-Type", "audio/wav")
+			_, _ = w.Write(withRate(wav.Encode16(make([]float32, 20000), 16000), 1))
+		}, ErrBadAudio, "sample rate 1 Hz"},
+		{"longer than MaxDuration", func(w http.ResponseWriter, _ speechRequest) {
+			w.Header().Set("Content-Type", "audio/wav")
+			b := wav.Encode16(make([]float32, 8), 8000)
+			b = append(b, make([]byte, 2*8000*int(MaxDuration/time.Second))...)
+			binary.LittleEndian.PutUint32(b[40:], 0xFFFFFFFF) // streamed
+			_, _ = w.Write(b)
+		}, ErrTooLarge, "limit 5m0s"},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
 			srv, _ := speechServer(t, tt.handler)
-			h, err := NewHTTP(HTTPOptions{BaseURL: srv.URL, APIKey: "sekret", MaxBytes: 50000})
+			maxBytes := int64(50000)
+			if tt.name == "longer than MaxDuration" {
+				maxBytes = 0
+			}
+			h, err := NewHTTP(HTTPOptions{BaseURL: srv.URL, APIKey: "sekret", MaxBytes: maxBytes})
 			if err != nil {
 				t.Fatal(err)
 			}

@@ -8,8 +8,9 @@
 //     and asks for WAV.
 //
 // Both decode the WAV they get with worker/pkg/wav and bring it to 16 kHz
-// with worker/pkg/resample; neither holds more than a bounded number of bytes
-// of a reply.
+// with worker/pkg/resample, in chunks; neither holds more than a bounded
+// number of bytes of a reply (MaxBytes), and a reply longer than
+// MaxDuration, by its header or its data, is refused before it is decoded.
 //
 // Splitter cuts long text into sentences (at most Splitter.MaxLen runes
 // each), and Stream / Chunks synthesise them in order with a lookahead of one
@@ -23,6 +24,7 @@
 package tts
 
 import (
+	"bytes"
 	"context"
 	"errors"
 	"fmt"
@@ -111,22 +113,41 @@ func CheckVoice(name string) error {
 	return nil
 }
 
-// decodeWAV decodes a whole WAV reply and brings it to SampleRate.
-// maxFrames bounds the decoded frames (0: the wav package's default).
-func decodeWAV(b []byte, maxFrames int) (Audio, error) {
-	a, err := wav.Parse(b, wav.Options{MaxFrames: maxFrames})
+// MaxDuration is the longest audio an engine may return for one piece of
+// text (Splitter's pieces are a sentence or so): a reply holding more
+// gives ErrTooLarge before it is decoded. (The data size an engine
+// declares is not trusted either way: espeak-ng writes a placeholder of
+// about 2^31 bytes, and only the data present is decoded.)
+const MaxDuration = 5 * time.Minute
+
+// decodeWAV decodes a whole WAV reply and brings it to SampleRate, in
+// chunks: it checks the header first (format, rate, and at most
+// maxDuration of audio present; 0 means MaxDuration), then decodes and resamples
+// a few thousand frames at a time, so it never holds more than the
+// output and one chunk.
+func decodeWAV(b []byte, maxDuration time.Duration) (Audio, error) {
+	if maxDuration <= 0 {
+		maxDuration = MaxDuration
+	}
+	h, err := wav.Probe(b, 0)
 	if err != nil {
-		if errors.Is(err, wav.ErrTooLarge) {
-			return Audio{}, fmt.Errorf("%w: %w", ErrTooLarge, err)
-		}
 		return Audio{}, fmt.Errorf("%w: %w", ErrBadAudio, err)
 	}
-	if a.SampleRate == SampleRate || len(a.Samples) == 0 {
-		return Audio{Samples: a.Samples}, nil
+	if d := h.DurationOf(h.Present); d > maxDuration {
+		return Audio{}, fmt.Errorf("%w: %v of audio, limit %v", ErrTooLarge, d.Round(time.Millisecond), maxDuration)
 	}
-	s, err := resample.Resample(a.Samples, a.SampleRate, SampleRate)
+	d, err := wav.NewDecoder(bytes.NewReader(b))
 	if err != nil {
-		return Audio{}, fmt.Errorf("%w: resampling %d Hz to %d Hz: %w", ErrBadAudio, a.SampleRate, SampleRate, err)
+		return Audio{}, fmt.Errorf("%w: %w", ErrBadAudio, err)
+	}
+	maxOut := int(maxDuration / time.Millisecond * SampleRate / 1000)
+	hint := resample.OutLen(h.Present, h.SampleRate, SampleRate)
+	s, err := resample.ReadAll(d, h.SampleRate, SampleRate, maxOut, int(min(hint, int64(maxOut))))
+	if err != nil {
+		if errors.Is(err, resample.ErrTooLong) {
+			return Audio{}, fmt.Errorf("%w: %w", ErrTooLarge, err)
+		}
+		return Audio{}, fmt.Errorf("%w: decoding %d Hz audio: %w", ErrBadAudio, h.SampleRate, err)
 	}
 	return Audio{Samples: s}, nil
 }

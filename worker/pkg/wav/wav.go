@@ -4,7 +4,8 @@
 // Supported input: PCM integer 8 (unsigned), 16, 24 and 32 bit, IEEE float 32
 // and 64 bit, in WAVE_FORMAT_PCM (1), WAVE_FORMAT_IEEE_FLOAT (3) or
 // WAVE_FORMAT_EXTENSIBLE (0xFFFE) with the PCM or IEEE float sub-format; one or
-// two channels; sample rates 1..384000 Hz. Stereo is downmixed to mono as
+// two channels; sample rates MinSampleRate..MaxSampleRate (8..192 kHz).
+// Stereo is downmixed to mono as
 // (L+R)/2. Samples come out in −1..1: integers are divided by 2^(bits−1)
 // (8-bit is unsigned with 128 as zero), floats are clamped to −1..1 and NaN
 // becomes 0.
@@ -27,6 +28,12 @@
 // decoder never panics, whatever the input (FuzzParse checks this), and never
 // allocates more than the data actually present, however large the declared
 // sizes.
+//
+// Untrusted input is checked before it is decoded: Probe reads only the
+// headers of an in-memory file and refuses, with ErrTooLarge, a file whose
+// duration (computed from the header) exceeds a limit, and Decoder decodes
+// the data chunk in pieces of the caller's size, so a caller can convert
+// (resample) audio without ever holding the whole file as samples.
 package wav
 
 import (
@@ -84,12 +91,22 @@ const (
 
 // Limits of what the decoder accepts.
 const (
-	MaxSampleRate = 384000
+	// MinSampleRate and MaxSampleRate bound the sample rate: below 8 kHz
+	// is not speech audio, and a tiny rate is how a small file claims hours
+	// of audio (a resampler to 16 kHz multiplies its length by 16000/rate).
+	MinSampleRate = 8000
+	MaxSampleRate = 192000
 	MaxChannels   = 2
 	// DefaultMaxFrames is the frame limit used when Options.MaxFrames is 0:
 	// 2^26 frames, about 23 minutes at 48 kHz (256 MiB of float32 output).
 	DefaultMaxFrames = 1 << 26
 )
+
+// MaxUploadDuration is the longest audio file a session takes: what its
+// speech queue holds (the pipeline's DefaultMaxQueue is this constant).
+// The control plane refuses longer uploads with Probe, so they never cross
+// the network, and the worker refuses them again.
+const MaxUploadDuration = 10 * time.Minute
 
 // Options tunes decoding. The zero value is ready to use.
 type Options struct {
@@ -103,7 +120,8 @@ type Options struct {
 type Audio struct {
 	// Samples is the audio downmixed to mono, each in −1..1.
 	Samples []float32
-	// SampleRate is the file's sample rate in Hz (1..MaxSampleRate).
+	// SampleRate is the file's sample rate in Hz
+	// (MinSampleRate..MaxSampleRate).
 	SampleRate int
 	// Channels is the file's channel count (1 or 2) before downmixing.
 	Channels int
@@ -154,67 +172,29 @@ func Decode(r io.Reader, opt Options) (*Audio, error) {
 	if maxFrames <= 0 {
 		maxFrames = DefaultMaxFrames
 	}
-	var hdr [12]byte
-	if n, err := io.ReadFull(r, hdr[:]); err != nil {
-		if isEOF(err) {
-			if n >= 4 && string(hdr[:4]) != "RIFF" {
-				return nil, notWAV(hdr[:4])
-			}
-			return nil, fmt.Errorf("%w: %d-byte input is shorter than the RIFF header", ErrTruncated, n)
-		}
-		return nil, fmt.Errorf("wav: reading RIFF header: %w", err)
+	d, err := NewDecoder(r)
+	if err != nil {
+		return nil, err
 	}
-	if string(hdr[:4]) != "RIFF" || string(hdr[8:12]) != "WAVE" {
-		if string(hdr[:4]) == "RIFX" || string(hdr[:4]) == "RF64" {
-			return nil, fmt.Errorf("%w: %q container", ErrUnsupportedFormat, hdr[:4])
-		}
-		return nil, fmt.Errorf("%w: header %q…%q, want \"RIFF\"…\"WAVE\"", ErrNotWAV, hdr[:4], hdr[8:12])
-	}
-
-	var f *format
-	off := int64(12)
+	h := d.Header()
+	a := &Audio{SampleRate: h.SampleRate, Channels: h.Channels, Format: h.Format, BitsPerSample: h.BitsPerSample}
+	// Never trust the declared size for allocation: start small and grow
+	// with the data actually read.
+	a.Samples = make([]float32, 0, min(max(h.Frames, 0), int64(maxFrames), 1<<16))
+	var buf [chunkFrames]float32
 	for {
-		var ch [8]byte
-		n, err := io.ReadFull(r, ch[:])
+		n, err := d.Read(buf[:])
+		if len(a.Samples)+n > maxFrames {
+			return nil, fmt.Errorf("%w: more than %d frames of audio", ErrTooLarge, maxFrames)
+		}
+		a.Samples = append(a.Samples, buf[:n]...)
+		if err == io.EOF {
+			a.Truncated = d.Truncated()
+			return a, nil
+		}
 		if err != nil {
-			if isEOF(err) {
-				if f == nil {
-					return nil, fmt.Errorf("%w: input ends at byte %d with no fmt chunk", ErrTruncated, off+int64(n))
-				}
-				return nil, fmt.Errorf("%w: input ends at byte %d with no data chunk", ErrTruncated, off+int64(n))
-			}
-			return nil, fmt.Errorf("wav: reading chunk header at byte %d: %w", off, err)
+			return nil, err
 		}
-		id := string(ch[:4])
-		size := int64(binary.LittleEndian.Uint32(ch[4:]))
-		off += 8
-		switch id {
-		case "fmt ":
-			if f != nil {
-				return nil, fmt.Errorf("%w: second fmt chunk at byte %d", ErrMalformed, off-8)
-			}
-			pf, err := readFmt(r, size, off)
-			if err != nil {
-				return nil, err
-			}
-			f = pf
-		case "data":
-			if f == nil {
-				return nil, fmt.Errorf("%w: data chunk at byte %d precedes the fmt chunk", ErrMalformed, off-8)
-			}
-			return readData(r, f, size, maxFrames)
-		default:
-			if err := skip(r, size+size&1); err != nil {
-				if isEOF(err) {
-					if f == nil {
-						return nil, fmt.Errorf("%w: input ends inside %q chunk at byte %d, before the fmt chunk", ErrTruncated, ch[:4], off-8)
-					}
-					return nil, fmt.Errorf("%w: input ends inside %q chunk at byte %d, before the data chunk", ErrTruncated, ch[:4], off-8)
-				}
-				return nil, fmt.Errorf("wav: skipping %q chunk at byte %d: %w", ch[:4], off-8, err)
-			}
-		}
-		off += size + size&1
 	}
 }
 
@@ -312,49 +292,13 @@ func readFmt(r io.Reader, size, off int64) (*format, error) {
 	if f.channels < 1 || f.channels > MaxChannels {
 		return nil, fmt.Errorf("%w: %d channels", ErrUnsupportedFormat, f.channels)
 	}
-	if f.rate < 1 || f.rate > MaxSampleRate {
-		return nil, fmt.Errorf("%w: sample rate %d Hz", ErrUnsupportedFormat, f.rate)
+	if f.rate < MinSampleRate || f.rate > MaxSampleRate {
+		return nil, fmt.Errorf("%w: sample rate %d Hz, want %d..%d", ErrUnsupportedFormat, f.rate, MinSampleRate, MaxSampleRate)
 	}
 	if want := f.channels * f.bits / 8; f.blockAlign != want {
 		return nil, fmt.Errorf("%w: block align %d, want %d for %d channels of %d bits", ErrMalformed, f.blockAlign, want, f.channels, f.bits)
 	}
 	return f, nil
-}
-
-// readData reads the data chunk and converts it.
-func readData(r io.Reader, f *format, size int64, maxFrames int) (*Audio, error) {
-	a := &Audio{
-		SampleRate:    f.rate,
-		Channels:      f.channels,
-		Format:        f.tag,
-		BitsPerSample: f.bits,
-	}
-	ba := int64(f.blockAlign)
-	declared := size / ba
-	// Never trust the declared size for allocation: start small and grow
-	// with the data actually read.
-	a.Samples = make([]float32, 0, min(declared, int64(maxFrames), 1<<16))
-
-	const chunkFrames = 4096
-	buf := make([]byte, chunkFrames*ba)
-	remaining := size - size%ba // bytes of the whole frames declared
-	for remaining > 0 {
-		n, err := io.ReadFull(r, buf[:min(int64(len(buf)), remaining)])
-		frames := n / int(ba) // a partial frame only happens at the end
-		if len(a.Samples)+frames > maxFrames {
-			return nil, fmt.Errorf("%w: more than %d frames of audio", ErrTooLarge, maxFrames)
-		}
-		a.Samples = decodeFrames(a.Samples, buf[:frames*int(ba)], f)
-		remaining -= int64(n)
-		if err != nil {
-			if isEOF(err) {
-				a.Truncated = true
-				return a, nil
-			}
-			return nil, fmt.Errorf("wav: reading data chunk after %d frames: %w", len(a.Samples), err)
-		}
-	}
-	return a, nil
 }
 
 // decodeFrames appends the mono samples of the whole frames in b to dst.

@@ -1,7 +1,6 @@
 package viewerquota
 
 import (
-	"context"
 	"net/http"
 	"testing"
 	"time"
@@ -121,11 +120,7 @@ func TestPendingViewersThroughControlPlane(t *testing.T) {
 	}
 
 	// Another token of the same session still gets in and connects.
-	key, err := viewertoken.LoadOrCreateKey(context.Background(), f.Client, f.Store.Keys().Config("viewer-token-key"))
-	if err != nil {
-		t.Fatal(err)
-	}
-	signer, err := viewertoken.NewSigner(key, time.Hour, viewertoken.WithClock(func() time.Time { return time.Now().Add(-time.Minute) }))
+	signer, err := viewertoken.NewSigner(f.TokenKeys, time.Hour, viewertoken.WithClock(func() time.Time { return time.Now().Add(-time.Minute) }))
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -1,41 +1,60 @@
 package main
 
 import (
+	"bytes"
+	"errors"
+	"flag"
+	"io"
+	"log/slog"
 	"os"
 	"path/filepath"
 	"strings"
 	"testing"
 	"time"
+
+	"github.com/avatarfleet/avatarfleet/proto/fleetpki"
 )
 
-func TestParseFlags(t *testing.T) {
+func envOf(m map[string]string) func(string) string {
+	return func(k string) string { return m[k] }
+}
+
+func TestParseConfig(t *testing.T) {
 	tests := []struct {
 		name    string
 		args    []string
 		env     map[string]string
-		check   func(config) bool
+		check   func(Config) bool
 		wantErr string
 	}{
-		{"defaults", nil, nil, func(c config) bool {
-			return c.listen == ":8080" && c.etcd == "" && c.nats == "" && c.dataDir == ".avatarfleet" &&
-				c.embeddedEtcdListen == "127.0.0.1:2379" && c.embeddedNATSAddr == "127.0.0.1:4222"
+		{"defaults", nil, nil, func(c Config) bool {
+			return c.Listen == ":8080" && c.Etcd == "" && c.NATS == "" && c.DataDir == ".avatarfleet" &&
+				c.EmbeddedEtcdListen == "127.0.0.1:2379" && c.EmbeddedNATSListen == "127.0.0.1:4222" &&
+				c.Log.Level == "info" && c.Log.Format == "text" && !c.Links.FleetInsecure && c.Embedded()
 		}, ""},
 		{"env sets a flag", nil, map[string]string{"AVATARFLEET_LISTEN": "127.0.0.1:9999", "AVATARFLEET_EMBEDDED_ETCD_LISTEN": "127.0.0.1:3379"},
-			func(c config) bool { return c.listen == "127.0.0.1:9999" && c.embeddedEtcdListen == "127.0.0.1:3379" }, ""},
+			func(c Config) bool { return c.Listen == "127.0.0.1:9999" && c.EmbeddedEtcdListen == "127.0.0.1:3379" }, ""},
 		{"flag wins over env", []string{"--listen", ":7000"}, map[string]string{"AVATARFLEET_LISTEN": ":9999"},
-			func(c config) bool { return c.listen == ":7000" }, ""},
-		{"durations", []string{"--viewer-token-ttl", "2h"}, nil, func(c config) bool { return c.viewerTokenTTL == 2*time.Hour }, ""},
+			func(c Config) bool { return c.Listen == ":7000" }, ""},
+		{"env bool and log format", nil, map[string]string{"AVATARFLEET_FLEET_INSECURE": "true", "AVATARFLEET_LOG_FORMAT": "json"},
+			func(c Config) bool { return c.Links.FleetInsecure && c.Log.Format == "json" }, ""},
+		{"durations", []string{"--viewer-token-ttl", "2h"}, nil, func(c Config) bool { return c.ViewerTokenTTL == 2*time.Hour }, ""},
 		{"bad listen", []string{"--listen", "nonsense"}, nil, nil, "--listen"},
 		{"short token ttl", []string{"--viewer-token-ttl", "1s"}, nil, nil, "--viewer-token-ttl"},
+		{"bad policy", []string{"--placement-policy", "random"}, nil, nil, "--placement-policy"},
+		{"bad log format", []string{"--log-format", "xml"}, nil, nil, "--log-format"},
+		{"bad log level from env", nil, map[string]string{"AVATARFLEET_LOG_LEVEL": "loud"}, nil, "--log-level"},
+		{"bad env value", nil, map[string]string{"AVATARFLEET_HEALTH_FAILURES": "many"}, nil, "AVATARFLEET_HEALTH_FAILURES"},
+		{"fleet files go together", []string{"--fleet-ca", "ca.crt"}, nil, nil, "--fleet-ca, --fleet-cert and --fleet-key"},
+		{"missing fleet file", []string{"--fleet-ca", "/nonexistent/ca", "--fleet-cert", "/nonexistent/c", "--fleet-key", "/nonexistent/k"}, nil, nil, "--fleet-ca"},
+		{"etcd cert needs key", []string{"--etcd-cert", "c.pem"}, nil, nil, "--etcd-cert and --etcd-key"},
+		{"one nats auth", []string{"--nats-user", "u", "--nats-nkey", "k"}, nil, nil, "choose one"},
 		{"unknown flag", []string{"--bogus"}, nil, nil, "bogus"},
 		{"stray argument", []string{"extra"}, nil, nil, "unexpected"},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
-			for k, v := range tt.env {
-				t.Setenv(k, v)
-			}
-			c, err := parseFlags(tt.args)
+			c, err := ParseConfig(tt.args, envOf(tt.env), io.Discard)
 			if tt.wantErr != "" {
 				if err == nil || !strings.Contains(err.Error(), tt.wantErr) {
 					t.Fatalf("err = %v, want one mentioning %q", err, tt.wantErr)
@@ -52,12 +71,71 @@ func TestParseFlags(t *testing.T) {
 	}
 }
 
+// --help lists the new flags and the environment rule, and is not an error.
+func TestHelp(t *testing.T) {
+	var out bytes.Buffer
+	if _, err := ParseConfig([]string{"--help"}, envOf(nil), &out); !errors.Is(err, flag.ErrHelp) {
+		t.Fatalf("--help: %v", err)
+	}
+	for _, want := range []string{"AVATARFLEET_", "-fleet-ca", "-fleet-insecure", "-etcd-username", "-nats-creds", "-log-format", "-listen"} {
+		if !strings.Contains(out.String(), want) {
+			t.Errorf("--help lacks %q", want)
+		}
+	}
+}
+
+// The embedded default makes a development PKI once and reuses it; an
+// external fleet without certificates is refused unless --fleet-insecure.
+func TestFleetMaterial(t *testing.T) {
+	log := slog.New(slog.DiscardHandler)
+	dir := t.TempDir()
+	c, err := ParseConfig([]string{"--data-dir", dir}, envOf(nil), io.Discard)
+	if err != nil {
+		t.Fatal(err)
+	}
+	m, err := fleetMaterial(c, log)
+	if err != nil || m == nil {
+		t.Fatalf("embedded default: %v %v", m, err)
+	}
+	uris, _ := m.URIs()
+	if len(uris) != 1 || uris[0] != fleetpki.ControlPlaneURI {
+		t.Errorf("control-plane certificate names %v", uris)
+	}
+	if st, err := os.Stat(filepath.Join(dir, "pki", "ca.key")); err != nil || st.Mode().Perm() != 0o600 {
+		t.Fatalf("CA key: %v %v", st, err)
+	}
+	before, _ := os.ReadFile(filepath.Join(dir, "pki", "ca.crt"))
+	if _, err := fleetMaterial(c, log); err != nil {
+		t.Fatal(err)
+	}
+	after, _ := os.ReadFile(filepath.Join(dir, "pki", "ca.crt"))
+	if !bytes.Equal(before, after) {
+		t.Error("second start made another CA")
+	}
+
+	ext, err := ParseConfig([]string{"--data-dir", t.TempDir(), "--etcd", "http://127.0.0.1:2379", "--nats", "nats://127.0.0.1:4222"}, envOf(nil), io.Discard)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := fleetMaterial(ext, log); err == nil || !strings.Contains(err.Error(), "--fleet-insecure") {
+		t.Fatalf("external fleet without certificates: %v, want refused", err)
+	}
+	ext.Links.FleetInsecure = true
+	if m, err := fleetMaterial(ext, log); err != nil || m != nil {
+		t.Fatalf("--fleet-insecure: %v %v", m, err)
+	}
+	ext.Links.FleetCA, ext.Links.FleetCert, ext.Links.FleetKey = filepath.Join(dir, "pki", "ca.crt"), filepath.Join(dir, "pki", "controlplane.crt"), filepath.Join(dir, "pki", "controlplane.key")
+	if m, err := fleetMaterial(ext, log); err != nil || m == nil {
+		t.Fatalf("explicit files: %v %v", m, err)
+	}
+}
+
 // Without AVATARFLEET_API_KEY or a keys file, a key is made once, kept in
 // the data dir with owner-only permissions, and reused on the next start.
 func TestLoadKeysGeneratesOnce(t *testing.T) {
 	t.Setenv("AVATARFLEET_API_KEY", "")
 	dir := t.TempDir()
-	keys, shown, err := loadKeys(config{dataDir: dir})
+	keys, shown, err := loadKeys(Config{DataDir: dir})
 	if err != nil || keys.Len() != 1 || shown == "" {
 		t.Fatalf("first start: %v %v %q", keys, err, shown)
 	}
@@ -65,7 +143,7 @@ func TestLoadKeysGeneratesOnce(t *testing.T) {
 	if err != nil || info.Mode().Perm() != 0o600 {
 		t.Fatalf("key file: %v %v", info, err)
 	}
-	_, again, err := loadKeys(config{dataDir: dir})
+	_, again, err := loadKeys(Config{DataDir: dir})
 	if err != nil || again != shown {
 		t.Fatalf("second start made another key: %q vs %q (%v)", again, shown, err)
 	}
@@ -73,7 +151,7 @@ func TestLoadKeysGeneratesOnce(t *testing.T) {
 		t.Fatalf("generated key does not authenticate: %v", err)
 	}
 	t.Setenv("AVATARFLEET_API_KEY", "short")
-	if _, _, err := loadKeys(config{dataDir: dir}); err == nil {
+	if _, _, err := loadKeys(Config{DataDir: dir}); err == nil {
 		t.Fatal("a too-short AVATARFLEET_API_KEY was accepted")
 	}
 }

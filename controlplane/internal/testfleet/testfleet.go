@@ -27,6 +27,7 @@ import (
 	"github.com/avatarfleet/avatarfleet/controlplane/pkg/supervisor"
 	"github.com/avatarfleet/avatarfleet/proto/embedded"
 	fleetv1 "github.com/avatarfleet/avatarfleet/proto/fleet/v1"
+	"github.com/avatarfleet/avatarfleet/proto/fleetpki"
 	"github.com/avatarfleet/avatarfleet/proto/fleetstore"
 	"github.com/avatarfleet/avatarfleet/worker/pkg/agent"
 	"github.com/avatarfleet/avatarfleet/worker/pkg/server"
@@ -71,10 +72,13 @@ type Options struct {
 
 // Fleet is a running test fleet.
 type Fleet struct {
-	t        testing.TB
-	opts     Options
-	Etcd     *embedded.EtcdCluster
-	NATS     *embedded.NATSServer
+	t    testing.TB
+	opts Options
+	Etcd *embedded.EtcdCluster
+	NATS *embedded.NATSServer
+	// CA is the fleet CA: replicas and workers talk mutual TLS with
+	// certificates it issued, as a deployment does.
+	CA       *fleetpki.CA
 	Client   *clientv3.Client
 	Store    *fleetstore.Store
 	Replicas []*replica.Replica
@@ -149,6 +153,13 @@ func Start(t testing.TB, opts Options) *Fleet {
 		t.Fatal(err)
 	}
 	f.Store = fleetstore.New(f.Client, fleetstore.NewKeys(""))
+	if f.CA, err = fleetpki.NewCA("test fleet CA", time.Hour); err != nil {
+		t.Fatal(err)
+	}
+	cpTLS, err := f.CA.Material(fleetpki.Request{ControlPlane: true})
+	if err != nil {
+		t.Fatal(err)
+	}
 
 	keys := &auth.Keys{}
 	for _, k := range []struct {
@@ -166,6 +177,7 @@ func Start(t testing.TB, opts Options) *Fleet {
 			EtcdEndpoints: f.Etcd.Endpoints(),
 			NATSURL:       f.NATS.URL(),
 			Keys:          keys,
+			FleetTLS:      cpTLS,
 			Supervisor:    opts.Supervisor,
 			Log:           log,
 		})
@@ -223,8 +235,13 @@ func (f *Fleet) StartWorkerOn(spec WorkerSpec, natsURL string) *Worker {
 	if spec.SlotsPerGPU == 0 {
 		spec.SlotsPerGPU = 2
 	}
+	wTLS, err := f.CA.Material(fleetpki.Request{WorkerID: spec.ID, Hosts: []string{"127.0.0.1", "localhost"}})
+	if err != nil {
+		f.t.Fatal(err)
+	}
 	a, err := agent.New(agent.Options{
 		ID:            spec.ID,
+		TLS:           wTLS,
 		EtcdEndpoints: f.Etcd.Endpoints(),
 		NATSURL:       natsURL,
 		GRPCListen:    "127.0.0.1:0",

@@ -2,9 +2,11 @@ package main
 
 import (
 	"bytes"
+	"crypto/x509"
 	"errors"
 	"flag"
 	"io"
+	"log/slog"
 	"net"
 	"os"
 	"path/filepath"
@@ -18,9 +20,10 @@ import (
 
 	clientv3 "go.etcd.io/etcd/client/v3"
 	"google.golang.org/grpc"
-	"google.golang.org/grpc/credentials/insecure"
+	"google.golang.org/grpc/credentials"
 
 	fleetv1 "github.com/avatarfleet/avatarfleet/proto/fleet/v1"
+	"github.com/avatarfleet/avatarfleet/proto/fleetpki"
 	"github.com/avatarfleet/avatarfleet/proto/fleetstore"
 	"github.com/avatarfleet/avatarfleet/worker/internal/fleettest"
 	"github.com/avatarfleet/avatarfleet/worker/pkg/agent"
@@ -51,7 +54,7 @@ func TestParseConfigDefaults(t *testing.T) {
 	}
 	o := c.opts
 	if o.ID != "gpu-node-1" || !slices.Equal(o.EtcdEndpoints, []string{"http://127.0.0.1:2379"}) || o.NATSURL != "nats://127.0.0.1:4222" ||
-		o.GRPCListen != ":9090" || o.MediaPort != 50000 || o.LeaseTTL != 5*time.Second || o.DrainTimeout != 60*time.Second ||
+		o.GRPCListen != "127.0.0.1:9090" || o.MediaPort != 50000 || o.LeaseTTL != 5*time.Second || o.DrainTimeout != 60*time.Second ||
 		o.EtcdPrefix != fleetstore.DefaultPrefix || o.AdvertiseAddress != "" || c.gpus.Mode != devices.ModeAuto || c.slots != 0 {
 		t.Fatalf("defaults = %+v, gpus %+v", o, c.gpus)
 	}
@@ -176,7 +179,7 @@ func TestParseConfigMedia(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	if m := c.media; m.tts != ttsEspeak || m.prewarm != prewarmSlots || m.intraOpThreads != 1 || m.onnxLib != "" || m.model != "" || c.opts.MetricsListen != ":9091" {
+	if m := c.media; m.tts != ttsEspeak || m.prewarm != prewarmSlots || m.intraOpThreads != 1 || m.onnxLib != "" || m.model != "" || c.opts.MetricsListen != "127.0.0.1:9091" {
 		t.Errorf("media defaults %+v, metrics %q", m, c.opts.MetricsListen)
 	}
 	c, err = parseConfig([]string{"--tts", "http", "--tts-url", "https://tts.example:8443", "--tts-model", "m1", "--tts-voice", "alloy",
@@ -233,12 +236,110 @@ func TestRunBadMediaFiles(t *testing.T) {
 		{"--onnxruntime-lib", []string{"--onnxruntime-lib", junk}},
 	} {
 		var out bytes.Buffer
-		args := append([]string{"--gpus", "cpu", "--grpc-listen", "127.0.0.1:0", "--metrics-listen", ""}, tt.args...)
+		args := append([]string{"--gpus", "cpu", "--grpc-listen", "127.0.0.1:0", "--metrics-listen", "", "--fleet-insecure"}, tt.args...)
 		if code := run(args, env(nil), &out, nil); code != 2 {
 			t.Errorf("%s junk: exit %d, want 2; output:\n%s", tt.flag, code, out.String())
 		}
 		if !strings.Contains(out.String(), tt.flag) {
 			t.Errorf("%s junk: the error does not name the flag: %q", tt.flag, out.String())
+		}
+	}
+}
+
+// devDataDir is a data dir holding the development PKI, as the embedded
+// control plane of `make run` leaves it.
+func devDataDir(t *testing.T) string {
+	t.Helper()
+	dir := t.TempDir()
+	if _, _, err := fleetpki.EnsureDevControlPlane(fleetpki.DevDir(dir)); err != nil {
+		t.Fatal(err)
+	}
+	return dir
+}
+
+// Without fleet certificates, a development CA or --fleet-insecure the
+// worker refuses to start, before loading anything.
+func TestRunRefusesWithoutFleetTLS(t *testing.T) {
+	var out bytes.Buffer
+	args := []string{"--gpus", "cpu", "--grpc-listen", "127.0.0.1:0", "--metrics-listen", "", "--data-dir", t.TempDir()}
+	if code := run(args, env(nil), &out, nil); code != 2 {
+		t.Fatalf("exit %d, want 2; output:\n%s", code, out.String())
+	}
+	if !strings.Contains(out.String(), "--fleet-insecure") || !strings.Contains(out.String(), "--fleet-ca") {
+		t.Fatalf("the error does not say what to set: %q", out.String())
+	}
+}
+
+// The worker issues itself a development certificate naming its id and
+// the hosts it is dialled at.
+func TestDevFleetTLS(t *testing.T) {
+	c, err := parseConfig([]string{"--id", "w-dev", "--data-dir", devDataDir(t), "--advertise-address", "10.1.2.3:9090"}, env(nil), host("n"), io.Discard)
+	if err != nil {
+		t.Fatal(err)
+	}
+	m, err := c.fleetTLS(slog.New(slog.DiscardHandler))
+	if err != nil || m == nil {
+		t.Fatalf("fleetTLS: %v %v", m, err)
+	}
+	uris, _ := m.URIs()
+	if !slices.Equal(uris, []string{fleetpki.WorkerURI("w-dev")}) {
+		t.Errorf("certificate names %v", uris)
+	}
+	leaf, err := x509.ParseCertificate(m.Cert.Certificate[0])
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, h := range []string{"10.1.2.3", "127.0.0.1", "localhost"} {
+		if err := leaf.VerifyHostname(h); err != nil {
+			t.Errorf("certificate does not cover %s: %v", h, err)
+		}
+	}
+}
+
+func TestHelpListsFlags(t *testing.T) {
+	var out bytes.Buffer
+	if _, err := parseConfig([]string{"--help"}, env(nil), host("n"), &out); !errors.Is(err, flag.ErrHelp) {
+		t.Fatal(err)
+	}
+	for _, want := range []string{"AVATARFLEET_", "-fleet-ca", "-fleet-insecure", "-data-dir", "-etcd-ca", "-nats-user", "-log-format", "-grpc-listen"} {
+		if !strings.Contains(out.String(), want) {
+			t.Errorf("--help lacks %q", want)
+		}
+	}
+}
+
+func TestParseConfigLinks(t *testing.T) {
+	dir := t.TempDir()
+	pw := filepath.Join(dir, "pw")
+	if err := os.WriteFile(pw, []byte("s3cret\n"), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	c, err := parseConfig([]string{"--etcd", "127.0.0.1:2379", "--etcd-username", "worker", "--etcd-password-file", pw, "--nats-user", "w"},
+		env(map[string]string{"AVATARFLEET_NATS_PASSWORD": "np"}), host("n"), io.Discard)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if e := c.opts.Etcd; !slices.Equal(e.Endpoints, []string{"http://127.0.0.1:2379"}) || e.Username != "worker" || e.Password != "s3cret" {
+		t.Errorf("etcd config %+v", e)
+	}
+	if n := c.opts.NATS; n.User != "w" || n.Password != "np" || n.URL != "nats://127.0.0.1:4222" {
+		t.Errorf("NATS config %+v", n)
+	}
+	for _, tt := range []struct {
+		args []string
+		env  map[string]string
+		want string
+	}{
+		{[]string{"--etcd-password-file", pw}, nil, "--etcd-username"},
+		{nil, map[string]string{"AVATARFLEET_ETCD_PASSWORD": "x"}, "--etcd-username"},
+		{[]string{"--etcd-username", "u", "--etcd-password-file", pw}, map[string]string{"AVATARFLEET_ETCD_PASSWORD": "x"}, "choose one"},
+		{[]string{"--nats-creds", pw, "--nats-user", "u"}, nil, "choose one"},
+		{[]string{"--fleet-cert", pw}, nil, "--fleet-ca, --fleet-cert and --fleet-key"},
+	} {
+		_, err := parseConfig(tt.args, env(tt.env), host("n"), io.Discard)
+		var ue usageError
+		if !errors.As(err, &ue) || !strings.Contains(err.Error(), tt.want) {
+			t.Errorf("%v %v: err %v, want a usage error naming %q", tt.args, tt.env, err, tt.want)
 		}
 	}
 }
@@ -300,6 +401,7 @@ func TestRunDrainsOnSIGTERM(t *testing.T) {
 		"--grpc-listen", "127.0.0.1:0", "--gpus", "cpu", "--lease-ttl", "2s", "--drain-timeout", "0s",
 		"--etcd-prefix", prefix, "--log-format", "json", "--metrics-listen", "127.0.0.1:0",
 		"--media-port", strconv.Itoa(freeUDPPort(t)), "--media-listen-ip", "127.0.0.1",
+		"--data-dir", devDataDir(t),
 	}
 	go func() {
 		exited <- run(args, env(nil), &logs, func(code int) { t.Errorf("second-signal exit(%d)", code) })
@@ -335,6 +437,7 @@ func TestSecondSignalExitsAtOnce(t *testing.T) {
 	id := servers.Name(t, "w")
 	prefix := servers.Prefix(t)
 	store := fleetstore.New(servers.EtcdClient(t), fleetstore.NewKeys(prefix))
+	dataDir := devDataDir(t)
 	var logs syncBuffer
 	exitCalls := make(chan int, 2)
 	exited := make(chan int, 1)
@@ -343,6 +446,7 @@ func TestSecondSignalExitsAtOnce(t *testing.T) {
 		"--grpc-listen", "127.0.0.1:0", "--gpus", "cpu", "--lease-ttl", "2s", "--drain-timeout", "1m",
 		"--etcd-prefix", prefix, "--metrics-listen", "", "--prewarm", "1",
 		"--media-port", strconv.Itoa(freeUDPPort(t)), "--media-listen-ip", "127.0.0.1",
+		"--data-dir", dataDir,
 	}
 	go func() { exited <- run(args, env(nil), &logs, func(code int) { exitCalls <- code }) }()
 	var w *fleetv1.Worker
@@ -361,7 +465,13 @@ func TestSecondSignalExitsAtOnce(t *testing.T) {
 	if _, ok, err := store.Reserve(t.Context(), fleetstore.Reservation{Worker: id, WorkerLease: clientv3.LeaseID(kv.Lease), WorkerRevision: kv.ModRevision}, sess); err != nil || !ok {
 		t.Fatalf("reserve: %v %v", ok, err)
 	}
-	conn, err := grpc.NewClient(w.GetGrpcAddress(), grpc.WithTransportCredentials(insecure.NewCredentials()))
+	// The worker took its certificate from the development CA in its data
+	// dir: the control plane's certificate from there is what it accepts.
+	cp, err := fleetpki.DevFiles(fleetpki.DevDir(dataDir), "controlplane").Load()
+	if err != nil {
+		t.Fatal(err)
+	}
+	conn, err := grpc.NewClient(w.GetGrpcAddress(), grpc.WithTransportCredentials(credentials.NewTLS(cp.ControlPlaneClient(id))))
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -67,7 +67,7 @@ func TestMetricsDisabledAndBadAddress(t *testing.T) {
 		t.Fatal(err)
 	}
 	opts.MetricsListen = "no-port"
-	if _, err := New(opts); err == nil || !strings.Contains(err.Error(), "metrics-listen") {
+	if _, err := New(opts); err == nil || !strings.Contains(err.Error(), "listen for metrics") {
 		t.Fatalf("bad metrics address: %v", err)
 	}
 }

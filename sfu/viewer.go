@@ -277,6 +277,7 @@ func (r *Room) RemoveViewer(id string) error {
 	v, ok := r.viewers[id]
 	if ok {
 		delete(r.viewers, id)
+		r.departed.add(v)
 	}
 	r.mu.Unlock()
 	if !ok {
@@ -303,6 +304,7 @@ func (r *Room) dropViewer(v *viewer) bool {
 	cur, ok := r.viewers[v.id]
 	if ok && cur == v {
 		delete(r.viewers, v.id)
+		r.departed.add(v)
 	}
 	r.mu.Unlock()
 	if !ok || cur != v {

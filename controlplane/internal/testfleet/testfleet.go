@@ -68,6 +68,9 @@ type Options struct {
 	Fsync bool
 	// EtcdSnapshotCount overrides etcd's snapshot trigger (benchmarks).
 	EtcdSnapshotCount uint64
+	// FleetInsecure runs the control plane ↔ worker links in plaintext
+	// (benchmarks compare it with the default, mutual TLS).
+	FleetInsecure bool
 }
 
 // Fleet is a running test fleet.
@@ -85,9 +88,10 @@ type Fleet struct {
 	stops    []func() // stop replica i and wait
 	log      *slog.Logger
 
-	ctx    context.Context
-	cancel context.CancelFunc
-	wg     sync.WaitGroup
+	ctx      context.Context
+	cancel   context.CancelFunc
+	wg       sync.WaitGroup
+	stopOnce sync.Once
 
 	mu      sync.Mutex
 	workers map[string]*Worker
@@ -159,6 +163,9 @@ func Start(t testing.TB, opts Options) *Fleet {
 	cpTLS, err := f.CA.Material(fleetpki.Request{ControlPlane: true})
 	if err != nil {
 		t.Fatal(err)
+	}
+	if opts.FleetInsecure {
+		cpTLS = nil
 	}
 
 	keys := &auth.Keys{}
@@ -238,6 +245,9 @@ func (f *Fleet) StartWorkerOn(spec WorkerSpec, natsURL string) *Worker {
 	wTLS, err := f.CA.Material(fleetpki.Request{WorkerID: spec.ID, Hosts: []string{"127.0.0.1", "localhost"}})
 	if err != nil {
 		f.t.Fatal(err)
+	}
+	if f.opts.FleetInsecure {
+		wTLS = nil
 	}
 	a, err := agent.New(agent.Options{
 		ID:            spec.ID,
@@ -401,7 +411,13 @@ func (f *Fleet) SlotKeys(ctx context.Context) (map[string]map[uint32]int, int, e
 	return out, len(resp.Kvs), nil
 }
 
-func (f *Fleet) stop() {
+// Stop stops the whole fleet now (benchmarks that start several fleets in
+// one run); the test's cleanup then does nothing more.
+func (f *Fleet) Stop() { f.stop() }
+
+func (f *Fleet) stop() { f.stopOnce.Do(f.stopNow) }
+
+func (f *Fleet) stopNow() {
 	f.cancel()
 	done := make(chan struct{})
 	go func() { f.wg.Wait(); close(done) }()

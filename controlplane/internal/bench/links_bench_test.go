@@ -81,7 +81,7 @@ func linkRun(b *testing.B, insecure bool, round int) row {
 	if insecure {
 		what = "REST placement, plaintext links"
 	}
-	return row{what: fmt.Sprintf("%s (best of %d)", what, round+1), concurrent: fmt.Sprint(linkConcurrency),
+	return row{what: fmt.Sprintf("%s (round %d of %d)", what, round+1, linkRounds), concurrent: fmt.Sprint(linkConcurrency),
 		perSecond: float64(linkCreates) / time.Since(start).Seconds(), p50: percentile(lat, 0.5), p99: percentile(lat, 0.99)}
 }
 

@@ -304,6 +304,17 @@ func (m *Material) URIs() ([]string, error) {
 	return uriStrings(leaf), nil
 }
 
+// Names reports an error unless the material's own certificate names
+// identity (ControlPlaneURI or WorkerURI(id)): a party given another's
+// certificate fails at start, not at its first call.
+func (m *Material) Names(identity string) error {
+	leaf, err := x509.ParseCertificate(m.Cert.Certificate[0])
+	if err != nil {
+		return fmt.Errorf("parse own certificate: %w", err)
+	}
+	return RequireURI(leaf, identity)
+}
+
 // WorkerServer is a worker's gRPC server TLS: the client must present a
 // certificate that chains to the fleet CA and names a control plane.
 func (m *Material) WorkerServer() *tls.Config {

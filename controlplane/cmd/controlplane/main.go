@@ -159,6 +159,9 @@ func fleetMaterial(c Config, log *slog.Logger) (*fleetpki.Material, error) {
 		if err != nil {
 			return nil, fmt.Errorf("fleet TLS: %w", err)
 		}
+		if err := m.Names(fleetpki.ControlPlaneURI); err != nil {
+			return nil, fmt.Errorf("--fleet-cert is not a control plane's: %w", err)
+		}
 		return m, nil
 	}
 	if c.Embedded() {

@@ -128,6 +128,19 @@ func TestFleetMaterial(t *testing.T) {
 	if m, err := fleetMaterial(ext, log); err != nil || m == nil {
 		t.Fatalf("explicit files: %v %v", m, err)
 	}
+	// A worker's certificate is no control plane's.
+	ca, err := fleetpki.LoadCA(filepath.Join(dir, "pki", "ca.crt"), filepath.Join(dir, "pki", "ca.key"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	is, err := ca.Issue(fleetpki.Request{WorkerID: "w1"})
+	if err != nil || is.WriteFiles(dir, "w1") != nil {
+		t.Fatal(err)
+	}
+	ext.Links.FleetCert, ext.Links.FleetKey = filepath.Join(dir, "w1.crt"), filepath.Join(dir, "w1.key")
+	if _, err := fleetMaterial(ext, log); err == nil || !strings.Contains(err.Error(), fleetpki.ControlPlaneURI) {
+		t.Fatalf("a worker certificate for the control plane: %v, want refused", err)
+	}
 }
 
 // Without AVATARFLEET_API_KEY or a keys file, a key is made once, kept in

@@ -21,6 +21,9 @@ func (c *config) fleetTLS(log *slog.Logger) (*fleetpki.Material, error) {
 		if err != nil {
 			return nil, usagef("fleet TLS: %v", err)
 		}
+		if err := m.Names(fleetpki.WorkerURI(c.opts.ID)); err != nil {
+			return nil, usagef("--fleet-cert is not worker %s's: %v", c.opts.ID, err)
+		}
 		return m, nil
 	}
 	dir := fleetpki.DevDir(c.dataDir)

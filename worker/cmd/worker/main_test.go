@@ -296,6 +296,39 @@ func TestDevFleetTLS(t *testing.T) {
 	}
 }
 
+// A worker given another worker's certificate refuses to start.
+func TestFleetCertOfAnotherWorker(t *testing.T) {
+	dir := t.TempDir()
+	ca, err := fleetpki.NewCA("t", time.Hour)
+	if err != nil || ca.WriteFiles(dir) != nil {
+		t.Fatal(err)
+	}
+	for _, id := range []string{"w1", "w2"} {
+		is, err := ca.Issue(fleetpki.Request{WorkerID: id, Hosts: []string{"127.0.0.1"}})
+		if err != nil || is.WriteFiles(dir, id) != nil {
+			t.Fatal(err)
+		}
+	}
+	args := func(id, cert string) []string {
+		return []string{"--id", id, "--fleet-ca", filepath.Join(dir, "ca.crt"), "--fleet-cert", filepath.Join(dir, cert+".crt"), "--fleet-key", filepath.Join(dir, cert+".key")}
+	}
+	log := slog.New(slog.DiscardHandler)
+	c, err := parseConfig(args("w1", "w1"), env(nil), host("n"), io.Discard)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if m, err := c.fleetTLS(log); err != nil || m == nil {
+		t.Fatalf("own certificate: %v %v", m, err)
+	}
+	if c, err = parseConfig(args("w1", "w2"), env(nil), host("n"), io.Discard); err != nil {
+		t.Fatal(err)
+	}
+	var ue usageError
+	if _, err := c.fleetTLS(log); !errors.As(err, &ue) || !strings.Contains(err.Error(), fleetpki.WorkerURI("w1")) {
+		t.Fatalf("w2's certificate for w1: %v, want a usage error naming %s", err, fleetpki.WorkerURI("w1"))
+	}
+}
+
 func TestHelpListsFlags(t *testing.T) {
 	var out bytes.Buffer
 	if _, err := parseConfig([]string{"--help"}, env(nil), host("n"), &out); !errors.Is(err, flag.ErrHelp) {

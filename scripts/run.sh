@@ -1,7 +1,10 @@
 #!/usr/bin/env bash
 # `make run`: the embedded default on this machine. One control plane with
 # embedded etcd and NATS (data under .avatarfleet/), one worker (GPU if there
-# is one, else CPU). Ctrl-C stops both cleanly.
+# is one, else CPU). Ctrl-C stops both cleanly. The control plane makes a
+# development CA under .avatarfleet/pki/ on first start; the worker, given no
+# --fleet-* files, issues itself a certificate from it, so the two talk mutual
+# TLS (development only: a deployment uses `avatarctl certs`).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 listen=${AVATARFLEET_LISTEN:-:8080}

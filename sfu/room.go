@@ -67,6 +67,9 @@ type Room struct {
 	viewers    map[string]*viewer
 	publishers map[string]*publisher
 	closed     bool
+	// departed sums the counters of viewers that left, so the SFU's
+	// Prometheus counters never go down.
+	departed viewerTotals
 
 	wg      sync.WaitGroup // every goroutine the room's peers run
 	changed chan struct{}  // viewer count changed (cap 1, coalescing)
@@ -212,6 +215,9 @@ func (r *Room) Close() error {
 	r.closed = true
 	close(r.done)
 	viewers, publishers := r.viewers, r.publishers
+	for _, v := range viewers {
+		r.departed.add(v)
+	}
 	r.viewers, r.publishers = map[string]*viewer{}, map[string]*publisher{}
 	r.mu.Unlock()
 

@@ -142,9 +142,11 @@ type SFU struct {
 	senderReports, receiverReports interceptor.Factory
 	metrics                        *metricDescs
 
-	mu     sync.Mutex
-	rooms  map[string]*Room
-	closed bool
+	mu    sync.Mutex
+	rooms map[string]*Room
+	// retired sums the counters of closed rooms (under mu).
+	retired roomTotals
+	closed  bool
 }
 
 // New binds the media socket and returns a running SFU.
@@ -309,10 +311,12 @@ func (s *SFU) Room(id string) (*Room, bool) {
 }
 
 func (s *SFU) forget(r *Room) {
+	t := r.totals() // the room is closed: its counters no longer move
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	if s.rooms[r.id] == r {
 		delete(s.rooms, r.id)
+		s.retired.add(t)
 	}
 }
 

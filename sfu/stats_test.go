@@ -11,8 +11,9 @@ import (
 
 // TestStats: counters move with real traffic and feedback: packets, bytes,
 // bitrates, a NACK (answered from the cache), a PLI, RTT from receiver
-// reports; the Prometheus collector exports them with session and viewer
-// labels.
+// reports; the Prometheus collector exports them as worker-wide figures
+// with no session or viewer label, and its counters keep a closed room's
+// counts.
 func TestStats(t *testing.T) {
 	s := newTestSFU(t, Config{})
 	room, err := s.OpenRoom("stats", RoomOptions{})
@@ -64,27 +65,7 @@ func TestStats(t *testing.T) {
 	if err := reg.Register(s); err != nil {
 		t.Fatal(err)
 	}
-	families, err := reg.Gather()
-	if err != nil {
-		t.Fatal(err)
-	}
-	got := map[string]float64{}
-	for _, f := range families {
-		for _, m := range f.GetMetric() {
-			labels := map[string]string{}
-			for _, l := range m.GetLabel() {
-				labels[l.GetName()] = l.GetValue()
-			}
-			if f.GetName() != "avatarfleet_sfu_rooms" && labels["session"] != "stats" {
-				t.Errorf("%s has session label %q", f.GetName(), labels["session"])
-			}
-			val := m.GetGauge().GetValue() + m.GetCounter().GetValue()
-			got[f.GetName()] = val
-			if len(labels) == 2 && labels["viewer"] != v.ID {
-				t.Errorf("%s has viewer label %q, want %q", f.GetName(), labels["viewer"], v.ID)
-			}
-		}
-	}
+	got := gatherSFU(t, reg)
 	for name, min := range map[string]float64{
 		"avatarfleet_sfu_rooms":                       1,
 		"avatarfleet_sfu_room_viewers":                1,
@@ -93,13 +74,47 @@ func TestStats(t *testing.T) {
 		"avatarfleet_sfu_viewer_bytes_sent_total":     1,
 		"avatarfleet_sfu_viewer_nacks_received_total": 1,
 		"avatarfleet_sfu_viewer_plis_received_total":  1,
-		"avatarfleet_sfu_viewer_rtt_seconds":          1e-9,
+		"avatarfleet_sfu_viewer_rtt_max_seconds":      1e-9,
 		"avatarfleet_sfu_viewer_connected":            1,
 	} {
 		if got[name] < min {
 			t.Errorf("metric %s = %v, want ≥ %v", name, got[name], min)
 		}
 	}
+
+	// A closed room leaves the open-room gauges and keeps its counts in the
+	// counters.
+	if err := room.Close(); err != nil {
+		t.Fatal(err)
+	}
+	after := gatherSFU(t, reg)
+	if after["avatarfleet_sfu_rooms"] != 0 || after["avatarfleet_sfu_room_viewers"] != 0 || after["avatarfleet_sfu_viewer_connected"] != 0 {
+		t.Errorf("closed room still counted open: %v", after)
+	}
+	for _, name := range []string{"avatarfleet_sfu_video_frames_total", "avatarfleet_sfu_viewer_packets_sent_total", "avatarfleet_sfu_viewer_plis_received_total"} {
+		if after[name] < got[name] {
+			t.Errorf("counter %s went down after the room closed: %v < %v", name, after[name], got[name])
+		}
+	}
+}
+
+// gatherSFU gathers reg's metrics by name, failing on any labelled series.
+func gatherSFU(t *testing.T, reg *prometheus.Registry) map[string]float64 {
+	t.Helper()
+	families, err := reg.Gather()
+	if err != nil {
+		t.Fatal(err)
+	}
+	got := map[string]float64{}
+	for _, f := range families {
+		for _, m := range f.GetMetric() {
+			if len(m.GetLabel()) > 0 {
+				t.Errorf("%s has labels %v: ids must not be labels", f.GetName(), m.GetLabel())
+			}
+			got[f.GetName()] = m.GetGauge().GetValue() + m.GetCounter().GetValue()
+		}
+	}
+	return got
 }
 
 func TestRTTFromReport(t *testing.T) {

@@ -328,6 +328,7 @@ func (r *Room) RemoveViewer(id string) error {
 	v, ok := r.viewers[id]
 	if ok {
 		delete(r.viewers, id)
+		r.departed.add(v)
 	}
 	r.mu.Unlock()
 	if !ok {
@@ -354,6 +355,7 @@ func (r *Room) dropViewer(v *viewer) bool {
 	cur, ok := r.viewers[v.id]
 	if ok && cur == v {
 		delete(r.viewers, v.id)
+		r.departed.add(v)
 	}
 	r.mu.Unlock()
 	if !ok || cur != v {

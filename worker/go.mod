@@ -12,7 +12,7 @@ require (
 	go.etcd.io/etcd/api/v3 v3.7.3
 	go.etcd.io/etcd/client/v3 v3.7.3
 	go.uber.org/goleak v1.3.0
-	go.uber.org/zap v1.28.0
+	go.uber.org/zap v1.28.0 // indirect
 	golang.org/x/image v0.25.0
 	golang.org/x/sync v0.24.0
 	gonum.org/v1/gonum v0.17.0

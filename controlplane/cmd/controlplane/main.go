@@ -15,93 +15,18 @@ import (
 	"path/filepath"
 	"strings"
 	"syscall"
-	"time"
-
-	"github.com/peterbourgon/ff/v3"
 
 	"github.com/avatarfleet/avatarfleet/controlplane/pkg/auth"
 	"github.com/avatarfleet/avatarfleet/controlplane/pkg/replica"
 	"github.com/avatarfleet/avatarfleet/controlplane/pkg/supervisor"
 	"github.com/avatarfleet/avatarfleet/controlplane/pkg/viewertoken"
 	"github.com/avatarfleet/avatarfleet/proto/embedded"
-	"github.com/avatarfleet/avatarfleet/proto/fleetstore"
+	"github.com/avatarfleet/avatarfleet/proto/fleetconfig"
+	"github.com/avatarfleet/avatarfleet/proto/fleetpki"
 )
 
-type config struct {
-	listen, etcd, nats, dataDir          string
-	embeddedEtcdListen, embeddedNATSAddr string
-	apiKeysFile, publicURL, policy       string
-	prefix, replicaID, logLevel          string
-	tlsCert, tlsKey, tokenKeysFile       string
-	viewerTokenTTL, leaseTTL             time.Duration
-	healthInterval, retention            time.Duration
-	healthFailures                       int
-	limits                               auth.Limits
-}
-
-func parseFlags(args []string) (config, error) {
-	var c config
-	host, _ := os.Hostname()
-	fs := flag.NewFlagSet("controlplane", flag.ContinueOnError)
-	fs.StringVar(&c.listen, "listen", ":8080", "HTTP listen address (REST API, signaling, demo page, /metrics)")
-	fs.StringVar(&c.etcd, "etcd", "", "comma-separated etcd endpoints; empty starts embedded etcd")
-	fs.StringVar(&c.nats, "nats", "", "NATS URL; empty starts embedded NATS with JetStream")
-	fs.StringVar(&c.dataDir, "data-dir", ".avatarfleet", "data directory (embedded etcd and NATS, generated API key)")
-	fs.StringVar(&c.embeddedEtcdListen, "embedded-etcd-listen", "127.0.0.1:2379", "client address of embedded etcd")
-	fs.StringVar(&c.embeddedNATSAddr, "embedded-nats-listen", "127.0.0.1:4222", "address of embedded NATS")
-	fs.StringVar(&c.apiKeysFile, "api-keys-file", "", "YAML file of API keys and scopes")
-	fs.StringVar(&c.tlsCert, "tls-cert", "", "PEM certificate (chain) of the REST listener; with --tls-key serves HTTPS")
-	fs.StringVar(&c.tlsKey, "tls-key", "", "PEM private key of --tls-cert")
-	fs.StringVar(&c.tokenKeysFile, "token-keys-file", "", "YAML/JSON file of session-token signing keys (first signs, all verify); default <data-dir>/token-keys.yaml, made on first start")
-	fs.StringVar(&c.publicURL, "public-url", "", "public base URL handed out in session URLs (default: from each request)")
-	fs.StringVar(&c.policy, "placement-policy", "spread", "placement policy: spread or pack")
-	fs.StringVar(&c.prefix, "etcd-prefix", fleetstore.DefaultPrefix, "etcd key prefix of the fleet")
-	fs.StringVar(&c.replicaID, "replica-id", host+"-"+fmt.Sprint(os.Getpid()), "this replica's name in logs and elections")
-	fs.StringVar(&c.logLevel, "log-level", "info", "log level: debug, info, warn, error")
-	fs.DurationVar(&c.viewerTokenTTL, "viewer-token-ttl", time.Hour, "lifetime of viewer tokens")
-	fs.DurationVar(&c.leaseTTL, "leader-ttl", 5*time.Second, "lease of the supervisor leader")
-	fs.DurationVar(&c.healthInterval, "health-interval", time.Second, "time between worker health checks")
-	fs.IntVar(&c.healthFailures, "health-failures", 3, "failed health checks in a row before a worker is down")
-	fs.DurationVar(&c.retention, "session-retention", 24*time.Hour, "how long ended sessions stay readable")
-	c.limits = auth.DefaultLimits()
-	fs.IntVar(&c.limits.MaxSessions, "default-max-sessions", auth.DefaultMaxSessions, "live sessions per API key across the fleet, unless its keys-file entry says otherwise (0: no limit)")
-	fs.Float64Var(&c.limits.Rate, "default-rate", auth.DefaultRate, "requests per second per API key on each replica (0: no limit)")
-	fs.IntVar(&c.limits.Burst, "default-burst", auth.DefaultBurst, "requests per API key at once above the rate")
-	fs.IntVar(&c.limits.MaxEventStreams, "default-max-streams", auth.DefaultMaxEventStreams, "open event streams per API key on each replica (0: no limit)")
-	fs.IntVar(&c.limits.MaxPendingViewers, "default-max-pending-viewers", auth.DefaultMaxPendingViewers, "WHEP viewers of one session still connecting (per viewer token: at most 5)")
-	if err := ff.Parse(fs, args, ff.WithEnvVarPrefix("AVATARFLEET")); err != nil {
-		return c, err
-	}
-	if fs.NArg() > 0 {
-		return c, fmt.Errorf("unexpected arguments: %v", fs.Args())
-	}
-	switch {
-	case c.viewerTokenTTL < time.Minute:
-		return c, errors.New("--viewer-token-ttl: at least 1m")
-	case c.leaseTTL < time.Second:
-		return c, errors.New("--leader-ttl: at least 1s")
-	case c.healthInterval < 100*time.Millisecond:
-		return c, errors.New("--health-interval: at least 100ms")
-	case c.healthFailures < 1:
-		return c, errors.New("--health-failures: at least 1")
-	case c.retention < time.Minute:
-		return c, errors.New("--session-retention: at least 1m")
-	}
-	if err := c.limits.Validate(); err != nil {
-		return c, fmt.Errorf("default limits: %w", err)
-	}
-	c.limits.MaxPendingViewersPerToken = min(auth.DefaultMaxPendingViewersPerToken, c.limits.MaxPendingViewers)
-	if (c.tlsCert == "") != (c.tlsKey == "") {
-		return c, errors.New("--tls-cert and --tls-key go together")
-	}
-	if _, _, err := net.SplitHostPort(c.listen); err != nil {
-		return c, fmt.Errorf("--listen %q: %w", c.listen, err)
-	}
-	return c, nil
-}
-
 func main() {
-	c, err := parseFlags(os.Args[1:])
+	c, err := ParseConfig(os.Args[1:], os.Getenv, os.Stderr)
 	if errors.Is(err, flag.ErrHelp) {
 		os.Exit(0)
 	}
@@ -109,12 +34,7 @@ func main() {
 		fmt.Fprintln(os.Stderr, "controlplane:", err)
 		os.Exit(2)
 	}
-	var level slog.Level
-	if err := level.UnmarshalText([]byte(c.logLevel)); err != nil {
-		fmt.Fprintln(os.Stderr, "controlplane: --log-level:", err)
-		os.Exit(2)
-	}
-	log := slog.New(slog.NewTextHandler(os.Stderr, &slog.HandlerOptions{Level: level}))
+	log := c.Log.Logger(os.Stderr)
 	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
 	defer stop()
 	if err := run(ctx, c, log); err != nil {
@@ -123,23 +43,27 @@ func main() {
 	}
 }
 
-func run(ctx context.Context, c config, log *slog.Logger) error {
+func run(ctx context.Context, c Config, log *slog.Logger) error {
 	keys, generated, err := loadKeys(c)
 	if err != nil {
 		return err
 	}
-	if err := keys.SetDefaults(c.limits); err != nil {
+	if err := keys.SetDefaults(c.Limits); err != nil {
 		return err
 	}
 	tokenKeys, err := loadTokenKeys(c, log)
 	if err != nil {
 		return err
 	}
-	etcdEndpoints := splitList(c.etcd)
+	fleetTLS, err := fleetMaterial(c, log)
+	if err != nil {
+		return err
+	}
+	etcdEndpoints := fleetconfig.SplitList(c.Etcd)
 	if len(etcdEndpoints) == 0 {
 		cluster, err := embedded.StartEtcd(ctx, embedded.EtcdOptions{
-			Dir:         filepath.Join(c.dataDir, "etcd"),
-			ClientAddrs: []string{c.embeddedEtcdListen},
+			Dir:         filepath.Join(c.DataDir, "etcd"),
+			ClientAddrs: []string{c.EmbeddedEtcdListen},
 		})
 		if err != nil {
 			return err
@@ -148,9 +72,9 @@ func run(ctx context.Context, c config, log *slog.Logger) error {
 		etcdEndpoints = cluster.Endpoints()
 		log.Info("embedded etcd serving", "endpoints", etcdEndpoints)
 	}
-	natsURL := c.nats
+	natsURL := c.NATS
 	if natsURL == "" {
-		srv, err := embedded.StartNATS(embedded.NATSOptions{Addr: c.embeddedNATSAddr, StoreDir: filepath.Join(c.dataDir, "nats")})
+		srv, err := embedded.StartNATS(embedded.NATSOptions{Addr: c.EmbeddedNATSListen, StoreDir: filepath.Join(c.DataDir, "nats")})
 		if err != nil {
 			return err
 		}
@@ -158,33 +82,42 @@ func run(ctx context.Context, c config, log *slog.Logger) error {
 		natsURL = srv.URL()
 		log.Info("embedded NATS serving", "url", natsURL)
 	}
+	etcdCfg, err := c.Links.Etcd(etcdEndpoints, os.Getenv)
+	if err != nil {
+		return err
+	}
+	natsCfg, err := c.Links.NATS(natsURL, "avatarfleet-controlplane-"+c.ReplicaID, os.Getenv)
+	if err != nil {
+		return err
+	}
 	r, err := replica.New(ctx, replica.Options{
-		ReplicaID:      c.replicaID,
-		Listen:         c.listen,
-		EtcdEndpoints:  etcdEndpoints,
-		NATSURL:        natsURL,
-		Prefix:         c.prefix,
+		ReplicaID:      c.ReplicaID,
+		Listen:         c.Listen,
+		Etcd:           etcdCfg,
+		NATS:           natsCfg,
+		FleetTLS:       fleetTLS,
+		Prefix:         c.EtcdPrefix,
 		Keys:           keys,
-		PublicURL:      strings.TrimSuffix(c.publicURL, "/"),
-		Policy:         c.policy,
+		PublicURL:      strings.TrimSuffix(c.PublicURL, "/"),
+		Policy:         c.PlacementPolicy,
+		ViewerTokenTTL: c.ViewerTokenTTL,
 		TokenKeys:      tokenKeys,
-		ViewerTokenTTL: c.viewerTokenTTL,
-		TLSCertFile:    c.tlsCert,
-		TLSKeyFile:     c.tlsKey,
+		TLSCertFile:    c.TLSCertFile,
+		TLSKeyFile:     c.TLSKeyFile,
 		Supervisor: supervisor.Options{
-			ElectionTTL:    c.leaseTTL,
-			HealthInterval: c.healthInterval,
-			HealthFailures: c.healthFailures,
-			Retention:      c.retention,
+			ElectionTTL:    c.LeaderTTL,
+			HealthInterval: c.HealthInterval,
+			HealthFailures: c.HealthFailures,
+			Retention:      c.SessionRetention,
 		},
 		Log: log,
 	})
 	if err != nil {
 		return err
 	}
-	fmt.Printf("AvatarFleet control plane: %s\n", displayURL(r.Addr(), c.tlsCert != ""))
+	fmt.Printf("AvatarFleet control plane: %s\n", displayURL(r.Addr(), c.TLSCertFile != ""))
 	if generated != "" {
-		fmt.Printf("API key (all scopes, saved in %s): %s\n", filepath.Join(c.dataDir, "api-key"), generated)
+		fmt.Printf("API key (all scopes, saved in %s): %s\n", filepath.Join(c.DataDir, "api-key"), generated)
 	}
 	return r.Run(ctx)
 }
@@ -192,7 +125,7 @@ func run(ctx context.Context, c config, log *slog.Logger) error {
 // loadKeys returns the API keys: AVATARFLEET_API_KEY, or --api-keys-file, or
 // a key kept in <data-dir>/api-key (made on first start). The key it made or
 // read from the data dir is returned so it can be shown.
-func loadKeys(c config) (*auth.Keys, string, error) {
+func loadKeys(c Config) (*auth.Keys, string, error) {
 	if k := os.Getenv("AVATARFLEET_API_KEY"); k != "" {
 		keys := &auth.Keys{}
 		if err := keys.Add(k, auth.ScopeSessions, auth.ScopeAdmin); err != nil {
@@ -200,17 +133,17 @@ func loadKeys(c config) (*auth.Keys, string, error) {
 		}
 		return keys, "", nil
 	}
-	if c.apiKeysFile != "" {
-		keys, err := auth.LoadFile(c.apiKeysFile)
+	if c.APIKeysFile != "" {
+		keys, err := auth.LoadFile(c.APIKeysFile)
 		return keys, "", err
 	}
-	path := filepath.Join(c.dataDir, "api-key")
+	path := filepath.Join(c.DataDir, "api-key")
 	secret := ""
 	if b, err := os.ReadFile(path); err == nil {
 		secret = strings.TrimSpace(string(b))
 	} else if errors.Is(err, os.ErrNotExist) {
 		secret = auth.Generate()
-		if err := os.MkdirAll(c.dataDir, 0o700); err != nil {
+		if err := os.MkdirAll(c.DataDir, 0o700); err != nil {
 			return nil, "", fmt.Errorf("data dir: %w", err)
 		}
 		if err := os.WriteFile(path, []byte(secret+"\n"), 0o600); err != nil {
@@ -226,14 +159,42 @@ func loadKeys(c config) (*auth.Keys, string, error) {
 	return keys, secret, nil
 }
 
-func splitList(s string) []string {
-	var out []string
-	for _, p := range strings.Split(s, ",") {
-		if p = strings.TrimSpace(p); p != "" {
-			out = append(out, p)
+// fleetMaterial is the control plane's fleet TLS: the --fleet-* files; or,
+// for the embedded single-machine fleet, the development PKI under the
+// data dir (made on first start); or nothing when --fleet-insecure allows
+// it. Anything else is refused, so a deployment never runs its worker
+// links unauthenticated by accident.
+func fleetMaterial(c Config, log *slog.Logger) (*fleetpki.Material, error) {
+	if files := c.Links.Fleet(); files.Set() {
+		m, err := files.Load()
+		if err != nil {
+			return nil, fmt.Errorf("fleet TLS: %w", err)
 		}
+		if err := m.Names(fleetpki.ControlPlaneURI); err != nil {
+			return nil, fmt.Errorf("--fleet-cert is not a control plane's: %w", err)
+		}
+		return m, nil
 	}
-	return out
+	if c.Embedded() {
+		dir := fleetpki.DevDir(c.DataDir)
+		files, created, err := fleetpki.EnsureDevControlPlane(dir)
+		if err != nil {
+			return nil, fmt.Errorf("development PKI: %w", err)
+		}
+		if created {
+			log.Info("made a development fleet CA; workers on this machine with the same --data-dir use it (development only: use avatarctl certs for a deployment)", "dir", dir)
+		}
+		m, err := files.Load()
+		if err != nil {
+			return nil, fmt.Errorf("development PKI: %w", err)
+		}
+		return m, nil
+	}
+	if c.Links.FleetInsecure {
+		log.Warn("fleet TLS off: worker gRPC is plaintext and unauthenticated (--fleet-insecure)")
+		return nil, nil
+	}
+	return nil, errors.New("no fleet certificate: set --fleet-ca, --fleet-cert and --fleet-key (see avatarctl certs), or --fleet-insecure on a trusted network")
 }
 
 func displayURL(addr string, tls bool) string {
@@ -252,12 +213,12 @@ func displayURL(addr string, tls bool) string {
 }
 
 // loadTokenKeys reads --token-keys-file or, without one, the keys file in
-// the data dir, made with one fresh key on first start.
-func loadTokenKeys(c config, log *slog.Logger) (*viewertoken.KeySet, error) {
-	if c.tokenKeysFile != "" {
-		return viewertoken.LoadKeysFile(c.tokenKeysFile)
+// the data dir (made with one fresh key on first start).
+func loadTokenKeys(c Config, log *slog.Logger) (*viewertoken.KeySet, error) {
+	if c.TokenKeysFile != "" {
+		return viewertoken.LoadKeysFile(c.TokenKeysFile)
 	}
-	path := filepath.Join(c.dataDir, "token-keys.yaml")
+	path := filepath.Join(c.DataDir, "token-keys.yaml")
 	ks, created, err := viewertoken.LoadOrCreateKeysFile(path)
 	if err != nil {
 		return nil, err

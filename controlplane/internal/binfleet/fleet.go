@@ -13,6 +13,7 @@ import (
 	"time"
 
 	"github.com/avatarfleet/avatarfleet/controlplane/pkg/apiv1"
+	"github.com/avatarfleet/avatarfleet/proto/fleetpki"
 )
 
 // WorkerSpec describes one bin/worker to start.
@@ -45,6 +46,9 @@ type Fleet struct {
 	URL string
 	// APIKey has every scope.
 	APIKey string
+	// PKIDir holds the fleet CA (ca.crt, ca.key) and every party's
+	// certificate and key (controlplane.*, worker-<id>.*).
+	PKIDir string
 	// WorkerIDs are the started workers' ids, in Options order.
 	WorkerIDs []string
 	// ControlPlane and Workers are the processes.
@@ -75,14 +79,34 @@ func Start(t testing.TB, opts Options) *Fleet {
 	}
 	dir := t.TempDir()
 	httpPort, etcdPort, natsPort := FreePort(t, "tcp"), FreePort(t, "tcp"), FreePort(t, "tcp")
-	f := &Fleet{URL: fmt.Sprintf("http://127.0.0.1:%d", httpPort), APIKey: opts.APIKey}
+	f := &Fleet{URL: fmt.Sprintf("http://127.0.0.1:%d", httpPort), APIKey: opts.APIKey, PKIDir: filepath.Join(dir, "pki")}
+	// A fleet CA and certificates as a deployment makes them (avatarctl
+	// certs): the binaries run with mutual TLS on their worker links.
+	ca, err := fleetpki.NewCA("binfleet CA", 24*time.Hour)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := ca.WriteFiles(f.PKIDir); err != nil {
+		t.Fatal(err)
+	}
+	issue := func(req fleetpki.Request, name string) []string {
+		is, err := ca.Issue(req)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if err := is.WriteFiles(f.PKIDir, name); err != nil {
+			t.Fatal(err)
+		}
+		return []string{"--fleet-ca", filepath.Join(f.PKIDir, "ca.crt"),
+			"--fleet-cert", filepath.Join(f.PKIDir, name+".crt"), "--fleet-key", filepath.Join(f.PKIDir, name+".key")}
+	}
 
-	f.ControlPlane = StartProc(t, "controlplane", root, cpBin, append([]string{
+	f.ControlPlane = StartProc(t, "controlplane", root, cpBin, append(append([]string{
 		"--listen", fmt.Sprintf("127.0.0.1:%d", httpPort),
 		"--data-dir", filepath.Join(dir, "controlplane"),
 		"--embedded-etcd-listen", fmt.Sprintf("127.0.0.1:%d", etcdPort),
 		"--embedded-nats-listen", fmt.Sprintf("127.0.0.1:%d", natsPort),
-	}, opts.ControlPlaneArgs...), []string{"AVATARFLEET_API_KEY=" + opts.APIKey})
+	}, issue(fleetpki.Request{ControlPlane: true}, "controlplane")...), opts.ControlPlaneArgs...), []string{"AVATARFLEET_API_KEY=" + opts.APIKey})
 	WaitUntil(t, "control plane /readyz", 60*time.Second, []*Proc{f.ControlPlane}, func() error {
 		return APIGet(context.Background(), f.URL, "", "/readyz", nil)
 	})
@@ -107,7 +131,9 @@ func Start(t testing.TB, opts Options) *Fleet {
 			"--gpus", "cpu",
 			"--slots-per-gpu", strconv.Itoa(slots),
 			"--drain-timeout", "5s",
-		}, spec.Args...)
+			"--data-dir", filepath.Join(dir, id),
+		}, issue(fleetpki.Request{WorkerID: id, Hosts: []string{"127.0.0.1", "localhost"}}, "worker-"+id)...)
+		args = append(args, spec.Args...)
 		f.Workers = append(f.Workers, StartProc(t, id, root, workerBin, args, nil))
 		f.WorkerIDs = append(f.WorkerIDs, id)
 	}

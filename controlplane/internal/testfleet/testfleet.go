@@ -28,6 +28,7 @@ import (
 	"github.com/avatarfleet/avatarfleet/controlplane/pkg/viewertoken"
 	"github.com/avatarfleet/avatarfleet/proto/embedded"
 	fleetv1 "github.com/avatarfleet/avatarfleet/proto/fleet/v1"
+	"github.com/avatarfleet/avatarfleet/proto/fleetpki"
 	"github.com/avatarfleet/avatarfleet/proto/fleetstore"
 	"github.com/avatarfleet/avatarfleet/worker/pkg/agent"
 	"github.com/avatarfleet/avatarfleet/worker/pkg/server"
@@ -72,14 +73,20 @@ type Options struct {
 	KeyLimits map[string]auth.LimitOverrides
 	// TokenKeys are every replica's session-token keys; nil generates one.
 	TokenKeys *viewertoken.KeySet
+	// FleetInsecure runs the control plane ↔ worker links in plaintext
+	// (benchmarks compare it with the default, mutual TLS).
+	FleetInsecure bool
 }
 
 // Fleet is a running test fleet.
 type Fleet struct {
-	t      testing.TB
-	opts   Options
-	Etcd   *embedded.EtcdCluster
-	NATS   *embedded.NATSServer
+	t    testing.TB
+	opts Options
+	Etcd *embedded.EtcdCluster
+	NATS *embedded.NATSServer
+	// CA is the fleet CA: replicas and workers talk mutual TLS with
+	// certificates it issued, as a deployment does.
+	CA     *fleetpki.CA
 	Client *clientv3.Client
 	Store  *fleetstore.Store
 	// TokenKeys are the replicas' session-token keys (tests sign with them).
@@ -88,9 +95,10 @@ type Fleet struct {
 	stops     []func() // stop replica i and wait
 	log       *slog.Logger
 
-	ctx    context.Context
-	cancel context.CancelFunc
-	wg     sync.WaitGroup
+	ctx      context.Context
+	cancel   context.CancelFunc
+	wg       sync.WaitGroup
+	stopOnce sync.Once
 
 	mu      sync.Mutex
 	workers map[string]*Worker
@@ -156,6 +164,16 @@ func Start(t testing.TB, opts Options) *Fleet {
 		t.Fatal(err)
 	}
 	f.Store = fleetstore.New(f.Client, fleetstore.NewKeys(""))
+	if f.CA, err = fleetpki.NewCA("test fleet CA", time.Hour); err != nil {
+		t.Fatal(err)
+	}
+	cpTLS, err := f.CA.Material(fleetpki.Request{ControlPlane: true})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if opts.FleetInsecure {
+		cpTLS = nil
+	}
 
 	keys := &auth.Keys{}
 	for _, k := range []struct {
@@ -184,6 +202,7 @@ func Start(t testing.TB, opts Options) *Fleet {
 			NATSURL:       f.NATS.URL(),
 			Keys:          keys,
 			TokenKeys:     f.TokenKeys,
+			FleetTLS:      cpTLS,
 			Supervisor:    opts.Supervisor,
 			Log:           log,
 		})
@@ -241,8 +260,16 @@ func (f *Fleet) StartWorkerOn(spec WorkerSpec, natsURL string) *Worker {
 	if spec.SlotsPerGPU == 0 {
 		spec.SlotsPerGPU = 2
 	}
+	wTLS, err := f.CA.Material(fleetpki.Request{WorkerID: spec.ID, Hosts: []string{"127.0.0.1", "localhost"}})
+	if err != nil {
+		f.t.Fatal(err)
+	}
+	if f.opts.FleetInsecure {
+		wTLS = nil
+	}
 	a, err := agent.New(agent.Options{
 		ID:            spec.ID,
+		TLS:           wTLS,
 		EtcdEndpoints: f.Etcd.Endpoints(),
 		NATSURL:       natsURL,
 		GRPCListen:    "127.0.0.1:0",
@@ -402,7 +429,13 @@ func (f *Fleet) SlotKeys(ctx context.Context) (map[string]map[uint32]int, int, e
 	return out, len(resp.Kvs), nil
 }
 
-func (f *Fleet) stop() {
+// Stop stops the whole fleet now (benchmarks that start several fleets in
+// one run); the test's cleanup then does nothing more.
+func (f *Fleet) Stop() { f.stop() }
+
+func (f *Fleet) stop() { f.stopOnce.Do(f.stopNow) }
+
+func (f *Fleet) stopNow() {
 	f.cancel()
 	done := make(chan struct{})
 	go func() { f.wg.Wait(); close(done) }()

@@ -18,7 +18,6 @@ import (
 	"github.com/prometheus/client_golang/prometheus"
 	"github.com/prometheus/client_golang/prometheus/collectors"
 	clientv3 "go.etcd.io/etcd/client/v3"
-	"go.uber.org/zap"
 	"golang.org/x/sync/errgroup"
 
 	"github.com/avatarfleet/avatarfleet/controlplane/pkg/auth"
@@ -30,6 +29,8 @@ import (
 	"github.com/avatarfleet/avatarfleet/controlplane/pkg/viewertoken"
 	"github.com/avatarfleet/avatarfleet/controlplane/pkg/workerclient"
 	"github.com/avatarfleet/avatarfleet/proto/fleetbus"
+	"github.com/avatarfleet/avatarfleet/proto/fleetconn"
+	"github.com/avatarfleet/avatarfleet/proto/fleetpki"
 	"github.com/avatarfleet/avatarfleet/proto/fleetstore"
 )
 
@@ -38,9 +39,18 @@ type Options struct {
 	// ReplicaID names the replica in logs and the leader election.
 	ReplicaID string
 	// Listen is the HTTP listen address (":8080"; "127.0.0.1:0" in tests).
-	Listen        string
+	Listen string
+	// EtcdEndpoints and NATSURL are where etcd and NATS are, for servers
+	// without TLS or credentials; Etcd and NATS, when their endpoints or
+	// URL are set, replace them with full connection settings.
 	EtcdEndpoints []string
 	NATSURL       string
+	Etcd          fleetconn.EtcdConfig
+	NATS          fleetconn.NATSConfig
+	// FleetTLS is the control plane's fleet certificate and CA: every
+	// worker call is mutual TLS and checks the worker's identity. Nil dials
+	// workers in plaintext (only for a fleet that runs without fleet TLS).
+	FleetTLS *fleetpki.Material
 	// Prefix is the etcd key prefix of the fleet.
 	Prefix    string
 	Keys      *auth.Keys
@@ -122,18 +132,23 @@ func New(ctx context.Context, opts Options) (*Replica, error) {
 		}
 	}()
 
-	var err error
-	r.etcd, err = clientv3.New(clientv3.Config{
-		Endpoints:   opts.EtcdEndpoints,
-		DialTimeout: 5 * time.Second,
-		Logger:      zap.NewNop(),
-	})
-	if err != nil {
-		return nil, fmt.Errorf("connect etcd %v: %w", opts.EtcdEndpoints, err)
+	etcdCfg, natsCfg := opts.Etcd, opts.NATS
+	if len(etcdCfg.Endpoints) == 0 {
+		etcdCfg.Endpoints = opts.EtcdEndpoints
 	}
-	r.nc, err = nats.Connect(opts.NATSURL, nats.Name("avatarfleet-controlplane-"+opts.ReplicaID), nats.MaxReconnects(-1))
-	if err != nil {
-		return nil, fmt.Errorf("connect nats %s: %w", opts.NATSURL, err)
+	if natsCfg.URL == "" {
+		natsCfg.URL = opts.NATSURL
+	}
+	if natsCfg.Name == "" {
+		natsCfg.Name = "avatarfleet-controlplane-" + opts.ReplicaID
+	}
+	var err error
+	// The client outlives New's ctx (clientv3 ends with its context).
+	if r.etcd, err = fleetconn.Etcd(context.WithoutCancel(ctx), etcdCfg); err != nil {
+		return nil, fmt.Errorf("replica: %w", err)
+	}
+	if r.nc, err = fleetconn.NATS(natsCfg, nats.MaxReconnects(-1)); err != nil {
+		return nil, fmt.Errorf("replica: %w", err)
 	}
 	pub, err := fleetbus.NewAsyncPublisher(r.nc, func(subject string, err error) {
 		log.Warn("event not stored", "subject", subject, "err", err)
@@ -161,7 +176,11 @@ func New(ctx context.Context, opts Options) (*Replica, error) {
 	reg := prometheus.NewRegistry()
 	reg.MustRegister(collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
 	r.registry = registry.New(r.etcd, store.Keys(), log)
-	r.pool = workerclient.NewPool()
+	if opts.FleetTLS != nil {
+		r.pool = workerclient.NewTLSPool(opts.FleetTLS)
+	} else {
+		r.pool = workerclient.NewPool()
+	}
 	r.manager = sessions.NewManager(sessions.Options{
 		Store:    store,
 		Registry: r.registry,

@@ -245,7 +245,7 @@ func (m *Manager) tryReserveAndStart(ctx context.Context, view registry.WorkerVi
 	m.opts.Registry.NoteReserved(worker, registry.SlotRef{GPU: gpu, Slot: slot}, sess.GetId())
 	m.publish(ctx, fleetbus.SessionEvent(fleetbus.SessionStarting, sess))
 
-	if err := m.startOnWorker(ctx, view.Worker.GetGrpcAddress(), sess, rev); err != nil {
+	if err := m.startOnWorker(ctx, view.Worker.GetId(), view.Worker.GetGrpcAddress(), sess, rev); err != nil {
 		m.log.Warn("worker refused session; trying elsewhere", "session", sess.GetId(), "worker", worker, "err", err)
 		// Undo with a fresh context: the request's may be what failed.
 		uctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), m.opts.CallTimeout)
@@ -279,8 +279,8 @@ func (m *Manager) tryReserveAndStart(ctx context.Context, view registry.WorkerVi
 	return placedOK, nil
 }
 
-func (m *Manager) startOnWorker(ctx context.Context, addr string, sess *fleetv1.Session, reservedAt int64) error {
-	cl, err := m.opts.Workers.Client(addr)
+func (m *Manager) startOnWorker(ctx context.Context, workerID, addr string, sess *fleetv1.Session, reservedAt int64) error {
+	cl, err := m.opts.Workers.Client(workerID, addr)
 	if err != nil {
 		return err
 	}

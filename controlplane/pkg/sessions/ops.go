@@ -89,7 +89,7 @@ func (m *Manager) stopOnWorker(ctx context.Context, sess *fleetv1.Session) {
 	if !ok {
 		return
 	}
-	cl, err := m.opts.Workers.Client(view.Worker.GetGrpcAddress())
+	cl, err := m.opts.Workers.Client(view.Worker.GetId(), view.Worker.GetGrpcAddress())
 	if err != nil {
 		return
 	}
@@ -113,7 +113,7 @@ func (m *Manager) readyClient(ctx context.Context, id string) (fleetv1.WorkerSer
 	if !ok {
 		return nil, fmt.Errorf("session %s: worker %s: %w", id, sess.GetWorkerId(), ErrUnavailable)
 	}
-	return m.opts.Workers.Client(view.Worker.GetGrpcAddress())
+	return m.opts.Workers.Client(view.Worker.GetId(), view.Worker.GetGrpcAddress())
 }
 
 // Speak queues text on the session's worker.

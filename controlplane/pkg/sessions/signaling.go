@@ -61,7 +61,7 @@ func (m *Manager) clientOf(sess *fleetv1.Session) (fleetv1.WorkerServiceClient, 
 	if !ok {
 		return nil, fmt.Errorf("session %s: worker %s: %w", sess.GetId(), sess.GetWorkerId(), ErrUnavailable)
 	}
-	return m.opts.Workers.Client(view.Worker.GetGrpcAddress())
+	return m.opts.Workers.Client(view.Worker.GetId(), view.Worker.GetGrpcAddress())
 }
 
 // AddViewer forwards a WHEP offer for a ready session to its worker.

@@ -12,8 +12,10 @@ import (
 	"os"
 	"strconv"
 	"strings"
+	"time"
 
 	fleetv1 "github.com/avatarfleet/avatarfleet/proto/fleet/v1"
+	"github.com/avatarfleet/avatarfleet/proto/fleetconfig"
 	"github.com/avatarfleet/avatarfleet/proto/fleetstore"
 	"github.com/avatarfleet/avatarfleet/sfu"
 	"github.com/avatarfleet/avatarfleet/worker/pkg/agent"
@@ -23,17 +25,106 @@ import (
 )
 
 // envPrefix prefixes the environment variable of every flag.
-const envPrefix = "AVATARFLEET_"
+const envPrefix = fleetconfig.EnvPrefix
 
-// config is the parsed command line.
+// Config is the worker's whole configuration, as flags and AVATARFLEET_*
+// variables set it (fleetconfig reads both). A setting is one field here,
+// one line in AddFlags and, when it has bounds, one check in Validate.
+// Secrets that must not be flags (TURN credential, TTS API key, etcd and
+// NATS passwords) come from the environment.
+type Config struct {
+	ID               string
+	Etcd, NATS       string
+	GRPCListen       string
+	AdvertiseAddress string
+	MediaPort        int
+	PublicIP         string
+	MediaListenIP    string
+	ICEServers       string
+	ICEUsername      string
+	ICELite          bool
+	MaxViewers       int
+	GPUs             string
+	SlotsPerGPU      int
+	Model            string
+	Avatars          string
+	LeaseTTL         time.Duration
+	DrainTimeout     time.Duration
+	EtcdPrefix       string
+	ONNXRuntimeLib   string
+	TTS              string
+	TTSURL           string
+	TTSModel         string
+	TTSVoice         string
+	Prewarm          int
+	IntraOpThreads   int
+	MetricsListen    string
+	// MemoryLimit is the soft memory limit: "auto", "off" or a size.
+	MemoryLimit string
+	DataDir     string
+
+	Log   fleetconfig.Log
+	Links fleetconfig.Links
+
+	// getenv reads the secrets (nil → os.Getenv).
+	getenv func(string) string
+}
+
+// DefaultMetricsListen is loopback: /metrics is for a local scraper or an
+// operator who binds it to a private address on purpose.
+const DefaultMetricsListen = "127.0.0.1:9091"
+
+// AddFlags registers every flag of c, with its default.
+func (c *Config) AddFlags(fs *flag.FlagSet) {
+	fs.StringVar(&c.ID, "id", "", "worker id (default: the hostname)")
+	fs.StringVar(&c.Etcd, "etcd", "http://127.0.0.1:2379", "etcd endpoints, comma-separated")
+	fs.StringVar(&c.NATS, "nats", "nats://127.0.0.1:4222", "NATS URL")
+	fs.StringVar(&c.GRPCListen, "grpc-listen", agent.DefaultGRPCListen, "WorkerService listen address (loopback by default: on a multi-node fleet bind the private address)")
+	fs.StringVar(&c.AdvertiseAddress, "advertise-address", "", "host:port the control plane dials (default: --grpc-listen, with 127.0.0.1 for a wildcard host; never --public-ip)")
+	fs.IntVar(&c.MediaPort, "media-port", agent.DefaultMediaPort, "UDP port for all WebRTC media")
+	fs.StringVar(&c.PublicIP, "public-ip", "", "IP address ICE candidates advertise")
+	fs.StringVar(&c.MediaListenIP, "media-listen-ip", "0.0.0.0", "local IP the media UDP port binds")
+	fs.StringVar(&c.ICEServers, "ice-servers", "", "STUN/TURN URLs handed to viewers (Link rel=ice-server), comma-separated, e.g. stun:stun.example.net:3478,turn:turn.example.net:3478?transport=udp")
+	fs.StringVar(&c.ICEUsername, "ice-username", "", "username for the turn: URLs of --ice-servers (credential from "+iceCredentialEnv+")")
+	fs.BoolVar(&c.ICELite, "ice-lite", false, "run ICE as a lite agent (for a worker with a public address)")
+	fs.IntVar(&c.MaxViewers, "max-viewers", sfu.DefaultMaxViewersPerRoom, "viewers per session")
+	fs.StringVar(&c.GPUs, "gpus", "auto", "devices: auto (NVML, else CPU), cpu, or GPU indices like 0,1")
+	fs.IntVar(&c.SlotsPerGPU, "slots-per-gpu", 0, "sessions per device (default 1 on a GPU, 2 on the CPU)")
+	fs.StringVar(&c.Model, "model", "", "ONNX model file (default: the generated default model)")
+	fs.StringVar(&c.Avatars, "avatars", "", "directory of avatar packs (default: the bundled avatar)")
+	fs.DurationVar(&c.LeaseTTL, "lease-ttl", agent.DefaultLeaseTTL, "worker lease TTL, 1s..60s")
+	fs.DurationVar(&c.DrainTimeout, "drain-timeout", agent.DefaultDrainTimeout, "how long a drain waits for sessions before ending them")
+	fs.StringVar(&c.EtcdPrefix, "etcd-prefix", fleetstore.DefaultPrefix, "etcd key prefix of the fleet")
+	fs.StringVar(&c.ONNXRuntimeLib, "onnxruntime-lib", "", "ONNX Runtime shared library (default: scripts/setup.sh's under .tools, else the system's)")
+	fs.StringVar(&c.TTS, "tts", ttsEspeak, "speech synthesis: espeak (local espeak-ng) or http (OpenAI-compatible /v1/audio/speech; key from "+ttsAPIKeyEnv+")")
+	fs.StringVar(&c.TTSURL, "tts-url", "", "base URL of the --tts http server")
+	fs.StringVar(&c.TTSModel, "tts-model", "", "model name sent to the --tts http server (default: the engine's)")
+	fs.StringVar(&c.TTSVoice, "tts-voice", "", "default TTS voice (default: the engine's)")
+	fs.IntVar(&c.Prewarm, "prewarm", prewarmSlots, "inference contexts made per GPU at start (-1: as many as its slots)")
+	fs.IntVar(&c.IntraOpThreads, "intra-op-threads", 1, "ONNX Runtime intra-op threads per session")
+	fs.StringVar(&c.MetricsListen, "metrics-listen", DefaultMetricsListen, "Prometheus /metrics listen address, plain HTTP (empty: disabled)")
+	fs.StringVar(&c.MemoryLimit, "memory-limit", "auto", "soft memory limit of the process: auto (80% of the cgroup's or the machine's memory), off, or a size like 4GiB; sessions' queued input may take a quarter of it, and past it the greediest session is shed")
+	fs.StringVar(&c.DataDir, "data-dir", ".avatarfleet", "data directory; without --fleet-* files the worker issues itself a certificate from the development CA in <data-dir>/pki (development only)")
+	c.Log.AddFlags(fs)
+	c.Links.AddFlags(fs)
+}
+
+// Validate checks every setting; errors name the flag.
+func (c Config) Validate() error {
+	_, err := c.resolve()
+	return err
+}
+
+// config is a validated Config turned into what run needs.
 type config struct {
-	opts      agent.Options
-	media     mediaConfig
-	sfu       sfuConfig
-	gpus      devices.Spec
-	slots     int
-	logLevel  slog.Level
-	logFormat string
+	opts    agent.Options
+	media   mediaConfig
+	sfu     sfuConfig
+	gpus    devices.Spec
+	slots   int
+	log     fleetconfig.Log
+	links   fleetconfig.Links
+	dataDir string
 }
 
 // usageError is a bad flag or value: exit code 2.
@@ -48,181 +139,147 @@ func usagef(format string, args ...any) error {
 
 // envName is the environment variable of a flag: --grpc-listen →
 // AVATARFLEET_GRPC_LISTEN.
-func envName(flagName string) string {
-	return envPrefix + strings.ToUpper(strings.ReplaceAll(flagName, "-", "_"))
-}
+func envName(flagName string) string { return fleetconfig.EnvName(flagName) }
 
 // parseConfig reads flags, then the environment for every flag not given on
 // the command line (flags win), and validates everything. It returns
 // flag.ErrHelp for -h.
 func parseConfig(args []string, getenv func(string) string, hostname func() (string, error), usageOut io.Writer) (*config, error) {
 	fs := flag.NewFlagSet("worker", flag.ContinueOnError)
-	fs.SetOutput(usageOut)
-	var (
-		id           = fs.String("id", "", "worker id (default: the hostname)")
-		etcd         = fs.String("etcd", "http://127.0.0.1:2379", "etcd endpoints, comma-separated")
-		natsURL      = fs.String("nats", "nats://127.0.0.1:4222", "NATS URL")
-		grpcListen   = fs.String("grpc-listen", agent.DefaultGRPCListen, "WorkerService listen address")
-		advertise    = fs.String("advertise-address", "", "host:port the control plane dials (default: from --grpc-listen, with --public-ip or 127.0.0.1 for a wildcard host)")
-		mediaPort    = fs.Int("media-port", agent.DefaultMediaPort, "UDP port for all WebRTC media")
-		publicIP     = fs.String("public-ip", "", "IP address ICE candidates advertise")
-		mediaListen  = fs.String("media-listen-ip", "0.0.0.0", "local IP the media UDP port binds")
-		iceServers   = fs.String("ice-servers", "", "STUN/TURN URLs handed to viewers (Link rel=ice-server), comma-separated, e.g. stun:stun.example.net:3478,turn:turn.example.net:3478?transport=udp")
-		iceUser      = fs.String("ice-username", "", "username for the turn: URLs of --ice-servers (credential from "+iceCredentialEnv+")")
-		iceLite      = fs.Bool("ice-lite", false, "run ICE as a lite agent (for a worker with a public address)")
-		maxViewers   = fs.Int("max-viewers", sfu.DefaultMaxViewersPerRoom, "viewers per session")
-		gpus         = fs.String("gpus", "auto", "devices: auto (NVML, else CPU), cpu, or GPU indices like 0,1")
-		slots        = fs.Int("slots-per-gpu", 0, "sessions per device (default 1 on a GPU, 2 on the CPU)")
-		model        = fs.String("model", "", "ONNX model file (default: the generated default model)")
-		avatars      = fs.String("avatars", "", "directory of avatar packs (default: the bundled avatar)")
-		leaseTTL     = fs.Duration("lease-ttl", agent.DefaultLeaseTTL, "worker lease TTL, 1s..60s")
-		drainTimeout = fs.Duration("drain-timeout", agent.DefaultDrainTimeout, "how long a drain waits for sessions before ending them")
-		etcdPrefix   = fs.String("etcd-prefix", fleetstore.DefaultPrefix, "etcd key prefix of the fleet")
-		onnxLib      = fs.String("onnxruntime-lib", "", "ONNX Runtime shared library (default: scripts/setup.sh's under .tools, else the system's)")
-		ttsEngine    = fs.String("tts", ttsEspeak, "speech synthesis: espeak (local espeak-ng) or http (OpenAI-compatible /v1/audio/speech; key from "+ttsAPIKeyEnv+")")
-		ttsURL       = fs.String("tts-url", "", "base URL of the --tts http server")
-		ttsModel     = fs.String("tts-model", "", "model name sent to the --tts http server (default: the engine's)")
-		ttsVoice     = fs.String("tts-voice", "", "default TTS voice (default: the engine's)")
-		prewarm      = fs.Int("prewarm", prewarmSlots, "inference contexts made per GPU at start (-1: as many as its slots)")
-		intraOp      = fs.Int("intra-op-threads", 1, "ONNX Runtime intra-op threads per session")
-		metrics      = fs.String("metrics-listen", ":9091", "Prometheus /metrics listen address (empty: disabled)")
-		memLimit     = fs.String("memory-limit", "auto", "soft memory limit of the process: auto (80% of the cgroup's or the machine's memory), off, or a size like 4GiB; sessions' queued input may take a quarter of it, and past it the greediest session is shed")
-		logLevel     = fs.String("log-level", "info", "debug, info, warn or error")
-		logFormat    = fs.String("log-format", "text", "text or json")
-	)
-	fs.Usage = func() {
-		fmt.Fprintf(usageOut, "Usage: worker [flags]\n\nEvery flag can also be set as %s<FLAG> (upper case, - → _); flags win.\n\n", envPrefix)
-		fs.PrintDefaults()
-	}
-	if err := fs.Parse(args); err != nil {
+	fleetconfig.SetUsage(fs, "worker", usageOut)
+	c := Config{getenv: getenv}
+	c.AddFlags(fs)
+	if err := fleetconfig.Parse(fs, args, getenv); err != nil {
 		if errors.Is(err, flag.ErrHelp) {
 			return nil, err
 		}
 		return nil, usageError{err}
 	}
-	if fs.NArg() > 0 {
-		return nil, usagef("unexpected arguments: %s", strings.Join(fs.Args(), " "))
-	}
-	given := map[string]bool{}
-	fs.Visit(func(f *flag.Flag) { given[f.Name] = true })
-	var envErr error
-	fs.VisitAll(func(f *flag.Flag) {
-		if given[f.Name] || envErr != nil {
-			return
-		}
-		if v := getenv(envName(f.Name)); v != "" {
-			if err := fs.Set(f.Name, v); err != nil {
-				envErr = usagef("%s=%q: %v", envName(f.Name), v, err)
-			}
-		}
-	})
-	if envErr != nil {
-		return nil, envErr
-	}
-
-	c := &config{slots: *slots, logFormat: *logFormat}
-	if *id == "" {
+	if c.ID == "" {
 		h, err := hostname()
 		if err != nil {
 			return nil, usagef("--id not given and the hostname is unknown: %v", err)
 		}
-		*id = h
+		c.ID = h
 	}
-	if !fleetstore.ValidName(*id) {
-		return nil, usagef("--id %q: want 1..64 characters of [a-zA-Z0-9_.-] starting with a letter or digit (the default is the hostname)", *id)
+	return c.resolve()
+}
+
+// resolve checks c and turns it into the run settings.
+func (c Config) resolve() (*config, error) {
+	getenv := c.getenv
+	if getenv == nil {
+		getenv = os.Getenv
 	}
-	endpoints, err := parseEndpoints(*etcd)
+	out := &config{slots: c.SlotsPerGPU, log: c.Log, links: c.Links, dataDir: c.DataDir}
+	if !fleetstore.ValidName(c.ID) {
+		return nil, usagef("--id %q: want 1..64 characters of [a-zA-Z0-9_.-] starting with a letter or digit (the default is the hostname)", c.ID)
+	}
+	endpoints, err := parseEndpoints(c.Etcd)
 	if err != nil {
 		return nil, err
 	}
-	if err := checkNATSURL(*natsURL); err != nil {
+	if err := checkNATSURL(c.NATS); err != nil {
 		return nil, err
 	}
-	if err := checkHostPort("--grpc-listen", *grpcListen, true); err != nil {
+	if err := checkHostPort("--grpc-listen", c.GRPCListen, true); err != nil {
 		return nil, err
 	}
-	if *advertise != "" {
-		if err := checkHostPort("--advertise-address", *advertise, false); err != nil {
+	if c.AdvertiseAddress != "" {
+		if err := checkHostPort("--advertise-address", c.AdvertiseAddress, false); err != nil {
 			return nil, err
 		}
-		if h, _, _ := net.SplitHostPort(*advertise); h == "" {
-			return nil, usagef("--advertise-address %q: needs a host", *advertise)
+		if h, _, _ := net.SplitHostPort(c.AdvertiseAddress); h == "" {
+			return nil, usagef("--advertise-address %q: needs a host", c.AdvertiseAddress)
 		}
 	}
-	if *mediaPort < 1 || *mediaPort > 65535 {
-		return nil, usagef("--media-port %d: want 1..65535", *mediaPort)
+	if c.MediaPort < 1 || c.MediaPort > 65535 {
+		return nil, usagef("--media-port %d: want 1..65535", c.MediaPort)
 	}
-	if *publicIP != "" && net.ParseIP(*publicIP) == nil {
-		return nil, usagef("--public-ip %q is not an IP address", *publicIP)
+	if c.PublicIP != "" && net.ParseIP(c.PublicIP) == nil {
+		return nil, usagef("--public-ip %q is not an IP address", c.PublicIP)
 	}
-	if err := c.sfu.set(*mediaListen, *iceServers, *iceUser, getenv(iceCredentialEnv), *iceLite, *maxViewers); err != nil {
+	if err := out.sfu.set(c.MediaListenIP, c.ICEServers, c.ICEUsername, getenv(iceCredentialEnv), c.ICELite, c.MaxViewers); err != nil {
 		return nil, err
 	}
-	if c.gpus, err = devices.ParseSpec(*gpus); err != nil {
+	if out.gpus, err = devices.ParseSpec(c.GPUs); err != nil {
 		return nil, usageError{err}
 	}
-	if *slots < 0 || *slots > devices.MaxSlotsPerGPU {
-		return nil, usagef("--slots-per-gpu %d: want 1..%d (0 for the default)", *slots, devices.MaxSlotsPerGPU)
+	if c.SlotsPerGPU < 0 || c.SlotsPerGPU > devices.MaxSlotsPerGPU {
+		return nil, usagef("--slots-per-gpu %d: want 1..%d (0 for the default)", c.SlotsPerGPU, devices.MaxSlotsPerGPU)
 	}
-	if err := checkPath("--model", *model, false); err != nil {
+	if err := checkPath("--model", c.Model, false); err != nil {
 		return nil, err
 	}
-	if err := checkPath("--avatars", *avatars, true); err != nil {
+	if err := checkPath("--avatars", c.Avatars, true); err != nil {
 		return nil, err
 	}
-	if err := checkPath("--onnxruntime-lib", *onnxLib, false); err != nil {
+	if err := checkPath("--onnxruntime-lib", c.ONNXRuntimeLib, false); err != nil {
 		return nil, err
 	}
-	if err := c.media.setTTS(*ttsEngine, *ttsURL, *ttsModel, *ttsVoice, getenv(ttsAPIKeyEnv)); err != nil {
+	if err := out.media.setTTS(c.TTS, c.TTSURL, c.TTSModel, c.TTSVoice, getenv(ttsAPIKeyEnv)); err != nil {
 		return nil, err
 	}
-	if *prewarm < prewarmSlots || *prewarm > devices.MaxSlotsPerGPU {
-		return nil, usagef("--prewarm %d: want 0..%d, or -1 for as many as the slots", *prewarm, devices.MaxSlotsPerGPU)
+	if c.Prewarm < prewarmSlots || c.Prewarm > devices.MaxSlotsPerGPU {
+		return nil, usagef("--prewarm %d: want 0..%d, or -1 for as many as the slots", c.Prewarm, devices.MaxSlotsPerGPU)
 	}
-	if *intraOp < 1 || *intraOp > maxIntraOpThreads {
-		return nil, usagef("--intra-op-threads %d: want 1..%d", *intraOp, maxIntraOpThreads)
+	if c.IntraOpThreads < 1 || c.IntraOpThreads > maxIntraOpThreads {
+		return nil, usagef("--intra-op-threads %d: want 1..%d", c.IntraOpThreads, maxIntraOpThreads)
 	}
-	if *metrics != "" {
-		if err := checkHostPort("--metrics-listen", *metrics, true); err != nil {
+	if c.MetricsListen != "" {
+		if err := checkHostPort("--metrics-listen", c.MetricsListen, true); err != nil {
 			return nil, err
 		}
 	}
-	if c.media.memoryLimit, err = mediaruntime.ParseMemoryLimit(*memLimit); err != nil {
+	if out.media.memoryLimit, err = mediaruntime.ParseMemoryLimit(c.MemoryLimit); err != nil {
 		return nil, usagef("--memory-limit: %v", err)
 	}
-	c.media.onnxLib, c.media.model, c.media.avatars = *onnxLib, *model, *avatars
-	c.media.prewarm, c.media.intraOpThreads = *prewarm, *intraOp
-	if *leaseTTL < agent.MinLeaseTTL || *leaseTTL > agent.MaxLeaseTTL {
-		return nil, usagef("--lease-ttl %s: want %s..%s", *leaseTTL, agent.MinLeaseTTL, agent.MaxLeaseTTL)
+	out.media.onnxLib, out.media.model, out.media.avatars = c.ONNXRuntimeLib, c.Model, c.Avatars
+	out.media.prewarm, out.media.intraOpThreads = c.Prewarm, c.IntraOpThreads
+	if c.LeaseTTL < agent.MinLeaseTTL || c.LeaseTTL > agent.MaxLeaseTTL {
+		return nil, usagef("--lease-ttl %s: want %s..%s", c.LeaseTTL, agent.MinLeaseTTL, agent.MaxLeaseTTL)
 	}
-	if *drainTimeout < 0 {
-		return nil, usagef("--drain-timeout %s is negative", *drainTimeout)
+	if c.DrainTimeout < 0 {
+		return nil, usagef("--drain-timeout %s is negative", c.DrainTimeout)
 	}
-	if !strings.HasPrefix(*etcdPrefix, "/") {
-		return nil, usagef("--etcd-prefix %q: must start with /", *etcdPrefix)
+	if !strings.HasPrefix(c.EtcdPrefix, "/") {
+		return nil, usagef("--etcd-prefix %q: must start with /", c.EtcdPrefix)
 	}
-	if err := c.logLevel.UnmarshalText([]byte(*logLevel)); err != nil {
-		return nil, usagef("--log-level %q: want debug, info, warn or error", *logLevel)
+	if c.DataDir == "" {
+		return nil, usagef("--data-dir: empty")
 	}
-	if c.logFormat != "text" && c.logFormat != "json" {
-		return nil, usagef("--log-format %q: want text or json", c.logFormat)
+	if err := c.Log.Validate(); err != nil {
+		return nil, usageError{err}
 	}
-	c.opts = agent.Options{
-		ID:               *id,
-		EtcdEndpoints:    endpoints,
-		EtcdPrefix:       *etcdPrefix,
-		NATSURL:          *natsURL,
-		GRPCListen:       *grpcListen,
-		AdvertiseAddress: *advertise,
-		PublicIP:         *publicIP,
-		MediaPort:        *mediaPort,
-		LeaseTTL:         *leaseTTL,
-		DrainTimeout:     *drainTimeout,
-		ModelPath:        *model,
-		AvatarsPath:      *avatars,
-		MetricsListen:    *metrics,
+	if err := c.Links.Validate(); err != nil {
+		return nil, usageError{err}
 	}
-	return c, nil
+	etcdCfg, err := c.Links.Etcd(endpoints, getenv)
+	if err != nil {
+		return nil, usageError{err}
+	}
+	natsCfg, err := c.Links.NATS(c.NATS, "avatarfleet-worker/"+c.ID, getenv)
+	if err != nil {
+		return nil, usageError{err}
+	}
+	out.opts = agent.Options{
+		ID:               c.ID,
+		EtcdEndpoints:    etcdCfg.Endpoints,
+		Etcd:             etcdCfg,
+		EtcdPrefix:       c.EtcdPrefix,
+		NATSURL:          c.NATS,
+		NATS:             natsCfg,
+		GRPCListen:       c.GRPCListen,
+		AdvertiseAddress: c.AdvertiseAddress,
+		PublicIP:         c.PublicIP,
+		MediaPort:        c.MediaPort,
+		LeaseTTL:         c.LeaseTTL,
+		DrainTimeout:     c.DrainTimeout,
+		ModelPath:        c.Model,
+		AvatarsPath:      c.Avatars,
+		MetricsListen:    c.MetricsListen,
+	}
+	return out, nil
 }
 
 // maxIntraOpThreads bounds --intra-op-threads.
@@ -334,10 +391,4 @@ func (c *config) resolveDevices(ctx context.Context, d devices.Discoverer) ([]*f
 }
 
 // logger builds the process logger.
-func (c *config) logger(w io.Writer) *slog.Logger {
-	hopts := &slog.HandlerOptions{Level: c.logLevel}
-	if c.logFormat == "json" {
-		return slog.New(slog.NewJSONHandler(w, hopts))
-	}
-	return slog.New(slog.NewTextHandler(w, hopts))
-}
+func (c *config) logger(w io.Writer) *slog.Logger { return c.log.Logger(w) }

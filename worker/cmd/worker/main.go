@@ -14,6 +14,7 @@ import (
 	"fmt"
 	"io"
 	"log/slog"
+	"net"
 	"os"
 	"os/signal"
 	"runtime/debug"
@@ -47,6 +48,11 @@ func run(args []string, getenv func(string) string, stderr io.Writer, exit func(
 		// killer would take the whole worker.
 		debug.SetMemoryLimit(cfg.media.memoryLimit)
 		log.Info("memory limit", "bytes", cfg.media.memoryLimit)
+	}
+	fleetTLS, err := cfg.fleetTLS(log)
+	if err != nil {
+		fmt.Fprintf(stderr, "worker: %v\n", err)
+		return exitCode(err)
 	}
 
 	// Signals are caught before anything starts, so an early SIGTERM still
@@ -90,6 +96,7 @@ func run(args []string, getenv func(string) string, stderr io.Writer, exit func(
 		}
 	}()
 	opts := cfg.opts
+	opts.TLS = fleetTLS
 	opts.Devices = devs
 	opts.Version = version
 	opts.Logger = log
@@ -115,7 +122,12 @@ func run(args []string, getenv func(string) string, stderr io.Writer, exit func(
 		log.Info("device", "index", d.GetIndex(), "name", d.GetName(), "memory_bytes", d.GetMemoryBytes(), "slots", d.GetSlots(), "cpu", d.GetCpu())
 	}
 	log.Info("worker starting", "id", opts.ID, "grpc", a.GRPCAddr(), "advertise", a.AdvertiseAddress(),
-		"etcd", opts.EtcdEndpoints, "nats", opts.NATSURL, "metrics", a.MetricsAddr(), "version", version)
+		"etcd", opts.EtcdEndpoints, "nats", opts.NATSURL, "metrics", a.MetricsAddr(), "fleet_tls", fleetTLS != nil, "version", version)
+	if h, _, _ := net.SplitHostPort(opts.GRPCListen); h == "" || net.ParseIP(h) != nil && net.ParseIP(h).IsUnspecified() {
+		if opts.AdvertiseAddress == "" {
+			log.Warn("gRPC listens on every interface but advertises loopback; on a multi-node fleet set --advertise-address", "grpc", a.GRPCAddr())
+		}
+	}
 	if err := a.Run(ctx); err != nil {
 		log.Error("worker failed", "err", err)
 		return 1

@@ -18,9 +18,10 @@ import (
 
 	clientv3 "go.etcd.io/etcd/client/v3"
 	"google.golang.org/grpc"
-	"google.golang.org/grpc/credentials/insecure"
+	"google.golang.org/grpc/credentials"
 
 	fleetv1 "github.com/avatarfleet/avatarfleet/proto/fleet/v1"
+	"github.com/avatarfleet/avatarfleet/proto/fleetpki"
 	"github.com/avatarfleet/avatarfleet/proto/fleetstore"
 	"github.com/avatarfleet/avatarfleet/worker/internal/fleettest"
 	"github.com/avatarfleet/avatarfleet/worker/pkg/agent"
@@ -51,7 +52,7 @@ func TestParseConfigDefaults(t *testing.T) {
 	}
 	o := c.opts
 	if o.ID != "gpu-node-1" || !slices.Equal(o.EtcdEndpoints, []string{"http://127.0.0.1:2379"}) || o.NATSURL != "nats://127.0.0.1:4222" ||
-		o.GRPCListen != ":9090" || o.MediaPort != 50000 || o.LeaseTTL != 5*time.Second || o.DrainTimeout != 60*time.Second ||
+		o.GRPCListen != "127.0.0.1:9090" || o.MediaPort != 50000 || o.LeaseTTL != 5*time.Second || o.DrainTimeout != 60*time.Second ||
 		o.EtcdPrefix != fleetstore.DefaultPrefix || o.AdvertiseAddress != "" || c.gpus.Mode != devices.ModeAuto || c.slots != 0 {
 		t.Fatalf("defaults = %+v, gpus %+v", o, c.gpus)
 	}
@@ -176,7 +177,7 @@ func TestParseConfigMedia(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	if m := c.media; m.tts != ttsEspeak || m.prewarm != prewarmSlots || m.intraOpThreads != 1 || m.onnxLib != "" || m.model != "" || c.opts.MetricsListen != ":9091" {
+	if m := c.media; m.tts != ttsEspeak || m.prewarm != prewarmSlots || m.intraOpThreads != 1 || m.onnxLib != "" || m.model != "" || c.opts.MetricsListen != "127.0.0.1:9091" {
 		t.Errorf("media defaults %+v, metrics %q", m, c.opts.MetricsListen)
 	}
 	c, err = parseConfig([]string{"--tts", "http", "--tts-url", "https://tts.example:8443", "--tts-model", "m1", "--tts-voice", "alloy",
@@ -233,7 +234,7 @@ func TestRunBadMediaFiles(t *testing.T) {
 		{"--onnxruntime-lib", []string{"--onnxruntime-lib", junk}},
 	} {
 		var out bytes.Buffer
-		args := append([]string{"--gpus", "cpu", "--grpc-listen", "127.0.0.1:0", "--metrics-listen", ""}, tt.args...)
+		args := append([]string{"--gpus", "cpu", "--grpc-listen", "127.0.0.1:0", "--metrics-listen", "", "--fleet-insecure"}, tt.args...)
 		if code := run(args, env(nil), &out, nil); code != 2 {
 			t.Errorf("%s junk: exit %d, want 2; output:\n%s", tt.flag, code, out.String())
 		}
@@ -300,6 +301,7 @@ func TestRunDrainsOnSIGTERM(t *testing.T) {
 		"--grpc-listen", "127.0.0.1:0", "--gpus", "cpu", "--lease-ttl", "2s", "--drain-timeout", "0s",
 		"--etcd-prefix", prefix, "--log-format", "json", "--metrics-listen", "127.0.0.1:0",
 		"--media-port", strconv.Itoa(freeUDPPort(t)), "--media-listen-ip", "127.0.0.1",
+		"--data-dir", devDataDir(t),
 	}
 	go func() {
 		exited <- run(args, env(nil), &logs, func(code int) { t.Errorf("second-signal exit(%d)", code) })
@@ -335,6 +337,7 @@ func TestSecondSignalExitsAtOnce(t *testing.T) {
 	id := servers.Name(t, "w")
 	prefix := servers.Prefix(t)
 	store := fleetstore.New(servers.EtcdClient(t), fleetstore.NewKeys(prefix))
+	dataDir := devDataDir(t)
 	var logs syncBuffer
 	exitCalls := make(chan int, 2)
 	exited := make(chan int, 1)
@@ -343,6 +346,7 @@ func TestSecondSignalExitsAtOnce(t *testing.T) {
 		"--grpc-listen", "127.0.0.1:0", "--gpus", "cpu", "--lease-ttl", "2s", "--drain-timeout", "1m",
 		"--etcd-prefix", prefix, "--metrics-listen", "", "--prewarm", "1",
 		"--media-port", strconv.Itoa(freeUDPPort(t)), "--media-listen-ip", "127.0.0.1",
+		"--data-dir", dataDir,
 	}
 	go func() { exited <- run(args, env(nil), &logs, func(code int) { exitCalls <- code }) }()
 	var w *fleetv1.Worker
@@ -361,7 +365,13 @@ func TestSecondSignalExitsAtOnce(t *testing.T) {
 	if _, ok, err := store.Reserve(t.Context(), fleetstore.Reservation{Worker: id, WorkerLease: clientv3.LeaseID(kv.Lease), WorkerRevision: kv.ModRevision}, sess); err != nil || !ok {
 		t.Fatalf("reserve: %v %v", ok, err)
 	}
-	conn, err := grpc.NewClient(w.GetGrpcAddress(), grpc.WithTransportCredentials(insecure.NewCredentials()))
+	// The worker took its certificate from the development CA in its data
+	// dir: the control plane's certificate from there is what it accepts.
+	cp, err := fleetpki.DevFiles(fleetpki.DevDir(dataDir), "controlplane").Load()
+	if err != nil {
+		t.Fatal(err)
+	}
+	conn, err := grpc.NewClient(w.GetGrpcAddress(), grpc.WithTransportCredentials(credentials.NewTLS(cp.ControlPlaneClient(id))))
 	if err != nil {
 		t.Fatal(err)
 	}

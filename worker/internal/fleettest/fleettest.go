@@ -19,10 +19,13 @@ import (
 	"github.com/nats-io/nats.go"
 	clientv3 "go.etcd.io/etcd/client/v3"
 	"go.uber.org/goleak"
+	"google.golang.org/grpc"
+	"google.golang.org/grpc/credentials"
 
 	"github.com/avatarfleet/avatarfleet/proto/embedded"
 	fleetv1 "github.com/avatarfleet/avatarfleet/proto/fleet/v1"
 	"github.com/avatarfleet/avatarfleet/proto/fleetbus"
+	"github.com/avatarfleet/avatarfleet/proto/fleetpki"
 	"github.com/avatarfleet/avatarfleet/proto/fleetstore"
 )
 
@@ -30,6 +33,10 @@ import (
 type Servers struct {
 	Etcd *embedded.EtcdCluster
 	NATS *embedded.NATSServer
+	// CA is the fleet CA of the test binary: workers under test serve
+	// mutual TLS with certificates from it (WorkerTLS), and tests call them
+	// as a control plane would (ControlPlaneTLS, DialWorker).
+	CA *fleetpki.CA
 
 	mu     sync.Mutex
 	nonces map[testing.TB]string // per running test; see nonce
@@ -75,7 +82,13 @@ func start(dir string) (*Servers, error) {
 		etcd.Close()
 		return nil, err
 	}
-	s := &Servers{Etcd: etcd, NATS: ns, nonces: map[testing.TB]string{}}
+	ca, err := fleetpki.NewCA("worker tests CA", time.Hour)
+	if err != nil {
+		ns.Close()
+		etcd.Close()
+		return nil, err
+	}
+	s := &Servers{Etcd: etcd, NATS: ns, CA: ca, nonces: map[testing.TB]string{}}
 	nc, err := nats.Connect(ns.URL())
 	if err != nil {
 		s.close()
@@ -127,6 +140,41 @@ func (s *Servers) Name(t testing.TB, prefix string) string {
 
 // Prefix is an etcd key prefix unique to the running test.
 func (s *Servers) Prefix(t testing.TB) string { return "/t-" + s.nonce(t) + "/" }
+
+// WorkerTLS is worker id's fleet TLS material (a certificate for
+// 127.0.0.1 and localhost from CA).
+func (s *Servers) WorkerTLS(t testing.TB, id string) *fleetpki.Material {
+	t.Helper()
+	m, err := s.CA.Material(fleetpki.Request{WorkerID: id, Hosts: []string{"127.0.0.1", "localhost"}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	return m
+}
+
+// ControlPlaneTLS is a control plane's fleet TLS material from CA.
+func (s *Servers) ControlPlaneTLS(t testing.TB) *fleetpki.Material {
+	t.Helper()
+	m, err := s.CA.Material(fleetpki.Request{ControlPlane: true})
+	if err != nil {
+		t.Fatal(err)
+	}
+	return m
+}
+
+// DialWorker connects to worker id at addr as a control plane: mutual TLS
+// that checks the worker's identity. The connection closes when the test
+// ends.
+func (s *Servers) DialWorker(t testing.TB, id, addr string) *grpc.ClientConn {
+	t.Helper()
+	creds := credentials.NewTLS(s.ControlPlaneTLS(t).ControlPlaneClient(id))
+	conn, err := grpc.NewClient(addr, grpc.WithTransportCredentials(creds))
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { _ = conn.Close() })
+	return conn
+}
 
 // EtcdClient returns a client closed when the test ends.
 func (s *Servers) EtcdClient(t testing.TB) *clientv3.Client {

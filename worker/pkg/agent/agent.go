@@ -19,6 +19,8 @@ import (
 	"github.com/prometheus/client_golang/prometheus"
 
 	fleetv1 "github.com/avatarfleet/avatarfleet/proto/fleet/v1"
+	"github.com/avatarfleet/avatarfleet/proto/fleetconn"
+	"github.com/avatarfleet/avatarfleet/proto/fleetpki"
 	"github.com/avatarfleet/avatarfleet/proto/fleetstore"
 	"github.com/avatarfleet/avatarfleet/worker/pkg/runtime"
 	"github.com/avatarfleet/avatarfleet/worker/pkg/server"
@@ -26,7 +28,9 @@ import (
 
 // Defaults of Options.
 const (
-	DefaultGRPCListen   = ":9090"
+	// DefaultGRPCListen is loopback: on a multi-node fleet the operator
+	// binds the worker's private address (and the fleet TLS guards it).
+	DefaultGRPCListen   = "127.0.0.1:9090"
 	DefaultMediaPort    = 50000
 	DefaultLeaseTTL     = 5 * time.Second
 	DefaultDrainTimeout = 60 * time.Second
@@ -42,23 +46,32 @@ const (
 // ErrAborted is returned by Run after Abort.
 var ErrAborted = errors.New("worker aborted")
 
-// Options configure an Agent. Only ID, EtcdEndpoints and NATSURL are
+// Options configure an Agent. Only ID, etcd endpoints and a NATS URL are
 // required; zero values take the defaults named on each field.
 type Options struct {
 	// ID names the worker (fleetstore.ValidName).
 	ID string
-	// EtcdEndpoints are the etcd client URLs.
+	// EtcdEndpoints are the etcd client URLs of an etcd without TLS or
+	// credentials; Etcd, when its endpoints are set, replaces them.
 	EtcdEndpoints []string
+	Etcd          fleetconn.EtcdConfig
 	// EtcdPrefix is the fleet's key prefix ("" → fleetstore.DefaultPrefix).
 	EtcdPrefix string
-	// NATSURL is the NATS server URL (comma-separated for several).
+	// NATSURL is the NATS server URL (comma-separated for several); NATS,
+	// when its URL is set, replaces it with full connection settings.
 	NATSURL string
-	// GRPCListen is the WorkerService listen address ("" → ":9090"; tests
-	// use "127.0.0.1:0" and read GRPCAddr).
+	NATS    fleetconn.NATSConfig
+	// TLS is the worker's fleet certificate and CA: WorkerService then
+	// accepts only clients whose certificate chains to the fleet CA and
+	// names a control plane (fleetpki). Nil serves plaintext (a fleet that
+	// runs without fleet TLS).
+	TLS *fleetpki.Material
+	// GRPCListen is the WorkerService listen address ("" →
+	// DefaultGRPCListen; tests use "127.0.0.1:0" and read GRPCAddr).
 	GRPCListen string
 	// AdvertiseAddress is the host:port the control plane dials ("" →
-	// derived from the bound address: an unspecified host becomes PublicIP,
-	// or 127.0.0.1 without one).
+	// derived from the bound address: an unspecified host becomes
+	// 127.0.0.1; PublicIP is never used for it).
 	AdvertiseAddress string
 	// PublicIP is the address ICE candidates (and the media address) show.
 	PublicIP string
@@ -129,7 +142,7 @@ func New(opts Options) (*Agent, error) {
 	lis, err := net.Listen("tcp", opts.GRPCListen)
 	if err != nil {
 		_ = rt.Close(context.Background())
-		return nil, fmt.Errorf("agent: listen on --grpc-listen %s: %w", opts.GRPCListen, err)
+		return nil, fmt.Errorf("agent: listen for gRPC on %s: %w", opts.GRPCListen, err)
 	}
 	ms, err := newMetricsServer(opts.MetricsListen, rt, opts.Collectors)
 	if err != nil {
@@ -139,7 +152,7 @@ func New(opts Options) (*Agent, error) {
 	}
 	advertise := opts.AdvertiseAddress
 	if advertise == "" {
-		advertise = deriveAdvertise(opts.GRPCListen, lis.Addr(), opts.PublicIP)
+		advertise = deriveAdvertise(opts.GRPCListen, lis.Addr())
 	}
 	mediaHost := opts.PublicIP
 	if mediaHost == "" {
@@ -164,12 +177,29 @@ func applyDefaults(o *Options) error {
 	if !fleetstore.ValidName(o.ID) {
 		return fmt.Errorf("agent: worker id %q: want 1..64 characters of [a-zA-Z0-9_.-], starting with a letter or digit", o.ID)
 	}
-	if len(o.EtcdEndpoints) == 0 {
+	if len(o.Etcd.Endpoints) == 0 {
+		o.Etcd.Endpoints = o.EtcdEndpoints
+	}
+	if len(o.Etcd.Endpoints) == 0 {
 		return errors.New("agent: no etcd endpoints")
 	}
-	if o.NATSURL == "" {
+	if err := o.Etcd.Validate(); err != nil {
+		return fmt.Errorf("agent: %w", err)
+	}
+	o.EtcdEndpoints = o.Etcd.Endpoints
+	if o.NATS.URL == "" {
+		o.NATS.URL = o.NATSURL
+	}
+	if o.NATS.URL == "" {
 		return errors.New("agent: no NATS URL")
 	}
+	if o.NATS.Name == "" {
+		o.NATS.Name = "avatarfleet-worker/" + o.ID
+	}
+	if err := o.NATS.Validate(); err != nil {
+		return fmt.Errorf("agent: %w", err)
+	}
+	o.NATSURL = o.NATS.URL
 	if o.GRPCListen == "" {
 		o.GRPCListen = DefaultGRPCListen
 	}
@@ -221,17 +251,15 @@ func applyDefaults(o *Options) error {
 
 // deriveAdvertise turns the listen address into one the control plane can
 // dial: the bound port (the listen port may be 0) and, for a wildcard host,
-// the public IP or loopback.
-func deriveAdvertise(listen string, bound net.Addr, publicIP string) string {
+// loopback. The public (ICE) address is never advertised for gRPC: a
+// worker reachable elsewhere says so with an advertise address.
+func deriveAdvertise(listen string, bound net.Addr) string {
 	host, _, err := net.SplitHostPort(listen)
 	if err != nil {
 		host = ""
 	}
 	if ip := net.ParseIP(host); host == "" || (ip != nil && ip.IsUnspecified()) {
-		host = publicIP
-		if host == "" {
-			host = "127.0.0.1"
-		}
+		host = "127.0.0.1"
 	}
 	port := "0"
 	if tcp, ok := bound.(*net.TCPAddr); ok {

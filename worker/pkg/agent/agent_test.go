@@ -60,6 +60,7 @@ func startAgent(t *testing.T, id string, tweak func(*Options)) *running {
 		LeaseTTL:      2 * time.Second,
 		DrainTimeout:  time.Second,
 		Version:       "test",
+		TLS:           servers.WorkerTLS(t, id),
 	}
 	if tweak != nil {
 		tweak(&opts)
@@ -89,11 +90,16 @@ func startAgent(t *testing.T, id string, tweak func(*Options)) *running {
 	case <-time.After(10 * time.Second):
 		t.Fatal("agent did not register")
 	}
-	conn, err := grpc.NewClient(a.GRPCAddr(), grpc.WithTransportCredentials(insecure.NewCredentials()))
-	if err != nil {
-		t.Fatal(err)
+	var conn *grpc.ClientConn
+	if opts.TLS != nil {
+		conn = servers.DialWorker(t, id, a.GRPCAddr())
+	} else {
+		var err error
+		if conn, err = grpc.NewClient(a.GRPCAddr(), grpc.WithTransportCredentials(insecure.NewCredentials())); err != nil {
+			t.Fatal(err)
+		}
+		t.Cleanup(func() { _ = conn.Close() })
 	}
-	t.Cleanup(func() { _ = conn.Close() })
 	r.client = fleetv1.NewWorkerServiceClient(conn)
 	return r
 }
@@ -411,23 +417,38 @@ func TestNewRejectsBadOptions(t *testing.T) {
 func TestDeriveAdvertise(t *testing.T) {
 	bound := &net.TCPAddr{IP: net.IPv4zero, Port: 9090}
 	tests := []struct {
-		listen, publicIP, want string
+		listen, want string
 	}{
-		{":9090", "", "127.0.0.1:9090"},
-		{"0.0.0.0:9090", "", "127.0.0.1:9090"},
-		{"[::]:9090", "", "127.0.0.1:9090"},
-		{":9090", "203.0.113.7", "203.0.113.7:9090"},
-		{"10.0.0.5:9090", "203.0.113.7", "10.0.0.5:9090"},
-		{"worker-3.internal:9090", "", "worker-3.internal:9090"},
-		{"[2001:db8::1]:9090", "", "[2001:db8::1]:9090"},
+		{":9090", "127.0.0.1:9090"},
+		{"0.0.0.0:9090", "127.0.0.1:9090"},
+		{"[::]:9090", "127.0.0.1:9090"},
+		{"10.0.0.5:9090", "10.0.0.5:9090"},
+		{"worker-3.internal:9090", "worker-3.internal:9090"},
+		{"[2001:db8::1]:9090", "[2001:db8::1]:9090"},
 	}
 	for _, tt := range tests {
-		if got := deriveAdvertise(tt.listen, bound, tt.publicIP); got != tt.want {
-			t.Errorf("deriveAdvertise(%q, %q) = %q, want %q", tt.listen, tt.publicIP, got, tt.want)
+		if got := deriveAdvertise(tt.listen, bound); got != tt.want {
+			t.Errorf("deriveAdvertise(%q) = %q, want %q", tt.listen, got, tt.want)
 		}
 	}
 	// Port 0 listens advertise the port actually bound.
-	if got := deriveAdvertise("127.0.0.1:0", &net.TCPAddr{IP: net.IPv4(127, 0, 0, 1), Port: 41234}, ""); got != "127.0.0.1:41234" {
+	if got := deriveAdvertise("127.0.0.1:0", &net.TCPAddr{IP: net.IPv4(127, 0, 0, 1), Port: 41234}); got != "127.0.0.1:41234" {
 		t.Errorf("port-0 listen advertised %q", got)
+	}
+}
+
+// The public (ICE) address is the media address, never the gRPC one.
+func TestPublicIPNotAdvertisedForGRPC(t *testing.T) {
+	a, err := New(Options{ID: "w", EtcdEndpoints: []string{"http://127.0.0.1:1"}, NATSURL: "nats://127.0.0.1:1",
+		GRPCListen: "0.0.0.0:0", PublicIP: "203.0.113.7"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer a.Close()
+	if h, _, _ := net.SplitHostPort(a.AdvertiseAddress()); h != "127.0.0.1" {
+		t.Errorf("advertised gRPC %s, want loopback", a.AdvertiseAddress())
+	}
+	if h, _, _ := net.SplitHostPort(a.MediaAddress()); h != "203.0.113.7" {
+		t.Errorf("media address %s, want the public IP", a.MediaAddress())
 	}
 }

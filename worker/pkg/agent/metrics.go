@@ -40,7 +40,7 @@ func newMetricsServer(addr string, rt any, extra []prometheus.Collector) (*metri
 	}
 	lis, err := net.Listen("tcp", addr)
 	if err != nil {
-		return nil, fmt.Errorf("agent: listen on --metrics-listen %s: %w", addr, err)
+		return nil, fmt.Errorf("agent: listen for metrics on %s: %w", addr, err)
 	}
 	mux := http.NewServeMux()
 	mux.Handle("GET /metrics", promhttp.HandlerFor(reg, promhttp.HandlerOpts{Registry: reg}))

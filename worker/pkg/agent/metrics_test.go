@@ -55,7 +55,7 @@ func TestMetricsAndAdvertisedNames(t *testing.T) {
 // TestMetricsDisabledAndBadAddress: no address serves nothing; a bad one
 // fails New.
 func TestMetricsDisabledAndBadAddress(t *testing.T) {
-	opts := Options{ID: "m", EtcdEndpoints: []string{"127.0.0.1:1"}, NATSURL: "nats://127.0.0.1:1", GRPCListen: "127.0.0.1:0"}
+	opts := Options{ID: "m", EtcdEndpoints: []string{"http://127.0.0.1:1"}, NATSURL: "nats://127.0.0.1:1", GRPCListen: "127.0.0.1:0"}
 	a, err := New(opts)
 	if err != nil {
 		t.Fatal(err)
@@ -67,7 +67,7 @@ func TestMetricsDisabledAndBadAddress(t *testing.T) {
 		t.Fatal(err)
 	}
 	opts.MetricsListen = "no-port"
-	if _, err := New(opts); err == nil || !strings.Contains(err.Error(), "metrics-listen") {
+	if _, err := New(opts); err == nil || !strings.Contains(err.Error(), "listen for metrics") {
 		t.Fatalf("bad metrics address: %v", err)
 	}
 }

@@ -12,12 +12,13 @@ import (
 	"github.com/nats-io/nats.go/jetstream"
 	"github.com/nats-io/nats.go/micro"
 	clientv3 "go.etcd.io/etcd/client/v3"
-	"go.uber.org/zap"
 	"golang.org/x/sync/errgroup"
 	"google.golang.org/grpc"
+	"google.golang.org/grpc/credentials"
 
 	fleetv1 "github.com/avatarfleet/avatarfleet/proto/fleet/v1"
 	"github.com/avatarfleet/avatarfleet/proto/fleetbus"
+	"github.com/avatarfleet/avatarfleet/proto/fleetconn"
 	"github.com/avatarfleet/avatarfleet/proto/fleetstore"
 	"github.com/avatarfleet/avatarfleet/worker/pkg/health"
 	"github.com/avatarfleet/avatarfleet/worker/pkg/registration"
@@ -137,21 +138,24 @@ func (a *Agent) Run(ctx context.Context) error {
 // connect opens the etcd and NATS connections (both retry in the
 // background; neither needs its server up yet) and builds the components.
 func (a *Agent) connect() (*instance, error) {
-	cli, err := clientv3.New(clientv3.Config{
-		Endpoints:   a.opts.EtcdEndpoints,
-		DialTimeout: etcdDialTimeout,
-		// The client's own zap logs would bypass slog; failures reach us as
-		// errors anyway.
-		Logger: zap.NewNop(),
-	})
+	etcdCfg := a.opts.Etcd
+	if etcdCfg.DialTimeout == 0 {
+		etcdCfg.DialTimeout = etcdDialTimeout
+	}
+	// fleetconn silences the client's own zap logs (they would bypass
+	// slog); failures reach us as errors anyway.
+	cli, err := fleetconn.Etcd(context.Background(), etcdCfg)
 	if err != nil {
-		return nil, fmt.Errorf("agent: etcd client for %s: %w", strings.Join(a.opts.EtcdEndpoints, ","), err)
+		return nil, fmt.Errorf("agent: etcd client for %s: %w", strings.Join(etcdCfg.Endpoints, ","), err)
 	}
 	log := a.log
-	nc, err := nats.Connect(a.opts.NATSURL,
-		nats.Name("avatarfleet-worker/"+a.opts.ID),
-		// Replies come to the only inboxes a worker's NATS permissions let it read.
-		nats.CustomInboxPrefix(fleetbus.WorkerInboxPrefix(a.opts.ID)),
+	natsCfg := a.opts.NATS
+	if natsCfg.Name == "" {
+		natsCfg.Name = "avatarfleet-worker/" + a.opts.ID
+	}
+	// Replies come to the only inboxes a worker's NATS permissions let it read.
+	natsCfg.InboxPrefix = fleetbus.WorkerInboxPrefix(a.opts.ID)
+	nc, err := fleetconn.NATS(natsCfg,
 		nats.RetryOnFailedConnect(true),
 		nats.MaxReconnects(-1),
 		nats.ReconnectWait(500*time.Millisecond),
@@ -164,7 +168,7 @@ func (a *Agent) connect() (*instance, error) {
 	)
 	if err != nil {
 		_ = cli.Close()
-		return nil, fmt.Errorf("agent: connect to NATS %s: %w", a.opts.NATSURL, err)
+		return nil, fmt.Errorf("agent: %w", err)
 	}
 	pub, err := fleetbus.NewPublisher(nc, fleetbus.AsWorker(a.opts.ID))
 	if err != nil {
@@ -184,7 +188,11 @@ func (a *Agent) connect() (*instance, error) {
 		Logger:    a.log.With("component", "grpc"),
 	})
 	if err == nil {
-		in.grpc = server.NewGRPC(srv)
+		var sopts []grpc.ServerOption
+		if a.opts.TLS != nil {
+			sopts = append(sopts, grpc.Creds(credentials.NewTLS(a.opts.TLS.WorkerServer())))
+		}
+		in.grpc = server.NewGRPC(srv, sopts...)
 		in.reg, err = registration.New(registration.Config{
 			Store:     in.store,
 			Publisher: in.events,

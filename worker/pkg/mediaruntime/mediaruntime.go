@@ -315,6 +315,7 @@ func (r *Runtime) removeLocked(id string) *session {
 	}
 	delete(r.sessions, id)
 	delete(r.bySlot, [2]uint32{s.sess.GetGpu(), s.sess.GetSlot()})
+	r.metrics.retire(s)
 	return s
 }
 

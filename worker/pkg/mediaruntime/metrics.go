@@ -2,22 +2,55 @@ package mediaruntime
 
 import (
 	"strconv"
+	"sync"
 	"time"
 
 	"github.com/prometheus/client_golang/prometheus"
 )
 
-// metrics are the runtime's Prometheus figures. Per-session series are
-// read from the live sessions at scrape time, so an ended session's series
-// vanish with it.
+// metrics are the runtime's Prometheus figures. Session figures are
+// aggregated by GPU and avatar, both bounded by the worker's devices and
+// avatar packs: a session or viewer id is never a label (unbounded
+// cardinality, and ids are for the authenticated stats API only). Counters
+// add the figures of live sessions, read at scrape time, to the totals of
+// ended ones, so they never go down.
 type metrics struct {
 	inference                                                                 *prometheus.HistogramVec
 	sessions, contexts, frames, keyframes, inferred, audio, speaking, viewers *prometheus.Desc
 	speakingDropped                                                           *prometheus.Desc
+
+	mu      sync.Mutex
+	retired []*session               // removed since the last scrape
+	ended   map[seriesKey]sendTotals // totals of ended sessions
+}
+
+// seriesKey is the label set of the session series.
+type seriesKey struct{ gpu, avatar string }
+
+// sendTotals are a session's counters.
+type sendTotals struct{ frames, keyframes, inferred, audio uint64 }
+
+func (t *sendTotals) add(st Stats) {
+	t.frames += st.Frames
+	t.keyframes += st.Keyframes
+	t.inferred += st.Inferred
+	t.audio += st.AudioPackets
+}
+
+// retire moves a removed session's figures to the ended totals at the next
+// scrape (not now: the caller holds the runtime's lock).
+func (m *metrics) retire(s *session) {
+	m.mu.Lock()
+	m.retired = append(m.retired, s)
+	m.mu.Unlock()
+}
+
+func keyOf(s *session) seriesKey {
+	return seriesKey{strconv.FormatUint(uint64(s.sess.GetGpu()), 10), s.sess.GetAvatar()}
 }
 
 func newMetrics() *metrics {
-	labels := []string{"session", "gpu", "slot", "avatar"}
+	labels := []string{"gpu", "avatar"}
 	desc := func(name, help string) *prometheus.Desc { return prometheus.NewDesc(name, help, labels, nil) }
 	return &metrics{
 		inference: prometheus.NewHistogramVec(prometheus.HistogramOpts{
@@ -27,14 +60,15 @@ func newMetrics() *metrics {
 		}, []string{"gpu"}),
 		sessions:  prometheus.NewDesc("avatarfleet_worker_sessions", "Sessions running on this worker.", nil, nil),
 		contexts:  prometheus.NewDesc("avatarfleet_worker_inference_contexts_created_total", "Inference contexts created (prewarm and pool misses), by GPU.", []string{"gpu"}, nil),
-		frames:    desc("avatarfleet_worker_session_video_frames_sent_total", "Video frames sent by a session."),
-		keyframes: desc("avatarfleet_worker_session_video_keyframes_sent_total", "Video keyframes sent by a session."),
-		inferred:  desc("avatarfleet_worker_session_inferred_frames_total", "Video frames of a session rendered by the model (not skipped as silent)."),
-		audio:     desc("avatarfleet_worker_session_audio_packets_sent_total", "Opus packets sent by a session."),
-		speaking:  desc("avatarfleet_worker_session_speaking", "1 while a session's avatar speaks."),
-		viewers:   desc("avatarfleet_worker_session_viewers", "Viewers of a session, as its transport reports them."),
+		frames:    desc("avatarfleet_worker_session_video_frames_sent_total", "Video frames sent by sessions, by GPU and avatar."),
+		keyframes: desc("avatarfleet_worker_session_video_keyframes_sent_total", "Video keyframes sent by sessions, by GPU and avatar."),
+		inferred:  desc("avatarfleet_worker_session_inferred_frames_total", "Video frames rendered by the model (not skipped as silent), by GPU and avatar."),
+		audio:     desc("avatarfleet_worker_session_audio_packets_sent_total", "Opus packets sent by sessions, by GPU and avatar."),
+		speaking:  desc("avatarfleet_worker_session_speaking", "Sessions whose avatar speaks, by GPU and avatar."),
+		viewers:   desc("avatarfleet_worker_session_viewers", "Viewers of live sessions, as their transports report them, by GPU and avatar."),
 		speakingDropped: prometheus.NewDesc("avatarfleet_worker_speaking_events_dropped_total",
 			"Speaking changes dropped because the worker did not read them fast enough (their events are lost).", nil, nil),
+		ended: map[seriesKey]sendTotals{},
 	}
 }
 
@@ -67,19 +101,40 @@ func (r *Runtime) Collect(ch chan<- prometheus.Metric) {
 	for gpu, p := range r.pools {
 		ch <- prometheus.MustNewConstMetric(m.contexts, prometheus.CounterValue, float64(p.created.Load()), strconv.FormatUint(uint64(gpu), 10))
 	}
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	for _, s := range m.retired {
+		t := m.ended[keyOf(s)]
+		t.add(s.stats())
+		m.ended[keyOf(s)] = t
+	}
+	m.retired = nil
+	totals := make(map[seriesKey]sendTotals, len(m.ended))
+	for k, t := range m.ended {
+		totals[k] = t
+	}
+	speaking, viewers := map[seriesKey]float64{}, map[seriesKey]float64{}
 	for _, s := range live {
-		st := s.stats()
-		lv := []string{s.sess.GetId(), strconv.FormatUint(uint64(s.sess.GetGpu()), 10), strconv.FormatUint(uint64(s.sess.GetSlot()), 10), s.sess.GetAvatar()}
-		speaking := 0.0
+		k, st := keyOf(s), s.stats()
+		t := totals[k]
+		t.add(st)
+		totals[k] = t
+		n := speaking[k] // the key exists even when none speaks
 		if st.Speaking {
-			speaking = 1
+			n++
 		}
-		ch <- prometheus.MustNewConstMetric(m.frames, prometheus.CounterValue, float64(st.Frames), lv...)
-		ch <- prometheus.MustNewConstMetric(m.keyframes, prometheus.CounterValue, float64(st.Keyframes), lv...)
-		ch <- prometheus.MustNewConstMetric(m.inferred, prometheus.CounterValue, float64(st.Inferred), lv...)
-		ch <- prometheus.MustNewConstMetric(m.audio, prometheus.CounterValue, float64(st.AudioPackets), lv...)
-		ch <- prometheus.MustNewConstMetric(m.speaking, prometheus.GaugeValue, speaking, lv...)
-		ch <- prometheus.MustNewConstMetric(m.viewers, prometheus.GaugeValue, float64(st.Viewers), lv...)
+		speaking[k] = n
+		viewers[k] += float64(st.Viewers)
+	}
+	for k, t := range totals {
+		ch <- prometheus.MustNewConstMetric(m.frames, prometheus.CounterValue, float64(t.frames), k.gpu, k.avatar)
+		ch <- prometheus.MustNewConstMetric(m.keyframes, prometheus.CounterValue, float64(t.keyframes), k.gpu, k.avatar)
+		ch <- prometheus.MustNewConstMetric(m.inferred, prometheus.CounterValue, float64(t.inferred), k.gpu, k.avatar)
+		ch <- prometheus.MustNewConstMetric(m.audio, prometheus.CounterValue, float64(t.audio), k.gpu, k.avatar)
+	}
+	for k, n := range speaking {
+		ch <- prometheus.MustNewConstMetric(m.speaking, prometheus.GaugeValue, n, k.gpu, k.avatar)
+		ch <- prometheus.MustNewConstMetric(m.viewers, prometheus.GaugeValue, viewers[k], k.gpu, k.avatar)
 	}
 	r.metrics.inference.Collect(ch)
 }

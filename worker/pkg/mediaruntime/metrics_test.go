@@ -4,6 +4,7 @@ import (
 	"io"
 	"net/http"
 	"net/http/httptest"
+	"strconv"
 	"strings"
 	"testing"
 	"time"
@@ -13,9 +14,10 @@ import (
 )
 
 // TestMetricsScrape serves the runtime's collector over HTTP and scrapes
-// it: a session that spoke shows its frames, keyframes, inferred frames
-// and viewers, the inference histogram has samples, and an ended
-// session's series are gone.
+// it: a session that spoke shows in its GPU's and avatar's frames,
+// keyframes, inferred frames and viewers, the inference histogram has
+// samples, no series names a session, and an ended session's counts stay
+// in the counters (which never go down) while its gauges go.
 func TestMetricsScrape(t *testing.T) {
 	c := newChurn(t, newModel(t), 1, 1)
 	reg := prometheus.NewRegistry()
@@ -49,7 +51,7 @@ func TestMetricsScrape(t *testing.T) {
 	for s.p().Status().Frames < more+1 && time.Now().Before(deadline) {
 		time.Sleep(time.Millisecond)
 	}
-	labels := `{avatar="",gpu="0",session="m",slot="0"}`
+	labels := `{avatar="",gpu="0"}`
 	body := get(t, srv.URL)
 	for _, want := range []string{
 		"avatarfleet_worker_sessions 1",
@@ -68,10 +70,23 @@ func TestMetricsScrape(t *testing.T) {
 		strings.Contains(body, `avatarfleet_worker_inference_seconds_count{gpu="0"} 0`) {
 		t.Errorf("speech drove no inference:\n%s", body)
 	}
+	if strings.Contains(body, "session=") || strings.Contains(body, "slot=") || strings.Contains(body, `"m"`) {
+		t.Errorf("a series names the session:\n%s", body)
+	}
+	frames := s.p().Status().Frames
 	c.stop(t, "m")
 	body = get(t, srv.URL)
-	if strings.Contains(body, `session="m"`) || !strings.Contains(body, "avatarfleet_worker_sessions 0") {
-		t.Errorf("ended session still scraped:\n%s", body)
+	if !strings.Contains(body, "avatarfleet_worker_sessions 0") || strings.Contains(body, "avatarfleet_worker_session_viewers{") {
+		t.Errorf("ended session still counted live:\n%s", body)
+	}
+	var got uint64
+	for line := range strings.Lines(body) {
+		if v, ok := strings.CutPrefix(line, "avatarfleet_worker_session_video_frames_sent_total"+labels+" "); ok {
+			got, _ = strconv.ParseUint(strings.TrimSpace(v), 10, 64)
+		}
+	}
+	if got < frames {
+		t.Errorf("frames counter went down after the session ended: %d < %d\n%s", got, frames, body)
 	}
 }
 

@@ -22,7 +22,9 @@ import (
 	"github.com/avatarfleet/avatarfleet/controlplane/pkg/viewertoken"
 	"github.com/avatarfleet/avatarfleet/proto/embedded"
 	"github.com/avatarfleet/avatarfleet/proto/fleetconfig"
+	"github.com/avatarfleet/avatarfleet/proto/fleetconn"
 	"github.com/avatarfleet/avatarfleet/proto/fleetpki"
+	"github.com/avatarfleet/avatarfleet/proto/fleetstore"
 )
 
 func main() {
@@ -59,37 +61,11 @@ func run(ctx context.Context, c Config, log *slog.Logger) error {
 	if err != nil {
 		return err
 	}
-	etcdEndpoints := fleetconfig.SplitList(c.Etcd)
-	if len(etcdEndpoints) == 0 {
-		cluster, err := embedded.StartEtcd(ctx, embedded.EtcdOptions{
-			Dir:         filepath.Join(c.DataDir, "etcd"),
-			ClientAddrs: []string{c.EmbeddedEtcdListen},
-		})
-		if err != nil {
-			return err
-		}
-		defer cluster.Close()
-		etcdEndpoints = cluster.Endpoints()
-		log.Info("embedded etcd serving", "endpoints", etcdEndpoints)
-	}
-	natsURL := c.NATS
-	if natsURL == "" {
-		srv, err := embedded.StartNATS(embedded.NATSOptions{Addr: c.EmbeddedNATSListen, StoreDir: filepath.Join(c.DataDir, "nats")})
-		if err != nil {
-			return err
-		}
-		defer srv.Close()
-		natsURL = srv.URL()
-		log.Info("embedded NATS serving", "url", natsURL)
-	}
-	etcdCfg, err := c.Links.Etcd(etcdEndpoints, os.Getenv)
+	etcdCfg, natsCfg, closeEmbedded, err := connections(ctx, c, log)
 	if err != nil {
 		return err
 	}
-	natsCfg, err := c.Links.NATS(natsURL, "avatarfleet-controlplane-"+c.ReplicaID, os.Getenv)
-	if err != nil {
-		return err
-	}
+	defer closeEmbedded()
 	r, err := replica.New(ctx, replica.Options{
 		ReplicaID:      c.ReplicaID,
 		Listen:         c.Listen,
@@ -120,6 +96,73 @@ func run(ctx context.Context, c Config, log *slog.Logger) error {
 		fmt.Printf("API key (all scopes, saved in %s): %s\n", filepath.Join(c.DataDir, "api-key"), generated)
 	}
 	return r.Run(ctx)
+}
+
+// connections are the etcd and NATS the replica uses: the --etcd and --nats
+// servers with the link flags' TLS and credentials, or servers embedded in
+// this process. The embedded ones require credentials too: the control
+// plane makes them once under <data-dir>/secrets/ (etcd roles and users,
+// NATS users with per-role permissions), and a worker on this machine with
+// the same data dir logs in with them (development only).
+func connections(ctx context.Context, c Config, log *slog.Logger) (etcdCfg fleetconn.EtcdConfig, natsCfg fleetconn.NATSConfig, closeAll func(), err error) {
+	var closers []func()
+	closeAll = func() {
+		for i := len(closers) - 1; i >= 0; i-- {
+			closers[i]()
+		}
+	}
+	defer func() {
+		if err != nil {
+			closeAll()
+		}
+	}()
+	secrets := embedded.DevSecretsDir(c.DataDir)
+	if etcdEndpoints := fleetconfig.SplitList(c.Etcd); len(etcdEndpoints) > 0 {
+		if etcdCfg, err = c.Links.Etcd(etcdEndpoints, os.Getenv); err != nil {
+			return
+		}
+	} else {
+		es, err2 := embedded.LoadEtcdSecrets(secrets)
+		if err = err2; err != nil {
+			return
+		}
+		cluster, err2 := embedded.StartEtcd(ctx, embedded.EtcdOptions{
+			Dir:         filepath.Join(c.DataDir, "etcd"),
+			ClientAddrs: []string{c.EmbeddedEtcdListen},
+		})
+		if err = err2; err != nil {
+			return
+		}
+		closers = append(closers, cluster.Close)
+		base := fleetconn.EtcdConfig{Endpoints: cluster.Endpoints()}
+		if err = es.Setup(ctx, base, fleetstore.NewKeys(c.EtcdPrefix)); err != nil {
+			return
+		}
+		etcdCfg = es.ControlPlaneConfig(cluster.Endpoints())
+		log.Info("embedded etcd serving, authentication on", "endpoints", cluster.Endpoints(), "secrets", secrets)
+	}
+	name := "avatarfleet-controlplane-" + c.ReplicaID
+	if c.NATS != "" {
+		natsCfg, err = c.Links.NATS(c.NATS, name, os.Getenv)
+		return
+	}
+	ns, err := embedded.LoadNATSSecrets(secrets)
+	if err != nil {
+		return
+	}
+	srv, err := embedded.StartNATS(embedded.NATSOptions{
+		Addr:     c.EmbeddedNATSListen,
+		StoreDir: filepath.Join(c.DataDir, "nats"),
+		Auth:     ns.Auth(),
+	})
+	if err != nil {
+		return
+	}
+	closers = append(closers, srv.Close)
+	natsCfg = ns.ControlPlaneConfig(srv.URL())
+	natsCfg.Name = name
+	log.Info("embedded NATS serving, authentication on", "url", srv.URL())
+	return
 }
 
 // loadKeys returns the API keys: AVATARFLEET_API_KEY, or --api-keys-file, or

@@ -131,7 +131,10 @@ func Start(t testing.TB, opts Options) *Fleet {
 			"--gpus", "cpu",
 			"--slots-per-gpu", strconv.Itoa(slots),
 			"--drain-timeout", "5s",
-			"--data-dir", filepath.Join(dir, id),
+			// The control plane's data dir: its embedded etcd and NATS take
+			// only the credentials it keeps there (the development path
+			// of `make run`; each worker gets its own etcd user and role).
+			"--data-dir", filepath.Join(dir, "controlplane"),
 		}, issue(fleetpki.Request{WorkerID: id, Hosts: []string{"127.0.0.1", "localhost"}}, "worker-"+id)...)
 		args = append(args, spec.Args...)
 		f.Workers = append(f.Workers, StartProc(t, id, root, workerBin, args, nil))

@@ -80,6 +80,10 @@ func run(args []string, getenv func(string) string, stderr io.Writer, exit func(
 		}
 	}()
 
+	if err := cfg.devCredentials(ctx, log); err != nil {
+		fmt.Fprintf(stderr, "worker: %v\n", err)
+		return 1
+	}
 	devs, err := cfg.resolveDevices(ctx, loggedDiscovery{devices.NVML{}, log})
 	if err != nil {
 		fmt.Fprintf(stderr, "worker: %v\n", err)

@@ -123,7 +123,9 @@ func TestBudget(t *testing.T) {
 	budget := NewBudget(3 * second)
 	a := e.start(t, func(o *Options) { o.Budget = budget; o.MaxPendingText = 100 })
 	b := e.start(t, func(o *Options) { o.Budget = budget })
-	tone := func(d time.Duration) []byte { return wav.Encode16(make([]float32, int(d/time.Millisecond)*16), SampleRate) }
+	tone := func(d time.Duration) []byte {
+		return wav.Encode16(make([]float32, int(d/time.Millisecond)*16), SampleRate)
+	}
 
 	if err := a.p.PushAudio(tone(2*time.Second), false); err != nil {
 		t.Fatal(err)
@@ -210,7 +212,9 @@ func TestPendingText(t *testing.T) {
 
 type stubTTS struct{}
 
-func (stubTTS) Synthesize(context.Context, string, string) (tts.Audio, error) { return tts.Audio{}, nil }
+func (stubTTS) Synthesize(context.Context, string, string) (tts.Audio, error) {
+	return tts.Audio{}, nil
+}
 
 // TestPushPCMLiveBound: live audio is queued only while less than MaxLive
 // of speech waits.

@@ -33,11 +33,11 @@ type input struct {
 	accounted int64        // bytes this input has added to budget
 	buffered  atomic.Int64 // == accounted, for lock-free readers
 	gen       uint64
-	cancel  context.CancelFunc // the synthesis in flight
-	busy    bool               // a text is being synthesised
-	closed  bool
-	wake    chan struct{}
-	flushed chan struct{} // signalled on Interrupt, for the media goroutine
+	cancel    context.CancelFunc // the synthesis in flight
+	busy      bool               // a text is being synthesised
+	closed    bool
+	wake      chan struct{}
+	flushed   chan struct{} // signalled on Interrupt, for the media goroutine
 }
 
 func (in *input) init(maxSamples, maxLive, maxText int, budget *Budget) {

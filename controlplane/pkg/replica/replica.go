@@ -254,7 +254,9 @@ func (r *Replica) ready(ctx context.Context) error {
 	if !r.nc.IsConnected() {
 		return errors.New("nats disconnected")
 	}
-	if _, err := r.etcd.Get(ctx, "health-probe"); err != nil {
+	// A key under the fleet's prefix: with etcd auth on, the control
+	// plane's role covers nothing else.
+	if _, err := r.etcd.Get(ctx, fleetstore.NewKeys(r.opts.Prefix).Config("health-probe"), clientv3.WithCountOnly()); err != nil {
 		return fmt.Errorf("etcd: %w", err)
 	}
 	return nil

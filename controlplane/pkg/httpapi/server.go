@@ -110,7 +110,7 @@ func (a *API) routes() {
 	a.handle("GET /v1/sessions/{id}", sess, a.getSession)
 	a.handle("DELETE /v1/sessions/{id}", sess, a.deleteSession)
 	a.handle("POST /v1/sessions/{id}/speak", sess, a.speak)
-	a.handle("POST /v1/sessions/{id}/audio", sess, a.pushAudio)
+	a.handleBody("POST /v1/sessions/{id}/audio", sess, maxAudioBody, a.pushAudio)
 	a.handle("POST /v1/sessions/{id}/interrupt", sess, a.interrupt)
 	a.handle("POST /v1/sessions/{id}/tokens", sess, a.createToken)
 	a.handle("GET /v1/workers", admin, a.listWorkers)
@@ -135,12 +135,23 @@ func (a *API) routes() {
 type handlerFunc func(w http.ResponseWriter, r *http.Request, p auth.Principal) error
 
 func (a *API) handle(pattern, scope string, h handlerFunc) {
-	a.mux.Handle(pattern, a.instrument(pattern, a.withTimeout(a.authenticated(scope, h))))
+	a.handleBody(pattern, scope, 0, h)
 }
 
-func (a *API) withTimeout(next http.Handler) http.Handler {
+// handleBody is handle for a route whose body may be large: its time
+// limit grows by what the body deadline allows for maxBody bytes, so an
+// upload that keeps to the minimum rate is not cut by the request timeout.
+func (a *API) handleBody(pattern, scope string, maxBody int64, h handlerFunc) {
+	timeout := a.opts.RequestTimeout
+	if maxBody > 0 {
+		timeout += a.opts.BodyTimeout + time.Duration(maxBody/a.opts.BodyMinRate)*time.Second
+	}
+	a.mux.Handle(pattern, a.instrument(pattern, a.withTimeout(timeout, a.authenticated(scope, h))))
+}
+
+func (a *API) withTimeout(timeout time.Duration, next http.Handler) http.Handler {
 	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
-		ctx, cancel := context.WithTimeout(r.Context(), a.opts.RequestTimeout)
+		ctx, cancel := context.WithTimeout(r.Context(), timeout)
 		defer cancel()
 		next.ServeHTTP(w, r.WithContext(ctx))
 	})

@@ -107,7 +107,7 @@ func (a *API) signalingRoutes() {
 // signal registers a signaling route: instrumented, time-bounded, its
 // errors written as the API's envelope and counted by result.
 func (a *API) signal(pattern, proto, op string, h func(w http.ResponseWriter, r *http.Request) error) {
-	a.mux.Handle(pattern, a.instrument(pattern, a.withTimeout(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+	a.mux.Handle(pattern, a.instrument(pattern, a.withTimeout(a.opts.RequestTimeout, http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		err := h(w, r)
 		if err != nil {
 			err = mapSignalingError(err)

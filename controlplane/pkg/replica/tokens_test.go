@@ -127,7 +127,8 @@ func startReplica(t *testing.T, f *testfleet.Fleet, opts replica.Options) *repli
 		t.Fatal(err)
 	}
 	opts.ReplicaID = "extra-" + t.Name()
-	opts.Listen, opts.EtcdEndpoints, opts.NATSURL, opts.Keys = "127.0.0.1:0", f.Etcd.Endpoints(), f.NATS.URL(), keys
+	opts = f.Links(opts)
+	opts.Listen, opts.Keys = "127.0.0.1:0", keys
 	ctx, cancel := context.WithCancel(context.Background())
 	r, err := replica.New(ctx, opts)
 	if err != nil {
@@ -304,8 +305,8 @@ func TestRESTOverTLS(t *testing.T) {
 	} {
 		keys := &auth.Keys{}
 		_ = keys.Add(testfleet.SessionsKey, auth.ScopeSessions)
-		_, err := replica.New(context.Background(), replica.Options{Listen: "127.0.0.1:0", Keys: keys, TokenKeys: f.TokenKeys,
-			EtcdEndpoints: f.Etcd.Endpoints(), NATSURL: f.NATS.URL(), TLSCertFile: tt.cert, TLSKeyFile: tt.key})
+		_, err := replica.New(context.Background(), f.Links(replica.Options{Listen: "127.0.0.1:0", Keys: keys, TokenKeys: f.TokenKeys,
+			TLSCertFile: tt.cert, TLSKeyFile: tt.key}))
 		if err == nil || !strings.Contains(err.Error(), "TLS") {
 			t.Fatalf("%s: %v", tt.name, err)
 		}

@@ -19,9 +19,8 @@ type metrics struct {
 	sessions, contexts, frames, keyframes, inferred, audio, speaking, viewers *prometheus.Desc
 	speakingDropped                                                           *prometheus.Desc
 
-	mu      sync.Mutex
-	retired []*session               // removed since the last scrape
-	ended   map[seriesKey]sendTotals // totals of ended sessions
+	mu    sync.Mutex
+	ended map[seriesKey]sendTotals // totals of ended sessions
 }
 
 // seriesKey is the label set of the session series.
@@ -37,11 +36,17 @@ func (t *sendTotals) add(st Stats) {
 	t.audio += st.AudioPackets
 }
 
-// retire moves a removed session's figures to the ended totals at the next
-// scrape (not now: the caller holds the runtime's lock).
+// retire adds a removed session's figures to the ended totals. It keeps
+// numbers, never the session: a session kept until the next scrape would
+// hold its pipeline, encoders and buffers (a worker nobody scrapes would
+// keep every session it ever ran). m.mu is taken under the runtime's lock;
+// Collect never takes them the other way round.
 func (m *metrics) retire(s *session) {
+	k, st := keyOf(s), s.stats()
 	m.mu.Lock()
-	m.retired = append(m.retired, s)
+	t := m.ended[k]
+	t.add(st)
+	m.ended[k] = t
 	m.mu.Unlock()
 }
 
@@ -102,17 +107,11 @@ func (r *Runtime) Collect(ch chan<- prometheus.Metric) {
 		ch <- prometheus.MustNewConstMetric(m.contexts, prometheus.CounterValue, float64(p.created.Load()), strconv.FormatUint(uint64(gpu), 10))
 	}
 	m.mu.Lock()
-	defer m.mu.Unlock()
-	for _, s := range m.retired {
-		t := m.ended[keyOf(s)]
-		t.add(s.stats())
-		m.ended[keyOf(s)] = t
-	}
-	m.retired = nil
 	totals := make(map[seriesKey]sendTotals, len(m.ended))
 	for k, t := range m.ended {
 		totals[k] = t
 	}
+	m.mu.Unlock()
 	speaking, viewers := map[seriesKey]float64{}, map[seriesKey]float64{}
 	for _, s := range live {
 		k, st := keyOf(s), s.stats()

@@ -68,6 +68,7 @@ if [ ! -f "$pristine/.complete" ]; then
     DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends debootstrap >/dev/null
   fi
   say "debootstrap --variant=minbase $release from $mirror (once; cached in $pristine)"
+  grep -q " $pristine/" /proc/mounts && die "$pristine has mounts left by an interrupted debootstrap; unmount them first"
   rm -rf "$pristine"
   # make and CA certificates are the only packages added to the base system.
   debootstrap --variant=minbase --include=make,ca-certificates "$release" "$pristine" "$mirror" \

@@ -13,6 +13,7 @@ import (
 
 	"github.com/avatarfleet/avatarfleet/controlplane/internal/testfleet"
 	"github.com/avatarfleet/avatarfleet/controlplane/pkg/apiv1"
+	"github.com/avatarfleet/avatarfleet/controlplane/pkg/supervisor"
 )
 
 func TestMain(m *testing.M) { goleak.VerifyTestMain(m) }
@@ -78,7 +79,11 @@ func TestPlacementStorm(t *testing.T) {
 	for i := range workers {
 		specs = append(specs, testfleet.WorkerSpec{ID: fmt.Sprintf("w%d", i), GPUs: gpus, SlotsPerGPU: slots})
 	}
-	f := testfleet.Start(t, testfleet.Options{EtcdMembers: 3, Replicas: 3, Workers: specs})
+	// The storm is not about loss: leases longer than the default 2s keep
+	// a busy machine (race detector, etcd authenticating every request)
+	// from losing a worker in the middle of it.
+	f := testfleet.Start(t, testfleet.Options{EtcdMembers: 3, Replicas: 3, Workers: specs,
+		WorkerLeaseTTL: 5 * time.Second, Supervisor: supervisor.Options{ElectionTTL: 5 * time.Second}})
 	ctx := context.Background()
 	watcher, stopWatch := watchSlots(ctx, t, f)
 

@@ -57,8 +57,12 @@ func (s EtcdSecrets) WorkerPassword(id string) string {
 
 // Auth is what fleetstore.SetupAuth creates: root, the control plane and
 // the users of workers (etcd needs a user per worker before it connects).
+// The embedded etcd serves one fleet, so the control plane gets etcd's root
+// role as well (fleetstore.Auth.ControlPlaneAdmin: without it etcd's lease
+// checks make placement slow down with the sessions per worker).
 func (s EtcdSecrets) Auth(workers ...string) fleetstore.Auth {
-	a := fleetstore.Auth{RootPassword: s.RootPassword, ControlPlanePassword: s.ControlPlanePassword, Workers: map[string]string{}}
+	a := fleetstore.Auth{RootPassword: s.RootPassword, ControlPlanePassword: s.ControlPlanePassword, Workers: map[string]string{},
+		ControlPlaneAdmin: true}
 	for _, id := range workers {
 		a.Workers[id] = s.WorkerPassword(id)
 	}

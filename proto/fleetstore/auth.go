@@ -79,6 +79,18 @@ type Auth struct {
 	ControlPlanePassword string
 	// Workers maps worker ids to the passwords of their users.
 	Workers map[string]string
+	// ControlPlaneAdmin also grants ControlPlaneUser etcd's root role, for
+	// an etcd that serves this fleet alone. The reason is speed: at every
+	// put that attaches a lease, etcd checks that a user without the root
+	// role may write each key already attached to that lease, reading the
+	// user from its backend for each. The control plane attaches every
+	// reservation to its worker's lease, so without the root role a
+	// placement costs etcd's apply loop time in proportion to the sessions
+	// on that worker: under a storm of creates the loop falls seconds
+	// behind and every lease in the fleet expires. The price is the
+	// ControlPlaneRange bound: with the root role the control plane may
+	// read and write all of etcd and manage its users.
+	ControlPlaneAdmin bool
 }
 
 // SetupAuth creates the fleet's roles and users under k on the etcd cli
@@ -97,6 +109,13 @@ func SetupAuth(ctx context.Context, cli *clientv3.Client, k Keys, a Auth) error 
 	}
 	if err := putUser(ctx, cli, ControlPlaneUser, a.ControlPlanePassword, ControlPlaneRole); err != nil {
 		return err
+	}
+	if a.ControlPlaneAdmin {
+		if _, err := cli.UserGrantRole(ctx, ControlPlaneUser, "root"); err != nil {
+			return fmt.Errorf("etcd auth: grant root to %s: %w", ControlPlaneUser, err)
+		}
+	} else if _, err := cli.UserRevokeRole(ctx, ControlPlaneUser, "root"); err != nil && !errors.Is(err, rpctypes.ErrRoleNotGranted) {
+		return fmt.Errorf("etcd auth: revoke root from %s: %w", ControlPlaneUser, err)
 	}
 	for id, pw := range a.Workers {
 		if err := AddWorkerAuth(ctx, cli, k, id, pw); err != nil {

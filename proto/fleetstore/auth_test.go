@@ -245,3 +245,34 @@ func TestEtcdRolesOnAuthenticatedCluster(t *testing.T) {
 	_, err = w3.Get(ctx, s.keys.Worker("w1"))
 	denied(t, "added worker reads another's record", err)
 }
+
+// TestControlPlaneAdmin: ControlPlaneAdmin gives the control plane etcd's
+// root role (it writes outside its prefix and attaches keys to a lease that
+// holds a worker's keys without etcd checking each), and running SetupAuth
+// again without it takes the role back.
+func TestControlPlaneAdmin(t *testing.T) {
+	s := startSecuredEtcd(t)
+	ctx, cancel := context.WithTimeout(t.Context(), time.Minute)
+	defer cancel()
+	root := s.client(t, fleetstore.RootUser, s.auth.RootPassword)
+	for _, tt := range []struct {
+		name  string
+		admin bool
+	}{{"granted", true}, {"revoked", false}, {"granted again", true}} {
+		t.Run(tt.name, func(t *testing.T) {
+			a := s.auth
+			a.ControlPlaneAdmin = tt.admin
+			if err := fleetstore.SetupAuth(ctx, root, s.keys, a); err != nil {
+				t.Fatal(err)
+			}
+			cp := s.client(t, fleetstore.ControlPlaneUser, s.auth.ControlPlanePassword)
+			_, err := cp.Put(ctx, "/fleet-b/sessions/x", "x")
+			if tt.admin && err != nil {
+				t.Fatalf("admin control plane writes outside its prefix: %v", err)
+			}
+			if !tt.admin {
+				denied(t, "control plane without the root role writes outside its prefix", err)
+			}
+		})
+	}
+}

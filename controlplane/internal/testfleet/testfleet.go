@@ -2,7 +2,9 @@
 // cluster, an embedded NATS server with JetStream, control-plane replicas
 // and worker agents, all real and talking over loopback. Only the GPUs are
 // stand-ins (named "fake-gpu-N"): a worker advertises the devices it is
-// given, since no GPU exists on a test machine.
+// given, since no GPU exists on a test machine. Links are secured as in a
+// deployment unless an option turns that off: control plane ↔ worker in
+// mutual TLS, etcd and NATS over TLS with per-role credentials.
 package testfleet
 
 import (
@@ -20,6 +22,7 @@ import (
 	"testing"
 	"time"
 
+	"go.etcd.io/etcd/client/pkg/v3/transport"
 	clientv3 "go.etcd.io/etcd/client/v3"
 
 	"github.com/avatarfleet/avatarfleet/controlplane/pkg/auth"
@@ -28,6 +31,7 @@ import (
 	"github.com/avatarfleet/avatarfleet/controlplane/pkg/viewertoken"
 	"github.com/avatarfleet/avatarfleet/proto/embedded"
 	fleetv1 "github.com/avatarfleet/avatarfleet/proto/fleet/v1"
+	"github.com/avatarfleet/avatarfleet/proto/fleetconn"
 	"github.com/avatarfleet/avatarfleet/proto/fleetpki"
 	"github.com/avatarfleet/avatarfleet/proto/fleetstore"
 	"github.com/avatarfleet/avatarfleet/worker/pkg/agent"
@@ -76,6 +80,11 @@ type Options struct {
 	// FleetInsecure runs the control plane ↔ worker links in plaintext
 	// (benchmarks compare it with the default, mutual TLS).
 	FleetInsecure bool
+	// NoCredentials runs etcd and NATS open and in plaintext. By default
+	// both authenticate every client (etcd users and roles, NATS users
+	// with per-role permissions) over TLS, as a deployment does; with
+	// FleetInsecure it is the benchmarks' "everything off".
+	NoCredentials bool
 }
 
 // Fleet is a running test fleet.
@@ -86,7 +95,10 @@ type Fleet struct {
 	NATS *embedded.NATSServer
 	// CA is the fleet CA: replicas and workers talk mutual TLS with
 	// certificates it issued, as a deployment does.
-	CA     *fleetpki.CA
+	CA *fleetpki.CA
+	// Client is an etcd client with every right (root when the fleet runs
+	// with credentials), for tests that read or change etcd behind the
+	// control plane's back.
 	Client *clientv3.Client
 	Store  *fleetstore.Store
 	// TokenKeys are the replicas' session-token keys (tests sign with them).
@@ -94,6 +106,9 @@ type Fleet struct {
 	Replicas  []*replica.Replica
 	stops     []func() // stop replica i and wait
 	log       *slog.Logger
+	creds     *credentials       // nil with NoCredentials
+	cpTLS     *fleetpki.Material // nil with FleetInsecure
+	enrolled  map[string]bool    // workers with an etcd user (guarded by mu)
 
 	ctx      context.Context
 	cancel   context.CancelFunc
@@ -144,10 +159,23 @@ func Start(t testing.TB, opts Options) *Fleet {
 	sctx, scancel := context.WithTimeout(f.ctx, 90*time.Second)
 	defer scancel()
 	var err error
+	if f.CA, err = fleetpki.NewCA("test fleet CA", time.Hour); err != nil {
+		t.Fatal(err)
+	}
+	var etcdTLS *transport.TLSInfo
+	natsOpts := embedded.NATSOptions{StoreDir: t.TempDir()}
+	if !opts.NoCredentials {
+		if f.creds, err = newCredentials(t.TempDir(), f.CA); err != nil {
+			t.Fatal(err)
+		}
+		etcdTLS = f.creds.etcdServerTLS()
+		natsOpts.TLS, natsOpts.Auth = f.creds.natsTLS, f.creds.nats.Auth()
+	}
 	// embedded.StartEtcd picks free ports and then binds them: another
 	// test's outgoing connection can take one in between. Try again then.
 	for attempt := 1; ; attempt++ {
-		f.Etcd, err = embedded.StartEtcd(sctx, embedded.EtcdOptions{Dir: t.TempDir(), Members: opts.EtcdMembers, NoFsync: !opts.Fsync, SnapshotCount: opts.EtcdSnapshotCount})
+		f.Etcd, err = embedded.StartEtcd(sctx, embedded.EtcdOptions{Dir: t.TempDir(), Members: opts.EtcdMembers, NoFsync: !opts.Fsync,
+			SnapshotCount: opts.EtcdSnapshotCount, ClientTLS: etcdTLS, BcryptCost: testBcryptCost})
 		if err == nil {
 			break
 		}
@@ -156,17 +184,30 @@ func Start(t testing.TB, opts Options) *Fleet {
 		}
 		f.Etcd = nil
 	}
-	f.NATS, err = embedded.StartNATS(embedded.NATSOptions{StoreDir: t.TempDir()})
+	f.NATS, err = embedded.StartNATS(natsOpts)
 	if err != nil {
 		t.Fatalf("start nats: %v", err)
 	}
-	if f.Client, err = f.Etcd.Client(); err != nil {
+	if f.creds != nil {
+		// Every worker known now gets its user before anything connects:
+		// etcd invalidates every token issued before a change of users or
+		// roles, and a watch (re)created with such a token is cancelled.
+		ids := make([]string, 0, len(opts.Workers))
+		for _, w := range opts.Workers {
+			ids = append(ids, w.ID)
+		}
+		f.enrolled = map[string]bool{}
+		for _, id := range ids {
+			f.enrolled[id] = true
+		}
+		if err := f.creds.etcd.Setup(sctx, f.etcdBase(), fleetstore.NewKeys(""), ids...); err != nil {
+			t.Fatalf("etcd authentication: %v", err)
+		}
+	}
+	if f.Client, err = fleetconn.Etcd(f.ctx, f.RootEtcd()); err != nil {
 		t.Fatal(err)
 	}
 	f.Store = fleetstore.New(f.Client, fleetstore.NewKeys(""))
-	if f.CA, err = fleetpki.NewCA("test fleet CA", time.Hour); err != nil {
-		t.Fatal(err)
-	}
 	cpTLS, err := f.CA.Material(fleetpki.Request{ControlPlane: true})
 	if err != nil {
 		t.Fatal(err)
@@ -174,6 +215,7 @@ func Start(t testing.TB, opts Options) *Fleet {
 	if opts.FleetInsecure {
 		cpTLS = nil
 	}
+	f.cpTLS = cpTLS
 
 	keys := &auth.Keys{}
 	for _, k := range []struct {
@@ -196,15 +238,15 @@ func Start(t testing.TB, opts Options) *Fleet {
 	}
 	for i := range opts.Replicas {
 		r, err := replica.New(sctx, replica.Options{
-			ReplicaID:     fmt.Sprintf("cp%d", i),
-			Listen:        "127.0.0.1:0",
-			EtcdEndpoints: f.Etcd.Endpoints(),
-			NATSURL:       f.NATS.URL(),
-			Keys:          keys,
-			TokenKeys:     f.TokenKeys,
-			FleetTLS:      cpTLS,
-			Supervisor:    opts.Supervisor,
-			Log:           log,
+			ReplicaID:  fmt.Sprintf("cp%d", i),
+			Listen:     "127.0.0.1:0",
+			Etcd:       f.ControlPlaneEtcd(),
+			NATS:       f.ControlPlaneNATS(),
+			Keys:       keys,
+			TokenKeys:  f.TokenKeys,
+			FleetTLS:   cpTLS,
+			Supervisor: opts.Supervisor,
+			Log:        log,
 		})
 		if err != nil {
 			t.Fatalf("start replica %d: %v", i, err)
@@ -267,17 +309,21 @@ func (f *Fleet) StartWorkerOn(spec WorkerSpec, natsURL string) *Worker {
 	if f.opts.FleetInsecure {
 		wTLS = nil
 	}
+	etcdCfg, natsCfg, err := f.workerLinks(f.ctx, spec.ID, natsURL)
+	if err != nil {
+		f.t.Fatalf("worker %s: %v", spec.ID, err)
+	}
 	a, err := agent.New(agent.Options{
-		ID:            spec.ID,
-		TLS:           wTLS,
-		EtcdEndpoints: f.Etcd.Endpoints(),
-		NATSURL:       natsURL,
-		GRPCListen:    "127.0.0.1:0",
-		Devices:       FakeGPUs(spec.GPUs, spec.SlotsPerGPU),
-		LeaseTTL:      f.opts.WorkerLeaseTTL,
-		DrainTimeout:  f.opts.DrainTimeout,
-		Signaling:     spec.Signaling,
-		Logger:        f.log,
+		ID:           spec.ID,
+		TLS:          wTLS,
+		Etcd:         etcdCfg,
+		NATS:         natsCfg,
+		GRPCListen:   "127.0.0.1:0",
+		Devices:      FakeGPUs(spec.GPUs, spec.SlotsPerGPU),
+		LeaseTTL:     f.opts.WorkerLeaseTTL,
+		DrainTimeout: f.opts.DrainTimeout,
+		Signaling:    spec.Signaling,
+		Logger:       f.log,
 	})
 	if err != nil {
 		f.t.Fatalf("start worker %s: %v", spec.ID, err)

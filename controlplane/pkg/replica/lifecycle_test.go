@@ -16,6 +16,7 @@ import (
 	"github.com/avatarfleet/avatarfleet/proto/embedded"
 	fleetv1 "github.com/avatarfleet/avatarfleet/proto/fleet/v1"
 	"github.com/avatarfleet/avatarfleet/proto/fleetbus"
+	"github.com/avatarfleet/avatarfleet/proto/fleetconn"
 	"github.com/avatarfleet/avatarfleet/proto/fleetstore"
 )
 
@@ -27,7 +28,7 @@ type eventLog struct {
 
 func subscribeEvents(t *testing.T, f *testfleet.Fleet) *eventLog {
 	t.Helper()
-	nc, err := nats.Connect(f.NATS.URL())
+	nc, err := fleetconn.NATS(f.ControlPlaneNATS())
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -119,7 +119,7 @@ func TestTokensEndpoint(t *testing.T) {
 }
 
 // startReplica starts one more replica of f's fleet with opts (listen,
-// etcd, NATS and API keys filled in) and stops it when the test ends.
+// etcd, NATS, fleet TLS and API keys filled in) and stops it when the test ends.
 func startReplica(t *testing.T, f *testfleet.Fleet, opts replica.Options) *replica.Replica {
 	t.Helper()
 	keys := &auth.Keys{}
@@ -127,8 +127,10 @@ func startReplica(t *testing.T, f *testfleet.Fleet, opts replica.Options) *repli
 		t.Fatal(err)
 	}
 	opts.ReplicaID = "extra-" + t.Name()
-	opts = f.Links(opts)
-	opts.Listen, opts.Keys = "127.0.0.1:0", keys
+	opts.Listen, opts.Etcd, opts.NATS, opts.Keys = "127.0.0.1:0", f.ControlPlaneEtcd(), f.ControlPlaneNATS(), keys
+	if opts.FleetTLS == nil {
+		opts.FleetTLS = f.ControlPlaneTLS()
+	}
 	ctx, cancel := context.WithCancel(context.Background())
 	r, err := replica.New(ctx, opts)
 	if err != nil {
@@ -305,8 +307,8 @@ func TestRESTOverTLS(t *testing.T) {
 	} {
 		keys := &auth.Keys{}
 		_ = keys.Add(testfleet.SessionsKey, auth.ScopeSessions)
-		_, err := replica.New(context.Background(), f.Links(replica.Options{Listen: "127.0.0.1:0", Keys: keys, TokenKeys: f.TokenKeys,
-			TLSCertFile: tt.cert, TLSKeyFile: tt.key}))
+		_, err := replica.New(context.Background(), replica.Options{Listen: "127.0.0.1:0", Keys: keys, TokenKeys: f.TokenKeys,
+			Etcd: f.ControlPlaneEtcd(), NATS: f.ControlPlaneNATS(), TLSCertFile: tt.cert, TLSKeyFile: tt.key})
 		if err == nil || !strings.Contains(err.Error(), "TLS") {
 			t.Fatalf("%s: %v", tt.name, err)
 		}

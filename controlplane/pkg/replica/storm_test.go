@@ -83,7 +83,7 @@ func TestPlacementStorm(t *testing.T) {
 	// a busy machine (race detector, etcd authenticating every request)
 	// from losing a worker in the middle of it.
 	f := testfleet.Start(t, testfleet.Options{EtcdMembers: 3, Replicas: 3, Workers: specs,
-		WorkerLeaseTTL: 5 * time.Second, Supervisor: supervisor.Options{ElectionTTL: 5 * time.Second}})
+		WorkerLeaseTTL: 10 * time.Second, Supervisor: supervisor.Options{ElectionTTL: 10 * time.Second}})
 	ctx := context.Background()
 	watcher, stopWatch := watchSlots(ctx, t, f)
 

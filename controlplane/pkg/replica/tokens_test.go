@@ -275,7 +275,29 @@ func TestRESTOverTLS(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
+	// A replica just started may not have listed the fleet yet: wait until
+	// it says it is ready (its worker cache synced), over TLS too.
+	deadline := time.Now().Add(30 * time.Second)
+	for {
+		resp, err := hc.Get(r.URL() + "/readyz")
+		if err == nil {
+			resp.Body.Close()
+			if resp.StatusCode == http.StatusOK {
+				break
+			}
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("replica over TLS not ready: %v", err)
+		}
+		time.Sleep(50 * time.Millisecond)
+	}
+	// This test is about TLS: a worker briefly marked down by a slow
+	// health check on a loaded machine only delays the create.
 	s, err := c.CreateSession(context.Background(), apiv1.CreateSessionRequest{}, "")
+	for err != nil && time.Now().Before(deadline) {
+		time.Sleep(200 * time.Millisecond)
+		s, err = c.CreateSession(context.Background(), apiv1.CreateSessionRequest{}, "")
+	}
 	if err != nil {
 		t.Fatalf("create over TLS: %v", err)
 	}

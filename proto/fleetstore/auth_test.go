@@ -3,6 +3,7 @@ package fleetstore_test
 import (
 	"context"
 	"errors"
+	"strings"
 	"testing"
 	"time"
 
@@ -166,13 +167,26 @@ func TestEtcdRolesOnAuthenticatedCluster(t *testing.T) {
 	if _, ended, err := w1.EndSession(ctx, "s1", fleetv1.SessionState_SESSION_STATE_ENDED, fleetv1.EndReason_END_REASON_DRAINED, ""); err != nil || !ended {
 		t.Fatalf("worker ends its session: ended=%v err=%v", ended, err)
 	}
-	select {
-	case wr := <-watch:
-		if err := wr.Err(); err != nil || len(wr.Events) != 1 || wr.Events[0].Type != clientv3.EventTypeDelete {
+	// etcd can end a watch opened just as the client's auth token was
+	// replaced ("invalid auth token"); a watcher then resumes from the
+	// revision it asked for, as slotwatch does. Permission errors are not
+	// retried.
+	for attempt := 0; ; attempt++ {
+		var wr clientv3.WatchResponse
+		select {
+		case wr = <-watch:
+		case <-time.After(30 * time.Second):
+			t.Fatal("worker's slot watch saw nothing")
+		}
+		err := wr.Err()
+		if err != nil && attempt < 3 && strings.Contains(err.Error(), "invalid auth token") {
+			watch = w1Cli.Watch(clientv3.WithRequireLeader(wctx), s.keys.WorkerSlots("w1"), clientv3.WithPrefix(), clientv3.WithRev(slots.Header.Revision+1))
+			continue
+		}
+		if err != nil || len(wr.Events) != 1 || wr.Events[0].Type != clientv3.EventTypeDelete {
 			t.Fatalf("worker's slot watch: %v %v", err, wr.Events)
 		}
-	case <-time.After(30 * time.Second):
-		t.Fatal("worker's slot watch saw nothing")
+		break
 	}
 	stopWatch()
 

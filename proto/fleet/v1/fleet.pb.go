@@ -205,6 +205,57 @@ func (EndReason) EnumDescriptor() ([]byte, []int) {
 	return file_fleet_v1_fleet_proto_rawDescGZIP(), []int{2}
 }
 
+// RestartPolicy is what the fleet does with a session whose worker is lost.
+type RestartPolicy int32
+
+const (
+	// unspecified means on_worker_lost.
+	RestartPolicy_RESTART_POLICY_UNSPECIFIED    RestartPolicy = 0
+	RestartPolicy_RESTART_POLICY_NEVER          RestartPolicy = 1
+	RestartPolicy_RESTART_POLICY_ON_WORKER_LOST RestartPolicy = 2
+)
+
+// Enum value maps for RestartPolicy.
+var (
+	RestartPolicy_name = map[int32]string{
+		0: "RESTART_POLICY_UNSPECIFIED",
+		1: "RESTART_POLICY_NEVER",
+		2: "RESTART_POLICY_ON_WORKER_LOST",
+	}
+	RestartPolicy_value = map[string]int32{
+		"RESTART_POLICY_UNSPECIFIED":    0,
+		"RESTART_POLICY_NEVER":          1,
+		"RESTART_POLICY_ON_WORKER_LOST": 2,
+	}
+)
+
+func (x RestartPolicy) Enum() *RestartPolicy {
+	p := new(RestartPolicy)
+	*p = x
+	return p
+}
+
+func (x RestartPolicy) String() string {
+	return protoimpl.X.EnumStringOf(x.Descriptor(), protoreflect.EnumNumber(x))
+}
+
+func (RestartPolicy) Descriptor() protoreflect.EnumDescriptor {
+	return file_fleet_v1_fleet_proto_enumTypes[3].Descriptor()
+}
+
+func (RestartPolicy) Type() protoreflect.EnumType {
+	return &file_fleet_v1_fleet_proto_enumTypes[3]
+}
+
+func (x RestartPolicy) Number() protoreflect.EnumNumber {
+	return protoreflect.EnumNumber(x)
+}
+
+// Deprecated: Use RestartPolicy.Descriptor instead.
+func (RestartPolicy) EnumDescriptor() ([]byte, []int) {
+	return file_fleet_v1_fleet_proto_rawDescGZIP(), []int{3}
+}
+
 // GPU is one device of a worker: a CUDA device, or the single CPU device.
 type GPU struct {
 	state protoimpl.MessageState `protogen:"open.v1"`
@@ -298,6 +349,9 @@ type Worker struct {
 	State        WorkerState            `protobuf:"varint,5,opt,name=state,proto3,enum=avatarfleet.fleet.v1.WorkerState" json:"state,omitempty"`
 	StartedAt    *timestamppb.Timestamp `protobuf:"bytes,6,opt,name=started_at,json=startedAt,proto3" json:"started_at,omitempty"`
 	Version      string                 `protobuf:"bytes,7,opt,name=version,proto3" json:"version,omitempty"`
+	// migrate asks the control plane to move the worker's live sessions
+	// elsewhere while it drains (set with state draining on SIGTERM).
+	Migrate bool `protobuf:"varint,10,opt,name=migrate,proto3" json:"migrate,omitempty"`
 	// avatars and voices are the names this worker can serve.
 	Avatars       []string `protobuf:"bytes,8,rep,name=avatars,proto3" json:"avatars,omitempty"`
 	Voices        []string `protobuf:"bytes,9,rep,name=voices,proto3" json:"voices,omitempty"`
@@ -384,6 +438,13 @@ func (x *Worker) GetVersion() string {
 	return ""
 }
 
+func (x *Worker) GetMigrate() bool {
+	if x != nil {
+		return x.Migrate
+	}
+	return false
+}
+
 func (x *Worker) GetAvatars() []string {
 	if x != nil {
 		return x.Avatars
@@ -418,7 +479,26 @@ type Session struct {
 	CreatedAt          *timestamppb.Timestamp `protobuf:"bytes,13,opt,name=created_at,json=createdAt,proto3" json:"created_at,omitempty"`
 	EndedAt            *timestamppb.Timestamp `protobuf:"bytes,14,opt,name=ended_at,json=endedAt,proto3" json:"ended_at,omitempty"`
 	// owner is a non-secret fingerprint of the API key that created it.
-	Owner         string `protobuf:"bytes,15,opt,name=owner,proto3" json:"owner,omitempty"`
+	Owner string `protobuf:"bytes,15,opt,name=owner,proto3" json:"owner,omitempty"`
+	// restart_policy says what happens when the session's worker is lost.
+	RestartPolicy RestartPolicy `protobuf:"varint,16,opt,name=restart_policy,json=restartPolicy,proto3,enum=avatarfleet.fleet.v1.RestartPolicy" json:"restart_policy,omitempty"`
+	// replace_timeout_seconds bounds how long a lost session waits for a new
+	// slot before it fails with worker_lost (0: the fleet's default, 60 s).
+	ReplaceTimeoutSeconds uint32 `protobuf:"varint,17,opt,name=replace_timeout_seconds,json=replaceTimeoutSeconds,proto3" json:"replace_timeout_seconds,omitempty"`
+	// moves counts the session's re-placements and migrations; placed_at is
+	// when its current placement started.
+	Moves    uint32                 `protobuf:"varint,18,opt,name=moves,proto3" json:"moves,omitempty"`
+	PlacedAt *timestamppb.Timestamp `protobuf:"bytes,19,opt,name=placed_at,json=placedAt,proto3" json:"placed_at,omitempty"`
+	// moved_from and move_reason describe the last move ("worker_lost",
+	// "drain"): the worker the session left and why.
+	MovedFrom  string `protobuf:"bytes,20,opt,name=moved_from,json=movedFrom,proto3" json:"moved_from,omitempty"`
+	MoveReason string `protobuf:"bytes,21,opt,name=move_reason,json=moveReason,proto3" json:"move_reason,omitempty"`
+	// lost_at is when the session's worker was lost, while it is placing.
+	LostAt *timestamppb.Timestamp `protobuf:"bytes,22,opt,name=lost_at,json=lostAt,proto3" json:"lost_at,omitempty"`
+	// migrating_from is the slot a live migration is moving the session off:
+	// the source keeps serving (its slot key still holds the session) until
+	// viewers have switched to the target named by worker_id/gpu/slot.
+	MigratingFrom *SlotRef `protobuf:"bytes,23,opt,name=migrating_from,json=migratingFrom,proto3" json:"migrating_from,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -558,6 +638,123 @@ func (x *Session) GetOwner() string {
 	return ""
 }
 
+func (x *Session) GetRestartPolicy() RestartPolicy {
+	if x != nil {
+		return x.RestartPolicy
+	}
+	return RestartPolicy_RESTART_POLICY_UNSPECIFIED
+}
+
+func (x *Session) GetReplaceTimeoutSeconds() uint32 {
+	if x != nil {
+		return x.ReplaceTimeoutSeconds
+	}
+	return 0
+}
+
+func (x *Session) GetMoves() uint32 {
+	if x != nil {
+		return x.Moves
+	}
+	return 0
+}
+
+func (x *Session) GetPlacedAt() *timestamppb.Timestamp {
+	if x != nil {
+		return x.PlacedAt
+	}
+	return nil
+}
+
+func (x *Session) GetMovedFrom() string {
+	if x != nil {
+		return x.MovedFrom
+	}
+	return ""
+}
+
+func (x *Session) GetMoveReason() string {
+	if x != nil {
+		return x.MoveReason
+	}
+	return ""
+}
+
+func (x *Session) GetLostAt() *timestamppb.Timestamp {
+	if x != nil {
+		return x.LostAt
+	}
+	return nil
+}
+
+func (x *Session) GetMigratingFrom() *SlotRef {
+	if x != nil {
+		return x.MigratingFrom
+	}
+	return nil
+}
+
+// SlotRef names one slot of one GPU of a worker.
+type SlotRef struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	WorkerId      string                 `protobuf:"bytes,1,opt,name=worker_id,json=workerId,proto3" json:"worker_id,omitempty"`
+	Gpu           uint32                 `protobuf:"varint,2,opt,name=gpu,proto3" json:"gpu,omitempty"`
+	Slot          uint32                 `protobuf:"varint,3,opt,name=slot,proto3" json:"slot,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *SlotRef) Reset() {
+	*x = SlotRef{}
+	mi := &file_fleet_v1_fleet_proto_msgTypes[3]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *SlotRef) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*SlotRef) ProtoMessage() {}
+
+func (x *SlotRef) ProtoReflect() protoreflect.Message {
+	mi := &file_fleet_v1_fleet_proto_msgTypes[3]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use SlotRef.ProtoReflect.Descriptor instead.
+func (*SlotRef) Descriptor() ([]byte, []int) {
+	return file_fleet_v1_fleet_proto_rawDescGZIP(), []int{3}
+}
+
+func (x *SlotRef) GetWorkerId() string {
+	if x != nil {
+		return x.WorkerId
+	}
+	return ""
+}
+
+func (x *SlotRef) GetGpu() uint32 {
+	if x != nil {
+		return x.Gpu
+	}
+	return 0
+}
+
+func (x *SlotRef) GetSlot() uint32 {
+	if x != nil {
+		return x.Slot
+	}
+	return 0
+}
+
 // Event is one lifecycle change, published on NATS under
 // avatarfleet.events.sessions.<session id> or
 // avatarfleet.events.workers.<worker id>.
@@ -565,7 +762,7 @@ type Event struct {
 	state protoimpl.MessageState `protogen:"open.v1"`
 	Id    string                 `protobuf:"bytes,1,opt,name=id,proto3" json:"id,omitempty"`
 	// type names the change: session.placing, session.starting, session.ready, session.ended,
-	// session.failed, session.speaking_started, session.speaking_ended, worker.registered,
+	// session.failed, session.moved, session.speaking_started, session.speaking_ended, worker.registered,
 	// worker.draining, worker.undrained, worker.down, worker.up, worker.lost.
 	Type      string                 `protobuf:"bytes,2,opt,name=type,proto3" json:"type,omitempty"`
 	Time      *timestamppb.Timestamp `protobuf:"bytes,3,opt,name=time,proto3" json:"time,omitempty"`
@@ -578,14 +775,21 @@ type Event struct {
 	// media_time is the session's media time (its media clock, from the first
 	// frame sent) of the frame where it happened, for session.speaking_started
 	// and session.speaking_ended: the first/last frame of speech sent.
-	MediaTime     *durationpb.Duration `protobuf:"bytes,8,opt,name=media_time,json=mediaTime,proto3" json:"media_time,omitempty"`
+	MediaTime *durationpb.Duration `protobuf:"bytes,8,opt,name=media_time,json=mediaTime,proto3" json:"media_time,omitempty"`
+	// from_worker, to_worker and reason describe a session.moved event.
+	FromWorker string `protobuf:"bytes,9,opt,name=from_worker,json=fromWorker,proto3" json:"from_worker,omitempty"`
+	ToWorker   string `protobuf:"bytes,10,opt,name=to_worker,json=toWorker,proto3" json:"to_worker,omitempty"`
+	Reason     string `protobuf:"bytes,11,opt,name=reason,proto3" json:"reason,omitempty"`
+	// revision is the etcd revision of the change an event derives from (0
+	// for events that are not in etcd, like speaking events).
+	Revision      int64 `protobuf:"varint,12,opt,name=revision,proto3" json:"revision,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
 
 func (x *Event) Reset() {
 	*x = Event{}
-	mi := &file_fleet_v1_fleet_proto_msgTypes[3]
+	mi := &file_fleet_v1_fleet_proto_msgTypes[4]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -597,7 +801,7 @@ func (x *Event) String() string {
 func (*Event) ProtoMessage() {}
 
 func (x *Event) ProtoReflect() protoreflect.Message {
-	mi := &file_fleet_v1_fleet_proto_msgTypes[3]
+	mi := &file_fleet_v1_fleet_proto_msgTypes[4]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -610,7 +814,7 @@ func (x *Event) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use Event.ProtoReflect.Descriptor instead.
 func (*Event) Descriptor() ([]byte, []int) {
-	return file_fleet_v1_fleet_proto_rawDescGZIP(), []int{3}
+	return file_fleet_v1_fleet_proto_rawDescGZIP(), []int{4}
 }
 
 func (x *Event) GetId() string {
@@ -669,6 +873,34 @@ func (x *Event) GetMediaTime() *durationpb.Duration {
 	return nil
 }
 
+func (x *Event) GetFromWorker() string {
+	if x != nil {
+		return x.FromWorker
+	}
+	return ""
+}
+
+func (x *Event) GetToWorker() string {
+	if x != nil {
+		return x.ToWorker
+	}
+	return ""
+}
+
+func (x *Event) GetReason() string {
+	if x != nil {
+		return x.Reason
+	}
+	return ""
+}
+
+func (x *Event) GetRevision() int64 {
+	if x != nil {
+		return x.Revision
+	}
+	return 0
+}
+
 type StartSessionRequest struct {
 	state   protoimpl.MessageState `protogen:"open.v1"`
 	Session *Session               `protobuf:"bytes,1,opt,name=session,proto3" json:"session,omitempty"`
@@ -682,7 +914,7 @@ type StartSessionRequest struct {
 
 func (x *StartSessionRequest) Reset() {
 	*x = StartSessionRequest{}
-	mi := &file_fleet_v1_fleet_proto_msgTypes[4]
+	mi := &file_fleet_v1_fleet_proto_msgTypes[5]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -694,7 +926,7 @@ func (x *StartSessionRequest) String() string {
 func (*StartSessionRequest) ProtoMessage() {}
 
 func (x *StartSessionRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_fleet_v1_fleet_proto_msgTypes[4]
+	mi := &file_fleet_v1_fleet_proto_msgTypes[5]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -707,7 +939,7 @@ func (x *StartSessionRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use StartSessionRequest.ProtoReflect.Descriptor instead.
 func (*StartSessionRequest) Descriptor() ([]byte, []int) {
-	return file_fleet_v1_fleet_proto_rawDescGZIP(), []int{4}
+	return file_fleet_v1_fleet_proto_rawDescGZIP(), []int{5}
 }
 
 func (x *StartSessionRequest) GetSession() *Session {
@@ -733,7 +965,7 @@ type StartSessionResponse struct {
 
 func (x *StartSessionResponse) Reset() {
 	*x = StartSessionResponse{}
-	mi := &file_fleet_v1_fleet_proto_msgTypes[5]
+	mi := &file_fleet_v1_fleet_proto_msgTypes[6]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -745,7 +977,7 @@ func (x *StartSessionResponse) String() string {
 func (*StartSessionResponse) ProtoMessage() {}
 
 func (x *StartSessionResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_fleet_v1_fleet_proto_msgTypes[5]
+	mi := &file_fleet_v1_fleet_proto_msgTypes[6]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -758,7 +990,7 @@ func (x *StartSessionResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use StartSessionResponse.ProtoReflect.Descriptor instead.
 func (*StartSessionResponse) Descriptor() ([]byte, []int) {
-	return file_fleet_v1_fleet_proto_rawDescGZIP(), []int{5}
+	return file_fleet_v1_fleet_proto_rawDescGZIP(), []int{6}
 }
 
 func (x *StartSessionResponse) GetState() SessionState {
@@ -778,7 +1010,7 @@ type StopSessionRequest struct {
 
 func (x *StopSessionRequest) Reset() {
 	*x = StopSessionRequest{}
-	mi := &file_fleet_v1_fleet_proto_msgTypes[6]
+	mi := &file_fleet_v1_fleet_proto_msgTypes[7]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -790,7 +1022,7 @@ func (x *StopSessionRequest) String() string {
 func (*StopSessionRequest) ProtoMessage() {}
 
 func (x *StopSessionRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_fleet_v1_fleet_proto_msgTypes[6]
+	mi := &file_fleet_v1_fleet_proto_msgTypes[7]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -803,7 +1035,7 @@ func (x *StopSessionRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use StopSessionRequest.ProtoReflect.Descriptor instead.
 func (*StopSessionRequest) Descriptor() ([]byte, []int) {
-	return file_fleet_v1_fleet_proto_rawDescGZIP(), []int{6}
+	return file_fleet_v1_fleet_proto_rawDescGZIP(), []int{7}
 }
 
 func (x *StopSessionRequest) GetSessionId() string {
@@ -828,7 +1060,7 @@ type StopSessionResponse struct {
 
 func (x *StopSessionResponse) Reset() {
 	*x = StopSessionResponse{}
-	mi := &file_fleet_v1_fleet_proto_msgTypes[7]
+	mi := &file_fleet_v1_fleet_proto_msgTypes[8]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -840,7 +1072,7 @@ func (x *StopSessionResponse) String() string {
 func (*StopSessionResponse) ProtoMessage() {}
 
 func (x *StopSessionResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_fleet_v1_fleet_proto_msgTypes[7]
+	mi := &file_fleet_v1_fleet_proto_msgTypes[8]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -853,21 +1085,25 @@ func (x *StopSessionResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use StopSessionResponse.ProtoReflect.Descriptor instead.
 func (*StopSessionResponse) Descriptor() ([]byte, []int) {
-	return file_fleet_v1_fleet_proto_rawDescGZIP(), []int{7}
+	return file_fleet_v1_fleet_proto_rawDescGZIP(), []int{8}
 }
 
 type SpeakTextRequest struct {
-	state         protoimpl.MessageState `protogen:"open.v1"`
-	SessionId     string                 `protobuf:"bytes,1,opt,name=session_id,json=sessionId,proto3" json:"session_id,omitempty"`
-	Text          string                 `protobuf:"bytes,2,opt,name=text,proto3" json:"text,omitempty"`
-	Interrupt     bool                   `protobuf:"varint,3,opt,name=interrupt,proto3" json:"interrupt,omitempty"`
+	state     protoimpl.MessageState `protogen:"open.v1"`
+	SessionId string                 `protobuf:"bytes,1,opt,name=session_id,json=sessionId,proto3" json:"session_id,omitempty"`
+	Text      string                 `protobuf:"bytes,2,opt,name=text,proto3" json:"text,omitempty"`
+	Interrupt bool                   `protobuf:"varint,3,opt,name=interrupt,proto3" json:"interrupt,omitempty"`
+	// speech_id names the text's entry in the session's durable speech queue
+	// in etcd: the worker removes it sentence by sentence as it is spoken, so
+	// a re-placed session speaks what was left. Empty: not queued in etcd.
+	SpeechId      string `protobuf:"bytes,4,opt,name=speech_id,json=speechId,proto3" json:"speech_id,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
 
 func (x *SpeakTextRequest) Reset() {
 	*x = SpeakTextRequest{}
-	mi := &file_fleet_v1_fleet_proto_msgTypes[8]
+	mi := &file_fleet_v1_fleet_proto_msgTypes[9]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -879,7 +1115,7 @@ func (x *SpeakTextRequest) String() string {
 func (*SpeakTextRequest) ProtoMessage() {}
 
 func (x *SpeakTextRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_fleet_v1_fleet_proto_msgTypes[8]
+	mi := &file_fleet_v1_fleet_proto_msgTypes[9]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -892,7 +1128,7 @@ func (x *SpeakTextRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use SpeakTextRequest.ProtoReflect.Descriptor instead.
 func (*SpeakTextRequest) Descriptor() ([]byte, []int) {
-	return file_fleet_v1_fleet_proto_rawDescGZIP(), []int{8}
+	return file_fleet_v1_fleet_proto_rawDescGZIP(), []int{9}
 }
 
 func (x *SpeakTextRequest) GetSessionId() string {
@@ -916,6 +1152,13 @@ func (x *SpeakTextRequest) GetInterrupt() bool {
 	return false
 }
 
+func (x *SpeakTextRequest) GetSpeechId() string {
+	if x != nil {
+		return x.SpeechId
+	}
+	return ""
+}
+
 type SpeakTextResponse struct {
 	state         protoimpl.MessageState `protogen:"open.v1"`
 	unknownFields protoimpl.UnknownFields
@@ -924,7 +1167,7 @@ type SpeakTextResponse struct {
 
 func (x *SpeakTextResponse) Reset() {
 	*x = SpeakTextResponse{}
-	mi := &file_fleet_v1_fleet_proto_msgTypes[9]
+	mi := &file_fleet_v1_fleet_proto_msgTypes[10]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -936,7 +1179,7 @@ func (x *SpeakTextResponse) String() string {
 func (*SpeakTextResponse) ProtoMessage() {}
 
 func (x *SpeakTextResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_fleet_v1_fleet_proto_msgTypes[9]
+	mi := &file_fleet_v1_fleet_proto_msgTypes[10]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -949,7 +1192,7 @@ func (x *SpeakTextResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use SpeakTextResponse.ProtoReflect.Descriptor instead.
 func (*SpeakTextResponse) Descriptor() ([]byte, []int) {
-	return file_fleet_v1_fleet_proto_rawDescGZIP(), []int{9}
+	return file_fleet_v1_fleet_proto_rawDescGZIP(), []int{10}
 }
 
 type PushAudioRequest struct {
@@ -964,7 +1207,7 @@ type PushAudioRequest struct {
 
 func (x *PushAudioRequest) Reset() {
 	*x = PushAudioRequest{}
-	mi := &file_fleet_v1_fleet_proto_msgTypes[10]
+	mi := &file_fleet_v1_fleet_proto_msgTypes[11]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -976,7 +1219,7 @@ func (x *PushAudioRequest) String() string {
 func (*PushAudioRequest) ProtoMessage() {}
 
 func (x *PushAudioRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_fleet_v1_fleet_proto_msgTypes[10]
+	mi := &file_fleet_v1_fleet_proto_msgTypes[11]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -989,7 +1232,7 @@ func (x *PushAudioRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use PushAudioRequest.ProtoReflect.Descriptor instead.
 func (*PushAudioRequest) Descriptor() ([]byte, []int) {
-	return file_fleet_v1_fleet_proto_rawDescGZIP(), []int{10}
+	return file_fleet_v1_fleet_proto_rawDescGZIP(), []int{11}
 }
 
 func (x *PushAudioRequest) GetSessionId() string {
@@ -1021,7 +1264,7 @@ type PushAudioResponse struct {
 
 func (x *PushAudioResponse) Reset() {
 	*x = PushAudioResponse{}
-	mi := &file_fleet_v1_fleet_proto_msgTypes[11]
+	mi := &file_fleet_v1_fleet_proto_msgTypes[12]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1033,7 +1276,7 @@ func (x *PushAudioResponse) String() string {
 func (*PushAudioResponse) ProtoMessage() {}
 
 func (x *PushAudioResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_fleet_v1_fleet_proto_msgTypes[11]
+	mi := &file_fleet_v1_fleet_proto_msgTypes[12]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1046,7 +1289,7 @@ func (x *PushAudioResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use PushAudioResponse.ProtoReflect.Descriptor instead.
 func (*PushAudioResponse) Descriptor() ([]byte, []int) {
-	return file_fleet_v1_fleet_proto_rawDescGZIP(), []int{11}
+	return file_fleet_v1_fleet_proto_rawDescGZIP(), []int{12}
 }
 
 type InterruptRequest struct {
@@ -1058,7 +1301,7 @@ type InterruptRequest struct {
 
 func (x *InterruptRequest) Reset() {
 	*x = InterruptRequest{}
-	mi := &file_fleet_v1_fleet_proto_msgTypes[12]
+	mi := &file_fleet_v1_fleet_proto_msgTypes[13]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1070,7 +1313,7 @@ func (x *InterruptRequest) String() string {
 func (*InterruptRequest) ProtoMessage() {}
 
 func (x *InterruptRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_fleet_v1_fleet_proto_msgTypes[12]
+	mi := &file_fleet_v1_fleet_proto_msgTypes[13]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1083,7 +1326,7 @@ func (x *InterruptRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use InterruptRequest.ProtoReflect.Descriptor instead.
 func (*InterruptRequest) Descriptor() ([]byte, []int) {
-	return file_fleet_v1_fleet_proto_rawDescGZIP(), []int{12}
+	return file_fleet_v1_fleet_proto_rawDescGZIP(), []int{13}
 }
 
 func (x *InterruptRequest) GetSessionId() string {
@@ -1101,7 +1344,7 @@ type InterruptResponse struct {
 
 func (x *InterruptResponse) Reset() {
 	*x = InterruptResponse{}
-	mi := &file_fleet_v1_fleet_proto_msgTypes[13]
+	mi := &file_fleet_v1_fleet_proto_msgTypes[14]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1113,7 +1356,7 @@ func (x *InterruptResponse) String() string {
 func (*InterruptResponse) ProtoMessage() {}
 
 func (x *InterruptResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_fleet_v1_fleet_proto_msgTypes[13]
+	mi := &file_fleet_v1_fleet_proto_msgTypes[14]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1126,7 +1369,7 @@ func (x *InterruptResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use InterruptResponse.ProtoReflect.Descriptor instead.
 func (*InterruptResponse) Descriptor() ([]byte, []int) {
-	return file_fleet_v1_fleet_proto_rawDescGZIP(), []int{13}
+	return file_fleet_v1_fleet_proto_rawDescGZIP(), []int{14}
 }
 
 type SessionStatusRequest struct {
@@ -1138,7 +1381,7 @@ type SessionStatusRequest struct {
 
 func (x *SessionStatusRequest) Reset() {
 	*x = SessionStatusRequest{}
-	mi := &file_fleet_v1_fleet_proto_msgTypes[14]
+	mi := &file_fleet_v1_fleet_proto_msgTypes[15]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1150,7 +1393,7 @@ func (x *SessionStatusRequest) String() string {
 func (*SessionStatusRequest) ProtoMessage() {}
 
 func (x *SessionStatusRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_fleet_v1_fleet_proto_msgTypes[14]
+	mi := &file_fleet_v1_fleet_proto_msgTypes[15]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1163,7 +1406,7 @@ func (x *SessionStatusRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use SessionStatusRequest.ProtoReflect.Descriptor instead.
 func (*SessionStatusRequest) Descriptor() ([]byte, []int) {
-	return file_fleet_v1_fleet_proto_rawDescGZIP(), []int{14}
+	return file_fleet_v1_fleet_proto_rawDescGZIP(), []int{15}
 }
 
 func (x *SessionStatusRequest) GetSessionId() string {
@@ -1187,7 +1430,7 @@ type SessionStatusResponse struct {
 
 func (x *SessionStatusResponse) Reset() {
 	*x = SessionStatusResponse{}
-	mi := &file_fleet_v1_fleet_proto_msgTypes[15]
+	mi := &file_fleet_v1_fleet_proto_msgTypes[16]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1199,7 +1442,7 @@ func (x *SessionStatusResponse) String() string {
 func (*SessionStatusResponse) ProtoMessage() {}
 
 func (x *SessionStatusResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_fleet_v1_fleet_proto_msgTypes[15]
+	mi := &file_fleet_v1_fleet_proto_msgTypes[16]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1212,7 +1455,7 @@ func (x *SessionStatusResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use SessionStatusResponse.ProtoReflect.Descriptor instead.
 func (*SessionStatusResponse) Descriptor() ([]byte, []int) {
-	return file_fleet_v1_fleet_proto_rawDescGZIP(), []int{15}
+	return file_fleet_v1_fleet_proto_rawDescGZIP(), []int{16}
 }
 
 func (x *SessionStatusResponse) GetState() SessionState {
@@ -1256,7 +1499,7 @@ type IceServer struct {
 
 func (x *IceServer) Reset() {
 	*x = IceServer{}
-	mi := &file_fleet_v1_fleet_proto_msgTypes[16]
+	mi := &file_fleet_v1_fleet_proto_msgTypes[17]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1268,7 +1511,7 @@ func (x *IceServer) String() string {
 func (*IceServer) ProtoMessage() {}
 
 func (x *IceServer) ProtoReflect() protoreflect.Message {
-	mi := &file_fleet_v1_fleet_proto_msgTypes[16]
+	mi := &file_fleet_v1_fleet_proto_msgTypes[17]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1281,7 +1524,7 @@ func (x *IceServer) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use IceServer.ProtoReflect.Descriptor instead.
 func (*IceServer) Descriptor() ([]byte, []int) {
-	return file_fleet_v1_fleet_proto_rawDescGZIP(), []int{16}
+	return file_fleet_v1_fleet_proto_rawDescGZIP(), []int{17}
 }
 
 func (x *IceServer) GetUrls() []string {
@@ -1326,7 +1569,7 @@ type AddViewerRequest struct {
 
 func (x *AddViewerRequest) Reset() {
 	*x = AddViewerRequest{}
-	mi := &file_fleet_v1_fleet_proto_msgTypes[17]
+	mi := &file_fleet_v1_fleet_proto_msgTypes[18]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1338,7 +1581,7 @@ func (x *AddViewerRequest) String() string {
 func (*AddViewerRequest) ProtoMessage() {}
 
 func (x *AddViewerRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_fleet_v1_fleet_proto_msgTypes[17]
+	mi := &file_fleet_v1_fleet_proto_msgTypes[18]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1351,7 +1594,7 @@ func (x *AddViewerRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use AddViewerRequest.ProtoReflect.Descriptor instead.
 func (*AddViewerRequest) Descriptor() ([]byte, []int) {
-	return file_fleet_v1_fleet_proto_rawDescGZIP(), []int{17}
+	return file_fleet_v1_fleet_proto_rawDescGZIP(), []int{18}
 }
 
 func (x *AddViewerRequest) GetSessionId() string {
@@ -1400,7 +1643,7 @@ type AddViewerResponse struct {
 
 func (x *AddViewerResponse) Reset() {
 	*x = AddViewerResponse{}
-	mi := &file_fleet_v1_fleet_proto_msgTypes[18]
+	mi := &file_fleet_v1_fleet_proto_msgTypes[19]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1412,7 +1655,7 @@ func (x *AddViewerResponse) String() string {
 func (*AddViewerResponse) ProtoMessage() {}
 
 func (x *AddViewerResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_fleet_v1_fleet_proto_msgTypes[18]
+	mi := &file_fleet_v1_fleet_proto_msgTypes[19]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1425,7 +1668,7 @@ func (x *AddViewerResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use AddViewerResponse.ProtoReflect.Descriptor instead.
 func (*AddViewerResponse) Descriptor() ([]byte, []int) {
-	return file_fleet_v1_fleet_proto_rawDescGZIP(), []int{18}
+	return file_fleet_v1_fleet_proto_rawDescGZIP(), []int{19}
 }
 
 func (x *AddViewerResponse) GetViewerId() string {
@@ -1459,7 +1702,7 @@ type RemoveViewerRequest struct {
 
 func (x *RemoveViewerRequest) Reset() {
 	*x = RemoveViewerRequest{}
-	mi := &file_fleet_v1_fleet_proto_msgTypes[19]
+	mi := &file_fleet_v1_fleet_proto_msgTypes[20]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1471,7 +1714,7 @@ func (x *RemoveViewerRequest) String() string {
 func (*RemoveViewerRequest) ProtoMessage() {}
 
 func (x *RemoveViewerRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_fleet_v1_fleet_proto_msgTypes[19]
+	mi := &file_fleet_v1_fleet_proto_msgTypes[20]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1484,7 +1727,7 @@ func (x *RemoveViewerRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use RemoveViewerRequest.ProtoReflect.Descriptor instead.
 func (*RemoveViewerRequest) Descriptor() ([]byte, []int) {
-	return file_fleet_v1_fleet_proto_rawDescGZIP(), []int{19}
+	return file_fleet_v1_fleet_proto_rawDescGZIP(), []int{20}
 }
 
 func (x *RemoveViewerRequest) GetSessionId() string {
@@ -1509,7 +1752,7 @@ type RemoveViewerResponse struct {
 
 func (x *RemoveViewerResponse) Reset() {
 	*x = RemoveViewerResponse{}
-	mi := &file_fleet_v1_fleet_proto_msgTypes[20]
+	mi := &file_fleet_v1_fleet_proto_msgTypes[21]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1521,7 +1764,7 @@ func (x *RemoveViewerResponse) String() string {
 func (*RemoveViewerResponse) ProtoMessage() {}
 
 func (x *RemoveViewerResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_fleet_v1_fleet_proto_msgTypes[20]
+	mi := &file_fleet_v1_fleet_proto_msgTypes[21]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1534,7 +1777,7 @@ func (x *RemoveViewerResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use RemoveViewerResponse.ProtoReflect.Descriptor instead.
 func (*RemoveViewerResponse) Descriptor() ([]byte, []int) {
-	return file_fleet_v1_fleet_proto_rawDescGZIP(), []int{20}
+	return file_fleet_v1_fleet_proto_rawDescGZIP(), []int{21}
 }
 
 type AddPublisherRequest struct {
@@ -1547,7 +1790,7 @@ type AddPublisherRequest struct {
 
 func (x *AddPublisherRequest) Reset() {
 	*x = AddPublisherRequest{}
-	mi := &file_fleet_v1_fleet_proto_msgTypes[21]
+	mi := &file_fleet_v1_fleet_proto_msgTypes[22]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1559,7 +1802,7 @@ func (x *AddPublisherRequest) String() string {
 func (*AddPublisherRequest) ProtoMessage() {}
 
 func (x *AddPublisherRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_fleet_v1_fleet_proto_msgTypes[21]
+	mi := &file_fleet_v1_fleet_proto_msgTypes[22]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1572,7 +1815,7 @@ func (x *AddPublisherRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use AddPublisherRequest.ProtoReflect.Descriptor instead.
 func (*AddPublisherRequest) Descriptor() ([]byte, []int) {
-	return file_fleet_v1_fleet_proto_rawDescGZIP(), []int{21}
+	return file_fleet_v1_fleet_proto_rawDescGZIP(), []int{22}
 }
 
 func (x *AddPublisherRequest) GetSessionId() string {
@@ -1600,7 +1843,7 @@ type AddPublisherResponse struct {
 
 func (x *AddPublisherResponse) Reset() {
 	*x = AddPublisherResponse{}
-	mi := &file_fleet_v1_fleet_proto_msgTypes[22]
+	mi := &file_fleet_v1_fleet_proto_msgTypes[23]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1612,7 +1855,7 @@ func (x *AddPublisherResponse) String() string {
 func (*AddPublisherResponse) ProtoMessage() {}
 
 func (x *AddPublisherResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_fleet_v1_fleet_proto_msgTypes[22]
+	mi := &file_fleet_v1_fleet_proto_msgTypes[23]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1625,7 +1868,7 @@ func (x *AddPublisherResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use AddPublisherResponse.ProtoReflect.Descriptor instead.
 func (*AddPublisherResponse) Descriptor() ([]byte, []int) {
-	return file_fleet_v1_fleet_proto_rawDescGZIP(), []int{22}
+	return file_fleet_v1_fleet_proto_rawDescGZIP(), []int{23}
 }
 
 func (x *AddPublisherResponse) GetPublisherId() string {
@@ -1659,7 +1902,7 @@ type RemovePublisherRequest struct {
 
 func (x *RemovePublisherRequest) Reset() {
 	*x = RemovePublisherRequest{}
-	mi := &file_fleet_v1_fleet_proto_msgTypes[23]
+	mi := &file_fleet_v1_fleet_proto_msgTypes[24]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1671,7 +1914,7 @@ func (x *RemovePublisherRequest) String() string {
 func (*RemovePublisherRequest) ProtoMessage() {}
 
 func (x *RemovePublisherRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_fleet_v1_fleet_proto_msgTypes[23]
+	mi := &file_fleet_v1_fleet_proto_msgTypes[24]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1684,7 +1927,7 @@ func (x *RemovePublisherRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use RemovePublisherRequest.ProtoReflect.Descriptor instead.
 func (*RemovePublisherRequest) Descriptor() ([]byte, []int) {
-	return file_fleet_v1_fleet_proto_rawDescGZIP(), []int{23}
+	return file_fleet_v1_fleet_proto_rawDescGZIP(), []int{24}
 }
 
 func (x *RemovePublisherRequest) GetSessionId() string {
@@ -1709,7 +1952,7 @@ type RemovePublisherResponse struct {
 
 func (x *RemovePublisherResponse) Reset() {
 	*x = RemovePublisherResponse{}
-	mi := &file_fleet_v1_fleet_proto_msgTypes[24]
+	mi := &file_fleet_v1_fleet_proto_msgTypes[25]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1721,7 +1964,7 @@ func (x *RemovePublisherResponse) String() string {
 func (*RemovePublisherResponse) ProtoMessage() {}
 
 func (x *RemovePublisherResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_fleet_v1_fleet_proto_msgTypes[24]
+	mi := &file_fleet_v1_fleet_proto_msgTypes[25]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1734,7 +1977,7 @@ func (x *RemovePublisherResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use RemovePublisherResponse.ProtoReflect.Descriptor instead.
 func (*RemovePublisherResponse) Descriptor() ([]byte, []int) {
-	return file_fleet_v1_fleet_proto_rawDescGZIP(), []int{24}
+	return file_fleet_v1_fleet_proto_rawDescGZIP(), []int{25}
 }
 
 // SessionStats are one session's media figures since it started.
@@ -1755,7 +1998,7 @@ type SessionStats struct {
 
 func (x *SessionStats) Reset() {
 	*x = SessionStats{}
-	mi := &file_fleet_v1_fleet_proto_msgTypes[25]
+	mi := &file_fleet_v1_fleet_proto_msgTypes[26]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1767,7 +2010,7 @@ func (x *SessionStats) String() string {
 func (*SessionStats) ProtoMessage() {}
 
 func (x *SessionStats) ProtoReflect() protoreflect.Message {
-	mi := &file_fleet_v1_fleet_proto_msgTypes[25]
+	mi := &file_fleet_v1_fleet_proto_msgTypes[26]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1780,7 +2023,7 @@ func (x *SessionStats) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use SessionStats.ProtoReflect.Descriptor instead.
 func (*SessionStats) Descriptor() ([]byte, []int) {
-	return file_fleet_v1_fleet_proto_rawDescGZIP(), []int{25}
+	return file_fleet_v1_fleet_proto_rawDescGZIP(), []int{26}
 }
 
 func (x *SessionStats) GetVideoFramesSent() uint64 {
@@ -1854,7 +2097,7 @@ type ViewerStats struct {
 
 func (x *ViewerStats) Reset() {
 	*x = ViewerStats{}
-	mi := &file_fleet_v1_fleet_proto_msgTypes[26]
+	mi := &file_fleet_v1_fleet_proto_msgTypes[27]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1866,7 +2109,7 @@ func (x *ViewerStats) String() string {
 func (*ViewerStats) ProtoMessage() {}
 
 func (x *ViewerStats) ProtoReflect() protoreflect.Message {
-	mi := &file_fleet_v1_fleet_proto_msgTypes[26]
+	mi := &file_fleet_v1_fleet_proto_msgTypes[27]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1879,7 +2122,7 @@ func (x *ViewerStats) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ViewerStats.ProtoReflect.Descriptor instead.
 func (*ViewerStats) Descriptor() ([]byte, []int) {
-	return file_fleet_v1_fleet_proto_rawDescGZIP(), []int{26}
+	return file_fleet_v1_fleet_proto_rawDescGZIP(), []int{27}
 }
 
 func (x *ViewerStats) GetId() string {
@@ -1962,7 +2205,7 @@ const file_fleet_v1_fleet_proto_rawDesc = "" +
 	"\x04name\x18\x02 \x01(\tR\x04name\x12!\n" +
 	"\fmemory_bytes\x18\x03 \x01(\x04R\vmemoryBytes\x12\x14\n" +
 	"\x05slots\x18\x04 \x01(\rR\x05slots\x12\x10\n" +
-	"\x03cpu\x18\x05 \x01(\bR\x03cpu\"\xcf\x02\n" +
+	"\x03cpu\x18\x05 \x01(\bR\x03cpu\"\xe9\x02\n" +
 	"\x06Worker\x12\x0e\n" +
 	"\x02id\x18\x01 \x01(\tR\x02id\x12!\n" +
 	"\fgrpc_address\x18\x02 \x01(\tR\vgrpcAddress\x12#\n" +
@@ -1972,8 +2215,10 @@ const file_fleet_v1_fleet_proto_rawDesc = "" +
 	"\n" +
 	"started_at\x18\x06 \x01(\v2\x1a.google.protobuf.TimestampR\tstartedAt\x12\x18\n" +
 	"\aversion\x18\a \x01(\tR\aversion\x12\x18\n" +
+	"\amigrate\x18\n" +
+	" \x01(\bR\amigrate\x12\x18\n" +
 	"\aavatars\x18\b \x03(\tR\aavatars\x12\x16\n" +
-	"\x06voices\x18\t \x03(\tR\x06voices\"\x8f\x05\n" +
+	"\x06voices\x18\t \x03(\tR\x06voices\"\x9d\b\n" +
 	"\aSession\x12\x0e\n" +
 	"\x02id\x18\x01 \x01(\tR\x02id\x12\x1b\n" +
 	"\tworker_id\x18\x02 \x01(\tR\bworkerId\x12\x10\n" +
@@ -1993,10 +2238,24 @@ const file_fleet_v1_fleet_proto_rawDesc = "" +
 	"\n" +
 	"created_at\x18\r \x01(\v2\x1a.google.protobuf.TimestampR\tcreatedAt\x125\n" +
 	"\bended_at\x18\x0e \x01(\v2\x1a.google.protobuf.TimestampR\aendedAt\x12\x14\n" +
-	"\x05owner\x18\x0f \x01(\tR\x05owner\x1a9\n" +
+	"\x05owner\x18\x0f \x01(\tR\x05owner\x12J\n" +
+	"\x0erestart_policy\x18\x10 \x01(\x0e2#.avatarfleet.fleet.v1.RestartPolicyR\rrestartPolicy\x126\n" +
+	"\x17replace_timeout_seconds\x18\x11 \x01(\rR\x15replaceTimeoutSeconds\x12\x14\n" +
+	"\x05moves\x18\x12 \x01(\rR\x05moves\x127\n" +
+	"\tplaced_at\x18\x13 \x01(\v2\x1a.google.protobuf.TimestampR\bplacedAt\x12\x1d\n" +
+	"\n" +
+	"moved_from\x18\x14 \x01(\tR\tmovedFrom\x12\x1f\n" +
+	"\vmove_reason\x18\x15 \x01(\tR\n" +
+	"moveReason\x123\n" +
+	"\alost_at\x18\x16 \x01(\v2\x1a.google.protobuf.TimestampR\x06lostAt\x12D\n" +
+	"\x0emigrating_from\x18\x17 \x01(\v2\x1d.avatarfleet.fleet.v1.SlotRefR\rmigratingFrom\x1a9\n" +
 	"\vLabelsEntry\x12\x10\n" +
 	"\x03key\x18\x01 \x01(\tR\x03key\x12\x14\n" +
-	"\x05value\x18\x02 \x01(\tR\x05value:\x028\x01\"\xc0\x02\n" +
+	"\x05value\x18\x02 \x01(\tR\x05value:\x028\x01\"L\n" +
+	"\aSlotRef\x12\x1b\n" +
+	"\tworker_id\x18\x01 \x01(\tR\bworkerId\x12\x10\n" +
+	"\x03gpu\x18\x02 \x01(\rR\x03gpu\x12\x12\n" +
+	"\x04slot\x18\x03 \x01(\rR\x04slot\"\xb2\x03\n" +
 	"\x05Event\x12\x0e\n" +
 	"\x02id\x18\x01 \x01(\tR\x02id\x12\x12\n" +
 	"\x04type\x18\x02 \x01(\tR\x04type\x12.\n" +
@@ -2007,7 +2266,13 @@ const file_fleet_v1_fleet_proto_rawDesc = "" +
 	"\asession\x18\x06 \x01(\v2\x1d.avatarfleet.fleet.v1.SessionR\asession\x124\n" +
 	"\x06worker\x18\a \x01(\v2\x1c.avatarfleet.fleet.v1.WorkerR\x06worker\x128\n" +
 	"\n" +
-	"media_time\x18\b \x01(\v2\x19.google.protobuf.DurationR\tmediaTime\"\x81\x01\n" +
+	"media_time\x18\b \x01(\v2\x19.google.protobuf.DurationR\tmediaTime\x12\x1f\n" +
+	"\vfrom_worker\x18\t \x01(\tR\n" +
+	"fromWorker\x12\x1b\n" +
+	"\tto_worker\x18\n" +
+	" \x01(\tR\btoWorker\x12\x16\n" +
+	"\x06reason\x18\v \x01(\tR\x06reason\x12\x1a\n" +
+	"\brevision\x18\f \x01(\x03R\brevision\"\x81\x01\n" +
 	"\x13StartSessionRequest\x127\n" +
 	"\asession\x18\x01 \x01(\v2\x1d.avatarfleet.fleet.v1.SessionR\asession\x121\n" +
 	"\x14reservation_revision\x18\x02 \x01(\x03R\x13reservationRevision\"P\n" +
@@ -2017,12 +2282,13 @@ const file_fleet_v1_fleet_proto_rawDesc = "" +
 	"\n" +
 	"session_id\x18\x01 \x01(\tR\tsessionId\x127\n" +
 	"\x06reason\x18\x02 \x01(\x0e2\x1f.avatarfleet.fleet.v1.EndReasonR\x06reason\"\x15\n" +
-	"\x13StopSessionResponse\"c\n" +
+	"\x13StopSessionResponse\"\x80\x01\n" +
 	"\x10SpeakTextRequest\x12\x1d\n" +
 	"\n" +
 	"session_id\x18\x01 \x01(\tR\tsessionId\x12\x12\n" +
 	"\x04text\x18\x02 \x01(\tR\x04text\x12\x1c\n" +
-	"\tinterrupt\x18\x03 \x01(\bR\tinterrupt\"\x13\n" +
+	"\tinterrupt\x18\x03 \x01(\bR\tinterrupt\x12\x1b\n" +
+	"\tspeech_id\x18\x04 \x01(\tR\bspeechId\"\x13\n" +
 	"\x11SpeakTextResponse\"a\n" +
 	"\x10PushAudioRequest\x12\x1d\n" +
 	"\n" +
@@ -2127,7 +2393,11 @@ const file_fleet_v1_fleet_proto_rawDesc = "" +
 	"\x16END_REASON_VIEWER_GONE\x10\x04\x12\x1a\n" +
 	"\x16END_REASON_WORKER_LOST\x10\x05\x12\x16\n" +
 	"\x12END_REASON_DRAINED\x10\x06\x12\x14\n" +
-	"\x10END_REASON_ERROR\x10\a2\xfa\a\n" +
+	"\x10END_REASON_ERROR\x10\a*l\n" +
+	"\rRestartPolicy\x12\x1e\n" +
+	"\x1aRESTART_POLICY_UNSPECIFIED\x10\x00\x12\x18\n" +
+	"\x14RESTART_POLICY_NEVER\x10\x01\x12!\n" +
+	"\x1dRESTART_POLICY_ON_WORKER_LOST\x10\x022\xfa\a\n" +
 	"\rWorkerService\x12e\n" +
 	"\fStartSession\x12).avatarfleet.fleet.v1.StartSessionRequest\x1a*.avatarfleet.fleet.v1.StartSessionResponse\x12b\n" +
 	"\vStopSession\x12(.avatarfleet.fleet.v1.StopSessionRequest\x1a).avatarfleet.fleet.v1.StopSessionResponse\x12\\\n" +
@@ -2152,90 +2422,96 @@ func file_fleet_v1_fleet_proto_rawDescGZIP() []byte {
 	return file_fleet_v1_fleet_proto_rawDescData
 }
 
-var file_fleet_v1_fleet_proto_enumTypes = make([]protoimpl.EnumInfo, 3)
-var file_fleet_v1_fleet_proto_msgTypes = make([]protoimpl.MessageInfo, 28)
+var file_fleet_v1_fleet_proto_enumTypes = make([]protoimpl.EnumInfo, 4)
+var file_fleet_v1_fleet_proto_msgTypes = make([]protoimpl.MessageInfo, 29)
 var file_fleet_v1_fleet_proto_goTypes = []any{
 	(WorkerState)(0),                // 0: avatarfleet.fleet.v1.WorkerState
 	(SessionState)(0),               // 1: avatarfleet.fleet.v1.SessionState
 	(EndReason)(0),                  // 2: avatarfleet.fleet.v1.EndReason
-	(*GPU)(nil),                     // 3: avatarfleet.fleet.v1.GPU
-	(*Worker)(nil),                  // 4: avatarfleet.fleet.v1.Worker
-	(*Session)(nil),                 // 5: avatarfleet.fleet.v1.Session
-	(*Event)(nil),                   // 6: avatarfleet.fleet.v1.Event
-	(*StartSessionRequest)(nil),     // 7: avatarfleet.fleet.v1.StartSessionRequest
-	(*StartSessionResponse)(nil),    // 8: avatarfleet.fleet.v1.StartSessionResponse
-	(*StopSessionRequest)(nil),      // 9: avatarfleet.fleet.v1.StopSessionRequest
-	(*StopSessionResponse)(nil),     // 10: avatarfleet.fleet.v1.StopSessionResponse
-	(*SpeakTextRequest)(nil),        // 11: avatarfleet.fleet.v1.SpeakTextRequest
-	(*SpeakTextResponse)(nil),       // 12: avatarfleet.fleet.v1.SpeakTextResponse
-	(*PushAudioRequest)(nil),        // 13: avatarfleet.fleet.v1.PushAudioRequest
-	(*PushAudioResponse)(nil),       // 14: avatarfleet.fleet.v1.PushAudioResponse
-	(*InterruptRequest)(nil),        // 15: avatarfleet.fleet.v1.InterruptRequest
-	(*InterruptResponse)(nil),       // 16: avatarfleet.fleet.v1.InterruptResponse
-	(*SessionStatusRequest)(nil),    // 17: avatarfleet.fleet.v1.SessionStatusRequest
-	(*SessionStatusResponse)(nil),   // 18: avatarfleet.fleet.v1.SessionStatusResponse
-	(*IceServer)(nil),               // 19: avatarfleet.fleet.v1.IceServer
-	(*AddViewerRequest)(nil),        // 20: avatarfleet.fleet.v1.AddViewerRequest
-	(*AddViewerResponse)(nil),       // 21: avatarfleet.fleet.v1.AddViewerResponse
-	(*RemoveViewerRequest)(nil),     // 22: avatarfleet.fleet.v1.RemoveViewerRequest
-	(*RemoveViewerResponse)(nil),    // 23: avatarfleet.fleet.v1.RemoveViewerResponse
-	(*AddPublisherRequest)(nil),     // 24: avatarfleet.fleet.v1.AddPublisherRequest
-	(*AddPublisherResponse)(nil),    // 25: avatarfleet.fleet.v1.AddPublisherResponse
-	(*RemovePublisherRequest)(nil),  // 26: avatarfleet.fleet.v1.RemovePublisherRequest
-	(*RemovePublisherResponse)(nil), // 27: avatarfleet.fleet.v1.RemovePublisherResponse
-	(*SessionStats)(nil),            // 28: avatarfleet.fleet.v1.SessionStats
-	(*ViewerStats)(nil),             // 29: avatarfleet.fleet.v1.ViewerStats
-	nil,                             // 30: avatarfleet.fleet.v1.Session.LabelsEntry
-	(*timestamppb.Timestamp)(nil),   // 31: google.protobuf.Timestamp
-	(*durationpb.Duration)(nil),     // 32: google.protobuf.Duration
+	(RestartPolicy)(0),              // 3: avatarfleet.fleet.v1.RestartPolicy
+	(*GPU)(nil),                     // 4: avatarfleet.fleet.v1.GPU
+	(*Worker)(nil),                  // 5: avatarfleet.fleet.v1.Worker
+	(*Session)(nil),                 // 6: avatarfleet.fleet.v1.Session
+	(*SlotRef)(nil),                 // 7: avatarfleet.fleet.v1.SlotRef
+	(*Event)(nil),                   // 8: avatarfleet.fleet.v1.Event
+	(*StartSessionRequest)(nil),     // 9: avatarfleet.fleet.v1.StartSessionRequest
+	(*StartSessionResponse)(nil),    // 10: avatarfleet.fleet.v1.StartSessionResponse
+	(*StopSessionRequest)(nil),      // 11: avatarfleet.fleet.v1.StopSessionRequest
+	(*StopSessionResponse)(nil),     // 12: avatarfleet.fleet.v1.StopSessionResponse
+	(*SpeakTextRequest)(nil),        // 13: avatarfleet.fleet.v1.SpeakTextRequest
+	(*SpeakTextResponse)(nil),       // 14: avatarfleet.fleet.v1.SpeakTextResponse
+	(*PushAudioRequest)(nil),        // 15: avatarfleet.fleet.v1.PushAudioRequest
+	(*PushAudioResponse)(nil),       // 16: avatarfleet.fleet.v1.PushAudioResponse
+	(*InterruptRequest)(nil),        // 17: avatarfleet.fleet.v1.InterruptRequest
+	(*InterruptResponse)(nil),       // 18: avatarfleet.fleet.v1.InterruptResponse
+	(*SessionStatusRequest)(nil),    // 19: avatarfleet.fleet.v1.SessionStatusRequest
+	(*SessionStatusResponse)(nil),   // 20: avatarfleet.fleet.v1.SessionStatusResponse
+	(*IceServer)(nil),               // 21: avatarfleet.fleet.v1.IceServer
+	(*AddViewerRequest)(nil),        // 22: avatarfleet.fleet.v1.AddViewerRequest
+	(*AddViewerResponse)(nil),       // 23: avatarfleet.fleet.v1.AddViewerResponse
+	(*RemoveViewerRequest)(nil),     // 24: avatarfleet.fleet.v1.RemoveViewerRequest
+	(*RemoveViewerResponse)(nil),    // 25: avatarfleet.fleet.v1.RemoveViewerResponse
+	(*AddPublisherRequest)(nil),     // 26: avatarfleet.fleet.v1.AddPublisherRequest
+	(*AddPublisherResponse)(nil),    // 27: avatarfleet.fleet.v1.AddPublisherResponse
+	(*RemovePublisherRequest)(nil),  // 28: avatarfleet.fleet.v1.RemovePublisherRequest
+	(*RemovePublisherResponse)(nil), // 29: avatarfleet.fleet.v1.RemovePublisherResponse
+	(*SessionStats)(nil),            // 30: avatarfleet.fleet.v1.SessionStats
+	(*ViewerStats)(nil),             // 31: avatarfleet.fleet.v1.ViewerStats
+	nil,                             // 32: avatarfleet.fleet.v1.Session.LabelsEntry
+	(*timestamppb.Timestamp)(nil),   // 33: google.protobuf.Timestamp
+	(*durationpb.Duration)(nil),     // 34: google.protobuf.Duration
 }
 var file_fleet_v1_fleet_proto_depIdxs = []int32{
-	3,  // 0: avatarfleet.fleet.v1.Worker.gpus:type_name -> avatarfleet.fleet.v1.GPU
+	4,  // 0: avatarfleet.fleet.v1.Worker.gpus:type_name -> avatarfleet.fleet.v1.GPU
 	0,  // 1: avatarfleet.fleet.v1.Worker.state:type_name -> avatarfleet.fleet.v1.WorkerState
-	31, // 2: avatarfleet.fleet.v1.Worker.started_at:type_name -> google.protobuf.Timestamp
-	30, // 3: avatarfleet.fleet.v1.Session.labels:type_name -> avatarfleet.fleet.v1.Session.LabelsEntry
+	33, // 2: avatarfleet.fleet.v1.Worker.started_at:type_name -> google.protobuf.Timestamp
+	32, // 3: avatarfleet.fleet.v1.Session.labels:type_name -> avatarfleet.fleet.v1.Session.LabelsEntry
 	1,  // 4: avatarfleet.fleet.v1.Session.state:type_name -> avatarfleet.fleet.v1.SessionState
 	2,  // 5: avatarfleet.fleet.v1.Session.end_reason:type_name -> avatarfleet.fleet.v1.EndReason
-	31, // 6: avatarfleet.fleet.v1.Session.created_at:type_name -> google.protobuf.Timestamp
-	31, // 7: avatarfleet.fleet.v1.Session.ended_at:type_name -> google.protobuf.Timestamp
-	31, // 8: avatarfleet.fleet.v1.Event.time:type_name -> google.protobuf.Timestamp
-	5,  // 9: avatarfleet.fleet.v1.Event.session:type_name -> avatarfleet.fleet.v1.Session
-	4,  // 10: avatarfleet.fleet.v1.Event.worker:type_name -> avatarfleet.fleet.v1.Worker
-	32, // 11: avatarfleet.fleet.v1.Event.media_time:type_name -> google.protobuf.Duration
-	5,  // 12: avatarfleet.fleet.v1.StartSessionRequest.session:type_name -> avatarfleet.fleet.v1.Session
-	1,  // 13: avatarfleet.fleet.v1.StartSessionResponse.state:type_name -> avatarfleet.fleet.v1.SessionState
-	2,  // 14: avatarfleet.fleet.v1.StopSessionRequest.reason:type_name -> avatarfleet.fleet.v1.EndReason
-	1,  // 15: avatarfleet.fleet.v1.SessionStatusResponse.state:type_name -> avatarfleet.fleet.v1.SessionState
-	28, // 16: avatarfleet.fleet.v1.SessionStatusResponse.stats:type_name -> avatarfleet.fleet.v1.SessionStats
-	19, // 17: avatarfleet.fleet.v1.AddViewerResponse.ice_servers:type_name -> avatarfleet.fleet.v1.IceServer
-	19, // 18: avatarfleet.fleet.v1.AddPublisherResponse.ice_servers:type_name -> avatarfleet.fleet.v1.IceServer
-	29, // 19: avatarfleet.fleet.v1.SessionStats.viewers:type_name -> avatarfleet.fleet.v1.ViewerStats
-	31, // 20: avatarfleet.fleet.v1.ViewerStats.connected_at:type_name -> google.protobuf.Timestamp
-	7,  // 21: avatarfleet.fleet.v1.WorkerService.StartSession:input_type -> avatarfleet.fleet.v1.StartSessionRequest
-	9,  // 22: avatarfleet.fleet.v1.WorkerService.StopSession:input_type -> avatarfleet.fleet.v1.StopSessionRequest
-	11, // 23: avatarfleet.fleet.v1.WorkerService.SpeakText:input_type -> avatarfleet.fleet.v1.SpeakTextRequest
-	13, // 24: avatarfleet.fleet.v1.WorkerService.PushAudio:input_type -> avatarfleet.fleet.v1.PushAudioRequest
-	15, // 25: avatarfleet.fleet.v1.WorkerService.Interrupt:input_type -> avatarfleet.fleet.v1.InterruptRequest
-	17, // 26: avatarfleet.fleet.v1.WorkerService.SessionStatus:input_type -> avatarfleet.fleet.v1.SessionStatusRequest
-	20, // 27: avatarfleet.fleet.v1.WorkerService.AddViewer:input_type -> avatarfleet.fleet.v1.AddViewerRequest
-	22, // 28: avatarfleet.fleet.v1.WorkerService.RemoveViewer:input_type -> avatarfleet.fleet.v1.RemoveViewerRequest
-	24, // 29: avatarfleet.fleet.v1.WorkerService.AddPublisher:input_type -> avatarfleet.fleet.v1.AddPublisherRequest
-	26, // 30: avatarfleet.fleet.v1.WorkerService.RemovePublisher:input_type -> avatarfleet.fleet.v1.RemovePublisherRequest
-	8,  // 31: avatarfleet.fleet.v1.WorkerService.StartSession:output_type -> avatarfleet.fleet.v1.StartSessionResponse
-	10, // 32: avatarfleet.fleet.v1.WorkerService.StopSession:output_type -> avatarfleet.fleet.v1.StopSessionResponse
-	12, // 33: avatarfleet.fleet.v1.WorkerService.SpeakText:output_type -> avatarfleet.fleet.v1.SpeakTextResponse
-	14, // 34: avatarfleet.fleet.v1.WorkerService.PushAudio:output_type -> avatarfleet.fleet.v1.PushAudioResponse
-	16, // 35: avatarfleet.fleet.v1.WorkerService.Interrupt:output_type -> avatarfleet.fleet.v1.InterruptResponse
-	18, // 36: avatarfleet.fleet.v1.WorkerService.SessionStatus:output_type -> avatarfleet.fleet.v1.SessionStatusResponse
-	21, // 37: avatarfleet.fleet.v1.WorkerService.AddViewer:output_type -> avatarfleet.fleet.v1.AddViewerResponse
-	23, // 38: avatarfleet.fleet.v1.WorkerService.RemoveViewer:output_type -> avatarfleet.fleet.v1.RemoveViewerResponse
-	25, // 39: avatarfleet.fleet.v1.WorkerService.AddPublisher:output_type -> avatarfleet.fleet.v1.AddPublisherResponse
-	27, // 40: avatarfleet.fleet.v1.WorkerService.RemovePublisher:output_type -> avatarfleet.fleet.v1.RemovePublisherResponse
-	31, // [31:41] is the sub-list for method output_type
-	21, // [21:31] is the sub-list for method input_type
-	21, // [21:21] is the sub-list for extension type_name
-	21, // [21:21] is the sub-list for extension extendee
-	0,  // [0:21] is the sub-list for field type_name
+	33, // 6: avatarfleet.fleet.v1.Session.created_at:type_name -> google.protobuf.Timestamp
+	33, // 7: avatarfleet.fleet.v1.Session.ended_at:type_name -> google.protobuf.Timestamp
+	3,  // 8: avatarfleet.fleet.v1.Session.restart_policy:type_name -> avatarfleet.fleet.v1.RestartPolicy
+	33, // 9: avatarfleet.fleet.v1.Session.placed_at:type_name -> google.protobuf.Timestamp
+	33, // 10: avatarfleet.fleet.v1.Session.lost_at:type_name -> google.protobuf.Timestamp
+	7,  // 11: avatarfleet.fleet.v1.Session.migrating_from:type_name -> avatarfleet.fleet.v1.SlotRef
+	33, // 12: avatarfleet.fleet.v1.Event.time:type_name -> google.protobuf.Timestamp
+	6,  // 13: avatarfleet.fleet.v1.Event.session:type_name -> avatarfleet.fleet.v1.Session
+	5,  // 14: avatarfleet.fleet.v1.Event.worker:type_name -> avatarfleet.fleet.v1.Worker
+	34, // 15: avatarfleet.fleet.v1.Event.media_time:type_name -> google.protobuf.Duration
+	6,  // 16: avatarfleet.fleet.v1.StartSessionRequest.session:type_name -> avatarfleet.fleet.v1.Session
+	1,  // 17: avatarfleet.fleet.v1.StartSessionResponse.state:type_name -> avatarfleet.fleet.v1.SessionState
+	2,  // 18: avatarfleet.fleet.v1.StopSessionRequest.reason:type_name -> avatarfleet.fleet.v1.EndReason
+	1,  // 19: avatarfleet.fleet.v1.SessionStatusResponse.state:type_name -> avatarfleet.fleet.v1.SessionState
+	30, // 20: avatarfleet.fleet.v1.SessionStatusResponse.stats:type_name -> avatarfleet.fleet.v1.SessionStats
+	21, // 21: avatarfleet.fleet.v1.AddViewerResponse.ice_servers:type_name -> avatarfleet.fleet.v1.IceServer
+	21, // 22: avatarfleet.fleet.v1.AddPublisherResponse.ice_servers:type_name -> avatarfleet.fleet.v1.IceServer
+	31, // 23: avatarfleet.fleet.v1.SessionStats.viewers:type_name -> avatarfleet.fleet.v1.ViewerStats
+	33, // 24: avatarfleet.fleet.v1.ViewerStats.connected_at:type_name -> google.protobuf.Timestamp
+	9,  // 25: avatarfleet.fleet.v1.WorkerService.StartSession:input_type -> avatarfleet.fleet.v1.StartSessionRequest
+	11, // 26: avatarfleet.fleet.v1.WorkerService.StopSession:input_type -> avatarfleet.fleet.v1.StopSessionRequest
+	13, // 27: avatarfleet.fleet.v1.WorkerService.SpeakText:input_type -> avatarfleet.fleet.v1.SpeakTextRequest
+	15, // 28: avatarfleet.fleet.v1.WorkerService.PushAudio:input_type -> avatarfleet.fleet.v1.PushAudioRequest
+	17, // 29: avatarfleet.fleet.v1.WorkerService.Interrupt:input_type -> avatarfleet.fleet.v1.InterruptRequest
+	19, // 30: avatarfleet.fleet.v1.WorkerService.SessionStatus:input_type -> avatarfleet.fleet.v1.SessionStatusRequest
+	22, // 31: avatarfleet.fleet.v1.WorkerService.AddViewer:input_type -> avatarfleet.fleet.v1.AddViewerRequest
+	24, // 32: avatarfleet.fleet.v1.WorkerService.RemoveViewer:input_type -> avatarfleet.fleet.v1.RemoveViewerRequest
+	26, // 33: avatarfleet.fleet.v1.WorkerService.AddPublisher:input_type -> avatarfleet.fleet.v1.AddPublisherRequest
+	28, // 34: avatarfleet.fleet.v1.WorkerService.RemovePublisher:input_type -> avatarfleet.fleet.v1.RemovePublisherRequest
+	10, // 35: avatarfleet.fleet.v1.WorkerService.StartSession:output_type -> avatarfleet.fleet.v1.StartSessionResponse
+	12, // 36: avatarfleet.fleet.v1.WorkerService.StopSession:output_type -> avatarfleet.fleet.v1.StopSessionResponse
+	14, // 37: avatarfleet.fleet.v1.WorkerService.SpeakText:output_type -> avatarfleet.fleet.v1.SpeakTextResponse
+	16, // 38: avatarfleet.fleet.v1.WorkerService.PushAudio:output_type -> avatarfleet.fleet.v1.PushAudioResponse
+	18, // 39: avatarfleet.fleet.v1.WorkerService.Interrupt:output_type -> avatarfleet.fleet.v1.InterruptResponse
+	20, // 40: avatarfleet.fleet.v1.WorkerService.SessionStatus:output_type -> avatarfleet.fleet.v1.SessionStatusResponse
+	23, // 41: avatarfleet.fleet.v1.WorkerService.AddViewer:output_type -> avatarfleet.fleet.v1.AddViewerResponse
+	25, // 42: avatarfleet.fleet.v1.WorkerService.RemoveViewer:output_type -> avatarfleet.fleet.v1.RemoveViewerResponse
+	27, // 43: avatarfleet.fleet.v1.WorkerService.AddPublisher:output_type -> avatarfleet.fleet.v1.AddPublisherResponse
+	29, // 44: avatarfleet.fleet.v1.WorkerService.RemovePublisher:output_type -> avatarfleet.fleet.v1.RemovePublisherResponse
+	35, // [35:45] is the sub-list for method output_type
+	25, // [25:35] is the sub-list for method input_type
+	25, // [25:25] is the sub-list for extension type_name
+	25, // [25:25] is the sub-list for extension extendee
+	0,  // [0:25] is the sub-list for field type_name
 }
 
 func init() { file_fleet_v1_fleet_proto_init() }
@@ -2248,8 +2524,8 @@ func file_fleet_v1_fleet_proto_init() {
 		File: protoimpl.DescBuilder{
 			GoPackagePath: reflect.TypeOf(x{}).PkgPath(),
 			RawDescriptor: unsafe.Slice(unsafe.StringData(file_fleet_v1_fleet_proto_rawDesc), len(file_fleet_v1_fleet_proto_rawDesc)),
-			NumEnums:      3,
-			NumMessages:   28,
+			NumEnums:      4,
+			NumMessages:   29,
 			NumExtensions: 0,
 			NumServices:   1,
 		},

@@ -17,7 +17,7 @@ import (
 	"github.com/avatarfleet/avatarfleet/controlplane/pkg/sessions"
 	fleetv1 "github.com/avatarfleet/avatarfleet/proto/fleet/v1"
 	"github.com/avatarfleet/avatarfleet/proto/fleetstore"
-	"github.com/avatarfleet/avatarfleet/worker/pkg/wav"
+	"github.com/avatarfleet/avatarfleet/proto/wav"
 )
 
 // Request limits (DESIGN.md).

@@ -10,7 +10,7 @@ import (
 
 	"github.com/avatarfleet/avatarfleet/worker/pkg/resample"
 	"github.com/avatarfleet/avatarfleet/worker/pkg/tts"
-	"github.com/avatarfleet/avatarfleet/worker/pkg/wav"
+	"github.com/avatarfleet/avatarfleet/proto/wav"
 )
 
 // input is the speech queue: 16 kHz PCM waiting to be spoken, plus the text

@@ -22,7 +22,7 @@ import (
 	fleetv1 "github.com/avatarfleet/avatarfleet/proto/fleet/v1"
 	"github.com/avatarfleet/avatarfleet/proto/fleetstore"
 	"github.com/avatarfleet/avatarfleet/worker/pkg/runtime"
-	pcmwav "github.com/avatarfleet/avatarfleet/worker/pkg/wav"
+	pcmwav "github.com/avatarfleet/avatarfleet/proto/wav"
 )
 
 // MaxMessageBytes is the largest request the server accepts: a 50 MiB WAV

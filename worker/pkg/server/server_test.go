@@ -18,7 +18,7 @@ import (
 	"github.com/avatarfleet/avatarfleet/worker/internal/fleettest"
 	"github.com/avatarfleet/avatarfleet/worker/pkg/runtime"
 	"github.com/avatarfleet/avatarfleet/worker/pkg/slotwatch"
-	pcmwav "github.com/avatarfleet/avatarfleet/worker/pkg/wav"
+	pcmwav "github.com/avatarfleet/avatarfleet/proto/wav"
 )
 
 var servers *fleettest.Servers

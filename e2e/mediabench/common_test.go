@@ -8,7 +8,7 @@ import (
 	"testing"
 	"time"
 
-	"github.com/avatarfleet/avatarfleet/controlplane/internal/binfleet"
+	"github.com/avatarfleet/avatarfleet/e2e/internal/binfleet"
 )
 
 // startFleet is the benchmarks' fleet: one CPU worker with 4 slots, every

@@ -14,7 +14,7 @@ import (
 	"text/tabwriter"
 	"time"
 
-	"github.com/avatarfleet/avatarfleet/controlplane/internal/testfleet"
+	"github.com/avatarfleet/avatarfleet/e2e/internal/testfleet"
 	fleetv1 "github.com/avatarfleet/avatarfleet/proto/fleet/v1"
 	"github.com/avatarfleet/avatarfleet/proto/fleetstore"
 )

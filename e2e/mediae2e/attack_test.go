@@ -10,9 +10,9 @@ import (
 	"testing"
 	"time"
 
-	"github.com/avatarfleet/avatarfleet/controlplane/internal/binfleet"
+	"github.com/avatarfleet/avatarfleet/e2e/internal/binfleet"
 	"github.com/avatarfleet/avatarfleet/controlplane/pkg/apiv1"
-	"github.com/avatarfleet/avatarfleet/worker/pkg/wav"
+	"github.com/avatarfleet/avatarfleet/proto/wav"
 )
 
 // TestHostileAudio is issue 8's attack on the built binaries: a 1 MB 8-bit

@@ -12,8 +12,8 @@ import (
 	"text/tabwriter"
 	"time"
 
-	"github.com/avatarfleet/avatarfleet/controlplane/internal/binfleet"
-	"github.com/avatarfleet/avatarfleet/controlplane/internal/whepviewer"
+	"github.com/avatarfleet/avatarfleet/e2e/internal/binfleet"
+	"github.com/avatarfleet/avatarfleet/e2e/internal/whepviewer"
 	"github.com/avatarfleet/avatarfleet/controlplane/pkg/apiv1"
 )
 

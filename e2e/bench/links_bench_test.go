@@ -11,7 +11,7 @@ import (
 	"testing"
 	"time"
 
-	"github.com/avatarfleet/avatarfleet/controlplane/internal/testfleet"
+	"github.com/avatarfleet/avatarfleet/e2e/internal/testfleet"
 )
 
 // Sizes of the link-security comparison: each mode runs linkRounds times,

@@ -14,8 +14,8 @@ import (
 
 	"go.uber.org/goleak"
 
-	"github.com/avatarfleet/avatarfleet/controlplane/internal/binfleet"
-	"github.com/avatarfleet/avatarfleet/controlplane/internal/whepviewer"
+	"github.com/avatarfleet/avatarfleet/e2e/internal/binfleet"
+	"github.com/avatarfleet/avatarfleet/e2e/internal/whepviewer"
 	"github.com/avatarfleet/avatarfleet/controlplane/pkg/apiv1"
 )
 

@@ -9,10 +9,10 @@ import (
 	"testing"
 	"time"
 
-	"github.com/avatarfleet/avatarfleet/controlplane/internal/binfleet"
+	"github.com/avatarfleet/avatarfleet/e2e/internal/binfleet"
 	"github.com/avatarfleet/avatarfleet/controlplane/pkg/apiclient"
 	"github.com/avatarfleet/avatarfleet/controlplane/pkg/apiv1"
-	"github.com/avatarfleet/avatarfleet/worker/pkg/wav"
+	"github.com/avatarfleet/avatarfleet/proto/wav"
 )
 
 // toneSeconds is how long the spoken tone lasts.

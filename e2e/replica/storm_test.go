@@ -11,7 +11,7 @@ import (
 	clientv3 "go.etcd.io/etcd/client/v3"
 	"go.uber.org/goleak"
 
-	"github.com/avatarfleet/avatarfleet/controlplane/internal/testfleet"
+	"github.com/avatarfleet/avatarfleet/e2e/internal/testfleet"
 	"github.com/avatarfleet/avatarfleet/controlplane/pkg/apiv1"
 	"github.com/avatarfleet/avatarfleet/controlplane/pkg/supervisor"
 )

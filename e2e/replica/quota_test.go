@@ -9,7 +9,7 @@ import (
 	"testing"
 	"time"
 
-	"github.com/avatarfleet/avatarfleet/controlplane/internal/testfleet"
+	"github.com/avatarfleet/avatarfleet/e2e/internal/testfleet"
 	"github.com/avatarfleet/avatarfleet/controlplane/pkg/apiv1"
 	"github.com/avatarfleet/avatarfleet/controlplane/pkg/auth"
 	fleetv1 "github.com/avatarfleet/avatarfleet/proto/fleet/v1"

@@ -161,3 +161,25 @@ func (k *Keys) Webhooks() []Webhook {
 	}
 	return out
 }
+
+// AddWebhook adds an endpoint to the key apiKey, as its webhooks: entry in
+// the keys file would (for keys built in code).
+func (k *Keys) AddWebhook(apiKey, url, secret string) error {
+	owner := Fingerprint(apiKey)
+	for i := range k.keys {
+		if k.keys[i].p.Owner != owner {
+			continue
+		}
+		entries := make([]webhookEntry, 0, len(k.keys[i].webhooks)+1)
+		for _, w := range k.keys[i].webhooks {
+			entries = append(entries, webhookEntry{URL: w.URL, Secret: WebhookSecretPrefix + base64.StdEncoding.EncodeToString(w.Secret)})
+		}
+		hooks, err := parseWebhooks(append(entries, webhookEntry{URL: url, Secret: secret}), "")
+		if err != nil {
+			return err
+		}
+		k.keys[i].webhooks = hooks
+		return nil
+	}
+	return ErrUnknownOwner
+}

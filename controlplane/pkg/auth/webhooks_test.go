@@ -91,3 +91,25 @@ func TestLoadFileWebhookSecretFile(t *testing.T) {
 		t.Fatalf("webhooks %+v: want one, its key from the file, all events for an admin key", hooks)
 	}
 }
+
+func TestAddWebhook(t *testing.T) {
+	var ks Keys
+	if err := ks.Add("aaaaaaaaaaaaaaaaaaaa", ScopeSessions); err != nil {
+		t.Fatal(err)
+	}
+	if err := ks.AddWebhook("aaaaaaaaaaaaaaaaaaaa", "https://h.example/1", testSecret(24)); err != nil {
+		t.Fatal(err)
+	}
+	if err := ks.AddWebhook("aaaaaaaaaaaaaaaaaaaa", "https://h.example/1", testSecret(24)); err == nil {
+		t.Error("the same URL twice was accepted")
+	}
+	if err := ks.AddWebhook("bbbbbbbbbbbbbbbbbbbb", "https://h.example/2", testSecret(24)); err == nil {
+		t.Error("a webhook of no key was accepted")
+	}
+	if err := ks.AddWebhook("aaaaaaaaaaaaaaaaaaaa", "https://h.example/2", testSecret(24)); err != nil {
+		t.Fatal(err)
+	}
+	if hooks := ks.Webhooks(); len(hooks) != 2 || hooks[1].URL != "https://h.example/2" {
+		t.Fatalf("webhooks %+v", hooks)
+	}
+}

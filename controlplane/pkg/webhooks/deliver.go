@@ -23,6 +23,9 @@ import (
 // discarded, so the connection can be reused).
 const maxResponseBody = 64 << 10
 
+// ackTimeout bounds the wait for JetStream to confirm an acknowledgement.
+const ackTimeout = 5 * time.Second
+
 // userAgent names the sender to receivers.
 const userAgent = "AvatarFleet-Webhooks/1"
 
@@ -189,9 +192,13 @@ func (r *Runner) handle(ctx context.Context, ep *endpointState, m jetstream.Msg)
 	res, err := r.attempt(ctx, ep, m.Subject(), id, e)
 	switch {
 	case res == delivered:
-		if err := m.Ack(); err != nil {
+		// Confirmed, so a lost acknowledgement (a NATS permission that
+		// lacks $JS.ACK) is logged, not silent redeliveries.
+		actx, cancel := context.WithTimeout(context.WithoutCancel(ctx), ackTimeout)
+		if err := m.DoubleAck(actx); err != nil {
 			log.Warn("ack a delivered webhook event (it will be delivered again)", "err", err)
 		}
+		cancel()
 		r.metrics.deliveries.Inc()
 		if t := e.GetTime(); t != nil {
 			r.metrics.latency.Observe(time.Since(t.AsTime()).Seconds())

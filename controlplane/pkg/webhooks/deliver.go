@@ -82,7 +82,8 @@ func (r *Runner) runEndpoint(ctx context.Context, ep *endpointState) {
 	}()
 	var cons jetstream.Consumer
 	bo := backoff.NewExponentialBackOff()
-	bo.MaxInterval = 30 * time.Second
+	// Short, so deliveries resume within seconds of NATS coming back.
+	bo.MaxInterval = 5 * time.Second
 	for ctx.Err() == nil {
 		if cons == nil {
 			c, err := r.ensure(ctx, ep.consumer)
@@ -204,7 +205,9 @@ func (r *Runner) handle(ctx context.Context, ep *endpointState, m jetstream.Msg)
 			r.metrics.latency.Observe(time.Since(t.AsTime()).Seconds())
 		}
 	case res == dropped:
-		log.Warn("drop an event its subject does not vouch for", "subject", m.Subject(), "err", err)
+		// Untrusted (its subject does not vouch for it) or unencodable:
+		// no later attempt would send it.
+		log.Warn("drop a webhook event", "subject", m.Subject(), "err", err)
 		_ = m.Term()
 	case ctx.Err() != nil:
 		// Stopping: another replica (or this one, restarted) retries now.

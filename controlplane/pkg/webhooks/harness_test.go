@@ -40,7 +40,14 @@ func newBus(t *testing.T) *bus {
 		t.Fatal(err)
 	}
 	t.Cleanup(srv.Close)
-	nc, err := nats.Connect(srv.URL())
+	return connectBus(t, srv.URL())
+}
+
+// connectBus connects to NATS at url, reconnecting for ever, and ensures
+// the events stream.
+func connectBus(t *testing.T, url string) *bus {
+	t.Helper()
+	nc, err := nats.Connect(url, nats.MaxReconnects(-1), nats.ReconnectWait(100*time.Millisecond))
 	if err != nil {
 		t.Fatal(err)
 	}

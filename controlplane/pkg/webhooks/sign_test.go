@@ -9,6 +9,10 @@ import (
 	"strconv"
 	"testing"
 	"time"
+
+	"github.com/nats-io/nats.go/jetstream"
+
+	fleetv1 "github.com/avatarfleet/avatarfleet/proto/fleet/v1"
 )
 
 func TestVerify(t *testing.T) {
@@ -91,3 +95,38 @@ func TestRetryDelay(t *testing.T) {
 		t.Errorf("zero policy: delay %s", d)
 	}
 }
+
+func TestNewChecksOptions(t *testing.T) {
+	js := jetstreamStub{}
+	_, key := secret(1)
+	ep := Endpoint{Owner: "o", URL: "https://h.example/", Secret: key}
+	enc := func(*fleetv1.Event) ([]byte, error) { return nil, nil }
+	tests := []struct {
+		name string
+		opts Options
+		ok   bool
+	}{
+		{"defaults", Options{JetStream: js, Encode: enc, Endpoints: []Endpoint{ep}}, true},
+		{"no jetstream", Options{Encode: enc}, false},
+		{"no encoder", Options{JetStream: js}, false},
+		{"no attempts", Options{JetStream: js, Encode: enc, Retry: Retry{MaxAttempts: -1}}, false},
+		{"max below initial", Options{JetStream: js, Encode: enc, Retry: Retry{Initial: time.Minute, Max: time.Second}}, false},
+		{"ack wait within the timeout", Options{JetStream: js, Encode: enc, Timeout: time.Minute, AckWait: time.Second}, false},
+		{"endpoint without secret", Options{JetStream: js, Encode: enc, Endpoints: []Endpoint{{Owner: "o", URL: "https://h.example/"}}}, false},
+		{"endpoint twice", Options{JetStream: js, Encode: enc, Endpoints: []Endpoint{ep, ep}}, false},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			r, err := New(tt.opts)
+			if (err == nil) != tt.ok {
+				t.Fatalf("New: %v, want ok=%v", err, tt.ok)
+			}
+			if tt.ok && (r.opts.Retry != Retry{MaxAttempts: DefaultMaxAttempts, Initial: DefaultInitialDelay, Max: DefaultMaxDelay} || r.opts.AckWait != DefaultTimeout+30*time.Second) {
+				t.Errorf("defaults %+v, ack wait %s", r.opts.Retry, r.opts.AckWait)
+			}
+		})
+	}
+}
+
+// jetstreamStub is a non-nil JetStream for option checks that never use it.
+type jetstreamStub struct{ jetstream.JetStream }

@@ -235,7 +235,9 @@ func (r *Runner) Run(ctx context.Context) error {
 			r.runEndpoint(ctx, newEndpointState(ep))
 		}()
 	}
-	r.log.Info("webhooks delivering", "endpoints", len(r.opts.Endpoints), "max_attempts", r.opts.Retry.MaxAttempts)
+	if len(r.opts.Endpoints) > 0 {
+		r.log.Info("webhooks delivering", "endpoints", len(r.opts.Endpoints), "max_attempts", r.opts.Retry.MaxAttempts)
+	}
 	wg.Wait()
 	return nil
 }

@@ -5,6 +5,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"net"
 	"net/http"
 	"net/http/httptest"
 	"slices"
@@ -16,6 +17,7 @@ import (
 	"github.com/prometheus/client_golang/prometheus/testutil"
 
 	"github.com/avatarfleet/avatarfleet/controlplane/pkg/httpapi"
+	"github.com/avatarfleet/avatarfleet/proto/embedded"
 	fleetv1 "github.com/avatarfleet/avatarfleet/proto/fleet/v1"
 	"github.com/avatarfleet/avatarfleet/proto/fleetbus"
 )
@@ -329,4 +331,51 @@ func TestReplicasShareAnEndpoint(t *testing.T) {
 	if d1+d2 != 40 {
 		t.Errorf("replicas delivered %v + %v, want 40 in all", d1, d2)
 	}
+}
+
+// TestNATSRestart: NATS going away and coming back (same address and
+// store) delays deliveries but loses none.
+func TestNATSRestart(t *testing.T) {
+	l, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	addr := l.Addr().String()
+	_ = l.Close()
+	store := t.TempDir()
+	srv, err := embedded.StartNATS(embedded.NATSOptions{Addr: addr, StoreDir: store})
+	if err != nil {
+		t.Fatal(err)
+	}
+	b := connectBus(t, srv.URL())
+	rc := newReceiver(t, always(http.StatusOK))
+	_, key := secret(1)
+	ep := Endpoint{Owner: "owner-a", URL: rc.URL, Secret: key}
+	start(t, fastOptions(b, ep))
+	waitConsumer(t, b, ep)
+	var ids []string
+	for i := range 5 {
+		ids = append(ids, b.publish(t, fleetbus.SessionReady, fmt.Sprintf("s%d", i), "owner-a").GetId())
+	}
+	srv.Close()
+	down := time.Now()
+	time.Sleep(2 * time.Second)
+	if srv, err = embedded.StartNATS(embedded.NATSOptions{Addr: addr, StoreDir: store}); err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(srv.Close)
+	eventually(t, "the client to reconnect", b.nc.IsConnected)
+	for i := range 5 {
+		ids = append(ids, b.publish(t, fleetbus.SessionEnded, fmt.Sprintf("s%d", i), "owner-a").GetId())
+	}
+	eventually(t, "every event delivered", func() bool {
+		_, _, ok := rc.snapshot()
+		for _, id := range ids {
+			if ok[id] == 0 {
+				return false
+			}
+		}
+		return true
+	})
+	t.Logf("all 10 events delivered %s after NATS went down for 2s", time.Since(down).Round(10*time.Millisecond))
 }

@@ -155,6 +155,7 @@ func start(t *testing.T, opts Options) (r *Runner, stop func()) {
 	if err != nil {
 		t.Fatal(err)
 	}
+	r.pollWait = 500 * time.Millisecond // quicker stops
 	ctx, cancel := context.WithCancel(context.Background())
 	done := make(chan struct{})
 	go func() {

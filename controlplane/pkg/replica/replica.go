@@ -27,7 +27,9 @@ import (
 	"github.com/avatarfleet/avatarfleet/controlplane/pkg/sessions"
 	"github.com/avatarfleet/avatarfleet/controlplane/pkg/supervisor"
 	"github.com/avatarfleet/avatarfleet/controlplane/pkg/viewertoken"
+	"github.com/avatarfleet/avatarfleet/controlplane/pkg/webhooks"
 	"github.com/avatarfleet/avatarfleet/controlplane/pkg/workerclient"
+	fleetv1 "github.com/avatarfleet/avatarfleet/proto/fleet/v1"
 	"github.com/avatarfleet/avatarfleet/proto/fleetbus"
 	"github.com/avatarfleet/avatarfleet/proto/fleetconn"
 	"github.com/avatarfleet/avatarfleet/proto/fleetpki"
@@ -70,7 +72,11 @@ type Options struct {
 	BodyMinRate    int64
 	EventRetention time.Duration
 	Supervisor     supervisor.Options
-	Log            *slog.Logger
+	// Webhooks sets the retry policy, timeout and concurrency of webhook
+	// deliveries; the replica sets the endpoints (from Keys), the stream,
+	// the encoder, the origin check, the metrics and the log.
+	Webhooks webhooks.Options
+	Log      *slog.Logger
 }
 
 // Replica is one running control-plane replica.
@@ -87,6 +93,7 @@ type Replica struct {
 	pool     *workerclient.Pool
 	manager  *sessions.Manager
 	events   *fleetbus.Publisher
+	hooks    *webhooks.Runner
 	// streamsDone ends event streams when the HTTP server shuts down.
 	streamsDone chan struct{}
 }
@@ -197,6 +204,19 @@ func New(ctx context.Context, opts Options) (*Replica, error) {
 	}
 	r.super = supervisor.New(supOpts)
 
+	// Every replica pulls from the same durable consumer per endpoint:
+	// deliveries are shared, and a replica's restart loses none.
+	hookOpts := opts.Webhooks
+	hookOpts.JetStream, hookOpts.Endpoints, hookOpts.Metrics, hookOpts.Log = pub.JetStream(), webhooks.FromKeys(opts.Keys), webhooks.NewMetrics(reg), log
+	hookOpts.Encode = func(e *fleetv1.Event) ([]byte, error) { return httpapi.EventJSON(e, opts.PublicURL) }
+	hookOpts.CheckOrigin = func(ctx context.Context, subject string, e *fleetv1.Event) error {
+		return httpapi.CheckEventOrigin(ctx, store, subject, e)
+	}
+	hookOpts.Untrusted = httpapi.ErrUntrustedEvent
+	if r.hooks, err = webhooks.New(hookOpts); err != nil {
+		return nil, fmt.Errorf("replica: %w", err)
+	}
+
 	api := httpapi.New(httpapi.Options{
 		Sessions:    r.manager,
 		Registry:    r.registry,
@@ -270,6 +290,7 @@ func (r *Replica) Run(ctx context.Context) error {
 	g.Go(func() error { return r.registry.Run(gctx) })
 	g.Go(func() error { return r.manager.Run(gctx) })
 	g.Go(func() error { return r.super.Run(gctx) })
+	g.Go(func() error { return r.hooks.Run(gctx) })
 	g.Go(func() error {
 		serve := r.server.Serve
 		if r.tls {

@@ -29,6 +29,7 @@ import (
 	"github.com/avatarfleet/avatarfleet/controlplane/pkg/replica"
 	"github.com/avatarfleet/avatarfleet/controlplane/pkg/supervisor"
 	"github.com/avatarfleet/avatarfleet/controlplane/pkg/viewertoken"
+	"github.com/avatarfleet/avatarfleet/controlplane/pkg/webhooks"
 	"github.com/avatarfleet/avatarfleet/proto/embedded"
 	fleetv1 "github.com/avatarfleet/avatarfleet/proto/fleet/v1"
 	"github.com/avatarfleet/avatarfleet/proto/fleetconn"
@@ -85,7 +86,14 @@ type Options struct {
 	// with per-role permissions) over TLS, as a deployment does; with
 	// FleetInsecure it is the benchmarks' "everything off".
 	NoCredentials bool
+	// Webhooks are endpoints of the test keys, and WebhookOptions the
+	// replicas' retry policy for them.
+	Webhooks       []Webhook
+	WebhookOptions webhooks.Options
 }
+
+// Webhook is an endpoint of a test key.
+type Webhook struct{ Key, URL, Secret string }
 
 // Fleet is a running test fleet.
 type Fleet struct {
@@ -226,6 +234,11 @@ func Start(t testing.TB, opts Options) *Fleet {
 			t.Fatal(err)
 		}
 	}
+	for _, w := range opts.Webhooks {
+		if err := keys.AddWebhook(w.Key, w.URL, w.Secret); err != nil {
+			t.Fatal(err)
+		}
+	}
 	f.TokenKeys = opts.TokenKeys
 	if f.TokenKeys == nil {
 		k, err := viewertoken.GenerateKey(time.Now())
@@ -246,6 +259,7 @@ func Start(t testing.TB, opts Options) *Fleet {
 			TokenKeys:  f.TokenKeys,
 			FleetTLS:   cpTLS,
 			Supervisor: opts.Supervisor,
+			Webhooks:   opts.WebhookOptions,
 			Log:        log,
 		})
 		if err != nil {

@@ -32,8 +32,8 @@ type input struct {
 	textBytes int
 	// taken counts the samples take has handed out; marks (in order of
 	// at) say where in that count a tracked text's sentence ends.
-	taken int64
-	marks []spokenMark
+	taken     int64
+	marks     []spokenMark
 	budget    *Budget
 	accounted int64        // bytes this input has added to budget
 	buffered  atomic.Int64 // == accounted, for lock-free readers

@@ -58,7 +58,7 @@ type SpeechEntry struct {
 // hold more than MaxPendingSpeech bytes of text.
 func (s *Store) EnqueueSpeech(ctx context.Context, sessionID, text string, replace bool) (string, error) {
 	if len(text) > MaxPendingSpeech {
-		return "", fmt.Errorf("enqueue speech for %s: %d bytes of text, limit %d: %w", sessionID, len(text), MaxPendingSpeech, ErrSpeechQueueFull)
+		return "", fmt.Errorf("%w: session %s: a text of %d bytes, limit %d", ErrSpeechQueueFull, sessionID, len(text), MaxPendingSpeech)
 	}
 	sessKey, prefix := s.keys.Session(sessionID), s.keys.SessionSpeech(sessionID)
 	for range maxSpeechRetries {
@@ -84,8 +84,8 @@ func (s *Store) EnqueueSpeech(ctx context.Context, sessionID, text string, repla
 			}
 		}
 		if pending+len(text) > MaxPendingSpeech {
-			return "", fmt.Errorf("enqueue speech for %s: %d bytes of text wait to be spoken, %d more would pass the limit of %d: %w",
-				sessionID, pending, len(text), MaxPendingSpeech, ErrSpeechQueueFull)
+			return "", fmt.Errorf("%w: session %s: %d bytes of text wait to be spoken, %d more would pass the limit of %d",
+				ErrSpeechQueueFull, sessionID, pending, len(text), MaxPendingSpeech)
 		}
 		// The id is the revision read: any enqueue that commits after this
 		// read has a higher one, and one that committed before it would make

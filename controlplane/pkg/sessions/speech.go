@@ -11,8 +11,8 @@ import (
 
 // ErrSpeechQueueFull: the session's durable speech queue holds its limit of
 // text not yet spoken (fleetstore.MaxPendingSpeech); retry once some of it
-// has been spoken.
-var ErrSpeechQueueFull = errors.New("speech queue full")
+// has been spoken. It is the store's error, passed through.
+var ErrSpeechQueueFull = fleetstore.ErrSpeechQueueFull
 
 // Speak queues text on the session's worker. The text is written to the
 // session's durable speech queue in etcd first and forwarded with its
@@ -101,7 +101,7 @@ func (m *Manager) replaySpeech(ctx context.Context, sess *fleetv1.Session) error
 func speechStoreError(err error) error {
 	switch {
 	case errors.Is(err, fleetstore.ErrSpeechQueueFull):
-		return fmt.Errorf("%w: %w", ErrSpeechQueueFull, err)
+		return err
 	case errors.Is(err, fleetstore.ErrNotFound):
 		return fmt.Errorf("%w: %w", ErrNotFound, err)
 	case errors.Is(err, fleetstore.ErrSessionEnded):

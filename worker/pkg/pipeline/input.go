@@ -5,6 +5,8 @@ import (
 	"context"
 	"fmt"
 	"strings"
+	"unicode"
+	"unicode/utf8"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -372,10 +374,10 @@ func (p *Pipeline) synthesize(ctx context.Context) error {
 // marks where each piece ends for the text's progress.
 func (p *Pipeline) speakOne(ctx context.Context, text queuedText, gen uint64) {
 	in := &p.input
-	var pieces []string
+	var rests []string
 	settled := text.progress == nil
 	if !settled {
-		pieces = tts.Splitter{}.Split(text.text) // the pieces Chunks yields
+		rests = restsAfterPieces(text.text)
 	}
 	defer func() {
 		if settled {
@@ -403,7 +405,7 @@ func (p *Pipeline) speakOne(ctx context.Context, text queuedText, gen uint64) {
 		stale := in.gen != gen
 		full := !stale && !in.pushLocked(chunk.Audio.Samples)
 		if !stale && !full && !settled {
-			rest := strings.Join(pieces[chunk.Index+1:], " ")
+			rest := rests[chunk.Index]
 			in.markLocked(rest, text.progress)
 			settled = rest == ""
 		}
@@ -416,4 +418,30 @@ func (p *Pipeline) speakOne(ctx context.Context, text queuedText, gen uint64) {
 			return
 		}
 	}
+}
+
+// restsAfterPieces returns, for each piece Chunks yields of text, the text
+// that follows it: a suffix of text, trimmed. Every non-space character of
+// text is in exactly one piece, in order (tts.Splitter), so the suffix
+// starts after as many non-space characters as the pieces so far hold.
+func restsAfterPieces(text string) []string {
+	pieces := tts.Splitter{}.Split(text)
+	rests := make([]string, len(pieces))
+	i := 0 // byte offset in text
+	for k, p := range pieces {
+		for _, r := range p {
+			if unicode.IsSpace(r) {
+				continue
+			}
+			for i < len(text) {
+				c, size := utf8.DecodeRuneInString(text[i:])
+				i += size
+				if !unicode.IsSpace(c) {
+					break
+				}
+			}
+		}
+		rests[k] = strings.TrimSpace(text[i:])
+	}
+	return rests
 }

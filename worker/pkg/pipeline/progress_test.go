@@ -2,6 +2,7 @@ package pipeline
 
 import (
 	"slices"
+	"strings"
 	"sync"
 	"testing"
 	"time"
@@ -100,5 +101,33 @@ func TestSpeechProgress(t *testing.T) {
 		if time.Now().After(deadline) {
 			t.Fatal("a wordless text was never reported done")
 		}
+	}
+}
+
+// TestRestsAfterPieces: what is left after each piece is a suffix of the
+// text (never longer than it, whatever the splitter joins or cuts).
+func TestRestsAfterPieces(t *testing.T) {
+	tests := []struct {
+		text string
+		want []string
+	}{
+		{"One. Two. Three.", []string{"Two. Three.", "Three.", ""}},
+		{"  One.\n\nTwo!  ", []string{"Two!", ""}},
+		{"你好。再见。", []string{"再见。", ""}},
+		{"Hi. … Bye.", []string{"Bye.", ""}}, // the wordless "…" joins "Hi."
+		{"Dr. Smith is in. Yes.", []string{"Yes.", ""}},
+		// A sentence past 400 characters is cut after its last space
+		// within them (80 words).
+		{strings.Repeat("word ", 100) + "end. Next.", []string{strings.Repeat("word ", 20) + "end. Next.", "Next.", ""}},
+	}
+	for _, tt := range tests {
+		if got := restsAfterPieces(tt.text); !slices.Equal(got, tt.want) {
+			t.Errorf("restsAfterPieces(%q) = %q, want %q", tt.text, got, tt.want)
+		}
+	}
+	// Joined with spaces, 5000 CJK sentences would grow by 4998 characters.
+	cjk := strings.Repeat("好。", 5000)
+	if rests := restsAfterPieces(cjk); len(rests) != 5000 || rests[0] != cjk[len("好。"):] {
+		t.Fatalf("5000 CJK sentences: %d rests, the first of %d bytes", len(rests), len(rests[0]))
 	}
 }

@@ -136,6 +136,27 @@ func TestSpeechQueueFollowsPlayback(t *testing.T) {
 		t.Fatalf("the queue moved after the session stopped: %+v, then %+v (%v)", left, after, err)
 	}
 	t.Logf("left for a replacement worker: %q", left[0].Text)
+
+	// Started again (a fresh pipeline, as on a replacement worker) and sent
+	// what is left with its speech id, as the control plane's replay does:
+	// the same entry goes on shrinking, and goes.
+	sess, _, err := r.store.Session(ctx, "s1")
+	if err != nil {
+		t.Fatal(err)
+	}
+	waitSlotFree(t, r, 0)
+	if _, err := r.client.StartSession(ctx, &fleetv1.StartSessionRequest{Session: sess}); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := r.client.SpeakText(ctx, &fleetv1.SpeakTextRequest{SessionId: "s1", Text: left[0].Text, SpeechId: left[0].ID}); err != nil {
+		t.Fatal(err)
+	}
+	seen = nil
+	speechWatch(t, r.store, "s1", time.Minute, &seen, empty)
+	t.Logf("queue states after the replay: %q", seen)
+	if i := slices.Index(order, left[0].Text); i < 0 || len(seen) < 2 || seen[0] != left[0].Text {
+		t.Fatalf("queue states after the replay: %q", seen)
+	}
 	if _, _, err := r.store.EndSession(ctx, "s1", fleetv1.SessionState_SESSION_STATE_ENDED, fleetv1.EndReason_END_REASON_DELETED, ""); err != nil {
 		t.Fatal(err)
 	}

@@ -49,6 +49,12 @@ func (w *speechWorker) Interrupt(context.Context, *fleetv1.InterruptRequest) (*f
 	return &fleetv1.InterruptResponse{}, nil
 }
 
+func (w *speechWorker) interrupts() int {
+	w.mu.Lock()
+	defer w.mu.Unlock()
+	return w.interrupted
+}
+
 // take returns and forgets the requests received so far.
 func (w *speechWorker) take() []*fleetv1.SpeakTextRequest {
 	w.mu.Lock()
@@ -206,8 +212,8 @@ func TestSpeakIsDurable(t *testing.T) {
 	if err := f.m.Interrupt(ctx, "s1"); err != nil {
 		t.Fatal(err)
 	}
-	if q := f.pending(t); len(q) != 0 || f.worker.interrupted != 1 {
-		t.Fatalf("after Interrupt: %d queued, %d interrupts on the worker", len(q), f.worker.interrupted)
+	if q, n := f.pending(t), f.worker.interrupts(); len(q) != 0 || n != 1 {
+		t.Fatalf("after Interrupt: %d queued, %d interrupts on the worker", len(q), n)
 	}
 	if err := f.m.replaySpeech(ctx, f.sess); err != nil || len(f.worker.take()) != 0 {
 		t.Fatalf("replay of an empty queue: %v", err)

@@ -186,6 +186,7 @@ const (
 	CodeQuotaExceeded        = "quota_exceeded"
 	CodeRateLimited          = "rate_limited"
 	CodeRequestTimeout       = "request_timeout"
+	CodeSpeechQueueFull      = "speech_queue_full"
 )
 
 // ErrorBody is the envelope of every error response.

@@ -308,6 +308,8 @@ func mapError(err error) error {
 		return &apiError{status: http.StatusServiceUnavailable, code: apiv1.CodeNoCapacity, message: "no free slot on any worker; retry later", retryAfter: 2 * time.Second}
 	case errors.Is(err, sessions.ErrQuotaExceeded):
 		return errorf(http.StatusTooManyRequests, apiv1.CodeQuotaExceeded, "this API key holds its limit of live sessions; end one first")
+	case errors.Is(err, sessions.ErrSpeechQueueFull):
+		return &apiError{status: http.StatusTooManyRequests, code: apiv1.CodeSpeechQueueFull, message: err.Error(), retryAfter: time.Second}
 	case errors.Is(err, sessions.ErrUnknownAvatar):
 		return errorf(http.StatusBadRequest, apiv1.CodeUnknownAvatar, "no worker serves this avatar")
 	case errors.Is(err, sessions.ErrUnknownVoice):

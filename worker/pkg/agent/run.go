@@ -48,6 +48,7 @@ type instance struct {
 	store    *fleetstore.Store
 	reg      *registration.Registrar
 	watch    *slotwatch.Watcher
+	speech   *speechAcks
 	grpc     *grpc.Server
 	health   micro.Service
 	draining atomic.Bool
@@ -116,6 +117,7 @@ func (a *Agent) Run(ctx context.Context) error {
 	g.Go(func() error { return in.watch.Run(gctx) })
 	g.Go(func() error { return in.reg.KeepRegistered(gctx, in.onLeaseLost) })
 	g.Go(func() error { in.reportEnded(gctx); return nil })
+	g.Go(func() error { in.speech.Run(gctx); return nil })
 	if sr, ok := a.rt.(runtime.SpeakingReporter); ok {
 		g.Go(func() error { in.reportSpeaking(gctx, sr); return nil })
 	}
@@ -179,12 +181,14 @@ func (a *Agent) connect() (*instance, error) {
 	in := &instance{Agent: a, cli: cli, nc: nc, events: &eventPublisher{pub: pub}}
 	in.store = fleetstore.New(cli, fleetstore.NewKeys(a.opts.EtcdPrefix))
 	in.watch = slotwatch.New(in.store, a.opts.ID, in.stopForSlot, a.log.With("component", "slotwatch"))
+	in.speech = newSpeechAcks(in.store, a.log.With("component", "speech"))
 	srv, err := server.New(server.Config{
 		WorkerID:  a.opts.ID,
 		Runtime:   a.rt,
 		Slots:     in.watch,
 		Accepting: func() bool { return !in.draining.Load() },
 		Signaling: a.opts.Signaling,
+		Speech:    in.speech,
 		Logger:    a.log.With("component", "grpc"),
 	})
 	if err == nil {

@@ -232,6 +232,10 @@ func TestRequestValidation(t *testing.T) {
 			_, err := f.client.SpeakText(ctx, &fleetv1.SpeakTextRequest{SessionId: "live", Text: strings.Repeat("é", runtime.MaxTextChars+1)})
 			return err
 		}, codes.InvalidArgument},
+		{"speak bad speech id", func() error {
+			_, err := f.client.SpeakText(ctx, &fleetv1.SpeakTextRequest{SessionId: "live", Text: "hi", SpeechId: "../../fleet/slots/x"})
+			return err
+		}, codes.InvalidArgument},
 		{"speak unknown session", func() error {
 			_, err := f.client.SpeakText(ctx, &fleetv1.SpeakTextRequest{SessionId: "ghost", Text: "hi"})
 			return err

@@ -195,6 +195,9 @@ func New(ctx context.Context, opts Options) (*Replica, error) {
 	if supOpts.Health == nil {
 		supOpts.Health = supervisor.NATSHealth{Conn: r.nc}
 	}
+	if supOpts.Replacer == nil {
+		supOpts.Replacer = r.manager // the leader re-places sessions of lost workers
+	}
 	r.super = supervisor.New(supOpts)
 
 	api := httpapi.New(httpapi.Options{

@@ -6,7 +6,6 @@ import (
 	"fmt"
 
 	fleetv1 "github.com/avatarfleet/avatarfleet/proto/fleet/v1"
-	"github.com/avatarfleet/avatarfleet/proto/fleetbus"
 	"github.com/avatarfleet/avatarfleet/proto/fleetstore"
 )
 
@@ -76,7 +75,6 @@ func (m *Manager) Delete(ctx context.Context, id string) (*fleetv1.Session, erro
 	}
 	if ended {
 		m.opts.Metrics.ended.WithLabelValues("deleted").Inc()
-		m.publish(ctx, fleetbus.SessionEvent(fleetbus.SessionEnded, sess))
 		// The worker also sees its slot key go and stops the session; this
 		// call only makes that immediate.
 		m.stopOnWorker(ctx, sess)

@@ -21,9 +21,28 @@ import (
 	"github.com/avatarfleet/avatarfleet/proto/fleetstore"
 )
 
-// EventPublisher publishes lifecycle events.
+// EventPublisher publishes events.
 type EventPublisher interface {
 	Publish(ctx context.Context, e *fleetv1.Event) error
+}
+
+// Replacer re-places a session whose worker was lost; its record is at
+// revision rev, placing (or starting after an earlier attempt). It returns
+// once the session is ready elsewhere or has failed, or with an error when
+// the record changed under it (sessions.Manager implements it).
+type Replacer interface {
+	Replace(ctx context.Context, id string, rev int64, reason string) (*fleetv1.Session, error)
+}
+
+// reaperStore is the part of the store the reaper uses.
+type reaperStore interface {
+	Keys() fleetstore.Keys
+	ListWatch(ctx context.Context, opts fleetstore.ListWatchOptions, h fleetstore.Handler) error
+	SessionWithSlot(ctx context.Context, id string) (fleetstore.SessionSlot, error)
+	MarkLost(ctx context.Context, ss fleetstore.SessionSlot, now time.Time) (*fleetv1.Session, int64, error)
+	FailLost(ctx context.Context, ss fleetstore.SessionSlot, message string) (*fleetv1.Session, error)
+	EndSessionAt(ctx context.Context, sess *fleetv1.Session, rev int64, state fleetv1.SessionState, reason fleetv1.EndReason, message string) (*fleetv1.Session, error)
+	DeleteSessionRecord(ctx context.Context, id string, rev int64) error
 }
 
 // HealthChecker asks one worker whether it is alive.
@@ -51,6 +70,11 @@ type Options struct {
 	ReconcileInterval time.Duration
 	// Retention is how long an ended session's record is kept.
 	Retention time.Duration
+	// Replacer re-places sessions of lost workers; nil fails them.
+	Replacer Replacer
+	// ReplaceConcurrency bounds the sessions handled at once after a loss
+	// (default 32).
+	ReplaceConcurrency int
 }
 
 func (o *Options) defaults() {
@@ -69,6 +93,9 @@ func (o *Options) defaults() {
 	if o.ReconcileInterval == 0 {
 		o.ReconcileInterval = 10 * time.Second
 	}
+	if o.ReplaceConcurrency == 0 {
+		o.ReplaceConcurrency = 32
+	}
 	if o.Retention == 0 {
 		o.Retention = 24 * time.Hour
 	}
@@ -79,14 +106,15 @@ func (o *Options) defaults() {
 
 // Supervisor campaigns for leadership and, while leader, runs the duties.
 type Supervisor struct {
-	opts Options
-	log  *slog.Logger
+	opts  Options
+	log   *slog.Logger
+	store reaperStore
 }
 
 // New returns a Supervisor.
 func New(opts Options) *Supervisor {
 	opts.defaults()
-	return &Supervisor{opts: opts, log: opts.Log}
+	return &Supervisor{opts: opts, log: opts.Log, store: opts.Store}
 }
 
 // Run campaigns and leads until ctx ends; after losing leadership it

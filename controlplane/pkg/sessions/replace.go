@@ -84,6 +84,10 @@ func (m *Manager) Replace(ctx context.Context, id string, rev int64, reason stri
 			// around now: wait and try again, within the same deadline.
 			m.log.Warn("re-place session", "session", id, "round", round, "err", err)
 		}
+		// Still ours? A session deleted while it waits stops waiting.
+		if cur, rev, err := m.d.store.Session(ctx, id); errors.Is(err, fleetstore.ErrNotFound) || err == nil && rev != p.rev {
+			return cur, fmt.Errorf("re-place session %s: %w", id, ErrMovedOn)
+		}
 		wait := min(bo.NextBackOff(), time.Until(deadline))
 		if wait <= 0 {
 			return m.failReplace(ctx, p, deadline)

@@ -169,7 +169,7 @@ func (r *reaper) handleOnce(ctx context.Context, id string) (retry bool, err err
 		}
 		return false, err
 	default:
-		sess, rev, err = r.s.store.MarkLost(ctx, ss, time.Now())
+		_, rev, err = r.s.store.MarkLost(ctx, ss, time.Now())
 		if errors.Is(err, fleetstore.ErrConflict) {
 			return true, nil
 		}

@@ -287,3 +287,97 @@ func TestCreateRightAfterKillNever500(t *testing.T) {
 		}
 	}
 }
+
+// TestManyLostSessionsNeverOvercommit: four sessions of a killed worker
+// compete for three free slots; three move, one fails after its replace
+// timeout, and no worker ever holds more slot keys than it has slots.
+func TestManyLostSessionsNeverOvercommit(t *testing.T) {
+	f := testfleet.Start(t, testfleet.Options{Workers: []testfleet.WorkerSpec{{ID: "big", SlotsPerGPU: 4}}})
+	var lost []apiv1.Session
+	for range 4 {
+		lost = append(lost, create(t, f, apiv1.CreateSessionRequest{ReplaceTimeoutSeconds: ptr(4)}))
+	}
+	f.StartWorker(testfleet.WorkerSpec{ID: "w2", SlotsPerGPU: 2})
+	f.StartWorker(testfleet.WorkerSpec{ID: "w3", SlotsPerGPU: 1})
+	if err := f.KillWorker("big"); err == nil {
+		t.Log("aborted worker returned nil")
+	}
+	ctx := context.Background()
+	limit := map[string]int{"w2": 2, "w3": 1}
+	var ready, failed int
+	f.Eventually(40*time.Second, "every lost session is ready or failed", func() bool {
+		perGPU, _, err := f.SlotKeys(ctx)
+		if err != nil {
+			t.Fatal(err)
+		}
+		for w, n := range limit {
+			if perGPU[w][0] > n {
+				t.Fatalf("worker %s holds %d slot keys, has %d slots", w, perGPU[w][0], n)
+			}
+		}
+		ready, failed = 0, 0
+		for _, s := range lost {
+			switch got := get(t, f, s.ID); got.State {
+			case apiv1.StateReady:
+				if got.WorkerID == "big" {
+					continue // the lease has not expired yet
+				}
+				if got.Moves != 1 || got.MovedFrom != "big" {
+					t.Fatalf("moved session %+v", got)
+				}
+				ready++
+			case apiv1.StateFailed:
+				if got.EndReason != apiv1.ReasonWorkerLost {
+					t.Fatalf("failed with %s: %s", got.EndReason, got.EndMessage)
+				}
+				failed++
+			}
+		}
+		return ready+failed == len(lost)
+	})
+	if ready != 3 || failed != 1 {
+		t.Errorf("%d ready, %d failed; want 3 and 1", ready, failed)
+	}
+}
+
+// TestNextLeaderFinishesReplacement: the leader dies while a lost session
+// waits for capacity; the next leader picks the placing record up and
+// places it when a slot frees.
+func TestNextLeaderFinishesReplacement(t *testing.T) {
+	f := testfleet.Start(t, testfleet.Options{
+		Replicas: 2,
+		Workers:  []testfleet.WorkerSpec{{ID: "w1", SlotsPerGPU: 1}, {ID: "w2", SlotsPerGPU: 1}},
+	})
+	ctx := context.Background()
+	a := create(t, f, apiv1.CreateSessionRequest{ReplaceTimeoutSeconds: ptr(120)})
+	b := create(t, f, apiv1.CreateSessionRequest{})
+	if err := f.KillWorker(a.WorkerID); err == nil {
+		t.Log("aborted worker returned nil")
+	}
+	f.Eventually(30*time.Second, "the lost session is placing", func() bool { return get(t, f, a.ID).State == apiv1.StatePlacing })
+	leader, survivor := -1, -1
+	for i := range 2 {
+		ok, err := supervisor.IsLeader(ctx, f.Client, f.Store.Keys(), fmt.Sprintf("cp%d", i))
+		if err != nil {
+			t.Fatal(err)
+		}
+		if ok {
+			leader, survivor = i, 1-i
+		}
+	}
+	if leader < 0 {
+		t.Fatal("no leader")
+	}
+	f.StopReplica(leader)
+	if r := f.MustDo(survivor, "DELETE", "/v1/sessions/"+b.ID, testfleet.SessionsKey, nil); r.Status != http.StatusNoContent {
+		t.Fatalf("delete through the survivor: %d", r.Status)
+	}
+	stopped := time.Now()
+	f.Eventually(40*time.Second, "the next leader places the session", func() bool {
+		r := f.MustDo(survivor, "GET", "/v1/sessions/"+a.ID, testfleet.AdminKey, nil)
+		var got apiv1.Session
+		r.JSON(t, &got)
+		return got.State == apiv1.StateReady && got.WorkerID == b.WorkerID && got.Moves == 1
+	})
+	t.Logf("leader stopped → placed by the next: %s", time.Since(stopped).Round(time.Millisecond))
+}

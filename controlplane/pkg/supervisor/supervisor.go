@@ -1,7 +1,7 @@
 // Package supervisor runs the control plane's fleet-wide duties on exactly
-// one replica at a time, chosen by an etcd election: failing the sessions of
-// lost workers, marking workers that stop answering health checks down, and
-// expiring old session records. Every change it makes is a guarded etcd
+// one replica at a time, chosen by an etcd election: re-placing (or failing)
+// the sessions of lost workers, marking workers that stop answering health
+// checks down, and expiring old session records. Every change it makes is a guarded etcd
 // transaction, so a deposed leader still finishing a step cannot do harm.
 package supervisor
 

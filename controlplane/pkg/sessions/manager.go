@@ -209,6 +209,8 @@ type placer interface {
 	ready(sess *fleetv1.Session) *fleetv1.Session
 	// startRecord is the record sent to the worker with StartSession.
 	startRecord(sess *fleetv1.Session) *fleetv1.Session
+	// observe records the outcome of one placement round.
+	observe(result string, start time.Time)
 }
 
 // placeWith ranks candidates, reserves a slot and starts the session there,
@@ -224,7 +226,7 @@ func (m *Manager) placeWith(ctx context.Context, sess *fleetv1.Session, p placer
 		views := m.d.fleet.Workers()
 		cands, err := candidates(views, sess, refused)
 		if err != nil {
-			m.opts.Metrics.placement("rejected", start)
+			p.observe("rejected", start)
 			return nil, err
 		}
 		attempted := false
@@ -241,11 +243,11 @@ func (m *Manager) placeWith(ctx context.Context, sess *fleetv1.Session, p placer
 			tried[slotID{c.WorkerID, c.GPU, slot}] = true
 			placed, err := m.tryReserveAndStart(ctx, view, c.GPU, slot, sess, p)
 			if errors.Is(err, ErrQuotaExceeded) {
-				m.opts.Metrics.placement("quota_exceeded", start)
+				p.observe("quota_exceeded", start)
 				return nil, err
 			}
 			if err != nil {
-				m.opts.Metrics.placement("error", start)
+				p.observe("error", start)
 				return nil, err
 			}
 			switch placed {
@@ -256,15 +258,15 @@ func (m *Manager) placeWith(ctx context.Context, sess *fleetv1.Session, p placer
 				refused[c.WorkerID] = true
 				continue
 			}
-			m.opts.Metrics.placement("placed", start)
+			p.observe("placed", start)
 			return sess, nil
 		}
 		if !attempted {
-			m.opts.Metrics.placement("no_capacity", start)
+			p.observe("no_capacity", start)
 			return nil, ErrNoCapacity
 		}
 		if err := ctx.Err(); err != nil {
-			m.opts.Metrics.placement("error", start)
+			p.observe("error", start)
 			return nil, fmt.Errorf("place session %s: %w", sess.GetId(), err)
 		}
 	}
@@ -361,6 +363,10 @@ func (p *createPlacer) ready(sess *fleetv1.Session) *fleetv1.Session {
 }
 
 func (p *createPlacer) startRecord(sess *fleetv1.Session) *fleetv1.Session { return sess }
+
+func (p *createPlacer) observe(result string, start time.Time) {
+	p.m.opts.Metrics.placement(result, start)
+}
 
 func (m *Manager) startOnWorker(ctx context.Context, workerID, addr string, sess *fleetv1.Session, reservedAt int64) error {
 	cl, err := m.d.workers.Client(workerID, addr)

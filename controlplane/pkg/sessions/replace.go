@@ -68,6 +68,7 @@ func (m *Manager) Replace(ctx context.Context, id string, rev int64, reason stri
 		switch {
 		case err == nil:
 			if placed.GetState() == fleetv1.SessionState_SESSION_STATE_READY {
+				m.opts.Metrics.replacement("ready", sess.GetLostAt())
 				m.log.Info("session re-placed", "session", id, "from", placed.GetMovedFrom(), "to", placed.GetWorkerId(),
 					"reason", reason, "rounds", round)
 				if err := m.replaySpeech(ctx, placed); err != nil {
@@ -154,6 +155,7 @@ func (m *Manager) failReplace(ctx context.Context, p *movePlacer, deadline time.
 		return nil, err
 	}
 	m.opts.Metrics.ended.WithLabelValues("worker_lost").Inc()
+	m.opts.Metrics.replacement("failed", p.record.GetLostAt())
 	m.log.Warn("session failed: no capacity to re-place it", "session", ended.GetId(), "lost_worker", ended.GetMovedFrom())
 	return ended, nil
 }
@@ -230,6 +232,10 @@ func (p *movePlacer) startRecord(sess *fleetv1.Session) *fleetv1.Session {
 	out.MaxDurationSeconds = uint32(max(1, (left+time.Second-1)/time.Second))
 	return out
 }
+
+// observe does nothing: a re-placement's rounds are not creates (Replace
+// records its outcome as a whole).
+func (p *movePlacer) observe(string, time.Time) {}
 
 // current reads the record as it is now, for a caller told ErrMovedOn;
 // nil when it cannot be read.

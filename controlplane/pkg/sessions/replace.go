@@ -59,6 +59,11 @@ func (m *Manager) Replace(ctx context.Context, id string, rev int64, reason stri
 		refused[sess.GetWorkerId()] = true
 	}
 	deadline := m.replaceDeadline(sess)
+	if !time.Now().Before(deadline) {
+		// Its max duration is over, or it waited its whole replace
+		// timeout for its turn: starting it again would only end it.
+		return m.failReplace(ctx, p, deadline)
+	}
 	bo := backoff.NewExponentialBackOff()
 	bo.InitialInterval, bo.MaxInterval = m.opts.ReplaceMinBackoff, m.opts.ReplaceMaxBackoff
 	for round := 1; ; round++ {

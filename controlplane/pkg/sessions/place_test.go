@@ -6,9 +6,13 @@ import (
 	"log/slog"
 	"testing"
 
+	"go.uber.org/goleak"
+
 	"github.com/avatarfleet/avatarfleet/controlplane/pkg/registry"
 	fleetv1 "github.com/avatarfleet/avatarfleet/proto/fleet/v1"
 )
+
+func TestMain(m *testing.M) { goleak.VerifyTestMain(m) }
 
 func quiet() Options { return Options{Log: slog.New(slog.DiscardHandler)} }
 

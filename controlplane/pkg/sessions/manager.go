@@ -80,6 +80,9 @@ type Manager struct {
 	opts Options
 	log  *slog.Logger
 	d    deps
+	// replay is m.replaySpeech; unit tests replace it, since their fakes
+	// do not stand in for the speech queue's store.
+	replay func(ctx context.Context, sess *fleetv1.Session) error
 
 	writer *batchWriter
 
@@ -122,6 +125,7 @@ func NewManager(opts Options) *Manager {
 	}
 	m := &Manager{opts: opts, log: log, writer: newBatchWriter(opts.Store), rng: mrand.New(mrand.NewPCG(mrand.Uint64(), mrand.Uint64()))}
 	m.d = deps{store: opts.Store, fleet: opts.Registry, workers: opts.Workers, writer: m.writer}
+	m.replay = m.replaySpeech
 	return m
 }
 
@@ -130,6 +134,7 @@ func NewManager(opts Options) *Manager {
 func newManager(opts Options, d deps) *Manager {
 	m := NewManager(opts)
 	m.d = d
+	m.replay = func(context.Context, *fleetv1.Session) error { return nil }
 	return m
 }
 

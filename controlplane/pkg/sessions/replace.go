@@ -76,7 +76,7 @@ func (m *Manager) Replace(ctx context.Context, id string, rev int64, reason stri
 				m.opts.Metrics.replacement("ready", sess.GetLostAt())
 				m.log.Info("session re-placed", "session", id, "from", placed.GetMovedFrom(), "to", placed.GetWorkerId(),
 					"reason", reason, "rounds", round)
-				if err := m.replaySpeech(ctx, placed); err != nil {
+				if err := m.replay(ctx, placed); err != nil {
 					m.log.Warn("replay speech of a moved session", "session", id, "err", err)
 				}
 			}

@@ -123,6 +123,11 @@ func TestReplace(t *testing.T) {
 				})
 				defer timer.Stop()
 			}
+			var replayed []*fleetv1.Session
+			fx.m.replay = func(_ context.Context, sess *fleetv1.Session) error {
+				replayed = append(replayed, sess)
+				return nil
+			}
 			start := time.Now()
 			got, err := fx.m.Replace(ctx, rec.GetId(), rev, fleetstore.MoveReasonWorkerLost)
 			elapsed := time.Since(start)
@@ -152,6 +157,9 @@ func TestReplace(t *testing.T) {
 				t.Errorf("stored record is %s", stored.GetState())
 			}
 			if tt.state == fleetv1.SessionState_SESSION_STATE_FAILED {
+				if len(replayed) != 0 {
+					t.Errorf("speech replayed for a failed session")
+				}
 				if len(fx.store.slots) != 0 {
 					t.Errorf("a failed re-placement holds slots %v", fx.store.slots)
 				}
@@ -168,6 +176,10 @@ func TestReplace(t *testing.T) {
 			}
 			if len(fx.store.slots) != 1 || fx.store.slots[slotID{got.GetWorkerId(), got.GetGpu(), got.GetSlot()}] != rec.GetId() {
 				t.Errorf("slots after the move: %v", fx.store.slots)
+			}
+			// Queued speech is replayed to the new worker once it runs there.
+			if len(replayed) != 1 || replayed[0].GetWorkerId() != tt.worker || replayed[0].GetState() != fleetv1.SessionState_SESSION_STATE_READY {
+				t.Errorf("speech replays: %v", replayed)
 			}
 			start2 := fx.workers.lastStart()
 			if start2 == nil || start2.GetReservationRevision() == 0 || start2.GetSession().GetWorkerId() != tt.worker {

@@ -1,8 +1,9 @@
 // Package sessions is the control plane's session lifecycle: placing a new
 // session (rank candidates, reserve a slot in one etcd transaction, start it
 // on the worker over gRPC), re-placing one whose worker was lost by the same
-// steps, reading, ending, and forwarding speech to the worker that hosts it. It keeps no state of its own: every fact is in etcd,
-// so any replica can answer for any session.
+// steps, reading, ending, and forwarding speech to the worker that hosts it.
+// It keeps no state of its own: every fact is in etcd, so any replica can
+// answer for any session.
 package sessions
 
 import (

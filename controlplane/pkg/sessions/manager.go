@@ -84,6 +84,8 @@ type Manager struct {
 	// replay is m.replaySpeech; unit tests replace it, since their fakes
 	// do not stand in for the speech queue's store.
 	replay func(ctx context.Context, sess *fleetv1.Session) error
+	// capacity wakes re-placements waiting for a slot.
+	capacity broadcast
 
 	writer *batchWriter
 

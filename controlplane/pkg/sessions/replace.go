@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"maps"
+	"sync"
 	"time"
 
 	"github.com/cenkalti/backoff/v5"
@@ -67,6 +68,7 @@ func (m *Manager) Replace(ctx context.Context, id string, rev int64, reason stri
 	bo := backoff.NewExponentialBackOff()
 	bo.InitialInterval, bo.MaxInterval = m.opts.ReplaceMinBackoff, m.opts.ReplaceMaxBackoff
 	for round := 1; ; round++ {
+		woken := m.capacity.wait() // before the round: a slot freed during it counts
 		work := proto.Clone(p.record).(*fleetv1.Session)
 		work.MigratingFrom = nil
 		placed, err := m.placeWith(ctx, work, p, maps.Clone(refused))
@@ -103,8 +105,41 @@ func (m *Manager) Replace(ctx context.Context, id string, rev int64, reason stri
 		case <-ctx.Done():
 			t.Stop()
 			return nil, fmt.Errorf("re-place session %s: %w", id, ctx.Err())
+		case <-woken:
+			// A slot freed: try now, and soon again if the fleet cache
+			// has not seen it yet.
+			t.Stop()
+			bo.Reset()
 		case <-t.C:
 		}
+	}
+}
+
+// CapacityChanged wakes re-placements waiting for a slot (the supervisor
+// calls it when a slot key goes).
+func (m *Manager) CapacityChanged() { m.capacity.notify() }
+
+// broadcast wakes every goroutine waiting on it, once per notify.
+type broadcast struct {
+	mu sync.Mutex
+	ch chan struct{}
+}
+
+func (b *broadcast) wait() <-chan struct{} {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	if b.ch == nil {
+		b.ch = make(chan struct{})
+	}
+	return b.ch
+}
+
+func (b *broadcast) notify() {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	if b.ch != nil {
+		close(b.ch)
+		b.ch = nil
 	}
 }
 

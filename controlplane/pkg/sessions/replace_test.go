@@ -204,3 +204,40 @@ func TestReplacesOnLoss(t *testing.T) {
 		}
 	}
 }
+
+// TestReplaceWokenWhenASlotFrees: a re-placement waiting out a long backoff
+// tries again as soon as it is told a slot freed.
+func TestReplaceWokenWhenASlotFrees(t *testing.T) {
+	o := quiet()
+	o.ReplaceMinBackoff, o.ReplaceMaxBackoff = 20*time.Second, 20*time.Second
+	fx := newFixture(o)
+	fx.fleet.add("w2", 1)
+	fx.store.put(&fleetv1.Session{Id: "other", State: fleetv1.SessionState_SESSION_STATE_READY, WorkerId: "w2"})
+	fx.store.slots[slotID{"w2", 0, 0}] = "other"
+	rec := lostRecord(nil)
+	rev := fx.store.put(rec)
+	type result struct {
+		sess *fleetv1.Session
+		err  error
+	}
+	done := make(chan result, 1)
+	start := time.Now()
+	go func() {
+		s, err := fx.m.Replace(context.Background(), rec.GetId(), rev, fleetstore.MoveReasonWorkerLost)
+		done <- result{s, err}
+	}()
+	time.Sleep(300 * time.Millisecond) // the first round found no slot; it waits
+	fx.store.mu.Lock()
+	delete(fx.store.slots, slotID{"w2", 0, 0})
+	fx.store.mu.Unlock()
+	fx.m.CapacityChanged()
+	select {
+	case r := <-done:
+		if r.err != nil || r.sess.GetState() != fleetv1.SessionState_SESSION_STATE_READY || r.sess.GetWorkerId() != "w2" {
+			t.Fatalf("Replace: %v, %v", r.sess, r.err)
+		}
+		t.Logf("placed %s after the start, the slot freed after 300 ms", time.Since(start).Round(time.Millisecond))
+	case <-time.After(5 * time.Second):
+		t.Fatal("the waiting re-placement was not woken")
+	}
+}

@@ -35,6 +35,10 @@ type reaper struct {
 	jobs  *jobs
 }
 
+// capacityWaker is a Replacer that waits for capacity and can be told a
+// slot freed.
+type capacityWaker interface{ CapacityChanged() }
+
 // reapLoop runs the reaper until ctx ends (leadership lost), then waits for
 // its jobs: a job cut short leaves its record placing or starting, and the
 // next leader's listing takes it over.
@@ -75,6 +79,13 @@ func (r *reaper) Replace(ctx context.Context, kvs []fleetstore.KV, _ int64) {
 // Apply implements fleetstore.Handler.
 func (r *reaper) Apply(ctx context.Context, events []fleetstore.Event, _ int64) {
 	now := time.Now()
+	freed := false
+	defer func() {
+		// Sessions waiting for capacity try again at once.
+		if w, ok := r.s.opts.Replacer.(capacityWaker); ok && freed {
+			w.CapacityChanged()
+		}
+	}()
 	for _, ev := range events {
 		slot := strings.HasPrefix(ev.KV.Key, r.keys.Slots())
 		switch {
@@ -85,6 +96,7 @@ func (r *reaper) Apply(ctx context.Context, events []fleetstore.Event, _ int64) 
 			if ev.Prev != nil && len(ev.Prev.Value) > 0 {
 				r.jobs.start(string(ev.Prev.Value))
 			}
+			freed = true
 		case ev.Type == fleetstore.EventPut && strings.HasPrefix(ev.KV.Key, r.keys.Sessions()):
 			r.checkRecord(ctx, ev.KV, now, false)
 		}

@@ -47,7 +47,9 @@ func (s *Supervisor) reapLoop(ctx context.Context) error {
 	r.jobs = newJobs(ctx, s.opts.ReplaceConcurrency, r.handle)
 	defer r.jobs.wait()
 	return s.store.ListWatch(ctx, fleetstore.ListWatchOptions{
-		Prefixes: []string{r.keys.Sessions(), r.keys.Slots()},
+		// Worker records and drain/health marks only wake sessions waiting
+		// for capacity (a worker joins, is undrained or comes back up).
+		Prefixes: []string{r.keys.Sessions(), r.keys.Slots(), r.keys.Workers(), r.keys.Drains(), r.keys.Healths()},
 		PrevKV:   true,
 		Resync:   s.opts.ReconcileInterval,
 		Name:     "reaper",
@@ -91,7 +93,7 @@ func (r *reaper) Apply(ctx context.Context, events []fleetstore.Event, _ int64) 
 		switch {
 		case slot && ev.Type == fleetstore.EventPut:
 			r.slots[ev.KV.Key] = string(ev.KV.Value)
-		case slot && ev.Type == fleetstore.EventDelete:
+		case slot:
 			delete(r.slots, ev.KV.Key)
 			if ev.Prev != nil && len(ev.Prev.Value) > 0 {
 				r.jobs.start(string(ev.Prev.Value))
@@ -99,6 +101,9 @@ func (r *reaper) Apply(ctx context.Context, events []fleetstore.Event, _ int64) 
 			freed = true
 		case ev.Type == fleetstore.EventPut && strings.HasPrefix(ev.KV.Key, r.keys.Sessions()):
 			r.checkRecord(ctx, ev.KV, now, false)
+		case ev.Type == fleetstore.EventPut && strings.HasPrefix(ev.KV.Key, r.keys.Workers()),
+			ev.Type == fleetstore.EventDelete && (strings.HasPrefix(ev.KV.Key, r.keys.Drains()) || strings.HasPrefix(ev.KV.Key, r.keys.Healths())):
+			freed = true
 		}
 	}
 }

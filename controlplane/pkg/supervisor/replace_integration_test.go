@@ -171,8 +171,10 @@ func TestLostSessionWaitsForCapacity(t *testing.T) {
 		name    string
 		timeout *int
 		free    bool
+		join    bool // a new worker joins instead
 	}{
 		{name: "slot frees", free: true},
+		{name: "worker joins", join: true},
 		{name: "replace timeout", timeout: ptr(3)},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
@@ -193,6 +195,17 @@ func TestLostSessionWaitsForCapacity(t *testing.T) {
 				return got.State == apiv1.StatePlacing && got.LostAt != nil && got.MovedFrom == a.WorkerID
 			})
 			lost := time.Now()
+			if tc.join {
+				time.Sleep(time.Second)
+				joined := time.Now()
+				f.StartWorker(testfleet.WorkerSpec{ID: "w3", SlotsPerGPU: 1})
+				f.Eventually(30*time.Second, "the session is ready on the new worker", func() bool {
+					got := get(t, f, a.ID)
+					return got.State == apiv1.StateReady && got.WorkerID == "w3" && got.Moves == 1
+				})
+				t.Logf("worker joined → ready: %s", time.Since(joined).Round(time.Millisecond))
+				return
+			}
 			if !tc.free {
 				var got apiv1.Session
 				f.Eventually(30*time.Second, "the session fails with worker_lost", func() bool {

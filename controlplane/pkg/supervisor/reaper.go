@@ -35,6 +35,25 @@ type reaper struct {
 	jobs  *jobs
 }
 
+// Replacer re-places a session whose worker was lost; its record is at
+// revision rev, placing (or starting after an earlier attempt). It returns
+// once the session is ready elsewhere or has failed, or with an error when
+// the record changed under it (sessions.Manager implements it).
+type Replacer interface {
+	Replace(ctx context.Context, id string, rev int64, reason string) (*fleetv1.Session, error)
+}
+
+// reaperStore is the part of the store the reaper uses.
+type reaperStore interface {
+	Keys() fleetstore.Keys
+	ListWatch(ctx context.Context, opts fleetstore.ListWatchOptions, h fleetstore.Handler) error
+	SessionWithSlot(ctx context.Context, id string) (fleetstore.SessionSlot, error)
+	MarkLost(ctx context.Context, ss fleetstore.SessionSlot, now time.Time) (*fleetv1.Session, int64, error)
+	FailLost(ctx context.Context, ss fleetstore.SessionSlot, message string) (*fleetv1.Session, error)
+	EndSessionAt(ctx context.Context, sess *fleetv1.Session, rev int64, state fleetv1.SessionState, reason fleetv1.EndReason, message string) (*fleetv1.Session, error)
+	DeleteSessionRecord(ctx context.Context, id string, rev int64) error
+}
+
 // capacityWaker is a Replacer that waits for capacity and can be told a
 // slot freed.
 type capacityWaker interface{ CapacityChanged() }

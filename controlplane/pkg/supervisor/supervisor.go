@@ -1,8 +1,9 @@
 // Package supervisor runs the control plane's fleet-wide duties on exactly
 // one replica at a time, chosen by an etcd election: re-placing (or failing)
 // the sessions of lost workers, marking workers that stop answering health
-// checks down, and expiring old session records. Every change it makes is a guarded etcd
-// transaction, so a deposed leader still finishing a step cannot do harm.
+// checks down, and expiring old session records. Every change it makes is a
+// guarded etcd transaction, so a deposed leader still finishing a step cannot
+// do harm.
 package supervisor
 
 import (
@@ -21,28 +22,9 @@ import (
 	"github.com/avatarfleet/avatarfleet/proto/fleetstore"
 )
 
-// EventPublisher publishes events.
+// EventPublisher publishes lifecycle events.
 type EventPublisher interface {
 	Publish(ctx context.Context, e *fleetv1.Event) error
-}
-
-// Replacer re-places a session whose worker was lost; its record is at
-// revision rev, placing (or starting after an earlier attempt). It returns
-// once the session is ready elsewhere or has failed, or with an error when
-// the record changed under it (sessions.Manager implements it).
-type Replacer interface {
-	Replace(ctx context.Context, id string, rev int64, reason string) (*fleetv1.Session, error)
-}
-
-// reaperStore is the part of the store the reaper uses.
-type reaperStore interface {
-	Keys() fleetstore.Keys
-	ListWatch(ctx context.Context, opts fleetstore.ListWatchOptions, h fleetstore.Handler) error
-	SessionWithSlot(ctx context.Context, id string) (fleetstore.SessionSlot, error)
-	MarkLost(ctx context.Context, ss fleetstore.SessionSlot, now time.Time) (*fleetv1.Session, int64, error)
-	FailLost(ctx context.Context, ss fleetstore.SessionSlot, message string) (*fleetv1.Session, error)
-	EndSessionAt(ctx context.Context, sess *fleetv1.Session, rev int64, state fleetv1.SessionState, reason fleetv1.EndReason, message string) (*fleetv1.Session, error)
-	DeleteSessionRecord(ctx context.Context, id string, rev int64) error
 }
 
 // HealthChecker asks one worker whether it is alive.

@@ -65,7 +65,12 @@ func (l *eventLog) has(match func(*fleetv1.Event) bool) bool {
 
 func createSession(t *testing.T, f *testfleet.Fleet, replica int, key string) apiv1.Session {
 	t.Helper()
-	r := f.MustDo(replica, "POST", "/v1/sessions", key, apiv1.CreateSessionRequest{})
+	return createSessionWith(t, f, replica, key, apiv1.CreateSessionRequest{})
+}
+
+func createSessionWith(t *testing.T, f *testfleet.Fleet, replica int, key string, req apiv1.CreateSessionRequest) apiv1.Session {
+	t.Helper()
+	r := f.MustDo(replica, "POST", "/v1/sessions", key, req)
 	if r.Status != 201 {
 		t.Fatalf("create: %d %s", r.Status, r.Body)
 	}
@@ -87,7 +92,9 @@ func getSession(t *testing.T, f *testfleet.Fleet, replica int, id string) apiv1.
 
 // TestWorkerLost covers both ways a worker goes: its process dies (its lease
 // then expires) or its lease is revoked. Its slots disappear, its sessions
-// fail with worker_lost and events say so; the other worker's sessions live.
+// (restart_policy never; re-placement is tested in the supervisor's
+// package) fail with worker_lost and events say so; the other worker's
+// sessions live.
 func TestWorkerLost(t *testing.T) {
 	for _, how := range []string{"killed", "lease revoked"} {
 		t.Run(how, func(t *testing.T) {
@@ -96,7 +103,7 @@ func TestWorkerLost(t *testing.T) {
 			ctx := context.Background()
 			var mine, theirs []apiv1.Session
 			for range 4 { // 2 workers × 2 slots: fills both
-				s := createSession(t, f, 0, testfleet.SessionsKey)
+				s := createSessionWith(t, f, 0, testfleet.SessionsKey, apiv1.CreateSessionRequest{RestartPolicy: apiv1.RestartNever})
 				if s.WorkerID == "doomed" {
 					mine = append(mine, s)
 				} else {
@@ -313,7 +320,7 @@ func TestAnyReplicaAnswers(t *testing.T) {
 
 	// The supervisor's duties moved with the leadership: a worker lost now
 	// still has its sessions failed.
-	s = createSession(t, f, 1, testfleet.SessionsKey)
+	s = createSessionWith(t, f, 1, testfleet.SessionsKey, apiv1.CreateSessionRequest{RestartPolicy: apiv1.RestartNever})
 	if err := f.KillWorker("w"); err == nil {
 		t.Log("aborted worker returned nil")
 	}

@@ -202,6 +202,9 @@ func New(ctx context.Context, opts Options) (*Replica, error) {
 	if supOpts.Health == nil {
 		supOpts.Health = supervisor.NATSHealth{Conn: r.nc}
 	}
+	if supOpts.Replacer == nil {
+		supOpts.Replacer = r.manager // the leader re-places sessions of lost workers
+	}
 	r.super = supervisor.New(supOpts)
 
 	// Every replica pulls from the same durable consumer per endpoint:

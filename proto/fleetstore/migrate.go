@@ -61,50 +61,6 @@ func (s *Store) WorkerSessionIDs(ctx context.Context, worker string) ([]string, 
 	return out, nil
 }
 
-// CapacityElsewhere counts the free slots of every worker other than
-// except that takes new sessions (active, neither drained nor down), read
-// at one revision. A worker asked to drain uses it to decide whether its
-// sessions can migrate.
-func (s *Store) CapacityElsewhere(ctx context.Context, except string) (int, error) {
-	resp, err := s.cli.Get(ctx, s.keys.Fleet(), clientv3.WithPrefix())
-	if err != nil {
-		return 0, fmt.Errorf("list fleet: %w", err)
-	}
-	slots := map[string]int{}
-	blocked := map[string]bool{}
-	var workers []*fleetv1.Worker
-	for _, kv := range resp.Kvs {
-		pk, err := s.keys.Parse(string(kv.Key))
-		if err != nil || pk.Worker == except {
-			continue
-		}
-		switch pk.Kind {
-		case KindWorker:
-			w, err := DecodeWorker(kv.Value)
-			if err != nil {
-				continue
-			}
-			workers = append(workers, w)
-		case KindSlot:
-			slots[pk.Worker]++
-		case KindDrain, KindHealth:
-			blocked[pk.Worker] = true
-		}
-	}
-	free := 0
-	for _, w := range workers {
-		if blocked[w.GetId()] || w.GetState() != fleetv1.WorkerState_WORKER_STATE_ACTIVE {
-			continue
-		}
-		total := 0
-		for _, g := range w.GetGpus() {
-			total += int(g.GetSlots())
-		}
-		free += max(0, total-slots[w.GetId()])
-	}
-	return free, nil
-}
-
 // BeginMigration moves a READY session record, still at revision rev, onto
 // the target slot: in one transaction that commits only if the record is
 // unchanged, the session still holds its source slot, and the target slot

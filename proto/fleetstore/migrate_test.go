@@ -158,25 +158,16 @@ func TestMigrationAbortAndEndFreeBothSlots(t *testing.T) {
 	}
 }
 
-func TestCapacityElsewhere(t *testing.T) {
+func TestWorkerSessionIDs(t *testing.T) {
 	s, cli := startStore(t)
-	ctx := context.Background()
 	l1, r1 := registerWorker(t, s, cli, "w1")
 	registerWorker(t, s, cli, "w2")
-	registerWorker(t, s, cli, "w3")
 	readySession(t, s, l1, r1, "s1")
-	if err := s.SetDrainMark(ctx, "w3", true); err != nil {
-		t.Fatal(err)
-	}
-	free, err := s.CapacityElsewhere(ctx, "w1")
-	if err != nil {
-		t.Fatal(err)
-	}
-	if free != 2 { // w2's two slots; w3 is drained, w1 excluded
-		t.Fatalf("free elsewhere = %d, want 2", free)
-	}
-	ids, err := s.WorkerSessionIDs(ctx, "w1")
+	ids, err := s.WorkerSessionIDs(context.Background(), "w1")
 	if err != nil || len(ids) != 1 || ids[0] != "s1" {
 		t.Fatalf("sessions of w1 = %v, %v", ids, err)
+	}
+	if ids, err := s.WorkerSessionIDs(context.Background(), "w2"); err != nil || len(ids) != 0 {
+		t.Fatalf("sessions of w2 = %v, %v", ids, err)
 	}
 }

@@ -51,6 +51,9 @@ type Options struct {
 	ReconcileInterval time.Duration
 	// Retention is how long an ended session's record is kept.
 	Retention time.Duration
+	// Workers dials workers for live migration (nil: no migration).
+	Workers   WorkerDialer
+	Migration MigrationOptions
 }
 
 func (o *Options) defaults() {
@@ -132,6 +135,7 @@ func (s *Supervisor) leadOnce(ctx context.Context) error {
 	})
 	g.Go(func() error { return s.reapLoop(gctx) })
 	g.Go(func() error { return s.healthLoop(gctx) })
+	g.Go(func() error { return s.migrateLoop(gctx) })
 	err = g.Wait()
 	rctx, rcancel := context.WithTimeout(context.WithoutCancel(ctx), time.Second)
 	defer rcancel()

@@ -18,14 +18,14 @@ type Event struct {
 	Data []byte
 }
 
-// StatusError is a refused events request (401, 403, 404, …).
+// StatusError is a refused WHEP or events request (401, 403, 404, …).
 type StatusError struct {
 	Status int
 	Body   string
 }
 
 func (e *StatusError) Error() string {
-	return fmt.Sprintf("events: %d %s: %s", e.Status, http.StatusText(e.Status), e.Body)
+	return fmt.Sprintf("%d %s: %s", e.Status, http.StatusText(e.Status), e.Body)
 }
 
 // StreamEvents reads a session's events with its viewer token and calls fn
@@ -57,7 +57,7 @@ func StreamEvents(ctx context.Context, client *http.Client, eventsURL, token, la
 	defer res.Body.Close()
 	if res.StatusCode != http.StatusOK {
 		b, _ := io.ReadAll(io.LimitReader(res.Body, 4096))
-		return lastID, &StatusError{Status: res.StatusCode, Body: string(bytes.TrimSpace(b))}
+		return lastID, fmt.Errorf("events GET: %w", &StatusError{Status: res.StatusCode, Body: string(bytes.TrimSpace(b))})
 	}
 	sc := bufio.NewScanner(res.Body)
 	sc.Buffer(make([]byte, 64<<10), 1<<20)

@@ -79,7 +79,9 @@ func (s *Supervisor) onDelete(ctx context.Context, keys fleetstore.Keys, prev *m
 	}
 	switch pk.Kind {
 	case fleetstore.KindSlot:
-		s.failLost(ctx, string(prev.Value), pk.Worker)
+		if s.recordNamesSlot(ctx, string(prev.Value), pk) {
+			s.failLost(ctx, string(prev.Value), pk.Worker)
+		}
 	case fleetstore.KindWorker:
 		w, err := fleetstore.DecodeWorker(prev.Value)
 		if err != nil {

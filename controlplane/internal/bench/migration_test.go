@@ -37,11 +37,20 @@ type migrationRun struct {
 // etcd by the outbox; until it runs in this tree, standInOutbox publishes
 // session.moved from the record change the same way, so the event path is
 // exercised end to end (remove it once the outbox emits session.moved).
-func runMigration(tb testing.TB, n int, followEvents bool) migrationRun {
+//
+// sigterm stops the source gracefully instead (its drain sets
+// Worker.migrate) and waits for it to exit.
+func runMigration(tb testing.TB, n int, followEvents, sigterm bool) migrationRun {
 	tb.Helper()
 	sfus := map[string]*pacedSFU{"src": newPacedSFU(tb), "t1": newPacedSFU(tb), "t2": newPacedSFU(tb)}
+	drainTimeout := time.Duration(0) // the fleet's default (2 s)
+	if sigterm {
+		// Room for three migrations, short enough that the fleet's stop
+		// (every worker drains its sessions) stays well within its bound.
+		drainTimeout = 10 * time.Second
+	}
 	f := testfleet.Start(tb, testfleet.Options{
-		NoCredentials: true, FleetInsecure: true,
+		NoCredentials: true, FleetInsecure: true, DrainTimeout: drainTimeout,
 		Workers: []testfleet.WorkerSpec{
 			{ID: "src", SlotsPerGPU: n, Signaling: sfus["src"]},
 			{ID: "t1", SlotsPerGPU: n, Signaling: sfus["t1"]},
@@ -111,9 +120,14 @@ func runMigration(tb testing.TB, n int, followEvents bool) migrationRun {
 	}
 
 	start := time.Now()
-	r := f.MustDo(0, "POST", "/v1/workers/src/drain", testfleet.AdminKey, apiv1.DrainRequest{Migrate: true})
-	if r.Status != 202 {
-		tb.Fatalf("drain --migrate: %d %s", r.Status, r.Body)
+	stopped := make(chan error, 1)
+	if sigterm {
+		go func() { stopped <- f.StopWorker("src") }()
+	} else {
+		r := f.MustDo(0, "POST", "/v1/workers/src/drain", testfleet.AdminKey, apiv1.DrainRequest{Migrate: true})
+		if r.Status != 202 {
+			tb.Fatalf("drain --migrate: %d %s", r.Status, r.Body)
+		}
 	}
 	// settled describes what is still missing ("" when nothing is).
 	settled := func() string {
@@ -153,6 +167,16 @@ func runMigration(tb testing.TB, n int, followEvents bool) migrationRun {
 	}
 	if src := f.Worker("src").Agent.Runtime().Sessions(); len(src) != 0 {
 		tb.Fatalf("src still runs %v", src)
+	}
+	if sigterm {
+		select {
+		case err := <-stopped:
+			if err != nil {
+				tb.Fatalf("graceful stop of src: %v", err)
+			}
+		case <-ctx.Done():
+			tb.Fatal("src did not exit after its sessions migrated")
+		}
 	}
 	return run
 }
@@ -203,18 +227,21 @@ func standInOutbox(tb testing.TB, f *testfleet.Fleet, sessions []apiv1.Session) 
 // moves all three to other workers, every viewer keeps receiving from the
 // new worker, and the drained worker ends with no session. Both ways a
 // viewer learns of the move are exercised: the session.moved event, and
-// the source's connection closing.
+// the source's connection closing; and SIGTERM of a worker, when the
+// others have room, migrates its sessions the same way.
 func TestDrainMigrate(t *testing.T) {
 	for _, tt := range []struct {
 		name         string
 		followEvents bool
+		sigterm      bool
 		wantReason   string
 	}{
-		{"session.moved event", true, whepviewer.ReasonMoved},
-		{"connection closed", false, whepviewer.ReasonDown},
+		{"session.moved event", true, false, whepviewer.ReasonMoved},
+		{"connection closed", false, false, whepviewer.ReasonDown},
+		{"SIGTERM", true, true, whepviewer.ReasonMoved},
 	} {
 		t.Run(tt.name, func(t *testing.T) {
-			run := runMigration(t, 3, tt.followEvents)
+			run := runMigration(t, 3, tt.followEvents, tt.sigterm)
 			for i, r := range run.reasons {
 				if r != tt.wantReason && (tt.wantReason != whepviewer.ReasonDown || r != whepviewer.ReasonStalled) {
 					t.Errorf("viewer %d switched on %s, want %s", i, r, tt.wantReason)
@@ -239,7 +266,7 @@ func BenchmarkMigration(b *testing.B) {
 			var gaps []time.Duration
 			var took time.Duration
 			for range b.N {
-				run := runMigration(b, 3, mode.events)
+				run := runMigration(b, 3, mode.events, false)
 				gaps = append(gaps, run.gaps...)
 				took += run.took
 			}

@@ -11,7 +11,9 @@ import (
 
 	"github.com/avatarfleet/avatarfleet/controlplane/internal/testfleet"
 	"github.com/avatarfleet/avatarfleet/controlplane/pkg/apiv1"
+	"github.com/avatarfleet/avatarfleet/controlplane/pkg/registry"
 	fleetv1 "github.com/avatarfleet/avatarfleet/proto/fleet/v1"
+	"github.com/avatarfleet/avatarfleet/proto/fleetstore"
 	"github.com/avatarfleet/avatarfleet/worker/pkg/runtime"
 )
 
@@ -95,4 +97,55 @@ func TestDrainMigrateUndoesRefusedStart(t *testing.T) {
 	if got := f.Worker("good").Agent.Runtime().Sessions(); len(got) != 1 || got[0] != s.ID {
 		t.Fatalf("good runs %v, want [%s]", got, s.ID)
 	}
+}
+
+// TestDrainMigrateResumesHalfDoneMove: a migration a former leader began
+// but never started on the target (the record names the target, both slots
+// held) is undone by the next migrator round, which then moves the session
+// for real.
+func TestDrainMigrateResumesHalfDoneMove(t *testing.T) {
+	f := testfleet.Start(t, testfleet.Options{Workers: []testfleet.WorkerSpec{
+		{ID: "src", SlotsPerGPU: 1},
+		{ID: "dst", SlotsPerGPU: 2},
+	}})
+	f.MustDo(0, "POST", "/v1/workers/dst/drain", testfleet.AdminKey, nil)
+	f.Eventually(10*time.Second, "the replica sees dst drained", func() bool {
+		v, _ := f.Replicas[0].Registry().Worker("dst")
+		return v.Drained
+	})
+	r := f.MustDo(0, "POST", "/v1/sessions", testfleet.SessionsKey, apiv1.CreateSessionRequest{})
+	var s apiv1.Session
+	r.JSON(t, &s)
+	if r.Status != 201 || s.WorkerID != "src" {
+		t.Fatalf("create: %d on %q", r.Status, s.WorkerID)
+	}
+	f.MustDo(0, "POST", "/v1/workers/dst/undrain", testfleet.AdminKey, nil)
+	ctx := context.Background()
+	var dst registry.WorkerView
+	f.Eventually(10*time.Second, "the replica sees dst open", func() bool {
+		v, ok := f.Replicas[0].Registry().Worker("dst")
+		dst = v
+		return ok && !v.Drained
+	})
+	// The half-done move: begun on dst slot 1, never started there.
+	rec, rev, err := f.Store.Session(ctx, s.ID)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, _, ok, err := f.Store.BeginMigration(ctx, rec, rev, fleetstore.Reservation{
+		Worker: "dst", WorkerLease: dst.Lease, WorkerRevision: dst.Revision, GPU: 0, Slot: 1,
+	}, fleetstore.MoveReasonDrain); err != nil || !ok {
+		t.Fatalf("begin: ok=%v err=%v", ok, err)
+	}
+
+	if r := f.MustDo(0, "POST", "/v1/workers/src/drain", testfleet.AdminKey, apiv1.DrainRequest{Migrate: true}); r.Status != 202 {
+		t.Fatalf("drain --migrate: %d %s", r.Status, r.Body)
+	}
+	f.Eventually(30*time.Second, "the session runs on dst, src empty", func() bool {
+		rec, _, err := f.Store.Session(ctx, s.ID)
+		perGPU, _, _ := f.SlotKeys(ctx)
+		return err == nil && rec.GetState() == fleetv1.SessionState_SESSION_STATE_READY && rec.GetWorkerId() == "dst" &&
+			rec.GetMigratingFrom() == nil && rec.GetMoves() == 1 && len(perGPU["src"]) == 0 && perGPU["dst"][0] == 1 &&
+			len(f.Worker("dst").Agent.Runtime().Sessions()) == 1
+	})
 }

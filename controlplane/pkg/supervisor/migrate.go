@@ -56,6 +56,10 @@ type MigrationOptions struct {
 	CallTimeout time.Duration
 	// Poll is the interval of the idle and switch checks.
 	Poll time.Duration
+	// Replay, when set, re-sends what is left of a moved session's durable
+	// speech queue to its new worker once the source has stopped (a
+	// session still speaking after IdleWait restarts its sentence there).
+	Replay func(ctx context.Context, sess *fleetv1.Session) error
 }
 
 func (o *MigrationOptions) defaults() {
@@ -209,8 +213,14 @@ func (s *Supervisor) migrateSession(ctx context.Context, mo MigrationOptions, sr
 			continue
 		}
 		switched := s.waitViewers(ctx, mo, target.Worker, id, viewers)
-		if err := s.finish(ctx, moved, mrev); err != nil {
+		done, err := s.finish(ctx, moved, mrev)
+		if err != nil {
 			return err
+		}
+		if mo.Replay != nil && done != nil {
+			if err := mo.Replay(ctx, done); err != nil {
+				s.log.Warn("migration: replay speech on the target", "session", id, "err", err)
+			}
 		}
 		s.log.Info("session migrated", "session", id, "from", src, "to", target.Worker.GetId(),
 			"viewers", viewers, "viewers_switched", switched, "took", time.Since(start))
@@ -293,28 +303,29 @@ func (s *Supervisor) abort(ctx context.Context, mo MigrationOptions, orig, moved
 	return s.opts.Store.AbortMigration(actx, orig, moved, rev)
 }
 
-// finish frees the source slot. A record changed meanwhile is read again:
-// an ended session freed both slots already; one still migrating is
+// finish frees the source slot and returns the record as it left it (nil
+// when the session ended meanwhile). A record changed meanwhile is read
+// again: an ended session freed both slots already; one still migrating is
 // finished at its new revision.
-func (s *Supervisor) finish(ctx context.Context, moved *fleetv1.Session, rev int64) error {
+func (s *Supervisor) finish(ctx context.Context, moved *fleetv1.Session, rev int64) (*fleetv1.Session, error) {
 	for range 5 {
-		_, _, err := s.opts.Store.FinishMigration(ctx, moved, rev)
+		done, _, err := s.opts.Store.FinishMigration(ctx, moved, rev)
 		if !errors.Is(err, fleetstore.ErrConflict) {
-			return err
+			return done, err
 		}
 		cur, crev, err := s.opts.Store.Session(ctx, moved.GetId())
 		if errors.Is(err, fleetstore.ErrNotFound) {
-			return nil
+			return nil, nil
 		}
 		if err != nil {
-			return err
+			return nil, err
 		}
 		if fleetstore.Terminal(cur.GetState()) || cur.GetMigratingFrom() == nil {
-			return nil
+			return nil, nil
 		}
 		moved, rev = cur, crev
 	}
-	return fmt.Errorf("finish migration of %s: %w", moved.GetId(), fleetstore.ErrConflict)
+	return nil, fmt.Errorf("finish migration of %s: %w", moved.GetId(), fleetstore.ErrConflict)
 }
 
 // resumeMigration finishes a migration a former leader began when the
@@ -324,7 +335,8 @@ func (s *Supervisor) resumeMigration(ctx context.Context, mo MigrationOptions, m
 	if ok {
 		_, err := s.status(ctx, mo, target.Worker, moved.GetId())
 		if err == nil {
-			return s.finish(ctx, moved, rev)
+			_, err := s.finish(ctx, moved, rev)
+			return err
 		}
 		if status.Code(err) != codes.NotFound {
 			return fmt.Errorf("resume migration of %s: %w", moved.GetId(), err)

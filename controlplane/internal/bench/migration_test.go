@@ -5,6 +5,7 @@ import (
 	"fmt"
 	"slices"
 	"sort"
+	"strings"
 	"sync"
 	"testing"
 	"time"
@@ -34,9 +35,10 @@ type migrationRun struct {
 // followEvents makes the viewers follow GET /v1/sessions/{id}/events and
 // switch on session.moved; without, they switch only when the source's
 // connection closes (the failure path). Lifecycle events are derived from
-// etcd by the outbox; until it runs in this tree, standInOutbox publishes
-// session.moved from the record change the same way, so the event path is
-// exercised end to end (remove it once the outbox emits session.moved).
+// etcd by the outbox; where it does not run, standInOutbox publishes
+// session.moved from the record change the same way (it stays silent when
+// the fleet announces the move itself), so the event path is exercised
+// end to end either way.
 //
 // sigterm stops the source gracefully instead (its drain sets
 // Worker.migrate) and waits for it to exit.
@@ -181,9 +183,15 @@ func runMigration(tb testing.TB, n int, followEvents, sigterm bool) migrationRun
 	return run
 }
 
+// standInOutboxWait is how long the stand-in gives the fleet's own outbox
+// to announce a move before it announces it itself.
+const standInOutboxWait = 500 * time.Millisecond
+
 // standInOutbox publishes session.moved for each of sessions when its
 // record turns up READY on another worker, as the outbox derives it from
-// etcd. It returns its stop.
+// etcd, unless the fleet announced that move itself within
+// standInOutboxWait (once the outbox runs, the stand-in stays silent and
+// the test exercises the real event). It returns its stop.
 func standInOutbox(tb testing.TB, f *testfleet.Fleet, sessions []apiv1.Session) func() {
 	tb.Helper()
 	nc, err := nats.Connect(f.NATS.URL())
@@ -194,33 +202,64 @@ func standInOutbox(tb testing.TB, f *testfleet.Fleet, sessions []apiv1.Session) 
 	if err != nil {
 		tb.Fatal(err)
 	}
+	var mu sync.Mutex
+	announced := map[string]bool{} // by the fleet itself
+	sub, err := nc.Subscribe(fleetbus.EventsAll, func(m *nats.Msg) {
+		e, err := fleetbus.DecodeEvent(m.Data)
+		if err == nil && e.GetType() == "session.moved" && !strings.HasPrefix(e.GetId(), "standin-") {
+			mu.Lock()
+			announced[e.GetSessionId()] = true
+			mu.Unlock()
+		}
+	})
+	if err != nil {
+		tb.Fatal(err)
+	}
 	ctx, cancel := context.WithCancel(context.Background())
 	var wg sync.WaitGroup
 	wg.Go(func() {
-		published := map[string]bool{}
+		seen := map[string]time.Time{} // when the move showed in the record
+		done := map[string]bool{}
 		tick := time.NewTicker(10 * time.Millisecond)
 		defer tick.Stop()
-		for len(published) < len(sessions) {
+		for len(done) < len(sessions) {
 			select {
 			case <-ctx.Done():
 				return
 			case <-tick.C:
 			}
 			for _, s := range sessions {
+				if done[s.ID] {
+					continue
+				}
 				rec, _, err := f.Store.Session(ctx, s.ID)
-				if err != nil || published[s.ID] || rec.GetMoves() == 0 || rec.GetState() != fleetv1.SessionState_SESSION_STATE_READY {
+				if err != nil || rec.GetMoves() == 0 || rec.GetState() != fleetv1.SessionState_SESSION_STATE_READY {
+					continue
+				}
+				if seen[s.ID].IsZero() {
+					seen[s.ID] = time.Now()
+				}
+				mu.Lock()
+				byFleet := announced[s.ID]
+				mu.Unlock()
+				if byFleet {
+					done[s.ID] = true
+					continue
+				}
+				if time.Since(seen[s.ID]) < standInOutboxWait {
 					continue
 				}
 				e := fleetbus.SessionEvent("session.moved", rec)
+				e.Id = fmt.Sprintf("standin-%s-%d", s.ID, rec.GetMoves())
 				e.FromWorker, e.ToWorker, e.Reason = rec.GetMovedFrom(), rec.GetWorkerId(), rec.GetMoveReason()
 				if err := pub.Publish(ctx, e); err != nil {
 					tb.Errorf("publish session.moved: %v", err)
 				}
-				published[s.ID] = true
+				done[s.ID] = true
 			}
 		}
 	})
-	return func() { cancel(); wg.Wait(); nc.Close() }
+	return func() { cancel(); wg.Wait(); _ = sub.Unsubscribe(); nc.Close() }
 }
 
 // TestDrainMigrate: drain --migrate of a worker with 3 watched sessions

@@ -183,32 +183,52 @@ func (f *Follower) watch(ctx context.Context, v *Viewer) {
 // connection, one at a time.
 func (f *Follower) run(ctx context.Context) {
 	var lastSwitch time.Time
+	// again re-tries a reconnect that gave up on a passing failure (not
+	// a refused token or an ended session), so a follower never rests on
+	// a dead connection while its session lives.
+	var again <-chan time.Time
+	var pending trigger
 	for {
+		var t trigger
 		select {
 		case <-ctx.Done():
 			return
-		case t := <-f.triggers:
+		case t = <-f.triggers:
+		case <-again:
+			t, again = pending, nil
+		}
+		f.mu.Lock()
+		cur, ended := f.cur, f.ended
+		f.mu.Unlock()
+		if ended || (t.viewer != nil && t.viewer != cur) || (t.viewer == nil && t.at.Before(lastSwitch)) {
+			continue // stale: that connection was replaced already
+		}
+		sw, err := f.reconnect(ctx, cur, t)
+		if err != nil {
+			if ctx.Err() != nil {
+				return
+			}
 			f.mu.Lock()
-			cur, ended := f.cur, f.ended
+			f.lastErr = err
 			f.mu.Unlock()
-			if ended || (t.viewer != nil && t.viewer != cur) || (t.viewer == nil && t.at.Before(lastSwitch)) {
-				continue // stale: that connection was replaced already
+			if !permanent(err) {
+				pending, again = t, time.After(time.Second)
 			}
-			sw, err := f.reconnect(ctx, cur, t)
-			if err != nil {
-				if ctx.Err() == nil {
-					f.mu.Lock()
-					f.lastErr = err
-					f.mu.Unlock()
-				}
-				continue
-			}
-			lastSwitch = sw.FirstAfter
-			if f.opts.OnSwitch != nil {
-				f.opts.OnSwitch(sw)
-			}
+			continue
+		}
+		lastSwitch = sw.FirstAfter
+		if f.opts.OnSwitch != nil {
+			f.opts.OnSwitch(sw)
 		}
 	}
+}
+
+// permanent reports whether a WHEP refusal will not change by retrying:
+// the token is refused, or the session has ended.
+func permanent(err error) bool {
+	var se *StatusError
+	return errors.As(err, &se) && (se.Status == http.StatusUnauthorized || se.Status == http.StatusForbidden ||
+		(se.Status == http.StatusNotFound && strings.Contains(se.Body, "has ended")))
 }
 
 // reconnect dials until a new connection delivers media, then swaps it in
@@ -223,9 +243,7 @@ func (f *Follower) reconnect(ctx context.Context, old *Viewer, t trigger) (Switc
 		defer cancel()
 		v, err := Dial(dctx, f.whepURL, f.token, f.opts.Viewer)
 		if err != nil {
-			var se *StatusError
-			if errors.As(err, &se) && (se.Status == http.StatusUnauthorized || se.Status == http.StatusForbidden ||
-				(se.Status == http.StatusNotFound && strings.Contains(se.Body, "has ended"))) {
+			if permanent(err) {
 				return nil, backoff.Permanent(err)
 			}
 			return nil, err

@@ -2,6 +2,7 @@ package fleetstore
 
 import (
 	"context"
+	"errors"
 	"fmt"
 
 	clientv3 "go.etcd.io/etcd/client/v3"
@@ -167,4 +168,51 @@ func (s *Store) migrationSourceOps(sess *fleetv1.Session) []clientv3.Op {
 		[]clientv3.Op{clientv3.OpDelete(slotKey)},
 		nil,
 	)}
+}
+
+// EndSessionOn is EndSession on behalf of the worker that runs the session:
+// it ends the record only while the record names that worker. A session
+// that moved on is not the worker's to end: when a migration is taking it
+// off that worker (migrating_from names it), the worker lets go of its
+// slot instead, as FinishMigration does, and the target serves on; when it
+// runs elsewhere, nothing changes. ended is true only for an end this call
+// wrote.
+func (s *Store) EndSessionOn(ctx context.Context, worker, id string, state fleetv1.SessionState, reason fleetv1.EndReason, message string) (sess *fleetv1.Session, ended bool, err error) {
+	if !Terminal(state) {
+		return nil, false, fmt.Errorf("end session %s: state %s is not terminal", id, state)
+	}
+	for {
+		cur, rev, err := s.Session(ctx, id)
+		if err != nil {
+			return nil, false, err
+		}
+		if Terminal(cur.GetState()) {
+			return cur, false, nil
+		}
+		if cur.GetWorkerId() != worker {
+			if src := cur.GetMigratingFrom(); src == nil || src.GetWorkerId() != worker {
+				return cur, false, nil
+			}
+			if _, _, err := s.FinishMigration(ctx, cur, rev); errors.Is(err, ErrConflict) {
+				continue
+			} else if err != nil {
+				return nil, false, err
+			}
+			return cur, false, nil
+		}
+		done := proto.CloneOf(cur)
+		done.State, done.EndReason, done.EndMessage = state, reason, message
+		done.EndedAt = timestamppb.Now()
+		key := s.keys.Session(id)
+		ops := append([]clientv3.Op{clientv3.OpPut(key, marshal(done)), s.releaseSlotOp(done)},
+			append(s.ownerEndOps(done), s.migrationSourceOps(done)...)...)
+		resp, err := s.cli.Txn(ctx).If(clientv3.Compare(clientv3.ModRevision(key), "=", rev)).Then(ops...).Commit()
+		if err != nil {
+			return nil, false, fmt.Errorf("end session %s: %w", id, err)
+		}
+		if resp.Succeeded {
+			return done, true, nil
+		}
+		// Changed in between (a migration began, someone ended it): again.
+	}
 }

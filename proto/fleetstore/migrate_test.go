@@ -171,3 +171,39 @@ func TestWorkerSessionIDs(t *testing.T) {
 		t.Fatalf("sessions of w2 = %v, %v", ids, err)
 	}
 }
+
+// TestEndSessionOnWorker: a worker ends only a session whose record names
+// it; from a session migrating off it, it lets go of its slot instead.
+func TestEndSessionOnWorker(t *testing.T) {
+	s, cli := startStore(t)
+	ctx := context.Background()
+	l1, r1 := registerWorker(t, s, cli, "w1")
+	l2, r2 := registerWorker(t, s, cli, "w2")
+	sess, rev := readySession(t, s, l1, r1, "s1")
+	if _, _, ok, err := s.BeginMigration(ctx, sess, rev, fleetstore.Reservation{Worker: "w2", WorkerLease: l2, WorkerRevision: r2, GPU: 0, Slot: 1}, "drain"); err != nil || !ok {
+		t.Fatalf("begin: ok=%v err=%v", ok, err)
+	}
+	ended := fleetv1.SessionState_SESSION_STATE_ENDED
+	// The source ends its copy mid-migration: the target serves on.
+	if _, ok, err := s.EndSessionOn(ctx, "w1", "s1", ended, fleetv1.EndReason_END_REASON_DRAINED, ""); err != nil || ok {
+		t.Fatalf("source's end: ended=%v err=%v, want no end", ok, err)
+	}
+	got, _, _ := s.Session(ctx, "s1")
+	if got.GetState() != fleetv1.SessionState_SESSION_STATE_READY || got.GetWorkerId() != "w2" || got.GetMigratingFrom() != nil {
+		t.Fatalf("record after the source let go: %v", got)
+	}
+	if slotHolder(t, cli, s.Keys().Slot("w1", 0, 0)) != "" || slotHolder(t, cli, s.Keys().Slot("w2", 0, 1)) != "s1" {
+		t.Fatal("the source's slot must go and the target's stay")
+	}
+	// Now it runs on w2 alone: w1 cannot end it, w2 can.
+	if _, ok, err := s.EndSessionOn(ctx, "w1", "s1", ended, fleetv1.EndReason_END_REASON_IDLE_TIMEOUT, ""); err != nil || ok {
+		t.Fatalf("a former worker's end: ended=%v err=%v, want no end", ok, err)
+	}
+	if got, ok, err := s.EndSessionOn(ctx, "w2", "s1", ended, fleetv1.EndReason_END_REASON_IDLE_TIMEOUT, ""); err != nil || !ok ||
+		got.GetEndReason() != fleetv1.EndReason_END_REASON_IDLE_TIMEOUT {
+		t.Fatalf("its worker's end: %v ended=%v err=%v", got, ok, err)
+	}
+	if slotHolder(t, cli, s.Keys().Slot("w2", 0, 1)) != "" {
+		t.Fatal("the end must free the slot")
+	}
+}

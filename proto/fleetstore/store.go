@@ -316,7 +316,7 @@ func (s *Store) EndSession(ctx context.Context, id string, state fleetv1.Session
 				clientv3.OpPut(key, marshal(cur)),
 				s.releaseSlotOp(cur),
 				s.clearSpeechOp(id),
-			}, s.ownerEndOps(cur)...)...).
+			}, append(s.ownerEndOps(cur), s.migrationSourceOps(cur)...)...)...).
 			Commit()
 		if err != nil {
 			return nil, false, fmt.Errorf("end session %s: %w", id, err)

@@ -143,6 +143,13 @@ const (
 	GrantPublish = "publish"
 )
 
+// DrainRequest is the optional body of POST /v1/workers/{id}/drain.
+type DrainRequest struct {
+	// Migrate moves the worker's live sessions to other workers, one by
+	// one at an idle moment, instead of waiting for them to end.
+	Migrate bool `json:"migrate,omitempty"`
+}
+
 // CreateTokenRequest is the body of POST /v1/sessions/{id}/tokens.
 type CreateTokenRequest struct {
 	// Grants are "subscribe" (WHEP) and/or "publish" (WHIP); at least one.

@@ -28,17 +28,28 @@ func (a *API) events(w http.ResponseWriter, r *http.Request, p auth.Principal) e
 	if a.opts.Events == nil {
 		return errorf(http.StatusServiceUnavailable, apiv1.CodeUnavailable, "event stream unavailable")
 	}
-	flusher, ok := w.(http.Flusher)
-	if !ok {
-		return fmt.Errorf("events: response writer cannot flush")
-	}
 	release, err := a.limits.openStream(p)
 	if err != nil {
 		return err
 	}
 	defer release()
+	return a.streamEvents(w, r, []string{fleetbus.EventsAll}, func(e *fleetv1.Event) bool {
+		return p.Has(auth.ScopeAdmin) || (e.GetSession() != nil && e.GetSession().GetOwner() == p.Owner)
+	})
+}
+
+// streamEvents serves the events of the stream's subjects as server-sent
+// events until the client leaves: each event that keep accepts and whose
+// subject vouches for it, as JSON, with its JetStream sequence as the SSE
+// id. Last-Event-ID resumes after that sequence. GET /v1/events and GET
+// /v1/sessions/{id}/events share it.
+func (a *API) streamEvents(w http.ResponseWriter, r *http.Request, subjects []string, keep func(*fleetv1.Event) bool) error {
+	flusher, ok := w.(http.Flusher)
+	if !ok {
+		return fmt.Errorf("events: response writer cannot flush")
+	}
 	cfg := jetstream.OrderedConsumerConfig{
-		FilterSubjects: []string{fleetbus.EventsAll},
+		FilterSubjects: subjects,
 		DeliverPolicy:  jetstream.DeliverNewPolicy,
 	}
 	if last := r.Header.Get("Last-Event-ID"); last != "" {
@@ -98,7 +109,7 @@ func (a *API) events(w http.ResponseWriter, r *http.Request, p auth.Principal) e
 				a.log.Warn("skip undecodable event", "subject", m.Subject(), "err", err)
 				continue
 			}
-			if !p.Has(auth.ScopeAdmin) && (e.GetSession() == nil || e.GetSession().GetOwner() != p.Owner) {
+			if !keep(e) {
 				continue
 			}
 			if err := checkEventOrigin(ctx, records, m.Subject(), e); err != nil {

@@ -199,6 +199,7 @@ func New(ctx context.Context, opts Options) (*Replica, error) {
 	})
 	supOpts := opts.Supervisor
 	supOpts.ReplicaID, supOpts.Store, supOpts.Registry, supOpts.Events, supOpts.Log = opts.ReplicaID, store, r.registry, pub, log
+	supOpts.Workers = r.pool
 	if supOpts.Health == nil {
 		supOpts.Health = supervisor.NATSHealth{Conn: r.nc}
 	}

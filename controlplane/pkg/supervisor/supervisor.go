@@ -57,6 +57,9 @@ type Options struct {
 	// ReplaceConcurrency bounds the sessions handled at once after a loss
 	// (default 32).
 	ReplaceConcurrency int
+	// Workers dials workers for live migration (nil: no migration).
+	Workers   WorkerDialer
+	Migration MigrationOptions
 }
 
 func (o *Options) defaults() {
@@ -142,6 +145,7 @@ func (s *Supervisor) leadOnce(ctx context.Context) error {
 	})
 	g.Go(func() error { return s.reapLoop(gctx) })
 	g.Go(func() error { return s.healthLoop(gctx) })
+	g.Go(func() error { return s.migrateLoop(gctx) })
 	err = g.Wait()
 	rctx, rcancel := context.WithTimeout(context.WithoutCancel(ctx), time.Second)
 	defer rcancel()

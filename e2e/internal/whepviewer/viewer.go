@@ -48,6 +48,10 @@ type Options struct {
 	OnAudio func(pkt *rtp.Packet, received time.Time)
 	// Client sends the WHEP requests (default http.DefaultClient).
 	Client *http.Client
+	// ICEFailedTimeout, when > 0, is how long ICE may go without an
+	// answer before the connection fails (Pion's default is 25 s); the
+	// connection counts as disconnected after half of it.
+	ICEFailedTimeout time.Duration
 }
 
 // Timings are when each step of the connection happened.
@@ -70,6 +74,14 @@ type Viewer struct {
 
 	connected chan struct{}
 	firstSeen chan struct{}
+	// firstPacket closes with the first RTP packet of any track; down
+	// closes when the connection fails or the remote closes it.
+	firstPacket chan struct{}
+	down        chan struct{}
+	lastPacket  atomic.Int64 // unix nanoseconds of the latest RTP packet
+	firstAt     atomic.Int64 // unix nanoseconds of the first RTP packet
+	firstOnce   sync.Once
+	downOnce    sync.Once
 
 	videoFrames  atomic.Int64
 	audioPackets atomic.Int64
@@ -85,7 +97,7 @@ type Viewer struct {
 
 // newAPI is a Pion API on loopback (host candidates over UDP/IPv4, no
 // mDNS) with the default codecs and interceptors (NACK, RTCP reports).
-func newAPI() (*webrtc.API, error) {
+func newAPI(iceFailed time.Duration) (*webrtc.API, error) {
 	me := &webrtc.MediaEngine{}
 	if err := me.RegisterDefaultCodecs(); err != nil {
 		return nil, fmt.Errorf("register codecs: %w", err)
@@ -99,6 +111,9 @@ func newAPI() (*webrtc.API, error) {
 	se.SetIPFilter(func(ip net.IP) bool { return ip.IsLoopback() })
 	se.SetNetworkTypes([]webrtc.NetworkType{webrtc.NetworkTypeUDP4})
 	se.SetICEMulticastDNSMode(ice.MulticastDNSModeDisabled)
+	if iceFailed > 0 {
+		se.SetICETimeouts(iceFailed/2, iceFailed, min(iceFailed/4, 2*time.Second))
+	}
 	return webrtc.NewAPI(webrtc.WithMediaEngine(me), webrtc.WithInterceptorRegistry(ir), webrtc.WithSettingEngine(se)), nil
 }
 
@@ -107,12 +122,13 @@ func newAPI() (*webrtc.API, error) {
 // and applies the answer. It returns once the answer is applied; media
 // arrives later (WaitFirstFrame). Close or HangUp ends the viewer.
 func Dial(ctx context.Context, whepURL, token string, opts Options) (*Viewer, error) {
-	v := &Viewer{opts: opts, token: token, connected: make(chan struct{}), firstSeen: make(chan struct{})}
+	v := &Viewer{opts: opts, token: token, connected: make(chan struct{}), firstSeen: make(chan struct{}),
+		firstPacket: make(chan struct{}), down: make(chan struct{})}
 	if v.opts.Client == nil {
 		v.opts.Client = http.DefaultClient
 	}
 	v.timings.Start = time.Now()
-	api, err := newAPI()
+	api, err := newAPI(opts.ICEFailedTimeout)
 	if err != nil {
 		return nil, err
 	}
@@ -134,6 +150,9 @@ func Dial(ctx context.Context, whepURL, token string, opts Options) (*Viewer, er
 	}
 	var connOnce sync.Once
 	pc.OnConnectionStateChange(func(s webrtc.PeerConnectionState) {
+		if s == webrtc.PeerConnectionStateFailed || s == webrtc.PeerConnectionStateClosed {
+			v.downOnce.Do(func() { close(v.down) })
+		}
 		if s == webrtc.PeerConnectionStateConnected {
 			connOnce.Do(func() {
 				v.mu.Lock()
@@ -192,7 +211,7 @@ func (v *Viewer) post(ctx context.Context, whepURL, offer string) (answer, locat
 		return "", "", fmt.Errorf("WHEP POST: read answer: %w", err)
 	}
 	if res.StatusCode != http.StatusCreated {
-		return "", "", fmt.Errorf("WHEP POST: %s: %s", res.Status, bytes.TrimSpace(body))
+		return "", "", fmt.Errorf("WHEP POST: %w", &StatusError{Status: res.StatusCode, Body: string(bytes.TrimSpace(body))})
 	}
 	loc, err := url.Parse(res.Header.Get("Location"))
 	if err != nil || res.Header.Get("Location") == "" {
@@ -217,6 +236,7 @@ func (v *Viewer) onTrack(track *webrtc.TrackRemote, _ *webrtc.RTPReceiver) {
 			if err != nil {
 				return
 			}
+			v.packetSeen()
 			v.audioPackets.Add(1)
 			if v.opts.OnAudio != nil {
 				v.opts.OnAudio(pkt, time.Now())
@@ -243,6 +263,7 @@ func (v *Viewer) readVideo(track *webrtc.TrackRemote) {
 		if err != nil {
 			return
 		}
+		v.packetSeen()
 		data, ts, ok := asm.push(pkt)
 		if !ok {
 			continue
@@ -283,6 +304,38 @@ func (v *Viewer) readVideo(track *webrtc.TrackRemote) {
 		}
 	}
 }
+
+// packetSeen notes the arrival of an RTP packet.
+func (v *Viewer) packetSeen() {
+	now := time.Now().UnixNano()
+	v.lastPacket.Store(now)
+	v.firstOnce.Do(func() {
+		v.firstAt.Store(now)
+		close(v.firstPacket)
+	})
+}
+
+// FirstPacketAt is when the first RTP packet arrived (zero before it).
+func (v *Viewer) FirstPacketAt() time.Time {
+	if n := v.firstAt.Load(); n != 0 {
+		return time.Unix(0, n)
+	}
+	return time.Time{}
+}
+
+// LastPacket is when the latest RTP packet arrived (zero before the first).
+func (v *Viewer) LastPacket() time.Time {
+	if n := v.lastPacket.Load(); n != 0 {
+		return time.Unix(0, n)
+	}
+	return time.Time{}
+}
+
+// FirstPacket closes when the first RTP packet of any track arrives.
+func (v *Viewer) FirstPacket() <-chan struct{} { return v.firstPacket }
+
+// Down closes when the connection has failed or the remote closed it.
+func (v *Viewer) Down() <-chan struct{} { return v.down }
 
 func (v *Viewer) fail(err error) {
 	v.mu.Lock()

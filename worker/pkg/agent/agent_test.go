@@ -275,7 +275,8 @@ func TestDrainEndsSessionsAtDeadlineAndRevokesLease(t *testing.T) {
 	r.stop() // SIGTERM
 	fleettest.WaitEvent(t, workerEvents, fleetbus.WorkerDraining, 5*time.Second)
 	w, _, ok := r.record(t)
-	if !ok || w.GetState() != fleetv1.WorkerState_WORKER_STATE_DRAINING {
+	// It has sessions, so it asks the control plane to migrate them.
+	if !ok || w.GetState() != fleetv1.WorkerState_WORKER_STATE_DRAINING || !w.GetMigrate() {
 		t.Fatalf("record during drain = %v", w)
 	}
 	// New sessions are refused, even with a valid reservation.

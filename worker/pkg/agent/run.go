@@ -283,6 +283,9 @@ func (in *instance) healthReport() health.Report {
 func (in *instance) drain(ctx context.Context) {
 	in.draining.Store(true)
 	in.log.Info("draining", "sessions", len(in.rt.Sessions()), "timeout", in.opts.DrainTimeout)
+	// The control plane's migrator moves the sessions where it finds room;
+	// what it cannot move ends at the deadline as before.
+	in.reg.SetMigrate(!in.opts.NoDrainMigration && len(in.rt.Sessions()) > 0)
 	stateCtx, cancel := context.WithTimeout(ctx, stepTimeout)
 	if err := in.reg.SetState(stateCtx, fleetv1.WorkerState_WORKER_STATE_DRAINING); err != nil {
 		in.log.Warn("could not mark the worker draining in etcd", "err", err)

@@ -38,7 +38,7 @@ func (in *instance) endSession(ctx context.Context, id string, state fleetv1.Ses
 func (in *instance) recordEnd(ctx context.Context, id string, state fleetv1.SessionState, reason fleetv1.EndReason, msg string) {
 	backoff := endBackoff
 	for attempt := 1; ; attempt++ {
-		sess, ended, err := in.store.EndSession(ctx, id, state, reason, msg)
+		sess, ended, err := in.store.EndSessionOn(ctx, in.opts.ID, id, state, reason, msg)
 		if err == nil {
 			if !ended {
 				in.log.Debug("session already ended by someone else", "session", id, "reason", sess.GetEndReason().String())

@@ -12,6 +12,7 @@ import (
 	"log/slog"
 	"net"
 	"net/http"
+	"slices"
 	"time"
 
 	"github.com/nats-io/nats.go"
@@ -21,6 +22,7 @@ import (
 	"golang.org/x/sync/errgroup"
 
 	"github.com/avatarfleet/avatarfleet/controlplane/pkg/auth"
+	"github.com/avatarfleet/avatarfleet/controlplane/pkg/eventlog"
 	"github.com/avatarfleet/avatarfleet/controlplane/pkg/httpapi"
 	"github.com/avatarfleet/avatarfleet/controlplane/pkg/placement"
 	"github.com/avatarfleet/avatarfleet/controlplane/pkg/registry"
@@ -86,7 +88,6 @@ type Replica struct {
 	super    *supervisor.Supervisor
 	pool     *workerclient.Pool
 	manager  *sessions.Manager
-	events   *fleetbus.Publisher
 	// streamsDone ends event streams when the HTTP server shuts down.
 	streamsDone chan struct{}
 }
@@ -150,13 +151,12 @@ func New(ctx context.Context, opts Options) (*Replica, error) {
 	if r.nc, err = fleetconn.NATS(natsCfg, nats.MaxReconnects(-1)); err != nil {
 		return nil, fmt.Errorf("replica: %w", err)
 	}
-	pub, err := fleetbus.NewAsyncPublisher(r.nc, func(subject string, err error) {
-		log.Warn("event not stored", "subject", subject, "err", err)
-	})
+	// Lifecycle events are derived from etcd by the leader's event log
+	// (package eventlog); nothing else in the control plane publishes them.
+	pub, err := fleetbus.NewPublisher(r.nc)
 	if err != nil {
 		return nil, err
 	}
-	r.events = pub
 	if _, err := fleetbus.EnsureStream(ctx, pub.JetStream(), opts.EventRetention); err != nil {
 		return nil, err
 	}
@@ -185,13 +185,14 @@ func New(ctx context.Context, opts Options) (*Replica, error) {
 		Store:    store,
 		Registry: r.registry,
 		Workers:  r.pool,
-		Events:   pub,
 		Selector: selector,
 		Log:      log,
 		Metrics:  sessions.NewMetrics(reg),
 	})
 	supOpts := opts.Supervisor
-	supOpts.ReplicaID, supOpts.Store, supOpts.Registry, supOpts.Events, supOpts.Log = opts.ReplicaID, store, r.registry, pub, log
+	supOpts.ReplicaID, supOpts.Store, supOpts.Registry, supOpts.Log = opts.ReplicaID, store, r.registry, log
+	evlog := eventlog.New(eventlog.Options{Store: store, Bus: pub, Log: log})
+	supOpts.LeaderDuties = append(slices.Clip(supOpts.LeaderDuties), evlog.Run)
 	if supOpts.Health == nil {
 		supOpts.Health = supervisor.NATSHealth{Conn: r.nc}
 	}
@@ -204,7 +205,6 @@ func New(ctx context.Context, opts Options) (*Replica, error) {
 		Keys:        opts.Keys,
 		Tokens:      tokens,
 		Events:      pub.JetStream(),
-		Publisher:   pub,
 		Ready:       r.ready,
 		Gatherer:    reg,
 		Registerer:  reg,
@@ -296,13 +296,6 @@ func (r *Replica) close() {
 	}
 	if r.pool != nil {
 		r.pool.Close()
-	}
-	if r.events != nil {
-		ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
-		if err := r.events.Flush(ctx); err != nil {
-			r.log.Warn("events still unacknowledged at shutdown", "err", err)
-		}
-		cancel()
 	}
 	if r.nc != nil {
 		r.nc.Close()

@@ -51,6 +51,9 @@ type Options struct {
 	ReconcileInterval time.Duration
 	// Retention is how long an ended session's record is kept.
 	Retention time.Duration
+	// LeaderDuties run while this replica leads (each until its context
+	// ends; an error ends the leadership), like the event log.
+	LeaderDuties []func(ctx context.Context) error
 }
 
 func (o *Options) defaults() {
@@ -132,6 +135,9 @@ func (s *Supervisor) leadOnce(ctx context.Context) error {
 	})
 	g.Go(func() error { return s.reapLoop(gctx) })
 	g.Go(func() error { return s.healthLoop(gctx) })
+	for _, duty := range s.opts.LeaderDuties {
+		g.Go(func() error { return duty(gctx) })
+	}
 	err = g.Wait()
 	rctx, rcancel := context.WithTimeout(context.WithoutCancel(ctx), time.Second)
 	defer rcancel()

@@ -1,0 +1,174 @@
+package fleetbus
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"strconv"
+	"strings"
+
+	"github.com/nats-io/nats.go"
+	"github.com/nats-io/nats.go/jetstream"
+	"google.golang.org/protobuf/proto"
+	"google.golang.org/protobuf/types/known/timestamppb"
+
+	fleetv1 "github.com/avatarfleet/avatarfleet/proto/fleet/v1"
+)
+
+// Headers of an event derived from an etcd change (see Mark).
+const (
+	HeaderRevision = "Avatarfleet-Revision"
+	HeaderIndex    = "Avatarfleet-Revision-Index"
+	HeaderCount    = "Avatarfleet-Revision-Events"
+)
+
+// ErrInvalidEvent is the error of PublishMarked for an event that no retry
+// can publish (an id that cannot be a subject token, say).
+var ErrInvalidEvent = errors.New("event cannot be published")
+
+// Mark places a derived lifecycle event in etcd's history: the change at
+// Revision gave Count events, this is the Index-th (from 0). A control plane
+// that takes over the event log resumes after the last mark in the stream.
+type Mark struct {
+	Revision int64
+	Index    int
+	Count    int
+}
+
+// Last reports whether the event is the last of its revision.
+func (m Mark) Last() bool { return m.Index >= m.Count-1 }
+
+// Before reports whether m comes before o in the log.
+func (m Mark) Before(o Mark) bool {
+	return m.Revision < o.Revision || (m.Revision == o.Revision && m.Index < o.Index)
+}
+
+// EventID is the id of the event at m: "<revision>-<index>". The same
+// change always gives the same ids, so a re-published event is stored once
+// (JetStream's duplicate window, keyed by Nats-Msg-Id) and a consumer can
+// drop what it has seen.
+func (m Mark) EventID() string {
+	return strconv.FormatInt(m.Revision, 10) + "-" + strconv.Itoa(m.Index)
+}
+
+// PublishMarked publishes a lifecycle event derived from etcd and waits for
+// the stream's acknowledgement. It stamps the event with the mark's id and
+// revision (and the time, if unset), sends the id as the JetStream message
+// id and the mark as headers.
+func (p *Publisher) PublishMarked(ctx context.Context, e *fleetv1.Event, m Mark) error {
+	if p.worker != "" {
+		return errors.New("publish derived event: a worker's publisher may not")
+	}
+	subject, err := p.subject(e)
+	if err != nil {
+		return fmt.Errorf("publish event %s: %w: %w", e.GetType(), ErrInvalidEvent, err)
+	}
+	e.Id, e.Revision = m.EventID(), m.Revision
+	if e.Time == nil {
+		e.Time = timestamppb.Now()
+	}
+	b, err := proto.Marshal(e)
+	if err != nil {
+		return fmt.Errorf("marshal event %s: %w: %w", e.GetType(), ErrInvalidEvent, err)
+	}
+	msg := nats.NewMsg(subject)
+	msg.Data = b
+	msg.Header.Set(HeaderRevision, strconv.FormatInt(m.Revision, 10))
+	msg.Header.Set(HeaderIndex, strconv.Itoa(m.Index))
+	msg.Header.Set(HeaderCount, strconv.Itoa(m.Count))
+	if _, err := p.js.PublishMsg(ctx, msg, jetstream.WithMsgID(e.Id)); err != nil {
+		return fmt.Errorf("publish event %s (%s) on %s: %w", e.GetType(), e.Id, subject, err)
+	}
+	return nil
+}
+
+// markedSubjects are where derived events go: every control-plane session
+// subject and every worker subject (not the subjects of worker-published
+// session events, which carry no mark).
+var markedSubjects = []string{SessionEventsPre + "*", WorkerEventsPre + "*"}
+
+// LastMark returns the mark of the last derived event in the stream; ok is
+// false when it holds none. A message on a worker subject could come from
+// that worker itself: only a well-formed mark whose event id matches it
+// counts, and a mark past etcd's current revision must be refused by the
+// caller (see the README's events section for what a forged one could do).
+func (p *Publisher) LastMark(ctx context.Context) (m Mark, ok bool, err error) {
+	st, err := p.js.Stream(ctx, StreamName)
+	if err != nil {
+		return Mark{}, false, fmt.Errorf("last event mark: %w", err)
+	}
+	for _, subj := range markedSubjects {
+		raw, err := st.GetLastMsgForSubject(ctx, subj)
+		if errors.Is(err, jetstream.ErrMsgNotFound) {
+			continue
+		}
+		if err != nil {
+			return Mark{}, false, fmt.Errorf("last event on %s: %w", subj, err)
+		}
+		got, valid := markOf(raw.Header, raw.Data)
+		if !valid {
+			continue
+		}
+		if !ok || m.Before(got) {
+			m, ok = got, true
+		}
+	}
+	return m, ok, nil
+}
+
+// markOf reads a message's mark; valid is false when it has none or the
+// event's id does not match it.
+func markOf(h nats.Header, data []byte) (Mark, bool) {
+	rev, err1 := strconv.ParseInt(h.Get(HeaderRevision), 10, 64)
+	idx, err2 := strconv.Atoi(h.Get(HeaderIndex))
+	n, err3 := strconv.Atoi(h.Get(HeaderCount))
+	if err1 != nil || err2 != nil || err3 != nil || rev <= 0 || idx < 0 || idx >= n {
+		return Mark{}, false
+	}
+	m := Mark{Revision: rev, Index: idx, Count: n}
+	e, err := DecodeEvent(data)
+	if err != nil || e.GetId() != m.EventID() || e.GetRevision() != rev {
+		return Mark{}, false
+	}
+	return m, true
+}
+
+// LastEvent returns the last event stored on subject; ok is false when the
+// stream holds none.
+func (p *Publisher) LastEvent(ctx context.Context, subject string) (e *fleetv1.Event, ok bool, err error) {
+	st, err := p.js.Stream(ctx, StreamName)
+	if err != nil {
+		return nil, false, fmt.Errorf("last event on %s: %w", subject, err)
+	}
+	raw, err := st.GetLastMsgForSubject(ctx, subject)
+	if errors.Is(err, jetstream.ErrMsgNotFound) {
+		return nil, false, nil
+	}
+	if err != nil {
+		return nil, false, fmt.Errorf("last event on %s: %w", subject, err)
+	}
+	if e, err = DecodeEvent(raw.Data); err != nil {
+		return nil, false, err
+	}
+	return e, true, nil
+}
+
+// EventWorkers returns the ids of the workers that have events about them
+// (on WorkerSubject) in the stream.
+func (p *Publisher) EventWorkers(ctx context.Context) ([]string, error) {
+	st, err := p.js.Stream(ctx, StreamName)
+	if err != nil {
+		return nil, fmt.Errorf("workers with events: %w", err)
+	}
+	info, err := st.Info(ctx, jetstream.WithSubjectFilter(WorkerEventsPre+"*"))
+	if err != nil {
+		return nil, fmt.Errorf("workers with events: %w", err)
+	}
+	ids := make([]string, 0, len(info.State.Subjects))
+	for subj := range info.State.Subjects {
+		if tok, ok := strings.CutPrefix(subj, WorkerEventsPre); ok {
+			ids = append(ids, strings.ReplaceAll(tok, "~", "."))
+		}
+	}
+	return ids, nil
+}

@@ -82,22 +82,26 @@ func (p *Publisher) PublishMarked(ctx context.Context, e *fleetv1.Event, m Mark)
 	return nil
 }
 
-// markedSubjects are where derived events go: every control-plane session
-// subject and every worker subject (not the subjects of worker-published
-// session events, which carry no mark).
-var markedSubjects = []string{SessionEventsPre + "*", WorkerEventsPre + "*"}
-
 // LastMark returns the mark of the last derived event in the stream; ok is
-// false when it holds none. A message on a worker subject could come from
-// that worker itself: only a well-formed mark whose event id matches it
-// counts, and a mark past etcd's current revision must be refused by the
-// caller (see the README's events section for what a forged one could do).
+// false when it holds none. It looks at the last message of the sessions'
+// subjects and of each worker's subject. A worker may publish on its own
+// subject, so only a well-formed mark whose event id matches it counts,
+// and the caller must refuse a mark past etcd's current revision (the
+// README's events section says what a forged one could still do).
 func (p *Publisher) LastMark(ctx context.Context) (m Mark, ok bool, err error) {
 	st, err := p.js.Stream(ctx, StreamName)
 	if err != nil {
 		return Mark{}, false, fmt.Errorf("last event mark: %w", err)
 	}
-	for _, subj := range markedSubjects {
+	subjects := []string{SessionEventsPre + "*"}
+	workers, err := p.EventWorkers(ctx)
+	if err != nil {
+		return Mark{}, false, err
+	}
+	for _, w := range workers {
+		subjects = append(subjects, WorkerSubject(w))
+	}
+	for _, subj := range subjects {
 		raw, err := st.GetLastMsgForSubject(ctx, subj)
 		if errors.Is(err, jetstream.ErrMsgNotFound) {
 			continue

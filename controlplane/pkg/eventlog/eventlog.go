@@ -13,7 +13,9 @@
 // fails is retried with backoff, for as long as it takes.
 //
 // A new leader resumes after the last derived event in the stream: it reads
-// etcd as it was at that revision and watches from the next. When etcd has
+// etcd as it was at that revision and watches from the next. With no
+// derived event in the stream, it starts from the beginning of etcd's
+// history. When etcd has
 // compacted that revision away, it lists the present state and announces,
 // for each session record changed since, the difference from the last event
 // the stream holds about it (and likewise for workers): changes that came
@@ -56,7 +58,8 @@ type Options struct {
 	Log   *slog.Logger
 	// PublishTimeout bounds one publish attempt (default 5 s).
 	PublishTimeout time.Duration
-	// MaxBackoff bounds the wait between attempts (default 5 s).
+	// MaxBackoff bounds the wait between attempts (default 1 s: an attempt
+	// costs NATS little, and events wait for it).
 	MaxBackoff time.Duration
 }
 
@@ -75,7 +78,7 @@ func New(opts Options) *Log {
 		opts.PublishTimeout = 5 * time.Second
 	}
 	if opts.MaxBackoff <= 0 {
-		opts.MaxBackoff = 5 * time.Second
+		opts.MaxBackoff = time.Second
 	}
 	return &Log{opts: opts, log: opts.Log.With("component", "eventlog")}
 }
@@ -133,8 +136,8 @@ func (l *Log) runOnce(ctx context.Context) error {
 			skip = fleetbus.Mark{}
 		case errors.Is(err, fleetstore.ErrFutureRevision):
 			// etcd restored from an older backup, or a mark that is not
-			// ours: nothing to resume from; start at the present.
-			l.log.Error("the stream's last event is past etcd's revision; starting from the present", "revision", mark.Revision)
+			// ours: nothing to resume from.
+			l.log.Error("the stream's last event is past etcd's revision; deriving events from etcd's history", "revision", mark.Revision)
 			ok = false
 		case err != nil:
 			return err
@@ -143,13 +146,18 @@ func (l *Log) runOnce(ctx context.Context) error {
 		}
 	}
 	if !ok {
-		kvs, rev, err := l.opts.Store.ListAt(ctx, st.prefixes(), 0)
-		if err != nil {
+		// No derived event yet (a new fleet, or one that published events
+		// before they were derived): follow etcd's history from its start,
+		// or, where it is compacted, announce the present.
+		after = 0
+		if _, _, err := l.opts.Store.ListAt(ctx, st.prefixes(), 1); errors.Is(err, fleetstore.ErrCompacted) {
+			if after, err = l.resync(ctx, st, fleetbus.Mark{}); err != nil {
+				return err
+			}
+		} else if err != nil {
 			return err
 		}
-		st.load(kvs)
-		after = rev
-		l.log.Info("no derived event in the stream: deriving events from the present", "revision", rev)
+		l.log.Info("no derived event in the stream: deriving events from etcd's history", "after", after)
 	} else {
 		l.log.Info("resuming the event log", "after", after, "last", mark.EventID())
 	}

@@ -237,7 +237,8 @@ func TestEventsSurviveNATSOutageAndLeaderChange(t *testing.T) {
 	if err := f.NATS.Restart(); err != nil {
 		t.Fatal(err)
 	}
-	t.Logf("NATS was down %s", time.Since(outage).Round(time.Millisecond))
+	back := time.Now()
+	t.Logf("NATS was down %s", back.Sub(outage).Round(time.Millisecond))
 	// The first client gives up (its connection may have stalled in the
 	// outage) and a second resumes where it stopped.
 	time.Sleep(time.Second)
@@ -246,7 +247,31 @@ func TestEventsSurviveNATSOutageAndLeaderChange(t *testing.T) {
 	lastID := first.lastID
 	first.mu.Unlock()
 	second := openSSE(t, f.URL(api), lastID)
-	time.Sleep(2 * time.Second)
+	// What was created up to the outage's end reaches the resumed client.
+	c.mu.Lock()
+	backlog := map[string][]string{}
+	for _, id := range c.created {
+		backlog[id] = []string{fleetbus.SessionStarting, fleetbus.SessionReady}
+	}
+	c.mu.Unlock()
+	caughtUp := func() bool {
+		got := map[string][]string{}
+		for _, e := range append(first.derived(), second.derived()...) {
+			if _, ok := backlog[e.SessionID]; ok && e.Type != fleetbus.SessionEnded {
+				got[e.SessionID] = append(got[e.SessionID], e.Type)
+			}
+		}
+		for id, want := range backlog {
+			if fmt.Sprint(got[id]) != fmt.Sprint(want) {
+				return false
+			}
+		}
+		return true
+	}
+	f.Eventually(60*time.Second, "the outage's events reach the resumed client", caughtUp)
+	t.Logf("the resumed client had the events of the %d sessions created up to the outage's end %s after NATS returned",
+		len(backlog), time.Since(back).Round(100*time.Millisecond))
+	time.Sleep(time.Second)
 	f.StopReplica(lead)
 	t.Logf("stopped the leader cp%d", lead)
 	time.Sleep(3 * time.Second)

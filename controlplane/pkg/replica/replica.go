@@ -148,7 +148,8 @@ func New(ctx context.Context, opts Options) (*Replica, error) {
 	if r.etcd, err = fleetconn.Etcd(context.WithoutCancel(ctx), etcdCfg); err != nil {
 		return nil, fmt.Errorf("replica: %w", err)
 	}
-	if r.nc, err = fleetconn.NATS(natsCfg, nats.MaxReconnects(-1)); err != nil {
+	// Reconnect soon after an outage: derived events wait for NATS.
+	if r.nc, err = fleetconn.NATS(natsCfg, nats.MaxReconnects(-1), nats.ReconnectWait(500*time.Millisecond)); err != nil {
 		return nil, fmt.Errorf("replica: %w", err)
 	}
 	// Lifecycle events are derived from etcd by the leader's event log

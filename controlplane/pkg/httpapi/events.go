@@ -26,6 +26,9 @@ const sseHeartbeat = 15 * time.Second
 // holds what follows it. Keys without the admin scope see only their own
 // sessions' events.
 func (a *API) events(w http.ResponseWriter, r *http.Request, p auth.Principal) error {
+	if a.opts.Events == nil {
+		return errorf(http.StatusServiceUnavailable, apiv1.CodeUnavailable, "event stream unavailable")
+	}
 	release, err := a.limits.openStream(p)
 	if err != nil {
 		return err
@@ -44,15 +47,13 @@ type gapEvent struct {
 	FirstAvailable uint64 `json:"first_available"`
 }
 
-// streamEvents serves the stream's events on the subjects (a JetStream
-// filter) that allow lets through, as server-sent events, honouring
-// Last-Event-ID (a stream sequence) and announcing a gap before resuming
-// when the stream dropped events after it. It returns when the client
-// goes or the server shuts down.
-func (a *API) streamEvents(w http.ResponseWriter, r *http.Request, subjects []string, allow func(*fleetv1.Event) bool) error {
-	if a.opts.Events == nil {
-		return errorf(http.StatusServiceUnavailable, apiv1.CodeUnavailable, "event stream unavailable")
-	}
+// streamEvents serves the events of the stream's subjects as server-sent
+// events until the client leaves: each event that keep accepts and whose
+// subject vouches for it, as JSON, with its JetStream sequence as the SSE
+// id. Last-Event-ID resumes after that sequence, announcing a gap first
+// when the stream dropped events after it. GET /v1/events and GET
+// /v1/sessions/{id}/events share it.
+func (a *API) streamEvents(w http.ResponseWriter, r *http.Request, subjects []string, keep func(*fleetv1.Event) bool) error {
 	flusher, ok := w.(http.Flusher)
 	if !ok {
 		return fmt.Errorf("events: response writer cannot flush")
@@ -128,7 +129,7 @@ func (a *API) streamEvents(w http.ResponseWriter, r *http.Request, subjects []st
 				a.log.Warn("skip undecodable event", "subject", m.Subject(), "err", err)
 				continue
 			}
-			if !allow(e) {
+			if !keep(e) {
 				continue
 			}
 			if err := checkEventOrigin(ctx, records, m.Subject(), e); err != nil {

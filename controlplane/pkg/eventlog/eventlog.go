@@ -36,6 +36,11 @@ import (
 	"github.com/avatarfleet/avatarfleet/proto/fleetstore"
 )
 
+// maxReplay bounds the etcd history a first leader replays when the stream
+// holds no derived event: past it (an etcd that never compacts), it
+// announces the present instead.
+const maxReplay = 100_000
+
 // Bus is where events go (fleetbus.Publisher).
 type Bus interface {
 	PublishMarked(ctx context.Context, e *fleetv1.Event, m fleetbus.Mark) error
@@ -148,9 +153,14 @@ func (l *Log) runOnce(ctx context.Context) error {
 	if !ok {
 		// No derived event yet (a new fleet, or one that published events
 		// before they were derived): follow etcd's history from its start,
-		// or, where it is compacted, announce the present.
+		// or, where it is compacted or too long, announce the present.
 		after = 0
-		if _, _, err := l.opts.Store.ListAt(ctx, st.prefixes(), 1); errors.Is(err, fleetstore.ErrCompacted) {
+		_, now, err := l.opts.Store.ListAt(ctx, st.prefixes(), 0)
+		if err != nil {
+			return err
+		}
+		_, _, err = l.opts.Store.ListAt(ctx, st.prefixes(), 1)
+		if errors.Is(err, fleetstore.ErrCompacted) || now > maxReplay {
 			if after, err = l.resync(ctx, st, fleetbus.Mark{}); err != nil {
 				return err
 			}

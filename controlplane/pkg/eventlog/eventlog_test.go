@@ -316,3 +316,33 @@ func TestResyncAfterCompaction(t *testing.T) {
 		t.Fatalf("after the resync: %s %s, want session.ready s2", e.GetType(), e.GetSessionId())
 	}
 }
+
+// TestMovedEvent: a record that comes back READY on another worker with a
+// move counted is announced as session.moved with where from, where to and
+// why, after its session.ready.
+func TestMovedEvent(t *testing.T) {
+	r := newRig(t)
+	r.start("a")
+	r.warmUp()
+	key := r.store.Keys().Session("m1")
+	r.put(key, &fleetv1.Session{Id: "m1", Owner: "o", WorkerId: "w1", State: fleetv1.SessionState_SESSION_STATE_READY})
+	r.put(key, &fleetv1.Session{Id: "m1", Owner: "o", WorkerId: "w1", State: fleetv1.SessionState_SESSION_STATE_PLACING})
+	r.put(key, &fleetv1.Session{Id: "m1", Owner: "o", WorkerId: "w2", State: fleetv1.SessionState_SESSION_STATE_STARTING,
+		Moves: 1, MovedFrom: "w1", MoveReason: "worker_lost"})
+	rev := r.put(key, &fleetv1.Session{Id: "m1", Owner: "o", WorkerId: "w2", State: fleetv1.SessionState_SESSION_STATE_READY,
+		Moves: 1, MovedFrom: "w1", MoveReason: "worker_lost"})
+	got := r.waitFor(20*time.Second, "the move", func(s []stored) bool { return len(s) == 5 })
+	var types []string
+	for _, s := range got {
+		types = append(types, s.e.GetType())
+	}
+	want := []string{"session.ready", "session.placing", "session.starting", "session.ready", "session.moved"}
+	if fmt.Sprint(types) != fmt.Sprint(want) {
+		t.Fatalf("events %v, want %v", types, want)
+	}
+	moved := got[4].e
+	if moved.GetFromWorker() != "w1" || moved.GetToWorker() != "w2" || moved.GetReason() != "worker_lost" ||
+		moved.GetId() != fmt.Sprintf("%d-1", rev) || moved.GetSession().GetWorkerId() != "w2" {
+		t.Fatalf("moved event %v", moved)
+	}
+}

@@ -137,3 +137,23 @@ func TestEventsGap(t *testing.T) {
 		t.Fatalf("stream first sequence %v (%v), want 6", info, err)
 	}
 }
+
+// TestMovedEventJSON: a session.moved event carries from_worker, to_worker,
+// reason and its etcd revision in the API's JSON.
+func TestMovedEventJSON(t *testing.T) {
+	e := fleetbus.SessionEvent(fleetbus.SessionMoved, &fleetv1.Session{Id: "s1", WorkerId: "w2", State: fleetv1.SessionState_SESSION_STATE_READY})
+	e.Id, e.Revision, e.FromWorker, e.ToWorker, e.Reason = "42-1", 42, "w1", "w2", "drain"
+	b, err := json.Marshal(toEvent(e, "http://x"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	var got map[string]any
+	if err := json.Unmarshal(b, &got); err != nil {
+		t.Fatal(err)
+	}
+	for k, want := range map[string]any{"id": "42-1", "type": "session.moved", "from_worker": "w1", "to_worker": "w2", "reason": "drain", "revision": 42.0} {
+		if got[k] != want {
+			t.Errorf("%s = %v, want %v (%s)", k, got[k], want, b)
+		}
+	}
+}

@@ -61,6 +61,8 @@ type Options struct {
 	Store Store
 	Bus   Bus
 	Log   *slog.Logger
+	// Metrics, when set, count what the log publishes.
+	Metrics *Metrics
 	// PublishTimeout bounds one publish attempt (default 5 s).
 	PublishTimeout time.Duration
 	// MaxBackoff bounds the wait between attempts (default 1 s: an attempt
@@ -84,6 +86,9 @@ func New(opts Options) *Log {
 	}
 	if opts.MaxBackoff <= 0 {
 		opts.MaxBackoff = time.Second
+	}
+	if opts.Metrics == nil {
+		opts.Metrics = NewMetrics(nil)
 	}
 	return &Log{opts: opts, log: opts.Log.With("component", "eventlog")}
 }
@@ -201,6 +206,7 @@ func (l *Log) publish(ctx context.Context, rev int64, events []*fleetv1.Event, s
 			return struct{}{}, err
 		}, backoff.WithBackOff(l.backoff()), backoff.WithMaxElapsedTime(0),
 			backoff.WithNotify(func(err error, wait time.Duration) {
+				l.opts.Metrics.failures.Inc()
 				l.log.Warn("publish event failed; retrying", "event", m.EventID(), "type", e.GetType(), "err", err, "backoff", wait)
 			}))
 		switch {
@@ -209,8 +215,12 @@ func (l *Log) publish(ctx context.Context, rev int64, events []*fleetv1.Event, s
 		case err != nil:
 			// Only an event no retry can publish gets here.
 			l.log.Error("event dropped: it cannot be published", "event", m.EventID(), "type", e.GetType(), "err", err)
-		case attempts > 1:
-			l.log.Info("event published after retries", "event", m.EventID(), "type", e.GetType(), "attempts", attempts)
+		default:
+			l.opts.Metrics.published.Inc()
+			l.opts.Metrics.revision.Set(float64(rev))
+			if attempts > 1 {
+				l.log.Info("event published after retries", "event", m.EventID(), "type", e.GetType(), "attempts", attempts)
+			}
 		}
 	}
 }

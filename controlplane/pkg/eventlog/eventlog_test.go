@@ -11,6 +11,7 @@ import (
 
 	"github.com/nats-io/nats.go"
 	"github.com/nats-io/nats.go/jetstream"
+	"github.com/prometheus/client_golang/prometheus"
 	clientv3 "go.etcd.io/etcd/client/v3"
 	"go.uber.org/goleak"
 	"google.golang.org/protobuf/proto"
@@ -34,6 +35,9 @@ type rig struct {
 	nc    *nats.Conn
 	pub   *fleetbus.Publisher
 	log   *slog.Logger
+	// metrics of each log started, by name
+	metrics map[string]*eventlog.Metrics
+	regs    map[string]*prometheus.Registry
 }
 
 func newRig(t *testing.T) *rig {
@@ -71,13 +75,17 @@ func newRig(t *testing.T) *rig {
 	if os.Getenv("EVENTLOG_VERBOSE") != "" {
 		log = slog.New(slog.NewTextHandler(os.Stderr, nil))
 	}
-	return &rig{t: t, ctx: ctx, cli: cli, store: fleetstore.New(cli, fleetstore.NewKeys("/el/")), nats: ns, nc: nc, pub: pub, log: log}
+	return &rig{t: t, ctx: ctx, cli: cli, store: fleetstore.New(cli, fleetstore.NewKeys("/el/")), nats: ns, nc: nc, pub: pub, log: log,
+		metrics: map[string]*eventlog.Metrics{}, regs: map[string]*prometheus.Registry{}}
 }
 
 // start runs an event log (a leader) until the returned stop is called.
 func (r *rig) start(name string) (stop func()) {
 	ctx, cancel := context.WithCancel(r.ctx)
-	l := eventlog.New(eventlog.Options{Store: r.store, Bus: r.pub, Log: r.log.With("leader", name),
+	reg := prometheus.NewRegistry()
+	r.metrics[name] = eventlog.NewMetrics(reg)
+	r.regs[name] = reg
+	l := eventlog.New(eventlog.Options{Store: r.store, Bus: r.pub, Log: r.log.With("leader", name), Metrics: r.metrics[name],
 		PublishTimeout: 500 * time.Millisecond, MaxBackoff: 500 * time.Millisecond})
 	done := make(chan struct{})
 	go func() {
@@ -107,6 +115,26 @@ func (r *rig) put(key string, m proto.Message) int64 {
 
 func (r *rig) session(id string, state fleetv1.SessionState) int64 {
 	return r.put(r.store.Keys().Session(id), &fleetv1.Session{Id: id, Owner: "o", WorkerId: "w1", State: state})
+}
+
+// metric is the value of a counter or gauge of reg.
+func metric(t *testing.T, reg *prometheus.Registry, name string) float64 {
+	t.Helper()
+	mfs, err := reg.Gather()
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, mf := range mfs {
+		if mf.GetName() == name {
+			m := mf.GetMetric()[0]
+			if m.GetCounter() != nil {
+				return m.GetCounter().GetValue()
+			}
+			return m.GetGauge().GetValue()
+		}
+	}
+	t.Fatalf("no metric %s", name)
+	return 0
 }
 
 // warmUp returns once a running log publishes: with an empty stream, a log
@@ -259,6 +287,15 @@ func TestNothingLostOrDuplicated(t *testing.T) {
 	got := r.waitFor(60*time.Second, "every session's three events", func(s []stored) bool { return len(s) >= 3*n })
 	t.Logf("%d events through a NATS outage and two leader changes in %s", len(got), time.Since(start).Round(time.Millisecond))
 	checkLog(t, got, n)
+	var published, failures float64
+	for _, name := range []string{"a", "b", "c"} {
+		published += metric(t, r.regs[name], "avatarfleet_eventlog_published_total")
+		failures += metric(t, r.regs[name], "avatarfleet_eventlog_publish_failures_total")
+	}
+	// Leaders that overlapped both count what the stream kept once.
+	if published < float64(len(got)) || failures == 0 {
+		t.Errorf("metrics: %v published, %v failed attempts; want ≥ %d and some failures in the outage", published, failures, len(got))
+	}
 	stopC()
 	// A leader that starts after everything was published adds nothing.
 	stopD := r.start("d")

@@ -26,6 +26,7 @@ func (l *Log) resync(ctx context.Context, st *fleetState, mark fleetbus.Mark) (i
 		return 0, err
 	}
 	st.load(kvs)
+	l.opts.Metrics.resyncs.Inc()
 	l.log.Warn("etcd compacted the revision the event stream stops at; announcing what changed since, from a listing (intermediate changes are lost)",
 		"last", mark.EventID(), "listed_at", rev)
 	var events []*fleetv1.Event

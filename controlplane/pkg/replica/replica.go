@@ -192,7 +192,7 @@ func New(ctx context.Context, opts Options) (*Replica, error) {
 	})
 	supOpts := opts.Supervisor
 	supOpts.ReplicaID, supOpts.Store, supOpts.Registry, supOpts.Log = opts.ReplicaID, store, r.registry, log
-	evlog := eventlog.New(eventlog.Options{Store: store, Bus: pub, Log: log})
+	evlog := eventlog.New(eventlog.Options{Store: store, Bus: pub, Log: log, Metrics: eventlog.NewMetrics(reg)})
 	supOpts.LeaderDuties = append(slices.Clip(supOpts.LeaderDuties), evlog.Run)
 	if supOpts.Health == nil {
 		supOpts.Health = supervisor.NATSHealth{Conn: r.nc}

@@ -89,3 +89,35 @@ func TestLastMark(t *testing.T) {
 		t.Fatal("an event whose id cannot be a subject was published")
 	}
 }
+
+// BenchmarkPublishMarked: derived events are published one at a time, each
+// acknowledged before the next (file storage, loopback).
+func BenchmarkPublishMarked(b *testing.B) {
+	ns, err := embedded.StartNATS(embedded.NATSOptions{StoreDir: b.TempDir()})
+	if err != nil {
+		b.Fatal(err)
+	}
+	defer ns.Close()
+	nc, err := nats.Connect(ns.URL())
+	if err != nil {
+		b.Fatal(err)
+	}
+	defer nc.Close()
+	ctx := context.Background()
+	pub, err := fleetbus.NewPublisher(nc)
+	if err != nil {
+		b.Fatal(err)
+	}
+	if _, err := fleetbus.EnsureStream(ctx, pub.JetStream(), time.Hour); err != nil {
+		b.Fatal(err)
+	}
+	s := &fleetv1.Session{Id: "s1", Owner: "o", WorkerId: "w1", State: fleetv1.SessionState_SESSION_STATE_READY}
+	b.ResetTimer()
+	start := time.Now()
+	for i := range b.N {
+		if err := pub.PublishMarked(ctx, fleetbus.SessionEvent(fleetbus.SessionReady, s), fleetbus.Mark{Revision: int64(i + 1), Count: 1}); err != nil {
+			b.Fatal(err)
+		}
+	}
+	b.ReportMetric(float64(b.N)/time.Since(start).Seconds(), "events/s")
+}

@@ -63,7 +63,9 @@ type Options struct {
 	Log   *slog.Logger
 	// Metrics, when set, count what the log publishes.
 	Metrics *Metrics
-	// PublishTimeout bounds one publish attempt (default 5 s).
+	// PublishTimeout bounds one publish attempt (default 2 s: an ack takes
+	// milliseconds; an attempt lost in an outage should not hold the log
+	// long after NATS is back, and a late ack's retry is stored once).
 	PublishTimeout time.Duration
 	// MaxBackoff bounds the wait between attempts (default 1 s: an attempt
 	// costs NATS little, and events wait for it).
@@ -82,7 +84,7 @@ func New(opts Options) *Log {
 		opts.Log = slog.Default()
 	}
 	if opts.PublishTimeout <= 0 {
-		opts.PublishTimeout = 5 * time.Second
+		opts.PublishTimeout = 2 * time.Second
 	}
 	if opts.MaxBackoff <= 0 {
 		opts.MaxBackoff = time.Second

@@ -39,19 +39,10 @@ func (a *API) events(w http.ResponseWriter, r *http.Request, p auth.Principal) e
 	})
 }
 
-// gapEvent is the data of the SSE "gap" event: the client asked to resume
-// after event Requested, but the oldest event the stream still holds is
-// FirstAvailable, so the events in between are lost to it.
-type gapEvent struct {
-	Requested      uint64 `json:"requested"`
-	FirstAvailable uint64 `json:"first_available"`
-}
-
 // streamEvents serves the events of the stream's subjects as server-sent
 // events until the client leaves: each event that keep accepts and whose
 // subject vouches for it, as JSON, with its JetStream sequence as the SSE
-// id. Last-Event-ID resumes after that sequence, announcing a gap first
-// when the stream dropped events after it. GET /v1/events and GET
+// id. Last-Event-ID resumes after that sequence. GET /v1/events and GET
 // /v1/sessions/{id}/events share it.
 func (a *API) streamEvents(w http.ResponseWriter, r *http.Request, subjects []string, keep func(*fleetv1.Event) bool) error {
 	flusher, ok := w.(http.Flusher)
@@ -62,6 +53,8 @@ func (a *API) streamEvents(w http.ResponseWriter, r *http.Request, subjects []st
 		FilterSubjects: subjects,
 		DeliverPolicy:  jetstream.DeliverNewPolicy,
 	}
+	// A resume after events the stream no longer holds starts with a gap
+	// event (eventgap.go).
 	var gap *gapEvent
 	ctx := r.Context()
 	if last := r.Header.Get("Last-Event-ID"); last != "" {
@@ -146,23 +139,6 @@ func (a *API) streamEvents(w http.ResponseWriter, r *http.Request, subjects []st
 			flusher.Flush()
 		}
 	}
-}
-
-// eventGap says whether the stream dropped events after sequence seq (age
-// or size limits): its first sequence is past seq+1.
-func (a *API) eventGap(ctx context.Context, seq uint64) (*gapEvent, error) {
-	st, err := a.opts.Events.Stream(ctx, fleetbus.StreamName)
-	if err != nil {
-		return nil, fmt.Errorf("events stream: %w", err)
-	}
-	info, err := st.Info(ctx)
-	if err != nil {
-		return nil, fmt.Errorf("events stream info: %w", err)
-	}
-	if first := info.State.FirstSeq; first > seq+1 {
-		return &gapEvent{Requested: seq, FirstAvailable: first}, nil
-	}
-	return nil, nil
 }
 
 func toEvent(e *fleetv1.Event, base string) apiv1.Event {

@@ -33,6 +33,10 @@ type HealthChecker interface {
 
 // Options configures a Supervisor.
 type Options struct {
+	// LeaderDuties run while this replica leads (each until its context
+	// ends; an error ends the leadership), like the event log.
+	LeaderDuties []func(ctx context.Context) error
+
 	ReplicaID string
 	Store     *fleetstore.Store
 	Registry  *registry.Registry
@@ -51,9 +55,6 @@ type Options struct {
 	ReconcileInterval time.Duration
 	// Retention is how long an ended session's record is kept.
 	Retention time.Duration
-	// LeaderDuties run while this replica leads (each until its context
-	// ends; an error ends the leadership), like the event log.
-	LeaderDuties []func(ctx context.Context) error
 }
 
 func (o *Options) defaults() {
@@ -133,11 +134,11 @@ func (s *Supervisor) leadOnce(ctx context.Context) error {
 			return nil
 		}
 	})
-	g.Go(func() error { return s.reapLoop(gctx) })
-	g.Go(func() error { return s.healthLoop(gctx) })
 	for _, duty := range s.opts.LeaderDuties {
 		g.Go(func() error { return duty(gctx) })
 	}
+	g.Go(func() error { return s.reapLoop(gctx) })
+	g.Go(func() error { return s.healthLoop(gctx) })
 	err = g.Wait()
 	rctx, rcancel := context.WithTimeout(context.WithoutCancel(ctx), time.Second)
 	defer rcancel()

@@ -88,6 +88,7 @@ type Replica struct {
 	super    *supervisor.Supervisor
 	pool     *workerclient.Pool
 	manager  *sessions.Manager
+	events   *fleetbus.Publisher
 	// streamsDone ends event streams when the HTTP server shuts down.
 	streamsDone chan struct{}
 }
@@ -158,6 +159,7 @@ func New(ctx context.Context, opts Options) (*Replica, error) {
 	if err != nil {
 		return nil, err
 	}
+	r.events = pub
 	if _, err := fleetbus.EnsureStream(ctx, pub.JetStream(), opts.EventRetention); err != nil {
 		return nil, err
 	}
@@ -191,12 +193,15 @@ func New(ctx context.Context, opts Options) (*Replica, error) {
 		Metrics:  sessions.NewMetrics(reg),
 	})
 	supOpts := opts.Supervisor
-	supOpts.ReplicaID, supOpts.Store, supOpts.Registry, supOpts.Log = opts.ReplicaID, store, r.registry, log
-	evlog := eventlog.New(eventlog.Options{Store: store, Bus: pub, Log: log, Metrics: eventlog.NewMetrics(reg)})
-	supOpts.LeaderDuties = append(slices.Clip(supOpts.LeaderDuties), evlog.Run)
+	supOpts.ReplicaID, supOpts.Store, supOpts.Registry, supOpts.Events, supOpts.Log = opts.ReplicaID, store, r.registry, pub, log
 	if supOpts.Health == nil {
 		supOpts.Health = supervisor.NATSHealth{Conn: r.nc}
 	}
+	// The leader derives lifecycle events from etcd (package eventlog);
+	// nothing that changes records publishes them.
+	supOpts.Events = nil
+	evlog := eventlog.New(eventlog.Options{Store: store, Bus: pub, Log: log, Metrics: eventlog.NewMetrics(reg)})
+	supOpts.LeaderDuties = append(slices.Clip(supOpts.LeaderDuties), evlog.Run)
 	r.super = supervisor.New(supOpts)
 
 	api := httpapi.New(httpapi.Options{
@@ -297,6 +302,13 @@ func (r *Replica) close() {
 	}
 	if r.pool != nil {
 		r.pool.Close()
+	}
+	if r.events != nil {
+		ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+		if err := r.events.Flush(ctx); err != nil {
+			r.log.Warn("events still unacknowledged at shutdown", "err", err)
+		}
+		cancel()
 	}
 	if r.nc != nil {
 		r.nc.Close()

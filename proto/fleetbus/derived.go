@@ -51,10 +51,17 @@ func (m Mark) EventID() string {
 	return strconv.FormatInt(m.Revision, 10) + "-" + strconv.Itoa(m.Index)
 }
 
+// MarkedMsgID is the JetStream message id of the derived event id on
+// subject. The subject is part of it because the duplicate window is the
+// whole stream's: a worker, which may publish on its own subjects, could
+// otherwise publish an upcoming "<revision>-<n>" first and have the real
+// event dropped as its duplicate.
+func MarkedMsgID(id, subject string) string { return id + "@" + subject }
+
 // PublishMarked publishes a lifecycle event derived from etcd and waits for
 // the stream's acknowledgement. It stamps the event with the mark's id and
-// revision (and the time, if unset), sends the id as the JetStream message
-// id and the mark as headers.
+// revision (and the time, if unset), sends the id (with the subject,
+// MarkedMsgID) as the JetStream message id and the mark as headers.
 func (p *Publisher) PublishMarked(ctx context.Context, e *fleetv1.Event, m Mark) error {
 	if p.worker != "" {
 		return errors.New("publish derived event: a worker's publisher may not")
@@ -76,45 +83,77 @@ func (p *Publisher) PublishMarked(ctx context.Context, e *fleetv1.Event, m Mark)
 	msg.Header.Set(HeaderRevision, strconv.FormatInt(m.Revision, 10))
 	msg.Header.Set(HeaderIndex, strconv.Itoa(m.Index))
 	msg.Header.Set(HeaderCount, strconv.Itoa(m.Count))
-	if _, err := p.js.PublishMsg(ctx, msg, jetstream.WithMsgID(e.Id)); err != nil {
+	if _, err := p.js.PublishMsg(ctx, msg, jetstream.WithMsgID(MarkedMsgID(e.Id, subject))); err != nil {
 		return fmt.Errorf("publish event %s (%s) on %s: %w", e.GetType(), e.Id, subject, err)
 	}
 	return nil
 }
 
-// LastMark returns the mark of the last derived event in the stream; ok is
-// false when it holds none. It looks at the last message of the sessions'
-// subjects and of each worker's subject. A worker may publish on its own
-// subject, so only a well-formed mark whose event id matches it counts,
-// and the caller must refuse a mark past etcd's current revision (the
-// README's events section says what a forged one could still do).
-func (p *Publisher) LastMark(ctx context.Context) (m Mark, ok bool, err error) {
+// Marks are the marks of the last derived events in the stream: on the
+// sessions' subjects (only control planes publish there) and on each
+// worker's subject (where that worker may publish too, so a caller checks
+// a worker's mark against etcd before it trusts it).
+type Marks struct {
+	// Sessions is the last mark on the sessions' subjects; its Count is 0
+	// when there is none.
+	Sessions Mark
+	// Workers are the last marks on worker subjects, by worker id.
+	Workers map[string]Mark
+}
+
+// LastMarks reads the marks of the last derived events in the stream. Only
+// well-formed marks whose event id matches them count.
+func (p *Publisher) LastMarks(ctx context.Context) (Marks, error) {
+	out := Marks{Workers: map[string]Mark{}}
 	st, err := p.js.Stream(ctx, StreamName)
 	if err != nil {
-		return Mark{}, false, fmt.Errorf("last event mark: %w", err)
+		return out, fmt.Errorf("last event marks: %w", err)
 	}
-	subjects := []string{SessionEventsPre + "*"}
-	workers, err := p.EventWorkers(ctx)
-	if err != nil {
-		return Mark{}, false, err
-	}
-	for _, w := range workers {
-		subjects = append(subjects, WorkerSubject(w))
-	}
-	for _, subj := range subjects {
+	last := func(subj string) (Mark, bool, error) {
 		raw, err := st.GetLastMsgForSubject(ctx, subj)
 		if errors.Is(err, jetstream.ErrMsgNotFound) {
-			continue
+			return Mark{}, false, nil
 		}
 		if err != nil {
 			return Mark{}, false, fmt.Errorf("last event on %s: %w", subj, err)
 		}
-		got, valid := markOf(raw.Header, raw.Data)
-		if !valid {
-			continue
+		m, ok := markOf(raw.Header, raw.Data)
+		return m, ok, nil
+	}
+	m, ok, err := last(SessionEventsPre + "*")
+	if err != nil {
+		return out, err
+	}
+	if ok {
+		out.Sessions = m
+	}
+	workers, err := p.EventWorkers(ctx)
+	if err != nil {
+		return out, err
+	}
+	for _, w := range workers {
+		m, ok, err := last(WorkerSubject(w))
+		if err != nil {
+			return out, err
 		}
-		if !ok || m.Before(got) {
-			m, ok = got, true
+		if ok {
+			out.Workers[w] = m
+		}
+	}
+	return out, nil
+}
+
+// LastMark is the greatest of LastMarks, trusted as it is; ok is false
+// when the stream holds no mark.
+func (p *Publisher) LastMark(ctx context.Context) (m Mark, ok bool, err error) {
+	ms, err := p.LastMarks(ctx)
+	if err != nil {
+		return Mark{}, false, err
+	}
+	m, ok = ms.Sessions, ms.Sessions.Count > 0
+	for _, w := range ms.Workers {
+		if !ok || m.Before(w) {
+			m, ok = w, true
 		}
 	}
 	return m, ok, nil

@@ -44,7 +44,7 @@ const maxReplay = 100_000
 // Bus is where events go (fleetbus.Publisher).
 type Bus interface {
 	PublishMarked(ctx context.Context, e *fleetv1.Event, m fleetbus.Mark) error
-	LastMark(ctx context.Context) (fleetbus.Mark, bool, error)
+	LastMarks(ctx context.Context) (fleetbus.Marks, error)
 	LastEvent(ctx context.Context, subject string) (*fleetv1.Event, bool, error)
 	EventWorkers(ctx context.Context) ([]string, error)
 }
@@ -125,11 +125,11 @@ func (l *Log) backoff() *backoff.ExponentialBackOff {
 // runOnce finds where the stream stops, loads etcd's state there and
 // follows etcd from it.
 func (l *Log) runOnce(ctx context.Context) error {
-	mark, ok, err := l.opts.Bus.LastMark(ctx)
+	st := newState(l.opts.Store.Keys())
+	mark, ok, err := l.lastMark(ctx, st.keys)
 	if err != nil {
 		return err
 	}
-	st := newState(l.opts.Store.Keys())
 	var (
 		after int64
 		skip  fleetbus.Mark // events of a revision already published

@@ -264,9 +264,9 @@ func (st *fleetState) apply(events []fleetstore.Event) []*fleetv1.Event {
 	return out
 }
 
-// diff is what a resync announces: for each record of the listing that
-// changed after revision since, the events of going from what was last
-// announced about it (last; nil: nothing) to what the listing says.
+// diffSession is what a resync announces about one session record: the
+// events of going from what was last announced about it (last; nil:
+// nothing) to what the listing says (cur).
 func diffSession(last, cur *fleetv1.Session) []*fleetv1.Event {
 	if last != nil && proto.Equal(last, cur) {
 		return nil

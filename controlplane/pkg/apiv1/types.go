@@ -201,6 +201,14 @@ type Event struct {
 	// first (session.speaking_started) or last (session.speaking_ended)
 	// frame of speech sent.
 	MediaTimeMS *int64 `json:"media_time_ms,omitempty"`
+	// FromWorker, ToWorker and Reason ("worker_lost" | "drain") describe a
+	// session.moved event.
+	FromWorker string `json:"from_worker,omitempty"`
+	ToWorker   string `json:"to_worker,omitempty"`
+	Reason     string `json:"reason,omitempty"`
+	// Revision is the etcd revision a lifecycle event derives from (its id
+	// is "<revision>-<n>"); absent on events from workers (speaking).
+	Revision int64 `json:"revision,omitempty"`
 }
 
 // Error codes.

@@ -12,6 +12,7 @@ import (
 	"log/slog"
 	"net"
 	"net/http"
+	"slices"
 	"time"
 
 	"github.com/nats-io/nats.go"
@@ -21,6 +22,7 @@ import (
 	"golang.org/x/sync/errgroup"
 
 	"github.com/avatarfleet/avatarfleet/controlplane/pkg/auth"
+	"github.com/avatarfleet/avatarfleet/controlplane/pkg/eventlog"
 	"github.com/avatarfleet/avatarfleet/controlplane/pkg/httpapi"
 	"github.com/avatarfleet/avatarfleet/controlplane/pkg/placement"
 	"github.com/avatarfleet/avatarfleet/controlplane/pkg/registry"
@@ -154,12 +156,13 @@ func New(ctx context.Context, opts Options) (*Replica, error) {
 	if r.etcd, err = fleetconn.Etcd(context.WithoutCancel(ctx), etcdCfg); err != nil {
 		return nil, fmt.Errorf("replica: %w", err)
 	}
-	if r.nc, err = fleetconn.NATS(natsCfg, nats.MaxReconnects(-1)); err != nil {
+	// Reconnect soon after an outage: derived events wait for NATS.
+	if r.nc, err = fleetconn.NATS(natsCfg, nats.MaxReconnects(-1), nats.ReconnectWait(500*time.Millisecond)); err != nil {
 		return nil, fmt.Errorf("replica: %w", err)
 	}
-	pub, err := fleetbus.NewAsyncPublisher(r.nc, func(subject string, err error) {
-		log.Warn("event not stored", "subject", subject, "err", err)
-	})
+	// Lifecycle events are derived from etcd by the leader's event log
+	// (package eventlog); nothing else in the control plane publishes them.
+	pub, err := fleetbus.NewPublisher(r.nc)
 	if err != nil {
 		return nil, err
 	}
@@ -192,7 +195,6 @@ func New(ctx context.Context, opts Options) (*Replica, error) {
 		Store:    store,
 		Registry: r.registry,
 		Workers:  r.pool,
-		Events:   pub,
 		Selector: selector,
 		Log:      log,
 		Metrics:  sessions.NewMetrics(reg),
@@ -206,6 +208,11 @@ func New(ctx context.Context, opts Options) (*Replica, error) {
 	if supOpts.Replacer == nil {
 		supOpts.Replacer = r.manager // the leader re-places sessions of lost workers
 	}
+	// The leader derives lifecycle events from etcd (package eventlog);
+	// nothing that changes records publishes them.
+	supOpts.Events = nil
+	evlog := eventlog.New(eventlog.Options{Store: store, Bus: pub, Log: log, Metrics: eventlog.NewMetrics(reg)})
+	supOpts.LeaderDuties = append(slices.Clip(supOpts.LeaderDuties), evlog.Run)
 	r.super = supervisor.New(supOpts)
 
 	// Every replica pulls from the same durable consumer per endpoint:
@@ -228,7 +235,6 @@ func New(ctx context.Context, opts Options) (*Replica, error) {
 		Keys:        opts.Keys,
 		Tokens:      tokens,
 		Events:      pub.JetStream(),
-		Publisher:   pub,
 		Ready:       r.ready,
 		Gatherer:    reg,
 		Registerer:  reg,

@@ -34,6 +34,10 @@ type HealthChecker interface {
 
 // Options configures a Supervisor.
 type Options struct {
+	// LeaderDuties run while this replica leads (each until its context
+	// ends; an error ends the leadership), like the event log.
+	LeaderDuties []func(ctx context.Context) error
+
 	ReplicaID string
 	Store     *fleetstore.Store
 	Registry  *registry.Registry
@@ -143,6 +147,9 @@ func (s *Supervisor) leadOnce(ctx context.Context) error {
 			return nil
 		}
 	})
+	for _, duty := range s.opts.LeaderDuties {
+		g.Go(func() error { return duty(gctx) })
+	}
 	g.Go(func() error { return s.reapLoop(gctx) })
 	g.Go(func() error { return s.healthLoop(gctx) })
 	g.Go(func() error { return s.migrateLoop(gctx) })

@@ -208,6 +208,10 @@ func New(ctx context.Context, opts Options) (*Replica, error) {
 	if supOpts.Replacer == nil {
 		supOpts.Replacer = r.manager // the leader re-places sessions of lost workers
 	}
+	if supOpts.Migration.Replay == nil {
+		// A migrated session speaks on its target what its source had not.
+		supOpts.Migration.Replay = r.manager.ReplaySpeech
+	}
 	// The leader derives lifecycle events from etcd (package eventlog);
 	// nothing that changes records publishes them.
 	supOpts.Events = nil

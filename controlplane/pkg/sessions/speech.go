@@ -111,3 +111,9 @@ func speechStoreError(err error) error {
 	}
 	return err
 }
+
+// ReplaySpeech is replaySpeech for other duties that move a session (the
+// supervisor's live migration).
+func (m *Manager) ReplaySpeech(ctx context.Context, sess *fleetv1.Session) error {
+	return m.replaySpeech(ctx, sess)
+}

@@ -155,7 +155,7 @@ func (s *Store) listAll(ctx context.Context, prefixes []string, h Handler) (int6
 		if i > 0 {
 			opts = append(opts, clientv3.WithRev(rev))
 		}
-		resp, err := s.cli.Get(ctx, p, opts...)
+		resp, err := s.kv.Get(ctx, p, opts...)
 		if err != nil {
 			return 0, fmt.Errorf("list %s: %w", p, err)
 		}

@@ -3,11 +3,7 @@ package supervisor
 import (
 	"context"
 	"errors"
-	"fmt"
 	"time"
-
-	"go.etcd.io/etcd/api/v3/mvccpb"
-	clientv3 "go.etcd.io/etcd/client/v3"
 
 	fleetv1 "github.com/avatarfleet/avatarfleet/proto/fleet/v1"
 	"github.com/avatarfleet/avatarfleet/proto/fleetbus"
@@ -20,60 +16,35 @@ import (
 // live means the worker's lease expired or was revoked: the worker is lost,
 // and the session fails with reason worker_lost.
 
-// reapLoop follows deletions under fleet/ and reconciles periodically.
+// reapLoop follows deletions under fleet/ (fleetstore's ListWatch) and
+// reconciles at every listing: first, after a broken watch, and every
+// ReconcileInterval.
 func (s *Supervisor) reapLoop(ctx context.Context) error {
 	keys := s.opts.Store.Keys()
-	cli := s.opts.Store.Client()
-	for ctx.Err() == nil {
-		// Reconcile first: it covers whatever happened before the watch.
-		rev, err := s.reconcile(ctx)
-		if err != nil {
-			s.log.Warn("reconcile sessions", "err", err)
-			if !sleep(ctx, time.Second) {
-				return nil
-			}
-			continue
-		}
-		if err := s.followDeletions(ctx, cli, keys, rev); err != nil {
-			s.log.Warn("reaper watch", "err", err)
-		}
-	}
-	return nil
-}
-
-func (s *Supervisor) followDeletions(ctx context.Context, cli *clientv3.Client, keys fleetstore.Keys, rev int64) error {
-	wctx, cancel := context.WithCancel(clientv3.WithRequireLeader(ctx))
-	defer cancel()
-	wch := cli.Watch(wctx, keys.Fleet(), clientv3.WithPrefix(), clientv3.WithRev(rev+1),
-		clientv3.WithFilterPut(), clientv3.WithPrevKV())
-	tick := time.NewTicker(s.opts.ReconcileInterval)
-	defer tick.Stop()
-	for {
-		select {
-		case <-ctx.Done():
-			return nil
-		case <-tick.C:
+	return s.opts.Store.ListWatch(ctx, fleetstore.ListWatchOptions{
+		Prefixes: []string{keys.Fleet()},
+		PrevKV:   true,
+		Resync:   s.opts.ReconcileInterval,
+		Name:     "reaper",
+		Log:      s.log,
+	}, fleetstore.HandlerFuncs{
+		ReplaceFunc: func(ctx context.Context, _ []fleetstore.KV, _ int64) {
 			if _, err := s.reconcile(ctx); err != nil {
 				s.log.Warn("reconcile sessions", "err", err)
 			}
-		case resp, ok := <-wch:
-			if !ok {
-				return errors.New("watch closed")
-			}
-			if err := resp.Err(); err != nil {
-				return fmt.Errorf("watch deletions: %w", err)
-			}
-			for _, ev := range resp.Events {
-				if ev.Type == mvccpb.DELETE && ev.PrevKv != nil {
-					s.onDelete(ctx, keys, ev.PrevKv)
+		},
+		ApplyFunc: func(ctx context.Context, events []fleetstore.Event, _ int64) {
+			for _, ev := range events {
+				if ev.Type == fleetstore.EventDelete && ev.Prev != nil {
+					s.onDelete(ctx, keys, *ev.Prev)
 				}
 			}
-		}
-	}
+		},
+	})
 }
 
-func (s *Supervisor) onDelete(ctx context.Context, keys fleetstore.Keys, prev *mvccpb.KeyValue) {
-	pk, err := keys.Parse(string(prev.Key))
+func (s *Supervisor) onDelete(ctx context.Context, keys fleetstore.Keys, prev fleetstore.KV) {
+	pk, err := keys.Parse(prev.Key)
 	if err != nil {
 		return
 	}
@@ -115,30 +86,16 @@ func (s *Supervisor) failLost(ctx context.Context, sessionID, worker string) {
 // deletes ended records past retention. It returns the revision it read at.
 func (s *Supervisor) reconcile(ctx context.Context) (int64, error) {
 	keys := s.opts.Store.Keys()
-	cli := s.opts.Store.Client()
-	resp, err := cli.Get(ctx, keys.Sessions(), clientv3.WithPrefix())
+	entries, held, rev, err := s.opts.Store.SessionsAndSlots(ctx) // held: slot key → session
 	if err != nil {
-		return 0, fmt.Errorf("list sessions: %w", err)
-	}
-	rev := resp.Header.Revision
-	slots, err := cli.Get(ctx, keys.Slots(), clientv3.WithPrefix(), clientv3.WithRev(rev))
-	if err != nil {
-		return 0, fmt.Errorf("list slots: %w", err)
-	}
-	held := make(map[string]string, len(slots.Kvs)) // slot key → session
-	for _, kv := range slots.Kvs {
-		held[string(kv.Key)] = string(kv.Value)
+		return 0, err
 	}
 	now := time.Now()
-	for _, kv := range resp.Kvs {
-		sess, err := fleetstore.DecodeSession(kv.Value)
-		if err != nil {
-			s.log.Warn("undecodable session record", "key", string(kv.Key), "err", err)
-			continue
-		}
+	for _, e := range entries {
+		sess := e.Session
 		if fleetstore.Terminal(sess.GetState()) {
 			if now.Sub(sess.GetEndedAt().AsTime()) > s.opts.Retention {
-				if err := s.opts.Store.DeleteSessionRecord(ctx, sess.GetId(), kv.ModRevision); err != nil {
+				if err := s.opts.Store.DeleteSessionRecord(ctx, sess.GetId(), e.Revision); err != nil {
 					s.log.Warn("expire session record", "session", sess.GetId(), "err", err)
 				}
 			}

@@ -8,12 +8,9 @@ package supervisor
 import (
 	"context"
 	"errors"
-	"fmt"
 	"log/slog"
 	"time"
 
-	clientv3 "go.etcd.io/etcd/client/v3"
-	"go.etcd.io/etcd/client/v3/concurrency"
 	"golang.org/x/sync/errgroup"
 
 	"github.com/avatarfleet/avatarfleet/controlplane/pkg/registry"
@@ -107,15 +104,9 @@ func (s *Supervisor) Run(ctx context.Context) error {
 }
 
 func (s *Supervisor) leadOnce(ctx context.Context) error {
-	cli := s.opts.Store.Client()
-	sess, err := concurrency.NewSession(cli, concurrency.WithTTL(int(s.opts.ElectionTTL/time.Second)), concurrency.WithContext(ctx))
+	lead, err := s.opts.Store.Campaign(ctx, ctx, s.opts.ReplicaID, s.opts.ElectionTTL)
 	if err != nil {
-		return fmt.Errorf("election session: %w", err)
-	}
-	defer sess.Close() // revokes the lease: the next leader need not wait
-	election := concurrency.NewElection(sess, s.opts.Store.Keys().Leader())
-	if err := election.Campaign(ctx, s.opts.ReplicaID); err != nil {
-		return fmt.Errorf("campaign: %w", err)
+		return err
 	}
 	s.log.Info("supervisor elected leader")
 
@@ -124,7 +115,7 @@ func (s *Supervisor) leadOnce(ctx context.Context) error {
 	g, gctx := errgroup.WithContext(lctx)
 	g.Go(func() error {
 		select {
-		case <-sess.Done():
+		case <-lead.Done():
 			return errors.New("leader lease lost")
 		case <-gctx.Done():
 			return nil
@@ -135,15 +126,11 @@ func (s *Supervisor) leadOnce(ctx context.Context) error {
 	err = g.Wait()
 	rctx, rcancel := context.WithTimeout(context.WithoutCancel(ctx), time.Second)
 	defer rcancel()
-	_ = election.Resign(rctx)
+	lead.Resign(rctx) // the next leader need not wait for the lease
 	return err
 }
 
 // IsLeader reports whether this replica's id holds the election key now.
-func IsLeader(ctx context.Context, cli *clientv3.Client, keys fleetstore.Keys, replicaID string) (bool, error) {
-	resp, err := cli.Get(ctx, keys.Leader(), clientv3.WithFirstCreate()...)
-	if err != nil {
-		return false, fmt.Errorf("read leader: %w", err)
-	}
-	return len(resp.Kvs) > 0 && string(resp.Kvs[0].Value) == replicaID, nil
+func IsLeader(ctx context.Context, store *fleetstore.Store, replicaID string) (bool, error) {
+	return store.IsLeader(ctx, replicaID)
 }

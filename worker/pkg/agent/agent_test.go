@@ -121,7 +121,7 @@ func (r *running) place(t *testing.T, id string, slot uint32) *fleetv1.Session {
 
 func (r *running) reserve(t *testing.T, id string, slot uint32) *fleetv1.Session {
 	t.Helper()
-	resp, err := r.store.Client().Get(t.Context(), r.store.Keys().Worker(r.agent.ID()))
+	resp, err := servers.ClientOf(r.store).Get(t.Context(), r.store.Keys().Worker(r.agent.ID()))
 	if err != nil || len(resp.Kvs) == 0 {
 		t.Fatalf("worker record: %v", err)
 	}
@@ -138,7 +138,7 @@ func (r *running) reserve(t *testing.T, id string, slot uint32) *fleetv1.Session
 
 func (r *running) record(t *testing.T) (*fleetv1.Worker, clientv3.LeaseID, bool) {
 	t.Helper()
-	resp, err := r.store.Client().Get(t.Context(), r.store.Keys().Worker(r.agent.ID()))
+	resp, err := servers.ClientOf(r.store).Get(t.Context(), r.store.Keys().Worker(r.agent.ID()))
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -163,7 +163,7 @@ func (r *running) session(t *testing.T, id string) *fleetv1.Session {
 
 func (r *running) slotFree(t *testing.T, slot uint32) bool {
 	t.Helper()
-	resp, err := r.store.Client().Get(t.Context(), r.store.Keys().Slot(r.agent.ID(), 0, slot))
+	resp, err := servers.ClientOf(r.store).Get(t.Context(), r.store.Keys().Slot(r.agent.ID(), 0, slot))
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -229,7 +229,7 @@ func TestRefusedRestartKeepsWatchingRunningSession(t *testing.T) {
 	r := startAgent(t, servers.Name(t, "w"), nil)
 	r.place(t, "s1", 0)
 	_, lease, _ := r.record(t)
-	if _, err := r.store.Client().Put(t.Context(), r.store.Keys().Slot(r.agent.ID(), 0, 1), "s1", clientv3.WithLease(lease)); err != nil {
+	if _, err := servers.ClientOf(r.store).Put(t.Context(), r.store.Keys().Slot(r.agent.ID(), 0, 1), "s1", clientv3.WithLease(lease)); err != nil {
 		t.Fatal(err)
 	}
 	_, err := r.client.StartSession(t.Context(), &fleetv1.StartSessionRequest{Session: &fleetv1.Session{Id: "s1", WorkerId: r.agent.ID(), Slot: 1}})
@@ -279,7 +279,7 @@ func TestDrainEndsSessionsAtDeadlineAndRevokesLease(t *testing.T) {
 		t.Fatalf("record during drain = %v", w)
 	}
 	// New sessions are refused, even with a valid reservation.
-	if _, err := r.store.Client().Put(t.Context(), r.store.Keys().Slot(r.agent.ID(), 0, 9), "late", clientv3.WithLease(lease)); err != nil {
+	if _, err := servers.ClientOf(r.store).Put(t.Context(), r.store.Keys().Slot(r.agent.ID(), 0, 9), "late", clientv3.WithLease(lease)); err != nil {
 		t.Fatal(err)
 	}
 	_, err := r.client.StartSession(t.Context(), &fleetv1.StartSessionRequest{Session: &fleetv1.Session{Id: "late", WorkerId: r.agent.ID(), Slot: 9}})
@@ -313,7 +313,7 @@ func TestDrainEndsSessionsAtDeadlineAndRevokesLease(t *testing.T) {
 	if _, _, ok := r.record(t); ok {
 		t.Fatal("worker record still there after the drain")
 	}
-	if ttl, err := r.store.Client().TimeToLive(t.Context(), lease); err != nil || ttl.TTL != -1 {
+	if ttl, err := servers.ClientOf(r.store).TimeToLive(t.Context(), lease); err != nil || ttl.TTL != -1 {
 		t.Fatalf("lease after drain: ttl=%v err=%v, want revoked", ttl, err)
 	}
 }
@@ -323,7 +323,7 @@ func TestLeaseLossStopsSessionsAndReregisters(t *testing.T) {
 	r.place(t, "s1", 0)
 	_, lease, _ := r.record(t)
 	// Lease gone (expired during a partition, or revoked): the slots are gone.
-	if _, err := r.store.Client().Revoke(t.Context(), lease); err != nil {
+	if _, err := servers.ClientOf(r.store).Revoke(t.Context(), lease); err != nil {
 		t.Fatal(err)
 	}
 	fleettest.Eventually(t, 5*time.Second, "sessions to stop", func() bool { return len(r.agent.Runtime().Sessions()) == 0 })
@@ -360,7 +360,7 @@ func TestSeveralAgentsShareOneFleet(t *testing.T) {
 	if a.agent.GRPCAddr() == b.agent.GRPCAddr() {
 		t.Fatal("agents share a gRPC address")
 	}
-	resp, err := a.store.Client().Get(t.Context(), a.store.Keys().Workers(), clientv3.WithPrefix(), clientv3.WithCountOnly())
+	resp, err := servers.ClientOf(a.store).Get(t.Context(), a.store.Keys().Workers(), clientv3.WithPrefix(), clientv3.WithCountOnly())
 	if err != nil || resp.Count != 2 {
 		t.Fatalf("workers registered: %d, %v", resp.Count, err)
 	}

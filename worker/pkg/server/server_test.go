@@ -298,7 +298,7 @@ func TestSlotBusyIsResourceExhausted(t *testing.T) {
 	}
 	// etcd freed the slot and gave it to a new session, but the old one has
 	// not been stopped locally yet.
-	if _, err := f.store.Client().Put(ctx, f.store.Keys().Slot(f.worker, 0, 0), "new"); err != nil {
+	if _, err := servers.ClientOf(f.store).Put(ctx, f.store.Keys().Slot(f.worker, 0, 0), "new"); err != nil {
 		t.Fatal(err)
 	}
 	_, err := f.client.StartSession(ctx, &fleetv1.StartSessionRequest{Session: &fleetv1.Session{Id: "new", WorkerId: f.worker}})

@@ -93,7 +93,7 @@ func TestEndedSessionIsStoppedWithItsReason(t *testing.T) {
 func TestSlotTakenOverStopsSessionButLateEventsDoNot(t *testing.T) {
 	store := servers.Store(t)
 	worker := servers.Name(t, "w")
-	cli := store.Client()
+	cli := servers.ClientOf(store)
 	key := store.Keys().Slot(worker, 1, 0)
 	w, rec := startWatcher(t, store, worker)
 
@@ -138,7 +138,7 @@ func TestUntrackedSessionIsNotStopped(t *testing.T) {
 	w, rec := startWatcher(t, store, worker)
 	w.Track("s4", 0, 1)
 	w.Untrack("s4")
-	if _, err := store.Client().Delete(t.Context(), store.Keys().Slot(worker, 0, 1)); err != nil {
+	if _, err := servers.ClientOf(store).Delete(t.Context(), store.Keys().Slot(worker, 0, 1)); err != nil {
 		t.Fatal(err)
 	}
 	time.Sleep(300 * time.Millisecond)

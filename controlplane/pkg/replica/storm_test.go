@@ -82,10 +82,32 @@ func TestPlacementStorm(t *testing.T) {
 	// The storm is not about loss: leases longer than the default 2s keep
 	// a busy machine (race detector, etcd authenticating every request)
 	// from losing a worker in the middle of it.
+	// Failure detection runs at its defaults (probes every 250 ms, suspect
+	// after 1 s of silence, fence when confirmed): the storm must not make
+	// it fence a live worker.
+	var fences sync.Map
 	f := testfleet.Start(t, testfleet.Options{EtcdMembers: 3, Replicas: 3, Workers: specs,
-		WorkerLeaseTTL: 10 * time.Second, Supervisor: supervisor.Options{ElectionTTL: 10 * time.Second}})
+		WorkerLeaseTTL: 10 * time.Second, Supervisor: supervisor.Options{ElectionTTL: 10 * time.Second,
+			HealthInterval: 250 * time.Millisecond, OnFence: func(id string) { fences.Store(id, true) }}})
 	ctx := context.Background()
 	watcher, stopWatch := watchSlots(ctx, t, f)
+	leases := map[string]clientv3.LeaseID{}
+	for _, w := range f.Replicas[0].Registry().Workers() {
+		leases[w.Worker.GetId()] = w.Lease
+	}
+	defer func() {
+		// No worker was fenced or lost its lease (a false suspicion would
+		// have it registered again under a new one).
+		fences.Range(func(id, _ any) bool {
+			t.Errorf("worker %s fenced during the storm", id)
+			return true
+		})
+		for id, lease := range leases {
+			if w, ok := f.Replicas[0].Registry().Worker(id); !ok || w.Lease != lease {
+				t.Errorf("worker %s lost its lease %x during the storm (now %x, registered %v)", id, lease, w.Lease, ok)
+			}
+		}
+	}()
 
 	type result struct {
 		status  int

@@ -1,7 +1,8 @@
 // Package supervisor runs the control plane's fleet-wide duties on exactly
 // one replica at a time, chosen by an etcd election: failing the sessions of
-// lost workers, marking workers that stop answering health checks down, and
-// expiring old session records. Every change it makes is a guarded etcd
+// lost workers, detecting dead workers within about a second and fencing
+// them (revoking their lease), marking workers that only stop answering
+// health probes down, and expiring old session records. Every change it makes is a guarded etcd
 // transaction, so a deposed leader still finishing a step cannot do harm.
 package supervisor
 
@@ -23,11 +24,6 @@ type EventPublisher interface {
 	Publish(ctx context.Context, e *fleetv1.Event) error
 }
 
-// HealthChecker asks one worker whether it is alive.
-type HealthChecker interface {
-	Check(ctx context.Context, workerID string) error
-}
-
 // Options configures a Supervisor.
 type Options struct {
 	ReplicaID string
@@ -35,14 +31,26 @@ type Options struct {
 	Registry  *registry.Registry
 	Events    EventPublisher
 	Health    HealthChecker
-	Log       *slog.Logger
+	// Confirm is the second signal about a suspect worker (health.go);
+	// nil means TCPConfirmer.
+	Confirm Confirmer
+	Log     *slog.Logger
 	// ElectionTTL is the leader's lease; a dead leader is replaced after it.
 	ElectionTTL time.Duration
-	// HealthInterval is the time between health rounds; HealthTimeout bounds
-	// one check; a worker is down after HealthFailures failures in a row.
+	// HealthInterval is the time between probe rounds (250 ms);
+	// HealthTimeout bounds one probe (500 ms). A worker is suspect after
+	// HealthFailures failed probes in a row (3) spanning at least
+	// SuspectAfter of silence (1 s); see health.go.
 	HealthInterval time.Duration
 	HealthTimeout  time.Duration
 	HealthFailures int
+	SuspectAfter   time.Duration
+	// NoFence turns fencing off: suspects are only marked down, and a dead
+	// worker is lost when its lease expires.
+	NoFence bool
+	// OnFence, when set, is called with the id of each worker the leader
+	// fenced (tests and metrics).
+	OnFence func(workerID string)
 	// ReconcileInterval is how often every live session is checked against
 	// its slot (catching what a watch gap missed).
 	ReconcileInterval time.Duration
@@ -55,7 +63,13 @@ func (o *Options) defaults() {
 		o.ElectionTTL = 5 * time.Second
 	}
 	if o.HealthInterval == 0 {
-		o.HealthInterval = time.Second
+		o.HealthInterval = 250 * time.Millisecond
+	}
+	if o.SuspectAfter == 0 {
+		o.SuspectAfter = time.Second
+	}
+	if o.Confirm == nil {
+		o.Confirm = TCPConfirmer{}
 	}
 	if o.HealthTimeout == 0 {
 		o.HealthTimeout = 500 * time.Millisecond

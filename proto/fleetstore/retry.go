@@ -147,7 +147,7 @@ type retryTxn struct {
 	thens, elss []clientv3.Op
 }
 
-func (t *retryTxn) If(cs ...clientv3.Cmp) *retryTxn  { t.cmps = append(t.cmps, cs...); return t }
+func (t *retryTxn) If(cs ...clientv3.Cmp) *retryTxn   { t.cmps = append(t.cmps, cs...); return t }
 func (t *retryTxn) Then(ops ...clientv3.Op) *retryTxn { t.thens = append(t.thens, ops...); return t }
 func (t *retryTxn) Else(ops ...clientv3.Op) *retryTxn { t.elss = append(t.elss, ops...); return t }
 

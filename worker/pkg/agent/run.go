@@ -194,7 +194,7 @@ func (a *Agent) connect() (*instance, error) {
 		}
 		in.grpc = server.NewGRPC(srv, sopts...)
 		in.reg, err = registration.New(registration.Config{
-			Store:     in.store,
+			Store: in.store,
 			Worker: &fleetv1.Worker{
 				Id:           a.opts.ID,
 				GrpcAddress:  a.advertise,

@@ -56,6 +56,7 @@ type EtcdCluster struct {
 
 	mu      sync.Mutex
 	stopped map[int]bool
+	closing sync.WaitGroup // members killed, still closing
 }
 
 // StartEtcd starts an embedded etcd cluster and waits until it serves.
@@ -227,6 +228,24 @@ func (c *EtcdCluster) StopMember(i int) {
 	}
 }
 
+// KillMember stops member i the way a crash does: its raft node stops at
+// once, without handing leadership on (a graceful stop transfers it first,
+// which hides a leader's loss), and its connections close after.
+func (c *EtcdCluster) KillMember(i int) {
+	c.mu.Lock()
+	if c.stopped == nil {
+		c.stopped = map[int]bool{}
+	}
+	already := c.stopped[i]
+	c.stopped[i] = true
+	c.mu.Unlock()
+	if already {
+		return
+	}
+	c.members[i].Server.HardStop()
+	c.closing.Go(c.members[i].Close)
+}
+
 // Close stops every member.
 func (c *EtcdCluster) Close() {
 	c.closeOnce.Do(func() {
@@ -244,6 +263,7 @@ func (c *EtcdCluster) Close() {
 			}
 		}
 		wg.Wait()
+		c.closing.Wait()
 	})
 }
 

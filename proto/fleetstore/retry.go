@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"math/rand/v2"
+	"strings"
 	"time"
 
 	"github.com/cenkalti/backoff/v5"
@@ -30,9 +31,12 @@ import (
 
 // RetryOptions tunes how requests ride out an etcd leader change.
 type RetryOptions struct {
-	// AttemptTimeout bounds one attempt of one request (default 1.5 s:
-	// longer than an election, so a healthy but loaded cluster is not
-	// mistaken for a lost one).
+	// AttemptTimeout bounds one attempt of one request (default 1 s). A
+	// request a follower forwarded to a leader that just died is never
+	// answered; an election takes 1-2 s, so a shorter bound only retries
+	// into "no leader", a longer one delays the first attempt that can
+	// succeed. A request slower than this on a healthy cluster is tried
+	// again, which guarded transactions make safe.
 	AttemptTimeout time.Duration
 	// MinBackoff and MaxBackoff bound the jittered wait between attempts
 	// (defaults 20 ms and 250 ms).
@@ -41,7 +45,7 @@ type RetryOptions struct {
 
 func (o *RetryOptions) defaults() {
 	if o.AttemptTimeout <= 0 {
-		o.AttemptTimeout = 1500 * time.Millisecond
+		o.AttemptTimeout = time.Second
 	}
 	if o.MinBackoff <= 0 {
 		o.MinBackoff = 20 * time.Millisecond
@@ -64,12 +68,20 @@ func Retriable(err error) bool {
 	case rpctypes.ErrNoLeader, rpctypes.ErrLeaderChanged, rpctypes.ErrTimeout,
 		rpctypes.ErrTimeoutDueToLeaderFail, rpctypes.ErrTimeoutDueToConnectionLost,
 		rpctypes.ErrTimeoutWaitAppliedIndex, rpctypes.ErrNotCapable, rpctypes.ErrStopped,
-		rpctypes.ErrTooManyRequests:
+		rpctypes.ErrTooManyRequests,
+		// A token one member issued may be unknown to the next one tried;
+		// the client fetches a new one for the retry.
+		rpctypes.ErrInvalidAuthToken, rpctypes.ErrAuthOldRevision:
 		return true
 	}
 	switch status.Code(err) {
 	case codes.Unavailable, codes.DeadlineExceeded, codes.Aborted:
 		return true
+	case codes.Unknown:
+		// A member whose raft stopped or that had no leader to forward a
+		// proposal to says so only in words.
+		msg := status.Convert(err).Message()
+		return strings.Contains(msg, "raft: stopped") || strings.Contains(msg, "raft proposal dropped")
 	}
 	return false
 }

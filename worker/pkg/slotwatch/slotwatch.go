@@ -44,6 +44,15 @@ type Watcher struct {
 	held   map[string]string // every slot key of the worker → session id, as of rev
 	rev    int64             // etcd revision held reflects; 0 before the first listing
 	moved  chan struct{}     // closed and replaced whenever rev advances
+	// read holds what OwnerAt read from etcd when the view lagged behind
+	// the revision asked for: slot key → owner and that revision, until
+	// the view catches up.
+	read map[string]readOwner
+}
+
+type readOwner struct {
+	owner string
+	rev   int64
 }
 
 // New returns a Watcher for worker's slots; stop is called for each tracked
@@ -62,6 +71,7 @@ func New(store *fleetstore.Store, worker string, stop StopFunc, log *slog.Logger
 		inView: make(map[string]bool),
 		held:   make(map[string]string),
 		moved:  make(chan struct{}),
+		read:   make(map[string]readOwner),
 	}
 }
 
@@ -88,16 +98,25 @@ func (w *Watcher) trackLocked(sessionID, key string) {
 // still holds it; the check and the tracking are one step, so a deletion
 // is either seen here (false) or stops the tracked session later. Use it
 // after a start checked with OwnerAt, in place of Track and a second read.
+// When OwnerAt had to read etcd because the view lagged (a watch stuck on
+// a dying member) and the view still lags, that read stands in for the
+// view: the session is tracked as after Track, so whatever the view later
+// applies about its slot is checked by reading again.
 func (w *Watcher) TrackIfHeld(sessionID string, gpu, slot uint32) bool {
 	key := w.store.Keys().Slot(w.worker, gpu, slot)
 	w.mu.Lock()
 	defer w.mu.Unlock()
-	if w.held[key] != sessionID {
-		return false
+	if w.held[key] == sessionID {
+		w.trackLocked(sessionID, key)
+		w.inView[sessionID] = true
+		return true
 	}
-	w.trackLocked(sessionID, key)
-	w.inView[sessionID] = true
-	return true
+	if r, ok := w.read[key]; ok && r.owner == sessionID && w.rev < r.rev {
+		delete(w.read, key)
+		w.trackLocked(sessionID, key)
+		return true
+	}
+	return false
 }
 
 // Untrack forgets a session (it stopped).
@@ -130,8 +149,10 @@ func (w *Watcher) Owner(ctx context.Context, gpu, slot uint32) (string, error) {
 	return w.store.SlotOwner(ctx, w.worker, gpu, slot)
 }
 
-// ownerAtWait bounds how long OwnerAt waits for the watch before reading.
-const ownerAtWait = 2 * time.Second
+// ownerAtWait bounds how long OwnerAt waits for the watch before reading:
+// a watch on an etcd member that died silently delivers nothing until its
+// stream breaks, and a read (retried on another member) answers at once.
+const ownerAtWait = 500 * time.Millisecond
 
 // OwnerAt says which session holds a slot as of revision rev or later. It
 // waits until the watch has applied rev (a reservation reaches the watch
@@ -153,7 +174,15 @@ func (w *Watcher) OwnerAt(ctx context.Context, rev int64, gpu, slot uint32) (str
 		select {
 		case <-moved:
 		case <-timeout.C:
-			return w.Owner(ctx, gpu, slot)
+			owner, err := w.Owner(ctx, gpu, slot)
+			if err == nil {
+				w.mu.Lock()
+				if w.rev < rev {
+					w.read[key] = readOwner{owner: owner, rev: rev}
+				}
+				w.mu.Unlock()
+			}
+			return owner, err
 		case <-ctx.Done():
 			return "", fmt.Errorf("wait for slot %s at revision %d: %w", key, rev, ctx.Err())
 		}
@@ -214,6 +243,11 @@ func (w *Watcher) advanceLocked(rev int64) {
 		w.rev = rev
 		close(w.moved)
 		w.moved = make(chan struct{})
+		for key, r := range w.read {
+			if r.rev <= rev {
+				delete(w.read, key) // the view has caught up: it decides
+			}
+		}
 	}
 }
 

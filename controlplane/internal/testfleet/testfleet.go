@@ -35,6 +35,8 @@ import (
 	"github.com/avatarfleet/avatarfleet/proto/fleetpki"
 	"github.com/avatarfleet/avatarfleet/proto/fleetstore"
 	"github.com/avatarfleet/avatarfleet/worker/pkg/agent"
+	"github.com/avatarfleet/avatarfleet/worker/pkg/runtime"
+	"github.com/avatarfleet/avatarfleet/worker/pkg/runtime/runtimetest"
 	"github.com/avatarfleet/avatarfleet/worker/pkg/server"
 )
 
@@ -335,7 +337,10 @@ func (f *Fleet) StartWorkerOn(spec WorkerSpec, natsURL string) *Worker {
 		LeaseTTL:     leaseTTL,
 		DrainTimeout: f.opts.DrainTimeout,
 		Signaling:    spec.Signaling,
-		Logger:       f.log,
+		NewRuntime: func(devs []*fleetv1.GPU, log *slog.Logger) (runtime.Runtime, error) {
+			return runtimetest.NewHolder(devs, log), nil
+		},
+		Logger: f.log,
 	})
 	if err != nil {
 		f.t.Fatalf("start worker %s: %v", spec.ID, err)

@@ -4,6 +4,7 @@ import (
 	"context"
 	"encoding/json"
 	"errors"
+	"log/slog"
 	"net"
 	"testing"
 	"time"
@@ -20,11 +21,17 @@ import (
 	"github.com/avatarfleet/avatarfleet/worker/internal/fleettest"
 	"github.com/avatarfleet/avatarfleet/worker/pkg/health"
 	"github.com/avatarfleet/avatarfleet/worker/pkg/runtime"
+	"github.com/avatarfleet/avatarfleet/worker/pkg/runtime/runtimetest"
 )
 
 var servers *fleettest.Servers
 
 func TestMain(m *testing.M) { fleettest.Main(m, &servers) }
+
+// holderRuntime is the agent's runtime in these tests: slots without media.
+func holderRuntime(devs []*fleetv1.GPU, log *slog.Logger) (runtime.Runtime, error) {
+	return runtimetest.NewHolder(devs, log), nil
+}
 
 // running is an agent under test.
 type running struct {
@@ -56,6 +63,7 @@ func startAgent(t *testing.T, id string, tweak func(*Options)) *running {
 		EtcdPrefix:    servers.Prefix(t),
 		NATSURL:       servers.NATS.URL(),
 		GRPCListen:    "127.0.0.1:0",
+		NewRuntime:    holderRuntime,
 		Devices:       []*fleetv1.GPU{{Index: 0, Name: "cpu", Slots: 2, Cpu: true}},
 		LeaseTTL:      2 * time.Second,
 		DrainTimeout:  time.Second,
@@ -246,7 +254,7 @@ func TestSessionEndedByRuntimeIsRecorded(t *testing.T) {
 	r := startAgent(t, servers.Name(t, "w"), nil)
 	events := servers.Events(t, fleetbus.WorkerSessionSubject(r.agent.ID(), "boom"))
 	r.place(t, "boom", 1)
-	holder := r.agent.Runtime().(*runtime.Holder)
+	holder := r.agent.Runtime().(*runtimetest.Holder)
 	if err := holder.End("boom", fleetv1.SessionState_SESSION_STATE_FAILED, fleetv1.EndReason_END_REASON_ERROR, "model error"); err != nil {
 		t.Fatal(err)
 	}
@@ -372,7 +380,7 @@ func TestSeveralAgentsShareOneFleet(t *testing.T) {
 
 func TestNewRejectsBadOptions(t *testing.T) {
 	base := func() Options {
-		return Options{ID: "w1", EtcdEndpoints: []string{"http://127.0.0.1:1"}, NATSURL: "nats://127.0.0.1:1", GRPCListen: "127.0.0.1:0"}
+		return Options{ID: "w1", EtcdEndpoints: []string{"http://127.0.0.1:1"}, NATSURL: "nats://127.0.0.1:1", GRPCListen: "127.0.0.1:0", NewRuntime: holderRuntime}
 	}
 	tests := []struct {
 		name  string
@@ -442,7 +450,7 @@ func TestDeriveAdvertise(t *testing.T) {
 // The public (ICE) address is the media address, never the gRPC one.
 func TestPublicIPNotAdvertisedForGRPC(t *testing.T) {
 	a, err := New(Options{ID: "w", EtcdEndpoints: []string{"http://127.0.0.1:1"}, NATSURL: "nats://127.0.0.1:1",
-		GRPCListen: "0.0.0.0:0", PublicIP: "203.0.113.7"})
+		GRPCListen: "0.0.0.0:0", PublicIP: "203.0.113.7", NewRuntime: holderRuntime})
 	if err != nil {
 		t.Fatal(err)
 	}

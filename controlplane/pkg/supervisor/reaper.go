@@ -127,14 +127,3 @@ func (s *Supervisor) publish(ctx context.Context, e *fleetv1.Event) {
 		s.log.Warn("publish event", "type", e.GetType(), "err", err)
 	}
 }
-
-func sleep(ctx context.Context, d time.Duration) bool {
-	t := time.NewTimer(d)
-	defer t.Stop()
-	select {
-	case <-ctx.Done():
-		return false
-	case <-t.C:
-		return true
-	}
-}

@@ -112,7 +112,12 @@ func (s *Supervisor) healthLoop(ctx context.Context) error {
 			return nil
 		}
 		if h, ok := s.opts.Health.(interface{ Healthy() bool }); ok && !h.Healthy() {
-			continue // our own link is down: the probes say nothing
+			// Our own link is down: the probes say nothing, and the
+			// silence they measure starts again once it is back.
+			for _, st := range state {
+				st.failures, st.lastAnswer = 0, time.Now()
+			}
+			continue
 		}
 		now := time.Now()
 		seen := make(map[string]bool, len(workers))

@@ -26,6 +26,30 @@ type slotWatcher struct {
 	maxHeld map[string]int
 }
 
+func (w *slotWatcher) apply(f *testfleet.Fleet, resp clientv3.WatchResponse) {
+	w.mu.Lock()
+	defer w.mu.Unlock()
+	for _, ev := range resp.Events {
+		pk, err := f.Store.Keys().Parse(string(ev.Kv.Key))
+		if err != nil {
+			continue
+		}
+		gpu := fmt.Sprintf("%s/%d", pk.Worker, pk.GPU)
+		if w.held[gpu] == nil {
+			w.held[gpu] = map[string]bool{}
+		}
+		if ev.Type == mvccpb.PUT {
+			w.held[gpu][string(ev.Kv.Key)] = true
+		} else {
+			delete(w.held[gpu], string(ev.Kv.Key))
+		}
+	}
+	// One watch response carries whole transactions: check after each.
+	for gpu, keys := range w.held {
+		w.maxHeld[gpu] = max(w.maxHeld[gpu], len(keys))
+	}
+}
+
 func watchSlots(ctx context.Context, t *testing.T, f *testfleet.Fleet) (*slotWatcher, func()) {
 	t.Helper()
 	w := &slotWatcher{held: map[string]map[string]bool{}, maxHeld: map[string]int{}}
@@ -34,32 +58,22 @@ func watchSlots(ctx context.Context, t *testing.T, f *testfleet.Fleet) (*slotWat
 		t.Fatal(err)
 	}
 	wctx, cancel := context.WithCancel(ctx)
-	wch := f.Client.Watch(wctx, f.Store.Keys().Slots(), clientv3.WithPrefix(), clientv3.WithRev(resp.Header.Revision))
 	done := make(chan struct{})
 	go func() {
 		defer close(done)
-		for resp := range wch {
-			w.mu.Lock()
-			for _, ev := range resp.Events {
-				pk, err := f.Store.Keys().Parse(string(ev.Kv.Key))
-				if err != nil {
-					continue
+		next := resp.Header.Revision
+		// etcd ends a watch whose auth token a lagging member does not
+		// know yet (the storm makes members lag): resume where it ended.
+		for wctx.Err() == nil {
+			wch := f.Client.Watch(wctx, f.Store.Keys().Slots(), clientv3.WithPrefix(), clientv3.WithRev(next))
+			for resp := range wch {
+				if resp.Err() != nil {
+					break
 				}
-				gpu := fmt.Sprintf("%s/%d", pk.Worker, pk.GPU)
-				if w.held[gpu] == nil {
-					w.held[gpu] = map[string]bool{}
-				}
-				if ev.Type == mvccpb.PUT {
-					w.held[gpu][string(ev.Kv.Key)] = true
-				} else {
-					delete(w.held[gpu], string(ev.Kv.Key))
-				}
+				w.apply(f, resp)
+				next = resp.Header.Revision + 1
 			}
-			// One watch response carries whole transactions: check after each.
-			for gpu, keys := range w.held {
-				w.maxHeld[gpu] = max(w.maxHeld[gpu], len(keys))
-			}
-			w.mu.Unlock()
+			time.Sleep(50 * time.Millisecond)
 		}
 	}()
 	return w, func() { cancel(); <-done }

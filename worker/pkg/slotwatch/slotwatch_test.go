@@ -208,3 +208,41 @@ func TestOwnerAtAndTrackIfHeld(t *testing.T) {
 		t.Fatalf("OwnerAt(future) = %q, %v", owner, err)
 	}
 }
+
+// When the watch lags (stuck on a dying etcd member), OwnerAt answers from a
+// read, and TrackIfHeld trusts that read until the view catches up; the
+// session is then followed like any other and stopped when its slot goes.
+func TestLaggingViewTrustsOwnerAtRead(t *testing.T) {
+	store := servers.Store(t)
+	worker := servers.Name(t, "w")
+	rev, ok, err := store.Reserve(t.Context(), fleetstore.Reservation{Worker: worker, GPU: 0, Slot: 0},
+		&fleetv1.Session{Id: "s1", State: fleetv1.SessionState_SESSION_STATE_STARTING})
+	if err != nil || !ok {
+		t.Fatalf("reserve: %v %v", ok, err)
+	}
+	rec := &stopRecorder{stopped: map[string]fleetv1.EndReason{}}
+	w := New(store, worker, rec.stop, nil) // not running yet: its view lags
+	owner, err := w.OwnerAt(t.Context(), rev, 0, 0)
+	if err != nil || owner != "s1" {
+		t.Fatalf("OwnerAt = %q, %v", owner, err)
+	}
+	if !w.TrackIfHeld("s1", 0, 0) {
+		t.Fatal("TrackIfHeld refused a session its read saw holding the slot")
+	}
+	if w.TrackIfHeld("s2", 0, 0) {
+		t.Fatal("TrackIfHeld took a session nobody saw holding the slot")
+	}
+	// The view catches up, then the slot goes: the session is stopped.
+	ctx, cancel := context.WithCancel(context.Background())
+	done := make(chan error, 1)
+	go func() { done <- w.Run(ctx) }()
+	defer func() { cancel(); <-done }()
+	if _, ended, err := store.EndSession(t.Context(), "s1", fleetv1.SessionState_SESSION_STATE_ENDED,
+		fleetv1.EndReason_END_REASON_DELETED, ""); err != nil || !ended {
+		t.Fatalf("EndSession: %v %v", ended, err)
+	}
+	fleettest.Eventually(t, 5*time.Second, "s1 to be stopped", func() bool {
+		_, ok := rec.reason("s1")
+		return ok
+	})
+}

@@ -89,15 +89,27 @@ func Retriable(err error) bool {
 // retry runs op until it succeeds, fails for a reason a retry cannot cure,
 // or ctx ends. It returns how many attempts failed before the last one.
 func (s *Store) retry(ctx context.Context, op func(ctx context.Context) error) (int, error) {
+	return s.retryWithin(ctx, s.retryOpts.AttemptTimeout, op)
+}
+
+// retryWithin is retry with a first attempt bounded by timeout. An attempt
+// that timed out gives the next one twice as long (up to 8 × the default):
+// a request a slow cluster cannot answer in time must not be retried
+// forever, while one lost with a dead leader is retried quickly.
+func (s *Store) retryWithin(ctx context.Context, timeout time.Duration, op func(ctx context.Context) error) (int, error) {
 	bo := backoff.NewExponentialBackOff()
 	bo.InitialInterval, bo.MaxInterval = s.retryOpts.MinBackoff, s.retryOpts.MaxBackoff
 	bo.RandomizationFactor = 0.5
 	for failed := 0; ; failed++ {
-		actx, cancel := context.WithTimeout(clientv3.WithRequireLeader(ctx), s.retryOpts.AttemptTimeout)
+		actx, cancel := context.WithTimeout(clientv3.WithRequireLeader(ctx), timeout)
 		err := op(actx)
+		timedOut := errors.Is(actx.Err(), context.DeadlineExceeded)
 		cancel()
 		if err == nil || ctx.Err() != nil || !Retriable(err) {
 			return failed, err
+		}
+		if timedOut {
+			timeout = min(2*timeout, 8*s.retryOpts.AttemptTimeout)
 		}
 		wait := bo.NextBackOff()
 		// A little extra spread so replicas retrying together do not land
@@ -117,8 +129,13 @@ func (s *Store) retry(ctx context.Context, op func(ctx context.Context) error) (
 type retryKV struct{ s *Store }
 
 func (k retryKV) Get(ctx context.Context, key string, opts ...clientv3.OpOption) (*clientv3.GetResponse, error) {
+	timeout := k.s.retryOpts.AttemptTimeout
+	if len(clientv3.OpGet(key, opts...).RangeBytes()) > 0 {
+		// A listing may be large: its first attempt gets longer.
+		timeout *= 4
+	}
 	var resp *clientv3.GetResponse
-	_, err := k.s.retry(ctx, func(actx context.Context) error {
+	_, err := k.s.retryWithin(ctx, timeout, func(actx context.Context) error {
 		var err error
 		resp, err = k.s.cli.Get(actx, key, opts...)
 		return err

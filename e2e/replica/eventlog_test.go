@@ -2,10 +2,15 @@ package replica_test
 
 import (
 	"bufio"
+	"bytes"
 	"context"
+	"encoding/base64"
 	"encoding/json"
 	"fmt"
+	"io"
 	"net/http"
+	"net/http/httptest"
+	"sort"
 	"strings"
 	"sync"
 	"testing"
@@ -15,7 +20,9 @@ import (
 	clientv3 "go.etcd.io/etcd/client/v3"
 
 	"github.com/avatarfleet/avatarfleet/controlplane/pkg/apiv1"
+	"github.com/avatarfleet/avatarfleet/controlplane/pkg/auth"
 	"github.com/avatarfleet/avatarfleet/controlplane/pkg/supervisor"
+	"github.com/avatarfleet/avatarfleet/controlplane/pkg/webhooks"
 	"github.com/avatarfleet/avatarfleet/e2e/internal/testfleet"
 	fleetv1 "github.com/avatarfleet/avatarfleet/proto/fleet/v1"
 	"github.com/avatarfleet/avatarfleet/proto/fleetbus"
@@ -195,18 +202,23 @@ func checkEvents(t *testing.T, what string, events []apiv1.Event, want map[strin
 
 // TestEventsSurviveNATSOutageAndLeaderChange: sessions are created and
 // deleted while NATS is down for 10 s, then while the leader's replica
-// stops. Afterwards an SSE client that resumes from its Last-Event-ID, and
-// a plain read of the stream, have every lifecycle event exactly once by
-// id, in order per session, as etcd's records imply.
+// stops. Afterwards an SSE client that resumes from its Last-Event-ID, a
+// plain read of the stream, and a webhook receiver (a real HTTP server that
+// verifies each signature) have every lifecycle event exactly once by id,
+// in order per session, as etcd's records imply.
 func TestEventsSurviveNATSOutageAndLeaderChange(t *testing.T) {
+	hooks := newHookReceiver(t)
 	f := testfleet.Start(t, testfleet.Options{
 		Replicas: 2,
 		Workers:  []testfleet.WorkerSpec{{ID: "w1", SlotsPerGPU: 4}, {ID: "w2", SlotsPerGPU: 4}},
 		// NATS goes away on purpose: health checks must not mark the
 		// workers down meanwhile (this test is about events).
-		Supervisor: supervisor.Options{HealthFailures: 1 << 30},
+		Supervisor:     supervisor.Options{HealthFailures: 1 << 30},
+		Webhooks:       []testfleet.Webhook{{Key: testfleet.SessionsKey, URL: hooks.srv.URL + "/hook", Secret: hooks.secret}},
+		WebhookOptions: webhooks.Options{Retry: webhooks.Retry{MaxAttempts: 20, Initial: 50 * time.Millisecond, Max: time.Second}},
 	})
 	ctx := context.Background()
+	waitWebhookConsumer(t, f, testfleet.SessionsKey, hooks.srv.URL+"/hook")
 	leader := func() string {
 		resp, err := f.Client.Get(ctx, f.Store.Keys().Leader(), clientv3.WithFirstCreate()...)
 		if err != nil || len(resp.Kvs) == 0 {
@@ -332,4 +344,103 @@ func TestEventsSurviveNATSOutageAndLeaderChange(t *testing.T) {
 	}
 	checkEvents(t, "stream", stored, want, true)
 	t.Logf("%d derived events in the stream, %d through SSE", len(stored), len(sse()))
+
+	// The webhook receiver, a real HTTP server, verified every request's
+	// signature and has each event once by id (it drops redeliveries of an
+	// id it has acknowledged, as a receiver of at-least-once delivery does).
+	deadline = time.Now().Add(90 * time.Second)
+	for !checkEvents(t, "webhook", hooks.derived(), want, false) && time.Now().Before(deadline) {
+		time.Sleep(200 * time.Millisecond)
+	}
+	checkEvents(t, "webhook", hooks.derived(), want, true)
+	hooks.mu.Lock()
+	t.Logf("webhook: %d events delivered, %d redeliveries of an acknowledged id, %d bad signatures",
+		len(hooks.byID), hooks.redelivered, hooks.badSignatures)
+	if hooks.badSignatures > 0 {
+		t.Errorf("%d webhook requests failed verification", hooks.badSignatures)
+	}
+	hooks.mu.Unlock()
+}
+
+// hookReceiver is a webhook endpoint that verifies each request and keeps
+// the first delivery of each event id.
+type hookReceiver struct {
+	srv    *httptest.Server
+	secret string
+
+	mu            sync.Mutex
+	byID          map[string]apiv1.Event
+	redelivered   int
+	badSignatures int
+}
+
+func newHookReceiver(t *testing.T) *hookReceiver {
+	h := &hookReceiver{
+		secret: "whsec_" + base64.StdEncoding.EncodeToString(bytes.Repeat([]byte{7}, 32)),
+		byID:   map[string]apiv1.Event{},
+	}
+	h.srv = httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		body, _ := io.ReadAll(io.LimitReader(r.Body, 1<<20))
+		h.mu.Lock()
+		defer h.mu.Unlock()
+		if err := webhooks.Verify(h.secret, r.Header, body, 5*time.Minute); err != nil {
+			h.badSignatures++
+			http.Error(w, err.Error(), http.StatusUnauthorized)
+			return
+		}
+		var e apiv1.Event
+		if err := json.Unmarshal(body, &e); err != nil || e.ID != r.Header.Get(webhooks.HeaderID) {
+			h.badSignatures++
+			http.Error(w, "body and webhook-id disagree", http.StatusBadRequest)
+			return
+		}
+		if _, seen := h.byID[e.ID]; seen {
+			h.redelivered++
+		} else {
+			h.byID[e.ID] = e
+		}
+		w.WriteHeader(http.StatusNoContent)
+	}))
+	t.Cleanup(h.srv.Close)
+	return h
+}
+
+// derived are the delivered lifecycle events derived from etcd, in
+// revision order (deliveries run in parallel, so arrival order is not).
+func (h *hookReceiver) derived() []apiv1.Event {
+	h.mu.Lock()
+	defer h.mu.Unlock()
+	out := make([]apiv1.Event, 0, len(h.byID))
+	for _, e := range h.byID {
+		if e.Revision > 0 {
+			out = append(out, e)
+		}
+	}
+	sort.Slice(out, func(i, j int) bool {
+		if out[i].Revision != out[j].Revision {
+			return out[i].Revision < out[j].Revision
+		}
+		return out[i].ID < out[j].ID
+	})
+	return out
+}
+
+// waitWebhookConsumer waits for a key's endpoint's durable consumer: an
+// endpoint gets the events from its consumer's creation on.
+func waitWebhookConsumer(t *testing.T, f *testfleet.Fleet, key, url string) {
+	nc, err := fleetconn.NATS(f.ControlPlaneNATS())
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer nc.Close()
+	js, err := jetstream.New(nc)
+	if err != nil {
+		t.Fatal(err)
+	}
+	f.Eventually(30*time.Second, "the webhook consumer", func() bool {
+		ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+		defer cancel()
+		_, err := js.Consumer(ctx, fleetbus.StreamName, webhooks.ConsumerName(auth.Fingerprint(key), url))
+		return err == nil
+	})
 }

@@ -35,6 +35,7 @@ import { AvatarViewer, parseLinkIceServers, iceGatheringComplete, deleteResource
     get pc() { return S.viewer ? S.viewer.pc : null; }, // its current RTCPeerConnection
     wantWatch: false, // the operator asked to watch
     whep: { status: 0, location: '', error: '', workerId: '', connects: 0, moves: 0, state: '' },
+    viewerEvents: [], // the viewer's events: {type, at (Date.now()), detail}, the last 200
     mic: { on: false, pc: null, stream: null, status: 0, location: '', error: '', deleteStatus: 0 },
     iceServers: [], // from Link: rel="ice-server" headers
     local: {}, // this browser's figures (getStats)
@@ -398,6 +399,15 @@ import { AvatarViewer, parseLinkIceServers, iceGatheringComplete, deleteResource
     const v = new AvatarViewer({ sessionId: s.id, token: s.viewer_token, whepUrl: s.whep_url, video: $('video'), iceServers: S.iceServers });
     S.viewer = v;
     S.whep = { status: 0, location: '', error: '', workerId: s.worker_id, connects: 0, moves: 0, state: v.state };
+    for (const type of ['state', 'connected', 'reconnecting', 'moved', 'ended', 'error']) {
+      v.addEventListener(type, (ev) => {
+        const d = Object.assign({}, ev.detail);
+        if (d.error) d.error = d.error.message;
+        if (d.event) d.event = d.event.id;
+        S.viewerEvents.push({ type, at: Date.now(), detail: d });
+        if (S.viewerEvents.length > 200) S.viewerEvents.shift();
+      });
+    }
     const mine = (f) => (ev) => { if (S.viewer === v) { f(ev.detail); render(); } };
     v.addEventListener('state', mine((d) => {
       S.whep.state = d.state;
@@ -442,6 +452,7 @@ import { AvatarViewer, parseLinkIceServers, iceGatheringComplete, deleteResource
   function closeViewer() {
     const v = S.viewer;
     S.viewer = null;
+    if (v) S.whep.state = 'closed';
     if (v) v.close();
     $('video').srcObject = null;
   }

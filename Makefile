@@ -3,7 +3,7 @@ SHELL := /bin/bash
 .SHELLFLAGS := -eu -o pipefail -c
 
 GO       ?= go
-PKGS     := ./proto/... ./controlplane/... ./worker/... ./sfu/...
+PKGS     := ./proto/... ./controlplane/... ./worker/... ./sfu/... ./e2e/...
 TOOLS    := $(CURDIR)/.tools/bin
 # Tests start real etcd clusters, NATS servers and gRPC peers; on a 2-core
 # machine running every package at once only makes them time out.
@@ -61,9 +61,9 @@ fuzz: setup
 # with BENCH_CONCURRENT=5s.
 BENCH_CONCURRENT ?= 10s
 bench: setup build
-	$(GO) test -tags '$(GOTAGS)' -run '^$$' -bench . -benchtime 1x -timeout 30m ./controlplane/internal/bench/
-	$(GO) test -tags '$(GOTAGS)' -run '^$$' -bench 'TimeToFirstFrame|AudioToLip' -benchtime 1x -timeout 10m ./controlplane/internal/mediabench/
-	$(GO) test -tags '$(GOTAGS)' -run '^$$' -bench WorkerLoss -benchtime 1x -timeout 30m ./controlplane/internal/mediabench/
+	$(GO) test -tags '$(GOTAGS)' -run '^$$' -bench . -benchtime 1x -timeout 30m ./e2e/bench/
+	$(GO) test -tags '$(GOTAGS)' -run '^$$' -bench 'TimeToFirstFrame|AudioToLip' -benchtime 1x -timeout 10m ./e2e/mediabench/
+	$(GO) test -tags '$(GOTAGS)' -run '^$$' -bench WorkerLoss -benchtime 1x -timeout 30m ./e2e/mediabench/
 	$(GO) test -tags '$(GOTAGS)' -run '^$$' -bench . -benchmem -timeout 30m \
 		./worker/pkg/melspec ./worker/pkg/resample ./worker/pkg/inference \
 		./worker/pkg/composite ./worker/pkg/codec ./worker/pkg/frame \

@@ -36,7 +36,7 @@ show_crashers() {
   done
 }
 
-for dir in proto controlplane worker sfu; do
+for dir in proto controlplane worker sfu e2e; do
   # Each "func FuzzX(" in a _test.go file is one target of its package.
   for file in $(grep -rl --include='*_test.go' '^func Fuzz' "$dir" | sort || true); do
     pkg="./$(dirname "$file")"

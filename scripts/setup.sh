@@ -42,7 +42,7 @@ ort_lib="$ort_dir/libonnxruntime.so.1"
 # SFU's Opus decoder (gopkg.in/hraban/opus.v2). espeak-ng: the worker's local
 # text-to-speech engine (worker/pkg/tts runs it as a child process).
 # chromium: the headless browser of the demo page's end-to-end test
-# (controlplane/internal/browsertest, driven by chromedp). ca-certificates:
+# (e2e/browsertest, driven by chromedp). ca-certificates:
 # TLS to the Go module proxy and the npm registry.
 apt_packages=(protobuf-compiler libprotobuf-dev gcc libc6-dev libvpx-dev libopus-dev libopusfile-dev
   pkg-config espeak-ng chromium ca-certificates)

@@ -6,6 +6,7 @@ import (
 	"net"
 	"os"
 	"strconv"
+	"sync"
 	"time"
 
 	"github.com/nats-io/nats-server/v2/server"
@@ -32,7 +33,10 @@ type NATSOptions struct {
 
 // NATSServer is a running embedded NATS server with JetStream.
 type NATSServer struct {
+	mu      sync.Mutex
 	srv     *server.Server
+	opts    server.Options // to start it again (Restart)
+	timeout time.Duration
 	tempDir string // removed on Close when the store was temporary
 }
 
@@ -78,27 +82,66 @@ func StartNATS(opts NATSOptions) (*NATSServer, error) {
 	if opts.Auth != nil {
 		sopts.CustomClientAuthentication = natsAuthenticator{auth: *opts.Auth}
 	}
-	srv, err := server.NewServer(sopts)
+	srv, err := startNATS(*sopts, opts.StartTimeout)
 	if err != nil {
 		_ = os.RemoveAll(tempDir)
+		return nil, err
+	}
+	// A restart listens on the port this start got.
+	if addr, ok := srv.Addr().(*net.TCPAddr); ok {
+		sopts.Port = addr.Port
+	}
+	return &NATSServer{srv: srv, opts: *sopts, timeout: opts.StartTimeout, tempDir: tempDir}, nil
+}
+
+func startNATS(opts server.Options, timeout time.Duration) (*server.Server, error) {
+	srv, err := server.NewServer(&opts)
+	if err != nil {
 		return nil, fmt.Errorf("embedded nats: %w", err)
 	}
 	srv.Start()
-	if !srv.ReadyForConnections(opts.StartTimeout) {
+	if !srv.ReadyForConnections(timeout) {
 		srv.Shutdown()
-		_ = os.RemoveAll(tempDir)
-		return nil, fmt.Errorf("embedded nats on %s:%d: not ready after %s", host, port, opts.StartTimeout)
+		return nil, fmt.Errorf("embedded nats on %s:%d: not ready after %s", opts.Host, opts.Port, timeout)
 	}
-	return &NATSServer{srv: srv, tempDir: tempDir}, nil
+	return srv, nil
 }
 
 // URL is the client URL of the server.
-func (s *NATSServer) URL() string { return s.srv.ClientURL() }
+func (s *NATSServer) URL() string {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.srv.ClientURL()
+}
+
+// Stop shuts the server down, keeping its store, as an outage would:
+// clients lose their connections until Restart.
+func (s *NATSServer) Stop() {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	s.srv.Shutdown()
+	s.srv.WaitForShutdown()
+}
+
+// Restart starts a stopped server again on the same address with the same
+// store, so clients reconnect and JetStream streams keep their messages.
+func (s *NATSServer) Restart() error {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if s.srv.Running() {
+		return nil
+	}
+	srv, err := startNATS(s.opts, s.timeout)
+	if err != nil {
+		return err
+	}
+	s.srv = srv
+	return nil
+}
 
 // Close shuts the server down and waits for it.
 func (s *NATSServer) Close() {
-	s.srv.Shutdown()
-	s.srv.WaitForShutdown()
+	s.Stop()
 	if s.tempDir != "" {
 		_ = os.RemoveAll(s.tempDir)
 	}

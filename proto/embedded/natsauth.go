@@ -29,12 +29,14 @@ func WorkerUser(id string) string { return "worker/" + id }
 
 // ControlPlanePermissions are what a control plane may do on NATS: publish
 // every lifecycle event and health request, use the JetStream API (the
-// events stream and its consumers), and receive replies on its inboxes.
+// events stream and its consumers), acknowledge the events its durable
+// consumers (webhooks) deliver, and receive replies on its inboxes.
 func ControlPlanePermissions() *server.Permissions {
 	return &server.Permissions{
 		Publish: &server.SubjectPermission{Allow: []string{
 			"avatarfleet.>",
 			"$JS.API.>",
+			"$JS.ACK." + fleetbus.StreamName + ".>",
 		}},
 		Subscribe: &server.SubjectPermission{Allow: []string{
 			"_INBOX.>",

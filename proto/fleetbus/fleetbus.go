@@ -51,6 +51,10 @@ const (
 	SessionReady    = "session.ready"
 	SessionEnded    = "session.ended"
 	SessionFailed   = "session.failed"
+	// SessionMoved: the session runs on another worker now (re-placed after
+	// its worker was lost, or migrated off a draining one); Event.FromWorker,
+	// ToWorker and Reason say from where, to where and why.
+	SessionMoved = "session.moved"
 	// SessionSpeakingStarted and SessionSpeakingEnded come from the worker
 	// when the first / last frame of speech leaves the session's pipeline;
 	// Event.MediaTime is that frame's media time.

@@ -50,7 +50,10 @@ func (k Keys) ControlPlaneRange() []KeyRange { return []KeyRange{Prefix(k.Prefix
 //   - sessions/: the records of its sessions, read when a slot appears and
 //     rewritten when the worker ends a session;
 //   - owners/: the owner's quota mark, deleted in the transaction that
-//     ends a session.
+//     ends a session;
+//   - speech/: the durable speech queues, which a worker shortens as it
+//     speaks and clears when it ends a session (keyed by session id like
+//     the records, so the grant is exactly as wide as sessions/).
 //
 // etcd grants key ranges, not record contents: session records are keyed
 // by session id, not by worker, so a worker's role covers every session
@@ -67,6 +70,8 @@ func (k Keys) WorkerRanges(id string) []KeyRange {
 		// Ending a session deletes its owner's quota mark in the same
 		// transaction, so a worker writes the owner index as well.
 		Prefix(k.Owners(), true),
+		// Speech progress, and clearing the queue when ending a session.
+		Prefix(k.Speeches(), true),
 	}
 }
 

@@ -146,6 +146,15 @@ func TestEtcdRolesOnAuthenticatedCluster(t *testing.T) {
 		State: fleetv1.SessionState_SESSION_STATE_READY}, revs[1]); err != nil {
 		t.Fatalf("control plane updates a session: %v", err)
 	}
+	// The control plane queues speech for s2 (a transaction guarded by the
+	// record); the worker shortens the entry as it speaks.
+	speechID, err := cp.EnqueueSpeech(ctx, "s2", "Hello. Goodbye.", false)
+	if err != nil {
+		t.Fatalf("control plane queues speech: %v", err)
+	}
+	if ok, err := w1.AckSpeech(ctx, "s2", speechID, "Hello. Goodbye.", "Goodbye."); err != nil || !ok {
+		t.Fatalf("worker acks speech: ok=%v err=%v", ok, err)
+	}
 	if err := cp.SetDrained(ctx, "w1", true); err != nil {
 		t.Fatal(err)
 	}

@@ -13,6 +13,7 @@
 //	idempotency/<owner>/<key>           session id           (retention lease)
 //	owners/<owner>/sessions/<session>   ""                   (index: until the record expires)
 //	owners/<owner>/live/<session>       ""                   (quota: while the session is live)
+//	speech/<session>/<speech id>        text not yet spoken  (until spoken, interrupted or the session ends)
 //	leader                              control-plane election
 //	config/<name>                       fleet-wide settings
 //
@@ -106,6 +107,15 @@ func (k Keys) OwnerLive(owner string) string { return k.Owners() + owner + "/liv
 
 // OwnerLiveSession is the live mark of one session of an owner.
 func (k Keys) OwnerLiveSession(owner, id string) string { return k.OwnerLive(owner) + id }
+
+// Speeches is the prefix of every session's durable speech queue.
+func (k Keys) Speeches() string { return k.prefix + "speech/" }
+
+// SessionSpeech is the prefix of one session's speech queue.
+func (k Keys) SessionSpeech(session string) string { return k.Speeches() + session + "/" }
+
+// Speech is the key of one queued text of a session.
+func (k Keys) Speech(session, speechID string) string { return k.SessionSpeech(session) + speechID }
 
 // Leader is the prefix the control-plane replicas campaign on.
 func (k Keys) Leader() string { return k.prefix + "leader" }

@@ -315,7 +315,8 @@ func (s *Store) EndSession(ctx context.Context, id string, state fleetv1.Session
 			Then(append([]clientv3.Op{
 				clientv3.OpPut(key, marshal(cur)),
 				s.releaseSlotOp(cur),
-			}, s.ownerEndOps(cur)...)...).
+				s.clearSpeechOp(id),
+			}, append(s.ownerEndOps(cur), s.migrationSourceOps(cur)...)...)...).
 			Commit()
 		if err != nil {
 			return nil, false, fmt.Errorf("end session %s: %w", id, err)
@@ -345,7 +346,7 @@ func (s *Store) Unreserve(ctx context.Context, sess *fleetv1.Session, rev int64)
 	key := s.keys.Session(sess.GetId())
 	resp, err := s.cli.Txn(ctx).
 		If(clientv3.Compare(clientv3.ModRevision(key), "=", rev)).
-		Then(append([]clientv3.Op{clientv3.OpDelete(key), s.releaseSlotOp(sess)}, s.ownerDeleteOps(sess)...)...).
+		Then(append([]clientv3.Op{clientv3.OpDelete(key), s.releaseSlotOp(sess), s.clearSpeechOp(sess.GetId())}, s.ownerDeleteOps(sess)...)...).
 		Commit()
 	if err != nil {
 		return fmt.Errorf("unreserve session %s: %w", sess.GetId(), err)
@@ -373,7 +374,7 @@ func (s *Store) DeleteSessionRecord(ctx context.Context, id string, rev int64) e
 	}
 	_, err = s.cli.Txn(ctx).
 		If(clientv3.Compare(clientv3.ModRevision(key), "=", rev)).
-		Then(append([]clientv3.Op{clientv3.OpDelete(key)}, s.ownerDeleteOps(sess)...)...).
+		Then(append([]clientv3.Op{clientv3.OpDelete(key), s.clearSpeechOp(id)}, s.ownerDeleteOps(sess)...)...).
 		Commit()
 	if err != nil {
 		return fmt.Errorf("delete session record %s: %w", id, err)

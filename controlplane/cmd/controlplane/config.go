@@ -12,6 +12,7 @@ import (
 
 	"github.com/avatarfleet/avatarfleet/controlplane/pkg/auth"
 	"github.com/avatarfleet/avatarfleet/controlplane/pkg/placement"
+	"github.com/avatarfleet/avatarfleet/controlplane/pkg/webhooks"
 	"github.com/avatarfleet/avatarfleet/proto/fleetconfig"
 	"github.com/avatarfleet/avatarfleet/proto/fleetstore"
 )
@@ -43,6 +44,11 @@ type Config struct {
 	TokenKeysFile string
 	// Limits are the per-key limits of keys whose entry sets none.
 	Limits auth.Limits
+	// Webhook deliveries: attempts per event, the first and the largest
+	// delay between attempts, and the time one POST may take.
+	WebhookMaxAttempts                   int
+	WebhookRetryInitial, WebhookRetryMax time.Duration
+	WebhookTimeout                       time.Duration
 
 	Log   fleetconfig.Log
 	Links fleetconfig.Links
@@ -76,6 +82,10 @@ func (c *Config) AddFlags(fs *flag.FlagSet) {
 	fs.IntVar(&c.Limits.Burst, "default-burst", auth.DefaultBurst, "requests per API key at once above the rate")
 	fs.IntVar(&c.Limits.MaxEventStreams, "default-max-streams", auth.DefaultMaxEventStreams, "open event streams per API key on each replica (0: no limit)")
 	fs.IntVar(&c.Limits.MaxPendingViewers, "default-max-pending-viewers", auth.DefaultMaxPendingViewers, "WHEP viewers of one session still connecting (per viewer token: at most 5)")
+	fs.IntVar(&c.WebhookMaxAttempts, "webhook-max-attempts", webhooks.DefaultMaxAttempts, "attempts to deliver an event to a webhook before it is dropped and counted as a dead letter")
+	fs.DurationVar(&c.WebhookRetryInitial, "webhook-retry-initial", webhooks.DefaultInitialDelay, "delay after a webhook's first failed attempt; it doubles per attempt (with jitter)")
+	fs.DurationVar(&c.WebhookRetryMax, "webhook-retry-max", webhooks.DefaultMaxDelay, "longest delay between two attempts of a webhook")
+	fs.DurationVar(&c.WebhookTimeout, "webhook-timeout", webhooks.DefaultTimeout, "time a webhook receiver has to answer one POST")
 	c.Log.AddFlags(fs)
 	c.Links.AddFlags(fs)
 }
@@ -99,6 +109,14 @@ func (c Config) Validate() error {
 		return errors.New("--session-retention: at least 1m")
 	case c.DataDir == "":
 		return errors.New("--data-dir: empty")
+	case c.WebhookMaxAttempts < 1 || c.WebhookMaxAttempts > 1000:
+		return errors.New("--webhook-max-attempts: 1 to 1000")
+	case c.WebhookRetryInitial < 10*time.Millisecond:
+		return errors.New("--webhook-retry-initial: at least 10ms")
+	case c.WebhookRetryMax < c.WebhookRetryInitial:
+		return errors.New("--webhook-retry-max: at least --webhook-retry-initial")
+	case c.WebhookTimeout < 100*time.Millisecond || c.WebhookTimeout > 5*time.Minute:
+		return errors.New("--webhook-timeout: 100ms to 5m")
 	case !strings.HasPrefix(c.EtcdPrefix, "/"):
 		return fmt.Errorf("--etcd-prefix %q: must start with /", c.EtcdPrefix)
 	}

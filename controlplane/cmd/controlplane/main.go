@@ -20,6 +20,7 @@ import (
 	"github.com/avatarfleet/avatarfleet/controlplane/pkg/replica"
 	"github.com/avatarfleet/avatarfleet/controlplane/pkg/supervisor"
 	"github.com/avatarfleet/avatarfleet/controlplane/pkg/viewertoken"
+	"github.com/avatarfleet/avatarfleet/controlplane/pkg/webhooks"
 	"github.com/avatarfleet/avatarfleet/proto/embedded"
 	"github.com/avatarfleet/avatarfleet/proto/fleetconfig"
 	"github.com/avatarfleet/avatarfleet/proto/fleetconn"
@@ -85,6 +86,10 @@ func run(ctx context.Context, c Config, log *slog.Logger) error {
 			HealthInterval: c.HealthInterval,
 			HealthFailures: c.HealthFailures,
 			Retention:      c.SessionRetention,
+		},
+		Webhooks: webhooks.Options{
+			Retry:   webhooks.Retry{MaxAttempts: c.WebhookMaxAttempts, Initial: c.WebhookRetryInitial, Max: c.WebhookRetryMax},
+			Timeout: c.WebhookTimeout,
 		},
 		Log: log,
 	})

@@ -64,6 +64,15 @@ func TestParseConfig(t *testing.T) {
 				return c.TLSCertFile == "c.pem" && c.TLSKeyFile == "k.pem" && c.TokenKeysFile == "t.yaml"
 			}, ""},
 		{"tls cert without key", []string{"--tls-cert", "c.pem"}, nil, nil, "--tls-key"},
+		{"webhook defaults", nil, nil, func(c Config) bool {
+			return c.WebhookMaxAttempts == 10 && c.WebhookRetryInitial == 5*time.Second && c.WebhookRetryMax == time.Hour && c.WebhookTimeout == 10*time.Second
+		}, ""},
+		{"webhook flags", []string{"--webhook-max-attempts", "3", "--webhook-retry-initial", "1s", "--webhook-timeout", "2s"},
+			map[string]string{"AVATARFLEET_WEBHOOK_RETRY_MAX": "1m"}, func(c Config) bool {
+				return c.WebhookMaxAttempts == 3 && c.WebhookRetryInitial == time.Second && c.WebhookRetryMax == time.Minute && c.WebhookTimeout == 2*time.Second
+			}, ""},
+		{"no webhook attempts", []string{"--webhook-max-attempts", "0"}, nil, nil, "--webhook-max-attempts"},
+		{"webhook retry max below initial", []string{"--webhook-retry-initial", "1m", "--webhook-retry-max", "1s"}, nil, nil, "--webhook-retry-max"},
 		{"unknown flag", []string{"--bogus"}, nil, nil, "bogus"},
 		{"stray argument", []string{"extra"}, nil, nil, "unexpected"},
 	}

@@ -25,6 +25,18 @@ const (
 	ReasonError       = "error"
 )
 
+// Restart policies: what happens to a session whose worker is lost.
+const (
+	RestartOnWorkerLost = "on_worker_lost"
+	RestartNever        = "never"
+)
+
+// Move reasons.
+const (
+	MoveWorkerLost = "worker_lost"
+	MoveDrain      = "drain"
+)
+
 // Worker states.
 const (
 	WorkerActive   = "active"
@@ -47,8 +59,23 @@ type Session struct {
 	EndedAt            *time.Time        `json:"ended_at,omitempty"`
 	EndReason          string            `json:"end_reason,omitempty"`
 	EndMessage         string            `json:"end_message,omitempty"`
-	WHEPURL            string            `json:"whep_url"`
-	ViewerToken        string            `json:"viewer_token,omitempty"`
+	// RestartPolicy is "on_worker_lost" (re-placed on another worker when
+	// its worker is lost) or "never" (it fails with worker_lost).
+	RestartPolicy string `json:"restart_policy"`
+	// ReplaceTimeoutSeconds bounds how long a lost session waits for a new
+	// slot before it fails with worker_lost.
+	ReplaceTimeoutSeconds uint32 `json:"replace_timeout_seconds"`
+	// Moves counts the session's moves to another worker; PlacedAt is when
+	// its current placement started; MovedFrom and MoveReason
+	// ("worker_lost", "drain") describe the last (or, while placing, the
+	// current) move. LostAt is set while a lost session is being re-placed.
+	Moves       uint32     `json:"moves"`
+	PlacedAt    *time.Time `json:"placed_at,omitempty"`
+	MovedFrom   string     `json:"moved_from,omitempty"`
+	MoveReason  string     `json:"move_reason,omitempty"`
+	LostAt      *time.Time `json:"lost_at,omitempty"`
+	WHEPURL     string     `json:"whep_url"`
+	ViewerToken string     `json:"viewer_token,omitempty"`
 	// Stats are the media figures of a ready session, read from its worker
 	// on GET /v1/sessions/{id}; absent when the worker did not answer in
 	// time or has no media.
@@ -96,6 +123,10 @@ type CreateSessionRequest struct {
 	Labels             map[string]string `json:"labels,omitempty"`
 	IdleTimeoutSeconds *int              `json:"idle_timeout_seconds,omitempty"`
 	MaxDurationSeconds *int              `json:"max_duration_seconds,omitempty"`
+	// RestartPolicy is "on_worker_lost" (the default) or "never".
+	RestartPolicy string `json:"restart_policy,omitempty"`
+	// ReplaceTimeoutSeconds is 1..86400 (default 60).
+	ReplaceTimeoutSeconds *int `json:"replace_timeout_seconds,omitempty"`
 }
 
 // SpeakRequest is the body of POST /v1/sessions/{id}/speak.
@@ -111,6 +142,13 @@ const (
 	// GrantPublish lets the bearer speak to the session (WHIP).
 	GrantPublish = "publish"
 )
+
+// DrainRequest is the optional body of POST /v1/workers/{id}/drain.
+type DrainRequest struct {
+	// Migrate moves the worker's live sessions to other workers, one by
+	// one at an idle moment, instead of waiting for them to end.
+	Migrate bool `json:"migrate,omitempty"`
+}
 
 // CreateTokenRequest is the body of POST /v1/sessions/{id}/tokens.
 type CreateTokenRequest struct {
@@ -163,6 +201,14 @@ type Event struct {
 	// first (session.speaking_started) or last (session.speaking_ended)
 	// frame of speech sent.
 	MediaTimeMS *int64 `json:"media_time_ms,omitempty"`
+	// FromWorker, ToWorker and Reason ("worker_lost" | "drain") describe a
+	// session.moved event.
+	FromWorker string `json:"from_worker,omitempty"`
+	ToWorker   string `json:"to_worker,omitempty"`
+	Reason     string `json:"reason,omitempty"`
+	// Revision is the etcd revision a lifecycle event derives from (its id
+	// is "<revision>-<n>"); absent on events from workers (speaking).
+	Revision int64 `json:"revision,omitempty"`
 }
 
 // Error codes.
@@ -186,6 +232,7 @@ const (
 	CodeQuotaExceeded        = "quota_exceeded"
 	CodeRateLimited          = "rate_limited"
 	CodeRequestTimeout       = "request_timeout"
+	CodeSpeechQueueFull      = "speech_queue_full"
 )
 
 // ErrorBody is the envelope of every error response.

@@ -11,6 +11,7 @@ import (
 	"errors"
 	"fmt"
 	"os"
+	"path/filepath"
 	"slices"
 	"strings"
 
@@ -46,6 +47,8 @@ type key struct {
 	// limits are what the keys file set for this key; the rest are the
 	// set's defaults.
 	limits LimitOverrides
+	// webhooks are the key's endpoints (webhooks.go).
+	webhooks []Webhook
 }
 
 // Keys is a set of API keys.
@@ -131,7 +134,8 @@ type fileFormat struct {
 	Keys []struct {
 		Key    string         `json:"key"`
 		Scopes []string       `json:"scopes"`
-		Limits LimitOverrides `json:"limits"`
+		Limits   LimitOverrides `json:"limits"`
+		Webhooks []webhookEntry `json:"webhooks"`
 	} `json:"keys"`
 }
 
@@ -139,7 +143,9 @@ type fileFormat struct {
 const maxKeysFile = 1 << 20
 
 // LoadFile reads a YAML keys file: keys: [{key: "…", scopes: [sessions,
-// admin], limits: {max_sessions: 10, …}}]; limits are optional (limits.go).
+// admin], limits: {max_sessions: 10, …}, webhooks: [{url: "…", secret:
+// "whsec_…"}]}]; limits (limits.go) and webhooks (webhooks.go) are
+// optional. A relative secret_file is read from the keys file's directory.
 func LoadFile(path string) (*Keys, error) {
 	info, err := os.Stat(path)
 	if err != nil {
@@ -152,11 +158,14 @@ func LoadFile(path string) (*Keys, error) {
 	if err != nil {
 		return nil, fmt.Errorf("API keys file: %w", err)
 	}
-	return Parse(b)
+	return parse(b, filepath.Dir(path))
 }
 
-// Parse parses the YAML keys file format; unknown fields are errors.
-func Parse(b []byte) (*Keys, error) {
+// Parse parses the YAML keys file format; unknown fields are errors. A
+// relative secret_file is read from the working directory.
+func Parse(b []byte) (*Keys, error) { return parse(b, "") }
+
+func parse(b []byte, dir string) (*Keys, error) {
 	var f fileFormat
 	if err := yaml.UnmarshalStrict(b, &f); err != nil {
 		return nil, fmt.Errorf("parse API keys: %w", err)
@@ -169,6 +178,11 @@ func Parse(b []byte) (*Keys, error) {
 		if err := ks.AddWithLimits(e.Key, e.Limits, e.Scopes...); err != nil {
 			return nil, fmt.Errorf("parse API keys: entry %d: %w", i, err)
 		}
+		hooks, err := parseWebhooks(e.Webhooks, dir)
+		if err != nil {
+			return nil, fmt.Errorf("parse API keys: entry %d: %w", i, err)
+		}
+		ks.keys[len(ks.keys)-1].webhooks = hooks
 	}
 	return ks, nil
 }

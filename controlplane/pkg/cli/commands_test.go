@@ -90,7 +90,8 @@ func TestRootCommandError(t *testing.T) {
 
 func TestCreateRequestAndJSONOutput(t *testing.T) {
 	const session = `{"id":"s1","state":"placing","worker_id":"w1","gpu":0,"avatar":"alice","voice":"v","labels":{"a":"1","b":"x=y"},` +
-		`"idle_timeout_seconds":30,"max_duration_seconds":3600,"created_at":"2026-03-04T05:06:07Z","whep_url":"http://cp/v1/sessions/s1/whep?a=b&c=d","viewer_token":"t"}`
+		`"idle_timeout_seconds":30,"max_duration_seconds":3600,"created_at":"2026-03-04T05:06:07Z",` +
+		`"restart_policy":"never","replace_timeout_seconds":30,"moves":0,"whep_url":"http://cp/v1/sessions/s1/whep?a=b&c=d","viewer_token":"t"}`
 	var gotBody string
 	rt := &script{answer: func(r *http.Request, _ int) (int, string) {
 		b, _ := io.ReadAll(r.Body)
@@ -98,7 +99,8 @@ func TestCreateRequestAndJSONOutput(t *testing.T) {
 		return 201, session
 	}}
 	r := runCLI(t, rt, nil, "-o", "json", "sessions", "create", "--avatar", "alice", "--voice", "v",
-		"--label", "a=1", "--label", "b=x=y", "--idle-timeout", "30s", "--max-duration", "1h", "--idempotency-key", "k1")
+		"--label", "a=1", "--label", "b=x=y", "--idle-timeout", "30s", "--max-duration", "1h", "--idempotency-key", "k1",
+		"--restart-policy", "never", "--replace-timeout", "30s")
 	if r.code != ExitOK {
 		t.Fatalf("code %d stderr %q", r.code, r.stderr)
 	}
@@ -106,7 +108,8 @@ func TestCreateRequestAndJSONOutput(t *testing.T) {
 	if req.Method != "POST" || req.URL.Path != "/v1/sessions" || req.Header.Get("Idempotency-Key") != "k1" {
 		t.Errorf("request %s %s key %q", req.Method, req.URL.Path, req.Header.Get("Idempotency-Key"))
 	}
-	if want := `{"avatar":"alice","voice":"v","labels":{"a":"1","b":"x=y"},"idle_timeout_seconds":30,"max_duration_seconds":3600}`; gotBody != want {
+	if want := `{"avatar":"alice","voice":"v","labels":{"a":"1","b":"x=y"},"idle_timeout_seconds":30,"max_duration_seconds":3600,` +
+		`"restart_policy":"never","replace_timeout_seconds":30}`; gotBody != want {
 		t.Errorf("body %s, want %s", gotBody, want)
 	}
 	var printed, sent map[string]any

@@ -23,17 +23,20 @@ const (
 // drainFlags are the flags of "workers drain".
 type drainFlags struct {
 	wait    bool
+	migrate bool
 	timeout time.Duration
 	poll    time.Duration
 }
 
-// newDrainCommand returns "workers drain ID [--wait] [--timeout D]".
+// newDrainCommand returns "workers drain ID [--migrate] [--wait] [--timeout D]".
 func newDrainCommand(a *app) *cobra.Command {
 	var f drainFlags
 	cmd := &cobra.Command{
 		Use:   "drain ID",
 		Short: "Stop placing sessions on a worker; --wait until it is empty",
 		Long: "drain stops placing new sessions on the worker; its live sessions end on their own.\n" +
+			"With --migrate, the control plane moves its live sessions to other workers instead,\n" +
+			"one by one at an idle moment; their viewers follow to the new worker.\n" +
 			"With --wait, it prints the sessions left each time the count changes and returns\n" +
 			"when none is left (exit 0), or when --timeout passes (exit 3).",
 		Args: exactArgs("ID"),
@@ -46,6 +49,7 @@ func newDrainCommand(a *app) *cobra.Command {
 	})
 	fl := cmd.Flags()
 	fl.BoolVar(&f.wait, "wait", false, "wait until the worker has no sessions left")
+	fl.BoolVar(&f.migrate, "migrate", false, "move the worker's live sessions to other workers")
 	fl.DurationVar(&f.timeout, "timeout", defaultDrainTimeout, "with --wait: how long to wait")
 	fl.DurationVar(&f.poll, "poll-interval", defaultPollInterval, "with --wait: how often to look")
 	_ = fl.MarkHidden("poll-interval")
@@ -71,7 +75,11 @@ func (a *app) workersDrain(ctx context.Context, cmd *cobra.Command, id string, f
 	if err != nil {
 		return err
 	}
-	w, err := c.DrainWorker(ctx, id)
+	drain := c.DrainWorker
+	if f.migrate {
+		drain = c.DrainWorkerMigrate
+	}
+	w, err := drain(ctx, id)
 	if err != nil {
 		return err
 	}

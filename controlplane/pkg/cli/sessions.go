@@ -92,6 +92,8 @@ type createFlags struct {
 	idleTimeout    time.Duration
 	maxDuration    time.Duration
 	idempotencyKey string
+	restartPolicy  string
+	replaceTimeout time.Duration
 }
 
 // newCreateCommand returns "sessions create".
@@ -126,6 +128,8 @@ func newCreateCommand(a *app) *cobra.Command {
 	fl.StringArrayVar(&f.labels, "label", nil, "label key=value (repeatable)")
 	fl.DurationVar(&f.idleTimeout, "idle-timeout", 0, "end the session after this long with no viewer and no speech, whole seconds (server default 2m)")
 	fl.DurationVar(&f.maxDuration, "max-duration", 0, "end the session after this long, whole seconds (server default 4h)")
+	fl.StringVar(&f.restartPolicy, "restart-policy", "", "on_worker_lost (re-place the session when its worker is lost; server default) or never")
+	fl.DurationVar(&f.replaceTimeout, "replace-timeout", 0, "how long a lost session waits for a new slot before it fails, whole seconds (server default 1m)")
 	fl.StringVar(&f.idempotencyKey, "idempotency-key", "", "Idempotency-Key header: a retry with the same key returns the same session")
 	return cmd
 }
@@ -152,6 +156,19 @@ func (f createFlags) request(cmd *cobra.Command) (apiv1.CreateSessionRequest, er
 			return req, usagef(cmd, "--max-duration: %v", err)
 		}
 		req.MaxDurationSeconds = &secs
+	}
+	if cmd.Flags().Changed("restart-policy") {
+		if f.restartPolicy != apiv1.RestartOnWorkerLost && f.restartPolicy != apiv1.RestartNever {
+			return req, usagef(cmd, "--restart-policy: want %s or %s", apiv1.RestartOnWorkerLost, apiv1.RestartNever)
+		}
+		req.RestartPolicy = f.restartPolicy
+	}
+	if cmd.Flags().Changed("replace-timeout") {
+		secs, err := wholeSeconds(f.replaceTimeout)
+		if err != nil {
+			return req, usagef(cmd, "--replace-timeout: %v", err)
+		}
+		req.ReplaceTimeoutSeconds = &secs
 	}
 	if cmd.Flags().Changed("idempotency-key") && f.idempotencyKey == "" {
 		return req, usagef(cmd, "--idempotency-key must not be empty")

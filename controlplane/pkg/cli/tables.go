@@ -128,11 +128,17 @@ func renderSession(w io.Writer, s apiv1.Session) error {
 	row(tw, "LABELS:", formatLabels(s.Labels))
 	row(tw, "IDLE_TIMEOUT:", formatSeconds(s.IdleTimeoutSeconds))
 	row(tw, "MAX_DURATION:", formatSeconds(s.MaxDurationSeconds))
+	if s.RestartPolicy != "" {
+		row(tw, "RESTART:", formatRestart(s))
+	}
 	row(tw, "CREATED:", formatTime(&created))
 	row(tw, "ENDED:", formatTime(s.EndedAt))
 	row(tw, "END_REASON:", s.EndReason)
 	if s.EndMessage != "" {
 		row(tw, "END_MESSAGE:", s.EndMessage)
+	}
+	if s.Moves > 0 || s.LostAt != nil {
+		row(tw, "MOVES:", formatMoves(s))
 	}
 	row(tw, "WHEP_URL:", s.WHEPURL)
 	row(tw, "VIEWER_TOKEN:", s.ViewerToken)
@@ -143,6 +149,28 @@ func renderSession(w io.Writer, s apiv1.Session) error {
 		row(tw, "VIDEO_FRAMES:", strconv.FormatUint(st.VideoFramesSent, 10))
 	}
 	return tw.Flush()
+}
+
+// formatRestart prints the restart policy and, when the session is
+// re-placed, how long it may wait for a slot: "on_worker_lost (wait 1m0s)".
+func formatRestart(s apiv1.Session) string {
+	if s.RestartPolicy == apiv1.RestartNever || s.ReplaceTimeoutSeconds == 0 {
+		return s.RestartPolicy
+	}
+	return s.RestartPolicy + " (wait " + formatSeconds(s.ReplaceTimeoutSeconds) + ")"
+}
+
+// formatMoves prints the session's moves and the last one: "1 (from w1,
+// worker_lost)", or the one in progress while it is being re-placed.
+func formatMoves(s apiv1.Session) string {
+	out := strconv.FormatUint(uint64(s.Moves), 10)
+	if s.MovedFrom != "" {
+		out += " (from " + s.MovedFrom + ", " + s.MoveReason + ")"
+	}
+	if s.LostAt != nil {
+		out += "; lost " + formatTime(s.LostAt) + ", being re-placed"
+	}
+	return out
 }
 
 // formatLabels prints labels as "k=v" pairs sorted by key.

@@ -102,6 +102,32 @@ func TestRenderTables(t *testing.T) {
 				"VIEWER_TOKEN:  vt\n",
 		},
 		{
+			name: "moved session",
+			render: func(b *strings.Builder) error {
+				return renderSession(b, apiv1.Session{ID: "s4", State: "ready", WorkerID: "w2", Avatar: "a", Voice: "v",
+					IdleTimeoutSeconds: 120, MaxDurationSeconds: 14400, CreatedAt: created,
+					RestartPolicy: "on_worker_lost", ReplaceTimeoutSeconds: 60, Moves: 1, MovedFrom: "w1", MoveReason: "worker_lost",
+					WHEPURL: "http://cp/v1/sessions/s4/whep", ViewerToken: "vt"})
+			},
+			want: "" +
+				"ID:            s4\n" +
+				"STATE:         ready\n" +
+				"WORKER:        w2\n" +
+				"GPU:           0\n" +
+				"AVATAR:        a\n" +
+				"VOICE:         v\n" +
+				"LABELS:        -\n" +
+				"IDLE_TIMEOUT:  2m0s\n" +
+				"MAX_DURATION:  4h0m0s\n" +
+				"RESTART:       on_worker_lost (wait 1m0s)\n" +
+				"CREATED:       2026-03-04T04:06:07Z\n" +
+				"ENDED:         -\n" +
+				"END_REASON:    -\n" +
+				"MOVES:         1 (from w1, worker_lost)\n" +
+				"WHEP_URL:      http://cp/v1/sessions/s4/whep\n" +
+				"VIEWER_TOKEN:  vt\n",
+		},
+		{
 			name: "ready session with media stats",
 			render: func(b *strings.Builder) error {
 				return renderSession(b, apiv1.Session{ID: "s3", State: "ready", WorkerID: "w1", Avatar: "a", Voice: "v",

@@ -38,6 +38,8 @@ func TestUsageErrors(t *testing.T) {
 		{[]string{"sessions", "create", "--idle-timeout", "10"}, nil, `invalid argument "10" for "--idle-timeout" flag`},
 		{[]string{"sessions", "create", "--idle-timeout", "1500ms"}, nil, `--idle-timeout: must be whole seconds`},
 		{[]string{"sessions", "create", "--max-duration", "0s"}, nil, `--max-duration: must be positive`},
+		{[]string{"sessions", "create", "--restart-policy", "always"}, nil, `--restart-policy: want on_worker_lost or never`},
+		{[]string{"sessions", "create", "--replace-timeout", "1500ms"}, nil, `--replace-timeout: must be whole seconds`},
 		{[]string{"sessions", "create", "--max-duration", "-5m"}, nil, `--max-duration: must be positive`},
 		{[]string{"sessions", "create", "--max-duration", "1000000h"}, nil, `--max-duration: 1000000h0m0s is too long`},
 		{[]string{"sessions", "create", "--label", "novalue"}, nil, `--label: "novalue" is not key=value`},

@@ -54,7 +54,28 @@ func toSession(s *fleetv1.Session, baseURL string) apiv1.Session {
 		t := s.GetEndedAt().AsTime()
 		out.EndedAt = &t
 	}
+	out.RestartPolicy = restartPolicy(s.GetRestartPolicy())
+	out.ReplaceTimeoutSeconds = s.GetReplaceTimeoutSeconds()
+	if out.ReplaceTimeoutSeconds == 0 {
+		out.ReplaceTimeoutSeconds = defaultReplaceTimeout
+	}
+	out.Moves, out.MovedFrom, out.MoveReason = s.GetMoves(), s.GetMovedFrom(), s.GetMoveReason()
+	if s.GetPlacedAt() != nil {
+		t := s.GetPlacedAt().AsTime()
+		out.PlacedAt = &t
+	}
+	if s.GetLostAt() != nil {
+		t := s.GetLostAt().AsTime()
+		out.LostAt = &t
+	}
 	return out
+}
+
+func restartPolicy(p fleetv1.RestartPolicy) string {
+	if p == fleetv1.RestartPolicy_RESTART_POLICY_NEVER {
+		return apiv1.RestartNever
+	}
+	return apiv1.RestartOnWorkerLost
 }
 
 func workerState(v registry.WorkerView) string {

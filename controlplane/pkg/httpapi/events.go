@@ -22,25 +22,41 @@ const sseHeartbeat = 15 * time.Second
 // events streams lifecycle events as server-sent events, one JSON event per
 // message, its JetStream sequence as the SSE id. A client that reconnects
 // with Last-Event-ID resumes after that event, missing nothing the stream
-// still holds. Keys without the admin scope see only their own sessions'
-// events.
+// still holds, and is told with a gap event when the stream no longer
+// holds what follows it. Keys without the admin scope see only their own
+// sessions' events.
 func (a *API) events(w http.ResponseWriter, r *http.Request, p auth.Principal) error {
 	if a.opts.Events == nil {
 		return errorf(http.StatusServiceUnavailable, apiv1.CodeUnavailable, "event stream unavailable")
-	}
-	flusher, ok := w.(http.Flusher)
-	if !ok {
-		return fmt.Errorf("events: response writer cannot flush")
 	}
 	release, err := a.limits.openStream(p)
 	if err != nil {
 		return err
 	}
 	defer release()
+	return a.streamEvents(w, r, []string{fleetbus.EventsAll}, func(e *fleetv1.Event) bool {
+		return p.Has(auth.ScopeAdmin) || (e.GetSession() != nil && e.GetSession().GetOwner() == p.Owner)
+	})
+}
+
+// streamEvents serves the events of the stream's subjects as server-sent
+// events until the client leaves: each event that keep accepts and whose
+// subject vouches for it, as JSON, with its JetStream sequence as the SSE
+// id. Last-Event-ID resumes after that sequence. GET /v1/events and GET
+// /v1/sessions/{id}/events share it.
+func (a *API) streamEvents(w http.ResponseWriter, r *http.Request, subjects []string, keep func(*fleetv1.Event) bool) error {
+	flusher, ok := w.(http.Flusher)
+	if !ok {
+		return fmt.Errorf("events: response writer cannot flush")
+	}
 	cfg := jetstream.OrderedConsumerConfig{
-		FilterSubjects: []string{fleetbus.EventsAll},
+		FilterSubjects: subjects,
 		DeliverPolicy:  jetstream.DeliverNewPolicy,
 	}
+	// A resume after events the stream no longer holds starts with a gap
+	// event (eventgap.go).
+	var gap *gapEvent
+	ctx := r.Context()
 	if last := r.Header.Get("Last-Event-ID"); last != "" {
 		// The next sequence must fit too: MaxUint64 would wrap to 0.
 		seq, err := strconv.ParseUint(last, 10, 64)
@@ -48,8 +64,10 @@ func (a *API) events(w http.ResponseWriter, r *http.Request, p auth.Principal) e
 			return errorf(http.StatusBadRequest, apiv1.CodeInvalidRequest, "Last-Event-ID: want an event sequence number")
 		}
 		cfg.DeliverPolicy, cfg.OptStartSeq = jetstream.DeliverByStartSequencePolicy, seq+1
+		if gap, err = a.eventGap(ctx, seq); err != nil {
+			return err
+		}
 	}
-	ctx := r.Context()
 	cons, err := a.opts.Events.OrderedConsumer(ctx, fleetbus.StreamName, cfg)
 	if err != nil {
 		return fmt.Errorf("events consumer: %w", err)
@@ -71,6 +89,12 @@ func (a *API) events(w http.ResponseWriter, r *http.Request, p auth.Principal) e
 	w.Header().Set("X-Accel-Buffering", "no")
 	w.WriteHeader(http.StatusOK)
 	_, _ = fmt.Fprint(w, ": avatarfleet events\n\n")
+	if gap != nil {
+		// No id: the client's Last-Event-ID stays where it was until the
+		// next event.
+		b, _ := json.Marshal(gap)
+		_, _ = fmt.Fprintf(w, "event: gap\ndata: %s\n\n", b)
+	}
 	flusher.Flush()
 
 	base := a.baseURL(r)
@@ -98,7 +122,7 @@ func (a *API) events(w http.ResponseWriter, r *http.Request, p auth.Principal) e
 				a.log.Warn("skip undecodable event", "subject", m.Subject(), "err", err)
 				continue
 			}
-			if !p.Has(auth.ScopeAdmin) && (e.GetSession() == nil || e.GetSession().GetOwner() != p.Owner) {
+			if !keep(e) {
 				continue
 			}
 			if err := checkEventOrigin(ctx, records, m.Subject(), e); err != nil {
@@ -119,12 +143,16 @@ func (a *API) events(w http.ResponseWriter, r *http.Request, p auth.Principal) e
 
 func toEvent(e *fleetv1.Event, base string) apiv1.Event {
 	out := apiv1.Event{
-		ID:        e.GetId(),
-		Type:      e.GetType(),
-		Time:      e.GetTime().AsTime(),
-		SessionID: e.GetSessionId(),
-		WorkerID:  e.GetWorkerId(),
-		Worker:    toWorkerRecord(e.GetWorker()),
+		ID:         e.GetId(),
+		Type:       e.GetType(),
+		Time:       e.GetTime().AsTime(),
+		SessionID:  e.GetSessionId(),
+		WorkerID:   e.GetWorkerId(),
+		Worker:     toWorkerRecord(e.GetWorker()),
+		FromWorker: e.GetFromWorker(),
+		ToWorker:   e.GetToWorker(),
+		Reason:     e.GetReason(),
+		Revision:   e.GetRevision(),
 	}
 	if e.GetMediaTime() != nil {
 		ms := e.GetMediaTime().AsDuration().Milliseconds()

@@ -119,6 +119,7 @@ func (a *API) routes() {
 	a.handle("POST /v1/workers/{id}/undrain", admin, a.undrainWorker)
 	a.signalingRoutes()
 	a.mux.Handle("GET /v1/events", a.instrument("GET /v1/events", a.authenticated(sess, a.events)))
+	a.mux.Handle("GET /v1/sessions/{id}/events", a.instrument("GET /v1/sessions/{id}/events", a.sessionEventsHandler()))
 
 	a.mux.HandleFunc("GET /healthz", func(w http.ResponseWriter, _ *http.Request) {
 		writeJSON(w, http.StatusOK, map[string]string{"status": "ok"})

@@ -17,7 +17,7 @@ import (
 	"github.com/avatarfleet/avatarfleet/controlplane/pkg/sessions"
 	fleetv1 "github.com/avatarfleet/avatarfleet/proto/fleet/v1"
 	"github.com/avatarfleet/avatarfleet/proto/fleetstore"
-	"github.com/avatarfleet/avatarfleet/worker/pkg/wav"
+	"github.com/avatarfleet/avatarfleet/proto/wav"
 )
 
 // Request limits (DESIGN.md).
@@ -28,19 +28,25 @@ const (
 	defaultMaxDuration = 14400
 	minMaxDuration     = 10
 	maxMaxDuration     = 86400
-	maxSpeakRunes      = 10000
-	maxLabels          = 32
-	maxLabelValue      = 256
-	maxIdempotencyKey  = 255
+	// Re-placement of a session whose worker is lost.
+	defaultReplaceTimeout = 60
+	minReplaceTimeout     = 1
+	maxReplaceTimeout     = 86400
+	maxSpeakRunes         = 10000
+	maxLabels             = 32
+	maxLabelValue         = 256
+	maxIdempotencyKey     = 255
 )
 
 // ValidateCreate checks a create body and fills in defaults.
 func ValidateCreate(req apiv1.CreateSessionRequest) (sessions.CreateParams, error) {
 	p := sessions.CreateParams{
-		Avatar:             req.Avatar,
-		Voice:              req.Voice,
-		IdleTimeoutSeconds: defaultIdleTimeout,
-		MaxDurationSeconds: defaultMaxDuration,
+		Avatar:                req.Avatar,
+		Voice:                 req.Voice,
+		IdleTimeoutSeconds:    defaultIdleTimeout,
+		MaxDurationSeconds:    defaultMaxDuration,
+		RestartPolicy:         fleetv1.RestartPolicy_RESTART_POLICY_ON_WORKER_LOST,
+		ReplaceTimeoutSeconds: defaultReplaceTimeout,
 	}
 	if p.Avatar == "" {
 		p.Avatar = sessions.DefaultAvatar
@@ -65,6 +71,19 @@ func ValidateCreate(req apiv1.CreateSessionRequest) (sessions.CreateParams, erro
 			return p, errorf(http.StatusBadRequest, apiv1.CodeInvalidRequest, "max_duration_seconds: must be %d..%d", minMaxDuration, maxMaxDuration)
 		}
 		p.MaxDurationSeconds = uint32(*v)
+	}
+	switch req.RestartPolicy {
+	case "", apiv1.RestartOnWorkerLost:
+	case apiv1.RestartNever:
+		p.RestartPolicy = fleetv1.RestartPolicy_RESTART_POLICY_NEVER
+	default:
+		return p, errorf(http.StatusBadRequest, apiv1.CodeInvalidRequest, "restart_policy: must be %q or %q", apiv1.RestartOnWorkerLost, apiv1.RestartNever)
+	}
+	if v := req.ReplaceTimeoutSeconds; v != nil {
+		if *v < minReplaceTimeout || *v > maxReplaceTimeout {
+			return p, errorf(http.StatusBadRequest, apiv1.CodeInvalidRequest, "replace_timeout_seconds: must be %d..%d", minReplaceTimeout, maxReplaceTimeout)
+		}
+		p.ReplaceTimeoutSeconds = uint32(*v)
 	}
 	if len(req.Labels) > maxLabels {
 		return p, errorf(http.StatusBadRequest, apiv1.CodeInvalidRequest, "labels: at most %d", maxLabels)
@@ -93,7 +112,7 @@ func requestHash(p sessions.CreateParams) string {
 	sort.Strings(keys)
 	var buf bytes.Buffer
 	enc := json.NewEncoder(&buf)
-	_ = enc.Encode([]any{p.Avatar, p.Voice, p.IdleTimeoutSeconds, p.MaxDurationSeconds, keys})
+	_ = enc.Encode([]any{p.Avatar, p.Voice, p.IdleTimeoutSeconds, p.MaxDurationSeconds, keys, p.RestartPolicy, p.ReplaceTimeoutSeconds})
 	for _, k := range keys {
 		_ = enc.Encode(p.Labels[k])
 	}
@@ -308,6 +327,8 @@ func mapError(err error) error {
 		return &apiError{status: http.StatusServiceUnavailable, code: apiv1.CodeNoCapacity, message: "no free slot on any worker; retry later", retryAfter: 2 * time.Second}
 	case errors.Is(err, sessions.ErrQuotaExceeded):
 		return errorf(http.StatusTooManyRequests, apiv1.CodeQuotaExceeded, "this API key holds its limit of live sessions; end one first")
+	case errors.Is(err, sessions.ErrSpeechQueueFull):
+		return &apiError{status: http.StatusTooManyRequests, code: apiv1.CodeSpeechQueueFull, message: err.Error(), retryAfter: time.Second}
 	case errors.Is(err, sessions.ErrUnknownAvatar):
 		return errorf(http.StatusBadRequest, apiv1.CodeUnknownAvatar, "no worker serves this avatar")
 	case errors.Is(err, sessions.ErrUnknownVoice):

@@ -39,15 +39,22 @@ func (a *API) getWorker(w http.ResponseWriter, r *http.Request, _ auth.Principal
 	return nil
 }
 
+// drainWorker answers POST /v1/workers/{id}/drain: no new sessions on the
+// worker. The body is optional; {"migrate": true} also asks the leader's
+// migrator to move the worker's live sessions elsewhere, one by one.
 func (a *API) drainWorker(w http.ResponseWriter, r *http.Request, _ auth.Principal) error {
+	var req apiv1.DrainRequest
+	if err := decodeJSON(w, r, &req, true); err != nil {
+		return err
+	}
 	v, err := a.workerView(r.PathValue("id"))
 	if err != nil {
 		return err
 	}
-	if err := a.opts.Store.SetDrained(r.Context(), v.Worker.GetId(), true); err != nil {
+	if err := a.opts.Store.SetDrainMark(r.Context(), v.Worker.GetId(), req.Migrate); err != nil {
 		return err
 	}
-	v.Drained = true
+	v.Drained, v.Migrate = true, req.Migrate
 	a.publish(r, fleetbus.WorkerEvent(fleetbus.WorkerDraining, v.Worker.GetId(), v.Worker))
 	writeJSON(w, http.StatusAccepted, toWorker(v))
 	return nil

@@ -36,7 +36,9 @@ type WorkerView struct {
 	Lease    clientv3.LeaseID
 	Revision int64 // ModRevision of the worker record
 	Drained  bool  // an admin drained it
-	Down     bool  // it failed health checks
+	// Migrate: the admin's drain asks that live sessions move elsewhere.
+	Migrate bool
+	Down    bool // it failed health checks
 	// UsedPerGPU counts the reserved slots of each GPU; Sessions is their sum.
 	UsedPerGPU map[uint32]int
 	Sessions   int
@@ -56,6 +58,7 @@ type entry struct {
 	lease    clientv3.LeaseID
 	revision int64
 	drained  bool
+	migrate  bool
 	down     bool
 	used     map[SlotRef]string
 	perGPU   map[uint32]int
@@ -66,7 +69,7 @@ func (e *entry) view() WorkerView {
 	for k, v := range e.perGPU {
 		per[k] = v
 	}
-	return WorkerView{Worker: e.worker, Lease: e.lease, Revision: e.revision, Drained: e.drained, Down: e.down,
+	return WorkerView{Worker: e.worker, Lease: e.lease, Revision: e.revision, Drained: e.drained, Migrate: e.migrate, Down: e.down,
 		UsedPerGPU: per, Sessions: len(e.used)}
 }
 
@@ -203,7 +206,7 @@ func applyPut(keys fleetstore.Keys, entries map[string]*entry, kv *mvccpb.KeyVal
 	case fleetstore.KindSlot:
 		e.reserve(SlotRef{GPU: pk.GPU, Slot: pk.Slot}, string(kv.Value))
 	case fleetstore.KindDrain:
-		e.drained = true
+		e.drained, e.migrate = true, string(kv.Value) == fleetstore.DrainMigrate
 	case fleetstore.KindHealth:
 		e.down = true
 	}
@@ -224,7 +227,7 @@ func applyDelete(keys fleetstore.Keys, entries map[string]*entry, kv *mvccpb.Key
 	case fleetstore.KindSlot:
 		e.release(SlotRef{GPU: pk.GPU, Slot: pk.Slot})
 	case fleetstore.KindDrain:
-		e.drained = false
+		e.drained, e.migrate = false, false
 	case fleetstore.KindHealth:
 		e.down = false
 	}

@@ -12,6 +12,7 @@ import (
 	"log/slog"
 	"net"
 	"net/http"
+	"slices"
 	"time"
 
 	"github.com/nats-io/nats.go"
@@ -21,13 +22,16 @@ import (
 	"golang.org/x/sync/errgroup"
 
 	"github.com/avatarfleet/avatarfleet/controlplane/pkg/auth"
+	"github.com/avatarfleet/avatarfleet/controlplane/pkg/eventlog"
 	"github.com/avatarfleet/avatarfleet/controlplane/pkg/httpapi"
 	"github.com/avatarfleet/avatarfleet/controlplane/pkg/placement"
 	"github.com/avatarfleet/avatarfleet/controlplane/pkg/registry"
 	"github.com/avatarfleet/avatarfleet/controlplane/pkg/sessions"
 	"github.com/avatarfleet/avatarfleet/controlplane/pkg/supervisor"
 	"github.com/avatarfleet/avatarfleet/controlplane/pkg/viewertoken"
+	"github.com/avatarfleet/avatarfleet/controlplane/pkg/webhooks"
 	"github.com/avatarfleet/avatarfleet/controlplane/pkg/workerclient"
+	fleetv1 "github.com/avatarfleet/avatarfleet/proto/fleet/v1"
 	"github.com/avatarfleet/avatarfleet/proto/fleetbus"
 	"github.com/avatarfleet/avatarfleet/proto/fleetconn"
 	"github.com/avatarfleet/avatarfleet/proto/fleetpki"
@@ -70,7 +74,11 @@ type Options struct {
 	BodyMinRate    int64
 	EventRetention time.Duration
 	Supervisor     supervisor.Options
-	Log            *slog.Logger
+	// Webhooks sets the retry policy, timeout and concurrency of webhook
+	// deliveries; the replica sets the endpoints (from Keys), the stream,
+	// the encoder, the origin check, the metrics and the log.
+	Webhooks webhooks.Options
+	Log      *slog.Logger
 }
 
 // Replica is one running control-plane replica.
@@ -87,6 +95,7 @@ type Replica struct {
 	pool     *workerclient.Pool
 	manager  *sessions.Manager
 	events   *fleetbus.Publisher
+	hooks    *webhooks.Runner
 	// streamsDone ends event streams when the HTTP server shuts down.
 	streamsDone chan struct{}
 }
@@ -147,12 +156,13 @@ func New(ctx context.Context, opts Options) (*Replica, error) {
 	if r.etcd, err = fleetconn.Etcd(context.WithoutCancel(ctx), etcdCfg); err != nil {
 		return nil, fmt.Errorf("replica: %w", err)
 	}
-	if r.nc, err = fleetconn.NATS(natsCfg, nats.MaxReconnects(-1)); err != nil {
+	// Reconnect soon after an outage: derived events wait for NATS.
+	if r.nc, err = fleetconn.NATS(natsCfg, nats.MaxReconnects(-1), nats.ReconnectWait(500*time.Millisecond)); err != nil {
 		return nil, fmt.Errorf("replica: %w", err)
 	}
-	pub, err := fleetbus.NewAsyncPublisher(r.nc, func(subject string, err error) {
-		log.Warn("event not stored", "subject", subject, "err", err)
-	})
+	// Lifecycle events are derived from etcd by the leader's event log
+	// (package eventlog); nothing else in the control plane publishes them.
+	pub, err := fleetbus.NewPublisher(r.nc)
 	if err != nil {
 		return nil, err
 	}
@@ -185,17 +195,42 @@ func New(ctx context.Context, opts Options) (*Replica, error) {
 		Store:    store,
 		Registry: r.registry,
 		Workers:  r.pool,
-		Events:   pub,
 		Selector: selector,
 		Log:      log,
 		Metrics:  sessions.NewMetrics(reg),
 	})
 	supOpts := opts.Supervisor
 	supOpts.ReplicaID, supOpts.Store, supOpts.Registry, supOpts.Events, supOpts.Log = opts.ReplicaID, store, r.registry, pub, log
+	supOpts.Workers = r.pool
 	if supOpts.Health == nil {
 		supOpts.Health = supervisor.NATSHealth{Conn: r.nc}
 	}
+	if supOpts.Replacer == nil {
+		supOpts.Replacer = r.manager // the leader re-places sessions of lost workers
+	}
+	if supOpts.Migration.Replay == nil {
+		// A migrated session speaks on its target what its source had not.
+		supOpts.Migration.Replay = r.manager.ReplaySpeech
+	}
+	// The leader derives lifecycle events from etcd (package eventlog);
+	// nothing that changes records publishes them.
+	supOpts.Events = nil
+	evlog := eventlog.New(eventlog.Options{Store: store, Bus: pub, Log: log, Metrics: eventlog.NewMetrics(reg)})
+	supOpts.LeaderDuties = append(slices.Clip(supOpts.LeaderDuties), evlog.Run)
 	r.super = supervisor.New(supOpts)
+
+	// Every replica pulls from the same durable consumer per endpoint:
+	// deliveries are shared, and a replica's restart loses none.
+	hookOpts := opts.Webhooks
+	hookOpts.JetStream, hookOpts.Endpoints, hookOpts.Metrics, hookOpts.Log = pub.JetStream(), webhooks.FromKeys(opts.Keys), webhooks.NewMetrics(reg), log
+	hookOpts.Encode = func(e *fleetv1.Event) ([]byte, error) { return httpapi.EventJSON(e, opts.PublicURL) }
+	hookOpts.CheckOrigin = func(ctx context.Context, subject string, e *fleetv1.Event) error {
+		return httpapi.CheckEventOrigin(ctx, store, subject, e)
+	}
+	hookOpts.Untrusted = httpapi.ErrUntrustedEvent
+	if r.hooks, err = webhooks.New(hookOpts); err != nil {
+		return nil, fmt.Errorf("replica: %w", err)
+	}
 
 	api := httpapi.New(httpapi.Options{
 		Sessions:    r.manager,
@@ -204,7 +239,6 @@ func New(ctx context.Context, opts Options) (*Replica, error) {
 		Keys:        opts.Keys,
 		Tokens:      tokens,
 		Events:      pub.JetStream(),
-		Publisher:   pub,
 		Ready:       r.ready,
 		Gatherer:    reg,
 		Registerer:  reg,
@@ -270,6 +304,7 @@ func (r *Replica) Run(ctx context.Context) error {
 	g.Go(func() error { return r.registry.Run(gctx) })
 	g.Go(func() error { return r.manager.Run(gctx) })
 	g.Go(func() error { return r.super.Run(gctx) })
+	g.Go(func() error { return r.hooks.Run(gctx) })
 	g.Go(func() error {
 		serve := r.server.Serve
 		if r.tls {

@@ -61,7 +61,8 @@ func (m *Manager) awaitPlaced(ctx context.Context, id, owner, key, bound string)
 		sess, _, err := m.opts.Store.Session(ctx, id)
 		switch {
 		case err == nil && sess.GetState() != fleetv1.SessionState_SESSION_STATE_STARTING &&
-			sess.GetState() != fleetv1.SessionState_SESSION_STATE_PLACING:
+			sess.GetState() != fleetv1.SessionState_SESSION_STATE_PLACING,
+			err == nil && sess.GetLostAt() != nil: // placed once, now being re-placed
 			return sess, nil
 		case err != nil && !errors.Is(err, fleetstore.ErrNotFound):
 			return nil, err

@@ -1,8 +1,9 @@
 // Package sessions is the control plane's session lifecycle: placing a new
 // session (rank candidates, reserve a slot in one etcd transaction, start it
-// on the worker over gRPC), reading, ending, and forwarding speech to the
-// worker that hosts it. It keeps no state of its own: every fact is in etcd,
-// so any replica can answer for any session.
+// on the worker over gRPC), re-placing one whose worker was lost by the same
+// steps, reading, ending, and forwarding speech to the worker that hosts it.
+// It keeps no state of its own: every fact is in etcd, so any replica can
+// answer for any session.
 package sessions
 
 import (
@@ -25,7 +26,6 @@ import (
 	"github.com/avatarfleet/avatarfleet/controlplane/pkg/registry"
 	"github.com/avatarfleet/avatarfleet/controlplane/pkg/workerclient"
 	fleetv1 "github.com/avatarfleet/avatarfleet/proto/fleet/v1"
-	"github.com/avatarfleet/avatarfleet/proto/fleetbus"
 	"github.com/avatarfleet/avatarfleet/proto/fleetstore"
 )
 
@@ -43,7 +43,8 @@ var (
 	ErrQuotaExceeded = errors.New("live-session quota exceeded")
 )
 
-// EventPublisher publishes lifecycle events.
+// EventPublisher publishes events. Lifecycle events are not published here:
+// they are derived from the session records in etcd.
 type EventPublisher interface {
 	Publish(ctx context.Context, e *fleetv1.Event) error
 }
@@ -66,12 +67,25 @@ type Options struct {
 	SignalingTimeout time.Duration
 	// IdempotencyTTL is how long an Idempotency-Key stays bound.
 	IdempotencyTTL time.Duration
+	// ReplaceTimeout is how long a session whose worker was lost waits for
+	// a new slot when its record names no replace timeout (default 60 s).
+	ReplaceTimeout time.Duration
+	// ReplaceMinBackoff and ReplaceMaxBackoff bound the jittered
+	// exponential wait between re-placement rounds that found no capacity
+	// (defaults 250 ms and 5 s).
+	ReplaceMinBackoff, ReplaceMaxBackoff time.Duration
 }
 
 // Manager runs the session lifecycle.
 type Manager struct {
 	opts Options
 	log  *slog.Logger
+	d    deps
+	// replay is m.replaySpeech; unit tests replace it, since their fakes
+	// do not stand in for the speech queue's store.
+	replay func(ctx context.Context, sess *fleetv1.Session) error
+	// capacity wakes re-placements waiting for a slot.
+	capacity broadcast
 
 	writer *batchWriter
 
@@ -93,6 +107,15 @@ func NewManager(opts Options) *Manager {
 	if opts.IdempotencyTTL == 0 {
 		opts.IdempotencyTTL = 24 * time.Hour
 	}
+	if opts.ReplaceTimeout == 0 {
+		opts.ReplaceTimeout = DefaultReplaceTimeout
+	}
+	if opts.ReplaceMinBackoff == 0 {
+		opts.ReplaceMinBackoff = 250 * time.Millisecond
+	}
+	if opts.ReplaceMaxBackoff == 0 {
+		opts.ReplaceMaxBackoff = 5 * time.Second
+	}
 	if opts.Selector == nil {
 		opts.Selector = placement.Spread{}
 	}
@@ -103,7 +126,19 @@ func NewManager(opts Options) *Manager {
 	if log == nil {
 		log = slog.Default()
 	}
-	return &Manager{opts: opts, log: log, writer: newBatchWriter(opts.Store), rng: mrand.New(mrand.NewPCG(mrand.Uint64(), mrand.Uint64()))}
+	m := &Manager{opts: opts, log: log, writer: newBatchWriter(opts.Store), rng: mrand.New(mrand.NewPCG(mrand.Uint64(), mrand.Uint64()))}
+	m.d = deps{store: opts.Store, fleet: opts.Registry, workers: opts.Workers, writer: m.writer}
+	m.replay = m.replaySpeech
+	return m
+}
+
+// newManager returns a Manager over the given dependencies (unit tests:
+// in-memory fakes instead of etcd, the registry and workers).
+func newManager(opts Options, d deps) *Manager {
+	m := NewManager(opts)
+	m.d = d
+	m.replay = func(context.Context, *fleetv1.Session) error { return nil }
+	return m
 }
 
 // Run runs the manager's background writer until ctx ends; creates need it.
@@ -118,6 +153,10 @@ type CreateParams struct {
 	Labels             map[string]string
 	IdleTimeoutSeconds uint32
 	MaxDurationSeconds uint32
+	// RestartPolicy and ReplaceTimeoutSeconds say what happens when the
+	// session's worker is lost (Session.restart_policy, replace_timeout).
+	RestartPolicy         fleetv1.RestartPolicy
+	ReplaceTimeoutSeconds uint32
 	// IdempotencyKey, when set, makes retries return the same session;
 	// RequestHash tells a retry from a different request with the same key.
 	IdempotencyKey string
@@ -145,29 +184,57 @@ func (m *Manager) Create(ctx context.Context, p CreateParams) (*fleetv1.Session,
 
 func (m *Manager) newSession(id string, p CreateParams) *fleetv1.Session {
 	return &fleetv1.Session{
-		Id:                 id,
-		Avatar:             p.Avatar,
-		Voice:              p.Voice,
-		Labels:             p.Labels,
-		State:              fleetv1.SessionState_SESSION_STATE_STARTING,
-		IdleTimeoutSeconds: p.IdleTimeoutSeconds,
-		MaxDurationSeconds: p.MaxDurationSeconds,
-		CreatedAt:          timestamppb.Now(),
-		Owner:              p.Owner,
+		Id:                    id,
+		Avatar:                p.Avatar,
+		Voice:                 p.Voice,
+		Labels:                p.Labels,
+		State:                 fleetv1.SessionState_SESSION_STATE_STARTING,
+		IdleTimeoutSeconds:    p.IdleTimeoutSeconds,
+		MaxDurationSeconds:    p.MaxDurationSeconds,
+		CreatedAt:             timestamppb.Now(),
+		Owner:                 p.Owner,
+		RestartPolicy:         p.RestartPolicy,
+		ReplaceTimeoutSeconds: p.ReplaceTimeoutSeconds,
 	}
 }
 
-// place reserves a slot and starts the session there, trying further
-// candidates when a reservation loses a race or a worker refuses.
+// place reserves a slot for a new session and starts it there.
 func (m *Manager) place(ctx context.Context, sess *fleetv1.Session, maxSessions int) (*fleetv1.Session, error) {
+	return m.placeWith(ctx, sess, &createPlacer{m: m, maxSessions: maxSessions}, nil)
+}
+
+// placer is one kind of placement, the only difference between a create
+// and a re-placement: how a slot is taken and given back, and what record
+// a started session gets. Candidates, ranking, slot choice, retries and the
+// start on the worker are shared (placeWith).
+type placer interface {
+	// reserve takes the slot and writes the record in state starting, in
+	// one transaction; ok is false when the transaction lost a race.
+	reserve(ctx context.Context, view registry.WorkerView, gpu, slot uint32, sess *fleetv1.Session) (rev int64, ok bool, err error)
+	// undo gives the slot back after the worker refused the start.
+	undo(ctx context.Context, sess *fleetv1.Session, rev int64) error
+	// ready is the record of a session its worker runs.
+	ready(sess *fleetv1.Session) *fleetv1.Session
+	// startRecord is the record sent to the worker with StartSession.
+	startRecord(sess *fleetv1.Session) *fleetv1.Session
+	// observe records the outcome of one placement round.
+	observe(result string, start time.Time)
+}
+
+// placeWith ranks candidates, reserves a slot and starts the session there,
+// trying further candidates when a reservation loses a race or a worker
+// refuses (workers in refused, and those that refuse now, are skipped).
+func (m *Manager) placeWith(ctx context.Context, sess *fleetv1.Session, p placer, refused map[string]bool) (*fleetv1.Session, error) {
 	start := time.Now()
 	tried := map[slotID]bool{}
-	refused := map[string]bool{} // workers whose StartSession failed
+	if refused == nil {
+		refused = map[string]bool{}
+	}
 	for {
-		views := m.opts.Registry.Workers()
+		views := m.d.fleet.Workers()
 		cands, err := candidates(views, sess, refused)
 		if err != nil {
-			m.opts.Metrics.placement("rejected", start)
+			p.observe("rejected", start)
 			return nil, err
 		}
 		attempted := false
@@ -182,13 +249,13 @@ func (m *Manager) place(ctx context.Context, sess *fleetv1.Session, maxSessions 
 			}
 			attempted = true
 			tried[slotID{c.WorkerID, c.GPU, slot}] = true
-			placed, err := m.tryReserveAndStart(ctx, view, c.GPU, slot, sess, maxSessions)
+			placed, err := m.tryReserveAndStart(ctx, view, c.GPU, slot, sess, p)
 			if errors.Is(err, ErrQuotaExceeded) {
-				m.opts.Metrics.placement("quota_exceeded", start)
+				p.observe("quota_exceeded", start)
 				return nil, err
 			}
 			if err != nil {
-				m.opts.Metrics.placement("error", start)
+				p.observe("error", start)
 				return nil, err
 			}
 			switch placed {
@@ -199,15 +266,15 @@ func (m *Manager) place(ctx context.Context, sess *fleetv1.Session, maxSessions 
 				refused[c.WorkerID] = true
 				continue
 			}
-			m.opts.Metrics.placement("placed", start)
+			p.observe("placed", start)
 			return sess, nil
 		}
 		if !attempted {
-			m.opts.Metrics.placement("no_capacity", start)
+			p.observe("no_capacity", start)
 			return nil, ErrNoCapacity
 		}
 		if err := ctx.Err(); err != nil {
-			m.opts.Metrics.placement("error", start)
+			p.observe("error", start)
 			return nil, fmt.Errorf("place session %s: %w", sess.GetId(), err)
 		}
 	}
@@ -226,31 +293,24 @@ const (
 	workerRefused
 )
 
-func (m *Manager) tryReserveAndStart(ctx context.Context, view registry.WorkerView, gpu, slot uint32, sess *fleetv1.Session, maxSessions int) (outcome, error) {
+func (m *Manager) tryReserveAndStart(ctx context.Context, view registry.WorkerView, gpu, slot uint32, sess *fleetv1.Session, p placer) (outcome, error) {
 	worker := view.Worker.GetId()
 	sess.State = fleetv1.SessionState_SESSION_STATE_STARTING
-	rev, ok, err := m.opts.Store.Reserve(ctx, fleetstore.Reservation{
-		Worker: worker, WorkerLease: view.Lease, WorkerRevision: view.Revision, GPU: gpu, Slot: slot,
-		OwnerLimit: maxSessions,
-	}, sess)
-	if errors.Is(err, fleetstore.ErrQuotaExceeded) {
-		return 0, fmt.Errorf("place session %s: %w (%d live sessions)", sess.GetId(), ErrQuotaExceeded, maxSessions)
-	}
+	rev, ok, err := p.reserve(ctx, view, gpu, slot, sess)
 	if err != nil {
-		return 0, fmt.Errorf("place session %s: %w", sess.GetId(), err)
+		return 0, err
 	}
 	if !ok {
 		return reserveLost, nil
 	}
-	m.opts.Registry.NoteReserved(worker, registry.SlotRef{GPU: gpu, Slot: slot}, sess.GetId())
-	m.publish(ctx, fleetbus.SessionEvent(fleetbus.SessionStarting, sess))
+	m.d.fleet.NoteReserved(worker, registry.SlotRef{GPU: gpu, Slot: slot}, sess.GetId())
 
-	if err := m.startOnWorker(ctx, view.Worker.GetId(), view.Worker.GetGrpcAddress(), sess, rev); err != nil {
+	if err := m.startOnWorker(ctx, view.Worker.GetId(), view.Worker.GetGrpcAddress(), p.startRecord(sess), rev); err != nil {
 		m.log.Warn("worker refused session; trying elsewhere", "session", sess.GetId(), "worker", worker, "err", err)
 		// Undo with a fresh context: the request's may be what failed.
 		uctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), m.opts.CallTimeout)
 		defer cancel()
-		if uerr := m.opts.Store.Unreserve(uctx, sess, rev); uerr != nil {
+		if uerr := p.undo(uctx, sess, rev); uerr != nil {
 			return 0, fmt.Errorf("undo reservation of %s on %s after %v: %w", sess.GetId(), worker, err, uerr)
 		}
 		if ctx.Err() != nil {
@@ -259,14 +319,13 @@ func (m *Manager) tryReserveAndStart(ctx context.Context, view registry.WorkerVi
 		return workerRefused, nil
 	}
 
-	ready := proto.Clone(sess).(*fleetv1.Session)
-	ready.State = fleetv1.SessionState_SESSION_STATE_READY
-	if err := m.writer.Write(ctx, ready, rev); err != nil {
+	ready := p.ready(sess)
+	if err := m.d.writer.Write(ctx, ready, rev); err != nil {
 		if !errors.Is(err, fleetstore.ErrConflict) {
 			return 0, err
 		}
 		// Ended (deleted, worker lost) between start and now: report it as is.
-		cur, _, gerr := m.opts.Store.Session(ctx, sess.GetId())
+		cur, _, gerr := m.d.store.Session(ctx, sess.GetId())
 		if gerr != nil {
 			return 0, gerr
 		}
@@ -274,13 +333,51 @@ func (m *Manager) tryReserveAndStart(ctx context.Context, view registry.WorkerVi
 		proto.Merge(sess, cur)
 		return placedOK, nil
 	}
-	sess.State = ready.State
-	m.publish(ctx, fleetbus.SessionEvent(fleetbus.SessionReady, sess))
+	proto.Reset(sess)
+	proto.Merge(sess, ready)
 	return placedOK, nil
 }
 
+// createPlacer places a new session: the reservation writes a record that
+// must not exist yet and counts the owner's quota.
+type createPlacer struct {
+	m           *Manager
+	maxSessions int
+}
+
+func (p *createPlacer) reserve(ctx context.Context, view registry.WorkerView, gpu, slot uint32, sess *fleetv1.Session) (int64, bool, error) {
+	rev, ok, err := p.m.d.store.Reserve(ctx, fleetstore.Reservation{
+		Worker: view.Worker.GetId(), WorkerLease: view.Lease, WorkerRevision: view.Revision, GPU: gpu, Slot: slot,
+		OwnerLimit: p.maxSessions,
+	}, sess)
+	if errors.Is(err, fleetstore.ErrQuotaExceeded) {
+		return 0, false, fmt.Errorf("place session %s: %w (%d live sessions)", sess.GetId(), ErrQuotaExceeded, p.maxSessions)
+	}
+	if err != nil {
+		return 0, false, fmt.Errorf("place session %s: %w", sess.GetId(), err)
+	}
+	return rev, ok, nil
+}
+
+func (p *createPlacer) undo(ctx context.Context, sess *fleetv1.Session, rev int64) error {
+	return p.m.d.store.Unreserve(ctx, sess, rev)
+}
+
+func (p *createPlacer) ready(sess *fleetv1.Session) *fleetv1.Session {
+	ready := proto.Clone(sess).(*fleetv1.Session)
+	ready.State = fleetv1.SessionState_SESSION_STATE_READY
+	ready.PlacedAt = timestamppb.Now()
+	return ready
+}
+
+func (p *createPlacer) startRecord(sess *fleetv1.Session) *fleetv1.Session { return sess }
+
+func (p *createPlacer) observe(result string, start time.Time) {
+	p.m.opts.Metrics.placement(result, start)
+}
+
 func (m *Manager) startOnWorker(ctx context.Context, workerID, addr string, sess *fleetv1.Session, reservedAt int64) error {
-	cl, err := m.opts.Workers.Client(workerID, addr)
+	cl, err := m.d.workers.Client(workerID, addr)
 	if err != nil {
 		return err
 	}
@@ -308,7 +405,7 @@ func (m *Manager) freeSlot(c placement.Candidate, tried map[slotID]bool) (uint32
 	m.rngMu.Lock()
 	start := m.rng.IntN(c.Slots)
 	m.rngMu.Unlock()
-	return m.opts.Registry.FreeSlot(c.WorkerID, c.GPU, c.Slots, start, func(s uint32) bool {
+	return m.d.fleet.FreeSlot(c.WorkerID, c.GPU, c.Slots, start, func(s uint32) bool {
 		return tried[slotID{c.WorkerID, c.GPU, s}]
 	})
 }
@@ -320,15 +417,6 @@ func findView(views []registry.WorkerView, id string) (registry.WorkerView, bool
 		}
 	}
 	return registry.WorkerView{}, false
-}
-
-func (m *Manager) publish(ctx context.Context, e *fleetv1.Event) {
-	if m.opts.Events == nil {
-		return
-	}
-	if err := m.opts.Events.Publish(context.WithoutCancel(ctx), e); err != nil {
-		m.log.Warn("publish event", "type", e.GetType(), "session", e.GetSessionId(), "err", err)
-	}
 }
 
 // grpcError maps a worker's gRPC error onto the package's errors.

@@ -4,6 +4,7 @@ import (
 	"time"
 
 	"github.com/prometheus/client_golang/prometheus"
+	"google.golang.org/protobuf/types/known/timestamppb"
 )
 
 // Metrics are the placement figures a replica exports.
@@ -11,6 +12,7 @@ type Metrics struct {
 	placements *prometheus.HistogramVec
 	conflicts  prometheus.Counter
 	ended      *prometheus.CounterVec
+	replaced   *prometheus.HistogramVec
 }
 
 // NewMetrics creates the metrics and registers them on reg (nil: unregistered).
@@ -29,13 +31,26 @@ func NewMetrics(reg prometheus.Registerer) *Metrics {
 			Name: "avatarfleet_sessions_ended_total",
 			Help: "Sessions ended through this replica, by reason.",
 		}, []string{"reason"}),
+		replaced: prometheus.NewHistogramVec(prometheus.HistogramOpts{
+			Name:    "avatarfleet_replacement_duration_seconds",
+			Help:    "Time from a worker's loss being seen to its session's re-placement outcome (ready, failed).",
+			Buckets: prometheus.ExponentialBuckets(0.01, 2, 14),
+		}, []string{"result"}),
 	}
 	if reg != nil {
-		reg.MustRegister(m.placements, m.conflicts, m.ended)
+		reg.MustRegister(m.placements, m.conflicts, m.ended, m.replaced)
 	}
 	return m
 }
 
 func (m *Metrics) placement(result string, start time.Time) {
 	m.placements.WithLabelValues(result).Observe(time.Since(start).Seconds())
+}
+
+// replacement records a re-placement's outcome, timed from the loss.
+func (m *Metrics) replacement(result string, lostAt *timestamppb.Timestamp) {
+	if lostAt == nil {
+		return
+	}
+	m.replaced.WithLabelValues(result).Observe(time.Since(lostAt.AsTime()).Seconds())
 }

@@ -6,7 +6,6 @@ import (
 	"fmt"
 
 	fleetv1 "github.com/avatarfleet/avatarfleet/proto/fleet/v1"
-	"github.com/avatarfleet/avatarfleet/proto/fleetbus"
 	"github.com/avatarfleet/avatarfleet/proto/fleetstore"
 )
 
@@ -76,7 +75,7 @@ func (m *Manager) Delete(ctx context.Context, id string) (*fleetv1.Session, erro
 	}
 	if ended {
 		m.opts.Metrics.ended.WithLabelValues("deleted").Inc()
-		m.publish(ctx, fleetbus.SessionEvent(fleetbus.SessionEnded, sess))
+		// session.ended is derived from the record by the event outbox.
 		// The worker also sees its slot key go and stops the session; this
 		// call only makes that immediate.
 		m.stopOnWorker(ctx, sess)
@@ -116,20 +115,6 @@ func (m *Manager) readyClient(ctx context.Context, id string) (fleetv1.WorkerSer
 	return m.opts.Workers.Client(view.Worker.GetId(), view.Worker.GetGrpcAddress())
 }
 
-// Speak queues text on the session's worker.
-func (m *Manager) Speak(ctx context.Context, id, text string, interrupt bool) error {
-	cl, err := m.readyClient(ctx, id)
-	if err != nil {
-		return err
-	}
-	cctx, cancel := context.WithTimeout(ctx, m.opts.CallTimeout)
-	defer cancel()
-	if _, err := cl.SpeakText(cctx, &fleetv1.SpeakTextRequest{SessionId: id, Text: text, Interrupt: interrupt}); err != nil {
-		return grpcError("speak", err)
-	}
-	return nil
-}
-
 // PushAudio sends a WAV file to the session's worker.
 func (m *Manager) PushAudio(ctx context.Context, id string, wav []byte) error {
 	cl, err := m.readyClient(ctx, id)
@@ -140,20 +125,6 @@ func (m *Manager) PushAudio(ctx context.Context, id string, wav []byte) error {
 	defer cancel()
 	if _, err := cl.PushAudio(cctx, &fleetv1.PushAudioRequest{SessionId: id, Wav: wav}); err != nil {
 		return grpcError("push audio", err)
-	}
-	return nil
-}
-
-// Interrupt empties the session's speech queues.
-func (m *Manager) Interrupt(ctx context.Context, id string) error {
-	cl, err := m.readyClient(ctx, id)
-	if err != nil {
-		return err
-	}
-	cctx, cancel := context.WithTimeout(ctx, m.opts.CallTimeout)
-	defer cancel()
-	if _, err := cl.Interrupt(cctx, &fleetv1.InterruptRequest{SessionId: id}); err != nil {
-		return grpcError("interrupt", err)
 	}
 	return nil
 }

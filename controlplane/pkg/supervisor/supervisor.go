@@ -1,8 +1,9 @@
 // Package supervisor runs the control plane's fleet-wide duties on exactly
-// one replica at a time, chosen by an etcd election: failing the sessions of
-// lost workers, marking workers that stop answering health checks down, and
-// expiring old session records. Every change it makes is a guarded etcd
-// transaction, so a deposed leader still finishing a step cannot do harm.
+// one replica at a time, chosen by an etcd election: re-placing (or failing)
+// the sessions of lost workers, marking workers that stop answering health
+// checks down, and expiring old session records. Every change it makes is a
+// guarded etcd transaction, so a deposed leader still finishing a step cannot
+// do harm.
 package supervisor
 
 import (
@@ -33,6 +34,10 @@ type HealthChecker interface {
 
 // Options configures a Supervisor.
 type Options struct {
+	// LeaderDuties run while this replica leads (each until its context
+	// ends; an error ends the leadership), like the event log.
+	LeaderDuties []func(ctx context.Context) error
+
 	ReplicaID string
 	Store     *fleetstore.Store
 	Registry  *registry.Registry
@@ -51,6 +56,14 @@ type Options struct {
 	ReconcileInterval time.Duration
 	// Retention is how long an ended session's record is kept.
 	Retention time.Duration
+	// Replacer re-places sessions of lost workers; nil fails them.
+	Replacer Replacer
+	// ReplaceConcurrency bounds the sessions handled at once after a loss
+	// (default 32).
+	ReplaceConcurrency int
+	// Workers dials workers for live migration (nil: no migration).
+	Workers   WorkerDialer
+	Migration MigrationOptions
 }
 
 func (o *Options) defaults() {
@@ -69,6 +82,9 @@ func (o *Options) defaults() {
 	if o.ReconcileInterval == 0 {
 		o.ReconcileInterval = 10 * time.Second
 	}
+	if o.ReplaceConcurrency == 0 {
+		o.ReplaceConcurrency = 32
+	}
 	if o.Retention == 0 {
 		o.Retention = 24 * time.Hour
 	}
@@ -79,14 +95,15 @@ func (o *Options) defaults() {
 
 // Supervisor campaigns for leadership and, while leader, runs the duties.
 type Supervisor struct {
-	opts Options
-	log  *slog.Logger
+	opts  Options
+	log   *slog.Logger
+	store reaperStore
 }
 
 // New returns a Supervisor.
 func New(opts Options) *Supervisor {
 	opts.defaults()
-	return &Supervisor{opts: opts, log: opts.Log}
+	return &Supervisor{opts: opts, log: opts.Log, store: opts.Store}
 }
 
 // Run campaigns and leads until ctx ends; after losing leadership it
@@ -130,8 +147,12 @@ func (s *Supervisor) leadOnce(ctx context.Context) error {
 			return nil
 		}
 	})
+	for _, duty := range s.opts.LeaderDuties {
+		g.Go(func() error { return duty(gctx) })
+	}
 	g.Go(func() error { return s.reapLoop(gctx) })
 	g.Go(func() error { return s.healthLoop(gctx) })
+	g.Go(func() error { return s.migrateLoop(gctx) })
 	err = g.Wait()
 	rctx, rcancel := context.WithTimeout(context.WithoutCancel(ctx), time.Second)
 	defer rcancel()

@@ -50,6 +50,7 @@ type Config struct {
 	Avatars          string
 	LeaseTTL         time.Duration
 	DrainTimeout     time.Duration
+	NoDrainMigration bool
 	EtcdPrefix       string
 	ONNXRuntimeLib   string
 	TTS              string
@@ -94,6 +95,7 @@ func (c *Config) AddFlags(fs *flag.FlagSet) {
 	fs.StringVar(&c.Avatars, "avatars", "", "directory of avatar packs (default: the bundled avatar)")
 	fs.DurationVar(&c.LeaseTTL, "lease-ttl", agent.DefaultLeaseTTL, "worker lease TTL, 1s..60s")
 	fs.DurationVar(&c.DrainTimeout, "drain-timeout", agent.DefaultDrainTimeout, "how long a drain waits for sessions before ending them")
+	fs.BoolVar(&c.NoDrainMigration, "no-drain-migration", false, "on SIGTERM, let sessions end here instead of asking the control plane to move them to workers with free slots")
 	fs.StringVar(&c.EtcdPrefix, "etcd-prefix", fleetstore.DefaultPrefix, "etcd key prefix of the fleet")
 	fs.StringVar(&c.ONNXRuntimeLib, "onnxruntime-lib", "", "ONNX Runtime shared library (default: scripts/setup.sh's under .tools, else the system's)")
 	fs.StringVar(&c.TTS, "tts", ttsEspeak, "speech synthesis: espeak (local espeak-ng) or http (OpenAI-compatible /v1/audio/speech; key from "+ttsAPIKeyEnv+")")
@@ -275,6 +277,7 @@ func (c Config) resolve() (*config, error) {
 		MediaPort:        c.MediaPort,
 		LeaseTTL:         c.LeaseTTL,
 		DrainTimeout:     c.DrainTimeout,
+		NoDrainMigration: c.NoDrainMigration,
 		ModelPath:        c.Model,
 		AvatarsPath:      c.Avatars,
 		MetricsListen:    c.MetricsListen,

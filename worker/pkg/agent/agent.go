@@ -86,6 +86,10 @@ type Options struct {
 	// DrainTimeout is how long a drain waits for sessions to end on their
 	// own before ending them with reason drained (0: no wait).
 	DrainTimeout time.Duration
+	// NoDrainMigration keeps sessions on a draining worker until they end
+	// (or the deadline) instead of asking the control plane to migrate
+	// them to workers with free slots (Worker.migrate).
+	NoDrainMigration bool
 	// Version is the build version in the worker record and health reports.
 	Version string
 	// ModelPath and AvatarsPath are carried for the media pipeline.

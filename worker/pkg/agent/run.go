@@ -48,6 +48,7 @@ type instance struct {
 	store    *fleetstore.Store
 	reg      *registration.Registrar
 	watch    *slotwatch.Watcher
+	speech   *speechAcks
 	grpc     *grpc.Server
 	health   micro.Service
 	draining atomic.Bool
@@ -116,6 +117,7 @@ func (a *Agent) Run(ctx context.Context) error {
 	g.Go(func() error { return in.watch.Run(gctx) })
 	g.Go(func() error { return in.reg.KeepRegistered(gctx, in.onLeaseLost) })
 	g.Go(func() error { in.reportEnded(gctx); return nil })
+	g.Go(func() error { in.speech.Run(gctx); return nil })
 	if sr, ok := a.rt.(runtime.SpeakingReporter); ok {
 		g.Go(func() error { in.reportSpeaking(gctx, sr); return nil })
 	}
@@ -179,12 +181,14 @@ func (a *Agent) connect() (*instance, error) {
 	in := &instance{Agent: a, cli: cli, nc: nc, events: &eventPublisher{pub: pub}}
 	in.store = fleetstore.New(cli, fleetstore.NewKeys(a.opts.EtcdPrefix))
 	in.watch = slotwatch.New(in.store, a.opts.ID, in.stopForSlot, a.log.With("component", "slotwatch"))
+	in.speech = newSpeechAcks(in.store, a.log.With("component", "speech"))
 	srv, err := server.New(server.Config{
 		WorkerID:  a.opts.ID,
 		Runtime:   a.rt,
 		Slots:     in.watch,
 		Accepting: func() bool { return !in.draining.Load() },
 		Signaling: a.opts.Signaling,
+		Speech:    in.speech,
 		Logger:    a.log.With("component", "grpc"),
 	})
 	if err == nil {
@@ -279,6 +283,9 @@ func (in *instance) healthReport() health.Report {
 func (in *instance) drain(ctx context.Context) {
 	in.draining.Store(true)
 	in.log.Info("draining", "sessions", len(in.rt.Sessions()), "timeout", in.opts.DrainTimeout)
+	// The control plane's migrator moves the sessions where it finds room;
+	// what it cannot move ends at the deadline as before.
+	in.reg.SetMigrate(!in.opts.NoDrainMigration && len(in.rt.Sessions()) > 0)
 	stateCtx, cancel := context.WithTimeout(ctx, stepTimeout)
 	if err := in.reg.SetState(stateCtx, fleetv1.WorkerState_WORKER_STATE_DRAINING); err != nil {
 		in.log.Warn("could not mark the worker draining in etcd", "err", err)

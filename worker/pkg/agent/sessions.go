@@ -33,25 +33,19 @@ func (in *instance) endSession(ctx context.Context, id string, state fleetv1.Ses
 }
 
 // recordEnd moves the session record to its terminal state and frees its
-// slot (one transaction; exactly one party wins), and publishes the event
-// if this call was the one that ended it.
+// slot (one transaction; exactly one party wins).
 func (in *instance) recordEnd(ctx context.Context, id string, state fleetv1.SessionState, reason fleetv1.EndReason, msg string) {
 	backoff := endBackoff
 	for attempt := 1; ; attempt++ {
-		sess, ended, err := in.store.EndSession(ctx, id, state, reason, msg)
+		sess, ended, err := in.store.EndSessionOn(ctx, in.opts.ID, id, state, reason, msg)
 		if err == nil {
 			if !ended {
 				in.log.Debug("session already ended by someone else", "session", id, "reason", sess.GetEndReason().String())
 				return
 			}
+			// The control plane's event log announces the end from the
+			// record (session.ended / session.failed).
 			in.log.Info("session ended", "session", id, "state", state.String(), "reason", reason.String())
-			typ := fleetbus.SessionEnded
-			if state == fleetv1.SessionState_SESSION_STATE_FAILED {
-				typ = fleetbus.SessionFailed
-			}
-			if err := in.events.Publish(ctx, fleetbus.SessionEvent(typ, sess)); err != nil {
-				in.log.Warn("publish session event failed", "session", id, "type", typ, "err", err)
-			}
 			return
 		}
 		if errors.Is(err, fleetstore.ErrNotFound) {

@@ -40,7 +40,14 @@ func inputErr(err error) error {
 }
 
 // Speak implements runtime.Runtime.
-func (r *Runtime) Speak(_ context.Context, id, text string, interrupt bool) error {
+func (r *Runtime) Speak(ctx context.Context, id, text string, interrupt bool) error {
+	return r.SpeakTracked(ctx, id, text, interrupt, nil)
+}
+
+// SpeakTracked is Speak, and progress is told how far the text has been
+// spoken (pipeline.Pipeline.SpeakTracked): the worker keeps the session's
+// durable speech queue in etcd up to date with it.
+func (r *Runtime) SpeakTracked(_ context.Context, id, text string, interrupt bool, progress func(remaining string)) error {
 	if err := runtime.ValidateText(text); err != nil {
 		return fmt.Errorf("speak %s: %w", id, err)
 	}
@@ -48,7 +55,7 @@ func (r *Runtime) Speak(_ context.Context, id, text string, interrupt bool) erro
 	if err != nil {
 		return err
 	}
-	speak := func() error { return s.p().Speak(text, interrupt) }
+	speak := func() error { return s.p().SpeakTracked(text, interrupt, progress) }
 	if err := r.overBudget(id, speak(), speak); err != nil {
 		return fmt.Errorf("speak %s: %w", id, inputErr(err))
 	}

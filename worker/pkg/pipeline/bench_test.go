@@ -7,7 +7,7 @@ import (
 	"time"
 
 	"github.com/avatarfleet/avatarfleet/worker/pkg/inference"
-	"github.com/avatarfleet/avatarfleet/worker/pkg/wav"
+	"github.com/avatarfleet/avatarfleet/proto/wav"
 )
 
 // discard is a Sink that drops everything.

@@ -11,7 +11,7 @@ import (
 
 	"github.com/avatarfleet/avatarfleet/worker/pkg/resample"
 	"github.com/avatarfleet/avatarfleet/worker/pkg/tts"
-	"github.com/avatarfleet/avatarfleet/worker/pkg/wav"
+	"github.com/avatarfleet/avatarfleet/proto/wav"
 )
 
 // hostileWAV is n bytes of 8-bit mono audio whose header says rate Hz and,

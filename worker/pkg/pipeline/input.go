@@ -4,13 +4,16 @@ import (
 	"bytes"
 	"context"
 	"fmt"
+	"strings"
 	"sync"
 	"sync/atomic"
 	"time"
+	"unicode"
+	"unicode/utf8"
 
 	"github.com/avatarfleet/avatarfleet/worker/pkg/resample"
 	"github.com/avatarfleet/avatarfleet/worker/pkg/tts"
-	"github.com/avatarfleet/avatarfleet/worker/pkg/wav"
+	"github.com/avatarfleet/avatarfleet/proto/wav"
 )
 
 // input is the speech queue: 16 kHz PCM waiting to be spoken, plus the text
@@ -27,8 +30,12 @@ type input struct {
 	maxLive   int // PushPCM queues only while fewer samples than this wait
 	maxText   int // bound on textBytes
 	reserved  int // samples of WAV files being decoded, not yet queued
-	texts     []string
+	texts     []queuedText
 	textBytes int
+	// taken counts the samples take has handed out; marks (in order of
+	// at) say where in that count a tracked text's sentence ends.
+	taken     int64
+	marks     []spokenMark
 	budget    *Budget
 	accounted int64        // bytes this input has added to budget
 	buffered  atomic.Int64 // == accounted, for lock-free readers
@@ -38,6 +45,21 @@ type input struct {
 	closed    bool
 	wake      chan struct{}
 	flushed   chan struct{} // signalled on Interrupt, for the media goroutine
+}
+
+// queuedText is a text waiting for synthesis and who is told how far it
+// has been spoken (nil: nobody).
+type queuedText struct {
+	text     string
+	progress func(remaining string)
+}
+
+// spokenMark calls progress(rest) once take has handed out at samples: the
+// end of a sentence of a tracked text (rest is what follows it).
+type spokenMark struct {
+	at       int64
+	rest     string
+	progress func(remaining string)
 }
 
 func (in *input) init(maxSamples, maxLive, maxText int, budget *Budget) {
@@ -96,6 +118,10 @@ func (in *input) interruptLocked() {
 	in.gen++
 	in.pcm, in.head = in.pcm[:0], 0
 	in.texts, in.textBytes = nil, 0
+	// Interrupted text is never reported: whoever interrupted it has
+	// dropped it from the durable queue already.
+	clear(in.marks)
+	in.marks = in.marks[:0]
 	if in.cancel != nil {
 		in.cancel()
 		in.cancel = nil
@@ -121,12 +147,14 @@ func (in *input) pushLocked(s []float32) bool {
 }
 
 // take copies up to len(dst) queued samples into dst, zero-filling the
-// rest; it returns how many were speech.
-func (in *input) take(dst []float32) int {
+// rest; it returns how many were speech, and appends to spoken the marks of
+// the sentences whose last sample is now handed out.
+func (in *input) take(dst []float32, spoken []spokenMark) (int, []spokenMark) {
 	in.mu.Lock()
 	defer in.mu.Unlock()
 	n := copy(dst, in.pcm[in.head:])
 	in.head += n
+	in.taken += int64(n)
 	if in.head == len(in.pcm) {
 		in.pcm, in.head = in.pcm[:0], 0
 	}
@@ -134,13 +162,40 @@ func (in *input) take(dst []float32) int {
 		in.account()
 	}
 	clear(dst[n:])
-	return n
+	k := 0
+	for k < len(in.marks) && in.marks[k].at <= in.taken {
+		k++
+	}
+	if k > 0 {
+		spoken = append(spoken, in.marks[:k]...)
+		m := copy(in.marks, in.marks[k:])
+		clear(in.marks[m:])
+		in.marks = in.marks[:m]
+	}
+	return n, spoken
+}
+
+// markLocked has progress(rest) called once everything queued now has been
+// handed out.
+func (in *input) markLocked(rest string, progress func(string)) {
+	in.marks = append(in.marks, spokenMark{at: in.taken + int64(len(in.pcm)-in.head), rest: rest, progress: progress})
 }
 
 // Speak queues text to be synthesised and spoken after what is queued;
 // interrupt first drops everything queued. It fails when the speech queue
 // is full or the pipeline is closed; synthesis errors are logged.
 func (p *Pipeline) Speak(text string, interrupt bool) error {
+	return p.SpeakTracked(text, interrupt, nil)
+}
+
+// SpeakTracked is Speak, and progress is told how far the text has been
+// spoken: after each sentence's audio has left the pipeline (sent to the
+// sink), with the text of the sentences still to come, and "" after the
+// last one. A text that cannot be spoken (a synthesis error, a full queue)
+// is reported "" too, once what was queued of it has played. Text dropped
+// by an interrupt, or left when the pipeline closes, is not reported.
+// progress runs on the media goroutine and must not block.
+func (p *Pipeline) SpeakTracked(text string, interrupt bool, progress func(remaining string)) error {
 	if p.opt.TTS == nil {
 		return fmt.Errorf("%w: no TTS engine", ErrConfig)
 	}
@@ -162,7 +217,7 @@ func (p *Pipeline) Speak(text string, interrupt bool) error {
 	if !in.reserveLocked(int64(len(text))) {
 		return fmt.Errorf("speak: %d bytes of text: %w (%v)", len(text), ErrOverBudget, in.budget)
 	}
-	in.texts = append(in.texts, text)
+	in.texts = append(in.texts, queuedText{text: text, progress: progress})
 	in.textBytes += len(text)
 	in.account()
 	signal(in.wake)
@@ -292,8 +347,9 @@ func (p *Pipeline) synthesize(ctx context.Context) error {
 			}
 		}
 		text := in.texts[0]
+		in.texts[0] = queuedText{}
 		in.texts = in.texts[1:]
-		in.textBytes -= len(text)
+		in.textBytes -= len(text.text)
 		in.account()
 		gen := in.gen
 		jctx, cancel := context.WithCancel(ctx)
@@ -314,19 +370,45 @@ func (p *Pipeline) synthesize(ctx context.Context) error {
 	}
 }
 
-// speakOne synthesises one text, queueing each piece as it comes.
-func (p *Pipeline) speakOne(ctx context.Context, text string, gen uint64) {
+// speakOne synthesises one text, queueing each piece as it comes, and
+// marks where each piece ends for the text's progress.
+func (p *Pipeline) speakOne(ctx context.Context, text queuedText, gen uint64) {
 	in := &p.input
-	for chunk, err := range (tts.Splitter{}).Chunks(ctx, p.opt.TTS, text, p.opt.Voice) {
+	var rests []string
+	settled := text.progress == nil
+	if !settled {
+		rests = restsAfterPieces(text.text)
+	}
+	defer func() {
+		if settled {
+			return
+		}
+		// The rest will not be spoken here: report the text done once what
+		// was queued of it has played, so it is not replayed elsewhere
+		// either. Not when interrupted or closed (see SpeakTracked).
+		in.mu.Lock()
+		if in.gen == gen && !in.closed {
+			in.markLocked("", text.progress)
+		}
+		in.mu.Unlock()
+	}()
+	for chunk, err := range (tts.Splitter{}).Chunks(ctx, p.opt.TTS, text.text, p.opt.Voice) {
 		if err != nil {
 			if ctx.Err() == nil {
 				p.log.Warn("speech synthesis failed", "err", err)
+			} else {
+				settled = true // interrupted or closing: see SpeakTracked
 			}
 			return
 		}
 		in.mu.Lock()
 		stale := in.gen != gen
 		full := !stale && !in.pushLocked(chunk.Audio.Samples)
+		if !stale && !full && !settled {
+			rest := rests[chunk.Index]
+			in.markLocked(rest, text.progress)
+			settled = rest == ""
+		}
 		in.mu.Unlock()
 		if stale {
 			return
@@ -336,4 +418,30 @@ func (p *Pipeline) speakOne(ctx context.Context, text string, gen uint64) {
 			return
 		}
 	}
+}
+
+// restsAfterPieces returns, for each piece Chunks yields of text, the text
+// that follows it: a suffix of text, trimmed. Every non-space character of
+// text is in exactly one piece, in order (tts.Splitter), so the suffix
+// starts after as many non-space characters as the pieces so far hold.
+func restsAfterPieces(text string) []string {
+	pieces := tts.Splitter{}.Split(text)
+	rests := make([]string, len(pieces))
+	i := 0 // byte offset in text
+	for k, p := range pieces {
+		for _, r := range p {
+			if unicode.IsSpace(r) {
+				continue
+			}
+			for i < len(text) {
+				c, size := utf8.DecodeRuneInString(text[i:])
+				i += size
+				if !unicode.IsSpace(c) {
+					break
+				}
+			}
+		}
+		rests[k] = strings.TrimSpace(text[i:])
+	}
+	return rests
 }

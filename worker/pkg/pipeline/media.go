@@ -29,6 +29,9 @@ type mediaState struct {
 	delay  [LatencyTicks + 1][TickSamples]float32
 	voiced [LatencyTicks + 1]bool
 	loud   [LatencyTicks + 1]bool
+	// spoken holds, per delay slot, the ends of tracked sentences taken
+	// into it: reported once that slot's audio has been sent.
+	spoken [LatencyTicks + 1][]spokenMark
 
 	mel     []melspec.Frame
 	melBase int64 // video frame index of mel[0]'s window start
@@ -139,12 +142,15 @@ func (p *Pipeline) step() error {
 		for i := range m.delay {
 			clear(m.delay[i][:])
 			m.voiced[i], m.loud[i] = false, false
+			clear(m.spoken[i])
+			m.spoken[i] = m.spoken[i][:0]
 		}
 		m.cleanFrom = n
 	default:
 	}
 	slot := int(n % int64(len(m.delay)))
-	got := p.input.take(m.delay[slot][:])
+	got, spoken := p.input.take(m.delay[slot][:], m.spoken[slot][:0])
+	m.spoken[slot] = spoken
 	m.voiced[slot] = got > 0
 	m.loud[slot] = rms(m.delay[slot][:]) >= p.opt.EnergyThreshold
 	m.mel = p.mel.Append(m.mel, m.delay[slot][:])
@@ -160,6 +166,12 @@ func (p *Pipeline) step() error {
 	if err := p.audio(m.delay[out][:], ts); err != nil {
 		return err
 	}
+	// The sentences whose last samples were just sent have been spoken.
+	for _, s := range m.spoken[out] {
+		s.progress(s.rest)
+	}
+	clear(m.spoken[out])
+	m.spoken[out] = m.spoken[out][:0]
 	p.speakingEvents(m.voiced[out], ts)
 	m.frames.Add(1)
 	return nil

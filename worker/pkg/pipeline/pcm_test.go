@@ -7,7 +7,7 @@ import (
 	"testing"
 	"time"
 
-	"github.com/avatarfleet/avatarfleet/worker/pkg/wav"
+	"github.com/avatarfleet/avatarfleet/proto/wav"
 )
 
 // tone16k is d of a 220 Hz tone at 16 kHz, amplitude a.

@@ -29,7 +29,7 @@ import (
 	"github.com/avatarfleet/avatarfleet/worker/pkg/inference"
 	"github.com/avatarfleet/avatarfleet/worker/pkg/melspec"
 	"github.com/avatarfleet/avatarfleet/worker/pkg/tts"
-	"github.com/avatarfleet/avatarfleet/worker/pkg/wav"
+	"github.com/avatarfleet/avatarfleet/proto/wav"
 )
 
 const (

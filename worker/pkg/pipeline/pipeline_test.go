@@ -8,7 +8,7 @@ import (
 	"testing"
 	"time"
 
-	"github.com/avatarfleet/avatarfleet/worker/pkg/wav"
+	"github.com/avatarfleet/avatarfleet/proto/wav"
 )
 
 const sentence = "Hello, this is a test of the avatar"

@@ -289,6 +289,15 @@ func (r *Registrar) Record() *fleetv1.Worker {
 	return proto.CloneOf(r.record)
 }
 
+// SetMigrate sets Worker.migrate in the record, written with the next
+// SetState: a draining worker asks the control plane to move its live
+// sessions elsewhere.
+func (r *Registrar) SetMigrate(migrate bool) {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	r.record.Migrate = migrate
+}
+
 // SetState changes the state in the worker record (DRAINING when the worker
 // drains) and publishes worker.draining or worker.undrained. The state is
 // kept even when the write fails, so a re-registration carries it.

@@ -22,7 +22,7 @@ import (
 	fleetv1 "github.com/avatarfleet/avatarfleet/proto/fleet/v1"
 	"github.com/avatarfleet/avatarfleet/proto/fleetstore"
 	"github.com/avatarfleet/avatarfleet/worker/pkg/runtime"
-	pcmwav "github.com/avatarfleet/avatarfleet/worker/pkg/wav"
+	pcmwav "github.com/avatarfleet/avatarfleet/proto/wav"
 )
 
 // MaxMessageBytes is the largest request the server accepts: a 50 MiB WAV
@@ -50,6 +50,22 @@ type Slots interface {
 	Untrack(sessionID string)
 }
 
+// SpeechProgress keeps the durable speech queue in etcd up to date as a
+// session speaks (the agent's writer).
+type SpeechProgress interface {
+	// Track returns the progress callback of a queued text: it is called
+	// with what is left of text to speak after each sentence, "" at the
+	// end, and must not block.
+	Track(sessionID, speechID, text string) func(remaining string)
+}
+
+// trackedSpeaker is a Runtime that reports how far a text has been spoken
+// (mediaruntime.Runtime); a runtime that does not leaves the queue's
+// entries to the session's end.
+type trackedSpeaker interface {
+	SpeakTracked(ctx context.Context, id, text string, interrupt bool, progress func(remaining string)) error
+}
+
 // Config configures a Server.
 type Config struct {
 	WorkerID string
@@ -61,7 +77,9 @@ type Config struct {
 	// Signaling is the embedded SFU; nil answers the WHEP/WHIP calls with
 	// Unimplemented.
 	Signaling Signaling
-	Logger    *slog.Logger
+	// Speech records speech progress in etcd; nil records none.
+	Speech SpeechProgress
+	Logger *slog.Logger
 }
 
 // Server implements fleetv1.WorkerServiceServer.
@@ -72,6 +90,7 @@ type Server struct {
 	slots     Slots
 	accepting func() bool
 	sig       Signaling
+	speech    SpeechProgress
 	log       *slog.Logger
 }
 
@@ -83,7 +102,7 @@ func New(cfg Config) (*Server, error) {
 	if !fleetstore.ValidName(cfg.WorkerID) {
 		return nil, fmt.Errorf("server: invalid worker id %q", cfg.WorkerID)
 	}
-	s := &Server{worker: cfg.WorkerID, rt: cfg.Runtime, slots: cfg.Slots, accepting: cfg.Accepting, sig: cfg.Signaling, log: cfg.Logger}
+	s := &Server{worker: cfg.WorkerID, rt: cfg.Runtime, slots: cfg.Slots, accepting: cfg.Accepting, sig: cfg.Signaling, speech: cfg.Speech, log: cfg.Logger}
 	if s.accepting == nil {
 		s.accepting = func() bool { return true }
 	}
@@ -261,7 +280,17 @@ func (s *Server) SpeakText(ctx context.Context, req *fleetv1.SpeakTextRequest) (
 	if err := runtime.ValidateText(req.GetText()); err != nil {
 		return nil, s.toStatus(err)
 	}
-	if err := s.rt.Speak(ctx, req.GetSessionId(), req.GetText(), req.GetInterrupt()); err != nil {
+	id, speechID := req.GetSessionId(), req.GetSpeechId()
+	if speechID != "" && !fleetstore.ValidSpeechID(speechID) {
+		return nil, status.Errorf(codes.InvalidArgument, "invalid speech id %q", speechID)
+	}
+	var err error
+	if ts, ok := s.rt.(trackedSpeaker); ok && speechID != "" && s.speech != nil {
+		err = ts.SpeakTracked(ctx, id, req.GetText(), req.GetInterrupt(), s.speech.Track(id, speechID, req.GetText()))
+	} else {
+		err = s.rt.Speak(ctx, id, req.GetText(), req.GetInterrupt())
+	}
+	if err != nil {
 		return nil, s.toStatus(err)
 	}
 	return &fleetv1.SpeakTextResponse{}, nil

@@ -18,7 +18,7 @@ import (
 	"github.com/avatarfleet/avatarfleet/worker/internal/fleettest"
 	"github.com/avatarfleet/avatarfleet/worker/pkg/runtime"
 	"github.com/avatarfleet/avatarfleet/worker/pkg/slotwatch"
-	pcmwav "github.com/avatarfleet/avatarfleet/worker/pkg/wav"
+	pcmwav "github.com/avatarfleet/avatarfleet/proto/wav"
 )
 
 var servers *fleettest.Servers
@@ -230,6 +230,10 @@ func TestRequestValidation(t *testing.T) {
 		}, codes.InvalidArgument},
 		{"speak text too long", func() error {
 			_, err := f.client.SpeakText(ctx, &fleetv1.SpeakTextRequest{SessionId: "live", Text: strings.Repeat("é", runtime.MaxTextChars+1)})
+			return err
+		}, codes.InvalidArgument},
+		{"speak bad speech id", func() error {
+			_, err := f.client.SpeakText(ctx, &fleetv1.SpeakTextRequest{SessionId: "live", Text: "hi", SpeechId: "../../fleet/slots/x"})
 			return err
 		}, codes.InvalidArgument},
 		{"speak unknown session", func() error {

@@ -12,7 +12,7 @@ import (
 	"testing"
 	"time"
 
-	"github.com/avatarfleet/avatarfleet/worker/pkg/wav"
+	"github.com/avatarfleet/avatarfleet/proto/wav"
 )
 
 // newEspeak returns an Espeak engine. A missing espeak-ng fails the test:

@@ -15,7 +15,7 @@ import (
 	"testing"
 	"time"
 
-	"github.com/avatarfleet/avatarfleet/worker/pkg/wav"
+	"github.com/avatarfleet/avatarfleet/proto/wav"
 )
 
 // tone returns a 440 Hz tone of n samples at rate.

@@ -31,7 +31,7 @@ import (
 	"time"
 
 	"github.com/avatarfleet/avatarfleet/worker/pkg/resample"
-	"github.com/avatarfleet/avatarfleet/worker/pkg/wav"
+	"github.com/avatarfleet/avatarfleet/proto/wav"
 )
 
 // SampleRate is the rate, in Hz, of all audio the engines return.

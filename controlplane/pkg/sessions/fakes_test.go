@@ -1,0 +1,312 @@
+package sessions
+
+import (
+	"context"
+	"fmt"
+	"sync"
+
+	"google.golang.org/grpc"
+	"google.golang.org/grpc/codes"
+	"google.golang.org/grpc/status"
+	"google.golang.org/protobuf/proto"
+	"google.golang.org/protobuf/types/known/timestamppb"
+
+	"github.com/avatarfleet/avatarfleet/controlplane/pkg/registry"
+	fleetv1 "github.com/avatarfleet/avatarfleet/proto/fleet/v1"
+	"github.com/avatarfleet/avatarfleet/proto/fleetstore"
+)
+
+// In-memory stand-ins for etcd, the registry and workers, with the same
+// guards as the real transactions, for unit tests of placement logic.
+
+type memRecord struct {
+	sess *fleetv1.Session
+	rev  int64
+}
+
+type memStore struct {
+	mu      sync.Mutex
+	rev     int64
+	records map[string]memRecord
+	slots   map[slotID]string
+	workers map[string]int64 // worker → record revision
+	// loseNext makes that many reservations fail as if another replica won.
+	loseNext int
+	calls    map[string]int
+}
+
+func newMemStore() *memStore {
+	return &memStore{records: map[string]memRecord{}, slots: map[slotID]string{}, workers: map[string]int64{}, calls: map[string]int{}}
+}
+
+func (s *memStore) next() int64 { s.rev++; return s.rev }
+
+func (s *memStore) addWorker(id string) int64 {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	s.workers[id] = s.next()
+	return s.workers[id]
+}
+
+func (s *memStore) count(op string) int {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.calls[op]
+}
+
+func (s *memStore) canReserve(r fleetstore.Reservation) bool {
+	if s.loseNext > 0 {
+		s.loseNext--
+		return false
+	}
+	_, taken := s.slots[slotID{r.Worker, r.GPU, r.Slot}]
+	return !taken && s.workers[r.Worker] == r.WorkerRevision && r.WorkerRevision != 0
+}
+
+func (s *memStore) Reserve(_ context.Context, r fleetstore.Reservation, sess *fleetv1.Session) (int64, bool, error) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	s.calls["reserve"]++
+	sess.WorkerId, sess.Gpu, sess.Slot = r.Worker, r.GPU, r.Slot
+	if _, exists := s.records[sess.GetId()]; exists || !s.canReserve(r) {
+		return s.rev, false, nil
+	}
+	rev := s.next()
+	s.slots[slotID{r.Worker, r.GPU, r.Slot}] = sess.GetId()
+	s.records[sess.GetId()] = memRecord{proto.Clone(sess).(*fleetv1.Session), rev}
+	return rev, true, nil
+}
+
+func (s *memStore) Unreserve(_ context.Context, sess *fleetv1.Session, rev int64) error {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	s.calls["unreserve"]++
+	if s.records[sess.GetId()].rev != rev {
+		return fleetstore.ErrConflict
+	}
+	delete(s.records, sess.GetId())
+	s.release(sess.GetId(), fleetstore.SlotOf(sess))
+	return nil
+}
+
+func (s *memStore) release(id string, refs ...*fleetv1.SlotRef) {
+	for _, ref := range refs {
+		if ref == nil {
+			continue
+		}
+		k := slotID{ref.GetWorkerId(), ref.GetGpu(), ref.GetSlot()}
+		if s.slots[k] == id {
+			delete(s.slots, k)
+		}
+	}
+}
+
+func (s *memStore) ReserveMove(_ context.Context, r fleetstore.Reservation, sess *fleetv1.Session, rev int64, release ...*fleetv1.SlotRef) (int64, bool, error) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	s.calls["reserve_move"]++
+	sess.WorkerId, sess.Gpu, sess.Slot = r.Worker, r.GPU, r.Slot
+	if s.records[sess.GetId()].rev != rev || !s.canReserve(r) {
+		return s.rev, false, nil
+	}
+	s.release(sess.GetId(), release...)
+	newRev := s.next()
+	s.slots[slotID{r.Worker, r.GPU, r.Slot}] = sess.GetId()
+	s.records[sess.GetId()] = memRecord{proto.Clone(sess).(*fleetv1.Session), newRev}
+	return newRev, true, nil
+}
+
+func (s *memStore) Unplace(_ context.Context, sess *fleetv1.Session, rev int64, release ...*fleetv1.SlotRef) (int64, error) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	s.calls["unplace"]++
+	if s.records[sess.GetId()].rev != rev {
+		return 0, fleetstore.ErrConflict
+	}
+	s.release(sess.GetId(), release...)
+	newRev := s.next()
+	s.records[sess.GetId()] = memRecord{proto.Clone(sess).(*fleetv1.Session), newRev}
+	return newRev, nil
+}
+
+func (s *memStore) EndSessionAt(_ context.Context, sess *fleetv1.Session, rev int64, state fleetv1.SessionState, reason fleetv1.EndReason, msg string) (*fleetv1.Session, error) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	s.calls["end"]++
+	if s.records[sess.GetId()].rev != rev {
+		return nil, fleetstore.ErrConflict
+	}
+	ended := proto.Clone(sess).(*fleetv1.Session)
+	ended.State, ended.EndReason, ended.EndMessage, ended.EndedAt = state, reason, msg, timestamppb.Now()
+	s.release(sess.GetId(), fleetstore.SlotOf(sess))
+	s.records[sess.GetId()] = memRecord{ended, s.next()}
+	return ended, nil
+}
+
+func (s *memStore) UpdateSession(_ context.Context, sess *fleetv1.Session, rev int64) (int64, error) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if s.records[sess.GetId()].rev != rev {
+		return 0, fleetstore.ErrConflict
+	}
+	newRev := s.next()
+	s.records[sess.GetId()] = memRecord{proto.Clone(sess).(*fleetv1.Session), newRev}
+	return newRev, nil
+}
+
+func (s *memStore) Write(ctx context.Context, sess *fleetv1.Session, rev int64) error {
+	_, err := s.UpdateSession(ctx, sess, rev)
+	return err
+}
+
+func (s *memStore) Session(_ context.Context, id string) (*fleetv1.Session, int64, error) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	r, ok := s.records[id]
+	if !ok {
+		return nil, 0, fmt.Errorf("session %s: %w", id, fleetstore.ErrNotFound)
+	}
+	return proto.Clone(r.sess).(*fleetv1.Session), r.rev, nil
+}
+
+// put writes a record as it would be after earlier steps.
+func (s *memStore) put(sess *fleetv1.Session) int64 {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	rev := s.next()
+	s.records[sess.GetId()] = memRecord{proto.Clone(sess).(*fleetv1.Session), rev}
+	return rev
+}
+
+func (s *memStore) used(worker string) int {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	n := 0
+	for k := range s.slots {
+		if k.worker == worker {
+			n++
+		}
+	}
+	return n
+}
+
+// memFleet is the registry's view over memStore: workers of one GPU with
+// the given slots, their use read from the store's slots.
+type memFleet struct {
+	store   *memStore
+	mu      sync.Mutex
+	workers []registry.WorkerView
+}
+
+func (f *memFleet) add(id string, slots uint32, mutate ...func(*registry.WorkerView)) {
+	rev := f.store.addWorker(id)
+	v := registry.WorkerView{
+		Worker:   &fleetv1.Worker{Id: id, State: fleetv1.WorkerState_WORKER_STATE_ACTIVE, GrpcAddress: id + ":1", Gpus: []*fleetv1.GPU{{Index: 0, Slots: slots}}},
+		Revision: rev,
+	}
+	for _, m := range mutate {
+		m(&v)
+	}
+	f.mu.Lock()
+	f.workers = append(f.workers, v)
+	f.mu.Unlock()
+}
+
+func (f *memFleet) Workers() []registry.WorkerView {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	out := make([]registry.WorkerView, len(f.workers))
+	for i, v := range f.workers {
+		n := f.store.used(v.Worker.GetId())
+		v.UsedPerGPU, v.Sessions = map[uint32]int{0: n}, n
+		out[i] = v
+	}
+	return out
+}
+
+func (f *memFleet) Worker(id string) (registry.WorkerView, bool) {
+	for _, v := range f.Workers() {
+		if v.Worker.GetId() == id {
+			return v, true
+		}
+	}
+	return registry.WorkerView{}, false
+}
+
+func (f *memFleet) FreeSlot(worker string, gpu uint32, slots int, start int, skip func(uint32) bool) (uint32, bool) {
+	f.store.mu.Lock()
+	defer f.store.mu.Unlock()
+	for i := range slots {
+		s := uint32((start + i) % slots)
+		if _, used := f.store.slots[slotID{worker, gpu, s}]; used || skip(s) {
+			continue
+		}
+		return s, true
+	}
+	return 0, false
+}
+
+func (f *memFleet) NoteReserved(string, registry.SlotRef, string) {}
+
+// memWorkers answers StartSession per worker: refuse lists the workers that
+// refuse every start.
+type memWorkers struct {
+	mu      sync.Mutex
+	refuse  map[string]bool
+	started []*fleetv1.StartSessionRequest
+	starts  map[string]int // per worker
+}
+
+func newMemWorkers() *memWorkers {
+	return &memWorkers{refuse: map[string]bool{}, starts: map[string]int{}}
+}
+
+func (w *memWorkers) Client(id, _ string) (fleetv1.WorkerServiceClient, error) {
+	return &memWorker{id: id, w: w}, nil
+}
+
+type memWorker struct {
+	fleetv1.WorkerServiceClient // methods not overridden panic: unused here
+	id                          string
+	w                           *memWorkers
+}
+
+func (c *memWorker) StartSession(_ context.Context, req *fleetv1.StartSessionRequest, _ ...grpc.CallOption) (*fleetv1.StartSessionResponse, error) {
+	c.w.mu.Lock()
+	defer c.w.mu.Unlock()
+	c.w.starts[c.id]++
+	if c.w.refuse[c.id] {
+		return nil, status.Error(codes.Unavailable, "connection refused")
+	}
+	c.w.started = append(c.w.started, proto.Clone(req).(*fleetv1.StartSessionRequest))
+	return &fleetv1.StartSessionResponse{State: fleetv1.SessionState_SESSION_STATE_READY}, nil
+}
+
+func (w *memWorkers) startsOn(id string) int {
+	w.mu.Lock()
+	defer w.mu.Unlock()
+	return w.starts[id]
+}
+
+func (w *memWorkers) lastStart() *fleetv1.StartSessionRequest {
+	w.mu.Lock()
+	defer w.mu.Unlock()
+	if len(w.started) == 0 {
+		return nil
+	}
+	return w.started[len(w.started)-1]
+}
+
+type fixture struct {
+	m       *Manager
+	store   *memStore
+	fleet   *memFleet
+	workers *memWorkers
+}
+
+func newFixture(opts Options) *fixture {
+	st := newMemStore()
+	fx := &fixture{store: st, fleet: &memFleet{store: st}, workers: newMemWorkers()}
+	fx.m = newManager(opts, deps{store: st, fleet: fx.fleet, workers: fx.workers, writer: st})
+	return fx
+}

@@ -1,0 +1,243 @@
+package sessions
+
+import (
+	"context"
+	"errors"
+	"log/slog"
+	"net"
+	"slices"
+	"strings"
+	"sync"
+	"testing"
+	"time"
+
+	"google.golang.org/grpc"
+	"google.golang.org/grpc/codes"
+	"google.golang.org/grpc/credentials/insecure"
+	"google.golang.org/grpc/status"
+
+	"github.com/avatarfleet/avatarfleet/controlplane/pkg/registry"
+	"github.com/avatarfleet/avatarfleet/controlplane/pkg/workerclient"
+	"github.com/avatarfleet/avatarfleet/proto/embedded"
+	fleetv1 "github.com/avatarfleet/avatarfleet/proto/fleet/v1"
+	"github.com/avatarfleet/avatarfleet/proto/fleetstore"
+)
+
+// speechWorker is a worker's gRPC service that records what it is asked to
+// speak, and refuses texts that start with "refuse".
+type speechWorker struct {
+	fleetv1.UnimplementedWorkerServiceServer
+	mu          sync.Mutex
+	spoken      []*fleetv1.SpeakTextRequest
+	interrupted int
+}
+
+func (w *speechWorker) SpeakText(_ context.Context, req *fleetv1.SpeakTextRequest) (*fleetv1.SpeakTextResponse, error) {
+	if strings.HasPrefix(req.GetText(), "refuse") {
+		return nil, status.Error(codes.InvalidArgument, "refused")
+	}
+	w.mu.Lock()
+	defer w.mu.Unlock()
+	w.spoken = append(w.spoken, req)
+	return &fleetv1.SpeakTextResponse{}, nil
+}
+
+func (w *speechWorker) Interrupt(context.Context, *fleetv1.InterruptRequest) (*fleetv1.InterruptResponse, error) {
+	w.mu.Lock()
+	defer w.mu.Unlock()
+	w.interrupted++
+	return &fleetv1.InterruptResponse{}, nil
+}
+
+func (w *speechWorker) interrupts() int {
+	w.mu.Lock()
+	defer w.mu.Unlock()
+	return w.interrupted
+}
+
+// take returns and forgets the requests received so far.
+func (w *speechWorker) take() []*fleetv1.SpeakTextRequest {
+	w.mu.Lock()
+	defer w.mu.Unlock()
+	out := w.spoken
+	w.spoken = nil
+	return out
+}
+
+// speechFixture is a Manager over a real etcd and registry, and one worker
+// (speechWorker over real gRPC) hosting a ready session "s1".
+type speechFixture struct {
+	m      *Manager
+	store  *fleetstore.Store
+	worker *speechWorker
+	sess   *fleetv1.Session
+}
+
+func newSpeechFixture(t *testing.T) *speechFixture {
+	t.Helper()
+	ctx, cancel := context.WithTimeout(t.Context(), time.Minute)
+	defer cancel()
+	cluster, err := embedded.StartEtcd(ctx, embedded.EtcdOptions{Dir: t.TempDir(), NoFsync: true})
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(cluster.Close)
+	cli, err := cluster.Client()
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { _ = cli.Close() })
+	store := fleetstore.New(cli, fleetstore.NewKeys("/speech-test/"))
+
+	w := &speechWorker{}
+	lis, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	srv := grpc.NewServer()
+	fleetv1.RegisterWorkerServiceServer(srv, w)
+	served := make(chan struct{})
+	go func() { defer close(served); _ = srv.Serve(lis) }()
+	t.Cleanup(func() { srv.Stop(); <-served })
+
+	lease, err := cli.Grant(ctx, 60)
+	if err != nil {
+		t.Fatal(err)
+	}
+	rec := &fleetv1.Worker{Id: "w1", GrpcAddress: lis.Addr().String(), State: fleetv1.WorkerState_WORKER_STATE_ACTIVE,
+		Gpus: []*fleetv1.GPU{{Index: 0, Slots: 1}}}
+	if err := store.PutWorker(ctx, rec, lease.ID); err != nil {
+		t.Fatal(err)
+	}
+	wrec, err := cli.Get(ctx, store.Keys().Worker("w1"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	sess := &fleetv1.Session{Id: "s1", State: fleetv1.SessionState_SESSION_STATE_STARTING}
+	rev, ok, err := store.Reserve(ctx, fleetstore.Reservation{Worker: "w1", WorkerLease: lease.ID, WorkerRevision: wrec.Kvs[0].ModRevision}, sess)
+	if err != nil || !ok {
+		t.Fatalf("reserve: %v %v", ok, err)
+	}
+	sess.State = fleetv1.SessionState_SESSION_STATE_READY
+	if _, err := store.UpdateSession(ctx, sess, rev); err != nil {
+		t.Fatal(err)
+	}
+
+	reg := registry.New(cli, store.Keys(), slog.New(slog.DiscardHandler))
+	rctx, stop := context.WithCancel(context.Background())
+	regDone := make(chan struct{})
+	go func() { defer close(regDone); _ = reg.Run(rctx) }()
+	t.Cleanup(func() { stop(); <-regDone })
+	select {
+	case <-reg.Synced():
+	case <-ctx.Done():
+		t.Fatal("registry never synced")
+	}
+	pool := workerclient.NewPool(grpc.WithTransportCredentials(insecure.NewCredentials()))
+	t.Cleanup(pool.Close)
+	m := NewManager(Options{Store: store, Registry: reg, Workers: pool, Log: slog.New(slog.DiscardHandler)})
+	return &speechFixture{m: m, store: store, worker: w, sess: sess}
+}
+
+func (f *speechFixture) pending(t *testing.T) []fleetstore.SpeechEntry {
+	t.Helper()
+	es, err := f.store.PendingSpeech(t.Context(), "s1")
+	if err != nil {
+		t.Fatal(err)
+	}
+	return es
+}
+
+// TestSpeakIsDurable: Speak writes each text to the session's speech queue
+// before the worker gets it (with its speech id), takes back what the worker
+// refused, interrupting speech and Interrupt empty the queue, the queue is
+// bounded, and replaySpeech re-sends exactly what is left, in order, with
+// the same ids.
+func TestSpeakIsDurable(t *testing.T) {
+	f := newSpeechFixture(t)
+	ctx := t.Context()
+
+	if err := f.m.Speak(ctx, "s1", "One. Two.", false); err != nil {
+		t.Fatal(err)
+	}
+	if err := f.m.Speak(ctx, "s1", "Three.", false); err != nil {
+		t.Fatal(err)
+	}
+	got := f.worker.take()
+	queued := f.pending(t)
+	if len(got) != 2 || len(queued) != 2 {
+		t.Fatalf("worker got %d texts, %d queued; want 2 and 2", len(got), len(queued))
+	}
+	for i, e := range queued {
+		if got[i].GetSpeechId() != e.ID || got[i].GetText() != e.Text || got[i].GetInterrupt() {
+			t.Fatalf("text %d: worker got %v, queued %+v", i, got[i], e)
+		}
+	}
+
+	// The worker refuses a text: it is not left queued.
+	if err := f.m.Speak(ctx, "s1", "refuse this.", false); !errors.Is(err, ErrInvalidInput) {
+		t.Fatalf("refused speak: %v, want ErrInvalidInput", err)
+	}
+	if n := len(f.pending(t)); n != 2 {
+		t.Fatalf("%d queued after a refused text, want 2", n)
+	}
+
+	// The old worker spoke "One." before it was lost; its replacement gets
+	// the rest, in order, with the same ids.
+	if ok, err := f.store.AckSpeech(ctx, "s1", queued[0].ID, "One. Two.", "Two."); err != nil || !ok {
+		t.Fatalf("ack: %v %v", ok, err)
+	}
+	if err := f.m.replaySpeech(ctx, f.sess); err != nil {
+		t.Fatal(err)
+	}
+	replayed := f.worker.take()
+	var texts, ids []string
+	for _, r := range replayed {
+		texts, ids = append(texts, r.GetText()), append(ids, r.GetSpeechId())
+	}
+	if !slices.Equal(texts, []string{"Two.", "Three."}) || !slices.Equal(ids, []string{queued[0].ID, queued[1].ID}) {
+		t.Fatalf("replayed %q with ids %v, want [Two. Three.] with %s, %s", texts, ids, queued[0].ID, queued[1].ID)
+	}
+
+	// An interrupting speak replaces the queue; Interrupt empties it.
+	if err := f.m.Speak(ctx, "s1", "Four.", true); err != nil {
+		t.Fatal(err)
+	}
+	if q := f.pending(t); len(q) != 1 || q[0].Text != "Four." {
+		t.Fatalf("after an interrupting speak: %+v", q)
+	}
+	if r := f.worker.take(); len(r) != 1 || !r[0].GetInterrupt() {
+		t.Fatalf("worker got %v, want one interrupting text", r)
+	}
+	if err := f.m.Interrupt(ctx, "s1"); err != nil {
+		t.Fatal(err)
+	}
+	if q, n := f.pending(t), f.worker.interrupts(); len(q) != 0 || n != 1 {
+		t.Fatalf("after Interrupt: %d queued, %d interrupts on the worker", len(q), n)
+	}
+	if err := f.m.replaySpeech(ctx, f.sess); err != nil || len(f.worker.take()) != 0 {
+		t.Fatalf("replay of an empty queue: %v", err)
+	}
+
+	// The queue holds at most fleetstore.MaxPendingSpeech bytes.
+	text := strings.Repeat("Words and words. ", fleetstore.MaxPendingSpeech/17/4)
+	full := 0
+	for range 6 {
+		if err := f.m.Speak(ctx, "s1", text, false); errors.Is(err, ErrSpeechQueueFull) {
+			full++
+		} else if err != nil {
+			t.Fatal(err)
+		}
+	}
+	if full != 2 {
+		t.Fatalf("%d of 6 quarter-queue texts refused, want 2", full)
+	}
+
+	// Deleting the session takes its queue with it.
+	if _, err := f.m.Delete(ctx, "s1"); err != nil {
+		t.Fatal(err)
+	}
+	if q := f.pending(t); len(q) != 0 {
+		t.Fatalf("%d texts outlive the session", len(q))
+	}
+}

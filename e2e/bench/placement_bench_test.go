@@ -1,0 +1,216 @@
+package bench
+
+import (
+	"bytes"
+	"context"
+	"fmt"
+	"io"
+	"net/http"
+	"os"
+	"sort"
+	"sync"
+	"sync/atomic"
+	"testing"
+	"text/tabwriter"
+	"time"
+
+	"github.com/avatarfleet/avatarfleet/e2e/internal/testfleet"
+	fleetv1 "github.com/avatarfleet/avatarfleet/proto/fleet/v1"
+	"github.com/avatarfleet/avatarfleet/proto/fleetstore"
+)
+
+// Sizes of the runs. Big enough for stable figures on a 2-core machine,
+// small enough that `make bench` takes a few minutes.
+var concurrencies = []int{1, 128, 512}
+
+// creates is the number of placements per closed-loop run.
+func creates(concurrency int) int {
+	if concurrency == 1 {
+		return 300 // latency at rest; more only takes longer
+	}
+	return peakCreates
+}
+
+const (
+	peakCreates     = 4000
+	halfLoadSeconds = 4
+	rawTxns         = 4000
+)
+
+type row struct {
+	what       string
+	perSecond  float64
+	p50, p99   time.Duration
+	concurrent string
+}
+
+// BenchmarkPlacement measures, in one run on one machine: the raw
+// throughput of the reservation transaction on a 3-member etcd, and REST
+// placements (create → slot reserved → worker acknowledged → ready) through
+// 1 and 3 control-plane replicas, at peak and at half of peak.
+func BenchmarkPlacement(b *testing.B) {
+	var rows []row
+	for range b.N {
+		rows = rows[:0]
+		for _, c := range concurrencies {
+			rows = append(rows, rawReserve(b, c))
+		}
+		for _, replicas := range []int{1, 3} {
+			rows = append(rows, placements(b, replicas)...)
+		}
+	}
+	printTable(os.Stdout, rows)
+	b.ReportMetric(rows[len(concurrencies)-1].perSecond, "raw-txn/s")
+}
+
+func printTable(w io.Writer, rows []row) {
+	tw := tabwriter.NewWriter(w, 0, 0, 2, ' ', 0)
+	fmt.Fprintln(tw, "\nmeasure\tconcurrency\tper second\tp50\tp99")
+	for _, r := range rows {
+		fmt.Fprintf(tw, "%s\t%s\t%.0f\t%s\t%s\n", r.what, r.concurrent, r.perSecond, ms(r.p50), ms(r.p99))
+	}
+	_ = tw.Flush()
+}
+
+func ms(d time.Duration) string { return fmt.Sprintf("%.2f ms", float64(d.Microseconds())/1000) }
+
+func percentile(lat []time.Duration, p float64) time.Duration {
+	if len(lat) == 0 {
+		return 0
+	}
+	sort.Slice(lat, func(i, j int) bool { return lat[i] < lat[j] })
+	return lat[min(len(lat)-1, int(p*float64(len(lat))))]
+}
+
+// rawReserve runs fleetstore.Reserve, the one transaction a placement must
+// commit, against a 3-member cluster with a given number of callers.
+func rawReserve(b *testing.B, callers int) row {
+	f := testfleet.Start(b, testfleet.Options{EtcdMembers: 3, Fsync: true, EtcdSnapshotCount: 1 << 30})
+	// A prefix of its own: the replica's supervisor would health-check a
+	// worker record under the fleet's prefix and mark it down.
+	store := fleetstore.New(f.Client, fleetstore.NewKeys("/rawbench/"))
+	ctx := context.Background()
+	lease, err := f.Client.Grant(ctx, 60)
+	if err != nil {
+		b.Fatal(err)
+	}
+	if err := store.PutWorker(ctx, &fleetv1.Worker{Id: "raw"}, lease.ID); err != nil {
+		b.Fatal(err)
+	}
+	resp, err := f.Client.Get(ctx, store.Keys().Worker("raw"))
+	if err != nil {
+		b.Fatal(err)
+	}
+	rev := resp.Kvs[0].ModRevision
+	var next atomic.Int64
+	lat := make([]time.Duration, rawTxns)
+	start := time.Now()
+	var wg sync.WaitGroup
+	for range callers {
+		wg.Go(func() {
+			for {
+				i := next.Add(1) - 1
+				if i >= rawTxns {
+					return
+				}
+				t0 := time.Now()
+				_, ok, err := store.Reserve(ctx, fleetstore.Reservation{
+					Worker: "raw", WorkerLease: lease.ID, WorkerRevision: rev, GPU: 0, Slot: uint32(i),
+				}, &fleetv1.Session{Id: fmt.Sprintf("raw-%d", i)})
+				if err != nil || !ok {
+					b.Errorf("reserve %d: %v %v", i, ok, err)
+					return
+				}
+				lat[i] = time.Since(t0)
+			}
+		})
+	}
+	wg.Wait()
+	elapsed := time.Since(start)
+	return row{what: "etcd reserve txn (raw)", concurrent: fmt.Sprint(callers), perSecond: rawTxns / elapsed.Seconds(),
+		p50: percentile(lat, 0.5), p99: percentile(lat, 0.99)}
+}
+
+// placements measures REST creates through n replicas: closed-loop at each
+// concurrency, then open-loop at half the best rate seen.
+func placements(b *testing.B, replicas int) []row {
+	var workers []testfleet.WorkerSpec
+	for i := range 4 {
+		workers = append(workers, testfleet.WorkerSpec{ID: fmt.Sprintf("w%d", i), GPUs: 4, SlotsPerGPU: 1024})
+	}
+	f := testfleet.Start(b, testfleet.Options{EtcdMembers: 3, Replicas: replicas, Workers: workers, Fsync: true, EtcdSnapshotCount: 1 << 30})
+	client := &http.Client{Transport: &http.Transport{MaxIdleConnsPerHost: 512, MaxConnsPerHost: 512}}
+	defer client.CloseIdleConnections()
+	create := func(i int) (time.Duration, error) {
+		req, _ := http.NewRequest("POST", f.URL(i%replicas)+"/v1/sessions", bytes.NewReader([]byte(`{}`)))
+		req.Header.Set("Authorization", "Bearer "+testfleet.SessionsKey)
+		req.Header.Set("Content-Type", "application/json")
+		t0 := time.Now()
+		resp, err := client.Do(req)
+		if err != nil {
+			return 0, err
+		}
+		_, _ = io.Copy(io.Discard, resp.Body)
+		resp.Body.Close()
+		if resp.StatusCode != 201 {
+			return 0, fmt.Errorf("status %d", resp.StatusCode)
+		}
+		return time.Since(t0), nil
+	}
+
+	var rows []row
+	peakRate := 0.0
+	sent := 0
+	for _, concurrency := range concurrencies {
+		n := creates(concurrency)
+		lat := make([]time.Duration, n)
+		var next atomic.Int64
+		start := time.Now()
+		var wg sync.WaitGroup
+		for range concurrency {
+			wg.Go(func() {
+				for {
+					i := int(next.Add(1) - 1)
+					if i >= n {
+						return
+					}
+					d, err := create(sent + i)
+					if err != nil {
+						b.Errorf("create %d: %v", i, err)
+						return
+					}
+					lat[i] = d
+				}
+			})
+		}
+		wg.Wait()
+		sent += n
+		rate := float64(n) / time.Since(start).Seconds()
+		peakRate = max(peakRate, rate)
+		rows = append(rows, row{what: fmt.Sprintf("REST placement, %d replica(s), closed loop", replicas), concurrent: fmt.Sprint(concurrency),
+			perSecond: rate, p50: percentile(lat, 0.5), p99: percentile(lat, 0.99)})
+	}
+
+	// Half of peak: open loop, latency counted from each request's
+	// scheduled start, so a stall shows up instead of hiding.
+	target := peakRate / 2
+	n := int(target * halfLoadSeconds)
+	halfLat := make([]time.Duration, n)
+	interval := time.Duration(float64(time.Second) / target)
+	start := time.Now()
+	var wg sync.WaitGroup
+	for i := range n {
+		due := start.Add(time.Duration(i) * interval)
+		time.Sleep(time.Until(due))
+		wg.Go(func() {
+			if _, err := create(sent + i); err != nil {
+				b.Errorf("create at half load: %v", err)
+				return
+			}
+			halfLat[i] = time.Since(due)
+		})
+	}
+	wg.Wait()
+	return append(rows, row{what: fmt.Sprintf("REST placement, %d replica(s), half of peak", replicas), concurrent: fmt.Sprintf("%.0f/s open", target),
+		perSecond: float64(n) / time.Since(start).Seconds(), p50: percentile(halfLat, 0.5), p99: percentile(halfLat, 0.99)})
+}

@@ -1,0 +1,168 @@
+//go:build linux
+
+package browsertest
+
+import (
+	"context"
+	"fmt"
+	"net/url"
+	"testing"
+	"time"
+
+	"github.com/chromedp/chromedp"
+
+	"github.com/avatarfleet/avatarfleet/e2e/internal/binfleet"
+	"github.com/avatarfleet/avatarfleet/controlplane/pkg/apiv1"
+)
+
+// frameCounterJS counts the pictures the video element presents
+// (requestVideoFrameCallback) in window.__frames: n, the wall-clock time
+// (Date.now()) of the last, and resumes, the first picture after each
+// pause longer than 500 ms. The callback survives the viewer switching
+// the element to a new connection's stream.
+const frameCounterJS = `(() => {
+	const v = document.getElementById('video');
+	if (!v || !v.requestVideoFrameCallback) return false;
+	if (window.__frames) return true;
+	const fr = window.__frames = {n: 0, last: 0, resumes: []};
+	const tick = () => {
+		const now = Date.now();
+		if (fr.last && now - fr.last > 500) fr.resumes.push({at: now, gap: now - fr.last});
+		fr.n++;
+		fr.last = now;
+		v.requestVideoFrameCallback(tick);
+	};
+	v.requestVideoFrameCallback(tick);
+	return true;
+})()`
+
+// frames is window.__frames.
+type frames struct {
+	N       int64 `json:"n"`
+	Last    int64 `json:"last"`
+	Resumes []struct {
+		At  int64 `json:"at"`
+		Gap int64 `json:"gap"`
+	} `json:"resumes"`
+}
+
+// TestViewerFollowsKilledWorker: the demo page watches a session through
+// avatarfleet.js; its worker is killed (kill -9); the session is re-placed
+// on the other worker under the same id, and the same page, without a
+// reload or a click, plays it again: new pictures are presented, the
+// video's currentTime advances, and the viewer reported the move. Kill →
+// session ready elsewhere and kill → first new picture are logged.
+func TestViewerFollowsKilledWorker(t *testing.T) {
+	chrome := chromiumPath(t)
+	f := binfleet.Start(t, binfleet.Options{
+		APIKey:  testKey,
+		Workers: []binfleet.WorkerSpec{{ID: "browsertest-a"}, {ID: "browsertest-b"}},
+	})
+	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Minute)
+	defer cancel()
+	sess, err := f.CreateSession(ctx, apiv1.CreateSessionRequest{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	first := waitSession(ctx, t, f, sess.ID, "ready", 60*time.Second, func(s apiv1.Session) bool { return s.State == apiv1.StateReady })
+
+	b := startBrowser(t, chrome)
+	ok := b.step(t, "the page plays the session", func(t *testing.T) {
+		page := f.URL + "/?key=" + url.QueryEscape(testKey) + "&session=" + url.QueryEscape(sess.ID) + "&watch=1&muted=1"
+		if err := b.do(30*time.Second, chromedp.Navigate(page)); err != nil {
+			t.Fatalf("load the demo page: %v", err)
+		}
+		b.waitJS(t, "the page's viewer is connected", 60*time.Second,
+			`avatarDemo.viewer && avatarDemo.viewer.state === 'connected'`)
+		if !evalJS[bool](t, b, frameCounterJS) {
+			t.Fatal("the video element has no requestVideoFrameCallback")
+		}
+		advancing(t, b, 20, 15*time.Second)
+	})
+	if !ok {
+		t.FailNow()
+	}
+
+	lost := first.WorkerID
+	other := "browsertest-a"
+	if lost == other {
+		other = "browsertest-b"
+	}
+	killed := f.KillWorker(t, lost)
+	t.Logf("killed worker %s (kill -9); the session should move to %s", lost, other)
+
+	var moved apiv1.Session
+	b.step(t, "the session is ready on the other worker, same id", func(t *testing.T) {
+		moved = waitSession(ctx, t, f, sess.ID, "ready on "+other, 90*time.Second, func(s apiv1.Session) bool {
+			return s.State == apiv1.StateReady && s.WorkerID == other
+		})
+		t.Logf("kill → session ready on %s: %v", moved.WorkerID, time.Since(killed).Round(time.Millisecond))
+	})
+
+	b.step(t, "the same page plays it again", func(t *testing.T) {
+		b.waitJS(t, "a picture after the kill", 60*time.Second,
+			fmt.Sprintf(`window.__frames.resumes.some(r => r.at > %d)`, killed.UnixMilli()))
+		fr := evalJS[frames](t, b, `window.__frames`)
+		for _, r := range fr.Resumes {
+			if r.At > killed.UnixMilli() {
+				t.Logf("kill → first new picture presented: %d ms (the picture stood still %d ms)", r.At-killed.UnixMilli(), r.Gap)
+				break
+			}
+		}
+		advancing(t, b, 25, 20*time.Second)
+		c0 := evalJS[float64](t, b, `document.getElementById('video').currentTime`)
+		time.Sleep(1500 * time.Millisecond)
+		c1 := evalJS[float64](t, b, `document.getElementById('video').currentTime`)
+		if c1 <= c0 {
+			t.Errorf("video.currentTime did not advance in 1.5 s after the move: %.3f → %.3f", c0, c1)
+		}
+		if st := evalJS[string](t, b, `avatarDemo.viewer ? avatarDemo.viewer.state : 'none'`); st != "connected" {
+			t.Errorf("viewer state %q, want connected", st)
+		}
+		if n := evalJS[int](t, b, `avatarDemo.viewer.connects`); n < 2 {
+			t.Errorf("the viewer connected %d times, want a reconnect", n)
+		}
+		// The viewer heard of the move from the session's event stream
+		// (GET /v1/sessions/{id}/events with the viewer token).
+		to := evalJS[string](t, b, `(avatarDemo.viewerEvents.find(e => e.type === 'moved') || {detail: {}}).detail.to || ''`)
+		if to != other {
+			t.Errorf("the viewer's moved event names worker %q, want %s; its events: %s", to, other,
+				evalJS[string](t, b, `JSON.stringify(avatarDemo.viewerEvents.map(e => [e.type, e.at - `+fmt.Sprint(killed.UnixMilli())+`, e.detail]))`))
+		}
+		t.Logf("viewer events after the kill: %s", evalJS[string](t, b, fmt.Sprintf(
+			`JSON.stringify(avatarDemo.viewerEvents.filter(e => e.at > %d).map(e => [e.type, e.at - %d, e.detail.reason || e.detail.state || e.detail.to || '']))`,
+			killed.UnixMilli(), killed.UnixMilli())))
+	})
+
+	if err := f.DeleteSession(ctx, sess.ID); err != nil {
+		t.Error(err)
+	}
+	b.waitJS(t, "the viewer ends with the session", 30*time.Second,
+		`!avatarDemo.viewer && avatarDemo.session.state === 'ended'`)
+}
+
+// advancing waits until the video element presents at least n more
+// pictures.
+func advancing(t *testing.T, b *browser, n int, timeout time.Duration) {
+	t.Helper()
+	start := evalJS[frames](t, b, `window.__frames`)
+	b.waitJS(t, fmt.Sprintf("%d more pictures presented", n), timeout, fmt.Sprintf(`window.__frames.n >= %d`, start.N+int64(n)))
+}
+
+// waitSession polls GET /v1/sessions/{id} until ok holds.
+func waitSession(ctx context.Context, t *testing.T, f *binfleet.Fleet, id, what string, timeout time.Duration, ok func(apiv1.Session) bool) apiv1.Session {
+	t.Helper()
+	var last apiv1.Session
+	f.WaitUntil(t, "session "+id+" "+what, timeout, func() error {
+		s, err := f.GetSession(ctx, id)
+		if err != nil {
+			return err
+		}
+		last = s
+		if !ok(s) {
+			return fmt.Errorf("session is %s on %q (%s %s)", s.State, s.WorkerID, s.EndReason, s.EndMessage)
+		}
+		return nil
+	})
+	return last
+}

@@ -1,0 +1,73 @@
+package replacement_test
+
+import (
+	"net/http"
+	"testing"
+	"time"
+
+	"github.com/pion/webrtc/v4"
+
+	"github.com/avatarfleet/avatarfleet/e2e/internal/testfleet"
+	"github.com/avatarfleet/avatarfleet/controlplane/pkg/apiv1"
+)
+
+// whepOffer makes a real Pion viewer's offer (receive video and audio).
+func whepOffer(t *testing.T) string {
+	t.Helper()
+	api, err := testfleet.NewLoopbackAPI()
+	if err != nil {
+		t.Fatal(err)
+	}
+	pc, err := api.NewPeerConnection(webrtc.Configuration{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { _ = pc.Close() })
+	for _, kind := range []webrtc.RTPCodecType{webrtc.RTPCodecTypeVideo, webrtc.RTPCodecTypeAudio} {
+		if _, err := pc.AddTransceiverFromKind(kind, webrtc.RTPTransceiverInit{Direction: webrtc.RTPTransceiverDirectionRecvonly}); err != nil {
+			t.Fatal(err)
+		}
+	}
+	offer, err := pc.CreateOffer(nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	gathered := webrtc.GatheringCompletePromise(pc)
+	if err := pc.SetLocalDescription(offer); err != nil {
+		t.Fatal(err)
+	}
+	select {
+	case <-gathered:
+	case <-time.After(10 * time.Second):
+		t.Fatal("ICE gathering did not complete")
+	}
+	return pc.LocalDescription().SDP
+}
+
+// TestMovedSessionKeepsItsViewerURLAndToken: the WHEP URL and viewer token
+// handed out at creation reach the session on its new worker after a move.
+func TestMovedSessionKeepsItsViewerURLAndToken(t *testing.T) {
+	sfus := map[string]*testfleet.PionAnswerer{"w1": testfleet.NewPionAnswerer(t), "w2": testfleet.NewPionAnswerer(t)}
+	f := testfleet.Start(t, testfleet.Options{Workers: []testfleet.WorkerSpec{
+		{ID: "w1", Signaling: sfus["w1"]}, {ID: "w2", Signaling: sfus["w2"]}}})
+	s := create(t, f, apiv1.CreateSessionRequest{})
+	path := "/v1/sessions/" + s.ID + "/whep"
+	if r := f.MustDo(0, "POST", path, s.ViewerToken, whepOffer(t), "Content-Type", "application/sdp"); r.Status != http.StatusCreated {
+		t.Fatalf("WHEP before the move: %d %s", r.Status, r.Body)
+	}
+	victim, target := s.WorkerID, other(s.WorkerID)
+	if err := f.KillWorker(victim); err == nil {
+		t.Log("aborted worker returned nil")
+	}
+	f.Eventually(30*time.Second, "the session is ready on "+target, func() bool {
+		got := get(t, f, s.ID)
+		return got.State == apiv1.StateReady && got.WorkerID == target
+	})
+	if r := f.MustDo(0, "POST", path, s.ViewerToken, whepOffer(t), "Content-Type", "application/sdp"); r.Status != http.StatusCreated {
+		t.Fatalf("WHEP with the creation's token after the move: %d %s", r.Status, r.Body)
+	}
+	st, err := sfus[target].Stats(s.ID)
+	if err != nil || len(st.GetViewers()) != 1 {
+		t.Fatalf("viewers of the session on %s: %v, %v", target, st, err)
+	}
+}

@@ -10,8 +10,9 @@ import (
 	"text/tabwriter"
 	"time"
 
-	"github.com/avatarfleet/avatarfleet/e2e/internal/binfleet"
 	"github.com/avatarfleet/avatarfleet/controlplane/pkg/apiv1"
+	"github.com/avatarfleet/avatarfleet/e2e/internal/binfleet"
+	"github.com/avatarfleet/avatarfleet/e2e/internal/whepviewer"
 )
 
 // lossKills is the number of measured kills.
@@ -25,7 +26,8 @@ const lossPoll = 10 * time.Millisecond
 
 // BenchmarkWorkerLoss measures what a viewer of a session sees when the
 // session's worker dies: two CPU workers with one prewarmed slot each, one
-// session watched by one Pion viewer that follows it (binfleet.Watcher);
+// session watched by one Pion viewer that follows it (whepviewer.Follower,
+// on session.moved, a failed connection or stalled media);
 // 20 times, kill -9 the worker holding the session, then take the time
 // from the kill to the session being ready on the other worker (GET
 // polled every 10 ms) and to the viewer's first picture decoded over a
@@ -43,16 +45,18 @@ func BenchmarkWorkerLoss(b *testing.B) {
 		b.Fatal(err)
 	}
 	s = waitReady(ctx, b, f, s.ID, "", 60*time.Second)
-	w, err := f.Watch(ctx, s)
+	fl, err := whepviewer.Follow(ctx, f.WHEPURL(s), s.ViewerToken, whepviewer.FollowOptions{})
 	if err != nil {
 		b.Fatal(err)
 	}
 	defer func() {
-		if err := w.Close(); err != nil {
+		cctx, ccancel := context.WithTimeout(context.Background(), 10*time.Second)
+		defer ccancel()
+		if err := fl.Close(cctx); err != nil {
 			b.Error(err)
 		}
 	}()
-	if _, err := w.FirstFrameAfter(ctx, time.Time{}); err != nil {
+	if _, err := firstPictureAfter(ctx, fl, time.Time{}); err != nil {
 		b.Fatal(err)
 	}
 
@@ -64,13 +68,11 @@ func BenchmarkWorkerLoss(b *testing.B) {
 			killed := f.KillWorker(b, lost)
 			s = waitReady(ctx, b, f, s.ID, lost, 60*time.Second)
 			ready = append(ready, time.Since(killed))
-			fctx, fcancel := context.WithTimeout(ctx, 60*time.Second)
-			c, err := w.FirstFrameAfter(fctx, killed)
-			fcancel()
+			at, err := firstPictureAfter(ctx, fl, killed)
 			if err != nil {
 				b.Fatalf("kill %d of %s: %v", i+1, lost, err)
 			}
-			frame = append(frame, c.FirstFrame.Sub(killed))
+			frame = append(frame, at.Sub(killed))
 			f.RestartWorker(b, lost, 90*time.Second)
 		}
 	}
@@ -113,5 +115,32 @@ func waitReady(ctx context.Context, b *testing.B, f *binfleet.Fleet, id, notOn s
 			b.Fatalf("session %s not ready off %q within %v: %+v %v", id, notOn, timeout, s, err)
 		}
 		time.Sleep(lossPoll)
+	}
+}
+
+// firstPictureAfter waits up to 60 s for the follower to be on a
+// connection whose first packet came after t, and returns when that
+// connection decoded its first picture.
+func firstPictureAfter(ctx context.Context, fl *whepviewer.Follower, t time.Time) (time.Time, error) {
+	ctx, cancel := context.WithTimeout(ctx, 60*time.Second)
+	defer cancel()
+	for {
+		v := fl.Viewer()
+		if v.FirstPacketAt().After(t) {
+			fr, err := v.WaitFirstFrame(ctx)
+			if err == nil {
+				return fr.Decoded, nil
+			}
+			if ctx.Err() != nil {
+				return time.Time{}, err
+			}
+			continue // switched again meanwhile
+		}
+		select {
+		case <-ctx.Done():
+			return time.Time{}, fmt.Errorf("no connection with media since %s (%d switches, last error %v): %w",
+				t.Format("15:04:05.000"), len(fl.Switches()), fl.Err(), ctx.Err())
+		case <-time.After(lossPoll):
+		}
 	}
 }

@@ -8,16 +8,21 @@ import (
 	"testing"
 	"time"
 
-	"github.com/avatarfleet/avatarfleet/e2e/internal/binfleet"
 	"github.com/avatarfleet/avatarfleet/controlplane/pkg/apiv1"
+	"github.com/avatarfleet/avatarfleet/e2e/internal/binfleet"
+	"github.com/avatarfleet/avatarfleet/e2e/internal/whepviewer"
 )
 
 // TestKilledWorkerViewerFollows: a session watched by a Pion WHEP viewer
-// loses its worker to kill -9. The session keeps its id and viewer token,
-// is ready on the other worker, and the same viewer (a binfleet.Watcher,
-// which dials the same WHEP URL with the same token again) decodes
-// pictures again at the full frame rate. Kill → session ready elsewhere
-// and kill → first new picture decoded are logged.
+// that follows its session (whepviewer.Follower: it reconnects on
+// session.moved from GET /v1/sessions/{id}/events, on a failed connection
+// or on stalled media, with the same WHEP URL and viewer token) loses its
+// worker to kill -9. The session keeps its id, avatar and voice (and the
+// follower's viewer token, read before the kill, still works), is ready on
+// the other worker with moves 1, moved_from and move_reason worker_lost,
+// and the same follower decodes pictures from the new worker at the full
+// frame rate. Kill → session ready elsewhere and
+// kill → first new picture decoded are logged.
 func TestKilledWorkerViewerFollows(t *testing.T) {
 	f := binfleet.Start(t, binfleet.Options{Workers: []binfleet.WorkerSpec{{ID: "e2e-a"}, {ID: "e2e-b"}}})
 	ctx, cancel := context.WithTimeout(context.Background(), 4*time.Minute)
@@ -28,18 +33,18 @@ func TestKilledWorkerViewerFollows(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	w, err := f.Watch(ctx, before)
+	fl, err := whepviewer.Follow(ctx, f.WHEPURL(before), before.ViewerToken, whepviewer.FollowOptions{})
 	if err != nil {
 		t.Fatal(err)
 	}
 	defer func() {
-		if err := w.Close(); err != nil {
+		cctx, ccancel := context.WithTimeout(context.Background(), 10*time.Second)
+		defer ccancel()
+		if err := fl.Close(cctx); err != nil {
 			t.Error(err)
 		}
 	}()
-	if _, err := w.FirstFrameAfter(ctx, time.Time{}); err != nil {
-		t.Fatal(err)
-	}
+	firstFrame(ctx, t, fl.Viewer())
 
 	lost := before.WorkerID
 	other := map[string]string{"e2e-a": "e2e-b", "e2e-b": "e2e-a"}[lost]
@@ -58,29 +63,29 @@ func TestKilledWorkerViewerFollows(t *testing.T) {
 		return nil
 	})
 	ready := time.Since(killed)
-	fctx, fcancel := context.WithTimeout(ctx, 60*time.Second)
-	defer fcancel()
-	c, err := w.FirstFrameAfter(fctx, killed)
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Logf("kill -9 of %s → session ready on %s: %v (or less: polled); → first new picture decoded by the same viewer: %v (%d connections)",
-		lost, after.WorkerID, ready.Round(time.Millisecond), c.FirstFrame.Sub(killed).Round(time.Millisecond), len(w.Conns()))
-	if c.Worker != other {
-		t.Errorf("the picture came over a connection to %q, want %s", c.Worker, other)
-	}
+	f.WaitUntil(t, "the viewer switched to a connection made after the kill", 60*time.Second, func() error {
+		for _, sw := range fl.Switches() {
+			if sw.FirstAfter.After(killed) {
+				return nil
+			}
+		}
+		return fmt.Errorf("%d switches (%v)", len(fl.Switches()), fl.Err())
+	})
+	fr := firstFrame(ctx, t, fl.Viewer())
+	sws := fl.Switches()
+	sw := sws[len(sws)-1]
+	t.Logf("kill -9 of %s → session ready on %s: %v (polled every 200 ms); → first new picture decoded by the same follower: %v "+
+		"(switch on %s after %d offer(s), packet gap %v; %d switches)",
+		lost, after.WorkerID, ready.Round(time.Millisecond), fr.Decoded.Sub(killed).Round(time.Millisecond),
+		sw.Reason, sw.Attempts, sw.Gap.Round(time.Millisecond), len(sws))
 	if after.ID != before.ID || after.Avatar != before.Avatar || after.Voice != before.Voice {
 		t.Errorf("the session changed: %+v → %+v", before, after)
 	}
-	if after.ViewerToken != "" && after.ViewerToken != before.ViewerToken {
-		t.Error("the session's viewer token changed with the move")
+	if after.Moves != 1 || after.MovedFrom != lost || after.MoveReason != apiv1.ReasonWorkerLost {
+		t.Errorf("after the move: moves %d, moved_from %q, move_reason %q; want 1, %s, %s",
+			after.Moves, after.MovedFrom, after.MoveReason, lost, apiv1.ReasonWorkerLost)
 	}
-
-	f0, t0 := w.Frames(), time.Now()
-	time.Sleep(3 * time.Second)
-	fps := float64(w.Frames()-f0) / time.Since(t0).Seconds()
-	t.Logf("after the move: %.1f fps", fps)
-	if fps < minFPS {
+	if fps, _ := rates(fl.Viewer(), 3*time.Second); fps < minFPS {
 		t.Errorf("after the move the viewer receives %.1f fps, want at least %d", fps, minFPS)
 	}
 	if err := f.DeleteSession(ctx, sess.ID); err != nil {

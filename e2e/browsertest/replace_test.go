@@ -86,6 +86,24 @@ func TestViewerFollowsKilledWorker(t *testing.T) {
 	if !ok {
 		t.FailNow()
 	}
+	// A second viewer plays the session with avatarfleet.js and the viewer
+	// token alone (no API key, none of the demo page's code) on a <video>
+	// of its own. It shares the demo page's tab: a background tab does not
+	// start playing until it is shown.
+	bare := b
+	ok = bare.step(t, "a bare viewer plays it with the viewer token alone", func(t *testing.T) {
+		if !evalJS[bool](t, bare, bareViewerJS(sess.ID, sess.ViewerToken), chromedp.EvalAwaitPromise) {
+			t.Fatal("the bare viewer did not start")
+		}
+		bare.waitJS(t, "the bare viewer is connected", 60*time.Second, `window.bare.v.state === 'connected'`)
+		if !evalJS[bool](t, bare, `document.getElementById('video').srcObject !== document.getElementById('bare-video').srcObject`) {
+			t.Error("the two viewers play the same stream")
+		}
+		bare.waitJS(t, "the bare viewer decodes pictures", 30*time.Second, decodedJS+`.then(n => n > 10)`, chromedp.EvalAwaitPromise)
+	})
+	if !ok {
+		t.FailNow()
+	}
 
 	lost := first.WorkerID
 	other := "browsertest-a"
@@ -138,12 +156,54 @@ func TestViewerFollowsKilledWorker(t *testing.T) {
 			killed.UnixMilli(), killed.UnixMilli())))
 	})
 
+	bare.step(t, "the bare viewer follows the move too", func(t *testing.T) {
+		bare.waitJS(t, "the bare viewer's moved event names "+other, 30*time.Second,
+			fmt.Sprintf(`window.bare.events.some(e => e.type === 'moved' && e.detail.to === %q)`, other))
+		bare.waitJS(t, "the bare viewer is connected again", 30*time.Second,
+			`window.bare.v.state === 'connected' && window.bare.v.connects >= 2`)
+		// getStats is per connection: these pictures came over the new one.
+		bare.waitJS(t, "the bare viewer decodes pictures from the new worker", 30*time.Second, decodedJS+`.then(n => n > 10)`, chromedp.EvalAwaitPromise)
+	})
+
 	if err := f.DeleteSession(ctx, sess.ID); err != nil {
 		t.Error(err)
 	}
 	b.waitJS(t, "the viewer ends with the session", 30*time.Second,
 		`!avatarDemo.viewer && avatarDemo.session.state === 'ended'`)
+	bare.waitJS(t, "the bare viewer ends with the session (ended, reason deleted)", 30*time.Second,
+		`window.bare.v.state === 'ended' && window.bare.events.some(e => e.type === 'ended' && e.detail.reason === 'deleted')`)
 }
+
+// bareViewerJS starts an AvatarViewer of avatarfleet.js on a new <video>
+// in window.bare: {v, events}, events holding each viewer event's type,
+// time and reason, state or worker.
+func bareViewerJS(sessionID, token string) string {
+	return fmt.Sprintf(`(async () => {
+	const { AvatarViewer } = await import('/avatarfleet.js');
+	const video = document.createElement('video');
+	video.id = 'bare-video';
+	video.muted = true;
+	video.autoplay = true;
+	video.playsInline = true;
+	document.body.append(video);
+	const v = new AvatarViewer({ sessionId: %q, token: %q, video });
+	const bare = window.bare = { v, events: [] };
+	for (const type of ['state', 'connected', 'reconnecting', 'moved', 'ended', 'error']) {
+		v.addEventListener(type, (e) => bare.events.push({ type, at: Date.now(),
+			detail: { reason: e.detail.reason, state: e.detail.state, to: e.detail.to } }));
+	}
+	v.start();
+	return true;
+})()`, sessionID, token)
+}
+
+// decodedJS is a promise of the frames decoded on window.bare's current
+// connection.
+const decodedJS = `window.bare.v.pc.getStats().then(r => {
+	let n = 0;
+	r.forEach(s => { if (s.type === 'inbound-rtp' && s.kind === 'video') n = s.framesDecoded || 0; });
+	return n;
+})`
 
 // advancing waits until the video element presents at least n more
 // pictures.

@@ -14,7 +14,7 @@ import (
 	"github.com/avatarfleet/avatarfleet/controlplane/pkg/registry"
 	fleetv1 "github.com/avatarfleet/avatarfleet/proto/fleet/v1"
 	"github.com/avatarfleet/avatarfleet/proto/fleetstore"
-	"github.com/avatarfleet/avatarfleet/worker/pkg/runtime"
+	"github.com/avatarfleet/avatarfleet/worker/pkg/runtime/runtimetest"
 )
 
 // TestDrainMigrateUndoesRefusedStart: when the chosen target refuses the
@@ -45,7 +45,7 @@ func TestDrainMigrateUndoesRefusedStart(t *testing.T) {
 	}
 	// bad's runtime holds its first slot behind etcd's back, so it refuses
 	// the migrated session's start there.
-	holder := f.Worker("bad").Agent.Runtime().(*runtime.Holder)
+	holder := f.Worker("bad").Agent.Runtime().(*runtimetest.Holder)
 	if err := holder.Start(context.Background(), &fleetv1.Session{Id: "squatter", WorkerId: "bad", Gpu: 0, Slot: 0}); err != nil {
 		t.Fatal(err)
 	}

@@ -370,7 +370,7 @@ func TestNextLeaderFinishesReplacement(t *testing.T) {
 	f.Eventually(30*time.Second, "the lost session is placing", func() bool { return get(t, f, a.ID).State == apiv1.StatePlacing })
 	leader, survivor := -1, -1
 	for i := range 2 {
-		ok, err := supervisor.IsLeader(ctx, f.Client, f.Store.Keys(), fmt.Sprintf("cp%d", i))
+		ok, err := supervisor.IsLeader(ctx, f.Store, fmt.Sprintf("cp%d", i))
 		if err != nil {
 			t.Fatal(err)
 		}

@@ -10,7 +10,7 @@ import (
 	"github.com/avatarfleet/avatarfleet/e2e/internal/testfleet"
 	"github.com/avatarfleet/avatarfleet/controlplane/pkg/apiclient"
 	"github.com/avatarfleet/avatarfleet/controlplane/pkg/apiv1"
-	"github.com/avatarfleet/avatarfleet/worker/pkg/runtime"
+	"github.com/avatarfleet/avatarfleet/worker/pkg/runtime/runtimetest"
 )
 
 type sseLog struct {
@@ -83,7 +83,7 @@ func TestEventsOverSSE(t *testing.T) {
 	s := createSession(t, f, 0, testfleet.SessionsKey)
 	// The worker's runtime reports speech playing out (the Holder stands in
 	// for the media runtime here); the agent publishes it as events.
-	holder, ok := f.Worker("w").Agent.Runtime().(*runtime.Holder)
+	holder, ok := f.Worker("w").Agent.Runtime().(*runtimetest.Holder)
 	if !ok {
 		t.Fatalf("worker runtime is %T, want the Holder", f.Worker("w").Agent.Runtime())
 	}

@@ -12,7 +12,7 @@ import (
 	"github.com/avatarfleet/avatarfleet/e2e/internal/testfleet"
 	"github.com/avatarfleet/avatarfleet/e2e/internal/whepviewer"
 	"github.com/avatarfleet/avatarfleet/controlplane/pkg/apiv1"
-	"github.com/avatarfleet/avatarfleet/worker/pkg/runtime"
+	"github.com/avatarfleet/avatarfleet/worker/pkg/runtime/runtimetest"
 )
 
 // sessionStream follows GET /v1/sessions/{id}/events in the background.
@@ -82,7 +82,7 @@ func TestSessionEventsWithViewerToken(t *testing.T) {
 	byQuery := followSession(t, base+a.ID+"/events?access_token="+url.QueryEscape(a.ViewerToken), "", "")
 	time.Sleep(300 * time.Millisecond) // let the streams subscribe
 
-	holder := f.Worker("w").Agent.Runtime().(*runtime.Holder)
+	holder := f.Worker("w").Agent.Runtime().(*runtimetest.Holder)
 	for _, id := range []string{b.ID, a.ID, b.ID} {
 		if err := holder.EmitSpeaking(id, true, 40*time.Millisecond); err != nil {
 			t.Fatal(err)

@@ -26,6 +26,30 @@ type slotWatcher struct {
 	maxHeld map[string]int
 }
 
+func (w *slotWatcher) apply(f *testfleet.Fleet, resp clientv3.WatchResponse) {
+	w.mu.Lock()
+	defer w.mu.Unlock()
+	for _, ev := range resp.Events {
+		pk, err := f.Store.Keys().Parse(string(ev.Kv.Key))
+		if err != nil {
+			continue
+		}
+		gpu := fmt.Sprintf("%s/%d", pk.Worker, pk.GPU)
+		if w.held[gpu] == nil {
+			w.held[gpu] = map[string]bool{}
+		}
+		if ev.Type == mvccpb.PUT {
+			w.held[gpu][string(ev.Kv.Key)] = true
+		} else {
+			delete(w.held[gpu], string(ev.Kv.Key))
+		}
+	}
+	// One watch response carries whole transactions: check after each.
+	for gpu, keys := range w.held {
+		w.maxHeld[gpu] = max(w.maxHeld[gpu], len(keys))
+	}
+}
+
 func watchSlots(ctx context.Context, t *testing.T, f *testfleet.Fleet) (*slotWatcher, func()) {
 	t.Helper()
 	w := &slotWatcher{held: map[string]map[string]bool{}, maxHeld: map[string]int{}}
@@ -34,32 +58,22 @@ func watchSlots(ctx context.Context, t *testing.T, f *testfleet.Fleet) (*slotWat
 		t.Fatal(err)
 	}
 	wctx, cancel := context.WithCancel(ctx)
-	wch := f.Client.Watch(wctx, f.Store.Keys().Slots(), clientv3.WithPrefix(), clientv3.WithRev(resp.Header.Revision))
 	done := make(chan struct{})
 	go func() {
 		defer close(done)
-		for resp := range wch {
-			w.mu.Lock()
-			for _, ev := range resp.Events {
-				pk, err := f.Store.Keys().Parse(string(ev.Kv.Key))
-				if err != nil {
-					continue
+		next := resp.Header.Revision
+		// etcd ends a watch whose auth token a lagging member does not
+		// know yet (the storm makes members lag): resume where it ended.
+		for wctx.Err() == nil {
+			wch := f.Client.Watch(wctx, f.Store.Keys().Slots(), clientv3.WithPrefix(), clientv3.WithRev(next))
+			for resp := range wch {
+				if resp.Err() != nil {
+					break
 				}
-				gpu := fmt.Sprintf("%s/%d", pk.Worker, pk.GPU)
-				if w.held[gpu] == nil {
-					w.held[gpu] = map[string]bool{}
-				}
-				if ev.Type == mvccpb.PUT {
-					w.held[gpu][string(ev.Kv.Key)] = true
-				} else {
-					delete(w.held[gpu], string(ev.Kv.Key))
-				}
+				w.apply(f, resp)
+				next = resp.Header.Revision + 1
 			}
-			// One watch response carries whole transactions: check after each.
-			for gpu, keys := range w.held {
-				w.maxHeld[gpu] = max(w.maxHeld[gpu], len(keys))
-			}
-			w.mu.Unlock()
+			time.Sleep(50 * time.Millisecond)
 		}
 	}()
 	return w, func() { cancel(); <-done }
@@ -82,10 +96,32 @@ func TestPlacementStorm(t *testing.T) {
 	// The storm is not about loss: leases longer than the default 2s keep
 	// a busy machine (race detector, etcd authenticating every request)
 	// from losing a worker in the middle of it.
+	// Failure detection runs at its defaults (probes every 250 ms, suspect
+	// after 1 s of silence, fence when confirmed): the storm must not make
+	// it fence a live worker.
+	var fences sync.Map
 	f := testfleet.Start(t, testfleet.Options{EtcdMembers: 3, Replicas: 3, Workers: specs,
-		WorkerLeaseTTL: 10 * time.Second, Supervisor: supervisor.Options{ElectionTTL: 10 * time.Second}})
+		WorkerLeaseTTL: 10 * time.Second, Supervisor: supervisor.Options{ElectionTTL: 10 * time.Second,
+			HealthInterval: 250 * time.Millisecond, OnFence: func(id string) { fences.Store(id, true) }}})
 	ctx := context.Background()
 	watcher, stopWatch := watchSlots(ctx, t, f)
+	leases := map[string]clientv3.LeaseID{}
+	for _, w := range f.Replicas[0].Registry().Workers() {
+		leases[w.Worker.GetId()] = w.Lease
+	}
+	defer func() {
+		// No worker was fenced or lost its lease (a false suspicion would
+		// have it registered again under a new one).
+		fences.Range(func(id, _ any) bool {
+			t.Errorf("worker %s fenced during the storm", id)
+			return true
+		})
+		for id, lease := range leases {
+			if w, ok := f.Replicas[0].Registry().Worker(id); !ok || w.Lease != lease {
+				t.Errorf("worker %s lost its lease %x during the storm (now %x, registered %v)", id, lease, w.Lease, ok)
+			}
+		}
+	}()
 
 	type result struct {
 		status  int

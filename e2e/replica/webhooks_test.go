@@ -18,7 +18,7 @@ import (
 	"github.com/avatarfleet/avatarfleet/controlplane/pkg/webhooks"
 	"github.com/avatarfleet/avatarfleet/proto/fleetbus"
 	"github.com/avatarfleet/avatarfleet/proto/fleetconn"
-	"github.com/avatarfleet/avatarfleet/worker/pkg/runtime"
+	"github.com/avatarfleet/avatarfleet/worker/pkg/runtime/runtimetest"
 
 	"github.com/nats-io/nats.go/jetstream"
 )
@@ -105,7 +105,7 @@ func TestWebhooksOfRealSessions(t *testing.T) {
 	mine := createSession(t, f, 0, testfleet.SessionsKey)
 	other := createSession(t, f, 0, testfleet.OtherKey)
 	f.Eventually(30*time.Second, "mine ready", func() bool { return getSession(t, f, 0, mine.ID).State == apiv1.StateReady })
-	holder, ok := f.Worker("w").Agent.Runtime().(*runtime.Holder)
+	holder, ok := f.Worker("w").Agent.Runtime().(*runtimetest.Holder)
 	if !ok {
 		t.Fatalf("worker runtime is %T, want the Holder", f.Worker("w").Agent.Runtime())
 	}

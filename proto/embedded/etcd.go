@@ -53,6 +53,10 @@ type EtcdCluster struct {
 	members   []*embed.Etcd
 	endpoints []string
 	closeOnce sync.Once
+
+	mu      sync.Mutex
+	stopped map[int]bool
+	closing sync.WaitGroup // members killed, still closing
 }
 
 // StartEtcd starts an embedded etcd cluster and waits until it serves.
@@ -190,14 +194,76 @@ func (c *EtcdCluster) Client() (*clientv3.Client, error) {
 	return cli, nil
 }
 
+// Leader is the index of the member that leads the cluster now, or -1
+// when no running member knows a leader.
+func (c *EtcdCluster) Leader() int {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	for i, e := range c.members {
+		if c.stopped[i] {
+			continue
+		}
+		lead := e.Server.Leader()
+		for j, m := range c.members {
+			if !c.stopped[j] && m.Server.MemberID() == lead {
+				return j
+			}
+		}
+	}
+	return -1
+}
+
+// StopMember stops member i, as a crash of its process would (tests of
+// leader loss); Close later leaves it alone.
+func (c *EtcdCluster) StopMember(i int) {
+	c.mu.Lock()
+	if c.stopped == nil {
+		c.stopped = map[int]bool{}
+	}
+	already := c.stopped[i]
+	c.stopped[i] = true
+	c.mu.Unlock()
+	if !already {
+		c.members[i].Close()
+	}
+}
+
+// KillMember stops member i the way a crash does: its raft node stops at
+// once, without handing leadership on (a graceful stop transfers it first,
+// which hides a leader's loss), and its connections close after.
+func (c *EtcdCluster) KillMember(i int) {
+	c.mu.Lock()
+	if c.stopped == nil {
+		c.stopped = map[int]bool{}
+	}
+	already := c.stopped[i]
+	c.stopped[i] = true
+	c.mu.Unlock()
+	if already {
+		return
+	}
+	c.members[i].Server.HardStop()
+	c.closing.Go(c.members[i].Close)
+}
+
 // Close stops every member.
 func (c *EtcdCluster) Close() {
 	c.closeOnce.Do(func() {
+		c.mu.Lock()
+		stopped := c.stopped
+		c.stopped = map[int]bool{}
+		for i := range c.members {
+			c.stopped[i] = true
+		}
+		c.mu.Unlock()
 		var wg sync.WaitGroup
-		for _, e := range c.members {
-			wg.Go(e.Close)
+		for i, e := range c.members {
+			if !stopped[i] {
+				wg.Go(e.Close)
+			}
 		}
 		wg.Wait()
+		c.closing.Wait()
 	})
 }
 

@@ -19,6 +19,8 @@ import (
 	"go.etcd.io/etcd/client/pkg/v3/transport"
 	clientv3 "go.etcd.io/etcd/client/v3"
 	"go.uber.org/zap"
+	"google.golang.org/grpc"
+	"google.golang.org/grpc/backoff"
 )
 
 // DefaultDialTimeout bounds the first connection to etcd.
@@ -96,10 +98,19 @@ func (c EtcdConfig) ClientConfig() (clientv3.Config, error) {
 		Username:    c.Username,
 		Password:    c.Password,
 		Logger:      zap.NewNop(),
-		// Keepalives notice a dead member within seconds, so the client
-		// moves to another endpoint instead of waiting on a silent socket.
-		DialKeepAliveTime:    5 * time.Second,
-		DialKeepAliveTimeout: 3 * time.Second,
+		// Keepalives notice a silent member (a dead host, a partition)
+		// within about three seconds, so the balancer moves its requests
+		// to another endpoint; fleetstore's per-attempt timeouts and
+		// retries cover the seconds before that.
+		DialKeepAliveTime:    2 * time.Second,
+		DialKeepAliveTimeout: time.Second,
+		PermitWithoutStream:  true,
+		// A member that comes back is dialled again within a second
+		// (gRPC's default backoff grows to two minutes).
+		DialOptions: []grpc.DialOption{grpc.WithConnectParams(grpc.ConnectParams{
+			Backoff:           backoff.Config{BaseDelay: 100 * time.Millisecond, Multiplier: 1.6, Jitter: 0.2, MaxDelay: time.Second},
+			MinConnectTimeout: 2 * time.Second,
+		})},
 	}
 	if cfg.DialTimeout == 0 {
 		cfg.DialTimeout = DefaultDialTimeout

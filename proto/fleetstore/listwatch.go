@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"log/slog"
 	"reflect"
+	"sync/atomic"
 	"time"
 
 	"github.com/cenkalti/backoff/v5"
@@ -93,6 +94,12 @@ type ListWatchOptions struct {
 	// MinBackoff and MaxBackoff bound the jittered exponential wait before a
 	// listing is retried after a failure (defaults 100 ms and 5 s).
 	MinBackoff, MaxBackoff time.Duration
+	// StallTimeout, when > 0, is how long the watch may stay silent: the
+	// watch asks etcd for a progress report every third of it, and a watch
+	// that hears nothing at all for that long (its member died silently or
+	// lost the cluster without noticing) is dropped and everything listed
+	// again on another member. 0 means 2 s; negative turns it off.
+	StallTimeout time.Duration
 	// Name names the watch in logs.
 	Name string
 	Log  *slog.Logger
@@ -114,6 +121,9 @@ func (s *Store) ListWatch(ctx context.Context, opts ListWatchOptions, h Handler)
 	}
 	if opts.MaxBackoff <= 0 {
 		opts.MaxBackoff = 5 * time.Second
+	}
+	if opts.StallTimeout == 0 {
+		opts.StallTimeout = 2 * time.Second
 	}
 	log := opts.Log
 	if log == nil {
@@ -155,7 +165,7 @@ func (s *Store) listAll(ctx context.Context, prefixes []string, h Handler) (int6
 		if i > 0 {
 			opts = append(opts, clientv3.WithRev(rev))
 		}
-		resp, err := s.cli.Get(ctx, p, opts...)
+		resp, err := s.kv.Get(ctx, p, opts...)
 		if err != nil {
 			return 0, fmt.Errorf("list %s: %w", p, err)
 		}
@@ -192,13 +202,34 @@ func (s *Store) follow(ctx context.Context, opts ListWatchOptions, rev int64, h 
 		defer t.Stop()
 		resync = t.C
 	}
+	var (
+		stalled  <-chan struct{}
+		lastRev  atomic.Int64 // header revision of the last response
+		lastSeen atomic.Int64 // when it came (UnixNano)
+	)
+	lastRev.Store(rev)
+	lastSeen.Store(time.Now().UnixNano())
+	if opts.StallTimeout > 0 {
+		c, done := make(chan struct{}), make(chan struct{})
+		stalled = c
+		go func() {
+			defer close(done)
+			s.watchStall(wctx, opts.Prefixes[0], opts.StallTimeout, &lastRev, &lastSeen, c)
+		}()
+		defer func() { cancel(); <-done }()
+	}
 	// Several prefixes are merged here, in this goroutine, so the handler
 	// is never called concurrently.
 	for {
-		resp, ok, err := receive(ctx, chans, resync)
+		resp, ok, err := receive(ctx, chans, resync, stalled)
+		if errors.Is(err, errWatchStalled) {
+			return fmt.Errorf("watch %v: %w", opts.Prefixes, err)
+		}
 		if err != nil || !ok {
 			return err
 		}
+		lastRev.Store(resp.Header.Revision)
+		lastSeen.Store(time.Now().UnixNano())
 		if err := resp.Err(); err != nil {
 			return fmt.Errorf("watch %v: %w", opts.Prefixes, err)
 		}
@@ -221,21 +252,76 @@ func (s *Store) follow(ctx context.Context, opts ListWatchOptions, rev int64, h 
 	}
 }
 
-var errWatchClosed = errors.New("watch channel closed")
+var (
+	errWatchClosed  = errors.New("watch channel closed")
+	errWatchStalled = errors.New("watch silent (no progress report)")
+)
+
+// watchStall closes stalled when the watch falls behind the cluster: it
+// asks for progress reports (a live member answers even while nothing
+// changes) and reads the cluster's revision from any member with a leader;
+// a watch that has not reached a revision the cluster had stallAfter ago,
+// or heard nothing for that long, is on a member that died silently or
+// lost the cluster without noticing (it may still answer, from a frozen
+// store). It returns when ctx ends.
+func (s *Store) watchStall(ctx context.Context, key string, stallAfter time.Duration, lastRev, lastSeen *atomic.Int64, stalled chan<- struct{}) {
+	every := stallAfter / 3
+	tick := time.NewTicker(every)
+	defer tick.Stop()
+	var (
+		target int64 // a cluster revision the watch has yet to reach
+		since  time.Time
+	)
+	for {
+		select {
+		case <-ctx.Done():
+			return
+		case <-tick.C:
+		}
+		_ = s.cli.RequestProgress(ctx)
+		now := time.Now()
+		if now.Sub(time.Unix(0, lastSeen.Load())) > stallAfter {
+			close(stalled)
+			return
+		}
+		if target > 0 && lastRev.Load() >= target {
+			target = 0
+		}
+		if target > 0 && now.Sub(since) > stallAfter {
+			close(stalled)
+			return
+		}
+		if target == 0 {
+			rctx, cancel := context.WithTimeout(clientv3.WithRequireLeader(ctx), every)
+			// A key the watcher may read (with etcd auth on, its role
+			// covers little else); only the header's revision matters.
+			resp, err := s.cli.Get(rctx, key, clientv3.WithCountOnly())
+			cancel()
+			if err == nil && resp.Header.Revision > lastRev.Load() {
+				target, since = resp.Header.Revision, now
+			}
+		}
+	}
+}
 
 // receive waits for the next response of any watch; ok is false (and err
-// nil) when the resync timer fired or ctx ended.
-func receive(ctx context.Context, chans []<-chan clientv3.WatchResponse, resync <-chan time.Time) (clientv3.WatchResponse, bool, error) {
-	cases := make([]reflect.SelectCase, 0, len(chans)+2)
+// nil) when the resync timer fired or ctx ended; err is errWatchStalled
+// when the watch stalled.
+func receive(ctx context.Context, chans []<-chan clientv3.WatchResponse, resync <-chan time.Time, stalled <-chan struct{}) (clientv3.WatchResponse, bool, error) {
+	cases := make([]reflect.SelectCase, 0, len(chans)+3)
 	cases = append(cases,
 		reflect.SelectCase{Dir: reflect.SelectRecv, Chan: reflect.ValueOf(ctx.Done())},
-		reflect.SelectCase{Dir: reflect.SelectRecv, Chan: reflect.ValueOf(resync)})
+		reflect.SelectCase{Dir: reflect.SelectRecv, Chan: reflect.ValueOf(resync)},
+		reflect.SelectCase{Dir: reflect.SelectRecv, Chan: reflect.ValueOf(stalled)})
 	for _, c := range chans {
 		cases = append(cases, reflect.SelectCase{Dir: reflect.SelectRecv, Chan: reflect.ValueOf(c)})
 	}
 	chosen, v, ok := reflect.Select(cases)
 	if chosen < 2 {
 		return clientv3.WatchResponse{}, false, nil
+	}
+	if chosen == 2 {
+		return clientv3.WatchResponse{}, false, errWatchStalled
 	}
 	if !ok {
 		return clientv3.WatchResponse{}, false, errWatchClosed

@@ -64,7 +64,7 @@ func (s *Store) ownerQuotaCmp(ctx context.Context, owner string, limit int) (cli
 		return clientv3.Cmp{}, 0, fmt.Errorf("quota of owner %q: %w", owner, ErrQuotaExceeded)
 	}
 	prefix := s.keys.OwnerLive(owner)
-	resp, err := s.cli.Get(ctx, prefix, clientv3.WithPrefix(), clientv3.WithCountOnly())
+	resp, err := s.kv.Get(ctx, prefix, clientv3.WithPrefix(), clientv3.WithCountOnly())
 	if err != nil {
 		return clientv3.Cmp{}, 0, fmt.Errorf("count live sessions of %s: %w", owner, err)
 	}
@@ -81,7 +81,7 @@ func (s *Store) ownerQuotaCmp(ctx context.Context, owner string, limit int) (cli
 // ownerLiveChangedSince reports whether a live mark of owner was written
 // after rev (the quota guard of a reservation failed).
 func (s *Store) ownerLiveChangedSince(ctx context.Context, owner string, rev int64) (bool, error) {
-	resp, err := s.cli.Get(ctx, s.keys.OwnerLive(owner), clientv3.WithPrefix(), clientv3.WithKeysOnly(),
+	resp, err := s.kv.Get(ctx, s.keys.OwnerLive(owner), clientv3.WithPrefix(), clientv3.WithKeysOnly(),
 		clientv3.WithSort(clientv3.SortByModRevision, clientv3.SortDescend), clientv3.WithLimit(1))
 	if err != nil {
 		return false, fmt.Errorf("read live sessions of %s: %w", owner, err)
@@ -91,7 +91,7 @@ func (s *Store) ownerLiveChangedSince(ctx context.Context, owner string, rev int
 
 // LiveSessions counts the owner's live sessions (what the quota counts).
 func (s *Store) LiveSessions(ctx context.Context, owner string) (int64, error) {
-	resp, err := s.cli.Get(ctx, s.keys.OwnerLive(owner), clientv3.WithPrefix(), clientv3.WithCountOnly())
+	resp, err := s.kv.Get(ctx, s.keys.OwnerLive(owner), clientv3.WithPrefix(), clientv3.WithCountOnly())
 	if err != nil {
 		return 0, fmt.Errorf("count live sessions of %s: %w", owner, err)
 	}
@@ -118,7 +118,7 @@ func (s *Store) OwnerSessionsPage(ctx context.Context, owner, after string, limi
 		return SessionPage{}, fmt.Errorf("list sessions of %s: limit %d", owner, limit)
 	}
 	prefix := s.keys.OwnerSessions(owner)
-	idx, err := s.cli.Get(ctx, rangeStart(prefix, after), clientv3.WithRange(clientv3.GetPrefixRangeEnd(prefix)),
+	idx, err := s.kv.Get(ctx, rangeStart(prefix, after), clientv3.WithRange(clientv3.GetPrefixRangeEnd(prefix)),
 		clientv3.WithLimit(int64(limit)), clientv3.WithKeysOnly())
 	if err != nil {
 		return SessionPage{}, fmt.Errorf("list sessions of %s: %w", owner, err)
@@ -138,7 +138,7 @@ func (s *Store) OwnerSessionsPage(ctx context.Context, owner, after string, limi
 		for i, id := range chunk {
 			ops[i] = clientv3.OpGet(s.keys.Session(id), clientv3.WithRev(idx.Header.Revision))
 		}
-		resp, err := s.cli.Txn(ctx).Then(ops...).Commit()
+		resp, err := s.kv.Txn(ctx).Then(ops...).Commit()
 		if err != nil {
 			return SessionPage{}, fmt.Errorf("read sessions of %s: %w", owner, err)
 		}
@@ -162,7 +162,7 @@ func (s *Store) SessionsPage(ctx context.Context, after string, limit int) (Sess
 		return SessionPage{}, fmt.Errorf("list sessions: limit %d", limit)
 	}
 	prefix := s.keys.Sessions()
-	resp, err := s.cli.Get(ctx, rangeStart(prefix, after), clientv3.WithRange(clientv3.GetPrefixRangeEnd(prefix)),
+	resp, err := s.kv.Get(ctx, rangeStart(prefix, after), clientv3.WithRange(clientv3.GetPrefixRangeEnd(prefix)),
 		clientv3.WithLimit(int64(limit)))
 	if err != nil {
 		return SessionPage{}, fmt.Errorf("list sessions: %w", err)

@@ -5,9 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"regexp"
-	"time"
 
-	"go.etcd.io/etcd/api/v3/v3rpc/rpctypes"
 	clientv3 "go.etcd.io/etcd/client/v3"
 	"google.golang.org/protobuf/proto"
 	"google.golang.org/protobuf/types/known/timestamppb"
@@ -31,22 +29,35 @@ var namePattern = regexp.MustCompile(`^[a-zA-Z0-9][a-zA-Z0-9_.-]{0,63}$`)
 // name: it becomes part of etcd keys and NATS subjects, so no '/', '*', '>'.
 func ValidName(s string) bool { return namePattern.MatchString(s) }
 
-// Store reads and changes the fleet's records in etcd.
+// Store reads and changes the fleet's records in etcd. It is the only code
+// of the fleet that talks to etcd: callers get its methods (records, leases,
+// the election, list-and-watch), never the client.
 type Store struct {
-	cli  *clientv3.Client
-	keys Keys
+	cli       *clientv3.Client
+	kv        retryKV
+	keys      Keys
+	retryOpts RetryOptions
 }
 
+// Option tunes a Store.
+type Option func(*Store)
+
+// WithRetry sets how requests ride out a leader change (retry.go).
+func WithRetry(o RetryOptions) Option { return func(s *Store) { s.retryOpts = o } }
+
 // New returns a Store over cli with the given key layout.
-func New(cli *clientv3.Client, keys Keys) *Store {
-	return &Store{cli: cli, keys: keys}
+func New(cli *clientv3.Client, keys Keys, opts ...Option) *Store {
+	s := &Store{cli: cli, keys: keys}
+	for _, o := range opts {
+		o(s)
+	}
+	s.retryOpts.defaults()
+	s.kv = retryKV{s: s}
+	return s
 }
 
 // Keys is the store's key layout.
 func (s *Store) Keys() Keys { return s.keys }
-
-// Client is the etcd client the store uses.
-func (s *Store) Client() *clientv3.Client { return s.cli }
 
 // Terminal reports whether a session state is final.
 func Terminal(st fleetv1.SessionState) bool {
@@ -82,7 +93,7 @@ func DecodeSession(b []byte) (*fleetv1.Session, error) {
 
 // PutWorker writes a worker's record under its lease.
 func (s *Store) PutWorker(ctx context.Context, w *fleetv1.Worker, lease clientv3.LeaseID) error {
-	if _, err := s.cli.Put(ctx, s.keys.Worker(w.GetId()), marshal(w), clientv3.WithLease(lease)); err != nil {
+	if _, err := s.kv.Put(ctx, s.keys.Worker(w.GetId()), marshal(w), clientv3.WithLease(lease)); err != nil {
 		return fmt.Errorf("put worker %s: %w", w.GetId(), err)
 	}
 	return nil
@@ -90,7 +101,7 @@ func (s *Store) PutWorker(ctx context.Context, w *fleetv1.Worker, lease clientv3
 
 // Worker reads one worker record.
 func (s *Store) Worker(ctx context.Context, id string) (*fleetv1.Worker, error) {
-	resp, err := s.cli.Get(ctx, s.keys.Worker(id))
+	resp, err := s.kv.Get(ctx, s.keys.Worker(id))
 	if err != nil {
 		return nil, fmt.Errorf("get worker %s: %w", id, err)
 	}
@@ -105,9 +116,9 @@ func (s *Store) Worker(ctx context.Context, id string) (*fleetv1.Worker, error) 
 func (s *Store) SetDrained(ctx context.Context, worker string, drained bool) error {
 	var err error
 	if drained {
-		_, err = s.cli.Put(ctx, s.keys.Drain(worker), "")
+		_, err = s.kv.Put(ctx, s.keys.Drain(worker), "")
 	} else {
-		_, err = s.cli.Delete(ctx, s.keys.Drain(worker))
+		_, err = s.kv.Delete(ctx, s.keys.Drain(worker))
 	}
 	if err != nil {
 		return fmt.Errorf("set drained=%v on %s: %w", drained, worker, err)
@@ -120,14 +131,14 @@ func (s *Store) SetDrained(ctx context.Context, worker string, drained bool) err
 func (s *Store) SetDown(ctx context.Context, worker string, lease clientv3.LeaseID, down bool) error {
 	key := s.keys.Health(worker)
 	if !down {
-		if _, err := s.cli.Delete(ctx, key); err != nil {
+		if _, err := s.kv.Delete(ctx, key); err != nil {
 			return fmt.Errorf("clear down mark on %s: %w", worker, err)
 		}
 		return nil
 	}
 	// Only while the worker record still exists under that lease: a put with
 	// a dead lease fails, and a put after the worker is gone would leak.
-	resp, err := s.cli.Txn(ctx).
+	resp, err := s.kv.Txn(ctx).
 		If(clientv3.Compare(clientv3.LeaseValue(s.keys.Worker(worker)), "=", int64(lease))).
 		Then(clientv3.OpPut(key, "down", clientv3.WithLease(lease))).
 		Commit()
@@ -188,9 +199,18 @@ func (s *Store) Reserve(ctx context.Context, r Reservation, sess *fleetv1.Sessio
 			clientv3.OpPut(slotKey, sess.GetId(), clientv3.WithLease(r.WorkerLease)),
 			clientv3.OpPut(sessKey, marshal(sess)),
 		}, s.ownerPutOps(sess)...)
-		resp, err := s.cli.Txn(ctx).If(cmps...).Then(ops...).Commit()
+		resp, uncertain, err := s.kv.Txn(ctx).If(cmps...).Then(ops...).CommitOutcome()
 		if err != nil {
 			return 0, false, fmt.Errorf("reserve slot %s for %s: %w", slotKey, sess.GetId(), err)
+		}
+		if !resp.Succeeded && uncertain {
+			// An attempt that timed out may have committed: then the slot
+			// and the record are ours, and that is a success.
+			if rev, mine, err := s.reservedBy(ctx, r, sess); err != nil {
+				return 0, false, fmt.Errorf("reserve slot %s for %s: %w", slotKey, sess.GetId(), err)
+			} else if mine {
+				return rev, true, nil
+			}
 		}
 		if resp.Succeeded || r.OwnerLimit <= 0 || attempt >= maxQuotaRetries {
 			return resp.Header.Revision, resp.Succeeded, nil
@@ -207,9 +227,33 @@ func (s *Store) Reserve(ctx context.Context, r Reservation, sess *fleetv1.Sessio
 	}
 }
 
+// reservedBy reports whether sess's own reservation of r is in etcd (an
+// attempt whose outcome was unknown committed): the slot key names the
+// session, and the record names this worker, GPU and slot with the same
+// creation time. rev is the record's ModRevision.
+func (s *Store) reservedBy(ctx context.Context, r Reservation, sess *fleetv1.Session) (int64, bool, error) {
+	resp, err := s.kv.Txn(ctx).Then(
+		clientv3.OpGet(s.keys.Slot(r.Worker, r.GPU, r.Slot)),
+		clientv3.OpGet(s.keys.Session(sess.GetId())),
+	).Commit()
+	if err != nil {
+		return 0, false, fmt.Errorf("read back reservation: %w", err)
+	}
+	slot := resp.Responses[0].GetResponseRange().GetKvs()
+	rec := resp.Responses[1].GetResponseRange().GetKvs()
+	if len(slot) != 1 || string(slot[0].Value) != sess.GetId() || len(rec) != 1 {
+		return 0, false, nil
+	}
+	got, err := DecodeSession(rec[0].Value)
+	if err != nil {
+		return 0, false, err
+	}
+	return rec[0].ModRevision, proto.Equal(got, sess), nil
+}
+
 // Session reads one session record and its ModRevision.
 func (s *Store) Session(ctx context.Context, id string) (*fleetv1.Session, int64, error) {
-	resp, err := s.cli.Get(ctx, s.keys.Session(id))
+	resp, err := s.kv.Get(ctx, s.keys.Session(id))
 	if err != nil {
 		return nil, 0, fmt.Errorf("get session %s: %w", id, err)
 	}
@@ -231,7 +275,7 @@ type SessionEntry struct {
 
 // Sessions lists every session record.
 func (s *Store) Sessions(ctx context.Context) ([]SessionEntry, error) {
-	resp, err := s.cli.Get(ctx, s.keys.Sessions(), clientv3.WithPrefix())
+	resp, err := s.kv.Get(ctx, s.keys.Sessions(), clientv3.WithPrefix())
 	if err != nil {
 		return nil, fmt.Errorf("list sessions: %w", err)
 	}
@@ -250,12 +294,21 @@ func (s *Store) Sessions(ctx context.Context) ([]SessionEntry, error) {
 // rev; it returns the new revision, or ErrConflict.
 func (s *Store) UpdateSession(ctx context.Context, sess *fleetv1.Session, rev int64) (int64, error) {
 	key := s.keys.Session(sess.GetId())
-	resp, err := s.cli.Txn(ctx).
+	resp, uncertain, err := s.kv.Txn(ctx).
 		If(clientv3.Compare(clientv3.ModRevision(key), "=", rev)).
 		Then(clientv3.OpPut(key, marshal(sess))).
-		Commit()
+		Else(clientv3.OpGet(key)).
+		CommitOutcome()
 	if err != nil {
 		return 0, fmt.Errorf("update session %s: %w", sess.GetId(), err)
+	}
+	if !resp.Succeeded && uncertain {
+		// Our own earlier attempt may be what moved the record on.
+		if kvs := resp.Responses[0].GetResponseRange().GetKvs(); len(kvs) == 1 {
+			if got, err := DecodeSession(kvs[0].Value); err == nil && proto.Equal(got, sess) {
+				return kvs[0].ModRevision, nil
+			}
+		}
 	}
 	if !resp.Succeeded {
 		return 0, fmt.Errorf("update session %s at revision %d: %w", sess.GetId(), rev, ErrConflict)
@@ -281,7 +334,7 @@ func (s *Store) UpdateSessions(ctx context.Context, updates []SessionUpdate) err
 		cmps[i] = clientv3.Compare(clientv3.ModRevision(key), "=", u.Revision)
 		puts[i] = clientv3.OpPut(key, marshal(u.Session))
 	}
-	resp, err := s.cli.Txn(ctx).If(cmps...).Then(puts...).Commit()
+	resp, err := s.kv.Txn(ctx).If(cmps...).Then(puts...).Commit()
 	if err != nil {
 		return fmt.Errorf("update %d sessions: %w", len(updates), err)
 	}
@@ -310,19 +363,28 @@ func (s *Store) EndSession(ctx context.Context, id string, state fleetv1.Session
 		cur.State, cur.EndReason, cur.EndMessage = state, reason, message
 		cur.EndedAt = timestamppb.Now()
 		key := s.keys.Session(id)
-		resp, err := s.cli.Txn(ctx).
+		resp, uncertain, err := s.kv.Txn(ctx).
 			If(clientv3.Compare(clientv3.ModRevision(key), "=", rev)).
 			Then(append([]clientv3.Op{
 				clientv3.OpPut(key, marshal(cur)),
 				s.releaseSlotOp(cur),
 				s.clearSpeechOp(id),
 			}, append(s.ownerEndOps(cur), s.migrationSourceOps(cur)...)...)...).
-			Commit()
+			Else(clientv3.OpGet(key)).
+			CommitOutcome()
 		if err != nil {
 			return nil, false, fmt.Errorf("end session %s: %w", id, err)
 		}
 		if resp.Succeeded {
 			return cur, true, nil
+		}
+		if uncertain {
+			// An attempt that timed out may have ended it: ours then.
+			if kvs := resp.Responses[0].GetResponseRange().GetKvs(); len(kvs) == 1 {
+				if got, err := DecodeSession(kvs[0].Value); err == nil && proto.Equal(got, cur) {
+					return cur, true, nil
+				}
+			}
 		}
 		// Someone changed the record in between: read it again.
 	}
@@ -344,12 +406,16 @@ func (s *Store) releaseSlotOp(sess *fleetv1.Session) clientv3.Op {
 // ErrConflict if the record changed since rev.
 func (s *Store) Unreserve(ctx context.Context, sess *fleetv1.Session, rev int64) error {
 	key := s.keys.Session(sess.GetId())
-	resp, err := s.cli.Txn(ctx).
+	resp, uncertain, err := s.kv.Txn(ctx).
 		If(clientv3.Compare(clientv3.ModRevision(key), "=", rev)).
 		Then(append([]clientv3.Op{clientv3.OpDelete(key), s.releaseSlotOp(sess), s.clearSpeechOp(sess.GetId())}, s.ownerDeleteOps(sess)...)...).
-		Commit()
+		Else(clientv3.OpGet(key)).
+		CommitOutcome()
 	if err != nil {
 		return fmt.Errorf("unreserve session %s: %w", sess.GetId(), err)
+	}
+	if !resp.Succeeded && uncertain && len(resp.Responses[0].GetResponseRange().GetKvs()) == 0 {
+		return nil // an attempt that timed out removed it
 	}
 	if !resp.Succeeded {
 		return fmt.Errorf("unreserve session %s: %w", sess.GetId(), ErrConflict)
@@ -361,7 +427,7 @@ func (s *Store) Unreserve(ctx context.Context, sess *fleetv1.Session, rev int64)
 // and its entry in the owner's index, if the record is still at rev.
 func (s *Store) DeleteSessionRecord(ctx context.Context, id string, rev int64) error {
 	key := s.keys.Session(id)
-	resp, err := s.cli.Get(ctx, key)
+	resp, err := s.kv.Get(ctx, key)
 	if err != nil {
 		return fmt.Errorf("delete session record %s: %w", id, err)
 	}
@@ -372,79 +438,12 @@ func (s *Store) DeleteSessionRecord(ctx context.Context, id string, rev int64) e
 	if err != nil {
 		return fmt.Errorf("delete session record %s: %w", id, err)
 	}
-	_, err = s.cli.Txn(ctx).
+	_, err = s.kv.Txn(ctx).
 		If(clientv3.Compare(clientv3.ModRevision(key), "=", rev)).
 		Then(append([]clientv3.Op{clientv3.OpDelete(key), s.clearSpeechOp(id)}, s.ownerDeleteOps(sess)...)...).
 		Commit()
 	if err != nil {
 		return fmt.Errorf("delete session record %s: %w", id, err)
-	}
-	return nil
-}
-
-// ClaimIdempotencyKey binds an idempotency key to a session id unless it is
-// bound already; it returns the session id the key is bound to and whether
-// this call bound it. The binding expires after ttl.
-func (s *Store) ClaimIdempotencyKey(ctx context.Context, owner, key, sessionID string, ttl time.Duration) (bound string, claimed bool, err error) {
-	k := s.keys.Idempotency(owner, key)
-	lease, err := s.cli.Grant(ctx, int64(ttl/time.Second))
-	if err != nil {
-		return "", false, fmt.Errorf("grant idempotency lease: %w", err)
-	}
-	resp, err := s.cli.Txn(ctx).
-		If(clientv3.Compare(clientv3.CreateRevision(k), "=", 0)).
-		Then(clientv3.OpPut(k, sessionID, clientv3.WithLease(lease.ID))).
-		Else(clientv3.OpGet(k)).
-		Commit()
-	if err != nil {
-		return "", false, fmt.Errorf("claim idempotency key: %w", err)
-	}
-	if resp.Succeeded {
-		return sessionID, true, nil
-	}
-	// The lease is not needed; let it go without waiting for it.
-	_, _ = s.cli.Revoke(ctx, lease.ID)
-	kvs := resp.Responses[0].GetResponseRange().GetKvs()
-	if len(kvs) == 0 {
-		return "", false, fmt.Errorf("claim idempotency key: %w", ErrConflict)
-	}
-	return string(kvs[0].Value), false, nil
-}
-
-// IdempotencyBinding reads what an idempotency key is bound to.
-func (s *Store) IdempotencyBinding(ctx context.Context, owner, key string) (string, error) {
-	resp, err := s.cli.Get(ctx, s.keys.Idempotency(owner, key))
-	if err != nil {
-		return "", fmt.Errorf("read idempotency key: %w", err)
-	}
-	if len(resp.Kvs) == 0 {
-		return "", fmt.Errorf("idempotency key: %w", ErrNotFound)
-	}
-	return string(resp.Kvs[0].Value), nil
-}
-
-// ReleaseIdempotencyKey unbinds a key that is still bound to sessionID (the
-// placement it guarded failed, so a retry may try again) and revokes the
-// binding's lease, so failed placements leave no lease behind.
-func (s *Store) ReleaseIdempotencyKey(ctx context.Context, owner, key, sessionID string) error {
-	k := s.keys.Idempotency(owner, key)
-	resp, err := s.cli.Txn(ctx).
-		If(clientv3.Compare(clientv3.Value(k), "=", sessionID)).
-		Then(clientv3.OpGet(k), clientv3.OpDelete(k)).
-		Commit()
-	if err != nil {
-		return fmt.Errorf("release idempotency key: %w", err)
-	}
-	if !resp.Succeeded {
-		return nil
-	}
-	kvs := resp.Responses[0].GetResponseRange().GetKvs()
-	if len(kvs) == 0 || kvs[0].Lease == 0 {
-		return nil
-	}
-	// The lease held only this key (one lease per claim).
-	if _, err := s.cli.Revoke(ctx, clientv3.LeaseID(kvs[0].Lease)); err != nil && !errors.Is(err, rpctypes.ErrLeaseNotFound) {
-		return fmt.Errorf("revoke idempotency lease: %w", err)
 	}
 	return nil
 }

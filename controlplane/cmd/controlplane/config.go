@@ -36,6 +36,8 @@ type Config struct {
 	LeaderTTL          time.Duration
 	HealthInterval     time.Duration
 	HealthFailures     int
+	SuspectAfter       time.Duration
+	NoFence            bool
 	SessionRetention   time.Duration
 	// TLSCertFile and TLSKeyFile serve the REST listener over HTTPS.
 	TLSCertFile, TLSKeyFile string
@@ -70,8 +72,10 @@ func (c *Config) AddFlags(fs *flag.FlagSet) {
 	fs.StringVar(&c.ReplicaID, "replica-id", host+"-"+fmt.Sprint(os.Getpid()), "this replica's name in logs and elections")
 	fs.DurationVar(&c.ViewerTokenTTL, "viewer-token-ttl", time.Hour, "lifetime of viewer tokens")
 	fs.DurationVar(&c.LeaderTTL, "leader-ttl", 5*time.Second, "lease of the supervisor leader")
-	fs.DurationVar(&c.HealthInterval, "health-interval", time.Second, "time between worker health checks")
-	fs.IntVar(&c.HealthFailures, "health-failures", 3, "failed health checks in a row before a worker is down")
+	fs.DurationVar(&c.HealthInterval, "health-interval", 250*time.Millisecond, "time between worker health probes")
+	fs.IntVar(&c.HealthFailures, "health-failures", 3, "failed health probes in a row before a worker is suspect")
+	fs.DurationVar(&c.SuspectAfter, "health-suspect-after", time.Second, "silence of a worker (no probe answered) before it is suspect")
+	fs.BoolVar(&c.NoFence, "no-fence", false, "never revoke the lease of a dead worker; wait for it to expire")
 	fs.DurationVar(&c.SessionRetention, "session-retention", 24*time.Hour, "how long ended sessions stay readable")
 	fs.StringVar(&c.TLSCertFile, "tls-cert", "", "PEM certificate (chain) of the REST listener; with --tls-key serves HTTPS")
 	fs.StringVar(&c.TLSKeyFile, "tls-key", "", "PEM private key of --tls-cert")
@@ -105,6 +109,8 @@ func (c Config) Validate() error {
 		return errors.New("--health-interval: at least 100ms")
 	case c.HealthFailures < 1:
 		return errors.New("--health-failures: at least 1")
+	case c.SuspectAfter < c.HealthInterval:
+		return errors.New("--health-suspect-after: at least --health-interval")
 	case c.SessionRetention < time.Minute:
 		return errors.New("--session-retention: at least 1m")
 	case c.DataDir == "":

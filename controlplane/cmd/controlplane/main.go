@@ -85,6 +85,8 @@ func run(ctx context.Context, c Config, log *slog.Logger) error {
 			ElectionTTL:    c.LeaderTTL,
 			HealthInterval: c.HealthInterval,
 			HealthFailures: c.HealthFailures,
+			SuspectAfter:   c.SuspectAfter,
+			NoFence:        c.NoFence,
 			Retention:      c.SessionRetention,
 		},
 		Webhooks: webhooks.Options{

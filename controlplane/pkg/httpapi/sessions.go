@@ -20,7 +20,7 @@ import (
 	"github.com/avatarfleet/avatarfleet/proto/wav"
 )
 
-// Request limits (DESIGN.md).
+// Request limits (README, "REST API").
 const (
 	defaultIdleTimeout = 120
 	minIdleTimeout     = 5

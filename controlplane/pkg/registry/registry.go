@@ -7,15 +7,10 @@ package registry
 
 import (
 	"context"
-	"errors"
-	"fmt"
 	"log/slog"
 	"sort"
 	"sync"
-	"time"
 
-	"go.etcd.io/etcd/api/v3/mvccpb"
-	"go.etcd.io/etcd/api/v3/v3rpc/rpctypes"
 	clientv3 "go.etcd.io/etcd/client/v3"
 
 	fleetv1 "github.com/avatarfleet/avatarfleet/proto/fleet/v1"
@@ -95,89 +90,88 @@ func (e *entry) empty() bool {
 
 // Registry is the watched cache. Run fills it; the other methods read it.
 type Registry struct {
-	cli  *clientv3.Client
-	keys fleetstore.Keys
-	log  *slog.Logger
+	store *fleetstore.Store
+	keys  fleetstore.Keys
+	log   *slog.Logger
 
 	mu       sync.RWMutex
 	entries  map[string]*entry
 	revision int64
 	synced   chan struct{}
 	syncOnce sync.Once
+	onGone   []func(worker string)
 }
 
-// New returns an empty registry; call Run to fill it.
-func New(cli *clientv3.Client, keys fleetstore.Keys, log *slog.Logger) *Registry {
-	return &Registry{cli: cli, keys: keys, log: log, entries: map[string]*entry{}, synced: make(chan struct{})}
+// New returns an empty registry over store; call Run to fill it.
+func New(store *fleetstore.Store, log *slog.Logger) *Registry {
+	if log == nil {
+		log = slog.New(slog.DiscardHandler)
+	}
+	return &Registry{store: store, keys: store.Keys(), log: log, entries: map[string]*entry{}, synced: make(chan struct{})}
 }
+
+// OnWorkerGone registers f to be called (from Run's goroutine, outside the
+// cache's lock) with the id of each worker whose record disappears, e.g. to
+// close connections to it. Call it before Run.
+func (r *Registry) OnWorkerGone(f func(worker string)) { r.onGone = append(r.onGone, f) }
 
 // Synced is closed once the first full listing is in the cache.
 func (r *Registry) Synced() <-chan struct{} { return r.synced }
 
-// Run lists the fleet and follows the watch until ctx ends. When the watch
-// falls behind compaction or breaks, it lists again.
+// Run lists the fleet and follows the watch until ctx ends (fleetstore's
+// ListWatch: when the watch falls behind compaction or breaks, it lists
+// again).
 func (r *Registry) Run(ctx context.Context) error {
-	for {
-		rev, err := r.resync(ctx)
-		if err == nil {
-			err = r.follow(ctx, rev)
-		}
-		if ctx.Err() != nil {
-			return nil
-		}
-		r.log.Warn("registry watch restarting", "err", err)
-		select {
-		case <-ctx.Done():
-			return nil
-		case <-time.After(200 * time.Millisecond):
-		}
-	}
+	return r.store.ListWatch(ctx, fleetstore.ListWatchOptions{
+		Prefixes: []string{r.keys.Fleet()},
+		Name:     "registry",
+		Log:      r.log,
+	}, fleetstore.HandlerFuncs{ReplaceFunc: r.replace, ApplyFunc: r.apply})
 }
 
-func (r *Registry) resync(ctx context.Context) (int64, error) {
-	resp, err := r.cli.Get(ctx, r.keys.Fleet(), clientv3.WithPrefix())
-	if err != nil {
-		return 0, fmt.Errorf("list fleet: %w", err)
-	}
+func (r *Registry) replace(_ context.Context, kvs []fleetstore.KV, rev int64) {
 	entries := map[string]*entry{}
-	for _, kv := range resp.Kvs {
+	for _, kv := range kvs {
 		applyPut(r.keys, entries, kv, r.log)
 	}
 	r.mu.Lock()
+	var gone []string
+	for id, e := range r.entries {
+		if e.worker != nil && (entries[id] == nil || entries[id].worker == nil) {
+			gone = append(gone, id)
+		}
+	}
 	r.entries = entries
-	r.revision = resp.Header.Revision
+	r.revision = rev
 	r.mu.Unlock()
 	r.syncOnce.Do(func() { close(r.synced) })
-	return resp.Header.Revision, nil
+	r.notifyGone(gone)
 }
 
-func (r *Registry) follow(ctx context.Context, rev int64) error {
-	wctx, cancel := context.WithCancel(clientv3.WithRequireLeader(ctx))
-	defer cancel()
-	wch := r.cli.Watch(wctx, r.keys.Fleet(), clientv3.WithPrefix(), clientv3.WithRev(rev+1))
-	for resp := range wch {
-		if err := resp.Err(); err != nil {
-			if errors.Is(err, rpctypes.ErrCompacted) {
-				return fmt.Errorf("watch compacted at %d: %w", resp.CompactRevision, err)
-			}
-			return fmt.Errorf("watch fleet: %w", err)
-		}
-		r.mu.Lock()
-		for _, ev := range resp.Events {
-			switch ev.Type {
-			case mvccpb.PUT:
-				applyPut(r.keys, r.entries, ev.Kv, r.log)
-			case mvccpb.DELETE:
-				applyDelete(r.keys, r.entries, ev.Kv)
+func (r *Registry) apply(_ context.Context, events []fleetstore.Event, rev int64) {
+	var gone []string
+	r.mu.Lock()
+	for _, ev := range events {
+		switch ev.Type {
+		case fleetstore.EventPut:
+			applyPut(r.keys, r.entries, ev.KV, r.log)
+		case fleetstore.EventDelete:
+			if id, ok := applyDelete(r.keys, r.entries, ev.KV); ok {
+				gone = append(gone, id)
 			}
 		}
-		r.revision = resp.Header.Revision
-		r.mu.Unlock()
 	}
-	if ctx.Err() != nil {
-		return nil
+	r.revision = rev
+	r.mu.Unlock()
+	r.notifyGone(gone)
+}
+
+func (r *Registry) notifyGone(ids []string) {
+	for _, id := range ids {
+		for _, f := range r.onGone {
+			f(id)
+		}
 	}
-	return errors.New("watch channel closed")
 }
 
 func getEntry(entries map[string]*entry, id string) *entry {
@@ -189,8 +183,8 @@ func getEntry(entries map[string]*entry, id string) *entry {
 	return e
 }
 
-func applyPut(keys fleetstore.Keys, entries map[string]*entry, kv *mvccpb.KeyValue, log *slog.Logger) {
-	pk, err := keys.Parse(string(kv.Key))
+func applyPut(keys fleetstore.Keys, entries map[string]*entry, kv fleetstore.KV, log *slog.Logger) {
+	pk, err := keys.Parse(kv.Key)
 	if err != nil || pk.Kind == fleetstore.KindUnknown {
 		return
 	}
@@ -199,7 +193,7 @@ func applyPut(keys fleetstore.Keys, entries map[string]*entry, kv *mvccpb.KeyVal
 	case fleetstore.KindWorker:
 		w, err := fleetstore.DecodeWorker(kv.Value)
 		if err != nil {
-			log.Warn("skip undecodable worker record", "key", string(kv.Key), "err", err)
+			log.Warn("skip undecodable worker record", "key", kv.Key, "err", err)
 			return
 		}
 		e.worker, e.lease, e.revision = w, clientv3.LeaseID(kv.Lease), kv.ModRevision
@@ -212,17 +206,20 @@ func applyPut(keys fleetstore.Keys, entries map[string]*entry, kv *mvccpb.KeyVal
 	}
 }
 
-func applyDelete(keys fleetstore.Keys, entries map[string]*entry, kv *mvccpb.KeyValue) {
-	pk, err := keys.Parse(string(kv.Key))
+// applyDelete applies a deletion; gone is true when it removed a worker's
+// record.
+func applyDelete(keys fleetstore.Keys, entries map[string]*entry, kv fleetstore.KV) (worker string, gone bool) {
+	pk, err := keys.Parse(kv.Key)
 	if err != nil || pk.Kind == fleetstore.KindUnknown {
-		return
+		return "", false
 	}
 	e := entries[pk.Worker]
 	if e == nil {
-		return
+		return "", false
 	}
 	switch pk.Kind {
 	case fleetstore.KindWorker:
+		gone = e.worker != nil
 		e.worker, e.lease, e.revision = nil, 0, 0
 	case fleetstore.KindSlot:
 		e.release(SlotRef{GPU: pk.GPU, Slot: pk.Slot})
@@ -234,6 +231,7 @@ func applyDelete(keys fleetstore.Keys, entries map[string]*entry, kv *mvccpb.Key
 	if e.empty() {
 		delete(entries, pk.Worker)
 	}
+	return pk.Worker, gone
 }
 
 // NoteReserved records a reservation this replica just committed, so its

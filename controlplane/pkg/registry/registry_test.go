@@ -56,7 +56,9 @@ func TestRegistryFollowsTheFleet(t *testing.T) {
 	if _, err := cli.Put(ctx, keys.Slot("w1", 0, 0), "s0", clientv3.WithLease(lease.ID)); err != nil {
 		t.Fatal(err)
 	}
-	r := New(cli, keys, slog.New(slog.DiscardHandler))
+	r := New(store, slog.New(slog.DiscardHandler))
+	gone := make(chan string, 4)
+	r.OnWorkerGone(func(id string) { gone <- id })
 	done := make(chan error, 1)
 	go func() { done <- r.Run(ctx) }()
 	defer func() { cancel(); <-done }()
@@ -102,4 +104,12 @@ func TestRegistryFollowsTheFleet(t *testing.T) {
 		_, ok := r.Worker("w1")
 		return !ok && len(r.Workers()) == 0
 	})
+	select {
+	case id := <-gone:
+		if id != "w1" {
+			t.Fatalf("OnWorkerGone(%q), want w1", id)
+		}
+	case <-time.After(5 * time.Second):
+		t.Fatal("OnWorkerGone not called for a revoked worker")
+	}
 }

@@ -90,6 +90,7 @@ type Replica struct {
 	listener net.Listener
 	server   *http.Server
 	tls      bool
+	store    *fleetstore.Store
 	registry *registry.Registry
 	super    *supervisor.Supervisor
 	pool     *workerclient.Pool
@@ -172,25 +173,28 @@ func New(ctx context.Context, opts Options) (*Replica, error) {
 	}
 
 	store := fleetstore.New(r.etcd, fleetstore.NewKeys(opts.Prefix))
+	r.store = store
 	tokens, err := viewertoken.NewSigner(opts.TokenKeys, opts.ViewerTokenTTL)
 	if err != nil {
 		return nil, err
 	}
 	// Earlier versions kept the signing key in plain text in etcd: remove it.
-	if del, err := r.etcd.Delete(ctx, store.Keys().Config("viewer-token-key")); err != nil {
+	if deleted, err := store.DeleteConfig(ctx, "viewer-token-key"); err != nil {
 		log.Warn("remove the legacy viewer-token key from etcd", "err", err)
-	} else if del.Deleted > 0 {
+	} else if deleted {
 		log.Info("removed the legacy viewer-token key from etcd")
 	}
 
 	reg := prometheus.NewRegistry()
 	reg.MustRegister(collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
-	r.registry = registry.New(r.etcd, store.Keys(), log)
+	r.registry = registry.New(store, log)
 	if opts.FleetTLS != nil {
 		r.pool = workerclient.NewTLSPool(opts.FleetTLS)
 	} else {
 		r.pool = workerclient.NewPool()
 	}
+	// Connections to workers that are gone are closed, not kept forever.
+	r.registry.OnWorkerGone(r.pool.ForgetWorker)
 	r.manager = sessions.NewManager(sessions.Options{
 		Store:    store,
 		Registry: r.registry,
@@ -288,12 +292,7 @@ func (r *Replica) ready(ctx context.Context) error {
 	if !r.nc.IsConnected() {
 		return errors.New("nats disconnected")
 	}
-	// A key under the fleet's prefix: with etcd auth on, the control
-	// plane's role covers nothing else.
-	if _, err := r.etcd.Get(ctx, fleetstore.NewKeys(r.opts.Prefix).Config("health-probe"), clientv3.WithCountOnly()); err != nil {
-		return fmt.Errorf("etcd: %w", err)
-	}
-	return nil
+	return r.store.Ping(ctx)
 }
 
 // Run serves until ctx ends, then shuts down: the HTTP server drains its

@@ -123,7 +123,7 @@ func newSpeechFixture(t *testing.T) *speechFixture {
 		t.Fatal(err)
 	}
 
-	reg := registry.New(cli, store.Keys(), slog.New(slog.DiscardHandler))
+	reg := registry.New(store, slog.New(slog.DiscardHandler))
 	rctx, stop := context.WithCancel(context.Background())
 	regDone := make(chan struct{})
 	go func() { defer close(regDone); _ = reg.Run(rctx) }()

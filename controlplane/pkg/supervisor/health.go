@@ -3,6 +3,7 @@ package supervisor
 import (
 	"context"
 	"fmt"
+	"net"
 	"time"
 
 	"github.com/nats-io/nats.go"
@@ -11,6 +12,34 @@ import (
 	"github.com/avatarfleet/avatarfleet/controlplane/pkg/registry"
 	"github.com/avatarfleet/avatarfleet/proto/fleetbus"
 )
+
+// Failure detection. The worker's lease stays the source of truth: a worker
+// is lost when its lease (and with it its record and every slot key) is
+// gone. The leader does not wait for the lease's TTL, though: it probes
+// every worker over NATS each HealthInterval (250 ms), and a worker that
+// has not answered for SuspectAfter (1 s) and HealthFailures probes in a
+// row is SUSPECT. The leader then confirms with a second, independent
+// signal: a TCP connection to the worker's gRPC address. Refused or
+// unanswered, the worker is dead and the leader FENCES it: it revokes the
+// worker's lease, so its slot keys vanish at once and the reaper re-places
+// its sessions. A suspect whose gRPC port still answers is alive but cut
+// off from NATS: it is only marked down (placement skips it) and keeps its
+// sessions. A zombie that was fenced while alive finds its lease gone at
+// its next keep-alive and stops every session (worker/pkg/registration).
+// The leader fences nobody when more than half of the fleet is suspect at
+// once, or while its own NATS link is down: that is its own trouble, not
+// theirs, and the leases decide.
+
+// HealthChecker asks one worker whether it is alive.
+type HealthChecker interface {
+	Check(ctx context.Context, workerID string) error
+}
+
+// Confirmer gives the second signal about a suspect worker: nil when the
+// worker is reachable by another path (alive), an error when not (dead).
+type Confirmer interface {
+	Reachable(ctx context.Context, w registry.WorkerView) error
+}
 
 // NATSHealth checks a worker with a request to its health subject.
 type NATSHealth struct {
@@ -25,15 +54,50 @@ func (h NATSHealth) Check(ctx context.Context, workerID string) error {
 	return nil
 }
 
-// healthLoop checks every registered worker each interval. A worker that
-// fails HealthFailures checks in a row is marked down (placement skips it);
-// one that answers again is marked up.
+// Healthy reports whether the leader's own NATS link is up: probes that
+// fail while it is down say nothing about the workers.
+func (h NATSHealth) Healthy() bool { return h.Conn.IsConnected() }
+
+// TCPConfirmer confirms a suspect by connecting to its gRPC address.
+type TCPConfirmer struct {
+	Timeout time.Duration // 0 means 500 ms
+}
+
+// Reachable implements Confirmer.
+func (c TCPConfirmer) Reachable(ctx context.Context, w registry.WorkerView) error {
+	timeout := c.Timeout
+	if timeout == 0 {
+		timeout = 500 * time.Millisecond
+	}
+	ctx, cancel := context.WithTimeout(ctx, timeout)
+	defer cancel()
+	var d net.Dialer
+	conn, err := d.DialContext(ctx, "tcp", w.Worker.GetGrpcAddress())
+	if err != nil {
+		return fmt.Errorf("connect to %s at %s: %w", w.Worker.GetId(), w.Worker.GetGrpcAddress(), err)
+	}
+	_ = conn.Close()
+	return nil
+}
+
+// probeState is the leader's own view of one worker; a new leader starts
+// afresh (everyone answered at its start).
+type probeState struct {
+	lease      int64
+	lastAnswer time.Time
+	failures   int
+	lastErr    error
+	fenced     bool
+}
+
+// healthLoop probes every registered worker each interval, marks workers
+// that are unreachable but alive down (and up again), and fences dead ones.
 func (s *Supervisor) healthLoop(ctx context.Context) error {
 	if s.opts.Health == nil {
 		<-ctx.Done()
 		return nil
 	}
-	failures := map[string]int{} // the leader's own tally; a new leader starts afresh
+	state := map[string]*probeState{}
 	tick := time.NewTicker(s.opts.HealthInterval)
 	defer tick.Stop()
 	for {
@@ -43,42 +107,98 @@ func (s *Supervisor) healthLoop(ctx context.Context) error {
 		case <-tick.C:
 		}
 		workers := s.opts.Registry.Workers()
-		results := make([]error, len(workers))
-		g, gctx := errgroup.WithContext(ctx)
-		g.SetLimit(32)
-		for i, w := range workers {
-			g.Go(func() error {
-				cctx, cancel := context.WithTimeout(gctx, s.opts.HealthTimeout)
-				defer cancel()
-				results[i] = s.opts.Health.Check(cctx, w.Worker.GetId())
-				return nil
-			})
-		}
-		_ = g.Wait()
+		results := s.probe(ctx, workers)
 		if ctx.Err() != nil {
 			return nil
 		}
-		seen := map[string]bool{}
+		if h, ok := s.opts.Health.(interface{ Healthy() bool }); ok && !h.Healthy() {
+			// Our own link is down: the probes say nothing, and the
+			// silence they measure starts again once it is back.
+			for _, st := range state {
+				st.failures, st.lastAnswer = 0, time.Now()
+			}
+			continue
+		}
+		now := time.Now()
+		seen := make(map[string]bool, len(workers))
+		var suspects []registry.WorkerView
 		for i, w := range workers {
 			id := w.Worker.GetId()
 			seen[id] = true
+			st := state[id]
+			if st == nil || st.lease != int64(w.Lease) {
+				// New, or registered again under a new lease: a fresh start.
+				st = &probeState{lease: int64(w.Lease), lastAnswer: now}
+				state[id] = st
+			}
 			if results[i] == nil {
-				failures[id] = 0
+				st.failures, st.lastAnswer, st.lastErr = 0, now, nil
 				if w.Down {
 					s.markDown(ctx, w, false)
 				}
 				continue
 			}
-			failures[id]++
-			if failures[id] >= s.opts.HealthFailures && !w.Down {
-				s.log.Warn("worker failed health checks", "worker", id, "failures", failures[id], "err", results[i])
-				s.markDown(ctx, w, true)
+			st.failures++
+			st.lastErr = results[i]
+			if !st.fenced && st.failures >= s.opts.HealthFailures && now.Sub(st.lastAnswer) >= s.opts.SuspectAfter {
+				suspects = append(suspects, w)
 			}
 		}
-		for id := range failures {
+		for id := range state {
 			if !seen[id] {
-				delete(failures, id)
+				delete(state, id)
 			}
+		}
+		if len(suspects) > 0 {
+			s.judge(ctx, suspects, len(workers), state, now)
+		}
+	}
+}
+
+// probe checks the workers concurrently, each bounded by HealthTimeout.
+func (s *Supervisor) probe(ctx context.Context, workers []registry.WorkerView) []error {
+	results := make([]error, len(workers))
+	g, gctx := errgroup.WithContext(ctx)
+	g.SetLimit(64)
+	for i, w := range workers {
+		g.Go(func() error {
+			cctx, cancel := context.WithTimeout(gctx, s.opts.HealthTimeout)
+			defer cancel()
+			results[i] = s.opts.Health.Check(cctx, w.Worker.GetId())
+			return nil
+		})
+	}
+	_ = g.Wait()
+	return results
+}
+
+// judge confirms each suspect: a dead one is fenced, a live one marked down.
+func (s *Supervisor) judge(ctx context.Context, suspects []registry.WorkerView, fleet int, state map[string]*probeState, now time.Time) {
+	canFence := !s.opts.NoFence && len(suspects) <= max(1, fleet/2)
+	if !canFence && !s.opts.NoFence {
+		s.log.Warn("too many workers suspect at once; fencing none (the leases decide)", "suspects", len(suspects), "workers", fleet)
+	}
+	for _, w := range suspects {
+		id := w.Worker.GetId()
+		st := state[id]
+		err := s.opts.Confirm.Reachable(ctx, w)
+		if err == nil || !canFence {
+			if !w.Down {
+				s.log.Warn("worker answers no health probes; marked down", "worker", id,
+					"silent", now.Sub(st.lastAnswer).Round(time.Millisecond), "err", st.lastErr, "reachable", err == nil)
+				s.markDown(ctx, w, true)
+			}
+			continue
+		}
+		s.log.Warn("worker dead; fencing it (revoking its lease)", "worker", id, "lease", fmt.Sprintf("%x", int64(w.Lease)),
+			"silent", now.Sub(st.lastAnswer).Round(time.Millisecond), "probe", st.lastErr, "confirm", err)
+		if err := s.opts.Store.RevokeLease(ctx, w.Lease); err != nil {
+			s.log.Warn("fence worker", "worker", id, "err", err)
+			continue
+		}
+		st.fenced = true
+		if s.opts.OnFence != nil {
+			s.opts.OnFence(id)
 		}
 	}
 }
@@ -87,11 +207,5 @@ func (s *Supervisor) markDown(ctx context.Context, w registry.WorkerView, down b
 	id := w.Worker.GetId()
 	if err := s.opts.Store.SetDown(ctx, id, w.Lease, down); err != nil {
 		s.log.Warn("set worker health mark", "worker", id, "down", down, "err", err)
-		return
 	}
-	typ := fleetbus.WorkerUp
-	if down {
-		typ = fleetbus.WorkerDown
-	}
-	s.publish(ctx, fleetbus.WorkerEvent(typ, id, w.Worker))
 }

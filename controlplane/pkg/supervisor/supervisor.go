@@ -1,20 +1,19 @@
 // Package supervisor runs the control plane's fleet-wide duties on exactly
 // one replica at a time, chosen by an etcd election: re-placing (or failing)
-// the sessions of lost workers, marking workers that stop answering health
-// checks down, and expiring old session records. Every change it makes is a
-// guarded etcd transaction, so a deposed leader still finishing a step cannot
-// do harm.
+// the sessions of lost workers, detecting dead workers within about a second
+// and fencing them (revoking their lease), marking workers that only stop
+// answering health probes down, moving sessions off workers drained with
+// migration, and expiring old session records. Every change it makes is a
+// guarded etcd transaction, so a deposed leader still finishing a step
+// cannot do harm.
 package supervisor
 
 import (
 	"context"
 	"errors"
-	"fmt"
 	"log/slog"
 	"time"
 
-	clientv3 "go.etcd.io/etcd/client/v3"
-	"go.etcd.io/etcd/client/v3/concurrency"
 	"golang.org/x/sync/errgroup"
 
 	"github.com/avatarfleet/avatarfleet/controlplane/pkg/registry"
@@ -25,11 +24,6 @@ import (
 // EventPublisher publishes lifecycle events.
 type EventPublisher interface {
 	Publish(ctx context.Context, e *fleetv1.Event) error
-}
-
-// HealthChecker asks one worker whether it is alive.
-type HealthChecker interface {
-	Check(ctx context.Context, workerID string) error
 }
 
 // Options configures a Supervisor.
@@ -43,14 +37,26 @@ type Options struct {
 	Registry  *registry.Registry
 	Events    EventPublisher
 	Health    HealthChecker
-	Log       *slog.Logger
+	// Confirm is the second signal about a suspect worker (health.go);
+	// nil means TCPConfirmer.
+	Confirm Confirmer
+	Log     *slog.Logger
 	// ElectionTTL is the leader's lease; a dead leader is replaced after it.
 	ElectionTTL time.Duration
-	// HealthInterval is the time between health rounds; HealthTimeout bounds
-	// one check; a worker is down after HealthFailures failures in a row.
+	// HealthInterval is the time between probe rounds (250 ms);
+	// HealthTimeout bounds one probe (500 ms). A worker is suspect after
+	// HealthFailures failed probes in a row (3) spanning at least
+	// SuspectAfter of silence (1 s); see health.go.
 	HealthInterval time.Duration
 	HealthTimeout  time.Duration
 	HealthFailures int
+	SuspectAfter   time.Duration
+	// NoFence turns fencing off: suspects are only marked down, and a dead
+	// worker is lost when its lease expires.
+	NoFence bool
+	// OnFence, when set, is called with the id of each worker the leader
+	// fenced (tests and metrics).
+	OnFence func(workerID string)
 	// ReconcileInterval is how often every live session is checked against
 	// its slot (catching what a watch gap missed).
 	ReconcileInterval time.Duration
@@ -71,7 +77,13 @@ func (o *Options) defaults() {
 		o.ElectionTTL = 5 * time.Second
 	}
 	if o.HealthInterval == 0 {
-		o.HealthInterval = time.Second
+		o.HealthInterval = 250 * time.Millisecond
+	}
+	if o.SuspectAfter == 0 {
+		o.SuspectAfter = time.Second
+	}
+	if o.Confirm == nil {
+		o.Confirm = TCPConfirmer{}
 	}
 	if o.HealthTimeout == 0 {
 		o.HealthTimeout = 500 * time.Millisecond
@@ -124,15 +136,9 @@ func (s *Supervisor) Run(ctx context.Context) error {
 }
 
 func (s *Supervisor) leadOnce(ctx context.Context) error {
-	cli := s.opts.Store.Client()
-	sess, err := concurrency.NewSession(cli, concurrency.WithTTL(int(s.opts.ElectionTTL/time.Second)), concurrency.WithContext(ctx))
+	lead, err := s.opts.Store.Campaign(ctx, ctx, s.opts.ReplicaID, s.opts.ElectionTTL)
 	if err != nil {
-		return fmt.Errorf("election session: %w", err)
-	}
-	defer sess.Close() // revokes the lease: the next leader need not wait
-	election := concurrency.NewElection(sess, s.opts.Store.Keys().Leader())
-	if err := election.Campaign(ctx, s.opts.ReplicaID); err != nil {
-		return fmt.Errorf("campaign: %w", err)
+		return err
 	}
 	s.log.Info("supervisor elected leader")
 
@@ -141,7 +147,7 @@ func (s *Supervisor) leadOnce(ctx context.Context) error {
 	g, gctx := errgroup.WithContext(lctx)
 	g.Go(func() error {
 		select {
-		case <-sess.Done():
+		case <-lead.Done():
 			return errors.New("leader lease lost")
 		case <-gctx.Done():
 			return nil
@@ -156,15 +162,11 @@ func (s *Supervisor) leadOnce(ctx context.Context) error {
 	err = g.Wait()
 	rctx, rcancel := context.WithTimeout(context.WithoutCancel(ctx), time.Second)
 	defer rcancel()
-	_ = election.Resign(rctx)
+	lead.Resign(rctx) // the next leader need not wait for the lease
 	return err
 }
 
 // IsLeader reports whether this replica's id holds the election key now.
-func IsLeader(ctx context.Context, cli *clientv3.Client, keys fleetstore.Keys, replicaID string) (bool, error) {
-	resp, err := cli.Get(ctx, keys.Leader(), clientv3.WithFirstCreate()...)
-	if err != nil {
-		return false, fmt.Errorf("read leader: %w", err)
-	}
-	return len(resp.Kvs) > 0 && string(resp.Kvs[0].Value) == replicaID, nil
+func IsLeader(ctx context.Context, store *fleetstore.Store, replicaID string) (bool, error) {
+	return store.IsLeader(ctx, replicaID)
 }

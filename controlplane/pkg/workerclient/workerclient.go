@@ -90,6 +90,32 @@ func (p *Pool) Forget(id, addr string) {
 	}
 }
 
+// ForgetWorker closes every connection to worker id, whatever its address:
+// the registry calls it when the worker's record disappears (the worker
+// deregistered, was lost or was fenced), so connections to workers that
+// are gone do not pile up. A later call dials afresh.
+func (p *Pool) ForgetWorker(id string) {
+	p.mu.Lock()
+	var closing []*grpc.ClientConn
+	for k, cc := range p.conns {
+		if k.id == id {
+			closing = append(closing, cc)
+			delete(p.conns, k)
+		}
+	}
+	p.mu.Unlock()
+	for _, cc := range closing {
+		_ = cc.Close()
+	}
+}
+
+// Len is the number of open connections.
+func (p *Pool) Len() int {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	return len(p.conns)
+}
+
 // Close closes every connection.
 func (p *Pool) Close() {
 	p.mu.Lock()

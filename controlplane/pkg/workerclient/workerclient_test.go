@@ -86,3 +86,42 @@ func TestTLSPoolChecksWorkerIdentity(t *testing.T) {
 		t.Fatalf("plaintext call: %v, want refused", err)
 	}
 }
+
+// A worker that is gone has its connections closed; the next call dials
+// afresh and works.
+func TestForgetWorkerClosesItsConnections(t *testing.T) {
+	ca, err := fleetpki.NewCA("test", time.Hour)
+	if err != nil {
+		t.Fatal(err)
+	}
+	cp, err := ca.Material(fleetpki.Request{ControlPlane: true})
+	if err != nil {
+		t.Fatal(err)
+	}
+	a1, a2, b := serveWorker(t, ca, "w-1"), serveWorker(t, ca, "w-1"), serveWorker(t, ca, "w-2")
+	p := NewTLSPool(cp)
+	defer p.Close()
+	for _, c := range []struct{ id, addr string }{{"w-1", a1}, {"w-1", a2}, {"w-2", b}} {
+		if err := call(t, p, c.id, c.addr); status.Code(err) != codes.Unimplemented {
+			t.Fatalf("call to %s at %s: %v", c.id, c.addr, err)
+		}
+	}
+	old, err := p.Client("w-1", a1)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if p.Len() != 3 {
+		t.Fatalf("%d connections, want 3", p.Len())
+	}
+	p.ForgetWorker("w-1")
+	if p.Len() != 1 {
+		t.Fatalf("%d connections after forgetting w-1, want w-2's only", p.Len())
+	}
+	// A client taken before is closed: its calls fail at once.
+	if _, err := old.SessionStatus(t.Context(), &fleetv1.SessionStatusRequest{SessionId: "s"}); status.Code(err) != codes.Canceled {
+		t.Fatalf("call on a forgotten connection: %v, want Canceled (closed)", err)
+	}
+	if err := call(t, p, "w-1", a1); status.Code(err) != codes.Unimplemented {
+		t.Fatalf("call after forgetting: %v", err)
+	}
+}

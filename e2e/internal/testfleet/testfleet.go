@@ -36,6 +36,8 @@ import (
 	"github.com/avatarfleet/avatarfleet/proto/fleetpki"
 	"github.com/avatarfleet/avatarfleet/proto/fleetstore"
 	"github.com/avatarfleet/avatarfleet/worker/pkg/agent"
+	"github.com/avatarfleet/avatarfleet/worker/pkg/runtime"
+	"github.com/avatarfleet/avatarfleet/worker/pkg/runtime/runtimetest"
 	"github.com/avatarfleet/avatarfleet/worker/pkg/server"
 )
 
@@ -55,6 +57,11 @@ type WorkerSpec struct {
 	// worker without media, answering those calls with Unimplemented.
 	// NewPionAnswerer makes a minimal real one.
 	Signaling server.Signaling
+	// EtcdEndpoints, when set, replace the worker's etcd endpoints (a
+	// proxy between it and etcd, to partition it).
+	EtcdEndpoints []string
+	// LeaseTTL, when set, replaces Options.WorkerLeaseTTL for this worker.
+	LeaseTTL time.Duration
 }
 
 // Options configures a test fleet.
@@ -327,6 +334,13 @@ func (f *Fleet) StartWorkerOn(spec WorkerSpec, natsURL string) *Worker {
 	if err != nil {
 		f.t.Fatalf("worker %s: %v", spec.ID, err)
 	}
+	if len(spec.EtcdEndpoints) > 0 {
+		etcdCfg.Endpoints = spec.EtcdEndpoints
+	}
+	leaseTTL := f.opts.WorkerLeaseTTL
+	if spec.LeaseTTL > 0 {
+		leaseTTL = spec.LeaseTTL
+	}
 	a, err := agent.New(agent.Options{
 		ID:           spec.ID,
 		TLS:          wTLS,
@@ -334,10 +348,13 @@ func (f *Fleet) StartWorkerOn(spec WorkerSpec, natsURL string) *Worker {
 		NATS:         natsCfg,
 		GRPCListen:   "127.0.0.1:0",
 		Devices:      FakeGPUs(spec.GPUs, spec.SlotsPerGPU),
-		LeaseTTL:     f.opts.WorkerLeaseTTL,
+		LeaseTTL:     leaseTTL,
 		DrainTimeout: f.opts.DrainTimeout,
 		Signaling:    spec.Signaling,
-		Logger:       f.log,
+		NewRuntime: func(devs []*fleetv1.GPU, log *slog.Logger) (runtime.Runtime, error) {
+			return runtimetest.NewHolder(devs, log), nil
+		},
+		Logger: f.log,
 	})
 	if err != nil {
 		f.t.Fatalf("start worker %s: %v", spec.ID, err)

@@ -293,7 +293,7 @@ func (s *syncBuffer) String() string {
 func TestRunDrainsOnSIGTERM(t *testing.T) {
 	id := servers.Name(t, "w")
 	prefix := servers.Prefix(t)
-	store := fleetstore.New(servers.EtcdClient(t), fleetstore.NewKeys(prefix))
+	store := servers.Store(t)
 	var logs syncBuffer
 	exited := make(chan int, 1)
 	args := []string{
@@ -336,7 +336,7 @@ func TestRunDrainsOnSIGTERM(t *testing.T) {
 func TestSecondSignalExitsAtOnce(t *testing.T) {
 	id := servers.Name(t, "w")
 	prefix := servers.Prefix(t)
-	store := fleetstore.New(servers.EtcdClient(t), fleetstore.NewKeys(prefix))
+	store := servers.Store(t)
 	dataDir := devDataDir(t)
 	var logs syncBuffer
 	exitCalls := make(chan int, 2)
@@ -356,7 +356,7 @@ func TestSecondSignalExitsAtOnce(t *testing.T) {
 		return err == nil
 	})
 	// Place a session so the drain has something to wait for.
-	resp, err := store.Client().Get(t.Context(), store.Keys().Worker(id))
+	resp, err := servers.ClientOf(store).Get(t.Context(), store.Keys().Worker(id))
 	if err != nil {
 		t.Fatal(err)
 	}

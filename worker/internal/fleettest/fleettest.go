@@ -38,8 +38,9 @@ type Servers struct {
 	// as a control plane would (ControlPlaneTLS, DialWorker).
 	CA *fleetpki.CA
 
-	mu     sync.Mutex
-	nonces map[testing.TB]string // per running test; see nonce
+	mu      sync.Mutex
+	nonces  map[testing.TB]string // per running test; see nonce
+	clients sync.Map              // *fleetstore.Store → its *clientv3.Client
 }
 
 // Main is a TestMain body: it starts the servers into *s, runs the tests,
@@ -190,7 +191,22 @@ func (s *Servers) EtcdClient(t testing.TB) *clientv3.Client {
 // Store returns a store with a client of its own under a test-unique prefix.
 func (s *Servers) Store(t testing.TB) *fleetstore.Store {
 	t.Helper()
-	return fleetstore.New(s.EtcdClient(t), fleetstore.NewKeys(s.Prefix(t)))
+	cli := s.EtcdClient(t)
+	store := fleetstore.New(cli, fleetstore.NewKeys(s.Prefix(t)))
+	s.clients.Store(store, cli)
+	t.Cleanup(func() { s.clients.Delete(store) })
+	return store
+}
+
+// ClientOf is the raw etcd client under a store from Store, for tests that
+// change etcd behind the store's back (only fleetstore talks to etcd in
+// the fleet's own code).
+func (s *Servers) ClientOf(store *fleetstore.Store) *clientv3.Client {
+	cli, ok := s.clients.Load(store)
+	if !ok {
+		panic("fleettest: ClientOf a store not made by Servers.Store")
+	}
+	return cli.(*clientv3.Client)
 }
 
 // NATSConn returns a connection closed when the test ends.

@@ -97,8 +97,9 @@ type Options struct {
 	// Signaling is the embedded SFU serving WHEP/WHIP (nil: the worker
 	// answers those calls with Unimplemented).
 	Signaling server.Signaling
-	// NewRuntime builds the session runtime (nil → runtime.NewHolder). The
-	// worker binary builds the media runtime (package mediaruntime) here.
+	// NewRuntime builds the session runtime (required). The worker binary
+	// builds the media runtime (package mediaruntime) here; tests use
+	// runtimetest.Holder.
 	NewRuntime func(devs []*fleetv1.GPU, log *slog.Logger) (runtime.Runtime, error)
 	// Avatars and Voices are advertised in the worker record: the avatar
 	// and voice names this worker can serve.
@@ -243,9 +244,7 @@ func applyDefaults(o *Options) error {
 		o.Version = DefaultVersion
 	}
 	if o.NewRuntime == nil {
-		o.NewRuntime = func(devs []*fleetv1.GPU, log *slog.Logger) (runtime.Runtime, error) {
-			return runtime.NewHolder(devs, log), nil
-		}
+		return errors.New("agent: no session runtime (NewRuntime)")
 	}
 	if o.Logger == nil {
 		o.Logger = slog.New(slog.DiscardHandler)
@@ -298,8 +297,8 @@ func (a *Agent) MediaAddress() string { return a.media }
 // Devices are the devices the worker advertises.
 func (a *Agent) Devices() []*fleetv1.GPU { return a.opts.Devices }
 
-// Runtime is the session runtime (a *runtime.Holder unless Options chose
-// another); tests use it to end sessions on the worker's own initiative.
+// Runtime is the session runtime Options.NewRuntime built; tests use it to
+// end sessions on the worker's own initiative.
 func (a *Agent) Runtime() runtime.Runtime { return a.rt }
 
 // Registered closes once the worker record is first written to etcd.

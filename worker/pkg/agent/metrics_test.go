@@ -55,7 +55,7 @@ func TestMetricsAndAdvertisedNames(t *testing.T) {
 // TestMetricsDisabledAndBadAddress: no address serves nothing; a bad one
 // fails New.
 func TestMetricsDisabledAndBadAddress(t *testing.T) {
-	opts := Options{ID: "m", EtcdEndpoints: []string{"http://127.0.0.1:1"}, NATSURL: "nats://127.0.0.1:1", GRPCListen: "127.0.0.1:0"}
+	opts := Options{ID: "m", EtcdEndpoints: []string{"http://127.0.0.1:1"}, NATSURL: "nats://127.0.0.1:1", GRPCListen: "127.0.0.1:0", NewRuntime: holderRuntime}
 	a, err := New(opts)
 	if err != nil {
 		t.Fatal(err)

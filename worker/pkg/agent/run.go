@@ -198,8 +198,7 @@ func (a *Agent) connect() (*instance, error) {
 		}
 		in.grpc = server.NewGRPC(srv, sopts...)
 		in.reg, err = registration.New(registration.Config{
-			Store:     in.store,
-			Publisher: in.events,
+			Store: in.store,
 			Worker: &fleetv1.Worker{
 				Id:           a.opts.ID,
 				GrpcAddress:  a.advertise,

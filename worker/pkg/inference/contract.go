@@ -8,7 +8,7 @@ import (
 	ort "github.com/yalue/onnxruntime_go"
 )
 
-// Contract dimensions (DESIGN.md, "Media").
+// Contract dimensions (README, "Media contract").
 const (
 	MelBands     = 80
 	MelFrames    = 16

@@ -1,6 +1,6 @@
 // Package inference runs lip-sync models with ONNX Runtime (through
 // github.com/yalue/onnxruntime_go). A model honours the contract of
-// DESIGN.md ("Media"): inputs mel [B,1,80,16] and face [B,6,S,S] float32,
+// README ("Media contract"): inputs mel [B,1,80,16] and face [B,6,S,S] float32,
 // output [B,3,S,S] in 0..1, inputs matched by shape, not by name.
 //
 // Four types, owned by the worker:

@@ -14,7 +14,7 @@ import (
 )
 
 // Session lifetimes: the defaults of a session record whose
-// idle_timeout_seconds or max_duration_seconds is 0 (DESIGN.md's REST
+// idle_timeout_seconds or max_duration_seconds is 0 (README, "REST API"
 // defaults), and how often they are checked.
 const (
 	DefaultIdleTimeout  = 120 * time.Second

@@ -1,4 +1,4 @@
-// Package melspec computes the Wav2Lip mel spectrogram (DESIGN.md, "Media"),
+// Package melspec computes the Wav2Lip mel spectrogram (README, "Media contract"),
 // in one go or incrementally as audio arrives, and cuts the per-video-frame
 // windows the lip-sync model takes.
 //
@@ -36,7 +36,7 @@
 //     clip(2·4·(S − (−100))/100 − 4, −4, 4). Substituting
 //     S = 20·log10(max(1e−5, M)) − 20 gives
 //     0.08·(20·log10(max(1e−5, M)) − 20 + 100) − 4
-//     = 1.6·log10(max(1e−5, M)) + 2.4, clipped to −4..4 — the DESIGN.md
+//     = 1.6·log10(max(1e−5, M)) + 2.4, clipped to −4..4 — the README ("Media contract")
 //     formula. Silence (M = 0) gives 1.6·(−5) + 2.4 = −5.6, clipped to −4:
 //     Silence.
 //

@@ -11,7 +11,7 @@ import (
 const DefaultSize = 96
 
 // Input and output names of the generated models. Runtimes match inputs by
-// shape (DESIGN.md), so the names are only for people reading the graph.
+// shape (README, "Media contract"), so the names are only for people reading the graph.
 const (
 	MelInput   = "mel"
 	FaceInput  = "face"
@@ -25,7 +25,7 @@ func DefaultModel() ([]byte, error) {
 
 // DefaultModelOfSize returns the default lip-sync model for S×S face crops.
 //
-// Contract (DESIGN.md, "Media"): inputs mel [B,1,80,16] and face [B,6,S,S]
+// Contract (README, "Media contract"): inputs mel [B,1,80,16] and face [B,6,S,S]
 // (channels 0..2 the masked target, ignored here; 3..5 the reference, 0..1),
 // output [B,3,S,S] in 0..1; B is dynamic, S fixed.
 //

@@ -1,7 +1,7 @@
 // Package onnxgen writes ONNX models from Go, without a generated copy of
 // the ONNX protobuf schema: the messages are encoded field by field with
 // google.golang.org/protobuf/encoding/protowire from the field numbers of
-// onnx/onnx.proto. It holds the two generators DESIGN.md ("Media") asks
+// onnx/onnx.proto. It holds the two generators README ("Media contract") asks
 // for:
 //
 //   - DefaultModel: a small graph that honours the lip-sync contract and

@@ -4,7 +4,11 @@
 // under it (the record, and the slot keys the control plane reserves on the
 // worker) vanishes when the worker dies. A lost lease means those slots are
 // gone, so the owner of the Registrar must stop every local session before
-// the worker registers again under a new lease.
+// the worker registers again under a new lease. The lease counts as lost a
+// margin before etcd could expire it (fleetstore.LeaseSession), and when
+// the control plane's leader revokes it to fence a worker it thinks dead:
+// either way the worker stops serving before anyone else may take its
+// slots.
 package registration
 
 import (
@@ -15,14 +19,11 @@ import (
 	"sync"
 	"time"
 
-	"go.etcd.io/etcd/api/v3/v3rpc/rpctypes"
 	clientv3 "go.etcd.io/etcd/client/v3"
-	"go.etcd.io/etcd/client/v3/concurrency"
 	"google.golang.org/protobuf/proto"
 	"google.golang.org/protobuf/types/known/timestamppb"
 
 	fleetv1 "github.com/avatarfleet/avatarfleet/proto/fleet/v1"
-	"github.com/avatarfleet/avatarfleet/proto/fleetbus"
 	"github.com/avatarfleet/avatarfleet/proto/fleetstore"
 )
 
@@ -32,23 +33,18 @@ var ErrIDInUse = errors.New("worker id in use by another lease")
 // ErrDeregistered is returned by calls after Deregister or Abandon.
 var ErrDeregistered = errors.New("worker deregistered")
 
-// Publisher publishes lifecycle events (fleetbus.Publisher satisfies it).
-type Publisher interface {
-	Publish(ctx context.Context, e *fleetv1.Event) error
-}
-
 // Config configures a Registrar.
 type Config struct {
 	Store *fleetstore.Store
-	// Publisher receives worker.registered / draining / undrained /
-	// deregistered events; nil publishes nothing. Event failures are logged,
-	// never fatal: etcd is the source of truth.
-	Publisher Publisher
 	// Worker is the record to keep: id, addresses, GPUs, version. Its state
 	// starts as ACTIVE.
 	Worker *fleetv1.Worker
 	// TTL is the lease TTL (whole seconds, at least 1s).
 	TTL time.Duration
+	// FenceMargin is how long before etcd could expire the lease (counted
+	// from the last keep-alive answer) the worker counts it lost; 0 means
+	// a fifth of TTL, at least 200 ms.
+	FenceMargin time.Duration
 	// IDWait bounds how long Register waits for a record of the same id
 	// under another lease to expire (a previous run of this worker that
 	// crashed); 0 means TTL + 2s. A record still there after that belongs
@@ -60,8 +56,8 @@ type Config struct {
 // Registrar keeps one worker registered.
 type Registrar struct {
 	store  *fleetstore.Store
-	pub    Publisher
 	ttl    int
+	margin time.Duration
 	idWait time.Duration
 	log    *slog.Logger
 
@@ -79,7 +75,7 @@ type Registrar struct {
 	// so Done, Lease and Deregister answer while a registration is stuck.
 	mu           sync.Mutex
 	record       *fleetv1.Worker
-	session      *concurrency.Session
+	session      *fleetstore.LeaseSession
 	deregistered bool
 }
 
@@ -106,8 +102,8 @@ func New(cfg Config) (*Registrar, error) {
 	life, cancel := context.WithCancel(context.Background())
 	return &Registrar{
 		store:      cfg.Store,
-		pub:        cfg.Publisher,
 		ttl:        int(cfg.TTL / time.Second),
+		margin:     cfg.FenceMargin,
 		idWait:     cfg.IDWait,
 		log:        log,
 		life:       life,
@@ -129,7 +125,7 @@ func (r *Registrar) acquire(ctx context.Context) error {
 func (r *Registrar) release() { <-r.ops }
 
 // Register takes a lease, keeps it alive, and writes the worker record under
-// it, then publishes worker.registered. It waits (up to IDWait) for a record
+// it. It waits (up to IDWait) for a record
 // of the same id under another lease to disappear.
 func (r *Registrar) Register(ctx context.Context) error {
 	return r.register(ctx, clientv3.NoLease)
@@ -146,7 +142,6 @@ func (r *Registrar) register(ctx context.Context, lost clientv3.LeaseID) error {
 	if err != nil {
 		return err
 	}
-	r.publish(ctx, fleetbus.WorkerRegistered, rec.worker)
 	r.log.Info("worker registered", "lease", fmt.Sprintf("%x", rec.lease), "state", rec.worker.GetState().String())
 	return nil
 }
@@ -173,20 +168,17 @@ func (r *Registrar) registerLocked(ctx context.Context, lost clientv3.LeaseID) (
 	if err := r.waitForID(ctx, lost); err != nil {
 		return snapshot{}, err
 	}
-	cli := r.store.Client()
-	grant, err := cli.Grant(ctx, int64(r.ttl))
+	ttl := time.Duration(r.ttl) * time.Second
+	grant, err := r.store.GrantLease(ctx, ttl)
 	if err != nil {
-		return snapshot{}, fmt.Errorf("registration: grant lease: %w", err)
+		return snapshot{}, fmt.Errorf("registration: %w", err)
 	}
-	// The session takes over the granted lease: its keep-alive lives on the
-	// Registrar's life context, not on ctx, which only bounds this call.
-	sess, err := concurrency.NewSession(cli,
-		concurrency.WithLease(grant.ID),
-		concurrency.WithTTL(r.ttl),
-		concurrency.WithContext(r.life))
+	// The keep-alive lives on the Registrar's life context, not on ctx,
+	// which only bounds this call.
+	sess, err := r.store.KeepLease(r.life, grant, ttl, r.margin)
 	if err != nil {
-		r.revoke(ctx, grant.ID)
-		return snapshot{}, fmt.Errorf("registration: keep lease alive: %w", err)
+		r.revoke(ctx, grant)
+		return snapshot{}, fmt.Errorf("registration: %w", err)
 	}
 	r.mu.Lock()
 	if r.record.StartedAt == nil {
@@ -222,14 +214,13 @@ func (r *Registrar) waitForID(ctx context.Context, lost clientv3.LeaseID) error 
 	deadline := time.Now().Add(r.idWait)
 	warned := false
 	for {
-		resp, err := r.store.Client().Get(ctx, key)
+		holder, found, err := r.store.WorkerLease(ctx, r.record.GetId())
 		if err != nil {
-			return fmt.Errorf("registration: read worker record: %w", err)
+			return fmt.Errorf("registration: %w", err)
 		}
-		if len(resp.Kvs) == 0 {
+		if !found {
 			return nil
 		}
-		holder := clientv3.LeaseID(resp.Kvs[0].Lease)
 		if lost != clientv3.NoLease && holder == lost {
 			r.revoke(ctx, lost)
 			continue
@@ -250,8 +241,7 @@ func (r *Registrar) waitForID(ctx context.Context, lost clientv3.LeaseID) error 
 }
 
 func (r *Registrar) revoke(ctx context.Context, lease clientv3.LeaseID) {
-	_, err := r.store.Client().Revoke(ctx, lease)
-	if err != nil && !errors.Is(err, rpctypes.ErrLeaseNotFound) {
+	if err := r.store.RevokeLease(ctx, lease); err != nil {
 		r.log.Warn("revoke lease failed; it expires on its own", "lease", fmt.Sprintf("%x", lease), "err", err)
 	}
 }
@@ -265,8 +255,8 @@ func (r *Registrar) Lease() clientv3.LeaseID {
 	return s.Lease()
 }
 
-// Done closes when the current lease is lost (expired, revoked, or no longer
-// refreshed). It is nil before Register; after a re-registration it is the
+// Done closes when the current lease is lost (expired, revoked, fenced for
+// want of keep-alive answers, or no longer refreshed). It is nil before Register; after a re-registration it is the
 // new lease's channel.
 func (r *Registrar) Done() <-chan struct{} {
 	s, _ := r.current()
@@ -276,7 +266,7 @@ func (r *Registrar) Done() <-chan struct{} {
 	return s.Done()
 }
 
-func (r *Registrar) current() (*concurrency.Session, bool) {
+func (r *Registrar) current() (*fleetstore.LeaseSession, bool) {
 	r.mu.Lock()
 	defer r.mu.Unlock()
 	return r.session, r.deregistered
@@ -299,8 +289,8 @@ func (r *Registrar) SetMigrate(migrate bool) {
 }
 
 // SetState changes the state in the worker record (DRAINING when the worker
-// drains) and publishes worker.draining or worker.undrained. The state is
-// kept even when the write fails, so a re-registration carries it.
+// drains). The state is kept even when the write fails, so a
+// re-registration carries it. (Events about it derive from etcd.)
 func (r *Registrar) SetState(ctx context.Context, state fleetv1.WorkerState) error {
 	if err := r.acquire(ctx); err != nil {
 		return err
@@ -321,12 +311,6 @@ func (r *Registrar) SetState(ctx context.Context, state fleetv1.WorkerState) err
 		}
 	}
 	if prev != state {
-		switch state {
-		case fleetv1.WorkerState_WORKER_STATE_DRAINING:
-			r.publish(ctx, fleetbus.WorkerDraining, rec)
-		case fleetv1.WorkerState_WORKER_STATE_ACTIVE:
-			r.publish(ctx, fleetbus.WorkerUndrained, rec)
-		}
 		r.log.Info("worker state changed", "from", prev.String(), "to", state.String())
 	}
 	return nil
@@ -353,7 +337,7 @@ func (r *Registrar) KeepRegistered(ctx context.Context, onLost func(ctx context.
 		if _, deregistered := r.current(); deregistered {
 			return nil
 		}
-		r.log.Warn("worker lease lost; its slots are gone", "lease", fmt.Sprintf("%x", sess.Lease()))
+		r.log.Warn("worker lease lost; its slots are gone", "lease", fmt.Sprintf("%x", sess.Lease()), "cause", sess.Err())
 		if onLost != nil {
 			onLost(ctx, sess.Lease())
 		}
@@ -386,20 +370,18 @@ func (r *Registrar) reregister(ctx context.Context, lost clientv3.LeaseID) error
 }
 
 // Deregister revokes the lease: the record and every slot under it vanish at
-// once. It publishes worker.deregistered. Later calls do nothing.
+// once. Later calls do nothing.
 func (r *Registrar) Deregister(ctx context.Context) error {
-	sess, rec, already := r.stop()
+	sess, already := r.stop()
 	if already {
 		return nil
 	}
 	if sess == nil {
 		return nil // never registered: nothing to revoke or announce
 	}
-	sess.Orphan()
-	if _, err := r.store.Client().Revoke(ctx, sess.Lease()); err != nil && !errors.Is(err, rpctypes.ErrLeaseNotFound) {
-		return fmt.Errorf("registration: revoke lease %x: %w", sess.Lease(), err)
+	if err := sess.Close(ctx); err != nil {
+		return fmt.Errorf("registration: %w", err)
 	}
-	r.publish(ctx, fleetbus.WorkerDeregistered, rec)
 	r.log.Info("worker deregistered")
 	return nil
 }
@@ -408,28 +390,19 @@ func (r *Registrar) Deregister(ctx context.Context) error {
 // process would: the record and slots vanish when the lease expires. Tests
 // of worker loss use it.
 func (r *Registrar) Abandon() {
-	if sess, _, _ := r.stop(); sess != nil {
+	if sess, _ := r.stop(); sess != nil {
 		sess.Orphan()
 	}
 }
 
 // stop marks the Registrar deregistered and ends every keep-alive it owns.
-func (r *Registrar) stop() (sess *concurrency.Session, rec *fleetv1.Worker, already bool) {
+func (r *Registrar) stop() (sess *fleetstore.LeaseSession, already bool) {
 	r.mu.Lock()
 	defer r.mu.Unlock()
 	if r.deregistered {
-		return nil, nil, true
+		return nil, true
 	}
 	r.deregistered = true
 	r.lifeCancel()
-	return r.session, proto.CloneOf(r.record), false
-}
-
-func (r *Registrar) publish(ctx context.Context, typ string, w *fleetv1.Worker) {
-	if r.pub == nil {
-		return
-	}
-	if err := r.pub.Publish(ctx, fleetbus.WorkerEvent(typ, w.GetId(), w)); err != nil {
-		r.log.Warn("publish worker event failed", "type", typ, "err", err)
-	}
+	return r.session, false
 }

@@ -1,8 +1,8 @@
 // Package runtime defines the session runtime of a worker: what runs one
 // avatar session on its reserved slot (start, speech, interrupt, stop) and how
 // it reports a session that ended on its own. The gRPC server, the slot watch
-// and the drain logic talk to a Runtime only, so the media pipeline can
-// replace the Holder implementation without touching them.
+// and the drain logic talk to a Runtime only: the media pipeline
+// (mediaruntime) in production, runtimetest.Holder in tests.
 package runtime
 
 import (

@@ -17,6 +17,7 @@ import (
 	"github.com/avatarfleet/avatarfleet/proto/fleetstore"
 	"github.com/avatarfleet/avatarfleet/worker/internal/fleettest"
 	"github.com/avatarfleet/avatarfleet/worker/pkg/runtime"
+	"github.com/avatarfleet/avatarfleet/worker/pkg/runtime/runtimetest"
 	"github.com/avatarfleet/avatarfleet/worker/pkg/slotwatch"
 	pcmwav "github.com/avatarfleet/avatarfleet/proto/wav"
 )
@@ -28,7 +29,7 @@ func TestMain(m *testing.M) { fleettest.Main(m, &servers) }
 type fixture struct {
 	store     *fleetstore.Store
 	worker    string
-	rt        *runtime.Holder
+	rt        *runtimetest.Holder
 	client    fleetv1.WorkerServiceClient
 	accepting atomic.Bool
 }
@@ -39,7 +40,7 @@ func newFixture(t *testing.T, wrap func(runtime.Runtime) runtime.Runtime) *fixtu
 	t.Helper()
 	f := &fixture{store: servers.Store(t), worker: servers.Name(t, "w")}
 	f.accepting.Store(true)
-	f.rt = runtime.NewHolder([]*fleetv1.GPU{{Index: 0, Name: "cpu", Slots: 2, Cpu: true}}, nil)
+	f.rt = runtimetest.NewHolder([]*fleetv1.GPU{{Index: 0, Name: "cpu", Slots: 2, Cpu: true}}, nil)
 	t.Cleanup(func() { _ = f.rt.Close(context.Background()) })
 	var rt runtime.Runtime = f.rt
 	if wrap != nil {
@@ -302,7 +303,7 @@ func TestSlotBusyIsResourceExhausted(t *testing.T) {
 	}
 	// etcd freed the slot and gave it to a new session, but the old one has
 	// not been stopped locally yet.
-	if _, err := f.store.Client().Put(ctx, f.store.Keys().Slot(f.worker, 0, 0), "new"); err != nil {
+	if _, err := servers.ClientOf(f.store).Put(ctx, f.store.Keys().Slot(f.worker, 0, 0), "new"); err != nil {
 		t.Fatal(err)
 	}
 	_, err := f.client.StartSession(ctx, &fleetv1.StartSessionRequest{Session: &fleetv1.Session{Id: "new", WorkerId: f.worker}})

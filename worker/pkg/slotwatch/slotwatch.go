@@ -13,14 +13,10 @@ package slotwatch
 
 import (
 	"context"
-	"errors"
 	"fmt"
 	"log/slog"
 	"sync"
 	"time"
-
-	"go.etcd.io/etcd/api/v3/mvccpb"
-	clientv3 "go.etcd.io/etcd/client/v3"
 
 	fleetv1 "github.com/avatarfleet/avatarfleet/proto/fleet/v1"
 	"github.com/avatarfleet/avatarfleet/proto/fleetstore"
@@ -48,6 +44,15 @@ type Watcher struct {
 	held   map[string]string // every slot key of the worker → session id, as of rev
 	rev    int64             // etcd revision held reflects; 0 before the first listing
 	moved  chan struct{}     // closed and replaced whenever rev advances
+	// read holds what OwnerAt read from etcd when the view lagged behind
+	// the revision asked for: slot key → owner and that revision, until
+	// the view catches up.
+	read map[string]readOwner
+}
+
+type readOwner struct {
+	owner string
+	rev   int64
 }
 
 // New returns a Watcher for worker's slots; stop is called for each tracked
@@ -66,6 +71,7 @@ func New(store *fleetstore.Store, worker string, stop StopFunc, log *slog.Logger
 		inView: make(map[string]bool),
 		held:   make(map[string]string),
 		moved:  make(chan struct{}),
+		read:   make(map[string]readOwner),
 	}
 }
 
@@ -92,16 +98,25 @@ func (w *Watcher) trackLocked(sessionID, key string) {
 // still holds it; the check and the tracking are one step, so a deletion
 // is either seen here (false) or stops the tracked session later. Use it
 // after a start checked with OwnerAt, in place of Track and a second read.
+// When OwnerAt had to read etcd because the view lagged (a watch stuck on
+// a dying member) and the view still lags, that read stands in for the
+// view: the session is tracked as after Track, so whatever the view later
+// applies about its slot is checked by reading again.
 func (w *Watcher) TrackIfHeld(sessionID string, gpu, slot uint32) bool {
 	key := w.store.Keys().Slot(w.worker, gpu, slot)
 	w.mu.Lock()
 	defer w.mu.Unlock()
-	if w.held[key] != sessionID {
-		return false
+	if w.held[key] == sessionID {
+		w.trackLocked(sessionID, key)
+		w.inView[sessionID] = true
+		return true
 	}
-	w.trackLocked(sessionID, key)
-	w.inView[sessionID] = true
-	return true
+	if r, ok := w.read[key]; ok && r.owner == sessionID && w.rev < r.rev {
+		delete(w.read, key)
+		w.trackLocked(sessionID, key)
+		return true
+	}
+	return false
 }
 
 // Untrack forgets a session (it stopped).
@@ -131,19 +146,13 @@ func (w *Watcher) Tracked() int {
 // Owner reads which session holds a slot now ("" when the slot is free).
 // The read is linearizable: a slot freed before the call is seen as free.
 func (w *Watcher) Owner(ctx context.Context, gpu, slot uint32) (string, error) {
-	key := w.store.Keys().Slot(w.worker, gpu, slot)
-	resp, err := w.store.Client().Get(ctx, key)
-	if err != nil {
-		return "", fmt.Errorf("read slot %s: %w", key, err)
-	}
-	if len(resp.Kvs) == 0 {
-		return "", nil
-	}
-	return string(resp.Kvs[0].Value), nil
+	return w.store.SlotOwner(ctx, w.worker, gpu, slot)
 }
 
-// ownerAtWait bounds how long OwnerAt waits for the watch before reading.
-const ownerAtWait = 2 * time.Second
+// ownerAtWait bounds how long OwnerAt waits for the watch before reading:
+// a watch on an etcd member that died silently delivers nothing until its
+// stream breaks, and a read (retried on another member) answers at once.
+const ownerAtWait = 500 * time.Millisecond
 
 // OwnerAt says which session holds a slot as of revision rev or later. It
 // waits until the watch has applied rev (a reservation reaches the watch
@@ -165,53 +174,46 @@ func (w *Watcher) OwnerAt(ctx context.Context, rev int64, gpu, slot uint32) (str
 		select {
 		case <-moved:
 		case <-timeout.C:
-			return w.Owner(ctx, gpu, slot)
+			owner, err := w.Owner(ctx, gpu, slot)
+			if err == nil {
+				w.mu.Lock()
+				if w.rev < rev {
+					w.read[key] = readOwner{owner: owner, rev: rev}
+				}
+				w.mu.Unlock()
+			}
+			return owner, err
 		case <-ctx.Done():
 			return "", fmt.Errorf("wait for slot %s at revision %d: %w", key, rev, ctx.Err())
 		}
 	}
 }
 
-// Run watches the slots until ctx ends. After any interruption of the watch
-// (compaction, lost leader, etcd restart) it lists the slots again and stops
-// every tracked session whose slot no longer holds it, so no deletion is
-// missed.
+// Run watches the slots until ctx ends, through fleetstore's ListWatch.
+// After any interruption of the watch (compaction, lost leader, etcd
+// restart) it lists the slots again and stops every tracked session whose
+// slot no longer holds it, so no deletion is missed. Progress
+// notifications move the view's revision on while nothing of this worker
+// changes (OwnerAt waits on it).
 func (w *Watcher) Run(ctx context.Context) error {
-	backoff := 100 * time.Millisecond
-	for {
-		rev, err := w.reconcile(ctx)
-		if err == nil {
-			backoff = 100 * time.Millisecond
-			err = w.watch(ctx, rev+1)
-		}
-		if ctx.Err() != nil {
-			return nil
-		}
-		w.log.Warn("slot watch interrupted; reconciling", "err", err)
-		select {
-		case <-time.After(backoff):
-		case <-ctx.Done():
-			return nil
-		}
-		backoff = min(2*backoff, 5*time.Second)
-	}
+	return w.store.ListWatch(ctx, fleetstore.ListWatchOptions{
+		Prefixes:       []string{w.store.Keys().WorkerSlots(w.worker)},
+		ProgressNotify: true,
+		Name:           "slots of " + w.worker,
+		Log:            w.log,
+	}, fleetstore.HandlerFuncs{ReplaceFunc: w.replace, ApplyFunc: w.applyEvents})
 }
 
-// reconcile replaces the view with a fresh listing, stops every tracked
-// session whose slot no longer holds it, and returns the listing's revision.
-func (w *Watcher) reconcile(ctx context.Context) (int64, error) {
-	prefix := w.store.Keys().WorkerSlots(w.worker)
-	resp, err := w.store.Client().Get(ctx, prefix, clientv3.WithPrefix())
-	if err != nil {
-		return 0, fmt.Errorf("list slots %s: %w", prefix, err)
-	}
-	held := make(map[string]string, len(resp.Kvs))
-	for _, kv := range resp.Kvs {
-		held[string(kv.Key)] = string(kv.Value)
+// replace swaps the view for a fresh listing and stops every tracked
+// session whose slot no longer holds it.
+func (w *Watcher) replace(ctx context.Context, kvs []fleetstore.KV, rev int64) {
+	held := make(map[string]string, len(kvs))
+	for _, kv := range kvs {
+		held[kv.Key] = string(kv.Value)
 	}
 	w.mu.Lock()
 	w.held = held
-	w.advanceLocked(resp.Header.Revision)
+	w.advanceLocked(rev)
 	var lost, recheck []string
 	for key, id := range w.bySlot {
 		switch {
@@ -224,13 +226,16 @@ func (w *Watcher) reconcile(ctx context.Context) (int64, error) {
 		}
 	}
 	w.mu.Unlock()
+	w.settle(ctx, lost, recheck)
+}
+
+func (w *Watcher) settle(ctx context.Context, lost, recheck []string) {
 	for _, id := range lost {
 		w.stopLost(ctx, id)
 	}
 	for _, key := range recheck {
 		w.check(ctx, key)
 	}
-	return resp.Header.Revision, nil
 }
 
 func (w *Watcher) advanceLocked(rev int64) {
@@ -238,47 +243,27 @@ func (w *Watcher) advanceLocked(rev int64) {
 		w.rev = rev
 		close(w.moved)
 		w.moved = make(chan struct{})
+		for key, r := range w.read {
+			if r.rev <= rev {
+				delete(w.read, key) // the view has caught up: it decides
+			}
+		}
 	}
 }
 
-func (w *Watcher) watch(ctx context.Context, fromRev int64) error {
-	prefix := w.store.Keys().WorkerSlots(w.worker)
-	// WithRequireLeader: a member cut off from the cluster ends the watch
-	// instead of silently delivering nothing. Progress notifications move
-	// the view's revision on while nothing of this worker changes.
-	wctx, cancel := context.WithCancel(clientv3.WithRequireLeader(ctx))
-	defer cancel()
-	for resp := range w.store.Client().Watch(wctx, prefix, clientv3.WithPrefix(), clientv3.WithRev(fromRev), clientv3.WithProgressNotify()) {
-		if err := resp.Err(); err != nil {
-			return fmt.Errorf("watch %s: %w", prefix, err)
-		}
-		lost, recheck := w.apply(resp)
-		for _, id := range lost {
-			w.stopLost(ctx, id)
-		}
-		for _, key := range recheck {
-			w.check(ctx, key)
-		}
-	}
-	if err := ctx.Err(); err != nil {
-		return err
-	}
-	return errors.New("watch channel closed")
-}
-
-// apply folds one watch response into the view, in revision order. It
-// returns the sessions tracked from the view whose slot no longer holds
-// them, and the changed slot keys of other tracked sessions, to be read
-// again (their event may predate the read that let them start).
-func (w *Watcher) apply(resp clientv3.WatchResponse) (lost, recheck []string) {
+// applyEvents folds one watch response into the view, in revision order,
+// stops the sessions tracked from the view whose slot no longer holds them,
+// and reads again the changed slot keys of other tracked sessions (their
+// event may predate the read that let them start).
+func (w *Watcher) applyEvents(ctx context.Context, events []fleetstore.Event, rev int64) {
+	var lost, recheck []string
 	w.mu.Lock()
-	defer w.mu.Unlock()
-	for _, ev := range resp.Events {
-		key := string(ev.Kv.Key)
-		if ev.Type == mvccpb.DELETE {
+	for _, ev := range events {
+		key := ev.KV.Key
+		if ev.Type == fleetstore.EventDelete {
 			delete(w.held, key)
 		} else {
-			w.held[key] = string(ev.Kv.Value)
+			w.held[key] = string(ev.KV.Value)
 		}
 		id, ok := w.bySlot[key]
 		switch {
@@ -289,8 +274,9 @@ func (w *Watcher) apply(resp clientv3.WatchResponse) (lost, recheck []string) {
 			recheck = append(recheck, key)
 		}
 	}
-	w.advanceLocked(resp.Header.Revision)
-	return lost, recheck
+	w.advanceLocked(rev)
+	w.mu.Unlock()
+	w.settle(ctx, lost, recheck)
 }
 
 // check re-reads a changed slot key of a tracked session and stops the
@@ -302,13 +288,13 @@ func (w *Watcher) check(ctx context.Context, key string) {
 	if !ok {
 		return
 	}
-	resp, err := w.store.Client().Get(ctx, key)
+	owner, _, err := w.store.SlotOwnerByKey(ctx, key)
 	if err != nil {
-		// The reconcile after the interrupted watch catches it.
+		// The listing after the interrupted watch catches it.
 		w.log.Warn("read changed slot", "key", key, "err", err)
 		return
 	}
-	if len(resp.Kvs) == 1 && string(resp.Kvs[0].Value) == id {
+	if owner == id {
 		return
 	}
 	w.stopLost(ctx, id)

@@ -93,7 +93,7 @@ func TestEndedSessionIsStoppedWithItsReason(t *testing.T) {
 func TestSlotTakenOverStopsSessionButLateEventsDoNot(t *testing.T) {
 	store := servers.Store(t)
 	worker := servers.Name(t, "w")
-	cli := store.Client()
+	cli := servers.ClientOf(store)
 	key := store.Keys().Slot(worker, 1, 0)
 	w, rec := startWatcher(t, store, worker)
 
@@ -138,7 +138,7 @@ func TestUntrackedSessionIsNotStopped(t *testing.T) {
 	w, rec := startWatcher(t, store, worker)
 	w.Track("s4", 0, 1)
 	w.Untrack("s4")
-	if _, err := store.Client().Delete(t.Context(), store.Keys().Slot(worker, 0, 1)); err != nil {
+	if _, err := servers.ClientOf(store).Delete(t.Context(), store.Keys().Slot(worker, 0, 1)); err != nil {
 		t.Fatal(err)
 	}
 	time.Sleep(300 * time.Millisecond)
@@ -207,4 +207,42 @@ func TestOwnerAtAndTrackIfHeld(t *testing.T) {
 	if owner, err := w.OwnerAt(t.Context(), rev+1_000_000, 0, 1); err != nil || owner != "" {
 		t.Fatalf("OwnerAt(future) = %q, %v", owner, err)
 	}
+}
+
+// When the watch lags (stuck on a dying etcd member), OwnerAt answers from a
+// read, and TrackIfHeld trusts that read until the view catches up; the
+// session is then followed like any other and stopped when its slot goes.
+func TestLaggingViewTrustsOwnerAtRead(t *testing.T) {
+	store := servers.Store(t)
+	worker := servers.Name(t, "w")
+	rev, ok, err := store.Reserve(t.Context(), fleetstore.Reservation{Worker: worker, GPU: 0, Slot: 0},
+		&fleetv1.Session{Id: "s1", State: fleetv1.SessionState_SESSION_STATE_STARTING})
+	if err != nil || !ok {
+		t.Fatalf("reserve: %v %v", ok, err)
+	}
+	rec := &stopRecorder{stopped: map[string]fleetv1.EndReason{}}
+	w := New(store, worker, rec.stop, nil) // not running yet: its view lags
+	owner, err := w.OwnerAt(t.Context(), rev, 0, 0)
+	if err != nil || owner != "s1" {
+		t.Fatalf("OwnerAt = %q, %v", owner, err)
+	}
+	if !w.TrackIfHeld("s1", 0, 0) {
+		t.Fatal("TrackIfHeld refused a session its read saw holding the slot")
+	}
+	if w.TrackIfHeld("s2", 0, 0) {
+		t.Fatal("TrackIfHeld took a session nobody saw holding the slot")
+	}
+	// The view catches up, then the slot goes: the session is stopped.
+	ctx, cancel := context.WithCancel(context.Background())
+	done := make(chan error, 1)
+	go func() { done <- w.Run(ctx) }()
+	defer func() { cancel(); <-done }()
+	if _, ended, err := store.EndSession(t.Context(), "s1", fleetv1.SessionState_SESSION_STATE_ENDED,
+		fleetv1.EndReason_END_REASON_DELETED, ""); err != nil || !ended {
+		t.Fatalf("EndSession: %v %v", ended, err)
+	}
+	fleettest.Eventually(t, 5*time.Second, "s1 to be stopped", func() bool {
+		_, ok := rec.reason("s1")
+		return ok
+	})
 }

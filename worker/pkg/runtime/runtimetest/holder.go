@@ -1,4 +1,10 @@
-package runtime
+// Package runtimetest holds Holder, a stand-in session runtime for tests:
+// a session only holds its slot and reports itself ready, speech is
+// validated and accepted but produces no media. The worker's production
+// runtime is the media pipeline (worker/pkg/mediaruntime); tests of the
+// fleet around it (agent, gRPC server, the in-process test fleet) run on
+// Holder, which keeps the Runtime contract exactly.
+package runtimetest
 
 import (
 	"context"
@@ -9,12 +15,13 @@ import (
 	"time"
 
 	fleetv1 "github.com/avatarfleet/avatarfleet/proto/fleet/v1"
+	"github.com/avatarfleet/avatarfleet/worker/pkg/runtime"
 )
 
-// Holder is the session runtime of the fleet-foundation stage: a session
+// Holder is the stand-in session runtime of the tests: a session
 // only holds its slot and reports itself ready; speech is validated and
-// accepted but produces no media. The media pipeline replaces it. It keeps
-// the Runtime contract exactly (slot accounting, idempotent start, the Ended
+// accepted but produces no media. It keeps
+// the runtime.Runtime contract exactly (slot accounting, idempotent start, the runtime.Ended
 // notification) so everything built on top is exercised for real.
 type Holder struct {
 	log     *slog.Logger
@@ -25,8 +32,8 @@ type Holder struct {
 	bySlot   map[slotRef]string
 	closed   bool
 
-	ended    chan Ended
-	speaking chan Speaking
+	ended    chan runtime.Ended
+	speaking chan runtime.Speaking
 	done     chan struct{}  // closed by Close: pending sends give up
 	senders  sync.WaitGroup // End and EmitSpeaking calls still sending
 }
@@ -57,41 +64,41 @@ func NewHolder(devices []*fleetv1.GPU, log *slog.Logger) *Holder {
 		devices:  devs,
 		sessions: make(map[string]*heldSession),
 		bySlot:   make(map[slotRef]string),
-		ended:    make(chan Ended, endedBuffer),
-		speaking: make(chan Speaking, endedBuffer),
+		ended:    make(chan runtime.Ended, endedBuffer),
+		speaking: make(chan runtime.Speaking, endedBuffer),
 		done:     make(chan struct{}),
 	}
 }
 
 var (
-	_ Runtime          = (*Holder)(nil)
-	_ SpeakingReporter = (*Holder)(nil)
+	_ runtime.Runtime          = (*Holder)(nil)
+	_ runtime.SpeakingReporter = (*Holder)(nil)
 )
 
-// Start implements Runtime.
+// Start implements runtime.Runtime.
 func (h *Holder) Start(_ context.Context, sess *fleetv1.Session) error {
 	id := sess.GetId()
 	slots, ok := h.devices[sess.GetGpu()]
 	if !ok {
-		return fmt.Errorf("start %s: no GPU %d on this worker: %w", id, sess.GetGpu(), ErrInvalidInput)
+		return fmt.Errorf("start %s: no GPU %d on this worker: %w", id, sess.GetGpu(), runtime.ErrInvalidInput)
 	}
 	if sess.GetSlot() >= slots {
-		return fmt.Errorf("start %s: GPU %d has %d slots, not slot %d: %w", id, sess.GetGpu(), slots, sess.GetSlot(), ErrInvalidInput)
+		return fmt.Errorf("start %s: GPU %d has %d slots, not slot %d: %w", id, sess.GetGpu(), slots, sess.GetSlot(), runtime.ErrInvalidInput)
 	}
 	ref := slotRef{sess.GetGpu(), sess.GetSlot()}
 	h.mu.Lock()
 	defer h.mu.Unlock()
 	if h.closed {
-		return fmt.Errorf("start %s: %w", id, ErrClosed)
+		return fmt.Errorf("start %s: %w", id, runtime.ErrClosed)
 	}
 	if cur, ok := h.sessions[id]; ok {
 		if (slotRef{cur.sess.GetGpu(), cur.sess.GetSlot()}) != ref {
-			return fmt.Errorf("start %s: already running on GPU %d slot %d: %w", id, cur.sess.GetGpu(), cur.sess.GetSlot(), ErrInvalidInput)
+			return fmt.Errorf("start %s: already running on GPU %d slot %d: %w", id, cur.sess.GetGpu(), cur.sess.GetSlot(), runtime.ErrInvalidInput)
 		}
 		return nil // a retried start of the same session
 	}
 	if other, ok := h.bySlot[ref]; ok {
-		return fmt.Errorf("start %s: GPU %d slot %d still held by %s: %w", id, ref.gpu, ref.slot, other, ErrSlotBusy)
+		return fmt.Errorf("start %s: GPU %d slot %d still held by %s: %w", id, ref.gpu, ref.slot, other, runtime.ErrSlotBusy)
 	}
 	h.sessions[id] = &heldSession{sess: sess}
 	h.bySlot[ref] = id
@@ -99,43 +106,43 @@ func (h *Holder) Start(_ context.Context, sess *fleetv1.Session) error {
 	return nil
 }
 
-// Stop implements Runtime.
+// Stop implements runtime.Runtime.
 func (h *Holder) Stop(_ context.Context, id string, reason fleetv1.EndReason) error {
 	h.mu.Lock()
 	defer h.mu.Unlock()
 	if _, ok := h.removeLocked(id); !ok {
-		return fmt.Errorf("stop %s: %w", id, ErrNotFound)
+		return fmt.Errorf("stop %s: %w", id, runtime.ErrNotFound)
 	}
 	h.log.Info("session stopped", "session", id, "reason", reason.String())
 	return nil
 }
 
 // End ends a running session on the runtime's own initiative and reports it
-// on Ended — what the media pipeline does on an error or an idle timeout.
+// on runtime.Ended — what the media pipeline does on an error or an idle timeout.
 // Tests use it to exercise that path.
 func (h *Holder) End(id string, state fleetv1.SessionState, reason fleetv1.EndReason, message string) error {
 	h.mu.Lock()
 	if h.closed {
 		h.mu.Unlock()
-		return fmt.Errorf("end %s: %w", id, ErrClosed)
+		return fmt.Errorf("end %s: %w", id, runtime.ErrClosed)
 	}
 	if _, ok := h.removeLocked(id); !ok {
 		h.mu.Unlock()
-		return fmt.Errorf("end %s: %w", id, ErrNotFound)
+		return fmt.Errorf("end %s: %w", id, runtime.ErrNotFound)
 	}
 	h.senders.Add(1)
 	h.mu.Unlock()
 	defer h.senders.Done()
 	h.log.Info("session ended on its own", "session", id, "state", state.String(), "reason", reason.String())
 	select {
-	case h.ended <- Ended{SessionID: id, State: state, Reason: reason, Message: message}:
+	case h.ended <- runtime.Ended{SessionID: id, State: state, Reason: reason, Message: message}:
 		return nil
 	case <-h.done:
-		return fmt.Errorf("end %s: %w", id, ErrClosed)
+		return fmt.Errorf("end %s: %w", id, runtime.ErrClosed)
 	}
 }
 
-// EmitSpeaking reports a speaking change of a running session on Speaking,
+// EmitSpeaking reports a speaking change of a running session on runtime.Speaking,
 // as a media runtime does when speech starts or ends playing. A Holder
 // produces no media, so only tests call it, to exercise the worker's
 // speaking events.
@@ -143,7 +150,7 @@ func (h *Holder) EmitSpeaking(id string, started bool, mediaTime time.Duration) 
 	h.mu.Lock()
 	if h.closed {
 		h.mu.Unlock()
-		return fmt.Errorf("emit speaking %s: %w", id, ErrClosed)
+		return fmt.Errorf("emit speaking %s: %w", id, runtime.ErrClosed)
 	}
 	s, err := h.session(id)
 	if err != nil {
@@ -154,15 +161,15 @@ func (h *Holder) EmitSpeaking(id string, started bool, mediaTime time.Duration) 
 	h.mu.Unlock()
 	defer h.senders.Done()
 	select {
-	case h.speaking <- Speaking{SessionID: id, Started: started, MediaTime: mediaTime, Session: s.sess}:
+	case h.speaking <- runtime.Speaking{SessionID: id, Started: started, MediaTime: mediaTime, Session: s.sess}:
 		return nil
 	case <-h.done:
-		return fmt.Errorf("emit speaking %s: %w", id, ErrClosed)
+		return fmt.Errorf("emit speaking %s: %w", id, runtime.ErrClosed)
 	}
 }
 
 // Speaking implements SpeakingReporter: what EmitSpeaking sends.
-func (h *Holder) Speaking() <-chan Speaking { return h.speaking }
+func (h *Holder) Speaking() <-chan runtime.Speaking { return h.speaking }
 
 func (h *Holder) removeLocked(id string) (*heldSession, bool) {
 	s, ok := h.sessions[id]
@@ -177,14 +184,14 @@ func (h *Holder) removeLocked(id string) (*heldSession, bool) {
 func (h *Holder) session(id string) (*heldSession, error) {
 	s, ok := h.sessions[id]
 	if !ok {
-		return nil, fmt.Errorf("session %s: %w", id, ErrNotFound)
+		return nil, fmt.Errorf("session %s: %w", id, runtime.ErrNotFound)
 	}
 	return s, nil
 }
 
 // Speak implements Runtime: the text is validated and accepted.
 func (h *Holder) Speak(_ context.Context, id, text string, _ bool) error {
-	if err := ValidateText(text); err != nil {
+	if err := runtime.ValidateText(text); err != nil {
 		return fmt.Errorf("speak %s: %w", id, err)
 	}
 	h.mu.Lock()
@@ -199,7 +206,7 @@ func (h *Holder) Speak(_ context.Context, id, text string, _ bool) error {
 
 // PushAudio implements Runtime: the WAV header is validated and accepted.
 func (h *Holder) PushAudio(_ context.Context, id string, wav []byte, _ bool) error {
-	if err := ValidateWAVHeader(wav); err != nil {
+	if err := runtime.ValidateWAVHeader(wav); err != nil {
 		return fmt.Errorf("push audio %s: %w", id, err)
 	}
 	h.mu.Lock()
@@ -212,7 +219,7 @@ func (h *Holder) PushAudio(_ context.Context, id string, wav []byte, _ bool) err
 	return nil
 }
 
-// Interrupt implements Runtime; there is never queued speech to drop.
+// Interrupt implements runtime.Runtime; there is never queued speech to drop.
 func (h *Holder) Interrupt(_ context.Context, id string) error {
 	h.mu.Lock()
 	defer h.mu.Unlock()
@@ -221,16 +228,16 @@ func (h *Holder) Interrupt(_ context.Context, id string) error {
 }
 
 // Status implements Runtime: a held session is always ready and silent.
-func (h *Holder) Status(id string) (Status, error) {
+func (h *Holder) Status(id string) (runtime.Status, error) {
 	h.mu.Lock()
 	defer h.mu.Unlock()
 	if _, err := h.session(id); err != nil {
-		return Status{}, err
+		return runtime.Status{}, err
 	}
-	return Status{State: fleetv1.SessionState_SESSION_STATE_READY}, nil
+	return runtime.Status{State: fleetv1.SessionState_SESSION_STATE_READY}, nil
 }
 
-// Sessions implements Runtime.
+// Sessions implements runtime.Runtime.
 func (h *Holder) Sessions() []string {
 	h.mu.Lock()
 	defer h.mu.Unlock()
@@ -242,10 +249,10 @@ func (h *Holder) Sessions() []string {
 	return ids
 }
 
-// Ended implements Runtime.
-func (h *Holder) Ended() <-chan Ended { return h.ended }
+// Ended implements runtime.Runtime.
+func (h *Holder) Ended() <-chan runtime.Ended { return h.ended }
 
-// Close implements Runtime.
+// Close implements runtime.Runtime.
 func (h *Holder) Close(_ context.Context) error {
 	h.mu.Lock()
 	if h.closed {

@@ -1,4 +1,4 @@
-package runtime
+package runtimetest
 
 import (
 	"context"
@@ -13,6 +13,7 @@ import (
 	"go.uber.org/goleak"
 
 	fleetv1 "github.com/avatarfleet/avatarfleet/proto/fleet/v1"
+	"github.com/avatarfleet/avatarfleet/worker/pkg/runtime"
 )
 
 func TestMain(m *testing.M) { goleak.VerifyTestMain(m) }
@@ -40,10 +41,10 @@ func TestHolderStart(t *testing.T) {
 		want error
 	}{
 		{"same session again", sess("a", 0, 0), nil},
-		{"same session other slot", sess("a", 0, 1), ErrInvalidInput},
-		{"slot held by another", sess("b", 0, 0), ErrSlotBusy},
-		{"unknown gpu", sess("c", 7, 0), ErrInvalidInput},
-		{"slot out of range", sess("c", 1, 1), ErrInvalidInput},
+		{"same session other slot", sess("a", 0, 1), runtime.ErrInvalidInput},
+		{"slot held by another", sess("b", 0, 0), runtime.ErrSlotBusy},
+		{"unknown gpu", sess("c", 7, 0), runtime.ErrInvalidInput},
+		{"slot out of range", sess("c", 1, 1), runtime.ErrInvalidInput},
 		{"free slot", sess("d", 1, 0), nil},
 	}
 	for _, tt := range tests {
@@ -58,13 +59,13 @@ func TestHolderStart(t *testing.T) {
 	}
 	st, err := h.Status("a")
 	if err != nil || st.State != fleetv1.SessionState_SESSION_STATE_READY {
-		t.Fatalf("Status = %+v, %v", st, err)
+		t.Fatalf("runtime.Status = %+v, %v", st, err)
 	}
 	if err := h.Stop(ctx, "a", fleetv1.EndReason_END_REASON_DELETED); err != nil {
 		t.Fatal(err)
 	}
-	if err := h.Stop(ctx, "a", fleetv1.EndReason_END_REASON_DELETED); !errors.Is(err, ErrNotFound) {
-		t.Fatalf("second Stop = %v, want ErrNotFound", err)
+	if err := h.Stop(ctx, "a", fleetv1.EndReason_END_REASON_DELETED); !errors.Is(err, runtime.ErrNotFound) {
+		t.Fatalf("second Stop = %v, want runtime.ErrNotFound", err)
 	}
 	// The slot is free again.
 	if err := h.Start(ctx, sess("b", 0, 0)); err != nil {
@@ -85,18 +86,18 @@ func TestHolderSpeechValidation(t *testing.T) {
 		want error
 	}{
 		{"text ok", func() error { return h.Speak(ctx, "a", "hello", false) }, nil},
-		{"text max length", func() error { return h.Speak(ctx, "a", strings.Repeat("ü", MaxTextChars), false) }, nil},
-		{"text empty", func() error { return h.Speak(ctx, "a", "", false) }, ErrInvalidInput},
-		{"text too long", func() error { return h.Speak(ctx, "a", strings.Repeat("a", MaxTextChars+1), false) }, ErrInvalidInput},
-		{"text not utf8", func() error { return h.Speak(ctx, "a", "\xff\xfe", false) }, ErrInvalidInput},
-		{"text unknown session", func() error { return h.Speak(ctx, "zz", "hi", false) }, ErrNotFound},
+		{"text max length", func() error { return h.Speak(ctx, "a", strings.Repeat("ü", runtime.MaxTextChars), false) }, nil},
+		{"text empty", func() error { return h.Speak(ctx, "a", "", false) }, runtime.ErrInvalidInput},
+		{"text too long", func() error { return h.Speak(ctx, "a", strings.Repeat("a", runtime.MaxTextChars+1), false) }, runtime.ErrInvalidInput},
+		{"text not utf8", func() error { return h.Speak(ctx, "a", "\xff\xfe", false) }, runtime.ErrInvalidInput},
+		{"text unknown session", func() error { return h.Speak(ctx, "zz", "hi", false) }, runtime.ErrNotFound},
 		{"wav ok", func() error { return h.PushAudio(ctx, "a", riff, true) }, nil},
-		{"wav short", func() error { return h.PushAudio(ctx, "a", []byte("RIFF"), false) }, ErrInvalidInput},
-		{"wav wrong magic", func() error { return h.PushAudio(ctx, "a", []byte("RIFX\x00\x00\x00\x00WAVE"), false) }, ErrInvalidInput},
-		{"wav too big", func() error { return h.PushAudio(ctx, "a", make([]byte, MaxWAVBytes+1), false) }, ErrInvalidInput},
-		{"wav unknown session", func() error { return h.PushAudio(ctx, "zz", riff, false) }, ErrNotFound},
+		{"wav short", func() error { return h.PushAudio(ctx, "a", []byte("RIFF"), false) }, runtime.ErrInvalidInput},
+		{"wav wrong magic", func() error { return h.PushAudio(ctx, "a", []byte("RIFX\x00\x00\x00\x00WAVE"), false) }, runtime.ErrInvalidInput},
+		{"wav too big", func() error { return h.PushAudio(ctx, "a", make([]byte, runtime.MaxWAVBytes+1), false) }, runtime.ErrInvalidInput},
+		{"wav unknown session", func() error { return h.PushAudio(ctx, "zz", riff, false) }, runtime.ErrNotFound},
 		{"interrupt", func() error { return h.Interrupt(ctx, "a") }, nil},
-		{"interrupt unknown", func() error { return h.Interrupt(ctx, "zz") }, ErrNotFound},
+		{"interrupt unknown", func() error { return h.Interrupt(ctx, "zz") }, runtime.ErrNotFound},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
@@ -121,34 +122,34 @@ func TestHolderEndedAndClose(t *testing.T) {
 	}
 	select {
 	case e := <-h.Ended():
-		want := Ended{SessionID: "a", State: fleetv1.SessionState_SESSION_STATE_FAILED, Reason: fleetv1.EndReason_END_REASON_ERROR, Message: "model error"}
+		want := runtime.Ended{SessionID: "a", State: fleetv1.SessionState_SESSION_STATE_FAILED, Reason: fleetv1.EndReason_END_REASON_ERROR, Message: "model error"}
 		if e != want {
-			t.Fatalf("Ended = %+v, want %+v", e, want)
+			t.Fatalf("runtime.Ended = %+v, want %+v", e, want)
 		}
 	case <-time.After(time.Second):
-		t.Fatal("no Ended notification")
+		t.Fatal("no runtime.Ended notification")
 	}
-	if err := h.End("a", fleetv1.SessionState_SESSION_STATE_ENDED, fleetv1.EndReason_END_REASON_IDLE_TIMEOUT, ""); !errors.Is(err, ErrNotFound) {
-		t.Fatalf("second End = %v, want ErrNotFound", err)
+	if err := h.End("a", fleetv1.SessionState_SESSION_STATE_ENDED, fleetv1.EndReason_END_REASON_IDLE_TIMEOUT, ""); !errors.Is(err, runtime.ErrNotFound) {
+		t.Fatalf("second End = %v, want runtime.ErrNotFound", err)
 	}
 	if err := h.Close(ctx); err != nil {
 		t.Fatal(err)
 	}
 	if _, ok := <-h.Ended(); ok {
-		t.Fatal("Ended not closed after Close (and Close must not report stopped sessions)")
+		t.Fatal("runtime.Ended not closed after Close (and Close must not report stopped sessions)")
 	}
 	if len(h.Sessions()) != 0 {
 		t.Fatal("sessions left after Close")
 	}
-	if err := h.Start(ctx, sess("c", 0, 0)); !errors.Is(err, ErrClosed) {
+	if err := h.Start(ctx, sess("c", 0, 0)); !errors.Is(err, runtime.ErrClosed) {
 		t.Fatalf("Start after Close = %v", err)
 	}
-	if err := h.End("b", fleetv1.SessionState_SESSION_STATE_ENDED, fleetv1.EndReason_END_REASON_IDLE_TIMEOUT, ""); !errors.Is(err, ErrClosed) {
+	if err := h.End("b", fleetv1.SessionState_SESSION_STATE_ENDED, fleetv1.EndReason_END_REASON_IDLE_TIMEOUT, ""); !errors.Is(err, runtime.ErrClosed) {
 		t.Fatalf("End after Close = %v", err)
 	}
 }
 
-// TestHolderCloseWithBlockedEnd: an End blocked on a full Ended channel
+// TestHolderCloseWithBlockedEnd: an End blocked on a full runtime.Ended channel
 // (nobody reading) must not keep Close from returning.
 func TestHolderCloseWithBlockedEnd(t *testing.T) {
 	ctx := t.Context()
@@ -163,7 +164,7 @@ func TestHolderCloseWithBlockedEnd(t *testing.T) {
 	var closedErrs atomic.Int32
 	for i := range n {
 		wg.Go(func() {
-			if err := h.End(fmt.Sprint(i), fleetv1.SessionState_SESSION_STATE_ENDED, fleetv1.EndReason_END_REASON_IDLE_TIMEOUT, ""); errors.Is(err, ErrClosed) {
+			if err := h.End(fmt.Sprint(i), fleetv1.SessionState_SESSION_STATE_ENDED, fleetv1.EndReason_END_REASON_IDLE_TIMEOUT, ""); errors.Is(err, runtime.ErrClosed) {
 				closedErrs.Add(1)
 			}
 		})
@@ -174,7 +175,7 @@ func TestHolderCloseWithBlockedEnd(t *testing.T) {
 	}
 	wg.Wait()
 	if closedErrs.Load() < 1 {
-		t.Fatalf("expected the blocked End to give up with ErrClosed")
+		t.Fatalf("expected the blocked End to give up with runtime.ErrClosed")
 	}
 }
 
@@ -198,7 +199,7 @@ func TestHolderConcurrentStartsOneSlot(t *testing.T) {
 }
 
 // TestHolderEmitSpeaking: EmitSpeaking reports a running session's change
-// with its record, refuses unknown sessions, and Speaking closes with Close.
+// with its record, refuses unknown sessions, and runtime.Speaking closes with Close.
 func TestHolderEmitSpeaking(t *testing.T) {
 	ctx := t.Context()
 	h := newHolder(t)
@@ -206,7 +207,7 @@ func TestHolderEmitSpeaking(t *testing.T) {
 	if err := h.Start(ctx, a); err != nil {
 		t.Fatal(err)
 	}
-	if err := h.EmitSpeaking("zz", true, 0); !errors.Is(err, ErrNotFound) {
+	if err := h.EmitSpeaking("zz", true, 0); !errors.Is(err, runtime.ErrNotFound) {
 		t.Fatalf("EmitSpeaking for a missing session = %v", err)
 	}
 	if err := h.EmitSpeaking("a", true, 40*time.Millisecond); err != nil {
@@ -215,7 +216,10 @@ func TestHolderEmitSpeaking(t *testing.T) {
 	if err := h.EmitSpeaking("a", false, 520*time.Millisecond); err != nil {
 		t.Fatal(err)
 	}
-	for _, want := range []Speaking{{"a", true, 40 * time.Millisecond, a}, {"a", false, 520 * time.Millisecond, a}} {
+	for _, want := range []runtime.Speaking{
+		{SessionID: "a", Started: true, MediaTime: 40 * time.Millisecond, Session: a},
+		{SessionID: "a", Started: false, MediaTime: 520 * time.Millisecond, Session: a},
+	} {
 		if got := <-h.Speaking(); got != want {
 			t.Fatalf("Speaking = %+v, want %+v", got, want)
 		}
@@ -224,9 +228,9 @@ func TestHolderEmitSpeaking(t *testing.T) {
 		t.Fatal(err)
 	}
 	if _, ok := <-h.Speaking(); ok {
-		t.Fatal("Speaking not closed after Close")
+		t.Fatal("runtime.Speaking not closed after Close")
 	}
-	if err := h.EmitSpeaking("a", true, 0); !errors.Is(err, ErrClosed) {
+	if err := h.EmitSpeaking("a", true, 0); !errors.Is(err, runtime.ErrClosed) {
 		t.Fatalf("EmitSpeaking after Close = %v", err)
 	}
 }

@@ -7,8 +7,8 @@ import (
 	"testing"
 	"time"
 
-	"github.com/avatarfleet/avatarfleet/e2e/internal/testfleet"
 	"github.com/avatarfleet/avatarfleet/controlplane/pkg/apiv1"
+	"github.com/avatarfleet/avatarfleet/e2e/internal/testfleet"
 )
 
 // leaderLossRuns is how many leader losses one benchmark run measures

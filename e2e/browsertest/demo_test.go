@@ -17,8 +17,8 @@ import (
 
 	"github.com/chromedp/chromedp"
 
-	"github.com/avatarfleet/avatarfleet/e2e/internal/binfleet"
 	"github.com/avatarfleet/avatarfleet/controlplane/pkg/apiv1"
+	"github.com/avatarfleet/avatarfleet/e2e/internal/binfleet"
 	"github.com/avatarfleet/avatarfleet/worker/pkg/avatar"
 )
 

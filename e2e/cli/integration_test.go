@@ -10,9 +10,9 @@ import (
 
 	"go.uber.org/goleak"
 
-	"github.com/avatarfleet/avatarfleet/e2e/internal/testfleet"
 	"github.com/avatarfleet/avatarfleet/controlplane/pkg/apiv1"
 	"github.com/avatarfleet/avatarfleet/controlplane/pkg/cli"
+	"github.com/avatarfleet/avatarfleet/e2e/internal/testfleet"
 )
 
 func TestMain(m *testing.M) { goleak.VerifyTestMain(m) }

@@ -16,8 +16,8 @@ import (
 
 	"github.com/pion/rtp"
 
-	"github.com/avatarfleet/avatarfleet/e2e/internal/whepviewer"
 	"github.com/avatarfleet/avatarfleet/controlplane/pkg/apiv1"
+	"github.com/avatarfleet/avatarfleet/e2e/internal/whepviewer"
 	"github.com/avatarfleet/avatarfleet/worker/pkg/avatar"
 )
 

@@ -12,9 +12,9 @@ import (
 	"text/tabwriter"
 	"time"
 
+	"github.com/avatarfleet/avatarfleet/controlplane/pkg/apiv1"
 	"github.com/avatarfleet/avatarfleet/e2e/internal/binfleet"
 	"github.com/avatarfleet/avatarfleet/e2e/internal/whepviewer"
-	"github.com/avatarfleet/avatarfleet/controlplane/pkg/apiv1"
 )
 
 // ttffSessions is the number of measured sessions, made one after another

@@ -14,9 +14,9 @@ import (
 
 	"go.uber.org/goleak"
 
+	"github.com/avatarfleet/avatarfleet/controlplane/pkg/apiv1"
 	"github.com/avatarfleet/avatarfleet/e2e/internal/binfleet"
 	"github.com/avatarfleet/avatarfleet/e2e/internal/whepviewer"
-	"github.com/avatarfleet/avatarfleet/controlplane/pkg/apiv1"
 )
 
 const (

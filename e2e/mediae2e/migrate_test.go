@@ -10,9 +10,9 @@ import (
 	"testing"
 	"time"
 
+	"github.com/avatarfleet/avatarfleet/controlplane/pkg/apiv1"
 	"github.com/avatarfleet/avatarfleet/e2e/internal/binfleet"
 	"github.com/avatarfleet/avatarfleet/e2e/internal/whepviewer"
-	"github.com/avatarfleet/avatarfleet/controlplane/pkg/apiv1"
 )
 
 // TestDrainMigrateRealMedia: on the built binaries with the real media

@@ -9,9 +9,9 @@ import (
 	"testing"
 	"time"
 
-	"github.com/avatarfleet/avatarfleet/e2e/internal/binfleet"
 	"github.com/avatarfleet/avatarfleet/controlplane/pkg/apiclient"
 	"github.com/avatarfleet/avatarfleet/controlplane/pkg/apiv1"
+	"github.com/avatarfleet/avatarfleet/e2e/internal/binfleet"
 	"github.com/avatarfleet/avatarfleet/proto/wav"
 )
 

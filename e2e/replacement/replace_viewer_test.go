@@ -7,8 +7,8 @@ import (
 
 	"github.com/pion/webrtc/v4"
 
-	"github.com/avatarfleet/avatarfleet/e2e/internal/testfleet"
 	"github.com/avatarfleet/avatarfleet/controlplane/pkg/apiv1"
+	"github.com/avatarfleet/avatarfleet/e2e/internal/testfleet"
 )
 
 // whepOffer makes a real Pion viewer's offer (receive video and audio).

@@ -6,8 +6,8 @@ import (
 	"strings"
 	"testing"
 
-	"github.com/avatarfleet/avatarfleet/e2e/internal/testfleet"
 	"github.com/avatarfleet/avatarfleet/controlplane/pkg/apiv1"
+	"github.com/avatarfleet/avatarfleet/e2e/internal/testfleet"
 )
 
 // wav16 is a minimal valid 16-bit mono WAV of n samples.

@@ -8,9 +8,9 @@ import (
 	"testing"
 	"time"
 
-	"github.com/avatarfleet/avatarfleet/e2e/internal/testfleet"
 	"github.com/avatarfleet/avatarfleet/controlplane/pkg/apiv1"
 	"github.com/avatarfleet/avatarfleet/controlplane/pkg/supervisor"
+	"github.com/avatarfleet/avatarfleet/e2e/internal/testfleet"
 )
 
 // createOutcome is one create of a steady load.

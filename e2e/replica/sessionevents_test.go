@@ -9,9 +9,9 @@ import (
 	"testing"
 	"time"
 
+	"github.com/avatarfleet/avatarfleet/controlplane/pkg/apiv1"
 	"github.com/avatarfleet/avatarfleet/e2e/internal/testfleet"
 	"github.com/avatarfleet/avatarfleet/e2e/internal/whepviewer"
-	"github.com/avatarfleet/avatarfleet/controlplane/pkg/apiv1"
 	"github.com/avatarfleet/avatarfleet/worker/pkg/runtime/runtimetest"
 )
 

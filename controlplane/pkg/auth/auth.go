@@ -132,8 +132,8 @@ func BearerToken(header string) (string, bool) {
 
 type fileFormat struct {
 	Keys []struct {
-		Key    string         `json:"key"`
-		Scopes []string       `json:"scopes"`
+		Key      string         `json:"key"`
+		Scopes   []string       `json:"scopes"`
 		Limits   LimitOverrides `json:"limits"`
 		Webhooks []webhookEntry `json:"webhooks"`
 	} `json:"keys"`

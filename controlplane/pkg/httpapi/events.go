@@ -1,7 +1,6 @@
 package httpapi
 
 import (
-	"context"
 	"encoding/json"
 	"fmt"
 	"math"
@@ -163,13 +162,4 @@ func toEvent(e *fleetv1.Event, base string) apiv1.Event {
 		out.Session = &s
 	}
 	return out
-}
-
-func (a *API) publish(r *http.Request, e *fleetv1.Event) {
-	if a.opts.Publisher == nil {
-		return
-	}
-	if err := a.opts.Publisher.Publish(context.WithoutCancel(r.Context()), e); err != nil {
-		a.log.Warn("publish event", "type", e.GetType(), "err", err)
-	}
 }

@@ -32,8 +32,6 @@ type Options struct {
 	Tokens   *viewertoken.Signer
 	// Events is the JetStream the lifecycle events stream lives in.
 	Events jetstream.JetStream
-	// Publisher publishes the events of admin actions (drain, undrain).
-	Publisher sessions.EventPublisher
 	// Ready reports whether this replica can serve (etcd, NATS, cache).
 	Ready func(ctx context.Context) error
 	// Gatherer serves /metrics; Registerer takes the API's own metrics.

@@ -6,7 +6,6 @@ import (
 	"github.com/avatarfleet/avatarfleet/controlplane/pkg/apiv1"
 	"github.com/avatarfleet/avatarfleet/controlplane/pkg/auth"
 	"github.com/avatarfleet/avatarfleet/controlplane/pkg/registry"
-	"github.com/avatarfleet/avatarfleet/proto/fleetbus"
 	"github.com/avatarfleet/avatarfleet/proto/fleetstore"
 )
 
@@ -55,7 +54,6 @@ func (a *API) drainWorker(w http.ResponseWriter, r *http.Request, _ auth.Princip
 		return err
 	}
 	v.Drained, v.Migrate = true, req.Migrate
-	a.publish(r, fleetbus.WorkerEvent(fleetbus.WorkerDraining, v.Worker.GetId(), v.Worker))
 	writeJSON(w, http.StatusAccepted, toWorker(v))
 	return nil
 }
@@ -69,7 +67,6 @@ func (a *API) undrainWorker(w http.ResponseWriter, r *http.Request, _ auth.Princ
 		return err
 	}
 	v.Drained = false
-	a.publish(r, fleetbus.WorkerEvent(fleetbus.WorkerUndrained, v.Worker.GetId(), v.Worker))
 	writeJSON(w, http.StatusOK, toWorker(v))
 	return nil
 }

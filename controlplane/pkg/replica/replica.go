@@ -204,7 +204,7 @@ func New(ctx context.Context, opts Options) (*Replica, error) {
 		Metrics:  sessions.NewMetrics(reg),
 	})
 	supOpts := opts.Supervisor
-	supOpts.ReplicaID, supOpts.Store, supOpts.Registry, supOpts.Events, supOpts.Log = opts.ReplicaID, store, r.registry, pub, log
+	supOpts.ReplicaID, supOpts.Store, supOpts.Registry, supOpts.Log = opts.ReplicaID, store, r.registry, log
 	supOpts.Workers = r.pool
 	if supOpts.Health == nil {
 		supOpts.Health = supervisor.NATSHealth{Conn: r.nc}
@@ -218,7 +218,6 @@ func New(ctx context.Context, opts Options) (*Replica, error) {
 	}
 	// The leader derives lifecycle events from etcd (package eventlog);
 	// nothing that changes records publishes them.
-	supOpts.Events = nil
 	evlog := eventlog.New(eventlog.Options{Store: store, Bus: pub, Log: log, Metrics: eventlog.NewMetrics(reg)})
 	supOpts.LeaderDuties = append(slices.Clip(supOpts.LeaderDuties), evlog.Run)
 	r.super = supervisor.New(supOpts)

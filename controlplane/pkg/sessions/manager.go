@@ -43,18 +43,11 @@ var (
 	ErrQuotaExceeded = errors.New("live-session quota exceeded")
 )
 
-// EventPublisher publishes events. Lifecycle events are not published here:
-// they are derived from the session records in etcd.
-type EventPublisher interface {
-	Publish(ctx context.Context, e *fleetv1.Event) error
-}
-
 // Options configures a Manager.
 type Options struct {
 	Store    *fleetstore.Store
 	Registry *registry.Registry
 	Workers  *workerclient.Pool
-	Events   EventPublisher
 	Selector placement.Selector
 	Log      *slog.Logger
 	Metrics  *Metrics

@@ -351,17 +351,6 @@ func (s *Supervisor) resumeMigration(ctx context.Context, mo MigrationOptions, m
 	return err
 }
 
-// recordNamesSlot reports whether a session's record still names the slot
-// whose key vanished: a finished migration deletes the source slot of a
-// record that names the target by then, which is no loss.
-func (s *Supervisor) recordNamesSlot(ctx context.Context, id string, pk fleetstore.ParsedKey) bool {
-	sess, _, err := s.opts.Store.Session(ctx, id)
-	if err != nil {
-		return true // let failLost decide (it reads the record again)
-	}
-	return sess.GetWorkerId() == pk.Worker && sess.GetGpu() == pk.GPU && sess.GetSlot() == pk.Slot
-}
-
 // pickTarget chooses the eligible worker with the most free slots (the
 // session's avatar and voice served, active, neither drained nor down) and
 // a free slot on it, as the registry sees it; the transaction checks.

@@ -225,14 +225,3 @@ func (r *reaper) handleOnce(ctx context.Context, id string) (retry bool, err err
 	}
 	return false, nil
 }
-
-// publish is what health.go still uses for worker.down/up; lifecycle events
-// of sessions and workers are derived from etcd, not published here.
-func (s *Supervisor) publish(ctx context.Context, e *fleetv1.Event) {
-	if s.opts.Events == nil {
-		return
-	}
-	if err := s.opts.Events.Publish(ctx, e); err != nil {
-		s.log.Warn("publish event", "type", e.GetType(), "err", err)
-	}
-}

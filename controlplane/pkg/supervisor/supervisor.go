@@ -17,14 +17,8 @@ import (
 	"golang.org/x/sync/errgroup"
 
 	"github.com/avatarfleet/avatarfleet/controlplane/pkg/registry"
-	fleetv1 "github.com/avatarfleet/avatarfleet/proto/fleet/v1"
 	"github.com/avatarfleet/avatarfleet/proto/fleetstore"
 )
-
-// EventPublisher publishes lifecycle events.
-type EventPublisher interface {
-	Publish(ctx context.Context, e *fleetv1.Event) error
-}
 
 // Options configures a Supervisor.
 type Options struct {
@@ -35,7 +29,6 @@ type Options struct {
 	ReplicaID string
 	Store     *fleetstore.Store
 	Registry  *registry.Registry
-	Events    EventPublisher
 	Health    HealthChecker
 	// Confirm is the second signal about a suspect worker (health.go);
 	// nil means TCPConfirmer.

@@ -10,10 +10,10 @@ import (
 	"time"
 
 	fleetv1 "github.com/avatarfleet/avatarfleet/proto/fleet/v1"
+	"github.com/avatarfleet/avatarfleet/proto/wav"
 	"github.com/avatarfleet/avatarfleet/worker/pkg/avatar"
 	"github.com/avatarfleet/avatarfleet/worker/pkg/pipeline"
 	"github.com/avatarfleet/avatarfleet/worker/pkg/runtime"
-	"github.com/avatarfleet/avatarfleet/proto/wav"
 )
 
 // lifeClock is a settable lifetime clock; check runs one lifetime check

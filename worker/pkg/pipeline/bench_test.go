@@ -6,8 +6,8 @@ import (
 	"testing"
 	"time"
 
-	"github.com/avatarfleet/avatarfleet/worker/pkg/inference"
 	"github.com/avatarfleet/avatarfleet/proto/wav"
+	"github.com/avatarfleet/avatarfleet/worker/pkg/inference"
 )
 
 // discard is a Sink that drops everything.

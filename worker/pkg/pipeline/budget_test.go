@@ -9,9 +9,9 @@ import (
 	"testing"
 	"time"
 
+	"github.com/avatarfleet/avatarfleet/proto/wav"
 	"github.com/avatarfleet/avatarfleet/worker/pkg/resample"
 	"github.com/avatarfleet/avatarfleet/worker/pkg/tts"
-	"github.com/avatarfleet/avatarfleet/proto/wav"
 )
 
 // hostileWAV is n bytes of 8-bit mono audio whose header says rate Hz and,

@@ -11,9 +11,9 @@ import (
 	"unicode"
 	"unicode/utf8"
 
+	"github.com/avatarfleet/avatarfleet/proto/wav"
 	"github.com/avatarfleet/avatarfleet/worker/pkg/resample"
 	"github.com/avatarfleet/avatarfleet/worker/pkg/tts"
-	"github.com/avatarfleet/avatarfleet/proto/wav"
 )
 
 // input is the speech queue: 16 kHz PCM waiting to be spoken, plus the text

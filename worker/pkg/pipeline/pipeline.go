@@ -23,13 +23,13 @@ import (
 	"log/slog"
 	"time"
 
+	"github.com/avatarfleet/avatarfleet/proto/wav"
 	"github.com/avatarfleet/avatarfleet/worker/pkg/avatar"
 	"github.com/avatarfleet/avatarfleet/worker/pkg/codec"
 	"github.com/avatarfleet/avatarfleet/worker/pkg/composite"
 	"github.com/avatarfleet/avatarfleet/worker/pkg/inference"
 	"github.com/avatarfleet/avatarfleet/worker/pkg/melspec"
 	"github.com/avatarfleet/avatarfleet/worker/pkg/tts"
-	"github.com/avatarfleet/avatarfleet/proto/wav"
 )
 
 const (

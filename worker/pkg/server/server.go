@@ -21,8 +21,8 @@ import (
 
 	fleetv1 "github.com/avatarfleet/avatarfleet/proto/fleet/v1"
 	"github.com/avatarfleet/avatarfleet/proto/fleetstore"
-	"github.com/avatarfleet/avatarfleet/worker/pkg/runtime"
 	pcmwav "github.com/avatarfleet/avatarfleet/proto/wav"
+	"github.com/avatarfleet/avatarfleet/worker/pkg/runtime"
 )
 
 // MaxMessageBytes is the largest request the server accepts: a 50 MiB WAV

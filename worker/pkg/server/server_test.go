@@ -15,11 +15,11 @@ import (
 
 	fleetv1 "github.com/avatarfleet/avatarfleet/proto/fleet/v1"
 	"github.com/avatarfleet/avatarfleet/proto/fleetstore"
+	pcmwav "github.com/avatarfleet/avatarfleet/proto/wav"
 	"github.com/avatarfleet/avatarfleet/worker/internal/fleettest"
 	"github.com/avatarfleet/avatarfleet/worker/pkg/runtime"
 	"github.com/avatarfleet/avatarfleet/worker/pkg/runtime/runtimetest"
 	"github.com/avatarfleet/avatarfleet/worker/pkg/slotwatch"
-	pcmwav "github.com/avatarfleet/avatarfleet/proto/wav"
 )
 
 var servers *fleettest.Servers

@@ -30,8 +30,8 @@ import (
 	"fmt"
 	"time"
 
-	"github.com/avatarfleet/avatarfleet/worker/pkg/resample"
 	"github.com/avatarfleet/avatarfleet/proto/wav"
+	"github.com/avatarfleet/avatarfleet/worker/pkg/resample"
 )
 
 // SampleRate is the rate, in Hz, of all audio the engines return.

@@ -53,14 +53,17 @@ fuzz: setup
 
 # Benchmarks print their figures; see the README's tables. The placement
 # benchmark runs once (it is a whole scenario); the media stages repeat.
-# The media-delivery benchmark runs against the built binaries.
+# The media-delivery benchmark runs against the built binaries; so does
+# the worker-loss one (20 kill -9s of a watched session's worker, each
+# followed by a restart of that worker: several minutes).
 # mediaruntime's BenchmarkConcurrentSessions runs N real sessions on the real
 # 25 fps clock (7 cases of 2 s warm-up + 10 s each, about 90 s); shorten it
 # with BENCH_CONCURRENT=5s.
 BENCH_CONCURRENT ?= 10s
 bench: setup build
 	$(GO) test -tags '$(GOTAGS)' -run '^$$' -bench . -benchtime 1x -timeout 30m ./e2e/bench/
-	$(GO) test -tags '$(GOTAGS)' -run '^$$' -bench . -benchtime 1x -timeout 10m ./e2e/mediabench/
+	$(GO) test -tags '$(GOTAGS)' -run '^$$' -bench 'TimeToFirstFrame|AudioToLip' -benchtime 1x -timeout 10m ./e2e/mediabench/
+	$(GO) test -tags '$(GOTAGS)' -run '^$$' -bench WorkerLoss -benchtime 1x -timeout 30m ./e2e/mediabench/
 	$(GO) test -tags '$(GOTAGS)' -run '^$$' -bench . -benchmem -timeout 30m \
 		./worker/pkg/melspec ./worker/pkg/resample ./worker/pkg/inference \
 		./worker/pkg/composite ./worker/pkg/codec ./worker/pkg/frame \

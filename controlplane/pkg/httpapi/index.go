@@ -9,7 +9,7 @@ import (
 // demoFiles is the demo page: plain HTML, JS and CSS, no build step and
 // nothing loaded from elsewhere.
 //
-//go:embed demo/index.html demo/demo.js demo/demo.css
+//go:embed demo/index.html demo/demo.js demo/demo.css demo/avatarfleet.js
 var demoFiles embed.FS
 
 // demoCSP keeps the page to its own scripts and styles. connect-src allows
@@ -31,14 +31,24 @@ func (a *API) index(w http.ResponseWriter, _ *http.Request) {
 	serveDemoFile(w, "index.html")
 }
 
-// demoAsset serves the demo page's script and style sheet under /demo/.
+// demoAsset serves the demo page's scripts and style sheet under /demo/.
 func (a *API) demoAsset(w http.ResponseWriter, r *http.Request) {
 	name := r.PathValue("file")
-	if name != "demo.js" && name != "demo.css" {
+	if name != "demo.js" && name != "demo.css" && name != clientScript {
 		http.NotFound(w, r)
 		return
 	}
 	serveDemoFile(w, name)
+}
+
+// clientScript is the browser client (an ES module), served at
+// /avatarfleet.js for pages of this origin and at /demo/avatarfleet.js for
+// the demo page's relative import.
+const clientScript = "avatarfleet.js"
+
+// client serves the browser client at /avatarfleet.js.
+func (a *API) client(w http.ResponseWriter, _ *http.Request) {
+	serveDemoFile(w, clientScript)
 }
 
 func serveDemoFile(w http.ResponseWriter, name string) {

@@ -128,6 +128,7 @@ func (a *API) routes() {
 	}
 	a.mux.HandleFunc("GET /{$}", a.index)
 	a.mux.HandleFunc("GET /demo/{file}", a.demoAsset)
+	a.mux.HandleFunc("GET /"+clientScript, a.client)
 }
 
 // handlerFunc is a route handler that returns its error instead of writing it.

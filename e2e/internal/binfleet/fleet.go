@@ -54,6 +54,10 @@ type Fleet struct {
 	// ControlPlane and Workers are the processes.
 	ControlPlane *Proc
 	Workers      []*Proc
+
+	// root, workerBin and workerArgs restart a worker as it was started.
+	root, workerBin string
+	workerArgs      [][]string
 }
 
 // Start starts bin/controlplane (embedded etcd and NATS, on free ports) and
@@ -79,7 +83,8 @@ func Start(t testing.TB, opts Options) *Fleet {
 	}
 	dir := t.TempDir()
 	httpPort, etcdPort, natsPort := FreePort(t, "tcp"), FreePort(t, "tcp"), FreePort(t, "tcp")
-	f := &Fleet{URL: fmt.Sprintf("http://127.0.0.1:%d", httpPort), APIKey: opts.APIKey, PKIDir: filepath.Join(dir, "pki")}
+	f := &Fleet{URL: fmt.Sprintf("http://127.0.0.1:%d", httpPort), APIKey: opts.APIKey, PKIDir: filepath.Join(dir, "pki"),
+		root: root, workerBin: workerBin}
 	// A fleet CA and certificates as a deployment makes them (avatarctl
 	// certs): the binaries run with mutual TLS on their worker links.
 	ca, err := fleetpki.NewCA("binfleet CA", 24*time.Hour)
@@ -137,22 +142,26 @@ func Start(t testing.TB, opts Options) *Fleet {
 			"--data-dir", filepath.Join(dir, "controlplane"),
 		}, issue(fleetpki.Request{WorkerID: id, Hosts: []string{"127.0.0.1", "localhost"}}, "worker-"+id)...)
 		args = append(args, spec.Args...)
+		f.workerArgs = append(f.workerArgs, args)
 		f.Workers = append(f.Workers, StartProc(t, id, root, workerBin, args, nil))
 		f.WorkerIDs = append(f.WorkerIDs, id)
 	}
 	for _, id := range f.WorkerIDs {
-		WaitUntil(t, "worker "+id+" registered and active", opts.ReadyTimeout, f.procs(), func() error {
-			var w apiv1.Worker
-			if err := APIGet(context.Background(), f.URL, f.APIKey, "/v1/workers/"+id, &w); err != nil {
-				return err
-			}
-			if w.State != apiv1.WorkerActive {
-				return fmt.Errorf("worker %s is %s", id, w.State)
-			}
-			return nil
-		})
+		f.WaitUntil(t, "worker "+id+" registered and active", opts.ReadyTimeout, func() error { return f.workerActive(id) })
 	}
 	return f
+}
+
+// workerActive is nil when the API lists the worker as active.
+func (f *Fleet) workerActive(id string) error {
+	var w apiv1.Worker
+	if err := APIGet(context.Background(), f.URL, f.APIKey, "/v1/workers/"+id, &w); err != nil {
+		return err
+	}
+	if w.State != apiv1.WorkerActive {
+		return fmt.Errorf("worker %s is %s", id, w.State)
+	}
+	return nil
 }
 
 func (f *Fleet) procs() []*Proc { return append([]*Proc{f.ControlPlane}, f.Workers...) }

@@ -11,6 +11,7 @@ import (
 	"path/filepath"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"syscall"
 	"testing"
 	"time"
@@ -75,10 +76,11 @@ type Proc struct {
 	// Log is the file holding the process's stdout and stderr.
 	Log string
 
-	cmd  *exec.Cmd
-	done chan struct{}
-	err  error
-	once sync.Once
+	cmd    *exec.Cmd
+	done   chan struct{}
+	err    error
+	once   sync.Once
+	killed atomic.Bool
 }
 
 // StartProc starts bin with args in dir, in its own process group, with
@@ -131,7 +133,7 @@ func (p *Proc) Stop() error {
 	p.once.Do(func() {
 		select {
 		case <-p.done:
-			if p.err != nil {
+			if p.err != nil && !p.killed.Load() {
 				err = fmt.Errorf("%s had exited before Stop: %w", p.Name, p.err)
 			}
 			return
@@ -153,8 +155,11 @@ func (p *Proc) Stop() error {
 }
 
 // Exited is an error describing a process that ended before it was asked
-// to, with the tail of its output; nil while it runs.
+// to, with the tail of its output; nil while it runs or after Kill.
 func (p *Proc) Exited() error {
+	if p.killed.Load() {
+		return nil
+	}
 	select {
 	case <-p.done:
 		return fmt.Errorf("%s exited early: %v; its output:\n%s", p.Name, p.err, Tail(p.Log, 40))
@@ -220,3 +225,17 @@ func WaitUntil(t testing.TB, what string, timeout time.Duration, procs []*Proc, 
 		time.Sleep(200 * time.Millisecond)
 	}
 }
+
+// Kill ends the process as a crash would: SIGKILL to its process group (no
+// shutdown, no drain, no lease revoke), and waits until it has exited. It
+// returns when the kill was sent; Stop and Exited are quiet about it later.
+func (p *Proc) Kill() time.Time {
+	p.killed.Store(true)
+	at := time.Now()
+	_ = syscall.Kill(-p.cmd.Process.Pid, syscall.SIGKILL)
+	<-p.done
+	return at
+}
+
+// Done is closed when the process has exited.
+func (p *Proc) Done() <-chan struct{} { return p.done }

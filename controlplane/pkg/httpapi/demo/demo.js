@@ -4,11 +4,14 @@
 // asks, this tab's sessionStorage) and goes only to this page's origin:
 // every API call uses a relative /v1 URL; WHEP uses the session's viewer
 // token (subscribe only) and WHIP a publish token the page asks for with
-// the key (POST /v1/sessions/{id}/tokens).
+// the key (POST /v1/sessions/{id}/tokens). Watching is the browser client's
+// job (avatarfleet.js, README "Browser client"): it follows the session
+// when it moves to another worker.
 //
 // window.avatarDemo exposes the page's state and actions for automation
 // (see the README, "Demo page"); it is not an API for other sites.
-'use strict';
+import { AvatarViewer, parseLinkIceServers, iceGatheringComplete, deleteResource } from './avatarfleet.js';
+
 (() => {
   const $ = (id) => document.getElementById(id);
   const params = new URLSearchParams(location.search);
@@ -21,21 +24,18 @@
   let apiKey = '';
   let pollTimer = 0;
   let statsTimer = 0;
-  let reconnectTimer = 0;
-  let reconnectDelay = 1000;
-  let disconnectTimer = 0;
   let micToken = ''; // the publish token the WHIP POST was authorised with
-  let connecting = false; // a WHEP connect is in flight
 
   const S = {
     session: null, // the last Session JSON read (GET, create or an event)
     get sessionId() { return S.session ? S.session.id : null; },
     get hasKey() { return apiKey !== ''; },
     serverStats: null, // the session's `stats` field, when the API has one
-    pc: null, // the WHEP viewer's RTCPeerConnection
-    stream: null, // what the video element plays
-    wantWatch: false, // the operator asked to watch: reconnect on failure
-    whep: { status: 0, location: '', error: '', workerId: '', connects: 0 },
+    viewer: null, // the AvatarViewer (avatarfleet.js) while watching
+    get pc() { return S.viewer ? S.viewer.pc : null; }, // its current RTCPeerConnection
+    wantWatch: false, // the operator asked to watch
+    whep: { status: 0, location: '', error: '', workerId: '', connects: 0, moves: 0, state: '' },
+    viewerEvents: [], // the viewer's events: {type, at (Date.now()), detail}, the last 200
     mic: { on: false, pc: null, stream: null, status: 0, location: '', error: '', deleteStatus: 0 },
     iceServers: [], // from Link: rel="ice-server" headers
     local: {}, // this browser's figures (getStats)
@@ -138,11 +138,6 @@
       stopWatching(false);
       micOff();
       return;
-    }
-    // Re-placed on another worker, or ready again after a move: redo WHEP.
-    if (S.wantWatch && !connecting && next.state === 'ready' && S.whep.workerId && next.worker_id !== S.whep.workerId) {
-      info(`session moved to worker ${next.worker_id}; reconnecting`);
-      reconnect(0);
     }
   }
 
@@ -294,7 +289,6 @@
     // change no state of the session, only whether it speaks.
     if (noteSpeaking(e)) render();
     else if (e.session) applySession(e.session);
-    if (e.type === 'worker.lost' && S.wantWatch) reconnect(1000);
   }
 
   function startEvents() {
@@ -373,42 +367,7 @@
     onEvent(e);
   }
 
-  // ---- WebRTC helpers --------------------------------------------------------
-
   const sleep = (ms) => new Promise((r) => setTimeout(r, ms));
-
-  function iceGatheringComplete(pc, timeoutMs) {
-    if (pc.iceGatheringState === 'complete') return Promise.resolve();
-    return new Promise((resolve) => {
-      const done = () => {
-        clearTimeout(timer);
-        pc.removeEventListener('icegatheringstatechange', check);
-        resolve();
-      };
-      const check = () => { if (pc.iceGatheringState === 'complete') done(); };
-      const timer = setTimeout(done, timeoutMs);
-      pc.addEventListener('icegatheringstatechange', check);
-    });
-  }
-
-  // Link: <stun:stun.example.net>; rel="ice-server", <turn:t.example.net?transport=udp>;
-  //   rel="ice-server"; username="u"; credential="p"; credential-type="password"
-  function parseLinkIceServers(header) {
-    const out = [];
-    if (!header) return out;
-    for (const m of header.matchAll(/<([^>]*)>((?:\s*;\s*[^;,<]+(?:="[^"]*"|=[^;,]*)?)*)/g)) {
-      const attrs = {};
-      for (const a of m[2].matchAll(/;\s*([^=;,\s]+)\s*(?:=\s*(?:"([^"]*)"|([^;,]*)))?/g)) {
-        attrs[a[1].toLowerCase()] = (a[2] !== undefined ? a[2] : (a[3] || '')).trim();
-      }
-      if (!(attrs.rel || '').split(/\s+/).includes('ice-server')) continue;
-      const server = { urls: m[1] };
-      if (attrs.username) server.username = attrs.username;
-      if (attrs.credential) server.credential = attrs.credential;
-      out.push(server);
-    }
-    return out;
-  }
 
   async function postSDP(url, token, sdp) {
     return fetch(url, {
@@ -419,143 +378,88 @@
     });
   }
 
-  function deleteResource(url, token) {
-    return fetch(url, { method: 'DELETE', headers: { Authorization: 'Bearer ' + token }, keepalive: true })
-      .then((r) => r.status, () => 0);
-  }
+  // ---- WHEP viewer (avatarfleet.js) -------------------------------------------
 
-  // Retry only what may heal by itself: network errors, 5xx, 409 not ready, 429.
-  const retryable = (status) => status === 0 || status >= 500 || status === 409 || status === 429;
-
-  // ---- WHEP viewer -------------------------------------------------------------
-
-  function watch() {
+  async function watch() {
     if (!S.sessionId) return;
     S.wantWatch = true;
-    reconnectDelay = 1000;
     render();
-    return connectViewer();
-  }
-
-  function reconnect(delay) {
-    if (!S.wantWatch) return;
-    clearTimeout(reconnectTimer);
-    const d = delay === undefined ? reconnectDelay : delay;
-    reconnectDelay = Math.min(reconnectDelay * 2, 10000);
-    setMediaStatus(`reconnecting in ${(d / 1000).toFixed(0)} s`);
-    reconnectTimer = setTimeout(connectViewer, d);
-  }
-
-  async function connectViewer() {
-    clearTimeout(reconnectTimer);
-    if (connecting || !S.wantWatch) return;
-    connecting = true;
-    let status = 0;
+    let s = S.session;
     try {
-      const s = await refreshSession();
-      if (!S.wantWatch || TERMINAL.has(s.state)) return;
-      if (s.state !== 'ready') {
-        setMediaStatus(`waiting for the session (${s.state})`);
-        reconnect(1000);
-        return;
-      }
-      closeViewer();
-      setMediaStatus('connecting');
-      const pc = new RTCPeerConnection({ iceServers: S.iceServers });
-      S.pc = pc;
-      S.whep = { status: 0, location: '', error: '', workerId: s.worker_id, connects: S.whep.connects + 1 };
-      pc.addTransceiver('video', { direction: 'recvonly' });
-      pc.addTransceiver('audio', { direction: 'recvonly' });
-      const stream = new MediaStream();
-      S.stream = stream;
-      pc.ontrack = (ev) => {
-        stream.addTrack(ev.track);
-        const video = $('video');
-        if (video.srcObject !== stream) video.srcObject = stream;
-        playVideo();
-      };
-      pc.onconnectionstatechange = () => onViewerState(pc);
-      await pc.setLocalDescription(await pc.createOffer());
-      await iceGatheringComplete(pc, ICE_GATHER_TIMEOUT_MS);
-      if (S.pc !== pc) return;
-      const res = await postSDP(s.whep_url, s.viewer_token, pc.localDescription.sdp);
-      status = res.status;
-      S.whep.status = res.status;
-      if (res.status !== 201) throw await errorOf(res);
-      const answer = await res.text();
-      const loc = res.headers.get('Location');
-      if (loc) S.whep.location = new URL(loc, s.whep_url).href;
-      const ice = parseLinkIceServers(res.headers.get('Link'));
-      if (ice.length) {
-        S.iceServers = ice;
-        try { pc.setConfiguration(Object.assign(pc.getConfiguration(), { iceServers: ice })); } catch (_) { /* keep */ }
-      }
-      if (S.pc !== pc) return;
-      await pc.setRemoteDescription({ type: 'answer', sdp: answer });
-      info(`WHEP: viewer ${S.whep.location.split('/').pop() || '?'} on worker ${s.worker_id}`);
-      startLocalStats();
+      s = await refreshSession();
     } catch (e) {
-      S.whep.error = e.message;
-      status = status || e.status || 0;
       fail('watch: ' + e.message);
-      if (retryable(status)) {
-        reconnect();
-      } else {
-        S.wantWatch = false;
-        closeViewer();
-        setMediaStatus('not watching');
-      }
-    } finally {
-      connecting = false;
-      render();
     }
+    if (!S.wantWatch || !s || TERMINAL.has(s.state) || (S.viewer && S.viewer.sessionId === s.id)) return;
+    startViewer(s);
   }
 
-  function onViewerState(pc) {
-    if (S.pc !== pc) return;
-    const st = pc.connectionState;
-    clearTimeout(disconnectTimer);
-    if (st === 'connected') {
-      reconnectDelay = 1000;
+  function startViewer(s) {
+    closeViewer();
+    const v = new AvatarViewer({ sessionId: s.id, token: s.viewer_token, whepUrl: s.whep_url, video: $('video'), iceServers: S.iceServers });
+    S.viewer = v;
+    S.whep = { status: 0, location: '', error: '', workerId: s.worker_id, connects: 0, moves: 0, state: v.state };
+    for (const type of ['state', 'connected', 'reconnecting', 'moved', 'ended', 'error']) {
+      v.addEventListener(type, (ev) => {
+        const d = Object.assign({}, ev.detail);
+        if (d.error) d.error = d.error.message;
+        if (d.event) d.event = d.event.id;
+        S.viewerEvents.push({ type, at: Date.now(), detail: d });
+        if (S.viewerEvents.length > 200) S.viewerEvents.shift();
+      });
+    }
+    const mine = (f) => (ev) => { if (S.viewer === v) { f(ev.detail); render(); } };
+    v.addEventListener('state', mine((d) => {
+      S.whep.state = d.state;
+      if (d.state !== 'connected') setMediaStatus(d.state === 'closed' || d.state === 'ended' ? 'not watching' : d.state);
+    }));
+    v.addEventListener('connected', mine((d) => {
+      S.whep.status = v.lastStatus;
+      S.whep.location = d.location;
+      S.whep.connects = d.connects;
+      S.whep.error = '';
+      S.iceServers = v.iceServers;
       setMediaStatus('watching');
-    } else if (st === 'disconnected') {
-      setMediaStatus('connection interrupted');
-      disconnectTimer = setTimeout(() => { if (S.pc === pc && pc.connectionState !== 'connected') reconnect(0); }, 4000);
-    } else if (st === 'failed') {
-      fail('viewer connection failed');
-      reconnect(0);
-    } else {
-      setMediaStatus(st);
-    }
-    render();
-  }
-
-  function playVideo() {
-    const video = $('video');
-    video.play().catch(() => {
-      // No user gesture yet: start muted and let the operator unmute.
-      video.muted = true;
-      video.controls = true;
-      video.play().catch(() => {});
-      info('video muted (autoplay policy); unmute it with its controls');
-    });
+      info(`WHEP: viewer ${d.location.split('/').pop() || '?'} connected${d.reconnect ? ' again (' + d.reason + ')' : ''}`);
+      if ($('video').muted && !$('video').controls) {
+        $('video').controls = true;
+        info('video muted (autoplay policy); unmute it with its controls');
+      }
+      startLocalStats();
+    }));
+    v.addEventListener('reconnecting', mine((d) => {
+      setMediaStatus(`reconnecting (${d.reason})${d.delayMs ? ' in ' + (d.delayMs / 1000).toFixed(1) + ' s' : ''}`);
+    }));
+    v.addEventListener('moved', mine((d) => {
+      S.whep.moves++;
+      S.whep.workerId = d.to;
+      info(`session moved ${d.from ? 'from ' + d.from + ' ' : ''}to worker ${d.to || '?'}${d.reason ? ' (' + d.reason + ')' : ''}; reconnecting`);
+      refreshSession().catch(() => {});
+    }));
+    v.addEventListener('ended', mine((d) => {
+      info(`viewer: the session has ended (${d.reason})`);
+      stopWatching(true);
+    }));
+    v.addEventListener('error', mine((d) => {
+      S.whep.status = d.status;
+      S.whep.error = d.error.message;
+      fail('watch: ' + d.error.message);
+      if (d.fatal) stopWatching(true);
+    }));
+    v.start();
   }
 
   function closeViewer() {
-    clearTimeout(disconnectTimer);
-    const pc = S.pc;
-    if (S.whep.location && S.session) deleteResource(S.whep.location, S.session.viewer_token);
-    S.whep.location = '';
-    S.pc = null;
-    S.stream = null;
-    if (pc) pc.close();
+    const v = S.viewer;
+    S.viewer = null;
+    if (v) S.whep.state = 'closed';
+    if (v) v.close();
     $('video').srcObject = null;
   }
 
   function stopWatching(quiet) {
-    const was = S.wantWatch || S.pc;
+    const was = S.wantWatch || S.viewer;
     S.wantWatch = false;
-    clearTimeout(reconnectTimer);
     closeViewer();
     stopLocalStats();
     if (was && !quiet) info('stopped watching');
@@ -757,8 +661,8 @@
     $('speak-form').addEventListener('submit', (ev) => { ev.preventDefault(); const text = $('text').value.trim(); if (text) speak(text, $('speak-interrupt').checked); });
     $('interrupt').addEventListener('click', () => interrupt());
     window.addEventListener('pagehide', () => {
-      // Free the viewer and the publisher at once rather than at ICE timeout.
-      if (S.whep.location && S.session) deleteResource(S.whep.location, S.session.viewer_token);
+      // Free the publisher at once rather than at ICE timeout (the viewer
+      // frees its own).
       if (S.mic.location && S.session && micToken) deleteResource(S.mic.location, micToken);
     });
 

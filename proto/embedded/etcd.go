@@ -39,6 +39,12 @@ type EtcdOptions struct {
 	// (0: etcd's default). Benchmarks that write a lot and then close raise
 	// it: etcd panics when closed while it saves a snapshot.
 	SnapshotCount uint64
+	// KeepFiles turns etcd's purge of old WAL and snapshot files off, for
+	// short-lived test and benchmark clusters: a purge that runs while all
+	// members close at once can fail, and etcd then exits the process
+	// (seen in the placement benchmark; the files are deleted with the
+	// test's directory anyway).
+	KeepFiles bool
 	// ClientTLS, when set, serves clients over TLS (https:// endpoints)
 	// with its certificate and key; its TrustedCAFile with ClientCertAuth
 	// also requires client certificates. Peers stay on loopback plaintext.
@@ -133,6 +139,9 @@ func StartEtcd(ctx context.Context, opts EtcdOptions) (*EtcdCluster, error) {
 		}
 		if opts.SnapshotCount > 0 {
 			cfg.SnapshotCount = opts.SnapshotCount
+		}
+		if opts.KeepFiles {
+			cfg.MaxSnapFiles, cfg.MaxWalFiles = 0, 0
 		}
 		// Old revisions are only needed by watchers catching up.
 		cfg.AutoCompactionMode = embed.CompactorModePeriodic

@@ -190,7 +190,7 @@ func Start(t testing.TB, opts Options) *Fleet {
 	// test's outgoing connection can take one in between. Try again then.
 	for attempt := 1; ; attempt++ {
 		f.Etcd, err = embedded.StartEtcd(sctx, embedded.EtcdOptions{Dir: t.TempDir(), Members: opts.EtcdMembers, NoFsync: !opts.Fsync,
-			SnapshotCount: opts.EtcdSnapshotCount, ClientTLS: etcdTLS, BcryptCost: testBcryptCost})
+			SnapshotCount: opts.EtcdSnapshotCount, KeepFiles: true, ClientTLS: etcdTLS, BcryptCost: testBcryptCost})
 		if err == nil {
 			break
 		}

@@ -319,6 +319,17 @@ func TestReplicasShareAnEndpoint(t *testing.T) {
 	for i := range 40 {
 		ids = append(ids, b.publish(t, fleetbus.SessionReady, fmt.Sprintf("s%d", i), "owner-a").GetId())
 	}
+	// Every event arrives (the consumer's counts can read as settled just
+	// before the last pulls are accounted), then nothing more is pending.
+	eventually(t, "every event delivered", func() bool {
+		_, _, ok := rc.snapshot()
+		for _, id := range ids {
+			if ok[id] == 0 {
+				return false
+			}
+		}
+		return true
+	})
 	eventually(t, "the consumer to settle", func() bool { return settled(t, b, ep) })
 	_, _, ok := rc.snapshot()
 	for _, id := range ids {

@@ -58,6 +58,7 @@ type Fleet struct {
 	// root, workerBin and workerArgs restart a worker as it was started.
 	root, workerBin string
 	workerArgs      [][]string
+	workerStart     []func() *Proc
 }
 
 // Start starts bin/controlplane (embedded etcd and NATS, on free ports) and
@@ -82,9 +83,8 @@ func Start(t testing.TB, opts Options) *Fleet {
 		opts.ReadyTimeout = 90 * time.Second
 	}
 	dir := t.TempDir()
-	httpPort, etcdPort, natsPort := FreePort(t, "tcp"), FreePort(t, "tcp"), FreePort(t, "tcp")
-	f := &Fleet{URL: fmt.Sprintf("http://127.0.0.1:%d", httpPort), APIKey: opts.APIKey, PKIDir: filepath.Join(dir, "pki"),
-		root: root, workerBin: workerBin}
+	var httpPort, etcdPort, natsPort int
+	f := &Fleet{APIKey: opts.APIKey, PKIDir: filepath.Join(dir, "pki"), root: root, workerBin: workerBin}
 	// A fleet CA and certificates as a deployment makes them (avatarctl
 	// certs): the binaries run with mutual TLS on their worker links.
 	ca, err := fleetpki.NewCA("binfleet CA", 24*time.Hour)
@@ -106,15 +106,21 @@ func Start(t testing.TB, opts Options) *Fleet {
 			"--fleet-cert", filepath.Join(f.PKIDir, name+".crt"), "--fleet-key", filepath.Join(f.PKIDir, name+".key")}
 	}
 
-	f.ControlPlane = StartProc(t, "controlplane", root, cpBin, append(append([]string{
-		"--listen", fmt.Sprintf("127.0.0.1:%d", httpPort),
-		"--data-dir", filepath.Join(dir, "controlplane"),
-		"--embedded-etcd-listen", fmt.Sprintf("127.0.0.1:%d", etcdPort),
-		"--embedded-nats-listen", fmt.Sprintf("127.0.0.1:%d", natsPort),
-	}, issue(fleetpki.Request{ControlPlane: true}, "controlplane")...), opts.ControlPlaneArgs...), []string{"AVATARFLEET_API_KEY=" + opts.APIKey})
-	WaitUntil(t, "control plane /readyz", 60*time.Second, []*Proc{f.ControlPlane}, func() error {
+	cpTLS := issue(fleetpki.Request{ControlPlane: true}, "controlplane")
+	startControlPlane := func() *Proc {
+		httpPort, etcdPort, natsPort = FreePort(t, "tcp"), FreePort(t, "tcp"), FreePort(t, "tcp")
+		f.URL = fmt.Sprintf("http://127.0.0.1:%d", httpPort)
+		return StartProc(t, "controlplane", root, cpBin, append(append([]string{
+			"--listen", fmt.Sprintf("127.0.0.1:%d", httpPort),
+			"--data-dir", filepath.Join(dir, "controlplane"),
+			"--embedded-etcd-listen", fmt.Sprintf("127.0.0.1:%d", etcdPort),
+			"--embedded-nats-listen", fmt.Sprintf("127.0.0.1:%d", natsPort),
+		}, cpTLS...), opts.ControlPlaneArgs...), []string{"AVATARFLEET_API_KEY=" + opts.APIKey})
+	}
+	f.ControlPlane = startControlPlane()
+	serveOnFreePorts(t, "control plane /readyz", 60*time.Second, &f.ControlPlane, startControlPlane, func() error {
 		return APIGet(context.Background(), f.URL, "", "/readyz", nil)
-	})
+	}, nil)
 
 	for i, spec := range opts.Workers {
 		id := spec.ID
@@ -125,29 +131,39 @@ func Start(t testing.TB, opts Options) *Fleet {
 		if slots == 0 {
 			slots = 1
 		}
-		args := append([]string{
-			"--id", id,
-			"--etcd", fmt.Sprintf("http://127.0.0.1:%d", etcdPort),
-			"--nats", fmt.Sprintf("nats://127.0.0.1:%d", natsPort),
-			"--grpc-listen", fmt.Sprintf("127.0.0.1:%d", FreePort(t, "tcp")),
-			"--metrics-listen", fmt.Sprintf("127.0.0.1:%d", FreePort(t, "tcp")),
-			"--media-port", strconv.Itoa(FreePort(t, "udp")),
-			"--public-ip", "127.0.0.1",
-			"--gpus", "cpu",
-			"--slots-per-gpu", strconv.Itoa(slots),
-			"--drain-timeout", "5s",
-			// The control plane's data dir: its embedded etcd and NATS take
-			// only the credentials it keeps there (the development path
-			// of `make run`; each worker gets its own etcd user and role).
-			"--data-dir", filepath.Join(dir, "controlplane"),
-		}, issue(fleetpki.Request{WorkerID: id, Hosts: []string{"127.0.0.1", "localhost"}}, "worker-"+id)...)
-		args = append(args, spec.Args...)
-		f.workerArgs = append(f.workerArgs, args)
-		f.Workers = append(f.Workers, StartProc(t, id, root, workerBin, args, nil))
+		workerTLS := issue(fleetpki.Request{WorkerID: id, Hosts: []string{"127.0.0.1", "localhost"}}, "worker-"+id)
+		i := len(f.Workers)
+		start := func() *Proc {
+			args := append([]string{
+				"--id", id,
+				"--etcd", fmt.Sprintf("http://127.0.0.1:%d", etcdPort),
+				"--nats", fmt.Sprintf("nats://127.0.0.1:%d", natsPort),
+				"--grpc-listen", fmt.Sprintf("127.0.0.1:%d", FreePort(t, "tcp")),
+				"--metrics-listen", fmt.Sprintf("127.0.0.1:%d", FreePort(t, "tcp")),
+				"--media-port", strconv.Itoa(FreePort(t, "udp")),
+				"--public-ip", "127.0.0.1",
+				"--gpus", "cpu",
+				"--slots-per-gpu", strconv.Itoa(slots),
+				"--drain-timeout", "5s",
+				// The control plane's data dir: its embedded etcd and NATS take
+				// only the credentials it keeps there (the development path
+				// of `make run`; each worker gets its own etcd user and role).
+				"--data-dir", filepath.Join(dir, "controlplane"),
+			}, workerTLS...)
+			args = append(args, spec.Args...)
+			f.workerArgs[i] = args
+			return StartProc(t, id, root, workerBin, args, nil)
+		}
+		f.workerArgs = append(f.workerArgs, nil)
+		f.Workers = append(f.Workers, nil)
+		f.Workers[i] = start()
 		f.WorkerIDs = append(f.WorkerIDs, id)
+		f.workerStart = append(f.workerStart, start)
 	}
-	for _, id := range f.WorkerIDs {
-		f.WaitUntil(t, "worker "+id+" registered and active", opts.ReadyTimeout, func() error { return f.workerActive(id) })
+	for i, id := range f.WorkerIDs {
+		others := append([]*Proc{f.ControlPlane}, f.Workers[:i]...)
+		serveOnFreePorts(t, "worker "+id+" registered and active", opts.ReadyTimeout, &f.Workers[i], f.workerStart[i],
+			func() error { return f.workerActive(id) }, append(others, f.Workers[i+1:]...))
 	}
 	return f
 }

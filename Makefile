@@ -3,7 +3,7 @@ SHELL := /bin/bash
 .SHELLFLAGS := -eu -o pipefail -c
 
 GO       ?= go
-PKGS     := ./proto/... ./controlplane/... ./worker/... ./sfu/... ./e2e/...
+PKGS     := ./proto/... ./controlplane/... ./worker/... ./sfu/... ./e2e/... ./deploy/...
 TOOLS    := $(CURDIR)/.tools/bin
 # Tests start real etcd clusters, NATS servers and gRPC peers; on a 2-core
 # machine running every package at once only makes them time out.

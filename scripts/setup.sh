@@ -30,6 +30,8 @@ ONNXRUNTIME_VERSION=1.24.1
 # hex) and of the library inside it. A download that does not match is refused.
 ONNXRUNTIME_TGZ_SHA512=131fe851729d843a31be5371053de862d5b4307f3cc98a4f95741e550517a5c25098ddb8bac77ff110a83cb3799021f00ec899fa7aac9e3722c85465e36ddd43
 ONNXRUNTIME_LIB_SHA512=9d2e4a118823eb5f2fa951ef13bcf04e14abde5d9ae46cb63637fe270014420017a21b2769a91d426b516eaab3ec71707cee68e51b16a1f78c01b45676738a0e
+# The Kubernetes API server deploy/kubetest runs (scripts/kube-tools.sh).
+KUBERNETES_VERSION=$(sed -n 's/^KUBERNETES_VERSION=//p' "$root/scripts/kube-tools.sh")
 ort_dir="$root/.tools/onnxruntime/$ONNXRUNTIME_VERSION"
 ort_lib="$ort_dir/libonnxruntime.so.1"
 
@@ -127,6 +129,9 @@ self_check() {
   for t in protoc-gen-go protoc-gen-go-grpc staticcheck; do
     [ -x "$tools/$t" ] || fail "$tools/$t is missing (scripts/setup.sh tools)"
   done
+  for t in kube-apiserver etcd; do
+    [ -x "$root/.tools/k8s/$KUBERNETES_VERSION/$t" ] || fail "$root/.tools/k8s/$KUBERNETES_VERSION/$t is missing (scripts/kube-tools.sh)"
+  done
 
   # C libraries for cgo.
   if ! command -v pkg-config >/dev/null 2>&1; then
@@ -182,6 +187,7 @@ all)
   install_go_tool protoc-gen-go-grpc "google.golang.org/grpc/cmd/protoc-gen-go-grpc@$PROTOC_GEN_GO_GRPC_VERSION"
   install_go_tool staticcheck "honnef.co/go/tools/cmd/staticcheck@$STATICCHECK_VERSION"
   install_onnxruntime
+  "$root/scripts/kube-tools.sh"
   self_check
   ;;
 check)

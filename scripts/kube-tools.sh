@@ -1,0 +1,59 @@
+#!/usr/bin/env bash
+# Builds the real Kubernetes API server and etcd that deploy/kubetest runs
+# (through controller-runtime's envtest) from their Go sources, fetched
+# through the Go module proxy, into .tools/k8s/$KUBERNETES_VERSION/. No
+# prebuilt binaries are downloaded. Idempotent: a finished build is kept
+# (keyed by version) and this script then does nothing.
+#
+#   scripts/kube-tools.sh           build what is missing
+#   scripts/kube-tools.sh check     exit 1 and say what is missing
+set -euo pipefail
+
+# Must match deploy/kubetest.KubernetesVersion. The k8s.io staging modules
+# (k8s.io/api, k8s.io/apiserver, ...) of a Kubernetes release vX.Y.Z are
+# tagged v0.Y.Z.
+KUBERNETES_VERSION=v1.37.2
+STAGING_VERSION=v0.${KUBERNETES_VERSION#v1.}
+
+root=$(cd "$(dirname "$0")/.." && pwd)
+out="$root/.tools/k8s/$KUBERNETES_VERSION"
+src="$root/.tools/k8s/src-$KUBERNETES_VERSION"
+
+built() { [ -x "$out/kube-apiserver" ] && [ -x "$out/etcd" ]; }
+
+if [ "${1:-}" = check ]; then
+  built && exit 0
+  echo "kube-tools: kube-apiserver or etcd missing from $out (run scripts/kube-tools.sh)" >&2
+  exit 1
+fi
+built && exit 0
+
+mkdir -p "$out" "$src"
+export GOWORK=off GOFLAGS=-mod=mod CGO_ENABLED=0
+
+if [ ! -x "$out/kube-apiserver" ]; then
+  echo "setup: building kube-apiserver $KUBERNETES_VERSION from source (several minutes, once)"
+  # k8s.io/kubernetes points its staging modules at ./staging with replace
+  # directives, which `go install pkg@version` refuses; a small module of
+  # our own requires it and replaces each staging module by its release.
+  kmod=$(cd "$src" && go mod download -json "k8s.io/kubernetes@$KUBERNETES_VERSION" | sed -n 's/.*"GoMod": "\(.*\)",*/\1/p')
+  [ -s "$kmod" ] || { echo "kube-tools: no go.mod for k8s.io/kubernetes@$KUBERNETES_VERSION" >&2; exit 1; }
+  {
+    printf 'module avatarfleet.local/kubetools\n\ngo 1.26\n\nrequire k8s.io/kubernetes %s\n\nreplace (\n' "$KUBERNETES_VERSION"
+    awk -v v="$STAGING_VERSION" '$2 == "=>" && $3 ~ /^\.\/staging\// { printf "\t%s => %s %s\n", $1, $1, v }' "$kmod"
+    printf ')\n'
+  } >"$src/go.mod"
+  printf '//go:build tools\n\npackage kubetools\n\nimport _ "k8s.io/kubernetes/cmd/kube-apiserver"\n' >"$src/tools.go"
+  (cd "$src" && go mod tidy && go build -trimpath -o "$out/kube-apiserver.tmp" k8s.io/kubernetes/cmd/kube-apiserver)
+  mv "$out/kube-apiserver.tmp" "$out/kube-apiserver"
+fi
+
+if [ ! -x "$out/etcd" ]; then
+  echo "setup: building etcd (the version proto/go.mod requires) for kube-apiserver"
+  # The etcd server module's main package is the etcd binary; building it in
+  # proto/ takes the release the fleet itself embeds.
+  (cd "$root/proto" && GOFLAGS= go build -trimpath -o "$out/etcd.tmp" go.etcd.io/etcd/server/v3)
+  mv "$out/etcd.tmp" "$out/etcd"
+fi
+"$out/kube-apiserver" --version
+"$out/etcd" --version | head -1

@@ -49,10 +49,15 @@ if [ ! -x "$out/kube-apiserver" ]; then
 fi
 
 if [ ! -x "$out/etcd" ]; then
-  echo "setup: building etcd (the version proto/go.mod requires) for kube-apiserver"
-  # The etcd server module's main package is the etcd binary; building it in
-  # proto/ takes the release the fleet itself embeds.
-  (cd "$root/proto" && GOFLAGS= go build -trimpath -o "$out/etcd.tmp" go.etcd.io/etcd/server/v3)
+  etcd_version=$(awk '$1 == "go.etcd.io/etcd/server/v3" { print $2 }' "$root/proto/go.mod")
+  [ -n "$etcd_version" ] || { echo "kube-tools: proto/go.mod requires no go.etcd.io/etcd/server/v3" >&2; exit 1; }
+  echo "setup: building etcd $etcd_version (the release the fleet embeds) for kube-apiserver"
+  # The etcd server module's main package is the etcd binary.
+  esrc="$root/.tools/k8s/src-etcd-$etcd_version"
+  mkdir -p "$esrc"
+  printf 'module avatarfleet.local/etcdtool\n\ngo 1.26\n\nrequire go.etcd.io/etcd/server/v3 %s\n' "$etcd_version" >"$esrc/go.mod"
+  printf '//go:build tools\n\npackage etcdtool\n\nimport _ "go.etcd.io/etcd/server/v3"\n' >"$esrc/tools.go"
+  (cd "$esrc" && go mod tidy && go build -trimpath -o "$out/etcd.tmp" go.etcd.io/etcd/server/v3)
   mv "$out/etcd.tmp" "$out/etcd"
 fi
 "$out/kube-apiserver" --version

@@ -186,7 +186,7 @@ func TestTokenKeyRotation(t *testing.T) {
 	}
 	whep := func(r *replica.Replica, token string) int {
 		t.Helper()
-		_, offer := newPeer(t, false)
+		_, offer := testfleet.NewPeer(t, testfleet.Viewer)
 		req, err := http.NewRequest("POST", r.URL()+"/v1/sessions/"+s.ID+"/whep", strings.NewReader(offer))
 		if err != nil {
 			t.Fatal(err)

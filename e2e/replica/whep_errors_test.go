@@ -58,8 +58,8 @@ func TestSignalingBadRequests(t *testing.T) {
 	removedKey := mustIssue(t, mustSigner(t, "k-removed", strings.Repeat("r", 32)), a.ID, viewertoken.Subscribe, viewertoken.Publish)
 	aPub := mustIssue(t, now, a.ID, viewertoken.Publish)
 	aBoth := mustIssue(t, now, a.ID, viewertoken.Subscribe, viewertoken.Publish)
-	_, offer := newPeer(t, false)
-	_, whipOffer := newPeer(t, true)
+	_, offer := testfleet.NewPeer(t, testfleet.Viewer)
+	_, whipOffer := testfleet.NewPeer(t, testfleet.Publisher)
 	noMedia := "v=0\r\no=- 1 1 IN IP4 127.0.0.1\r\ns=-\r\nt=0 0\r\n"
 	whep := func(id string) string { return "/v1/sessions/" + id + "/whep" }
 	whip := func(id string) string { return "/v1/sessions/" + id + "/whip" }
@@ -149,8 +149,8 @@ func TestSignalingWorkerErrors(t *testing.T) {
 	f := testfleet.Start(t, testfleet.Options{Workers: []testfleet.WorkerSpec{{ID: "w", SlotsPerGPU: 4, Signaling: sfu}}})
 	s := createSession(t, f, 0, testfleet.SessionsKey)
 	pubTok := publishToken(t, f, 0, testfleet.SessionsKey, s.ID)
-	_, offer := newPeer(t, false)
-	_, whipOffer := newPeer(t, true)
+	_, offer := testfleet.NewPeer(t, testfleet.Viewer)
+	_, whipOffer := testfleet.NewPeer(t, testfleet.Publisher)
 
 	tests := []struct {
 		name, proto string

@@ -7,9 +7,6 @@ import (
 	"testing"
 	"time"
 
-	"github.com/pion/sdp/v3"
-	"github.com/pion/webrtc/v4"
-
 	"github.com/avatarfleet/avatarfleet/controlplane/pkg/apiv1"
 	"github.com/avatarfleet/avatarfleet/controlplane/pkg/viewertoken"
 	"github.com/avatarfleet/avatarfleet/e2e/internal/testfleet"
@@ -29,82 +26,6 @@ var wantLinks = []string{
 	`<stun:stun.example.net:3478>; rel="ice-server"`,
 	`<turn:turn.example.net:3478?transport=udp>; rel="ice-server"; username="user"; credential="pa\"ss"; credential-type="password"`,
 	`<turns:turn.example.net:5349>; rel="ice-server"; username="user"; credential="pa\"ss"; credential-type="password"`,
-}
-
-// peer is a browser stand-in: a real Pion peer on loopback.
-type peer struct {
-	pc        *webrtc.PeerConnection
-	connected chan struct{}
-}
-
-// newPeer makes a client peer: a WHEP viewer (receives VP8 and Opus) or,
-// with publisher, a WHIP publisher (sends one Opus track).
-func newPeer(t *testing.T, publisher bool) (*peer, string) {
-	t.Helper()
-	api, err := testfleet.NewLoopbackAPI()
-	if err != nil {
-		t.Fatal(err)
-	}
-	pc, err := api.NewPeerConnection(webrtc.Configuration{})
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { _ = pc.GracefulClose() })
-	p := &peer{pc: pc, connected: make(chan struct{})}
-	pc.OnConnectionStateChange(func(s webrtc.PeerConnectionState) {
-		if s == webrtc.PeerConnectionStateConnected {
-			close(p.connected)
-		}
-	})
-	if publisher {
-		mic, err := webrtc.NewTrackLocalStaticSample(webrtc.RTPCodecCapability{MimeType: webrtc.MimeTypeOpus}, "audio", "mic")
-		if err != nil {
-			t.Fatal(err)
-		}
-		if _, err := pc.AddTransceiverFromTrack(mic, webrtc.RTPTransceiverInit{Direction: webrtc.RTPTransceiverDirectionSendonly}); err != nil {
-			t.Fatal(err)
-		}
-	} else {
-		for _, kind := range []webrtc.RTPCodecType{webrtc.RTPCodecTypeVideo, webrtc.RTPCodecTypeAudio} {
-			if _, err := pc.AddTransceiverFromKind(kind, webrtc.RTPTransceiverInit{Direction: webrtc.RTPTransceiverDirectionRecvonly}); err != nil {
-				t.Fatal(err)
-			}
-		}
-	}
-	offer, err := pc.CreateOffer(nil)
-	if err != nil {
-		t.Fatal(err)
-	}
-	gathered := webrtc.GatheringCompletePromise(pc)
-	if err := pc.SetLocalDescription(offer); err != nil {
-		t.Fatal(err)
-	}
-	select {
-	case <-gathered:
-	case <-time.After(10 * time.Second):
-		t.Fatal("client ICE gathering did not complete")
-	}
-	return p, pc.LocalDescription().SDP
-}
-
-// accept applies an answer and waits until ICE and DTLS connect.
-func (p *peer) accept(t *testing.T, answer string) {
-	t.Helper()
-	var parsed sdp.SessionDescription
-	if err := parsed.UnmarshalString(answer); err != nil {
-		t.Fatalf("answer does not parse: %v\n%s", err, answer)
-	}
-	if !strings.Contains(answer, "a=candidate:") {
-		t.Fatalf("answer carries no ICE candidate (trickle is not supported):\n%s", answer)
-	}
-	if err := p.pc.SetRemoteDescription(webrtc.SessionDescription{Type: webrtc.SDPTypeAnswer, SDP: answer}); err != nil {
-		t.Fatalf("set answer: %v", err)
-	}
-	select {
-	case <-p.connected:
-	case <-time.After(20 * time.Second):
-		t.Fatalf("client peer did not connect: %s", p.pc.ConnectionState())
-	}
 }
 
 // tokenSigner signs viewer tokens with the fleet's keys at a chosen time.
@@ -160,7 +81,7 @@ func TestWHEPViewer(t *testing.T) {
 		t.Fatalf("session %+v", s)
 	}
 
-	viewer, offer := newPeer(t, false)
+	viewer, offer := testfleet.NewPeer(t, testfleet.Viewer)
 	r := f.MustDo(1, "POST", "/v1/sessions/"+s.ID+"/whep", s.ViewerToken, offer, sdpHeader...)
 	if r.Status != 201 {
 		t.Fatalf("WHEP offer: %d %s", r.Status, r.Body)
@@ -175,7 +96,7 @@ func TestWHEPViewer(t *testing.T) {
 	if links := r.Header.Values("Link"); !slices.Equal(links, wantLinks) {
 		t.Fatalf("Link headers:\n%s\nwant:\n%s", strings.Join(links, "\n"), strings.Join(wantLinks, "\n"))
 	}
-	viewer.accept(t, string(r.Body))
+	viewer.Accept(t, string(r.Body))
 	viewerID := loc[strings.LastIndex(loc, "/")+1:]
 	f.Eventually(10*time.Second, "the worker's peer connects", func() bool { return sfu.PeerState(viewerID) == "connected" })
 
@@ -226,7 +147,7 @@ func TestWHIPPublisher(t *testing.T) {
 	f := testfleet.Start(t, testfleet.Options{Replicas: 2, Workers: []testfleet.WorkerSpec{{ID: "w", Signaling: sfu}}})
 	s := createSession(t, f, 0, testfleet.SessionsKey)
 
-	pub, offer := newPeer(t, true)
+	pub, offer := testfleet.NewPeer(t, testfleet.Publisher)
 	// The Session's viewer token only subscribes: WHIP refuses it.
 	r := f.MustDo(1, "POST", "/v1/sessions/"+s.ID+"/whip", s.ViewerToken, offer, sdpHeader...)
 	if r.Status != 403 || errorCode(t, r) != apiv1.CodeForbidden {
@@ -244,7 +165,7 @@ func TestWHIPPublisher(t *testing.T) {
 	if len(r.Header.Values("Link")) != 0 {
 		t.Fatalf("Link headers without ICE servers: %q", r.Header.Values("Link"))
 	}
-	pub.accept(t, string(r.Body))
+	pub.Accept(t, string(r.Body))
 	if got := getSession(t, f, 0, s.ID); got.Stats == nil || got.Stats.Publishers != 1 {
 		t.Fatalf("stats %+v", got.Stats)
 	}
@@ -253,7 +174,7 @@ func TestWHIPPublisher(t *testing.T) {
 	}
 	// A viewer's offer (receive only) is no WHIP offer; a publisher's is no
 	// WHEP offer.
-	_, viewerOffer := newPeer(t, false)
+	_, viewerOffer := testfleet.NewPeer(t, testfleet.Viewer)
 	if r := f.MustDo(0, "POST", "/v1/sessions/"+s.ID+"/whip", pubTok, viewerOffer, sdpHeader...); r.Status != 400 || errorCode(t, r) != apiv1.CodeInvalidSDP {
 		t.Fatalf("recvonly offer to WHIP: %d %s", r.Status, r.Body)
 	}

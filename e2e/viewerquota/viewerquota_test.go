@@ -5,8 +5,6 @@ import (
 	"testing"
 	"time"
 
-	"github.com/pion/webrtc/v4"
-
 	"github.com/avatarfleet/avatarfleet/controlplane/pkg/apiv1"
 	"github.com/avatarfleet/avatarfleet/controlplane/pkg/auth"
 	"github.com/avatarfleet/avatarfleet/controlplane/pkg/viewertoken"
@@ -16,55 +14,6 @@ import (
 )
 
 func intp(v int) *int { return &v }
-
-// viewerPeer is a browser stand-in: a real Pion peer on loopback that
-// offers to receive VP8 and Opus.
-type viewerPeer struct {
-	pc        *webrtc.PeerConnection
-	connected chan struct{}
-}
-
-func newViewerPeer(t *testing.T) (*viewerPeer, string) {
-	t.Helper()
-	api, err := testfleet.NewLoopbackAPI()
-	if err != nil {
-		t.Fatal(err)
-	}
-	pc, err := api.NewPeerConnection(webrtc.Configuration{})
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { _ = pc.GracefulClose() })
-	p := &viewerPeer{pc: pc, connected: make(chan struct{})}
-	pc.OnConnectionStateChange(func(s webrtc.PeerConnectionState) {
-		if s == webrtc.PeerConnectionStateConnected {
-			select {
-			case <-p.connected:
-			default:
-				close(p.connected)
-			}
-		}
-	})
-	for _, kind := range []webrtc.RTPCodecType{webrtc.RTPCodecTypeVideo, webrtc.RTPCodecTypeAudio} {
-		if _, err := pc.AddTransceiverFromKind(kind, webrtc.RTPTransceiverInit{Direction: webrtc.RTPTransceiverDirectionRecvonly}); err != nil {
-			t.Fatal(err)
-		}
-	}
-	offer, err := pc.CreateOffer(nil)
-	if err != nil {
-		t.Fatal(err)
-	}
-	gathered := webrtc.GatheringCompletePromise(pc)
-	if err := pc.SetLocalDescription(offer); err != nil {
-		t.Fatal(err)
-	}
-	select {
-	case <-gathered:
-	case <-time.After(20 * time.Second):
-		t.Fatal("client ICE gathering did not complete")
-	}
-	return p, pc.LocalDescription().SDP
-}
 
 // 60 WHEP offers with one viewer token that never connect take only the
 // session owner's per-token cap of places (the rest get 429 quota_exceeded
@@ -97,7 +46,7 @@ func TestPendingViewersThroughControlPlane(t *testing.T) {
 		t.Fatal(err)
 	}
 
-	_, offer := newViewerPeer(t) // its answers are never applied
+	_, offer := testfleet.NewPeer(t, testfleet.Viewer) // its answers are never applied
 	admitted, refused := 0, 0
 	for i := range 60 {
 		r := f.MustDo(0, "POST", "/v1/sessions/"+sess.ID+"/whep", sess.ViewerToken, offer, "Content-Type", "application/sdp")
@@ -131,19 +80,12 @@ func TestPendingViewersThroughControlPlane(t *testing.T) {
 	if other == sess.ViewerToken {
 		t.Fatal("the second token is the first")
 	}
-	peer, offer2 := newViewerPeer(t)
+	peer, offer2 := testfleet.NewPeer(t, testfleet.Viewer)
 	r = f.MustDo(0, "POST", "/v1/sessions/"+sess.ID+"/whep", other, offer2, "Content-Type", "application/sdp")
 	if r.Status != http.StatusCreated {
 		t.Fatalf("viewer with another token: %d %s", r.Status, r.Body)
 	}
-	if err := peer.pc.SetRemoteDescription(webrtc.SessionDescription{Type: webrtc.SDPTypeAnswer, SDP: string(r.Body)}); err != nil {
-		t.Fatal(err)
-	}
-	select {
-	case <-peer.connected:
-	case <-time.After(30 * time.Second):
-		t.Fatalf("the other token's viewer did not connect: %s", peer.pc.ConnectionState())
-	}
+	peer.Accept(t, string(r.Body))
 
 	// The viewers that never completed ICE are dropped; the connected stays.
 	f.Eventually(30*time.Second, "the never-connected viewers are dropped", func() bool { return room.Viewers() == 1 })

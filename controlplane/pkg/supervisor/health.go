@@ -119,40 +119,59 @@ func (s *Supervisor) healthLoop(ctx context.Context) error {
 			}
 			continue
 		}
-		now := time.Now()
-		seen := make(map[string]bool, len(workers))
-		var suspects []registry.WorkerView
-		for i, w := range workers {
-			id := w.Worker.GetId()
-			seen[id] = true
-			st := state[id]
-			if st == nil || st.lease != int64(w.Lease) {
-				// New, or registered again under a new lease: a fresh start.
-				st = &probeState{lease: int64(w.Lease), lastAnswer: now}
-				state[id] = st
-			}
-			if results[i] == nil {
-				st.failures, st.lastAnswer, st.lastErr = 0, now, nil
-				if w.Down {
-					s.markDown(ctx, w, false)
-				}
-				continue
-			}
-			st.failures++
-			st.lastErr = results[i]
-			if !st.fenced && st.failures >= s.opts.HealthFailures && now.Sub(st.lastAnswer) >= s.opts.SuspectAfter {
-				suspects = append(suspects, w)
-			}
-		}
-		for id := range state {
-			if !seen[id] {
-				delete(state, id)
-			}
+		up, suspects := tally(state, workers, results, time.Now(), s.opts.HealthFailures, s.opts.SuspectAfter)
+		for _, w := range up {
+			s.markDown(ctx, w, false)
 		}
 		if len(suspects) > 0 {
-			s.judge(ctx, suspects, len(workers), state, now)
+			s.judge(ctx, suspects, len(workers), state, time.Now())
 		}
 	}
+}
+
+// tally folds one round of probe results (results[i] is workers[i]'s) into
+// state and returns the workers marked down that answered again, and the
+// suspects: workers not yet fenced that failed at least failures probes in
+// a row and have been silent for at least suspectAfter. It does no I/O.
+func tally(state map[string]*probeState, workers []registry.WorkerView, results []error, now time.Time,
+	failures int, suspectAfter time.Duration) (up, suspects []registry.WorkerView) {
+	seen := make(map[string]bool, len(workers))
+	for i, w := range workers {
+		id := w.Worker.GetId()
+		seen[id] = true
+		st := state[id]
+		if st == nil || st.lease != int64(w.Lease) {
+			// New, or registered again under a new lease: a fresh start.
+			st = &probeState{lease: int64(w.Lease), lastAnswer: now}
+			state[id] = st
+		}
+		if results[i] == nil {
+			st.failures, st.lastAnswer, st.lastErr = 0, now, nil
+			if w.Down {
+				up = append(up, w)
+			}
+			continue
+		}
+		st.failures++
+		st.lastErr = results[i]
+		if !st.fenced && st.failures >= failures && now.Sub(st.lastAnswer) >= suspectAfter {
+			suspects = append(suspects, w)
+		}
+	}
+	for id := range state {
+		if !seen[id] {
+			delete(state, id)
+		}
+	}
+	return up, suspects
+}
+
+// fenceAllowed says whether the leader may fence any of suspects in a fleet
+// of that many workers: never with fencing off, and never when more than
+// half the fleet (at least two workers) is suspect at once — then the
+// trouble is more likely the leader's than theirs.
+func fenceAllowed(suspects, fleet int, noFence bool) bool {
+	return !noFence && suspects <= max(1, fleet/2)
 }
 
 // probe checks the workers concurrently, each bounded by HealthTimeout.
@@ -174,7 +193,7 @@ func (s *Supervisor) probe(ctx context.Context, workers []registry.WorkerView) [
 
 // judge confirms each suspect: a dead one is fenced, a live one marked down.
 func (s *Supervisor) judge(ctx context.Context, suspects []registry.WorkerView, fleet int, state map[string]*probeState, now time.Time) {
-	canFence := !s.opts.NoFence && len(suspects) <= max(1, fleet/2)
+	canFence := fenceAllowed(len(suspects), fleet, s.opts.NoFence)
 	if !canFence && !s.opts.NoFence {
 		s.log.Warn("too many workers suspect at once; fencing none (the leases decide)", "suspects", len(suspects), "workers", fleet)
 	}

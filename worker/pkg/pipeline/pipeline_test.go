@@ -5,6 +5,7 @@ import (
 	"errors"
 	"math"
 	"strings"
+	"sync/atomic"
 	"testing"
 	"time"
 
@@ -273,10 +274,19 @@ func TestRealClock(t *testing.T) {
 }
 
 // TestCatchUp: after a stall the pipeline sends the frames the wall clock
-// says are due (up to a bound), so media time keeps up with wall time.
+// says are due (up to a bound), so media time keeps up with wall time, and
+// reports the frames it sent late or skipped, and every encode.
 func TestCatchUp(t *testing.T) {
 	e := newEnv(t)
-	h := e.start(t, nil)
+	var late, skipped, encodes atomic.Int64
+	h := e.start(t, func(o *Options) {
+		o.ObserveLate = func(l, s int64) { late.Add(l); skipped.Add(s) }
+		o.ObserveEncode = func(d time.Duration) {
+			if d > 0 {
+				encodes.Add(1)
+			}
+		}
+	})
 	t0 := time.Unix(1000, 0)
 	send := func(at time.Duration) {
 		t.Helper()
@@ -314,5 +324,16 @@ func TestCatchUp(t *testing.T) {
 		if s.Timestamp != time.Duration(i)*FrameDuration {
 			t.Fatalf("frame %d at %v", i, s.Timestamp)
 		}
+	}
+	// Late: 3 frames after the short stall, maxCatchUp after the long one,
+	// whose other 250−1−maxCatchUp due frames were skipped.
+	if got, want := late.Load(), int64(3+maxCatchUp); got != want {
+		t.Errorf("late frames %d, want %d", got, want)
+	}
+	if got, want := skipped.Load(), int64(10*time.Second/FrameDuration-5-1-maxCatchUp); got != want {
+		t.Errorf("skipped frames %d, want %d", got, want)
+	}
+	if got := encodes.Load(); got != int64(len(video)) {
+		t.Errorf("%d encodes observed, %d frames sent", got, len(video))
 	}
 }

@@ -126,7 +126,7 @@ func (c Catalog) Check(q Query) []error {
 func (c Catalog) checkSelector(where string, vs *parser.VectorSelector) []error {
 	name := vs.Name
 	for _, m := range vs.LabelMatchers {
-		if m.Name == labels.MetricName && m.Type == labels.MatchEqual {
+		if m.Name == model.MetricNameLabel && m.Type == labels.MatchEqual {
 			name = m.Value
 		}
 	}
@@ -139,7 +139,7 @@ func (c Catalog) checkSelector(where string, vs *parser.VectorSelector) []error 
 	}
 	var errs []error
 	for _, m := range vs.LabelMatchers {
-		if m.Name == labels.MetricName || s.Labels[m.Name] || slices.Contains(TargetLabels, m.Name) {
+		if m.Name == model.MetricNameLabel || s.Labels[m.Name] || slices.Contains(TargetLabels, m.Name) {
 			continue
 		}
 		errs = append(errs, fmt.Errorf("%s: %s has no label %q (has %v)", where, name, m.Name, sorted(s.Labels)))

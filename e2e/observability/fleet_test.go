@@ -129,6 +129,13 @@ func TestDashboardAgainstRunningBinaries(t *testing.T) {
 	if v := value(cf, "avatarfleet_fleet_workers", map[string]string{"state": "active"}); v != 1 {
 		t.Errorf("fleet reports %v active workers, want 1", v)
 	}
+	// The session's record, listed at this first scrape, after its end.
+	if v := value(cf, "avatarfleet_sessions", map[string]string{"state": "ended"}); v != 1 {
+		t.Errorf("control plane reports %v ended sessions, want 1", v)
+	}
+	if n := len(cf["avatarfleet_sessions"].GetMetric()); n != 5 {
+		t.Errorf("avatarfleet_sessions has %d states, want 5 (placing, starting, ready, ended, failed)", n)
+	}
 	if n := histogramCount(cf, "avatarfleet_placement_duration_seconds"); n < 1 {
 		t.Errorf("no placement observed")
 	}

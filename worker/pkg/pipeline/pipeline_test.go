@@ -5,6 +5,7 @@ import (
 	"errors"
 	"math"
 	"strings"
+	"sync"
 	"sync/atomic"
 	"testing"
 	"time"
@@ -15,16 +16,27 @@ import (
 const sentence = "Hello, this is a test of the avatar"
 
 // TestSpeakLipSync speaks a sentence through espeak-ng, the default model
-// and the real encoders, and checks the clock, the sync and the mouth.
+// and the real encoders, and checks the clock, the sync and the mouth, and
+// that the synthesis latency was reported once.
 func TestSpeakLipSync(t *testing.T) {
 	e := newEnv(t)
-	h := e.start(t, nil)
+	var synth []time.Duration
+	var synthMu sync.Mutex
+	h := e.start(t, func(o *Options) {
+		o.ObserveSynthesis = func(d time.Duration) { synthMu.Lock(); synth = append(synth, d); synthMu.Unlock() }
+	})
 	const idleBefore = 10
 	h.tick(t, idleBefore)
+	began := time.Now()
 	if err := h.p.Speak(sentence, false); err != nil {
 		t.Fatal(err)
 	}
 	queued := h.waitSynthesized(t)
+	synthMu.Lock()
+	if len(synth) != 1 || synth[0] <= 0 || synth[0] > time.Since(began) {
+		t.Errorf("synthesis latencies %v, want one in (0, %v]", synth, time.Since(began))
+	}
+	synthMu.Unlock()
 	speechTicks := int((queued + FrameDuration - 1) / FrameDuration)
 	const idleAfter = 15
 	total := idleBefore + speechTicks + LatencyTicks + idleAfter

@@ -195,6 +195,7 @@ func New(ctx context.Context, opts Options) (*Replica, error) {
 	}
 	// Connections to workers that are gone are closed, not kept forever.
 	r.registry.OnWorkerGone(r.pool.ForgetWorker)
+	reg.MustRegister(newFleetCollector(r.registry, store, log))
 	r.manager = sessions.NewManager(sessions.Options{
 		Store:    store,
 		Registry: r.registry,

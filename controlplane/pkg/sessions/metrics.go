@@ -37,6 +37,11 @@ func NewMetrics(reg prometheus.Registerer) *Metrics {
 			Buckets: prometheus.ExponentialBuckets(0.01, 2, 14),
 		}, []string{"result"}),
 	}
+	// The re-placement outcomes exist at 0 before a worker is ever lost, so
+	// that dashboards and alerts find their series.
+	for _, r := range []string{"ready", "failed"} {
+		m.replaced.WithLabelValues(r)
+	}
 	if reg != nil {
 		reg.MustRegister(m.placements, m.conflicts, m.ended, m.replaced)
 	}

@@ -180,6 +180,18 @@ func (f *Fleet) workerActive(id string) error {
 	return nil
 }
 
+// WorkerMetricsURL is worker i's /metrics URL (its --metrics-listen, as
+// started last).
+func (f *Fleet) WorkerMetricsURL(i int) string {
+	args := f.workerArgs[i]
+	for j, a := range args[:len(args)-1] {
+		if a == "--metrics-listen" {
+			return "http://" + args[j+1] + "/metrics"
+		}
+	}
+	return ""
+}
+
 func (f *Fleet) procs() []*Proc { return append([]*Proc{f.ControlPlane}, f.Workers...) }
 
 // Stop stops the workers (SIGTERM: they drain), then the control plane,

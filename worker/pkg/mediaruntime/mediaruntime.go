@@ -231,6 +231,7 @@ func (r *Runtime) build(sess *fleetv1.Session) (*session, error) {
 	if err != nil {
 		return nil, fmt.Errorf("avatar %q: %w: %w", sess.GetAvatar(), runtime.ErrInvalidInput, err)
 	}
+	begun := time.Now() // time to first frame, on the wall clock
 	s := &session{sess: sess, exited: make(chan struct{})}
 	s.idle, s.limit = lifetimes(sess)
 	s.started = r.now()
@@ -247,8 +248,9 @@ func (r *Runtime) build(sess *fleetv1.Session) (*session, error) {
 		return nil, err
 	}
 	opt := pipeline.Options{Avatar: pack, Inference: ic, ReleaseInference: pl.put, TTS: r.cfg.TTS,
-		Voice: sess.GetVoice(), Sink: media, Logger: r.log.With("session", sess.GetId()),
+		Voice: sess.GetVoice(), Sink: r.metrics.timeFirstFrame(media, sess.GetGpu(), begun), Logger: r.log.With("session", sess.GetId()),
 		ObserveInference: r.metrics.observer(sess.GetGpu()), OnEvent: r.onSpeaking(sess), Budget: r.budget}
+	opt.ObserveEncode, opt.ObserveLate, opt.ObserveSynthesis = r.metrics.observers(sess.GetGpu())
 	if r.cfg.Clock != nil {
 		opt.Clock = r.cfg.Clock(sess)
 	}

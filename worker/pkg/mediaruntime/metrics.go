@@ -3,9 +3,12 @@ package mediaruntime
 import (
 	"strconv"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"github.com/prometheus/client_golang/prometheus"
+
+	"github.com/avatarfleet/avatarfleet/worker/pkg/pipeline"
 )
 
 // metrics are the runtime's Prometheus figures. Session figures are
@@ -15,7 +18,9 @@ import (
 // add the figures of live sessions, read at scrape time, to the totals of
 // ended ones, so they never go down.
 type metrics struct {
-	inference                                                                 *prometheus.HistogramVec
+	inference, encode, firstFrame                                             *prometheus.HistogramVec
+	synthesis                                                                 prometheus.Histogram
+	late, skipped                                                             *prometheus.CounterVec
 	sessions, contexts, frames, keyframes, inferred, audio, speaking, viewers *prometheus.Desc
 	speakingDropped                                                           *prometheus.Desc
 
@@ -63,6 +68,29 @@ func newMetrics() *metrics {
 			Help:    "Duration of one lip-sync model run (one video frame), by GPU.",
 			Buckets: prometheus.ExponentialBuckets(0.001, 2, 10), // 1 ms .. 512 ms
 		}, []string{"gpu"}),
+		encode: prometheus.NewHistogramVec(prometheus.HistogramOpts{
+			Name:    "avatarfleet_worker_encode_seconds",
+			Help:    "Duration of one VP8 encode (one video frame), by GPU.",
+			Buckets: prometheus.ExponentialBuckets(0.0005, 2, 12), // 0.5 ms .. 1 s
+		}, []string{"gpu"}),
+		firstFrame: prometheus.NewHistogramVec(prometheus.HistogramOpts{
+			Name:    "avatarfleet_worker_time_to_first_frame_seconds",
+			Help:    "Time from the worker starting a session to its first video frame written to the transport, by GPU.",
+			Buckets: prometheus.ExponentialBuckets(0.01, 2, 12), // 10 ms .. 20 s
+		}, []string{"gpu"}),
+		synthesis: prometheus.NewHistogram(prometheus.HistogramOpts{
+			Name:    "avatarfleet_worker_tts_latency_seconds",
+			Help:    "Time from a text's synthesis start to its first audio (its first sentence).",
+			Buckets: prometheus.ExponentialBuckets(0.01, 2, 12), // 10 ms .. 20 s
+		}),
+		late: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Name: "avatarfleet_worker_late_frames_total",
+			Help: "Video frames sent behind their time on the media clock, to catch up after a slow tick, by GPU.",
+		}, []string{"gpu"}),
+		skipped: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Name: "avatarfleet_worker_skipped_frames_total",
+			Help: "Video frames never sent because the media clock stalled longer than the pipeline catches up, by GPU.",
+		}, []string{"gpu"}),
 		sessions:  prometheus.NewDesc("avatarfleet_worker_sessions", "Sessions running on this worker.", nil, nil),
 		contexts:  prometheus.NewDesc("avatarfleet_worker_inference_contexts_created_total", "Inference contexts created (prewarm and pool misses), by GPU.", []string{"gpu"}, nil),
 		frames:    desc("avatarfleet_worker_session_video_frames_sent_total", "Video frames sent by sessions, by GPU and avatar."),
@@ -83,13 +111,55 @@ func (m *metrics) observer(gpu uint32) func(time.Duration) {
 	return func(d time.Duration) { h.Observe(d.Seconds()) }
 }
 
+// observers returns a session's pipeline hooks for its GPU's series.
+func (m *metrics) observers(gpu uint32) (encode func(time.Duration), late func(late, skipped int64), synthesis func(time.Duration)) {
+	g := strconv.FormatUint(uint64(gpu), 10)
+	h, l, s := m.encode.WithLabelValues(g), m.late.WithLabelValues(g), m.skipped.WithLabelValues(g)
+	encode = func(d time.Duration) { h.Observe(d.Seconds()) }
+	late = func(n, skipped int64) {
+		l.Add(float64(n))
+		s.Add(float64(skipped))
+	}
+	return encode, late, func(d time.Duration) { m.synthesis.Observe(d.Seconds()) }
+}
+
+// firstFrameSink observes the time from start to the first video frame
+// written through it.
+type firstFrameSink struct {
+	pipeline.Sink
+	start time.Time
+	obs   prometheus.Observer
+	done  atomic.Bool
+}
+
+// timeFirstFrame wraps a session's sink to time its first video frame.
+func (m *metrics) timeFirstFrame(sink pipeline.Sink, gpu uint32, start time.Time) pipeline.Sink {
+	return &firstFrameSink{Sink: sink, start: start, obs: m.firstFrame.WithLabelValues(strconv.FormatUint(uint64(gpu), 10))}
+}
+
+// WriteVideo implements pipeline.Sink.
+func (f *firstFrameSink) WriteVideo(s pipeline.Sample) error {
+	if !f.done.Load() {
+		f.done.Store(true) // only the media goroutine writes
+		f.obs.Observe(time.Since(f.start).Seconds())
+	}
+	return f.Sink.WriteVideo(s)
+}
+
 // Describe implements prometheus.Collector.
 func (r *Runtime) Describe(ch chan<- *prometheus.Desc) {
 	m := r.metrics
 	for _, d := range []*prometheus.Desc{m.sessions, m.contexts, m.frames, m.keyframes, m.inferred, m.audio, m.speaking, m.viewers, m.speakingDropped} {
 		ch <- d
 	}
-	r.metrics.inference.Describe(ch)
+	for _, c := range m.vecs() {
+		c.Describe(ch)
+	}
+}
+
+// vecs are the metrics that collect themselves.
+func (m *metrics) vecs() []prometheus.Collector {
+	return []prometheus.Collector{m.inference, m.encode, m.firstFrame, m.synthesis, m.late, m.skipped}
 }
 
 // Collect implements prometheus.Collector.
@@ -135,5 +205,7 @@ func (r *Runtime) Collect(ch chan<- prometheus.Metric) {
 		ch <- prometheus.MustNewConstMetric(m.speaking, prometheus.GaugeValue, n, k.gpu, k.avatar)
 		ch <- prometheus.MustNewConstMetric(m.viewers, prometheus.GaugeValue, viewers[k], k.gpu, k.avatar)
 	}
-	r.metrics.inference.Collect(ch)
+	for _, c := range m.vecs() {
+		c.Collect(ch)
+	}
 }

@@ -15,8 +15,8 @@ import (
 
 // TestMetricsScrape serves the runtime's collector over HTTP and scrapes
 // it: a session that spoke shows in its GPU's and avatar's frames,
-// keyframes, inferred frames and viewers, the inference histogram has
-// samples, no series names a session, and an ended session's counts stay
+// keyframes, inferred frames and viewers, the inference, encode and
+// first-frame histograms have samples, no series names a session, and an ended session's counts stay
 // in the counters (which never go down) while its gauges go.
 func TestMetricsScrape(t *testing.T) {
 	c := newChurn(t, newModel(t), 1, 1)
@@ -61,6 +61,11 @@ func TestMetricsScrape(t *testing.T) {
 		"avatarfleet_worker_session_viewers" + labels + " 2",
 		`avatarfleet_worker_inference_contexts_created_total{gpu="0"} 1`,
 		`avatarfleet_worker_inference_seconds_count{gpu="0"} `,
+		`avatarfleet_worker_encode_seconds_count{gpu="0"} 13`,
+		`avatarfleet_worker_time_to_first_frame_seconds_count{gpu="0"} 1`,
+		// The manual clock's ticks are never overdue.
+		`avatarfleet_worker_late_frames_total{gpu="0"} 0`,
+		`avatarfleet_worker_skipped_frames_total{gpu="0"} 0`,
 	} {
 		if !strings.Contains(body, want) {
 			t.Errorf("scrape lacks %q:\n%s", want, body)

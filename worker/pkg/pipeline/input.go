@@ -392,7 +392,12 @@ func (p *Pipeline) speakOne(ctx context.Context, text queuedText, gen uint64) {
 		}
 		in.mu.Unlock()
 	}()
+	start, first := time.Now(), true
 	for chunk, err := range (tts.Splitter{}).Chunks(ctx, p.opt.TTS, text.text, p.opt.Voice) {
+		if first && err == nil && p.opt.ObserveSynthesis != nil {
+			p.opt.ObserveSynthesis(time.Since(start))
+		}
+		first = false
 		if err != nil {
 			if ctx.Err() == nil {
 				p.log.Warn("speech synthesis failed", "err", err)

@@ -113,10 +113,15 @@ func (p *Pipeline) mediaLoop(ctx context.Context) error {
 		// frames the wall clock says are due, at least one per tick.
 		due := base + int64(now.Sub(t0)/FrameDuration) + 1
 		steps := max(1, due-p.media.tick)
+		var skipped int64
 		if steps > 1+maxCatchUp {
-			p.log.Warn("media clock stalled: skipping", "frames", steps-1-maxCatchUp)
+			skipped = steps - 1 - maxCatchUp
+			p.log.Warn("media clock stalled: skipping", "frames", skipped)
 			steps = 1 + maxCatchUp
 			t0, base = now, p.media.tick+steps-1
+		}
+		if obs := p.opt.ObserveLate; obs != nil && steps > 1 {
+			obs(steps-1, skipped)
 		}
 		for range steps {
 			if err := p.step(); err != nil {
@@ -206,9 +211,13 @@ func (p *Pipeline) video(v int64, ts time.Duration) error {
 	if m.keyframe.Swap(false) {
 		p.vp8.ForceKeyframe()
 	}
+	encStart := time.Now()
 	pkt, key, err := p.vp8.Encode(img)
 	if err != nil {
 		return fmt.Errorf("pipeline: frame %d: %w", v, err)
+	}
+	if obs := p.opt.ObserveEncode; obs != nil {
+		obs(time.Since(encStart))
 	}
 	if err := p.opt.Sink.WriteVideo(Sample{Data: pkt, Duration: FrameDuration, Timestamp: ts, Keyframe: key}); err != nil {
 		return fmt.Errorf("pipeline: sink video at %v: %w", ts, err)

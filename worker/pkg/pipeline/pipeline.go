@@ -180,6 +180,18 @@ type Options struct {
 	// ObserveInference, if set, is called from the media goroutine with the
 	// duration of every model run (for metrics); it must not block.
 	ObserveInference func(time.Duration)
+	// ObserveEncode, if set, is called from the media goroutine with the
+	// duration of every VP8 encode (for metrics); it must not block.
+	ObserveEncode func(time.Duration)
+	// ObserveLate, if set, is called from the media goroutine when a tick
+	// found frames overdue: late is how many were sent behind their time
+	// to catch up, skipped how many were not sent at all (a longer stall);
+	// it must not block.
+	ObserveLate func(late, skipped int64)
+	// ObserveSynthesis, if set, is called from the synthesis goroutine with
+	// the time from a text's synthesis start to its first audio (for
+	// metrics); it must not block.
+	ObserveSynthesis func(time.Duration)
 
 	// tickHook, for tests, runs at the start of every tick.
 	tickHook func(tick int64)

@@ -5,6 +5,8 @@ import (
 	"errors"
 	"math"
 	"strings"
+	"sync"
+	"sync/atomic"
 	"testing"
 	"time"
 
@@ -14,16 +16,27 @@ import (
 const sentence = "Hello, this is a test of the avatar"
 
 // TestSpeakLipSync speaks a sentence through espeak-ng, the default model
-// and the real encoders, and checks the clock, the sync and the mouth.
+// and the real encoders, and checks the clock, the sync and the mouth, and
+// that the synthesis latency was reported once.
 func TestSpeakLipSync(t *testing.T) {
 	e := newEnv(t)
-	h := e.start(t, nil)
+	var synth []time.Duration
+	var synthMu sync.Mutex
+	h := e.start(t, func(o *Options) {
+		o.ObserveSynthesis = func(d time.Duration) { synthMu.Lock(); synth = append(synth, d); synthMu.Unlock() }
+	})
 	const idleBefore = 10
 	h.tick(t, idleBefore)
+	began := time.Now()
 	if err := h.p.Speak(sentence, false); err != nil {
 		t.Fatal(err)
 	}
 	queued := h.waitSynthesized(t)
+	synthMu.Lock()
+	if len(synth) != 1 || synth[0] <= 0 || synth[0] > time.Since(began) {
+		t.Errorf("synthesis latencies %v, want one in (0, %v]", synth, time.Since(began))
+	}
+	synthMu.Unlock()
 	speechTicks := int((queued + FrameDuration - 1) / FrameDuration)
 	const idleAfter = 15
 	total := idleBefore + speechTicks + LatencyTicks + idleAfter
@@ -273,10 +286,19 @@ func TestRealClock(t *testing.T) {
 }
 
 // TestCatchUp: after a stall the pipeline sends the frames the wall clock
-// says are due (up to a bound), so media time keeps up with wall time.
+// says are due (up to a bound), so media time keeps up with wall time, and
+// reports the frames it sent late or skipped, and every encode.
 func TestCatchUp(t *testing.T) {
 	e := newEnv(t)
-	h := e.start(t, nil)
+	var late, skipped, encodes atomic.Int64
+	h := e.start(t, func(o *Options) {
+		o.ObserveLate = func(l, s int64) { late.Add(l); skipped.Add(s) }
+		o.ObserveEncode = func(d time.Duration) {
+			if d > 0 {
+				encodes.Add(1)
+			}
+		}
+	})
 	t0 := time.Unix(1000, 0)
 	send := func(at time.Duration) {
 		t.Helper()
@@ -314,5 +336,16 @@ func TestCatchUp(t *testing.T) {
 		if s.Timestamp != time.Duration(i)*FrameDuration {
 			t.Fatalf("frame %d at %v", i, s.Timestamp)
 		}
+	}
+	// Late: 3 frames after the short stall, maxCatchUp after the long one,
+	// whose other 250−1−maxCatchUp due frames were skipped.
+	if got, want := late.Load(), int64(3+maxCatchUp); got != want {
+		t.Errorf("late frames %d, want %d", got, want)
+	}
+	if got, want := skipped.Load(), int64(10*time.Second/FrameDuration-5-1-maxCatchUp); got != want {
+		t.Errorf("skipped frames %d, want %d", got, want)
+	}
+	if got := encodes.Load(); got != int64(len(video)) {
+		t.Errorf("%d encodes observed, %d frames sent", got, len(video))
 	}
 }

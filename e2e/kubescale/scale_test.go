@@ -3,6 +3,7 @@ package kubescale_test
 import (
 	"bytes"
 	"context"
+	"encoding/json"
 	"fmt"
 	"net/http"
 	"net/http/httptest"
@@ -27,6 +28,7 @@ import (
 
 	"github.com/avatarfleet/avatarfleet/controlplane/pkg/apiv1"
 	"github.com/avatarfleet/avatarfleet/controlplane/pkg/cli"
+	"github.com/avatarfleet/avatarfleet/controlplane/pkg/kubescale"
 	"github.com/avatarfleet/avatarfleet/deploy/kubetest"
 	"github.com/avatarfleet/avatarfleet/e2e/internal/testfleet"
 )
@@ -177,7 +179,7 @@ func TestScaleAgainstAPIServer(t *testing.T) {
 	t.Run("up waits for the new worker", func(t *testing.T) {
 		done := make(chan run, 1)
 		go func() {
-			done <- avatarctl(ctx, f, "workers", "scale", "--replicas", "2", "--timeout", "90s", "--kubeconfig", cluster.Kubeconfig)
+			done <- avatarctl(ctx, f, "workers", "scale", "--replicas", "2", "--timeout", "90s", "--kubeconfig", cluster.Kubeconfig, "-o", "json")
 		}()
 		// The kubelet's part: watch the StatefulSet; when it asks for a
 		// second pod, start that pod's worker.
@@ -198,11 +200,16 @@ func TestScaleAgainstAPIServer(t *testing.T) {
 		if r.code != cli.ExitOK {
 			t.Fatalf("exit %d\n%s%s", r.code, r.stdout, r.stderr)
 		}
-		t.Logf("avatarctl output:\n%s", r.stdout)
+		t.Logf("avatarctl progress (stderr with -o json):\n%s", r.stderr)
 		for _, want := range []string{pod(1) + ": waiting for its pod to register", pod(1) + ": registered draining", pod(1) + ": registered and active"} {
-			if !strings.Contains(r.stdout, want) {
-				t.Errorf("output lacks %q:\n%s", want, r.stdout)
+			if !strings.Contains(r.stderr, want) {
+				t.Errorf("progress lacks %q:\n%s", want, r.stderr)
 			}
+		}
+		var res kubescale.Result
+		if err := json.Unmarshal([]byte(r.stdout), &res); err != nil || res.From != 1 || res.To != 2 ||
+			!slices.Equal(res.Added, []string{pod(1)}) || res.StatefulSet != name || res.Namespace != ns {
+			t.Fatalf("-o json result %+v (%v) from %q", res, err, r.stdout)
 		}
 		if w := getWorker(t, f, pod(1)); w.State != apiv1.WorkerActive {
 			t.Fatalf("%s is %s, want active", pod(1), w.State)

@@ -62,7 +62,7 @@ func newScaleCommand(a *app) *cobra.Command {
 		return a.workersScale(ctx, cmd, f)
 	})
 	fl := cmd.Flags()
-	fl.IntVar(&f.replicas, "replicas", -1, fmt.Sprintf("the number of workers wanted (0..%d; required)", kubescale.MaxReplicas))
+	fl.IntVar(&f.replicas, "replicas", 0, fmt.Sprintf("the number of workers wanted (0..%d; required)", kubescale.MaxReplicas))
 	fl.StringVar(&f.statefulset, "statefulset", DefaultStatefulSet, "the workers' StatefulSet")
 	fl.StringVarP(&f.namespace, "namespace", "n", "", "its namespace (default: the kubeconfig context's, else \"default\")")
 	fl.StringVar(&f.kubeconfig, "kubeconfig", "", "kubeconfig file (default: $KUBECONFIG, ~/.kube/config, in-cluster)")

@@ -116,8 +116,8 @@ func TestScaleAgainstAPIServer(t *testing.T) {
 				t.Errorf("stderr lacks %q: %s", want, r.stderr)
 			}
 		}
-		if !strings.Contains(r.stdout, pod(1)+": 2 sessions left") {
-			t.Errorf("no progress: %s", r.stdout)
+		if !strings.Contains(r.stdout, pod(1)+": 2 sessions left") || !strings.Contains(r.stdout, "0 free slots for 4 sessions") {
+			t.Errorf("no progress or no capacity warning: %s", r.stdout)
 		}
 		if took < 3*time.Second || took > 20*time.Second {
 			t.Errorf("took %s for a 3s timeout", took)
@@ -151,6 +151,9 @@ func TestScaleAgainstAPIServer(t *testing.T) {
 			t.Fatalf("replicas %d, want 1", got)
 		}
 		out := r.stdout
+		if strings.Contains(out, "warning") {
+			t.Errorf("a warning with room for every session:\n%s", out)
+		}
 		for _, want := range []string{pod(1) + ": 2 sessions left", pod(1) + ": 0 sessions left", pod(2) + ": 0 sessions left"} {
 			if i := strings.Index(out, want); i < 0 || i > strings.Index(out, "scaled from 3 to 1") {
 				t.Errorf("%q missing or after the scale:\n%s", want, out)

@@ -16,6 +16,9 @@ import (
 func (s *scaler) down(ctx, wctx context.Context) error {
 	p := s.plan
 	s.printf("statefulset %s: scaling down from %d to %d replicas\n", s.name(), p.From, p.To)
+	if p.Moving > p.Room {
+		s.printf("warning: the workers that stay have %d free slots for %d sessions: the rest must end on their own\n", p.Room, p.Moving)
+	}
 	if len(p.Unregistered) > 0 {
 		s.printf("pods %s have no worker in the fleet: nothing to drain there\n", strings.Join(p.Unregistered, ", "))
 	}

@@ -74,6 +74,10 @@ type Plan struct {
 	// Draining lists the workers of pods that stay (ordinal below To) and
 	// are draining: they take no sessions until someone undrains them.
 	Draining []string
+	// Moving is the number of sessions the Drain workers hold, and Room
+	// the free slots of the active workers that stay (this StatefulSet's
+	// or any other of the fleet): where those sessions can migrate.
+	Moving, Room int
 }
 
 // NewPlan returns the plan for changing w's replicas to `to`, given the
@@ -110,6 +114,7 @@ func NewPlan(w Workload, to int32, workers []apiv1.Worker) (Plan, error) {
 				continue
 			}
 			p.Drain = append(p.Drain, id)
+			p.Moving += wk.Sessions
 			if wk.State == apiv1.WorkerActive {
 				p.Restore = append(p.Restore, id)
 			}
@@ -118,6 +123,14 @@ func NewPlan(w Workload, to int32, workers []apiv1.Worker) (Plan, error) {
 			if registered && wk.State != apiv1.WorkerActive {
 				p.Stale = append(p.Stale, id)
 			}
+		}
+	}
+	for _, wk := range workers {
+		if wk.State != apiv1.WorkerActive || holds(p.Drain, wk.ID) {
+			continue
+		}
+		for _, g := range wk.GPUs {
+			p.Room += int(g.Slots) - int(min(g.Used, g.Slots))
 		}
 	}
 	return p, nil

@@ -15,6 +15,12 @@ func wk(id, state string, sessions int) apiv1.Worker {
 	return apiv1.Worker{ID: id, State: state, Sessions: sessions}
 }
 
+// withGPU gives w one GPU of slots slots, used used.
+func withGPU(w apiv1.Worker, slots, used uint32) apiv1.Worker {
+	w.GPUs = append(w.GPUs, apiv1.GPU{Index: uint32(len(w.GPUs)), Slots: slots, Used: used})
+	return w
+}
+
 func TestNewPlan(t *testing.T) {
 	const a, d = apiv1.WorkerActive, apiv1.WorkerDraining
 	sts := Workload{Namespace: "gpu", Name: "avatarfleet-worker", Replicas: 3}
@@ -28,16 +34,16 @@ func TestNewPlan(t *testing.T) {
 		{
 			name: "down 3 to 1 drains the highest ordinals, restores only the active ones",
 			w:    sts, to: 1,
-			workers: []apiv1.Worker{wk("avatarfleet-worker-0", a, 1), wk("avatarfleet-worker-2", d, 2),
-				wk("avatarfleet-worker-1", a, 0), wk("other-node", a, 4)},
+			workers: []apiv1.Worker{withGPU(withGPU(wk("avatarfleet-worker-0", a, 1), 2, 1), 2, 0), withGPU(wk("avatarfleet-worker-2", d, 2), 2, 2),
+				withGPU(wk("avatarfleet-worker-1", a, 1), 4, 1), withGPU(wk("other-node", a, 4), 4, 4), withGPU(wk("drained-node", d, 0), 4, 0)},
 			want: Plan{From: 3, To: 1, Drain: []string{"avatarfleet-worker-1", "avatarfleet-worker-2"},
-				Restore: []string{"avatarfleet-worker-1"}},
+				Restore: []string{"avatarfleet-worker-1"}, Moving: 3, Room: 3},
 		},
 		{
 			name: "down to 0 drains all; a pod without a worker is only reported",
 			w:    sts, to: 0,
 			workers: []apiv1.Worker{wk("avatarfleet-worker-0", a, 1), wk("avatarfleet-worker-2", a, 0)},
-			want: Plan{From: 3, To: 0, Drain: []string{"avatarfleet-worker-0", "avatarfleet-worker-2"},
+			want: Plan{From: 3, To: 0, Moving: 1, Drain: []string{"avatarfleet-worker-0", "avatarfleet-worker-2"},
 				Restore: []string{"avatarfleet-worker-0", "avatarfleet-worker-2"}, Unregistered: []string{"avatarfleet-worker-1"}},
 		},
 		{
@@ -56,7 +62,7 @@ func TestNewPlan(t *testing.T) {
 			name: "ordinals start elsewhere",
 			w:    Workload{Name: "w", Replicas: 2, OrdinalStart: 5}, to: 1,
 			workers: []apiv1.Worker{wk("w-5", a, 0), wk("w-6", a, 3), wk("w-1", a, 0)},
-			want:    Plan{From: 2, To: 1, Drain: []string{"w-6"}, Restore: []string{"w-6"}},
+			want:    Plan{From: 2, To: 1, Drain: []string{"w-6"}, Restore: []string{"w-6"}, Moving: 3},
 		},
 		{
 			name: "same count changes nothing",
@@ -68,7 +74,7 @@ func TestNewPlan(t *testing.T) {
 			name: "ids that only look like pods are not",
 			w:    Workload{Name: "w", Replicas: 2}, to: 0,
 			workers: []apiv1.Worker{wk("w-01", a, 1), wk("w-1x", a, 1), wk("w-", a, 1), wk("ww-1", a, 1), wk("w-1", a, 1)},
-			want:    Plan{From: 2, To: 0, Drain: []string{"w-1"}, Restore: []string{"w-1"}, Unregistered: []string{"w-0"}},
+			want:    Plan{From: 2, To: 0, Drain: []string{"w-1"}, Restore: []string{"w-1"}, Unregistered: []string{"w-0"}, Moving: 1},
 		},
 	}
 	for _, tt := range tests {
@@ -89,8 +95,9 @@ func TestNewPlan(t *testing.T) {
 					t.Errorf("%s = %q, want %q", f.name, f.got, f.want)
 				}
 			}
-			if got.From != tt.want.From || got.To != tt.want.To {
-				t.Errorf("from %d to %d, want %d to %d", got.From, got.To, tt.want.From, tt.want.To)
+			if got.From != tt.want.From || got.To != tt.want.To || got.Moving != tt.want.Moving || got.Room != tt.want.Room {
+				t.Errorf("from %d to %d moving %d room %d, want %d to %d moving %d room %d", got.From, got.To, got.Moving, got.Room,
+					tt.want.From, tt.want.To, tt.want.Moving, tt.want.Room)
 			}
 		})
 	}

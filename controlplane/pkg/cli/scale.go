@@ -10,7 +10,7 @@ import (
 
 	"github.com/spf13/cobra"
 	"k8s.io/apimachinery/pkg/util/validation"
-	"k8s.io/client-go/kubernetes"
+	appsv1client "k8s.io/client-go/kubernetes/typed/apps/v1"
 	"k8s.io/client-go/tools/clientcmd"
 
 	"github.com/avatarfleet/avatarfleet/controlplane/pkg/kubescale"
@@ -133,9 +133,9 @@ func (a *app) workersScale(ctx context.Context, cmd *cobra.Command, f scaleFlags
 	return nil
 }
 
-// kubeClient returns a client of the cluster and the namespace to use:
+// kubeClient returns an apps/v1 client of the cluster and the namespace to use:
 // --namespace, else the kubeconfig context's, else "default".
-func (a *app) kubeClient(f scaleFlags) (kubernetes.Interface, string, error) {
+func (a *app) kubeClient(f scaleFlags) (appsv1client.AppsV1Interface, string, error) {
 	rules := &clientcmd.ClientConfigLoadingRules{ExplicitPath: f.kubeconfig}
 	if f.kubeconfig == "" {
 		if env := a.opts.Getenv(clientcmd.RecommendedConfigPathEnvVar); env != "" {
@@ -157,7 +157,7 @@ func (a *app) kubeClient(f scaleFlags) (kubernetes.Interface, string, error) {
 			return nil, "", fmt.Errorf("kubeconfig namespace: %w", err)
 		}
 	}
-	cs, err := kubernetes.NewForConfig(cfg)
+	cs, err := appsv1client.NewForConfig(cfg)
 	if err != nil {
 		return nil, "", fmt.Errorf("kubernetes client: %w", err)
 	}

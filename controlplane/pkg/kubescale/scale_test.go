@@ -137,7 +137,7 @@ func TestScaleDownDrainsBeforeScaling(t *testing.T) {
 		}
 	}
 	var out bytes.Buffer
-	res, err := Scale(context.Background(), Options{Target: StatefulSet{Client: c, Namespace: ns, Name: sts}, Fleet: f,
+	res, err := Scale(context.Background(), Options{Target: StatefulSet{Client: c.AppsV1(), Namespace: ns, Name: sts}, Fleet: f,
 		Replicas: 1, Timeout: 10 * time.Second, PollInterval: time.Millisecond, Progress: &out})
 	if err != nil {
 		t.Fatalf("scale: %v\n%s", err, out.String())
@@ -226,7 +226,7 @@ func TestScaleDownGivesUp(t *testing.T) {
 				}
 			}
 			var out bytes.Buffer
-			_, err := Scale(context.Background(), Options{Target: StatefulSet{Client: c, Namespace: ns, Name: sts}, Fleet: f,
+			_, err := Scale(context.Background(), Options{Target: StatefulSet{Client: c.AppsV1(), Namespace: ns, Name: sts}, Fleet: f,
 				Replicas: 1, Timeout: 300 * time.Millisecond, PollInterval: time.Millisecond, KeepDrained: tt.keepDrained, Progress: &out})
 			if err == nil || errors.Is(err, ErrTimeout) != tt.wantTimeout || !strings.Contains(err.Error(), tt.wantErr) {
 				t.Fatalf("err %v; want timeout %v containing %q\n%s", err, tt.wantTimeout, tt.wantErr, out.String())
@@ -270,7 +270,7 @@ func TestScaleUpWaitsForRegistration(t *testing.T) {
 				}
 			}
 			var out bytes.Buffer
-			res, err := Scale(context.Background(), Options{Target: StatefulSet{Client: c, Namespace: ns, Name: sts}, Fleet: f,
+			res, err := Scale(context.Background(), Options{Target: StatefulSet{Client: c.AppsV1(), Namespace: ns, Name: sts}, Fleet: f,
 				Replicas: 3, Timeout: 2 * time.Second, PollInterval: time.Millisecond, Progress: &out})
 			if got := c.replicas(t, ns, sts); got != 3 {
 				t.Fatalf("replicas %d, want 3", got)
@@ -306,7 +306,7 @@ func TestScaleUpWaitsForRegistration(t *testing.T) {
 func TestScaleRefuses(t *testing.T) {
 	c := newFakeCluster(t, ns, sts, 2, nil)
 	f := newFakeFleet()
-	target := StatefulSet{Client: c, Namespace: ns, Name: sts}
+	target := StatefulSet{Client: c.AppsV1(), Namespace: ns, Name: sts}
 	for _, o := range []Options{
 		{Fleet: f, Replicas: 1, Timeout: time.Second},
 		{Target: target, Fleet: f, Replicas: -1, Timeout: time.Second},

@@ -7,7 +7,7 @@ import (
 
 	autoscalingv1 "k8s.io/api/autoscaling/v1"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
-	"k8s.io/client-go/kubernetes"
+	appsv1client "k8s.io/client-go/kubernetes/typed/apps/v1"
 	"k8s.io/client-go/util/retry"
 )
 
@@ -26,15 +26,17 @@ type Target interface {
 }
 
 // StatefulSet is a Target: a StatefulSet scaled through its scale
-// subresource, as `kubectl scale` does.
+// subresource, as `kubectl scale` does. Client is the apps/v1 client
+// (appsv1client.NewForConfig, or a clientset's AppsV1()): only that API
+// group, which keeps avatarctl free of every other group's client.
 type StatefulSet struct {
-	Client          kubernetes.Interface
+	Client          appsv1client.AppsV1Interface
 	Namespace, Name string
 }
 
 // Workload implements Target.
 func (s StatefulSet) Workload(ctx context.Context) (Workload, error) {
-	sts, err := s.Client.AppsV1().StatefulSets(s.Namespace).Get(ctx, s.Name, metav1.GetOptions{})
+	sts, err := s.Client.StatefulSets(s.Namespace).Get(ctx, s.Name, metav1.GetOptions{})
 	if err != nil {
 		return Workload{}, fmt.Errorf("get statefulset %s/%s: %w", s.Namespace, s.Name, err)
 	}
@@ -52,7 +54,7 @@ func (s StatefulSet) Workload(ctx context.Context) (Workload, error) {
 // `from`, and updates it with the resource version it read, reading again
 // on a conflict (the controller updates the status meanwhile).
 func (s StatefulSet) SetReplicas(ctx context.Context, from, to int32) error {
-	sts := s.Client.AppsV1().StatefulSets(s.Namespace)
+	sts := s.Client.StatefulSets(s.Namespace)
 	err := retry.RetryOnConflict(retry.DefaultRetry, func() error {
 		sc, err := sts.GetScale(ctx, s.Name, metav1.GetOptions{})
 		if err != nil {

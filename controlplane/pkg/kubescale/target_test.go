@@ -103,7 +103,7 @@ func (c *fakeCluster) replicas(t *testing.T, ns, name string) int32 {
 func TestStatefulSetTargetWithFakeClientset(t *testing.T) {
 	ctx := context.Background()
 	c := newFakeCluster(t, "gpu", "avatarfleet-worker", 3, &appsv1.StatefulSetOrdinals{Start: 2})
-	target := StatefulSet{Client: c, Namespace: "gpu", Name: "avatarfleet-worker"}
+	target := StatefulSet{Client: c.AppsV1(), Namespace: "gpu", Name: "avatarfleet-worker"}
 	w, err := target.Workload(ctx)
 	if err != nil {
 		t.Fatal(err)
@@ -124,7 +124,7 @@ func TestStatefulSetTargetWithFakeClientset(t *testing.T) {
 	if got := c.replicas(t, "gpu", "avatarfleet-worker"); got != 1 {
 		t.Fatalf("replicas %d after a refused scale, want 1", got)
 	}
-	missing := StatefulSet{Client: c, Namespace: "gpu", Name: "nope"}
+	missing := StatefulSet{Client: c.AppsV1(), Namespace: "gpu", Name: "nope"}
 	if _, err := missing.Workload(ctx); !apierrors.IsNotFound(err) {
 		t.Fatalf("missing statefulset: %v", err)
 	}

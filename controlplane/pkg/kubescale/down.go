@@ -35,8 +35,12 @@ func (s *scaler) down(ctx, wctx context.Context) error {
 	if err != nil {
 		return s.giveUp(ctx, wctx, left, err)
 	}
-	if err := s.o.Target.SetReplicas(wctx, p.From, p.To); err != nil {
-		return s.giveUp(ctx, wctx, nil, err)
+	// The workers are empty: the write gets its own bound, so a timeout
+	// that passes just now cannot leave it half-known.
+	sctx, cancel := context.WithTimeout(ctx, writeTimeout)
+	defer cancel()
+	if err := s.o.Target.SetReplicas(sctx, p.From, p.To); err != nil {
+		return s.giveUp(ctx, ctx, nil, err) // an error of the write, never a timeout of the drain
 	}
 	s.printf("statefulset %s: scaled from %d to %d replicas\n", s.name(), p.From, p.To)
 	return nil

@@ -19,6 +19,7 @@ import (
 const (
 	DefaultPollInterval = 500 * time.Millisecond
 	restoreTimeout      = 30 * time.Second
+	writeTimeout        = 30 * time.Second
 )
 
 // ErrTimeout is a scale that ran out of time: errors.Is(err, ErrTimeout)
@@ -38,8 +39,9 @@ type Options struct {
 	Fleet  Fleet
 	// Replicas is the replica count wanted.
 	Replicas int32
-	// Timeout bounds the whole change: the drain and the scale of a
-	// scale-down, the scale and the registrations of a scale-up.
+	// Timeout bounds the change: the drain of a scale-down (the scale
+	// written once the workers are empty has a bound of its own), the
+	// scale and the registrations of a scale-up.
 	Timeout time.Duration
 	// PollInterval is how often the fleet is listed (0: DefaultPollInterval).
 	PollInterval time.Duration

@@ -1,5 +1,6 @@
 // Command avatarctl is the admin CLI of AvatarFleet: it lists, inspects and
 // drains workers and lists, creates and deletes sessions over the REST API,
+// scales the worker StatefulSet without cutting a session (workers scale),
 // and makes the fleet's CA and certificates (certs init|issue).
 // See package cli for the commands.
 package main

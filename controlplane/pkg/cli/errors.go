@@ -18,7 +18,8 @@ const (
 	ExitError = 1
 	// ExitUsage is a bad command line; no request was sent.
 	ExitUsage = 2
-	// ExitTimeout is "workers drain --wait" running out of time.
+	// ExitTimeout is "workers drain --wait" or "workers scale" running
+	// out of time (a scale-down that times out has not scaled).
 	ExitTimeout = 3
 )
 
@@ -52,7 +53,7 @@ func (e *runError) Unwrap() error { return e.err }
 
 // ExitCode maps an error returned by the root command to avatarctl's exit
 // code: nil is ExitOK, a usage error (ours or cobra's: unknown command or
-// flag) ExitUsage, a drain wait timeout ExitTimeout, anything else
+// flag) ExitUsage, a drain wait or scale timeout ExitTimeout, anything else
 // ExitError.
 func ExitCode(err error) int {
 	if err == nil {

@@ -10,7 +10,7 @@ import (
 
 // newWorkersCommand returns "workers" and its verbs.
 func newWorkersCommand(a *app) *cobra.Command {
-	cmd := newGroupCommand("workers", "List, inspect and drain workers (admin scope)")
+	cmd := newGroupCommand("workers", "List, inspect, drain and scale workers (admin scope)")
 	cmd.AddCommand(
 		&cobra.Command{
 			Use:   "list",
@@ -31,6 +31,7 @@ func newWorkersCommand(a *app) *cobra.Command {
 			Args:  exactArgs("ID"),
 			RunE:  withErrors(a.workersUndrain),
 		},
+		newScaleCommand(a),
 	)
 	return cmd
 }

@@ -63,10 +63,19 @@ func TestSchemaRejectsBadValues(t *testing.T) {
 			}
 		})
 	}
-	// the chart's own check: more workers than ordinals with certificates
-	_, err = Render(ch, "avatarfleet", testNamespace, map[string]any{"worker": map[string]any{"replicas": 5, "maxReplicas": 4}})
-	if err == nil || !strings.Contains(err.Error(), "maxReplicas") {
-		t.Errorf("replicas above maxReplicas: %v", err)
+	// the chart's own checks, across values
+	for _, c := range []struct {
+		values map[string]any
+		want   string
+	}{
+		{map[string]any{"worker": map[string]any{"replicas": 5, "maxReplicas": 4}}, "worker.maxReplicas"},
+		{map[string]any{"controlplane": map[string]any{"hpa": map[string]any{"minReplicas": 5, "maxReplicas": 4}}}, "hpa.maxReplicas"},
+		{map[string]any{"controlplane": map[string]any{"replicas": 2, "pdb": map[string]any{"minAvailable": 2}}}, "pdb.minAvailable"},
+	} {
+		_, err := Render(ch, "avatarfleet", testNamespace, c.values)
+		if err == nil || !strings.Contains(err.Error(), c.want) {
+			t.Errorf("%v: want an error naming %s, got %v", c.values, c.want, err)
+		}
 	}
 	// and a good override passes, so the refusals above are about the values
 	if _, err := Render(ch, "avatarfleet", testNamespace, set("worker.slotsPerGPU", 4)); err != nil {

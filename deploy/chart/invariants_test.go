@@ -28,9 +28,14 @@ func flagsOf(t *testing.T, name string) map[string]bool {
 	if err != nil {
 		t.Fatal(err)
 	}
-	bin := filepath.Join(dir, "..", "..", "..", "bin", name)
+	return helpFlags(t, filepath.Join(dir, "..", "..", "..", "bin", name), "run `make build` first")
+}
+
+// helpFlags runs bin --help and returns the flag names it lists.
+func helpFlags(t *testing.T, bin, hint string) map[string]bool {
+	t.Helper()
 	if _, err := os.Stat(bin); err != nil {
-		t.Fatalf("%s is missing: run `make build` first (%v)", bin, err)
+		t.Fatalf("%s is missing: %s (%v)", bin, hint, err)
 	}
 	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
 	defer cancel()
@@ -47,7 +52,7 @@ func flagsOf(t *testing.T, name string) map[string]bool {
 		}
 	}
 	if len(flags) < 10 {
-		t.Fatalf("%s --help listed %d flags:\n%s", name, len(flags), out.String())
+		t.Fatalf("%s --help listed %d flags:\n%s", bin, len(flags), out.String())
 	}
 	return flags
 }

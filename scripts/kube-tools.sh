@@ -19,7 +19,7 @@ root=$(cd "$(dirname "$0")/.." && pwd)
 out="$root/.tools/k8s/$KUBERNETES_VERSION"
 src="$root/.tools/k8s/src-$KUBERNETES_VERSION"
 
-built() { [ -x "$out/kube-apiserver" ] && [ -x "$out/etcd" ]; }
+built() { [ -x "$out/kube-apiserver" ] && [ -x "$out/etcd" ] && "$out/kube-apiserver" --version 2>/dev/null | grep -qx "Kubernetes $KUBERNETES_VERSION"; }
 
 if [ "${1:-}" = check ]; then
   built && exit 0
@@ -31,7 +31,7 @@ built && exit 0
 mkdir -p "$out" "$src"
 export GOWORK=off GOFLAGS=-mod=mod CGO_ENABLED=0
 
-if [ ! -x "$out/kube-apiserver" ]; then
+if ! "$out/kube-apiserver" --version 2>/dev/null | grep -qx "Kubernetes $KUBERNETES_VERSION"; then
   echo "setup: building kube-apiserver $KUBERNETES_VERSION from source (several minutes, once)"
   # k8s.io/kubernetes points its staging modules at ./staging with replace
   # directives, which `go install pkg@version` refuses; a small module of
@@ -43,8 +43,13 @@ if [ ! -x "$out/kube-apiserver" ]; then
     awk -v v="$STAGING_VERSION" '$2 == "=>" && $3 ~ /^\.\/staging\// { printf "\t%s => %s %s\n", $1, $1, v }' "$kmod"
     printf ')\n'
   } >"$src/go.mod"
+  # Stamp the version as Kubernetes' own release build does, so that the
+  # server reports it (Helm checks a chart's kubeVersion against it).
+  minor=${KUBERNETES_VERSION#v1.}; minor=${minor%%.*}
+  vpkg=k8s.io/component-base/version
+  version_ldflags="-X $vpkg.gitVersion=$KUBERNETES_VERSION -X $vpkg.gitMajor=1 -X $vpkg.gitMinor=$minor -X $vpkg.gitTreeState=clean"
   printf '//go:build tools\n\npackage kubetools\n\nimport _ "k8s.io/kubernetes/cmd/kube-apiserver"\n' >"$src/tools.go"
-  (cd "$src" && go mod tidy && go build -trimpath -o "$out/kube-apiserver.tmp" k8s.io/kubernetes/cmd/kube-apiserver)
+  (cd "$src" && go mod tidy && go build -trimpath -ldflags "$version_ldflags" -o "$out/kube-apiserver.tmp" k8s.io/kubernetes/cmd/kube-apiserver)
   mv "$out/kube-apiserver.tmp" "$out/kube-apiserver"
 fi
 

@@ -8,6 +8,7 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
+	"slices"
 	"strings"
 	"syscall"
 	"testing"
@@ -16,8 +17,8 @@ import (
 	"github.com/avatarfleet/avatarfleet/deploy/images"
 )
 
-// sandbox is an extracted root filesystem mounted as a container runtime
-// would with a read-only root: the tree bound read-only onto itself, tmpfs
+// sandbox is an image's extracted layers mounted as a container runtime
+// would with a read-only root: a read-only overlay of the layers, tmpfs
 // volumes at /tmp and the data directory, /proc, and a /dev with the usual
 // character devices. Everything is unmounted in t.Cleanup.
 type sandbox struct {
@@ -25,7 +26,7 @@ type sandbox struct {
 	env  []string
 }
 
-func mountSandbox(t *testing.T, root string, env []string) *sandbox {
+func mountSandbox(t *testing.T, layers []string, env []string) *sandbox {
 	t.Helper()
 	if os.Geteuid() != 0 {
 		t.Fatal("running an image's root filesystem needs root (chroot and mounts); CI runs `make test` as root")
@@ -47,10 +48,13 @@ func mountSandbox(t *testing.T, root string, env []string) *sandbox {
 		}
 		mounted = append(mounted, target)
 	}
-	mount(root, root, "", syscall.MS_BIND, "")
-	if err := syscall.Mount("", root, "", syscall.MS_REMOUNT|syscall.MS_BIND|syscall.MS_RDONLY, ""); err != nil {
-		t.Fatalf("make %s read-only: %v", root, err)
+	root := t.TempDir() // its removal is registered first, so it runs after the unmounts
+	lower := slices.Clone(layers)
+	slices.Reverse(lower) // overlayfs lists the top layer first
+	if err := syscall.Mount("overlay", root, "overlay", syscall.MS_RDONLY, "lowerdir="+strings.Join(lower, ":")); err != nil {
+		t.Fatalf("mount the image's layers (overlayfs, read-only) on %s: %v", root, err)
 	}
+	mounted = append(mounted, root)
 	mount("tmpfs", filepath.Join(root, "tmp"), "tmpfs", syscall.MS_NOSUID|syscall.MS_NODEV, "mode=1777,size=64m")
 	// The embedded default's JetStream wants room for its 1 GiB events
 	// stream (a tmpfs only takes the pages written).

@@ -6,6 +6,7 @@ import (
 	"context"
 	"crypto/sha256"
 	"fmt"
+	"maps"
 	"net/http"
 	"os"
 	"path/filepath"
@@ -89,15 +90,35 @@ var cases = []imageCase{{
 func TestImages(t *testing.T) {
 	root := repoRoot(t)
 	head := gitHead(root)
+	// The root filesystem layer is the same in every image: unpacked once.
+	var base v1.Hash
+	baseDir := t.TempDir()
+	baseHdrs := map[string]*tar.Header{}
 	for _, c := range cases {
 		t.Run(c.target, func(t *testing.T) {
 			path := filepath.Join(root, "out", "images", c.target+".tar")
 			img, ann := readArchive(t, path)
 			cf := checkConfig(t, c, img, ann, head)
-			dir := t.TempDir()
-			hdrs := extract(t, img, dir)
-			checkFiles(t, c, root, dir, hdrs, cf.Created.Time)
-			sb := mountSandbox(t, dir, cf.Config.Env)
+			layers, err := img.Layers()
+			if err != nil || len(layers) != 2 {
+				t.Fatalf("layers: %d (%v), want 2", len(layers), err)
+			}
+			d, err := layers[0].Digest()
+			if err != nil {
+				t.Fatal(err)
+			}
+			if base == (v1.Hash{}) {
+				extractLayer(t, layers[0], baseDir, baseHdrs)
+				base = d
+			} else if d != base {
+				t.Fatalf("root filesystem layer %s, but the first image's is %s: want one shared layer", d, base)
+			}
+			appDir := t.TempDir()
+			hdrs := maps.Clone(baseHdrs)
+			extractLayer(t, layers[1], appDir, hdrs)
+			checkFiles(t, c, root, appDir, hdrs, cf.Created.Time)
+			sb := mountSandbox(t, []string{baseDir, appDir}, cf.Config.Env)
+			checkUser(t, sb)
 			for _, lib := range c.libs {
 				missing := sb.ldd(t, lib)
 				if want := c.allowMissing[lib]; !sameSet(missing, want) {
@@ -187,7 +208,7 @@ func checkConfig(t *testing.T, c imageCase, img v1.Image, ann map[string]string,
 	return cf
 }
 
-func checkFiles(t *testing.T, c imageCase, root, dir string, hdrs map[string]*tar.Header, created time.Time) {
+func checkFiles(t *testing.T, c imageCase, root, appDir string, hdrs map[string]*tar.Header, created time.Time) {
 	t.Helper()
 	for _, f := range append(slices.Clone(common), c.files...) {
 		if _, ok := hdrs[f]; !ok {
@@ -207,16 +228,12 @@ func checkFiles(t *testing.T, c imageCase, root, dir string, hdrs map[string]*ta
 	if tmp := hdrs["/tmp"]; tmp == nil || tmp.Mode&0o1777 != 0o1777 {
 		t.Errorf("/tmp: %+v, want mode 1777", tmp)
 	}
-	passwd, err := os.ReadFile(filepath.Join(dir, "etc/passwd"))
-	if err != nil || !bytes.Contains(passwd, []byte(fmt.Sprintf(":%d:%d:", images.UID, images.UID))) {
-		t.Errorf("/etc/passwd has no user %d (%v)", images.UID, err)
-	}
 	for _, b := range c.bins {
 		want, err := os.ReadFile(filepath.Join(root, "bin", b))
 		if err != nil {
 			t.Fatalf("%v: run `make build` first", err)
 		}
-		got, err := os.ReadFile(filepath.Join(dir, "usr/local/bin", b))
+		got, err := os.ReadFile(filepath.Join(appDir, "usr/local/bin", b))
 		if err != nil {
 			t.Fatal(err)
 		}
@@ -294,6 +311,27 @@ func workerHelp(t *testing.T, sb *sandbox, entry []string) {
 	for _, f := range []string{"-onnxruntime-lib", "-media-port", "-data-dir"} {
 		if !bytes.Contains(out, []byte(f)) {
 			t.Errorf("worker --help in the image does not list %s:\n%s", f, out)
+		}
+	}
+}
+
+// checkUser: inside the image the process is the named non-root user, the
+// root filesystem is read-only and /tmp and the data directory are not.
+func checkUser(t *testing.T, sb *sandbox) {
+	t.Helper()
+	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+	defer cancel()
+	out, err := sb.command(ctx, "/usr/bin/id", "-un").CombinedOutput()
+	if err != nil || strings.TrimSpace(string(out)) != "avatarfleet" {
+		t.Errorf("id -un in the image: %q (%v), want avatarfleet (uid %d in /etc/passwd)", out, err, images.UID)
+	}
+	for _, c := range []struct {
+		path     string
+		writable bool
+	}{{"/probe", false}, {"/usr/local/bin/probe", false}, {"/tmp/probe", true}, {images.DataDir + "/probe", true}} {
+		out, err := sb.command(ctx, "/usr/bin/touch", c.path).CombinedOutput()
+		if (err == nil) != c.writable {
+			t.Errorf("touch %s in the image: %v %s, want writable=%v", c.path, err, out, c.writable)
 		}
 	}
 }

@@ -15,7 +15,6 @@ import (
 
 	v1 "github.com/google/go-containerregistry/pkg/v1"
 	"github.com/google/go-containerregistry/pkg/v1/layout"
-	"github.com/google/go-containerregistry/pkg/v1/mutate"
 )
 
 // repoRoot is the directory holding go.work, above the test's directory.
@@ -99,13 +98,15 @@ func verifyBlob(p string) error {
 	return nil
 }
 
-// extract unpacks img's flattened root filesystem into dir (owners kept:
-// the test runs as root) and returns each member's header by absolute path.
-func extract(t *testing.T, img v1.Image, dir string) map[string]*tar.Header {
+// extractLayer unpacks one layer into dir (owners kept: the test runs as
+// root) and adds each member's header to hdrs by absolute path.
+func extractLayer(t *testing.T, l v1.Layer, dir string, hdrs map[string]*tar.Header) {
 	t.Helper()
-	rc := mutate.Extract(img)
+	rc, err := l.Uncompressed()
+	if err != nil {
+		t.Fatal(err)
+	}
 	defer rc.Close()
-	hdrs := map[string]*tar.Header{}
 	tr := tar.NewReader(rc)
 	var dirs []*tar.Header
 	for {
@@ -114,10 +115,12 @@ func extract(t *testing.T, img v1.Image, dir string) map[string]*tar.Header {
 			break
 		}
 		if err != nil {
-			t.Fatalf("read root filesystem: %v", err)
+			t.Fatalf("read layer: %v", err)
 		}
-		name := "/" + strings.TrimSuffix(filepath.Clean("/"+h.Name), "/")
-		name = filepath.Clean(name)
+		name := filepath.Clean("/" + h.Name)
+		if strings.Contains(filepath.Base(name), ".wh.") {
+			t.Fatalf("layer has a whiteout %s: the images have none", name)
+		}
 		hdrs[name] = h
 		if err := writeMember(tr, h, dir, name); err != nil {
 			t.Fatalf("extract %s: %v", name, err)
@@ -131,7 +134,6 @@ func extract(t *testing.T, img v1.Image, dir string) map[string]*tar.Header {
 			t.Fatal(err)
 		}
 	}
-	return hdrs
 }
 
 func specialBits(mode int64) os.FileMode {

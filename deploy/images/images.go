@@ -90,73 +90,85 @@ var (
 	maxCreated = time.Date(2200, 1, 1, 0, 0, 0, 0, time.UTC)
 )
 
-// Validate checks every option and that the inputs each target needs exist.
+// OptionError is an invalid option: Field names the Options field.
+type OptionError struct {
+	Field string
+	Err   error
+}
+
+func (e *OptionError) Error() string { return e.Err.Error() }
+func (e *OptionError) Unwrap() error { return e.Err }
+
+func bad(field string, err error) error { return &OptionError{Field: field, Err: err} }
+
+// Validate checks every option and that the inputs each target needs
+// exist. Its errors are *OptionError.
 func (o Options) Validate() error {
 	if len(o.Targets) == 0 {
-		return fmt.Errorf("no target (want some of %v)", Targets)
+		return bad("Targets", fmt.Errorf("no target (want some of %v)", Targets))
 	}
 	for i, t := range o.Targets {
 		if !slices.Contains(Targets, t) {
-			return fmt.Errorf("unknown target %q (want some of %v)", t, Targets)
+			return bad("Targets", fmt.Errorf("unknown target %q (want some of %v)", t, Targets))
 		}
 		if slices.Contains(o.Targets[:i], t) {
-			return fmt.Errorf("target %q given twice", t)
+			return bad("Targets", fmt.Errorf("target %q given twice", t))
 		}
 	}
 	if o.OutDir == "" {
-		return fmt.Errorf("no output directory")
+		return bad("OutDir", fmt.Errorf("no output directory"))
 	}
 	if o.Created.Before(minCreated) || o.Created.After(maxCreated) {
-		return fmt.Errorf("creation time %s outside %d..%d", o.Created.UTC().Format(time.RFC3339), minCreated.Year(), maxCreated.Year())
+		return bad("Created", fmt.Errorf("creation time %s outside %d..%d", o.Created.UTC().Format(time.RFC3339), minCreated.Year(), maxCreated.Year()))
 	}
 	if !tagRe.MatchString(o.Version) {
-		return fmt.Errorf("version %q is not a valid image tag ([A-Za-z0-9_][A-Za-z0-9._-]{0,127})", o.Version)
+		return bad("Version", fmt.Errorf("version %q is not a valid image tag ([A-Za-z0-9_][A-Za-z0-9._-]{0,127})", o.Version))
 	}
 	if !revisionRe.MatchString(o.Revision) {
-		return fmt.Errorf("revision %q is neither a git commit (7..64 lower-case hex digits) nor \"unknown\"", o.Revision)
+		return bad("Revision", fmt.Errorf("revision %q is neither a git commit (7..64 lower-case hex digits) nor \"unknown\"", o.Revision))
 	}
 	if u, err := url.Parse(o.Source); err != nil || u.Scheme != "https" || u.Host == "" || len(o.Source) > 512 {
-		return fmt.Errorf("source %q is not an https URL (at most 512 bytes)", o.Source)
+		return bad("Source", fmt.Errorf("source %q is not an https URL (at most 512 bytes)", o.Source))
 	}
 	if err := isDir(o.RootFS, "root filesystem"); err != nil {
-		return err
+		return bad("RootFS", err)
 	}
 	for _, f := range []string{"usr/bin/ldd", "etc/passwd", "etc/ssl/certs/ca-certificates.crt", "usr/bin/espeak-ng"} {
 		if err := isFile(filepath.Join(o.RootFS, f), "root filesystem's "+f); err != nil {
-			return err
+			return bad("RootFS", err)
 		}
 	}
 	if err := isDir(o.BinDir, "binary directory"); err != nil {
-		return err
+		return bad("BinDir", err)
 	}
 	for _, t := range o.Targets {
 		for _, b := range binariesOf(t) {
 			if err := isFile(filepath.Join(o.BinDir, b), "binary "+b); err != nil {
-				return err
+				return bad("BinDir", err)
 			}
 		}
 	}
 	if slices.Contains(o.Targets, WorkerCPU) {
 		if err := isFile(o.ORTCPU, "CPU ONNX Runtime library"); err != nil {
-			return err
+			return bad("ORTCPU", err)
 		}
 	}
 	if slices.Contains(o.Targets, WorkerCUDA) {
 		if err := isDir(o.ORTCUDA, "CUDA ONNX Runtime directory"); err != nil {
-			return err
+			return bad("ORTCUDA", err)
 		}
 		for _, f := range append(slices.Clone(CUDALibs), "LICENSE") {
 			if err := isFile(filepath.Join(o.ORTCUDA, f), "CUDA ONNX Runtime "+f); err != nil {
-				return err
+				return bad("ORTCUDA", err)
 			}
 		}
 	}
 	if o.CUDALibs != "" {
 		if !slices.Contains(o.Targets, WorkerCUDA) {
-			return fmt.Errorf("CUDA libraries given but no %s target", WorkerCUDA)
+			return bad("CUDALibs", fmt.Errorf("CUDA libraries given but no %s target", WorkerCUDA))
 		}
 		if err := isDir(o.CUDALibs, "CUDA library directory"); err != nil {
-			return err
+			return bad("CUDALibs", err)
 		}
 	}
 	return nil

@@ -1,6 +1,7 @@
 package main
 
 import (
+	"errors"
 	"flag"
 	"fmt"
 	"io"
@@ -75,23 +76,23 @@ func (c Config) Options() (images.Options, error) {
 		}
 	}
 	if err := o.Validate(); err != nil {
-		return images.Options{}, fmt.Errorf("%s: %w", flagOf(err, o), err)
+		return images.Options{}, fmt.Errorf("%s: %w", flagOf(err), err)
 	}
 	return o, nil
 }
 
-// flagOf names the flag behind an options error (the library names none).
-func flagOf(err error, o images.Options) string {
-	msg := err.Error()
-	for _, m := range []struct{ needle, flag string }{
-		{"target", "--targets"}, {"output directory", "--out"}, {"creation time", "--created-epoch"},
-		{"version", "--version"}, {"revision", "--revision"}, {"source", "--source"},
-		{"root filesystem", "--rootfs"}, {"binary", "--bin"}, {"CPU ONNX Runtime", "--onnxruntime-cpu"},
-		{"CUDA ONNX Runtime", "--onnxruntime-cuda"}, {"CUDA librar", "--cuda-libs"},
-	} {
-		if strings.Contains(msg, m.needle) {
-			return m.flag
-		}
+// flags maps an images.Options field to its flag.
+var flags = map[string]string{
+	"Targets": "--targets", "OutDir": "--out", "Created": "--created-epoch", "Version": "--version",
+	"Revision": "--revision", "Source": "--source", "RootFS": "--rootfs", "BinDir": "--bin",
+	"ORTCPU": "--onnxruntime-cpu", "ORTCUDA": "--onnxruntime-cuda", "CUDALibs": "--cuda-libs",
+}
+
+// flagOf names the flag behind an options error (the library names fields).
+func flagOf(err error) string {
+	var oe *images.OptionError
+	if errors.As(err, &oe) && flags[oe.Field] != "" {
+		return flags[oe.Field]
 	}
 	return "mkimage"
 }

@@ -15,11 +15,10 @@ import (
 )
 
 // entry is one member of a layer: its header and, for a regular file, the
-// file its bytes come from (or the bytes themselves).
+// file its bytes come from.
 type entry struct {
-	hdr  tar.Header
-	src  string
-	data []byte
+	hdr tar.Header
+	src string
 }
 
 // layerSpec collects a layer's members by name; written in name order with
@@ -55,11 +54,6 @@ func (l *layerSpec) addFile(name, src string, mode int64) error {
 	}
 	l.put(&entry{hdr: tar.Header{Typeflag: tar.TypeReg, Name: name, Mode: mode, Size: st.Size()}, src: src})
 	return nil
-}
-
-// addBytes adds a regular file with the given content, owned by root.
-func (l *layerSpec) addBytes(name string, data []byte, mode int64) {
-	l.put(&entry{hdr: tar.Header{Typeflag: tar.TypeReg, Name: name, Mode: mode, Size: int64(len(data))}, data: data})
 }
 
 // addSymlink adds a symbolic link name -> target.
@@ -184,10 +178,6 @@ func (l *layerSpec) write(w io.Writer, mtime time.Time) error {
 func (e *entry) copyTo(w io.Writer) error {
 	if e.hdr.Typeflag != tar.TypeReg {
 		return nil
-	}
-	if e.src == "" {
-		_, err := w.Write(e.data)
-		return err
 	}
 	f, err := os.Open(e.src)
 	if err != nil {

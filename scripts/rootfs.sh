@@ -108,10 +108,19 @@ printf '127.0.0.1\tlocalhost\n::1\tlocalhost ip6-localhost ip6-loopback\n' >"$ro
 # The non-root user; its home is the data volume.
 echo "$IMAGE_USER:x:$IMAGE_UID:$IMAGE_UID:AvatarFleet:$DATA_DIR:/usr/sbin/nologin" >>"$root/etc/passwd"
 echo "$IMAGE_USER:x:$IMAGE_UID:" >>"$root/etc/group"
-echo "$IMAGE_USER:!:1::::::" >>"$root/etc/shadow"
+echo "$IMAGE_USER:!:::::::" >>"$root/etc/shadow"
+# The date of the last password change is the day debootstrap ran: cleared
+# (no ageing; every account is locked), so a rebuild on another day is equal.
+sed -i -E 's/^([^:]*:[^:]*):[0-9]*:/\1::/' "$root/etc/shadow"
 install -d -m 0755 -o "$IMAGE_UID" -g "$IMAGE_UID" "$root$DATA_DIR"
 chmod 1777 "$root/tmp" "$root/var/tmp"
 
 touch "$dir/.complete"
+# Roots made for other package lists or versions of this script are stale.
+for old in "$cache"/*/; do
+  old=${old%/}
+  [ "$old" = "$dir" ] && continue
+  grep -q " $old/" /proc/mounts || rm -rf "$old"
+done
 say "made $root in $(($(date +%s) - start)) s ($(du -sh "$root" | cut -f 1))"
 echo "$root"

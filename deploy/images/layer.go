@@ -105,7 +105,7 @@ func (l *layerSpec) addTree(root, prefix string) error {
 		case m.IsDir():
 			e.hdr.Typeflag = tar.TypeDir
 		case m.IsRegular():
-			key := [2]uint64{uint64(st.Dev), st.Ino} //nolint:unconvert // Dev is not uint64 everywhere
+			key := [2]uint64{uint64(st.Dev), st.Ino}
 			if first, seen := l.hardlinks[key]; seen && st.Nlink > 1 {
 				e.hdr.Typeflag, e.hdr.Linkname = tar.TypeLink, first
 				break
@@ -125,7 +125,7 @@ func (l *layerSpec) addTree(root, prefix string) error {
 			if m&fs.ModeCharDevice != 0 {
 				e.hdr.Typeflag = tar.TypeChar
 			}
-			e.hdr.Devmajor, e.hdr.Devminor = int64(major(uint64(st.Rdev))), int64(minor(uint64(st.Rdev))) //nolint:unconvert
+			e.hdr.Devmajor, e.hdr.Devminor = int64(major(uint64(st.Rdev))), int64(minor(uint64(st.Rdev)))
 		default:
 			return fmt.Errorf("walk %s: unsupported file type %s", p, m.Type())
 		}

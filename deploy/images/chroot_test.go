@@ -26,7 +26,9 @@ type sandbox struct {
 	env  []string
 }
 
-func mountSandbox(t *testing.T, layers []string, env []string) *sandbox {
+// A non-empty data is a host directory bound at the data directory (shared
+// by two sandboxes) instead of a tmpfs.
+func mountSandbox(t *testing.T, layers []string, env []string, data string) *sandbox {
 	t.Helper()
 	if os.Geteuid() != 0 {
 		t.Fatal("running an image's root filesystem needs root (chroot and mounts); CI runs `make test` as root")
@@ -58,8 +60,12 @@ func mountSandbox(t *testing.T, layers []string, env []string) *sandbox {
 	mount("tmpfs", filepath.Join(root, "tmp"), "tmpfs", syscall.MS_NOSUID|syscall.MS_NODEV, "mode=1777,size=64m")
 	// The embedded default's JetStream wants room for its 1 GiB events
 	// stream (a tmpfs only takes the pages written).
-	mount("tmpfs", filepath.Join(root, images.DataDir), "tmpfs", syscall.MS_NOSUID|syscall.MS_NODEV,
-		fmt.Sprintf("mode=0700,uid=%d,gid=%d,size=2g", images.UID, images.UID))
+	if data == "" {
+		mount("tmpfs", filepath.Join(root, images.DataDir), "tmpfs", syscall.MS_NOSUID|syscall.MS_NODEV,
+			fmt.Sprintf("mode=0700,uid=%d,gid=%d,size=2g", images.UID, images.UID))
+	} else {
+		mount(data, filepath.Join(root, images.DataDir), "", syscall.MS_BIND, "")
+	}
 	mount("proc", filepath.Join(root, "proc"), "proc", syscall.MS_NOSUID|syscall.MS_NODEV|syscall.MS_NOEXEC, "")
 	dev := filepath.Join(root, "dev")
 	mount("tmpfs", dev, "tmpfs", syscall.MS_NOSUID, "mode=0755,size=1m")

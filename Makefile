@@ -13,7 +13,7 @@ FUZZTIME ?= 10s
 # encoder link the system libopus (libopus-dev) instead of its bundled copy.
 GOTAGS ?= dynamic
 
-.PHONY: all build run test bench bench-inference models proto proto-check lint vet fuzz setup clean
+.PHONY: all build images run test bench bench-inference models proto proto-check lint vet fuzz setup clean
 
 all: build
 
@@ -26,6 +26,21 @@ build:
 	$(GO) build -tags '$(GOTAGS)' -o bin/worker ./worker/cmd/worker
 	$(GO) build -tags '$(GOTAGS)' -o bin/avatarctl ./controlplane/cmd/avatarctl
 	$(GO) build -tags '$(GOTAGS)' -o bin/avatarpack ./worker/cmd/avatarpack
+
+# Container images as OCI layout tar files in out/images/ (controlplane,
+# worker-cpu, worker-cuda), built without a container daemon on a Debian
+# root filesystem (scripts/rootfs.sh: debootstrap, needs root, cached in
+# .cache/rootfs/). See deploy/README.md "Images". Every time inside is
+# SOURCE_DATE_EPOCH (default: the last commit's date), so a rebuild of the
+# same inputs has the same digests.
+IMAGES_VERSION ?= $(shell git describe --tags --always --dirty 2>/dev/null || echo dev)
+IMAGES_REVISION ?= $(shell git rev-parse HEAD 2>/dev/null || echo unknown)
+SOURCE_DATE_EPOCH ?= $(shell git log -1 --format=%ct 2>/dev/null || echo 1767225600)
+images: setup build
+	@rootfs=$$(scripts/rootfs.sh) && ortcuda=$$(scripts/ort-cuda.sh) && \
+	$(GO) run -tags '$(GOTAGS)' ./deploy/cmd/mkimage -rootfs "$$rootfs" -bin bin -out out/images \
+		-onnxruntime-cpu .tools/onnxruntime/1.24.1/libonnxruntime.so.1 -onnxruntime-cuda "$$ortcuda" \
+		-created-epoch '$(SOURCE_DATE_EPOCH)' -version '$(IMAGES_VERSION)' -revision '$(IMAGES_REVISION)'
 
 # The embedded default: control plane (embedded etcd + NATS) and one worker.
 run: setup build
@@ -44,7 +59,7 @@ lint: setup vet
 	$(TOOLS)/staticcheck -tags '$(GOTAGS)' $(PKGS)
 
 # Every test, with the race detector, then each fuzz target for $(FUZZTIME).
-test: setup proto-check lint build
+test: setup proto-check lint build images
 	$(GO) test -tags '$(GOTAGS)' $(TESTFLAGS) $(PKGS)
 	@GOTAGS='$(GOTAGS)' scripts/fuzz.sh $(FUZZTIME)
 

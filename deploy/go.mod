@@ -3,6 +3,7 @@ module github.com/avatarfleet/avatarfleet/deploy
 go 1.26.8
 
 require (
+	github.com/google/go-containerregistry v0.22.1
 	github.com/nats-io/nats-server/v2 v2.15.2
 	go.uber.org/goleak v1.3.0
 	helm.sh/helm/v4 v4.3.2

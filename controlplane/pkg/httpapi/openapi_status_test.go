@@ -366,3 +366,28 @@ func TestOpenAPIStatusCodes(t *testing.T) {
 		}
 	}
 }
+
+// TestRoutesRegisteredThroughTheTable: every route goes through register,
+// so Routes (and with it TestOpenAPIRoutes) sees it: no other function of
+// the package adds a handler to the mux itself.
+func TestRoutesRegisteredThroughTheTable(t *testing.T) {
+	src := readSource(t)
+	for name, fds := range src.funcs {
+		for _, fd := range fds {
+			ast.Inspect(fd, func(n ast.Node) bool {
+				c, ok := n.(*ast.CallExpr)
+				if !ok {
+					return true
+				}
+				sel, ok := c.Fun.(*ast.SelectorExpr)
+				if !ok || (sel.Sel.Name != "Handle" && sel.Sel.Name != "HandleFunc") {
+					return true
+				}
+				if x, ok := sel.X.(*ast.SelectorExpr); ok && x.Sel.Name == "mux" && name != "register" {
+					t.Errorf("%s adds a handler to the mux directly: use register, so the route table holds it", name)
+				}
+				return true
+			})
+		}
+	}
+}

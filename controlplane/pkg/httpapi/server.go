@@ -1,5 +1,6 @@
 // Package httpapi is the control plane's public HTTP surface: the REST API
-// (/v1), server-sent events, health and readiness probes, and /metrics. It
+// (/v1), server-sent events, health and readiness probes, /metrics, and the
+// API's OpenAPI 3.1 description (/openapi.json, openapi.json here). It
 // validates every input, authenticates with API keys, and turns the session
 // manager's outcomes into the documented status codes; it holds no state.
 package httpapi

@@ -1,5 +1,6 @@
 // Package httpapi is the control plane's public HTTP surface: the REST API
-// (/v1), server-sent events, health and readiness probes, and /metrics. It
+// (/v1), server-sent events, health and readiness probes, /metrics, and the
+// API's OpenAPI 3.1 description (/openapi.json, openapi.json here). It
 // validates every input, authenticates with API keys, and turns the session
 // manager's outcomes into the documented status codes; it holds no state.
 package httpapi
@@ -68,6 +69,9 @@ type API struct {
 	signaling *signalingMetrics
 	// limits are this replica's per-key rate buckets and stream counts.
 	limits *keyLimiter
+	// patterns is the route table: every pattern registered on mux, in
+	// registration order (Routes; the OpenAPI test walks it).
+	patterns []string
 }
 
 // New builds the API handler.
@@ -116,19 +120,32 @@ func (a *API) routes() {
 	a.handle("POST /v1/workers/{id}/drain", admin, a.drainWorker)
 	a.handle("POST /v1/workers/{id}/undrain", admin, a.undrainWorker)
 	a.signalingRoutes()
-	a.mux.Handle("GET /v1/events", a.instrument("GET /v1/events", a.authenticated(sess, a.events)))
-	a.mux.Handle("GET /v1/sessions/{id}/events", a.instrument("GET /v1/sessions/{id}/events", a.sessionEventsHandler()))
+	a.register("GET /v1/events", a.instrument("GET /v1/events", a.authenticated(sess, a.events)))
+	a.register("GET /v1/sessions/{id}/events", a.instrument("GET /v1/sessions/{id}/events", a.sessionEventsHandler()))
 
-	a.mux.HandleFunc("GET /healthz", func(w http.ResponseWriter, _ *http.Request) {
+	a.register("GET /healthz", http.HandlerFunc(func(w http.ResponseWriter, _ *http.Request) {
 		writeJSON(w, http.StatusOK, map[string]string{"status": "ok"})
-	})
-	a.mux.HandleFunc("GET /readyz", a.readyz)
+	}))
+	a.register("GET /readyz", http.HandlerFunc(a.readyz))
 	if a.opts.Gatherer != nil {
-		a.mux.Handle("GET /metrics", promhttp.HandlerFor(a.opts.Gatherer, promhttp.HandlerOpts{}))
+		a.register("GET /metrics", promhttp.HandlerFor(a.opts.Gatherer, promhttp.HandlerOpts{}))
 	}
-	a.mux.HandleFunc("GET /{$}", a.index)
-	a.mux.HandleFunc("GET /demo/{file}", a.demoAsset)
-	a.mux.HandleFunc("GET /"+clientScript, a.client)
+	a.register("GET /openapi.json", http.HandlerFunc(serveOpenAPI))
+	a.register("GET /{$}", http.HandlerFunc(a.index))
+	a.register("GET /demo/{file}", http.HandlerFunc(a.demoAsset))
+	a.register("GET /"+clientScript, http.HandlerFunc(a.client))
+}
+
+// register adds a route to the mux and to the route table.
+func (a *API) register(pattern string, h http.Handler) {
+	a.mux.Handle(pattern, h)
+	a.patterns = append(a.patterns, pattern)
+}
+
+// Routes is the route table: every "METHOD /path" pattern the API serves,
+// in registration order. The OpenAPI spec (/openapi.json) documents each.
+func (a *API) Routes() []string {
+	return append([]string(nil), a.patterns...)
 }
 
 // handlerFunc is a route handler that returns its error instead of writing it.
@@ -146,7 +163,7 @@ func (a *API) handleBody(pattern, scope string, maxBody int64, h handlerFunc) {
 	if maxBody > 0 {
 		timeout += a.opts.BodyTimeout + time.Duration(maxBody/a.opts.BodyMinRate)*time.Second
 	}
-	a.mux.Handle(pattern, a.instrument(pattern, a.withTimeout(timeout, a.authenticated(scope, h))))
+	a.register(pattern, a.instrument(pattern, a.withTimeout(timeout, a.authenticated(scope, h))))
 }
 
 func (a *API) withTimeout(timeout time.Duration, next http.Handler) http.Handler {

@@ -96,7 +96,7 @@ func (a *API) signalingRoutes() {
 			return errorf(http.StatusMethodNotAllowed, apiv1.CodeMethodNotAllowed,
 				"trickle ICE and ICE restarts are not supported: the answer carries every candidate; to reconnect, DELETE and POST a new offer")
 		})
-		a.mux.Handle("OPTIONS "+endpoint, a.instrument("OPTIONS "+endpoint, http.HandlerFunc(func(w http.ResponseWriter, _ *http.Request) {
+		a.register("OPTIONS "+endpoint, a.instrument("OPTIONS "+endpoint, http.HandlerFunc(func(w http.ResponseWriter, _ *http.Request) {
 			w.Header().Set("Accept-Post", "application/sdp")
 			w.Header().Set("Allow", "OPTIONS, POST")
 			w.WriteHeader(http.StatusNoContent)
@@ -107,7 +107,7 @@ func (a *API) signalingRoutes() {
 // signal registers a signaling route: instrumented, time-bounded, its
 // errors written as the API's envelope and counted by result.
 func (a *API) signal(pattern, proto, op string, h func(w http.ResponseWriter, r *http.Request) error) {
-	a.mux.Handle(pattern, a.instrument(pattern, a.withTimeout(a.opts.RequestTimeout, http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+	a.register(pattern, a.instrument(pattern, a.withTimeout(a.opts.RequestTimeout, http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		err := h(w, r)
 		if err != nil {
 			err = mapSignalingError(err)

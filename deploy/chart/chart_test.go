@@ -26,11 +26,13 @@ type valueSet struct {
 	serviceMonitor bool
 	inChartStores  bool
 	initContainer  bool
+	cudaLibraries  string // node directory mounted at /opt/cuda/lib, or ""
 }
 
 var valueSets = []valueSet{
 	{file: "default-values.yaml", workers: 2, gpus: 1, drainSeconds: 300, hostNetwork: true},
-	{file: "gpu-cluster-values.yaml", workers: 8, gpus: 2, drainSeconds: 900, hostNetwork: true, serviceMonitor: true},
+	{file: "gpu-cluster-values.yaml", workers: 8, gpus: 2, drainSeconds: 900, hostNetwork: true, serviceMonitor: true,
+		cudaLibraries: "/usr/local/cuda-13/lib64"},
 	{file: "in-chart-stores-values.yaml", workers: 3, gpus: 1, drainSeconds: 120, hostNetwork: true, inChartStores: true},
 	{file: "referenced-secrets-values.yaml", workers: 2, gpus: 1, drainSeconds: 60, hostNetwork: false, initContainer: true},
 }
@@ -178,6 +180,7 @@ func checkWorker(t *testing.T, vs valueSet, objs []Object, flags map[string]bool
 		t.Errorf("hostNetwork with dnsPolicy %q: cluster names would not resolve", ps.DNSPolicy)
 	}
 	c := container(ps, "worker")
+	checkCUDALibraries(t, vs, ps, c)
 	if c == nil {
 		t.Fatal("no worker container")
 	}
@@ -306,5 +309,40 @@ func checkControlPlane(t *testing.T, objs []Object, flags map[string]bool) {
 	}
 	if !cpu {
 		t.Error("HPA does not scale on CPU")
+	}
+}
+
+// checkCUDALibraries: the node's CUDA libraries, when a value set names
+// them, reach the worker read-only at /opt/cuda/lib (the CUDA image's
+// LD_LIBRARY_PATH), from a hostPath that must be a directory; otherwise no
+// such volume exists.
+func checkCUDALibraries(t *testing.T, vs valueSet, ps *corev1.PodSpec, c *corev1.Container) {
+	t.Helper()
+	var vol *corev1.Volume
+	for i := range ps.Volumes {
+		if ps.Volumes[i].Name == "cuda-libraries" {
+			vol = &ps.Volumes[i]
+		}
+	}
+	var mount *corev1.VolumeMount
+	if c != nil {
+		for i := range c.VolumeMounts {
+			if c.VolumeMounts[i].MountPath == "/opt/cuda/lib" {
+				mount = &c.VolumeMounts[i]
+			}
+		}
+	}
+	if vs.cudaLibraries == "" {
+		if vol != nil || mount != nil {
+			t.Errorf("CUDA libraries mounted though no hostPath is set")
+		}
+		return
+	}
+	if vol == nil || vol.HostPath == nil || vol.HostPath.Path != vs.cudaLibraries ||
+		vol.HostPath.Type == nil || *vol.HostPath.Type != corev1.HostPathDirectory {
+		t.Errorf("cuda-libraries volume %+v, want hostPath directory %s", vol, vs.cudaLibraries)
+	}
+	if mount == nil || mount.Name != "cuda-libraries" || !mount.ReadOnly {
+		t.Errorf("worker mount at /opt/cuda/lib %+v, want cuda-libraries read-only", mount)
 	}
 }

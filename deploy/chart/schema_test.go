@@ -37,6 +37,7 @@ func TestSchemaRejectsBadValues(t *testing.T) {
 		{"no slots", set("worker.slotsPerGPU", 0), "slotsPerGPU"},
 		{"gpus word", set("worker.gpus", "two"), "gpus"},
 		{"no GPU asked", set("worker.gpusPerNode", 0), "gpusPerNode"},
+		{"relative CUDA library path", set("worker.cudaLibraries.hostPath", "usr/lib"), "hostPath"},
 		{"plaintext NATS", set("nats.url", "nats://nats:4222"), "url"},
 		{"plaintext etcd", set("etcd.endpoints", []any{"http://etcd:2379"}), "endpoints"},
 		{"unknown value", set("worker.replicaz", 3), "replicaz"},

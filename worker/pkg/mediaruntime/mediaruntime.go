@@ -27,6 +27,7 @@ import (
 	fleetv1 "github.com/avatarfleet/avatarfleet/proto/fleet/v1"
 	"github.com/avatarfleet/avatarfleet/worker/pkg/avatar"
 	"github.com/avatarfleet/avatarfleet/worker/pkg/inference"
+	"github.com/avatarfleet/avatarfleet/worker/pkg/lipsync"
 	"github.com/avatarfleet/avatarfleet/worker/pkg/pipeline"
 	"github.com/avatarfleet/avatarfleet/worker/pkg/runtime"
 	"github.com/avatarfleet/avatarfleet/worker/pkg/tts"
@@ -36,8 +37,15 @@ import (
 type Config struct {
 	// Devices are the worker's GPUs and their slots.
 	Devices []*fleetv1.GPU
-	// Model is the lip-sync model (required).
+	// Model is the ONNX lip-sync model; every session gets its own
+	// context of it (lipsync.NewONNX) on its device. Required unless
+	// OpenModel is set.
 	Model *inference.Model
+	// OpenModel, if set, makes a session's lip-sync model for a GPU in
+	// place of Model, Device and IntraOpThreads: the one place another
+	// model (a cross-session batcher, a test double) plugs in. The pools
+	// prewarm and reuse what it returns as they do ONNX contexts.
+	OpenModel func(gpu uint32) (lipsync.Model, error)
 	// Device maps a GPU index to the inference device; nil runs every
 	// session on the CPU.
 	Device func(gpu uint32) inference.Device
@@ -111,8 +119,8 @@ var _ runtime.Runtime = (*Runtime)(nil)
 
 // New prewarms the inference pools and returns a Runtime.
 func New(cfg Config) (*Runtime, error) {
-	if cfg.Model == nil || cfg.Avatar == nil || cfg.Media == nil {
-		return nil, errors.New("mediaruntime: Model, Avatar and Media are required")
+	if (cfg.Model == nil && cfg.OpenModel == nil) || cfg.Avatar == nil || cfg.Media == nil {
+		return nil, errors.New("mediaruntime: Model (or OpenModel), Avatar and Media are required")
 	}
 	if cfg.Logger == nil {
 		cfg.Logger = slog.New(slog.DiscardHandler)
@@ -133,12 +141,8 @@ func New(cfg Config) (*Runtime, error) {
 		ended: make(chan runtime.Ended, endedBuffer), speaking: make(chan runtime.Speaking, cfg.SpeakingBuffer),
 		done: make(chan struct{})}
 	for _, d := range cfg.Devices {
-		dev := inference.CPU()
-		if cfg.Device != nil {
-			dev = cfg.Device(d.GetIndex())
-		}
-		opts := inference.ContextOptions{Batch: 1, IntraOpThreads: max(cfg.IntraOpThreads, 1), Device: dev}
-		p, err := newPool(cfg.Model, opts, min(cfg.Prewarm, int(d.GetSlots())), int(d.GetSlots()))
+		open, what := r.opener(d.GetIndex())
+		p, err := newPool(open, what, min(cfg.Prewarm, int(d.GetSlots())), int(d.GetSlots()))
 		if err != nil {
 			return nil, errors.Join(fmt.Errorf("mediaruntime: GPU %d: %w", d.GetIndex(), err), r.closePools())
 		}
@@ -150,6 +154,20 @@ func New(cfg Config) (*Runtime, error) {
 }
 
 func (r *Runtime) now() time.Time { return r.cfg.Now() }
+
+// opener is how the pool of GPU gpu makes a model (Config.OpenModel, or an
+// ONNX context of Config.Model), and the device's name for errors.
+func (r *Runtime) opener(gpu uint32) (func() (lipsync.Model, error), string) {
+	if open := r.cfg.OpenModel; open != nil {
+		return func() (lipsync.Model, error) { return open(gpu) }, fmt.Sprintf("GPU %d", gpu)
+	}
+	dev := inference.CPU()
+	if r.cfg.Device != nil {
+		dev = r.cfg.Device(gpu)
+	}
+	opts := inference.ContextOptions{Batch: 1, IntraOpThreads: max(r.cfg.IntraOpThreads, 1), Device: dev}
+	return func() (lipsync.Model, error) { return lipsync.NewONNX(r.cfg.Model, opts) }, dev.String()
+}
 
 // Start implements runtime.Runtime. The slot is reserved first and the
 // pipeline built outside the lock (a pool miss creates an inference
@@ -247,7 +265,7 @@ func (r *Runtime) build(sess *fleetv1.Session) (*session, error) {
 		r.closeMedia(s)
 		return nil, err
 	}
-	opt := pipeline.Options{Avatar: pack, Inference: ic, ReleaseInference: pl.put, TTS: r.cfg.TTS,
+	opt := pipeline.Options{Avatar: pack, Model: ic, ReleaseModel: pl.put, TTS: r.cfg.TTS,
 		Voice: sess.GetVoice(), Sink: r.metrics.timeFirstFrame(media, sess.GetGpu(), begun), Logger: r.log.With("session", sess.GetId()),
 		ObserveInference: r.metrics.observer(sess.GetGpu()), OnEvent: r.onSpeaking(sess), Budget: r.budget}
 	opt.ObserveEncode, opt.ObserveLate, opt.ObserveSynthesis = r.metrics.observers(sess.GetGpu())

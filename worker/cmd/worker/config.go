@@ -98,7 +98,7 @@ func (c *Config) AddFlags(fs *flag.FlagSet) {
 	fs.BoolVar(&c.NoDrainMigration, "no-drain-migration", false, "on SIGTERM, let sessions end here instead of asking the control plane to move them to workers with free slots")
 	fs.StringVar(&c.EtcdPrefix, "etcd-prefix", fleetstore.DefaultPrefix, "etcd key prefix of the fleet")
 	fs.StringVar(&c.ONNXRuntimeLib, "onnxruntime-lib", "", "ONNX Runtime shared library (default: scripts/setup.sh's under .tools, else the system's)")
-	fs.StringVar(&c.TTS, "tts", ttsEspeak, "speech synthesis: espeak (local espeak-ng) or http (OpenAI-compatible /v1/audio/speech; key from "+ttsAPIKeyEnv+")")
+	fs.StringVar(&c.TTS, "tts", ttsEspeak, "speech synthesis engine: "+ttsEngines().Describe()+" (a server engine's API key from "+ttsAPIKeyEnv+")")
 	fs.StringVar(&c.TTSURL, "tts-url", "", "base URL of the --tts http server")
 	fs.StringVar(&c.TTSModel, "tts-model", "", "model name sent to the --tts http server (default: the engine's)")
 	fs.StringVar(&c.TTSVoice, "tts-voice", "", "default TTS voice (default: the engine's)")
@@ -288,25 +288,12 @@ func (c Config) resolve() (*config, error) {
 // maxIntraOpThreads bounds --intra-op-threads.
 const maxIntraOpThreads = 64
 
-// setTTS checks the --tts flags.
+// setTTS checks the --tts flags against the engine they select (by name,
+// through the TTS registry).
 func (m *mediaConfig) setTTS(engine, baseURL, model, voice, key string) error {
-	switch engine {
-	case ttsEspeak:
-		if baseURL != "" || model != "" {
-			return usagef("--tts-url and --tts-model are for --tts http")
-		}
-	case ttsHTTP:
-		u, err := url.Parse(baseURL)
-		if baseURL == "" || err != nil || (u.Scheme != "http" && u.Scheme != "https") || u.Host == "" {
-			return usagef("--tts http needs --tts-url http(s)://host[:port] (got %q)", baseURL)
-		}
-	default:
-		return usagef("--tts %q: want espeak or http", engine)
-	}
-	if voice != "" {
-		if err := tts.CheckVoice(voice); err != nil {
-			return usagef("--tts-voice: %v", err)
-		}
+	opts := tts.EngineOptions{URL: baseURL, Model: model, Voice: voice, APIKey: key}
+	if err := ttsEngines().Check(engine, opts); err != nil {
+		return usagef("--tts %q (with --tts-url %q, --tts-model %q, --tts-voice %q): %v", engine, baseURL, model, voice, err)
 	}
 	m.tts, m.ttsURL, m.ttsModel, m.ttsVoice, m.ttsKey = engine, baseURL, model, voice, key
 	return nil

@@ -28,6 +28,7 @@ import (
 	"github.com/avatarfleet/avatarfleet/worker/pkg/avatar"
 	"github.com/avatarfleet/avatarfleet/worker/pkg/inference"
 	"github.com/avatarfleet/avatarfleet/worker/pkg/lipsync"
+	"github.com/avatarfleet/avatarfleet/worker/pkg/lipsync/batch"
 	"github.com/avatarfleet/avatarfleet/worker/pkg/pipeline"
 	"github.com/avatarfleet/avatarfleet/worker/pkg/runtime"
 	"github.com/avatarfleet/avatarfleet/worker/pkg/tts"
@@ -51,6 +52,15 @@ type Config struct {
 	Device func(gpu uint32) inference.Device
 	// IntraOpThreads per inference context; 0 means 1.
 	IntraOpThreads int
+	// BatchSessions, above 1, runs the sessions of each GPU through one
+	// cross-session batching executor (package lipsync/batch) that runs up
+	// to that many frames in one call of Model, instead of a context per
+	// session; 0 or 1 gives each session its own context. Ignored when
+	// OpenModel is set.
+	BatchSessions int
+	// BatchDelay bounds how long a frame waits for its batch to fill; 0
+	// means batch.DefaultMaxDelay.
+	BatchDelay time.Duration
 	// Prewarm is the number of inference contexts made per GPU up front
 	// (at most its slots); contexts are pooled up to the GPU's slots.
 	Prewarm int
@@ -89,8 +99,9 @@ type Config struct {
 type Runtime struct {
 	cfg   Config
 	log   *slog.Logger
-	slots map[uint32]uint32
-	pools map[uint32]*pool
+	slots    map[uint32]uint32
+	pools    map[uint32]*pool
+	batchers map[uint32]*batch.Executor // by GPU, with BatchSessions
 
 	mu       sync.Mutex
 	sessions map[string]*session
@@ -134,14 +145,17 @@ func New(cfg Config) (*Runtime, error) {
 	if cfg.LifetimeClock == nil {
 		cfg.LifetimeClock = pipeline.RealClock{}
 	}
-	r := &Runtime{cfg: cfg, log: cfg.Logger, slots: map[uint32]uint32{}, pools: map[uint32]*pool{},
+	r := &Runtime{cfg: cfg, log: cfg.Logger, slots: map[uint32]uint32{}, pools: map[uint32]*pool{}, batchers: map[uint32]*batch.Executor{},
 		sessions: map[string]*session{}, starting: map[string]chan struct{}{}, bySlot: map[[2]uint32]string{},
 		lifeClock: cfg.LifetimeClock, metrics: newMetrics(),
 		budget: pipeline.NewBudget(cfg.InputBudget), heapLimit: cfg.HeapLimit, heap: liveHeap,
 		ended: make(chan runtime.Ended, endedBuffer), speaking: make(chan runtime.Speaking, cfg.SpeakingBuffer),
 		done: make(chan struct{})}
 	for _, d := range cfg.Devices {
-		open, what := r.opener(d.GetIndex())
+		open, what, err := r.opener(d.GetIndex())
+		if err != nil {
+			return nil, errors.Join(fmt.Errorf("mediaruntime: GPU %d: %w", d.GetIndex(), err), r.closePools())
+		}
 		p, err := newPool(open, what, min(cfg.Prewarm, int(d.GetSlots())), int(d.GetSlots()))
 		if err != nil {
 			return nil, errors.Join(fmt.Errorf("mediaruntime: GPU %d: %w", d.GetIndex(), err), r.closePools())
@@ -155,18 +169,32 @@ func New(cfg Config) (*Runtime, error) {
 
 func (r *Runtime) now() time.Time { return r.cfg.Now() }
 
-// opener is how the pool of GPU gpu makes a model (Config.OpenModel, or an
-// ONNX context of Config.Model), and the device's name for errors.
-func (r *Runtime) opener(gpu uint32) (func() (lipsync.Model, error), string) {
+// opener is how the pool of GPU gpu makes a model (Config.OpenModel, a
+// handle on the GPU's batching executor, or an ONNX context of
+// Config.Model), and the device's name for errors.
+func (r *Runtime) opener(gpu uint32) (func() (lipsync.Model, error), string, error) {
 	if open := r.cfg.OpenModel; open != nil {
-		return func() (lipsync.Model, error) { return open(gpu) }, fmt.Sprintf("GPU %d", gpu)
+		return func() (lipsync.Model, error) { return open(gpu) }, fmt.Sprintf("GPU %d", gpu), nil
 	}
 	dev := inference.CPU()
 	if r.cfg.Device != nil {
 		dev = r.cfg.Device(gpu)
 	}
 	opts := inference.ContextOptions{Batch: 1, IntraOpThreads: max(r.cfg.IntraOpThreads, 1), Device: dev}
-	return func() (lipsync.Model, error) { return lipsync.NewONNX(r.cfg.Model, opts) }, dev.String()
+	if r.cfg.BatchSessions <= 1 {
+		return func() (lipsync.Model, error) { return lipsync.NewONNX(r.cfg.Model, opts) }, dev.String(), nil
+	}
+	e, err := batch.New(batch.Options{MaxBatch: r.cfg.BatchSessions, MaxDelay: r.cfg.BatchDelay,
+		Open: func(n int) (lipsync.Model, error) {
+			o := opts
+			o.Batch = n
+			return lipsync.NewONNX(r.cfg.Model, o)
+		}})
+	if err != nil {
+		return nil, "", fmt.Errorf("batching executor on %s: %w", dev, err)
+	}
+	r.batchers[gpu] = e
+	return func() (lipsync.Model, error) { return e.Session(), nil }, dev.String() + " (batched)", nil
 }
 
 // Start implements runtime.Runtime. The slot is reserved first and the

@@ -116,3 +116,76 @@ ended:
 		}
 	}
 }
+
+// TestBatchSessions runs two speaking sessions of the real default model
+// through one GPU's batching executor (Config.BatchSessions): both render
+// their frames, and Close stops the executor (goleak, TestMain).
+func TestBatchSessions(t *testing.T) {
+	pack, err := defaultPack()
+	if err != nil {
+		t.Fatal(err)
+	}
+	var mu sync.Mutex
+	clocks := map[string]*pipeline.ManualClock{}
+	r, err := New(Config{
+		Devices:       []*fleetv1.GPU{{Index: 0, Slots: 2}},
+		Model:         newModel(t),
+		BatchSessions: 4,
+		BatchDelay:    2 * time.Millisecond,
+		Prewarm:       2,
+		Avatar:        func(string) (*avatar.Pack, error) { return pack, nil },
+		Media:         func(*fleetv1.Session, MediaHooks) (Media, error) { return &sink{}, nil },
+		Clock: func(s *fleetv1.Session) pipeline.Clock {
+			mu.Lock()
+			defer mu.Unlock()
+			clocks[s.GetId()] = pipeline.NewManualClock()
+			return clocks[s.GetId()]
+		},
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(r.batchers) != 1 {
+		t.Fatalf("%d batching executors, want 1", len(r.batchers))
+	}
+	ctx := context.Background()
+	tone := make([]float32, pipeline.SampleRate/2)
+	for i := range tone {
+		tone[i] = float32(0.3 * math.Sin(2*math.Pi*220*float64(i)/pipeline.SampleRate))
+	}
+	ids := []string{"a", "b"}
+	for i, id := range ids {
+		if err := r.Start(ctx, &fleetv1.Session{Id: id, Gpu: 0, Slot: uint32(i)}); err != nil {
+			t.Fatal(err)
+		}
+		if err := r.PushAudio(ctx, id, wav.Encode16(tone, pipeline.SampleRate), false); err != nil {
+			t.Fatal(err)
+		}
+	}
+	const ticks = pipeline.LatencyTicks + 8
+	for range ticks {
+		for _, id := range ids {
+			select {
+			case clocks[id].Ticks() <- time.Time{}:
+			case e := <-r.Ended():
+				t.Fatalf("session ended: %+v", e)
+			case <-time.After(10 * time.Second):
+				t.Fatalf("session %s took no tick", id)
+			}
+		}
+	}
+	for _, id := range ids {
+		deadline := time.Now().Add(10 * time.Second)
+		st, err := r.Stats(id)
+		for err == nil && st.Frames < ticks && time.Now().Before(deadline) {
+			time.Sleep(time.Millisecond)
+			st, err = r.Stats(id)
+		}
+		if err != nil || st.Frames != ticks || st.Inferred == 0 {
+			t.Errorf("session %s: %+v, %v; want %d frames, some inferred", id, st, err, ticks)
+		}
+	}
+	if err := r.Close(ctx); err != nil {
+		t.Fatal(err)
+	}
+}

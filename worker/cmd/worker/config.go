@@ -20,6 +20,7 @@ import (
 	"github.com/avatarfleet/avatarfleet/sfu"
 	"github.com/avatarfleet/avatarfleet/worker/pkg/agent"
 	"github.com/avatarfleet/avatarfleet/worker/pkg/devices"
+	"github.com/avatarfleet/avatarfleet/worker/pkg/lipsync/batch"
 	"github.com/avatarfleet/avatarfleet/worker/pkg/mediaruntime"
 	"github.com/avatarfleet/avatarfleet/worker/pkg/tts"
 )
@@ -59,6 +60,8 @@ type Config struct {
 	TTSVoice         string
 	Prewarm          int
 	IntraOpThreads   int
+	BatchSessions    int
+	BatchDelay       time.Duration
 	MetricsListen    string
 	// MemoryLimit is the soft memory limit: "auto", "off" or a size.
 	MemoryLimit string
@@ -104,6 +107,8 @@ func (c *Config) AddFlags(fs *flag.FlagSet) {
 	fs.StringVar(&c.TTSVoice, "tts-voice", "", "default TTS voice (default: the engine's)")
 	fs.IntVar(&c.Prewarm, "prewarm", prewarmSlots, "inference contexts made per GPU at start (-1: as many as its slots)")
 	fs.IntVar(&c.IntraOpThreads, "intra-op-threads", 1, "ONNX Runtime intra-op threads per session")
+	fs.IntVar(&c.BatchSessions, "batch-sessions", 0, "run each GPU's sessions through one cross-session batching executor, up to this many frames per model call (0: a context per session)")
+	fs.DurationVar(&c.BatchDelay, "batch-delay", batch.DefaultMaxDelay, "with --batch-sessions, the longest a frame waits for its batch to fill (0..40ms)")
 	fs.StringVar(&c.MetricsListen, "metrics-listen", DefaultMetricsListen, "Prometheus /metrics listen address, plain HTTP (empty: disabled)")
 	fs.StringVar(&c.MemoryLimit, "memory-limit", "auto", "soft memory limit of the process: auto (80% of the cgroup's or the machine's memory), off, or a size like 4GiB; sessions' queued input may take a quarter of it, and past it the greediest session is shed")
 	fs.StringVar(&c.DataDir, "data-dir", ".avatarfleet", "data directory; without --fleet-* files the worker issues itself a certificate from the development CA in <data-dir>/pki (development only)")
@@ -237,7 +242,14 @@ func (c Config) resolve() (*config, error) {
 		return nil, usagef("--memory-limit: %v", err)
 	}
 	out.media.onnxLib, out.media.model, out.media.avatars = c.ONNXRuntimeLib, c.Model, c.Avatars
+	if c.BatchSessions < 0 || c.BatchSessions > maxBatchSessions {
+		return nil, usagef("--batch-sessions %d: want 0..%d", c.BatchSessions, maxBatchSessions)
+	}
+	if c.BatchDelay < 0 || c.BatchDelay > maxBatchDelay {
+		return nil, usagef("--batch-delay %v: want 0..%v", c.BatchDelay, maxBatchDelay)
+	}
 	out.media.prewarm, out.media.intraOpThreads = c.Prewarm, c.IntraOpThreads
+	out.media.batchSessions, out.media.batchDelay = c.BatchSessions, c.BatchDelay
 	if c.LeaseTTL < agent.MinLeaseTTL || c.LeaseTTL > agent.MaxLeaseTTL {
 		return nil, usagef("--lease-ttl %s: want %s..%s", c.LeaseTTL, agent.MinLeaseTTL, agent.MaxLeaseTTL)
 	}
@@ -287,6 +299,13 @@ func (c Config) resolve() (*config, error) {
 
 // maxIntraOpThreads bounds --intra-op-threads.
 const maxIntraOpThreads = 64
+
+// maxBatchSessions and maxBatchDelay bound --batch-sessions and
+// --batch-delay (a frame's whole budget is 40 ms).
+const (
+	maxBatchSessions = 256
+	maxBatchDelay    = 40 * time.Millisecond
+)
 
 // setTTS checks the --tts flags against the engine they select (by name,
 // through the TTS registry).

@@ -5,6 +5,7 @@ import (
 	"fmt"
 	"log/slog"
 	"slices"
+	"time"
 
 	fleetv1 "github.com/avatarfleet/avatarfleet/proto/fleet/v1"
 	"github.com/avatarfleet/avatarfleet/worker/pkg/avatar"
@@ -38,6 +39,8 @@ type mediaConfig struct {
 	tts, ttsURL, ttsModel, ttsVoice string
 	ttsKey                          string
 	prewarm, intraOpThreads         int
+	batchSessions                   int
+	batchDelay                      time.Duration
 	memoryLimit                     int64 // bytes; 0: none
 }
 
@@ -108,6 +111,8 @@ func (e *engine) newRuntime(devs []*fleetv1.GPU, log *slog.Logger) (runtime.Runt
 		Devices:        devs,
 		Model:          e.model,
 		IntraOpThreads: e.cfg.intraOpThreads,
+		BatchSessions:  e.cfg.batchSessions,
+		BatchDelay:     e.cfg.batchDelay,
 		Prewarm:        e.cfg.prewarm,
 		Avatar:         e.avatars.Get,
 		TTS:            e.tts,

@@ -97,8 +97,8 @@ type Config struct {
 
 // Runtime runs one pipeline per session.
 type Runtime struct {
-	cfg   Config
-	log   *slog.Logger
+	cfg      Config
+	log      *slog.Logger
 	slots    map[uint32]uint32
 	pools    map[uint32]*pool
 	batchers map[uint32]*batch.Executor // by GPU, with BatchSessions

@@ -110,7 +110,9 @@ func (e *Executor) Shape() lipsync.Shape { return e.shape }
 
 // Session returns a new session's handle. Closing it does not close the
 // Executor.
-func (e *Executor) Session() lipsync.Model { return &session{e: e, req: request{res: make(chan error, 1)}} }
+func (e *Executor) Session() lipsync.Model {
+	return &session{e: e, req: request{res: make(chan error, 1)}}
+}
 
 // Close stops the batcher, fails the frames still queued with ErrClosed,
 // and closes the shared models. It is idempotent.

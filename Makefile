@@ -85,6 +85,7 @@ bench: setup build
 		./worker/pkg/facedetect ./worker/pkg/avatar ./worker/pkg/pipeline
 	$(GO) test -tags '$(GOTAGS)' -run '^$$' -bench . -benchmem -timeout 10m ./worker/pkg/mediaruntime \
 		-args -concurrent.duration=$(BENCH_CONCURRENT)
+	$(GO) test -tags '$(GOTAGS)' -run '^$$' -bench Sessions -benchtime 1x -timeout 10m ./worker/pkg/lipsync/batch
 	$(GO) test -tags '$(GOTAGS)' -run '^$$' -bench Fanout -benchtime 75x -timeout 10m ./sfu/
 
 # Generated ONNX models (default lip-sync model and the Wav2Lip-shaped
@@ -95,6 +96,7 @@ models:
 # Per-frame inference cost on the CPU, one intra-op thread (needs setup's ONNX Runtime).
 bench-inference: setup
 	$(GO) test -tags '$(GOTAGS)' -run '^$$' -bench . -timeout 30m ./worker/pkg/inference
+	$(GO) test -tags '$(GOTAGS)' -run '^$$' -bench RunBatch -timeout 30m ./worker/pkg/lipsync/batch
 
 clean:
 	rm -rf bin

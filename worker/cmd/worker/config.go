@@ -20,6 +20,7 @@ import (
 	"github.com/avatarfleet/avatarfleet/sfu"
 	"github.com/avatarfleet/avatarfleet/worker/pkg/agent"
 	"github.com/avatarfleet/avatarfleet/worker/pkg/devices"
+	"github.com/avatarfleet/avatarfleet/worker/pkg/lipsync/batch"
 	"github.com/avatarfleet/avatarfleet/worker/pkg/mediaruntime"
 	"github.com/avatarfleet/avatarfleet/worker/pkg/tts"
 )
@@ -59,6 +60,8 @@ type Config struct {
 	TTSVoice         string
 	Prewarm          int
 	IntraOpThreads   int
+	BatchSessions    int
+	BatchDelay       time.Duration
 	MetricsListen    string
 	// MemoryLimit is the soft memory limit: "auto", "off" or a size.
 	MemoryLimit string
@@ -98,12 +101,14 @@ func (c *Config) AddFlags(fs *flag.FlagSet) {
 	fs.BoolVar(&c.NoDrainMigration, "no-drain-migration", false, "on SIGTERM, let sessions end here instead of asking the control plane to move them to workers with free slots")
 	fs.StringVar(&c.EtcdPrefix, "etcd-prefix", fleetstore.DefaultPrefix, "etcd key prefix of the fleet")
 	fs.StringVar(&c.ONNXRuntimeLib, "onnxruntime-lib", "", "ONNX Runtime shared library (default: scripts/setup.sh's under .tools, else the system's)")
-	fs.StringVar(&c.TTS, "tts", ttsEspeak, "speech synthesis: espeak (local espeak-ng) or http (OpenAI-compatible /v1/audio/speech; key from "+ttsAPIKeyEnv+")")
+	fs.StringVar(&c.TTS, "tts", ttsEspeak, "speech synthesis engine: "+ttsEngines().Describe()+" (a server engine's API key from "+ttsAPIKeyEnv+")")
 	fs.StringVar(&c.TTSURL, "tts-url", "", "base URL of the --tts http server")
 	fs.StringVar(&c.TTSModel, "tts-model", "", "model name sent to the --tts http server (default: the engine's)")
 	fs.StringVar(&c.TTSVoice, "tts-voice", "", "default TTS voice (default: the engine's)")
 	fs.IntVar(&c.Prewarm, "prewarm", prewarmSlots, "inference contexts made per GPU at start (-1: as many as its slots)")
 	fs.IntVar(&c.IntraOpThreads, "intra-op-threads", 1, "ONNX Runtime intra-op threads per session")
+	fs.IntVar(&c.BatchSessions, "batch-sessions", 0, "run each GPU's sessions through one cross-session batching executor, up to this many frames per model call (0: a context per session)")
+	fs.DurationVar(&c.BatchDelay, "batch-delay", batch.DefaultMaxDelay, "with --batch-sessions, the longest a frame waits for its batch to fill (0..40ms)")
 	fs.StringVar(&c.MetricsListen, "metrics-listen", DefaultMetricsListen, "Prometheus /metrics listen address, plain HTTP (empty: disabled)")
 	fs.StringVar(&c.MemoryLimit, "memory-limit", "auto", "soft memory limit of the process: auto (80% of the cgroup's or the machine's memory), off, or a size like 4GiB; sessions' queued input may take a quarter of it, and past it the greediest session is shed")
 	fs.StringVar(&c.DataDir, "data-dir", ".avatarfleet", "data directory; without --fleet-* files the worker issues itself a certificate from the development CA in <data-dir>/pki (development only)")
@@ -237,7 +242,14 @@ func (c Config) resolve() (*config, error) {
 		return nil, usagef("--memory-limit: %v", err)
 	}
 	out.media.onnxLib, out.media.model, out.media.avatars = c.ONNXRuntimeLib, c.Model, c.Avatars
+	if c.BatchSessions < 0 || c.BatchSessions > maxBatchSessions {
+		return nil, usagef("--batch-sessions %d: want 0..%d", c.BatchSessions, maxBatchSessions)
+	}
+	if c.BatchDelay < 0 || c.BatchDelay > maxBatchDelay {
+		return nil, usagef("--batch-delay %v: want 0..%v", c.BatchDelay, maxBatchDelay)
+	}
 	out.media.prewarm, out.media.intraOpThreads = c.Prewarm, c.IntraOpThreads
+	out.media.batchSessions, out.media.batchDelay = c.BatchSessions, c.BatchDelay
 	if c.LeaseTTL < agent.MinLeaseTTL || c.LeaseTTL > agent.MaxLeaseTTL {
 		return nil, usagef("--lease-ttl %s: want %s..%s", c.LeaseTTL, agent.MinLeaseTTL, agent.MaxLeaseTTL)
 	}
@@ -288,25 +300,19 @@ func (c Config) resolve() (*config, error) {
 // maxIntraOpThreads bounds --intra-op-threads.
 const maxIntraOpThreads = 64
 
-// setTTS checks the --tts flags.
+// maxBatchSessions and maxBatchDelay bound --batch-sessions and
+// --batch-delay (a frame's whole budget is 40 ms).
+const (
+	maxBatchSessions = 256
+	maxBatchDelay    = 40 * time.Millisecond
+)
+
+// setTTS checks the --tts flags against the engine they select (by name,
+// through the TTS registry).
 func (m *mediaConfig) setTTS(engine, baseURL, model, voice, key string) error {
-	switch engine {
-	case ttsEspeak:
-		if baseURL != "" || model != "" {
-			return usagef("--tts-url and --tts-model are for --tts http")
-		}
-	case ttsHTTP:
-		u, err := url.Parse(baseURL)
-		if baseURL == "" || err != nil || (u.Scheme != "http" && u.Scheme != "https") || u.Host == "" {
-			return usagef("--tts http needs --tts-url http(s)://host[:port] (got %q)", baseURL)
-		}
-	default:
-		return usagef("--tts %q: want espeak or http", engine)
-	}
-	if voice != "" {
-		if err := tts.CheckVoice(voice); err != nil {
-			return usagef("--tts-voice: %v", err)
-		}
+	opts := tts.EngineOptions{URL: baseURL, Model: model, Voice: voice, APIKey: key}
+	if err := ttsEngines().Check(engine, opts); err != nil {
+		return usagef("--tts %q (with --tts-url %q, --tts-model %q, --tts-voice %q): %v", engine, baseURL, model, voice, err)
 	}
 	m.tts, m.ttsURL, m.ttsModel, m.ttsVoice, m.ttsKey = engine, baseURL, model, voice, key
 	return nil

@@ -143,6 +143,10 @@ func TestParseConfigRejects(t *testing.T) {
 		{name: "prewarm", args: []string{"--prewarm", "-2"}},
 		{name: "prewarm too many", args: []string{"--prewarm", "1000"}},
 		{name: "intra-op threads", args: []string{"--intra-op-threads", "0"}},
+		{name: "batch sessions negative", args: []string{"--batch-sessions", "-1"}},
+		{name: "batch sessions too many", args: []string{"--batch-sessions", "257"}},
+		{name: "batch delay negative", args: []string{"--batch-delay", "-1ms"}},
+		{name: "batch delay past a frame", args: []string{"--batch-delay", "41ms"}},
 		{name: "metrics listen", args: []string{"--metrics-listen", "9091"}},
 		{name: "media listen ip", args: []string{"--media-listen-ip", "eth0"}},
 		{name: "max viewers zero", args: []string{"--max-viewers", "0"}},
@@ -177,17 +181,18 @@ func TestParseConfigMedia(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	if m := c.media; m.tts != ttsEspeak || m.prewarm != prewarmSlots || m.intraOpThreads != 1 || m.onnxLib != "" || m.model != "" || c.opts.MetricsListen != "127.0.0.1:9091" {
+	if m := c.media; m.tts != ttsEspeak || m.prewarm != prewarmSlots || m.intraOpThreads != 1 || m.onnxLib != "" || m.model != "" || c.opts.MetricsListen != "127.0.0.1:9091" ||
+		m.batchSessions != 0 || m.batchDelay != 4*time.Millisecond {
 		t.Errorf("media defaults %+v, metrics %q", m, c.opts.MetricsListen)
 	}
 	c, err = parseConfig([]string{"--tts", "http", "--tts-url", "https://tts.example:8443", "--tts-model", "m1", "--tts-voice", "alloy",
-		"--prewarm", "0", "--intra-op-threads", "4", "--metrics-listen", ""},
+		"--prewarm", "0", "--intra-op-threads", "4", "--metrics-listen", "", "--batch-sessions", "16", "--batch-delay", "2ms"},
 		env(map[string]string{"AVATARFLEET_TTS_API_KEY": "sk-1"}), host("n"), io.Discard)
 	if err != nil {
 		t.Fatal(err)
 	}
 	if m := c.media; m.tts != ttsHTTP || m.ttsURL != "https://tts.example:8443" || m.ttsModel != "m1" || m.ttsVoice != "alloy" || m.ttsKey != "sk-1" ||
-		m.prewarm != 0 || m.intraOpThreads != 4 || c.opts.MetricsListen != "" {
+		m.prewarm != 0 || m.intraOpThreads != 4 || c.opts.MetricsListen != "" || m.batchSessions != 16 || m.batchDelay != 2*time.Millisecond {
 		t.Errorf("media flags %+v, metrics %q", m, c.opts.MetricsListen)
 	}
 }

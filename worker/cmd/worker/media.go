@@ -5,6 +5,7 @@ import (
 	"fmt"
 	"log/slog"
 	"slices"
+	"time"
 
 	fleetv1 "github.com/avatarfleet/avatarfleet/proto/fleet/v1"
 	"github.com/avatarfleet/avatarfleet/worker/pkg/avatar"
@@ -17,9 +18,13 @@ import (
 
 // Names of --tts.
 const (
-	ttsEspeak = "espeak"
-	ttsHTTP   = "http"
+	ttsEspeak = tts.EngineEspeak
+	ttsHTTP   = tts.EngineHTTP
 )
+
+// ttsEngines are the engines --tts selects by name. Adding one means adding
+// its spec here (tts.EngineSpec), not a flag.
+func ttsEngines() *tts.Registry { return tts.Builtin() }
 
 // ttsAPIKeyEnv holds the HTTP TTS engine's API key (never a flag: flags
 // show up in process listings).
@@ -34,6 +39,8 @@ type mediaConfig struct {
 	tts, ttsURL, ttsModel, ttsVoice string
 	ttsKey                          string
 	prewarm, intraOpThreads         int
+	batchSessions                   int
+	batchDelay                      time.Duration
 	memoryLimit                     int64 // bytes; 0: none
 }
 
@@ -87,19 +94,9 @@ func openEngine(ctx context.Context, mc mediaConfig, log *slog.Logger) (_ *engin
 	for _, p := range e.avatars.Problems() {
 		log.Warn("avatar pack skipped", "err", p)
 	}
-	switch mc.tts {
-	case ttsHTTP:
-		h, herr := tts.NewHTTP(tts.HTTPOptions{BaseURL: mc.ttsURL, Model: mc.ttsModel, Voice: mc.ttsVoice, APIKey: mc.ttsKey})
-		if herr != nil {
-			return nil, usagef("--tts http: %v", herr)
-		}
-		e.tts = h
-	default:
-		es, eerr := tts.NewEspeak(ctx, tts.EspeakOptions{DefaultVoice: mc.ttsVoice})
-		if eerr != nil {
-			return nil, fmt.Errorf("--tts espeak: %w (run scripts/setup.sh, or use --tts http)", eerr)
-		}
-		e.tts = es
+	e.tts, err = ttsEngines().New(ctx, mc.tts, tts.EngineOptions{URL: mc.ttsURL, Model: mc.ttsModel, Voice: mc.ttsVoice, APIKey: mc.ttsKey})
+	if err != nil {
+		return nil, fmt.Errorf("--tts %s: %w (for espeak-ng run scripts/setup.sh, or choose another engine: %s)", mc.tts, err, ttsEngines().Describe())
 	}
 	log.Info("media engine ready", "onnxruntime", e.ort.Library(), "onnxruntime_version", e.ort.Version(),
 		"model", e.model.Name(), "face_size", e.model.Size(), "avatars", e.avatars.Names(), "tts", mc.tts)
@@ -114,6 +111,8 @@ func (e *engine) newRuntime(devs []*fleetv1.GPU, log *slog.Logger) (runtime.Runt
 		Devices:        devs,
 		Model:          e.model,
 		IntraOpThreads: e.cfg.intraOpThreads,
+		BatchSessions:  e.cfg.batchSessions,
+		BatchDelay:     e.cfg.batchDelay,
 		Prewarm:        e.cfg.prewarm,
 		Avatar:         e.avatars.Get,
 		TTS:            e.tts,

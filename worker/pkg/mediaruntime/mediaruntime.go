@@ -27,6 +27,8 @@ import (
 	fleetv1 "github.com/avatarfleet/avatarfleet/proto/fleet/v1"
 	"github.com/avatarfleet/avatarfleet/worker/pkg/avatar"
 	"github.com/avatarfleet/avatarfleet/worker/pkg/inference"
+	"github.com/avatarfleet/avatarfleet/worker/pkg/lipsync"
+	"github.com/avatarfleet/avatarfleet/worker/pkg/lipsync/batch"
 	"github.com/avatarfleet/avatarfleet/worker/pkg/pipeline"
 	"github.com/avatarfleet/avatarfleet/worker/pkg/runtime"
 	"github.com/avatarfleet/avatarfleet/worker/pkg/tts"
@@ -36,13 +38,29 @@ import (
 type Config struct {
 	// Devices are the worker's GPUs and their slots.
 	Devices []*fleetv1.GPU
-	// Model is the lip-sync model (required).
+	// Model is the ONNX lip-sync model; every session gets its own
+	// context of it (lipsync.NewONNX) on its device. Required unless
+	// OpenModel is set.
 	Model *inference.Model
+	// OpenModel, if set, makes a session's lip-sync model for a GPU in
+	// place of Model, Device and IntraOpThreads: the one place another
+	// model (a cross-session batcher, a test double) plugs in. The pools
+	// prewarm and reuse what it returns as they do ONNX contexts.
+	OpenModel func(gpu uint32) (lipsync.Model, error)
 	// Device maps a GPU index to the inference device; nil runs every
 	// session on the CPU.
 	Device func(gpu uint32) inference.Device
 	// IntraOpThreads per inference context; 0 means 1.
 	IntraOpThreads int
+	// BatchSessions, above 1, runs the sessions of each GPU through one
+	// cross-session batching executor (package lipsync/batch) that runs up
+	// to that many frames in one call of Model, instead of a context per
+	// session; 0 or 1 gives each session its own context. Ignored when
+	// OpenModel is set.
+	BatchSessions int
+	// BatchDelay bounds how long a frame waits for its batch to fill; 0
+	// means batch.DefaultMaxDelay.
+	BatchDelay time.Duration
 	// Prewarm is the number of inference contexts made per GPU up front
 	// (at most its slots); contexts are pooled up to the GPU's slots.
 	Prewarm int
@@ -79,10 +97,11 @@ type Config struct {
 
 // Runtime runs one pipeline per session.
 type Runtime struct {
-	cfg   Config
-	log   *slog.Logger
-	slots map[uint32]uint32
-	pools map[uint32]*pool
+	cfg      Config
+	log      *slog.Logger
+	slots    map[uint32]uint32
+	pools    map[uint32]*pool
+	batchers map[uint32]*batch.Executor // by GPU, with BatchSessions
 
 	mu       sync.Mutex
 	sessions map[string]*session
@@ -111,8 +130,8 @@ var _ runtime.Runtime = (*Runtime)(nil)
 
 // New prewarms the inference pools and returns a Runtime.
 func New(cfg Config) (*Runtime, error) {
-	if cfg.Model == nil || cfg.Avatar == nil || cfg.Media == nil {
-		return nil, errors.New("mediaruntime: Model, Avatar and Media are required")
+	if (cfg.Model == nil && cfg.OpenModel == nil) || cfg.Avatar == nil || cfg.Media == nil {
+		return nil, errors.New("mediaruntime: Model (or OpenModel), Avatar and Media are required")
 	}
 	if cfg.Logger == nil {
 		cfg.Logger = slog.New(slog.DiscardHandler)
@@ -126,19 +145,18 @@ func New(cfg Config) (*Runtime, error) {
 	if cfg.LifetimeClock == nil {
 		cfg.LifetimeClock = pipeline.RealClock{}
 	}
-	r := &Runtime{cfg: cfg, log: cfg.Logger, slots: map[uint32]uint32{}, pools: map[uint32]*pool{},
+	r := &Runtime{cfg: cfg, log: cfg.Logger, slots: map[uint32]uint32{}, pools: map[uint32]*pool{}, batchers: map[uint32]*batch.Executor{},
 		sessions: map[string]*session{}, starting: map[string]chan struct{}{}, bySlot: map[[2]uint32]string{},
 		lifeClock: cfg.LifetimeClock, metrics: newMetrics(),
 		budget: pipeline.NewBudget(cfg.InputBudget), heapLimit: cfg.HeapLimit, heap: liveHeap,
 		ended: make(chan runtime.Ended, endedBuffer), speaking: make(chan runtime.Speaking, cfg.SpeakingBuffer),
 		done: make(chan struct{})}
 	for _, d := range cfg.Devices {
-		dev := inference.CPU()
-		if cfg.Device != nil {
-			dev = cfg.Device(d.GetIndex())
+		open, what, err := r.opener(d.GetIndex())
+		if err != nil {
+			return nil, errors.Join(fmt.Errorf("mediaruntime: GPU %d: %w", d.GetIndex(), err), r.closePools())
 		}
-		opts := inference.ContextOptions{Batch: 1, IntraOpThreads: max(cfg.IntraOpThreads, 1), Device: dev}
-		p, err := newPool(cfg.Model, opts, min(cfg.Prewarm, int(d.GetSlots())), int(d.GetSlots()))
+		p, err := newPool(open, what, min(cfg.Prewarm, int(d.GetSlots())), int(d.GetSlots()))
 		if err != nil {
 			return nil, errors.Join(fmt.Errorf("mediaruntime: GPU %d: %w", d.GetIndex(), err), r.closePools())
 		}
@@ -150,6 +168,34 @@ func New(cfg Config) (*Runtime, error) {
 }
 
 func (r *Runtime) now() time.Time { return r.cfg.Now() }
+
+// opener is how the pool of GPU gpu makes a model (Config.OpenModel, a
+// handle on the GPU's batching executor, or an ONNX context of
+// Config.Model), and the device's name for errors.
+func (r *Runtime) opener(gpu uint32) (func() (lipsync.Model, error), string, error) {
+	if open := r.cfg.OpenModel; open != nil {
+		return func() (lipsync.Model, error) { return open(gpu) }, fmt.Sprintf("GPU %d", gpu), nil
+	}
+	dev := inference.CPU()
+	if r.cfg.Device != nil {
+		dev = r.cfg.Device(gpu)
+	}
+	opts := inference.ContextOptions{Batch: 1, IntraOpThreads: max(r.cfg.IntraOpThreads, 1), Device: dev}
+	if r.cfg.BatchSessions <= 1 {
+		return func() (lipsync.Model, error) { return lipsync.NewONNX(r.cfg.Model, opts) }, dev.String(), nil
+	}
+	e, err := batch.New(batch.Options{MaxBatch: r.cfg.BatchSessions, MaxDelay: r.cfg.BatchDelay,
+		Open: func(n int) (lipsync.Model, error) {
+			o := opts
+			o.Batch = n
+			return lipsync.NewONNX(r.cfg.Model, o)
+		}})
+	if err != nil {
+		return nil, "", fmt.Errorf("batching executor on %s: %w", dev, err)
+	}
+	r.batchers[gpu] = e
+	return func() (lipsync.Model, error) { return e.Session(), nil }, dev.String() + " (batched)", nil
+}
 
 // Start implements runtime.Runtime. The slot is reserved first and the
 // pipeline built outside the lock (a pool miss creates an inference
@@ -247,7 +293,7 @@ func (r *Runtime) build(sess *fleetv1.Session) (*session, error) {
 		r.closeMedia(s)
 		return nil, err
 	}
-	opt := pipeline.Options{Avatar: pack, Inference: ic, ReleaseInference: pl.put, TTS: r.cfg.TTS,
+	opt := pipeline.Options{Avatar: pack, Model: ic, ReleaseModel: pl.put, TTS: r.cfg.TTS,
 		Voice: sess.GetVoice(), Sink: r.metrics.timeFirstFrame(media, sess.GetGpu(), begun), Logger: r.log.With("session", sess.GetId()),
 		ObserveInference: r.metrics.observer(sess.GetGpu()), OnEvent: r.onSpeaking(sess), Budget: r.budget}
 	opt.ObserveEncode, opt.ObserveLate, opt.ObserveSynthesis = r.metrics.observers(sess.GetGpu())

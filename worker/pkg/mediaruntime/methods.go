@@ -198,5 +198,10 @@ func (r *Runtime) closePools() error {
 			errs = append(errs, fmt.Errorf("mediaruntime: GPU %d contexts: %w", gpu, err))
 		}
 	}
+	for gpu, e := range r.batchers { // after the pools: their handles are closed
+		if err := e.Close(); err != nil {
+			errs = append(errs, fmt.Errorf("mediaruntime: GPU %d batching executor: %w", gpu, err))
+		}
+	}
 	return errors.Join(errs...)
 }

@@ -6,37 +6,37 @@ import (
 	"sync"
 	"sync/atomic"
 
-	"github.com/avatarfleet/avatarfleet/worker/pkg/inference"
+	"github.com/avatarfleet/avatarfleet/worker/pkg/lipsync"
 )
 
-// pool keeps prewarmed inference contexts of one device, so a session start
-// does not pay for creating an ONNX Runtime session.
+// pool keeps prewarmed lip-sync models of one device, so a session start
+// does not pay for creating one (an ONNX Runtime session, say).
 type pool struct {
-	model   *inference.Model
-	opts    inference.ContextOptions
+	open    func() (lipsync.Model, error)
+	what    string // the device, for errors
 	mu      sync.Mutex
-	free    []*inference.Context
+	free    []lipsync.Model
 	max     int
 	stopped bool
-	// created counts the contexts made (prewarmed or on a miss).
+	// created counts the models made (prewarmed or on a miss).
 	created atomic.Uint64
 }
 
-func newPool(m *inference.Model, opts inference.ContextOptions, warm, max int) (*pool, error) {
-	p := &pool{model: m, opts: opts, max: max}
+func newPool(open func() (lipsync.Model, error), what string, warm, max int) (*pool, error) {
+	p := &pool{open: open, what: what, max: max}
 	for range warm {
 		p.created.Add(1)
-		c, err := m.NewContext(opts)
+		c, err := open()
 		if err != nil {
-			return nil, errors.Join(fmt.Errorf("prewarm on %v: %w", opts.Device, err), p.close())
+			return nil, errors.Join(fmt.Errorf("prewarm on %s: %w", what, err), p.close())
 		}
 		p.free = append(p.free, c)
 	}
 	return p, nil
 }
 
-// get takes a prewarmed context or makes one.
-func (p *pool) get() (*inference.Context, error) {
+// get takes a prewarmed model or makes one.
+func (p *pool) get() (lipsync.Model, error) {
 	p.mu.Lock()
 	if n := len(p.free); n > 0 {
 		c := p.free[n-1]
@@ -46,16 +46,16 @@ func (p *pool) get() (*inference.Context, error) {
 	}
 	p.mu.Unlock()
 	p.created.Add(1)
-	c, err := p.model.NewContext(p.opts)
+	c, err := p.open()
 	if err != nil {
-		return nil, fmt.Errorf("inference context on %v: %w", p.opts.Device, err)
+		return nil, fmt.Errorf("lip-sync model on %s: %w", p.what, err)
 	}
 	return c, nil
 }
 
-// put gives a context back; beyond the pool's size (or after close) it is
+// put gives a model back; beyond the pool's size (or after close) it is
 // closed.
-func (p *pool) put(c *inference.Context) {
+func (p *pool) put(c lipsync.Model) {
 	p.mu.Lock()
 	if !p.stopped && len(p.free) < p.max {
 		p.free = append(p.free, c)

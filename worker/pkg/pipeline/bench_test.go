@@ -8,6 +8,7 @@ import (
 
 	"github.com/avatarfleet/avatarfleet/proto/wav"
 	"github.com/avatarfleet/avatarfleet/worker/pkg/inference"
+	"github.com/avatarfleet/avatarfleet/worker/pkg/lipsync"
 )
 
 // discard is a Sink that drops everything.
@@ -19,11 +20,11 @@ func (discard) WriteAudio(Sample) error { return nil }
 // newStepper builds a pipeline that is stepped by hand (no Run).
 func newStepper(tb testing.TB, e *env, sink Sink) *Pipeline {
 	tb.Helper()
-	c, err := e.model.NewContext(inference.ContextOptions{Batch: 1, IntraOpThreads: 1})
+	c, err := lipsync.NewONNX(e.model, inference.ContextOptions{Batch: 1, IntraOpThreads: 1})
 	if err != nil {
 		tb.Fatal(err)
 	}
-	p, err := New(Options{Avatar: e.pack, Inference: c, TTS: e.tts, Sink: sink})
+	p, err := New(Options{Avatar: e.pack, Model: c, TTS: e.tts, Sink: sink})
 	if err != nil {
 		_ = c.Close()
 		tb.Fatal(err)

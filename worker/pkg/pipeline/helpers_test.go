@@ -16,6 +16,7 @@ import (
 	"github.com/avatarfleet/avatarfleet/worker/pkg/avatar"
 	"github.com/avatarfleet/avatarfleet/worker/pkg/frame"
 	"github.com/avatarfleet/avatarfleet/worker/pkg/inference"
+	"github.com/avatarfleet/avatarfleet/worker/pkg/lipsync"
 	"github.com/avatarfleet/avatarfleet/worker/pkg/onnxgen"
 	"github.com/avatarfleet/avatarfleet/worker/pkg/tts"
 )
@@ -103,12 +104,12 @@ type harness struct {
 
 func (e *env) start(t testing.TB, tweak func(*Options)) *harness {
 	t.Helper()
-	c, err := e.model.NewContext(inference.ContextOptions{Batch: 1, IntraOpThreads: 1})
+	c, err := lipsync.NewONNX(e.model, inference.ContextOptions{Batch: 1, IntraOpThreads: 1})
 	if err != nil {
 		t.Fatal(err)
 	}
 	h := &harness{sink: &recorder{}, clock: NewManualClock(), done: make(chan error, 1)}
-	opt := Options{Avatar: e.pack, Inference: c, TTS: e.tts, Sink: h.sink, Clock: h.clock,
+	opt := Options{Avatar: e.pack, Model: c, TTS: e.tts, Sink: h.sink, Clock: h.clock,
 		OnEvent: func(ev Event) { h.mu.Lock(); h.events = append(h.events, ev); h.mu.Unlock() }}
 	if tweak != nil {
 		tweak(&opt)

@@ -11,6 +11,7 @@ import (
 	"golang.org/x/sync/errgroup"
 
 	"github.com/avatarfleet/avatarfleet/worker/pkg/frame"
+	"github.com/avatarfleet/avatarfleet/worker/pkg/lipsync"
 	"github.com/avatarfleet/avatarfleet/worker/pkg/melspec"
 )
 
@@ -39,6 +40,9 @@ type mediaState struct {
 	melWin [melspec.WindowSize]float32
 	face   []float32
 	out    []float32
+	// batch is the one frame each model run takes: melWin, face and out.
+	batch  [1]lipsync.Frame
+	ctx    context.Context // Run's, for the model's runs
 	canvas *frame.I420
 
 	pcm []float32 // scratch for one tick's samples
@@ -55,8 +59,11 @@ type mediaState struct {
 }
 
 func (m *mediaState) init(p *Pipeline, w, h int) error {
-	m.face = make([]float32, p.opt.Inference.FaceLen())
-	m.out = make([]float32, p.opt.Inference.OutLen())
+	sh := p.opt.Model.Shape()
+	m.face = make([]float32, sh.FaceLen())
+	m.out = make([]float32, sh.OutLen())
+	m.batch[0] = lipsync.Frame{Mel: m.melWin[:], Face: m.face, Out: m.out}
+	m.ctx = context.Background()
 	m.mel = make([]melspec.Frame, 0, (melKeep+2)*melspec.FramesPerSecond)
 	m.pcm = make([]float32, TickSamples)
 	c, err := frame.New(w, h)
@@ -95,6 +102,7 @@ func guard(what string, f func() error) (err error) {
 const maxCatchUp = LatencyTicks
 
 func (p *Pipeline) mediaLoop(ctx context.Context) error {
+	p.media.ctx = ctx
 	t := p.opt.Clock.NewTicker(FrameDuration)
 	defer t.Stop()
 	var t0 time.Time
@@ -125,6 +133,9 @@ func (p *Pipeline) mediaLoop(ctx context.Context) error {
 		}
 		for range steps {
 			if err := p.step(); err != nil {
+				if ctx.Err() != nil {
+					return nil // stopped mid-tick: the model saw ctx end
+				}
 				return err
 			}
 		}
@@ -196,7 +207,7 @@ func (p *Pipeline) video(v int64, ts time.Duration) error {
 			return fmt.Errorf("pipeline: crop frame %d: %w", v, err)
 		}
 		start := time.Now()
-		if err := p.opt.Inference.Run(m.melWin[:], m.face, m.out); err != nil {
+		if err := p.opt.Model.Run(m.ctx, m.batch[:]); err != nil {
 			return fmt.Errorf("pipeline: frame %d: %w", v, err)
 		}
 		if obs := p.opt.ObserveInference; obs != nil {

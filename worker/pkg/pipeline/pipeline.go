@@ -27,7 +27,7 @@ import (
 	"github.com/avatarfleet/avatarfleet/worker/pkg/avatar"
 	"github.com/avatarfleet/avatarfleet/worker/pkg/codec"
 	"github.com/avatarfleet/avatarfleet/worker/pkg/composite"
-	"github.com/avatarfleet/avatarfleet/worker/pkg/inference"
+	"github.com/avatarfleet/avatarfleet/worker/pkg/lipsync"
 	"github.com/avatarfleet/avatarfleet/worker/pkg/melspec"
 	"github.com/avatarfleet/avatarfleet/worker/pkg/tts"
 )
@@ -140,13 +140,13 @@ type Event struct {
 type Options struct {
 	// Avatar is the avatar pack (required).
 	Avatar *avatar.Pack
-	// Inference is the lip-sync model context, batch 1 (required). The
-	// pipeline uses it from its media goroutine only; Close hands it to
-	// ReleaseInference.
-	Inference *inference.Context
-	// ReleaseInference gives the context back (to a pool, say); nil means
-	// Close closes it.
-	ReleaseInference func(*inference.Context)
+	// Model is the lip-sync model (required): the pipeline runs it one
+	// frame at a time from its media goroutine, and its look-ahead must fit
+	// in LatencyTicks. Close hands it to ReleaseModel.
+	Model lipsync.Model
+	// ReleaseModel gives the model back (to a pool, say); nil means Close
+	// closes it.
+	ReleaseModel func(lipsync.Model)
 	// TTS speaks Speak's text; nil makes Speak fail.
 	TTS tts.Synthesizer
 	// Voice is the TTS voice ("" for the engine's default).
@@ -215,11 +215,12 @@ type Pipeline struct {
 
 // New checks opt and builds the encoders; the pipeline runs with Run.
 func New(opt Options) (*Pipeline, error) {
-	if opt.Avatar == nil || opt.Inference == nil || opt.Sink == nil {
-		return nil, fmt.Errorf("%w: Avatar, Inference and Sink are required", ErrConfig)
+	if opt.Avatar == nil || opt.Model == nil || opt.Sink == nil {
+		return nil, fmt.Errorf("%w: Avatar, Model and Sink are required", ErrConfig)
 	}
-	if opt.Inference.Batch() != 1 {
-		return nil, fmt.Errorf("%w: inference batch %d, want 1", ErrConfig, opt.Inference.Batch())
+	if sh := opt.Model.Shape(); sh.MaxBatch < 1 || sh.FaceSize < 1 || sh.LookAhead < 0 || sh.LookAhead > LatencyTicks {
+		return nil, fmt.Errorf("%w: model shape %+v: want a batch and a face size of at least 1, and a look-ahead of 0..%d frames",
+			ErrConfig, sh, LatencyTicks)
 	}
 	if opt.Clock == nil {
 		opt.Clock = RealClock{}
@@ -252,7 +253,7 @@ func New(opt Options) (*Pipeline, error) {
 // build makes the compositors (one per distinct face box), the encoders and
 // the resampler.
 func (p *Pipeline) build() error {
-	pack, size := p.opt.Avatar, p.opt.Inference.Size()
+	pack, size := p.opt.Avatar, p.opt.Model.Shape().FaceSize
 	p.comps = make(map[image.Rectangle]*composite.Compositor)
 	for i := range pack.Len() {
 		box := pack.Box(i)
@@ -280,17 +281,17 @@ func (p *Pipeline) build() error {
 	return p.media.init(p, pack.Width(), pack.Height())
 }
 
-// Close releases the encoders and the inference context. Call it after Run
-// has returned; it is idempotent.
+// Close releases the encoders and the model. Call it after Run has
+// returned; it is idempotent.
 func (p *Pipeline) Close() error {
 	p.input.close()
 	err := p.closeEncoders()
-	if c := p.opt.Inference; c != nil {
-		p.opt.Inference = nil
-		if p.opt.ReleaseInference != nil {
-			p.opt.ReleaseInference(c)
+	if c := p.opt.Model; c != nil {
+		p.opt.Model = nil
+		if p.opt.ReleaseModel != nil {
+			p.opt.ReleaseModel(c)
 		} else if cerr := c.Close(); cerr != nil {
-			err = errors.Join(err, fmt.Errorf("pipeline: close inference: %w", cerr))
+			err = errors.Join(err, fmt.Errorf("pipeline: close model: %w", cerr))
 		}
 	}
 	return err

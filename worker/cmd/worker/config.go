@@ -48,7 +48,7 @@ type Config struct {
 	SlotsPerGPU      int
 	// SlotsAuto is --slots-per-gpu auto: measure each device at start
 	// (SlotsPerGPU is then 0).
-	SlotsAuto bool
+	SlotsAuto        bool
 	Model            string
 	Avatars          string
 	LeaseTTL         time.Duration

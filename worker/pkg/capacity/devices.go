@@ -38,7 +38,9 @@ type Target struct {
 }
 
 // Apply measures each device (targetOf names how) and sets its Slots and
-// Capacity. It changes nothing unless every device succeeds.
+// Capacity. Devices inferring on the CPU (the CPU device, or GPUs without
+// a CUDA provider) split the host's threads between them. It changes
+// nothing unless every device succeeds.
 func Apply(ctx context.Context, devs []*fleetv1.GPU, targetOf func(*fleetv1.GPU) Target, cfg Config) error {
 	if cfg.PipelineCPUMS == 0 {
 		cfg.PipelineCPUMS = DefaultPipelineCPUMS
@@ -49,16 +51,22 @@ func Apply(ctx context.Context, devs []*fleetv1.GPU, targetOf func(*fleetv1.GPU)
 	if len(devs) == 0 {
 		return errors.New("capacity: no devices")
 	}
-	gpus := 0
-	for _, d := range devs {
-		if !d.GetCpu() {
+	// Devices that infer on the CPU share the host's threads; GPUs share
+	// it for the rest of their sessions' pipelines.
+	targets := make([]Target, len(devs))
+	onCPU, gpus := 0, 0
+	for i, d := range devs {
+		targets[i] = targetOf(d)
+		if targets[i].CPU {
+			onCPU++
+		} else {
 			gpus++
 		}
 	}
 	caps := make([]*fleetv1.Capacity, len(devs))
 	slots := make([]uint32, len(devs))
 	for i, d := range devs {
-		t := targetOf(d)
+		t := targets[i]
 		m, err := Measure(ctx, t.Opener, cfg.Measure)
 		if err != nil {
 			return fmt.Errorf("device %d (%s): %w", d.GetIndex(), t.Device, err)
@@ -68,7 +76,9 @@ func Apply(ctx context.Context, devs []*fleetv1.GPU, targetOf func(*fleetv1.GPU)
 			PipelineCPUMS: cfg.PipelineCPUMS, Utilisation: cfg.Utilisation, Cap: cfg.Cap,
 			MemoryBytes: 0, SessionBytes: 0, // per-session device memory is not measured yet
 		}
-		if !t.CPU {
+		if t.CPU {
+			in.Cores = max(1, cfg.Cores/onCPU)
+		} else {
 			in.GPUs = gpus
 		}
 		res, err := Slots(in)

@@ -172,6 +172,38 @@ type GPU struct {
 	Name  string `json:"name"`
 	Slots uint32 `json:"slots"`
 	Used  uint32 `json:"used"`
+	// Capacity is how Slots was measured (worker --slots-per-gpu auto);
+	// absent when it was configured.
+	Capacity *Capacity `json:"capacity,omitempty"`
+}
+
+// Capacity is a device's timing of the worker's lip-sync model and the
+// rule that turned it into its slot count.
+type Capacity struct {
+	MeasuredAt time.Time `json:"measured_at"`
+	// TookMS is how long the measurement ran.
+	TookMS float64 `json:"took_ms"`
+	// Device is where the model ran: "cpu" or "gpu<index>".
+	Device  string        `json:"device"`
+	Timings []BatchTiming `json:"timings"`
+	// Batch is the batch size whose cost the rule used.
+	Batch uint32 `json:"batch"`
+	// Utilisation is the planned share of each 40 ms frame.
+	Utilisation float64 `json:"utilisation"`
+	// CPUThreads is the host's CPU threads the rule counted.
+	CPUThreads uint32 `json:"cpu_threads"`
+	// PipelineCPUMS is the CPU per session and frame outside inference.
+	PipelineCPUMS float64 `json:"pipeline_cpu_ms"`
+	// Bound is the limit that decided: inference, cpu, memory, cap, min.
+	Bound string `json:"bound"`
+	// Rule is the formula with its numbers.
+	Rule string `json:"rule"`
+}
+
+// BatchTiming is the cost of one batched inference call.
+type BatchTiming struct {
+	Batch      uint32  `json:"batch"`
+	MSPerFrame float64 `json:"ms_per_frame"`
 }
 
 // Worker is one worker of the fleet.

@@ -50,11 +50,16 @@ func formatTime(t *time.Time) string {
 	return t.UTC().Format(time.RFC3339)
 }
 
-// formatGPUs prints a worker's GPUs as "index:used/slots", space-separated.
+// formatGPUs prints a worker's GPUs as "index:used/slots", space-separated,
+// with "(auto)" after a slot count the worker measured.
 func formatGPUs(gpus []apiv1.GPU) string {
 	parts := make([]string, 0, len(gpus))
 	for _, g := range gpus {
-		parts = append(parts, fmt.Sprintf("%d:%d/%d", g.Index, g.Used, g.Slots))
+		p := fmt.Sprintf("%d:%d/%d", g.Index, g.Used, g.Slots)
+		if g.Capacity != nil {
+			p += "(auto)"
+		}
+		parts = append(parts, p)
 	}
 	return strings.Join(parts, " ")
 }
@@ -108,10 +113,38 @@ func renderWorker(w io.Writer, wk apiv1.Worker) error {
 	tw = newTable(w)
 	row(tw, "  INDEX", "NAME", "USED", "SLOTS")
 	for _, g := range wk.GPUs {
-		row(tw, "  "+strconv.FormatUint(uint64(g.Index), 10), g.Name,
-			strconv.FormatUint(uint64(g.Used), 10), strconv.FormatUint(uint64(g.Slots), 10))
+		slots := strconv.FormatUint(uint64(g.Slots), 10)
+		if g.Capacity != nil {
+			slots += " (auto)"
+		}
+		row(tw, "  "+strconv.FormatUint(uint64(g.Index), 10), g.Name, strconv.FormatUint(uint64(g.Used), 10), slots)
 	}
-	return tw.Flush()
+	if err := tw.Flush(); err != nil {
+		return err
+	}
+	return renderCapacity(w, wk.GPUs)
+}
+
+// renderCapacity prints how each measured GPU's slot count came about.
+func renderCapacity(w io.Writer, gpus []apiv1.GPU) error {
+	for _, g := range gpus {
+		c := g.Capacity
+		if c == nil {
+			continue
+		}
+		times := make([]string, 0, len(c.Timings))
+		for _, t := range c.Timings {
+			times = append(times, fmt.Sprintf("b%d %.3f", t.Batch, t.MSPerFrame))
+		}
+		if _, err := fmt.Fprintf(w, "CAPACITY OF GPU %d: %d slots, measured on %s at %s in %s (bound: %s)\n"+
+			"  ms per frame: %s\n  rule: %s\n",
+			g.Index, g.Slots, cell(c.Device), formatTime(&c.MeasuredAt),
+			time.Duration(c.TookMS*float64(time.Millisecond)).Round(time.Millisecond), cell(c.Bound),
+			cell(strings.Join(times, ", ")), cell(c.Rule)); err != nil {
+			return err
+		}
+	}
+	return nil
 }
 
 // renderSession prints one session as fields, the WHEP URL and viewer

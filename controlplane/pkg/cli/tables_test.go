@@ -27,14 +27,17 @@ func TestRenderTables(t *testing.T) {
 						GPUs: []apiv1.GPU{{Index: 0, Name: "H100", Slots: 2, Used: 2}, {Index: 1, Name: "H100", Slots: 2, Used: 1}}},
 					{ID: "cpu1", State: "draining", Address: "", Sessions: 0,
 						GPUs: []apiv1.GPU{{Index: 0, Name: "cpu", Slots: 2}}},
+					{ID: "auto1", State: "active", Address: "", Sessions: 1,
+						GPUs: []apiv1.GPU{{Index: 0, Name: "cpu", Slots: 15, Used: 1, Capacity: &apiv1.Capacity{Device: "cpu"}}}},
 					{ID: "w\tbad\n", State: "down"},
 				})
 			},
 			want: "" +
-				"ID          STATE     ADDRESS        GPUS         SESSIONS\n" +
-				"gpu-node-1  active    10.0.0.5:9090  0:2/2 1:1/2  3\n" +
-				"cpu1        draining  -              0:0/2        0\n" +
-				"w?bad?      down      -              -            0\n",
+				"ID          STATE     ADDRESS        GPUS          SESSIONS\n" +
+				"gpu-node-1  active    10.0.0.5:9090  0:2/2 1:1/2   3\n" +
+				"cpu1        draining  -              0:0/2         0\n" +
+				"auto1       active    -              0:1/15(auto)  1\n" +
+				"w?bad?      down      -              -             0\n",
 		},
 		{
 			name:   "no workers",
@@ -70,6 +73,26 @@ func TestRenderTables(t *testing.T) {
 				"GPUS:\n" +
 				"  INDEX  NAME                   USED  SLOTS\n" +
 				"  0      NVIDIA H100 80GB HBM3  1     4\n",
+		},
+		{
+			name: "worker with measured slots",
+			render: func(b *strings.Builder) error {
+				return renderWorker(b, apiv1.Worker{ID: "w1", State: "active", Address: "10.0.0.5:9090", Sessions: 0,
+					GPUs: []apiv1.GPU{{Index: 0, Name: "cpu", Slots: 15, Capacity: &apiv1.Capacity{
+						MeasuredAt: created, TookMS: 389.6, Device: "cpu", Bound: "cpu", Rule: "min(cpu: …) = 15\x1b[2J",
+						Timings: []apiv1.BatchTiming{{Batch: 1, MSPerFrame: 0.5748}, {Batch: 8, MSPerFrame: 0.59}}}}}})
+			},
+			want: "" +
+				"ID:        w1\n" +
+				"STATE:     active\n" +
+				"ADDRESS:   10.0.0.5:9090\n" +
+				"SESSIONS:  0\n" +
+				"GPUS:\n" +
+				"  INDEX  NAME  USED  SLOTS\n" +
+				"  0      cpu   0     15 (auto)\n" +
+				"CAPACITY OF GPU 0: 15 slots, measured on cpu at 2026-03-04T04:06:07Z in 390ms (bound: cpu)\n" +
+				"  ms per frame: b1 0.575, b8 0.590\n" +
+				"  rule: min(cpu: …) = 15?[2J\n",
 		},
 		{
 			name:   "worker without GPUs",

@@ -97,9 +97,26 @@ func toWorker(v registry.WorkerView) apiv1.Worker {
 		GPUs:     []apiv1.GPU{},
 	}
 	for _, g := range v.Worker.GetGpus() {
-		w.GPUs = append(w.GPUs, apiv1.GPU{Index: g.GetIndex(), Name: g.GetName(), Slots: g.GetSlots(), Used: uint32(v.UsedOn(g.GetIndex()))})
+		w.GPUs = append(w.GPUs, apiv1.GPU{Index: g.GetIndex(), Name: g.GetName(), Slots: g.GetSlots(), Used: uint32(v.UsedOn(g.GetIndex())),
+			Capacity: toCapacity(g.GetCapacity())})
 	}
 	return w
+}
+
+// toCapacity converts a device's slot measurement; nil when it has none.
+func toCapacity(c *fleetv1.Capacity) *apiv1.Capacity {
+	if c == nil {
+		return nil
+	}
+	out := &apiv1.Capacity{
+		MeasuredAt: c.GetMeasuredAt().AsTime().UTC(), TookMS: float64(c.GetTook().AsDuration().Microseconds()) / 1000,
+		Device: c.GetDevice(), Timings: []apiv1.BatchTiming{}, Batch: c.GetBatch(), Utilisation: c.GetUtilisation(),
+		CPUThreads: c.GetCpuThreads(), PipelineCPUMS: c.GetPipelineCpuMs(), Bound: c.GetBound(), Rule: c.GetRule(),
+	}
+	for _, t := range c.GetTimings() {
+		out.Timings = append(out.Timings, apiv1.BatchTiming{Batch: t.GetBatch(), MSPerFrame: t.GetMsPerFrame()})
+	}
+	return out
 }
 
 // toWorkerRecord converts a worker record seen outside the cache (events).

@@ -267,7 +267,10 @@ type GPU struct {
 	// slots is how many sessions this device may hold at once.
 	Slots uint32 `protobuf:"varint,4,opt,name=slots,proto3" json:"slots,omitempty"`
 	// cpu is true for the CPU stand-in device.
-	Cpu           bool `protobuf:"varint,5,opt,name=cpu,proto3" json:"cpu,omitempty"`
+	Cpu bool `protobuf:"varint,5,opt,name=cpu,proto3" json:"cpu,omitempty"`
+	// capacity is how slots was measured (--slots-per-gpu auto); absent
+	// when slots was configured.
+	Capacity      *Capacity `protobuf:"bytes,6,opt,name=capacity,proto3" json:"capacity,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -337,6 +340,194 @@ func (x *GPU) GetCpu() bool {
 	return false
 }
 
+func (x *GPU) GetCapacity() *Capacity {
+	if x != nil {
+		return x.Capacity
+	}
+	return nil
+}
+
+// Capacity is a device's timing of the worker's lip-sync model and the
+// rule that turned it into a slot count (worker/pkg/capacity).
+type Capacity struct {
+	state      protoimpl.MessageState `protogen:"open.v1"`
+	MeasuredAt *timestamppb.Timestamp `protobuf:"bytes,1,opt,name=measured_at,json=measuredAt,proto3" json:"measured_at,omitempty"`
+	// took is how long the measurement ran.
+	Took *durationpb.Duration `protobuf:"bytes,2,opt,name=took,proto3" json:"took,omitempty"`
+	// device is where the model ran: "cpu" or "gpu<index>".
+	Device string `protobuf:"bytes,3,opt,name=device,proto3" json:"device,omitempty"`
+	// timings are the measured batch sizes.
+	Timings []*BatchTiming `protobuf:"bytes,4,rep,name=timings,proto3" json:"timings,omitempty"`
+	// batch is the batch size whose cost the rule used.
+	Batch uint32 `protobuf:"varint,5,opt,name=batch,proto3" json:"batch,omitempty"`
+	// utilisation is the planned share of each 40 ms frame.
+	Utilisation float64 `protobuf:"fixed64,6,opt,name=utilisation,proto3" json:"utilisation,omitempty"`
+	// cpu_threads is the host's CPU threads (GOMAXPROCS) the rule counted.
+	CpuThreads uint32 `protobuf:"varint,7,opt,name=cpu_threads,json=cpuThreads,proto3" json:"cpu_threads,omitempty"`
+	// pipeline_cpu_ms is the CPU per session and frame outside inference.
+	PipelineCpuMs float64 `protobuf:"fixed64,8,opt,name=pipeline_cpu_ms,json=pipelineCpuMs,proto3" json:"pipeline_cpu_ms,omitempty"`
+	// bound names the limit that decided: inference, cpu, memory, cap, min.
+	Bound string `protobuf:"bytes,9,opt,name=bound,proto3" json:"bound,omitempty"`
+	// rule is the formula with its numbers.
+	Rule          string `protobuf:"bytes,10,opt,name=rule,proto3" json:"rule,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *Capacity) Reset() {
+	*x = Capacity{}
+	mi := &file_fleet_v1_fleet_proto_msgTypes[1]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *Capacity) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*Capacity) ProtoMessage() {}
+
+func (x *Capacity) ProtoReflect() protoreflect.Message {
+	mi := &file_fleet_v1_fleet_proto_msgTypes[1]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use Capacity.ProtoReflect.Descriptor instead.
+func (*Capacity) Descriptor() ([]byte, []int) {
+	return file_fleet_v1_fleet_proto_rawDescGZIP(), []int{1}
+}
+
+func (x *Capacity) GetMeasuredAt() *timestamppb.Timestamp {
+	if x != nil {
+		return x.MeasuredAt
+	}
+	return nil
+}
+
+func (x *Capacity) GetTook() *durationpb.Duration {
+	if x != nil {
+		return x.Took
+	}
+	return nil
+}
+
+func (x *Capacity) GetDevice() string {
+	if x != nil {
+		return x.Device
+	}
+	return ""
+}
+
+func (x *Capacity) GetTimings() []*BatchTiming {
+	if x != nil {
+		return x.Timings
+	}
+	return nil
+}
+
+func (x *Capacity) GetBatch() uint32 {
+	if x != nil {
+		return x.Batch
+	}
+	return 0
+}
+
+func (x *Capacity) GetUtilisation() float64 {
+	if x != nil {
+		return x.Utilisation
+	}
+	return 0
+}
+
+func (x *Capacity) GetCpuThreads() uint32 {
+	if x != nil {
+		return x.CpuThreads
+	}
+	return 0
+}
+
+func (x *Capacity) GetPipelineCpuMs() float64 {
+	if x != nil {
+		return x.PipelineCpuMs
+	}
+	return 0
+}
+
+func (x *Capacity) GetBound() string {
+	if x != nil {
+		return x.Bound
+	}
+	return ""
+}
+
+func (x *Capacity) GetRule() string {
+	if x != nil {
+		return x.Rule
+	}
+	return ""
+}
+
+// BatchTiming is the cost of one batched inference call.
+type BatchTiming struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	Batch uint32                 `protobuf:"varint,1,opt,name=batch,proto3" json:"batch,omitempty"`
+	// ms_per_frame is the median call's wall time divided by batch.
+	MsPerFrame    float64 `protobuf:"fixed64,2,opt,name=ms_per_frame,json=msPerFrame,proto3" json:"ms_per_frame,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *BatchTiming) Reset() {
+	*x = BatchTiming{}
+	mi := &file_fleet_v1_fleet_proto_msgTypes[2]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *BatchTiming) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*BatchTiming) ProtoMessage() {}
+
+func (x *BatchTiming) ProtoReflect() protoreflect.Message {
+	mi := &file_fleet_v1_fleet_proto_msgTypes[2]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use BatchTiming.ProtoReflect.Descriptor instead.
+func (*BatchTiming) Descriptor() ([]byte, []int) {
+	return file_fleet_v1_fleet_proto_rawDescGZIP(), []int{2}
+}
+
+func (x *BatchTiming) GetBatch() uint32 {
+	if x != nil {
+		return x.Batch
+	}
+	return 0
+}
+
+func (x *BatchTiming) GetMsPerFrame() float64 {
+	if x != nil {
+		return x.MsPerFrame
+	}
+	return 0
+}
+
 // Worker is the record a worker keeps in etcd under its own lease.
 type Worker struct {
 	state protoimpl.MessageState `protogen:"open.v1"`
@@ -361,7 +552,7 @@ type Worker struct {
 
 func (x *Worker) Reset() {
 	*x = Worker{}
-	mi := &file_fleet_v1_fleet_proto_msgTypes[1]
+	mi := &file_fleet_v1_fleet_proto_msgTypes[3]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -373,7 +564,7 @@ func (x *Worker) String() string {
 func (*Worker) ProtoMessage() {}
 
 func (x *Worker) ProtoReflect() protoreflect.Message {
-	mi := &file_fleet_v1_fleet_proto_msgTypes[1]
+	mi := &file_fleet_v1_fleet_proto_msgTypes[3]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -386,7 +577,7 @@ func (x *Worker) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use Worker.ProtoReflect.Descriptor instead.
 func (*Worker) Descriptor() ([]byte, []int) {
-	return file_fleet_v1_fleet_proto_rawDescGZIP(), []int{1}
+	return file_fleet_v1_fleet_proto_rawDescGZIP(), []int{3}
 }
 
 func (x *Worker) GetId() string {
@@ -505,7 +696,7 @@ type Session struct {
 
 func (x *Session) Reset() {
 	*x = Session{}
-	mi := &file_fleet_v1_fleet_proto_msgTypes[2]
+	mi := &file_fleet_v1_fleet_proto_msgTypes[4]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -517,7 +708,7 @@ func (x *Session) String() string {
 func (*Session) ProtoMessage() {}
 
 func (x *Session) ProtoReflect() protoreflect.Message {
-	mi := &file_fleet_v1_fleet_proto_msgTypes[2]
+	mi := &file_fleet_v1_fleet_proto_msgTypes[4]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -530,7 +721,7 @@ func (x *Session) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use Session.ProtoReflect.Descriptor instead.
 func (*Session) Descriptor() ([]byte, []int) {
-	return file_fleet_v1_fleet_proto_rawDescGZIP(), []int{2}
+	return file_fleet_v1_fleet_proto_rawDescGZIP(), []int{4}
 }
 
 func (x *Session) GetId() string {
@@ -706,7 +897,7 @@ type SlotRef struct {
 
 func (x *SlotRef) Reset() {
 	*x = SlotRef{}
-	mi := &file_fleet_v1_fleet_proto_msgTypes[3]
+	mi := &file_fleet_v1_fleet_proto_msgTypes[5]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -718,7 +909,7 @@ func (x *SlotRef) String() string {
 func (*SlotRef) ProtoMessage() {}
 
 func (x *SlotRef) ProtoReflect() protoreflect.Message {
-	mi := &file_fleet_v1_fleet_proto_msgTypes[3]
+	mi := &file_fleet_v1_fleet_proto_msgTypes[5]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -731,7 +922,7 @@ func (x *SlotRef) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use SlotRef.ProtoReflect.Descriptor instead.
 func (*SlotRef) Descriptor() ([]byte, []int) {
-	return file_fleet_v1_fleet_proto_rawDescGZIP(), []int{3}
+	return file_fleet_v1_fleet_proto_rawDescGZIP(), []int{5}
 }
 
 func (x *SlotRef) GetWorkerId() string {
@@ -789,7 +980,7 @@ type Event struct {
 
 func (x *Event) Reset() {
 	*x = Event{}
-	mi := &file_fleet_v1_fleet_proto_msgTypes[4]
+	mi := &file_fleet_v1_fleet_proto_msgTypes[6]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -801,7 +992,7 @@ func (x *Event) String() string {
 func (*Event) ProtoMessage() {}
 
 func (x *Event) ProtoReflect() protoreflect.Message {
-	mi := &file_fleet_v1_fleet_proto_msgTypes[4]
+	mi := &file_fleet_v1_fleet_proto_msgTypes[6]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -814,7 +1005,7 @@ func (x *Event) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use Event.ProtoReflect.Descriptor instead.
 func (*Event) Descriptor() ([]byte, []int) {
-	return file_fleet_v1_fleet_proto_rawDescGZIP(), []int{4}
+	return file_fleet_v1_fleet_proto_rawDescGZIP(), []int{6}
 }
 
 func (x *Event) GetId() string {
@@ -914,7 +1105,7 @@ type StartSessionRequest struct {
 
 func (x *StartSessionRequest) Reset() {
 	*x = StartSessionRequest{}
-	mi := &file_fleet_v1_fleet_proto_msgTypes[5]
+	mi := &file_fleet_v1_fleet_proto_msgTypes[7]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -926,7 +1117,7 @@ func (x *StartSessionRequest) String() string {
 func (*StartSessionRequest) ProtoMessage() {}
 
 func (x *StartSessionRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_fleet_v1_fleet_proto_msgTypes[5]
+	mi := &file_fleet_v1_fleet_proto_msgTypes[7]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -939,7 +1130,7 @@ func (x *StartSessionRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use StartSessionRequest.ProtoReflect.Descriptor instead.
 func (*StartSessionRequest) Descriptor() ([]byte, []int) {
-	return file_fleet_v1_fleet_proto_rawDescGZIP(), []int{5}
+	return file_fleet_v1_fleet_proto_rawDescGZIP(), []int{7}
 }
 
 func (x *StartSessionRequest) GetSession() *Session {
@@ -965,7 +1156,7 @@ type StartSessionResponse struct {
 
 func (x *StartSessionResponse) Reset() {
 	*x = StartSessionResponse{}
-	mi := &file_fleet_v1_fleet_proto_msgTypes[6]
+	mi := &file_fleet_v1_fleet_proto_msgTypes[8]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -977,7 +1168,7 @@ func (x *StartSessionResponse) String() string {
 func (*StartSessionResponse) ProtoMessage() {}
 
 func (x *StartSessionResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_fleet_v1_fleet_proto_msgTypes[6]
+	mi := &file_fleet_v1_fleet_proto_msgTypes[8]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -990,7 +1181,7 @@ func (x *StartSessionResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use StartSessionResponse.ProtoReflect.Descriptor instead.
 func (*StartSessionResponse) Descriptor() ([]byte, []int) {
-	return file_fleet_v1_fleet_proto_rawDescGZIP(), []int{6}
+	return file_fleet_v1_fleet_proto_rawDescGZIP(), []int{8}
 }
 
 func (x *StartSessionResponse) GetState() SessionState {
@@ -1010,7 +1201,7 @@ type StopSessionRequest struct {
 
 func (x *StopSessionRequest) Reset() {
 	*x = StopSessionRequest{}
-	mi := &file_fleet_v1_fleet_proto_msgTypes[7]
+	mi := &file_fleet_v1_fleet_proto_msgTypes[9]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1022,7 +1213,7 @@ func (x *StopSessionRequest) String() string {
 func (*StopSessionRequest) ProtoMessage() {}
 
 func (x *StopSessionRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_fleet_v1_fleet_proto_msgTypes[7]
+	mi := &file_fleet_v1_fleet_proto_msgTypes[9]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1035,7 +1226,7 @@ func (x *StopSessionRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use StopSessionRequest.ProtoReflect.Descriptor instead.
 func (*StopSessionRequest) Descriptor() ([]byte, []int) {
-	return file_fleet_v1_fleet_proto_rawDescGZIP(), []int{7}
+	return file_fleet_v1_fleet_proto_rawDescGZIP(), []int{9}
 }
 
 func (x *StopSessionRequest) GetSessionId() string {
@@ -1060,7 +1251,7 @@ type StopSessionResponse struct {
 
 func (x *StopSessionResponse) Reset() {
 	*x = StopSessionResponse{}
-	mi := &file_fleet_v1_fleet_proto_msgTypes[8]
+	mi := &file_fleet_v1_fleet_proto_msgTypes[10]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1072,7 +1263,7 @@ func (x *StopSessionResponse) String() string {
 func (*StopSessionResponse) ProtoMessage() {}
 
 func (x *StopSessionResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_fleet_v1_fleet_proto_msgTypes[8]
+	mi := &file_fleet_v1_fleet_proto_msgTypes[10]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1085,7 +1276,7 @@ func (x *StopSessionResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use StopSessionResponse.ProtoReflect.Descriptor instead.
 func (*StopSessionResponse) Descriptor() ([]byte, []int) {
-	return file_fleet_v1_fleet_proto_rawDescGZIP(), []int{8}
+	return file_fleet_v1_fleet_proto_rawDescGZIP(), []int{10}
 }
 
 type SpeakTextRequest struct {
@@ -1103,7 +1294,7 @@ type SpeakTextRequest struct {
 
 func (x *SpeakTextRequest) Reset() {
 	*x = SpeakTextRequest{}
-	mi := &file_fleet_v1_fleet_proto_msgTypes[9]
+	mi := &file_fleet_v1_fleet_proto_msgTypes[11]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1115,7 +1306,7 @@ func (x *SpeakTextRequest) String() string {
 func (*SpeakTextRequest) ProtoMessage() {}
 
 func (x *SpeakTextRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_fleet_v1_fleet_proto_msgTypes[9]
+	mi := &file_fleet_v1_fleet_proto_msgTypes[11]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1128,7 +1319,7 @@ func (x *SpeakTextRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use SpeakTextRequest.ProtoReflect.Descriptor instead.
 func (*SpeakTextRequest) Descriptor() ([]byte, []int) {
-	return file_fleet_v1_fleet_proto_rawDescGZIP(), []int{9}
+	return file_fleet_v1_fleet_proto_rawDescGZIP(), []int{11}
 }
 
 func (x *SpeakTextRequest) GetSessionId() string {
@@ -1167,7 +1358,7 @@ type SpeakTextResponse struct {
 
 func (x *SpeakTextResponse) Reset() {
 	*x = SpeakTextResponse{}
-	mi := &file_fleet_v1_fleet_proto_msgTypes[10]
+	mi := &file_fleet_v1_fleet_proto_msgTypes[12]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1179,7 +1370,7 @@ func (x *SpeakTextResponse) String() string {
 func (*SpeakTextResponse) ProtoMessage() {}
 
 func (x *SpeakTextResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_fleet_v1_fleet_proto_msgTypes[10]
+	mi := &file_fleet_v1_fleet_proto_msgTypes[12]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1192,7 +1383,7 @@ func (x *SpeakTextResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use SpeakTextResponse.ProtoReflect.Descriptor instead.
 func (*SpeakTextResponse) Descriptor() ([]byte, []int) {
-	return file_fleet_v1_fleet_proto_rawDescGZIP(), []int{10}
+	return file_fleet_v1_fleet_proto_rawDescGZIP(), []int{12}
 }
 
 type PushAudioRequest struct {
@@ -1207,7 +1398,7 @@ type PushAudioRequest struct {
 
 func (x *PushAudioRequest) Reset() {
 	*x = PushAudioRequest{}
-	mi := &file_fleet_v1_fleet_proto_msgTypes[11]
+	mi := &file_fleet_v1_fleet_proto_msgTypes[13]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1219,7 +1410,7 @@ func (x *PushAudioRequest) String() string {
 func (*PushAudioRequest) ProtoMessage() {}
 
 func (x *PushAudioRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_fleet_v1_fleet_proto_msgTypes[11]
+	mi := &file_fleet_v1_fleet_proto_msgTypes[13]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1232,7 +1423,7 @@ func (x *PushAudioRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use PushAudioRequest.ProtoReflect.Descriptor instead.
 func (*PushAudioRequest) Descriptor() ([]byte, []int) {
-	return file_fleet_v1_fleet_proto_rawDescGZIP(), []int{11}
+	return file_fleet_v1_fleet_proto_rawDescGZIP(), []int{13}
 }
 
 func (x *PushAudioRequest) GetSessionId() string {
@@ -1264,7 +1455,7 @@ type PushAudioResponse struct {
 
 func (x *PushAudioResponse) Reset() {
 	*x = PushAudioResponse{}
-	mi := &file_fleet_v1_fleet_proto_msgTypes[12]
+	mi := &file_fleet_v1_fleet_proto_msgTypes[14]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1276,7 +1467,7 @@ func (x *PushAudioResponse) String() string {
 func (*PushAudioResponse) ProtoMessage() {}
 
 func (x *PushAudioResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_fleet_v1_fleet_proto_msgTypes[12]
+	mi := &file_fleet_v1_fleet_proto_msgTypes[14]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1289,7 +1480,7 @@ func (x *PushAudioResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use PushAudioResponse.ProtoReflect.Descriptor instead.
 func (*PushAudioResponse) Descriptor() ([]byte, []int) {
-	return file_fleet_v1_fleet_proto_rawDescGZIP(), []int{12}
+	return file_fleet_v1_fleet_proto_rawDescGZIP(), []int{14}
 }
 
 type InterruptRequest struct {
@@ -1301,7 +1492,7 @@ type InterruptRequest struct {
 
 func (x *InterruptRequest) Reset() {
 	*x = InterruptRequest{}
-	mi := &file_fleet_v1_fleet_proto_msgTypes[13]
+	mi := &file_fleet_v1_fleet_proto_msgTypes[15]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1313,7 +1504,7 @@ func (x *InterruptRequest) String() string {
 func (*InterruptRequest) ProtoMessage() {}
 
 func (x *InterruptRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_fleet_v1_fleet_proto_msgTypes[13]
+	mi := &file_fleet_v1_fleet_proto_msgTypes[15]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1326,7 +1517,7 @@ func (x *InterruptRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use InterruptRequest.ProtoReflect.Descriptor instead.
 func (*InterruptRequest) Descriptor() ([]byte, []int) {
-	return file_fleet_v1_fleet_proto_rawDescGZIP(), []int{13}
+	return file_fleet_v1_fleet_proto_rawDescGZIP(), []int{15}
 }
 
 func (x *InterruptRequest) GetSessionId() string {
@@ -1344,7 +1535,7 @@ type InterruptResponse struct {
 
 func (x *InterruptResponse) Reset() {
 	*x = InterruptResponse{}
-	mi := &file_fleet_v1_fleet_proto_msgTypes[14]
+	mi := &file_fleet_v1_fleet_proto_msgTypes[16]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1356,7 +1547,7 @@ func (x *InterruptResponse) String() string {
 func (*InterruptResponse) ProtoMessage() {}
 
 func (x *InterruptResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_fleet_v1_fleet_proto_msgTypes[14]
+	mi := &file_fleet_v1_fleet_proto_msgTypes[16]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1369,7 +1560,7 @@ func (x *InterruptResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use InterruptResponse.ProtoReflect.Descriptor instead.
 func (*InterruptResponse) Descriptor() ([]byte, []int) {
-	return file_fleet_v1_fleet_proto_rawDescGZIP(), []int{14}
+	return file_fleet_v1_fleet_proto_rawDescGZIP(), []int{16}
 }
 
 type SessionStatusRequest struct {
@@ -1381,7 +1572,7 @@ type SessionStatusRequest struct {
 
 func (x *SessionStatusRequest) Reset() {
 	*x = SessionStatusRequest{}
-	mi := &file_fleet_v1_fleet_proto_msgTypes[15]
+	mi := &file_fleet_v1_fleet_proto_msgTypes[17]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1393,7 +1584,7 @@ func (x *SessionStatusRequest) String() string {
 func (*SessionStatusRequest) ProtoMessage() {}
 
 func (x *SessionStatusRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_fleet_v1_fleet_proto_msgTypes[15]
+	mi := &file_fleet_v1_fleet_proto_msgTypes[17]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1406,7 +1597,7 @@ func (x *SessionStatusRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use SessionStatusRequest.ProtoReflect.Descriptor instead.
 func (*SessionStatusRequest) Descriptor() ([]byte, []int) {
-	return file_fleet_v1_fleet_proto_rawDescGZIP(), []int{15}
+	return file_fleet_v1_fleet_proto_rawDescGZIP(), []int{17}
 }
 
 func (x *SessionStatusRequest) GetSessionId() string {
@@ -1430,7 +1621,7 @@ type SessionStatusResponse struct {
 
 func (x *SessionStatusResponse) Reset() {
 	*x = SessionStatusResponse{}
-	mi := &file_fleet_v1_fleet_proto_msgTypes[16]
+	mi := &file_fleet_v1_fleet_proto_msgTypes[18]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1442,7 +1633,7 @@ func (x *SessionStatusResponse) String() string {
 func (*SessionStatusResponse) ProtoMessage() {}
 
 func (x *SessionStatusResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_fleet_v1_fleet_proto_msgTypes[16]
+	mi := &file_fleet_v1_fleet_proto_msgTypes[18]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1455,7 +1646,7 @@ func (x *SessionStatusResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use SessionStatusResponse.ProtoReflect.Descriptor instead.
 func (*SessionStatusResponse) Descriptor() ([]byte, []int) {
-	return file_fleet_v1_fleet_proto_rawDescGZIP(), []int{16}
+	return file_fleet_v1_fleet_proto_rawDescGZIP(), []int{18}
 }
 
 func (x *SessionStatusResponse) GetState() SessionState {
@@ -1499,7 +1690,7 @@ type IceServer struct {
 
 func (x *IceServer) Reset() {
 	*x = IceServer{}
-	mi := &file_fleet_v1_fleet_proto_msgTypes[17]
+	mi := &file_fleet_v1_fleet_proto_msgTypes[19]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1511,7 +1702,7 @@ func (x *IceServer) String() string {
 func (*IceServer) ProtoMessage() {}
 
 func (x *IceServer) ProtoReflect() protoreflect.Message {
-	mi := &file_fleet_v1_fleet_proto_msgTypes[17]
+	mi := &file_fleet_v1_fleet_proto_msgTypes[19]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1524,7 +1715,7 @@ func (x *IceServer) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use IceServer.ProtoReflect.Descriptor instead.
 func (*IceServer) Descriptor() ([]byte, []int) {
-	return file_fleet_v1_fleet_proto_rawDescGZIP(), []int{17}
+	return file_fleet_v1_fleet_proto_rawDescGZIP(), []int{19}
 }
 
 func (x *IceServer) GetUrls() []string {
@@ -1569,7 +1760,7 @@ type AddViewerRequest struct {
 
 func (x *AddViewerRequest) Reset() {
 	*x = AddViewerRequest{}
-	mi := &file_fleet_v1_fleet_proto_msgTypes[18]
+	mi := &file_fleet_v1_fleet_proto_msgTypes[20]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1581,7 +1772,7 @@ func (x *AddViewerRequest) String() string {
 func (*AddViewerRequest) ProtoMessage() {}
 
 func (x *AddViewerRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_fleet_v1_fleet_proto_msgTypes[18]
+	mi := &file_fleet_v1_fleet_proto_msgTypes[20]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1594,7 +1785,7 @@ func (x *AddViewerRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use AddViewerRequest.ProtoReflect.Descriptor instead.
 func (*AddViewerRequest) Descriptor() ([]byte, []int) {
-	return file_fleet_v1_fleet_proto_rawDescGZIP(), []int{18}
+	return file_fleet_v1_fleet_proto_rawDescGZIP(), []int{20}
 }
 
 func (x *AddViewerRequest) GetSessionId() string {
@@ -1643,7 +1834,7 @@ type AddViewerResponse struct {
 
 func (x *AddViewerResponse) Reset() {
 	*x = AddViewerResponse{}
-	mi := &file_fleet_v1_fleet_proto_msgTypes[19]
+	mi := &file_fleet_v1_fleet_proto_msgTypes[21]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1655,7 +1846,7 @@ func (x *AddViewerResponse) String() string {
 func (*AddViewerResponse) ProtoMessage() {}
 
 func (x *AddViewerResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_fleet_v1_fleet_proto_msgTypes[19]
+	mi := &file_fleet_v1_fleet_proto_msgTypes[21]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1668,7 +1859,7 @@ func (x *AddViewerResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use AddViewerResponse.ProtoReflect.Descriptor instead.
 func (*AddViewerResponse) Descriptor() ([]byte, []int) {
-	return file_fleet_v1_fleet_proto_rawDescGZIP(), []int{19}
+	return file_fleet_v1_fleet_proto_rawDescGZIP(), []int{21}
 }
 
 func (x *AddViewerResponse) GetViewerId() string {
@@ -1702,7 +1893,7 @@ type RemoveViewerRequest struct {
 
 func (x *RemoveViewerRequest) Reset() {
 	*x = RemoveViewerRequest{}
-	mi := &file_fleet_v1_fleet_proto_msgTypes[20]
+	mi := &file_fleet_v1_fleet_proto_msgTypes[22]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1714,7 +1905,7 @@ func (x *RemoveViewerRequest) String() string {
 func (*RemoveViewerRequest) ProtoMessage() {}
 
 func (x *RemoveViewerRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_fleet_v1_fleet_proto_msgTypes[20]
+	mi := &file_fleet_v1_fleet_proto_msgTypes[22]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1727,7 +1918,7 @@ func (x *RemoveViewerRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use RemoveViewerRequest.ProtoReflect.Descriptor instead.
 func (*RemoveViewerRequest) Descriptor() ([]byte, []int) {
-	return file_fleet_v1_fleet_proto_rawDescGZIP(), []int{20}
+	return file_fleet_v1_fleet_proto_rawDescGZIP(), []int{22}
 }
 
 func (x *RemoveViewerRequest) GetSessionId() string {
@@ -1752,7 +1943,7 @@ type RemoveViewerResponse struct {
 
 func (x *RemoveViewerResponse) Reset() {
 	*x = RemoveViewerResponse{}
-	mi := &file_fleet_v1_fleet_proto_msgTypes[21]
+	mi := &file_fleet_v1_fleet_proto_msgTypes[23]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1764,7 +1955,7 @@ func (x *RemoveViewerResponse) String() string {
 func (*RemoveViewerResponse) ProtoMessage() {}
 
 func (x *RemoveViewerResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_fleet_v1_fleet_proto_msgTypes[21]
+	mi := &file_fleet_v1_fleet_proto_msgTypes[23]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1777,7 +1968,7 @@ func (x *RemoveViewerResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use RemoveViewerResponse.ProtoReflect.Descriptor instead.
 func (*RemoveViewerResponse) Descriptor() ([]byte, []int) {
-	return file_fleet_v1_fleet_proto_rawDescGZIP(), []int{21}
+	return file_fleet_v1_fleet_proto_rawDescGZIP(), []int{23}
 }
 
 type AddPublisherRequest struct {
@@ -1790,7 +1981,7 @@ type AddPublisherRequest struct {
 
 func (x *AddPublisherRequest) Reset() {
 	*x = AddPublisherRequest{}
-	mi := &file_fleet_v1_fleet_proto_msgTypes[22]
+	mi := &file_fleet_v1_fleet_proto_msgTypes[24]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1802,7 +1993,7 @@ func (x *AddPublisherRequest) String() string {
 func (*AddPublisherRequest) ProtoMessage() {}
 
 func (x *AddPublisherRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_fleet_v1_fleet_proto_msgTypes[22]
+	mi := &file_fleet_v1_fleet_proto_msgTypes[24]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1815,7 +2006,7 @@ func (x *AddPublisherRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use AddPublisherRequest.ProtoReflect.Descriptor instead.
 func (*AddPublisherRequest) Descriptor() ([]byte, []int) {
-	return file_fleet_v1_fleet_proto_rawDescGZIP(), []int{22}
+	return file_fleet_v1_fleet_proto_rawDescGZIP(), []int{24}
 }
 
 func (x *AddPublisherRequest) GetSessionId() string {
@@ -1843,7 +2034,7 @@ type AddPublisherResponse struct {
 
 func (x *AddPublisherResponse) Reset() {
 	*x = AddPublisherResponse{}
-	mi := &file_fleet_v1_fleet_proto_msgTypes[23]
+	mi := &file_fleet_v1_fleet_proto_msgTypes[25]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1855,7 +2046,7 @@ func (x *AddPublisherResponse) String() string {
 func (*AddPublisherResponse) ProtoMessage() {}
 
 func (x *AddPublisherResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_fleet_v1_fleet_proto_msgTypes[23]
+	mi := &file_fleet_v1_fleet_proto_msgTypes[25]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1868,7 +2059,7 @@ func (x *AddPublisherResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use AddPublisherResponse.ProtoReflect.Descriptor instead.
 func (*AddPublisherResponse) Descriptor() ([]byte, []int) {
-	return file_fleet_v1_fleet_proto_rawDescGZIP(), []int{23}
+	return file_fleet_v1_fleet_proto_rawDescGZIP(), []int{25}
 }
 
 func (x *AddPublisherResponse) GetPublisherId() string {
@@ -1902,7 +2093,7 @@ type RemovePublisherRequest struct {
 
 func (x *RemovePublisherRequest) Reset() {
 	*x = RemovePublisherRequest{}
-	mi := &file_fleet_v1_fleet_proto_msgTypes[24]
+	mi := &file_fleet_v1_fleet_proto_msgTypes[26]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1914,7 +2105,7 @@ func (x *RemovePublisherRequest) String() string {
 func (*RemovePublisherRequest) ProtoMessage() {}
 
 func (x *RemovePublisherRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_fleet_v1_fleet_proto_msgTypes[24]
+	mi := &file_fleet_v1_fleet_proto_msgTypes[26]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1927,7 +2118,7 @@ func (x *RemovePublisherRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use RemovePublisherRequest.ProtoReflect.Descriptor instead.
 func (*RemovePublisherRequest) Descriptor() ([]byte, []int) {
-	return file_fleet_v1_fleet_proto_rawDescGZIP(), []int{24}
+	return file_fleet_v1_fleet_proto_rawDescGZIP(), []int{26}
 }
 
 func (x *RemovePublisherRequest) GetSessionId() string {
@@ -1952,7 +2143,7 @@ type RemovePublisherResponse struct {
 
 func (x *RemovePublisherResponse) Reset() {
 	*x = RemovePublisherResponse{}
-	mi := &file_fleet_v1_fleet_proto_msgTypes[25]
+	mi := &file_fleet_v1_fleet_proto_msgTypes[27]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1964,7 +2155,7 @@ func (x *RemovePublisherResponse) String() string {
 func (*RemovePublisherResponse) ProtoMessage() {}
 
 func (x *RemovePublisherResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_fleet_v1_fleet_proto_msgTypes[25]
+	mi := &file_fleet_v1_fleet_proto_msgTypes[27]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1977,7 +2168,7 @@ func (x *RemovePublisherResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use RemovePublisherResponse.ProtoReflect.Descriptor instead.
 func (*RemovePublisherResponse) Descriptor() ([]byte, []int) {
-	return file_fleet_v1_fleet_proto_rawDescGZIP(), []int{25}
+	return file_fleet_v1_fleet_proto_rawDescGZIP(), []int{27}
 }
 
 // SessionStats are one session's media figures since it started.
@@ -1998,7 +2189,7 @@ type SessionStats struct {
 
 func (x *SessionStats) Reset() {
 	*x = SessionStats{}
-	mi := &file_fleet_v1_fleet_proto_msgTypes[26]
+	mi := &file_fleet_v1_fleet_proto_msgTypes[28]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2010,7 +2201,7 @@ func (x *SessionStats) String() string {
 func (*SessionStats) ProtoMessage() {}
 
 func (x *SessionStats) ProtoReflect() protoreflect.Message {
-	mi := &file_fleet_v1_fleet_proto_msgTypes[26]
+	mi := &file_fleet_v1_fleet_proto_msgTypes[28]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2023,7 +2214,7 @@ func (x *SessionStats) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use SessionStats.ProtoReflect.Descriptor instead.
 func (*SessionStats) Descriptor() ([]byte, []int) {
-	return file_fleet_v1_fleet_proto_rawDescGZIP(), []int{26}
+	return file_fleet_v1_fleet_proto_rawDescGZIP(), []int{28}
 }
 
 func (x *SessionStats) GetVideoFramesSent() uint64 {
@@ -2097,7 +2288,7 @@ type ViewerStats struct {
 
 func (x *ViewerStats) Reset() {
 	*x = ViewerStats{}
-	mi := &file_fleet_v1_fleet_proto_msgTypes[27]
+	mi := &file_fleet_v1_fleet_proto_msgTypes[29]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2109,7 +2300,7 @@ func (x *ViewerStats) String() string {
 func (*ViewerStats) ProtoMessage() {}
 
 func (x *ViewerStats) ProtoReflect() protoreflect.Message {
-	mi := &file_fleet_v1_fleet_proto_msgTypes[27]
+	mi := &file_fleet_v1_fleet_proto_msgTypes[29]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2122,7 +2313,7 @@ func (x *ViewerStats) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ViewerStats.ProtoReflect.Descriptor instead.
 func (*ViewerStats) Descriptor() ([]byte, []int) {
-	return file_fleet_v1_fleet_proto_rawDescGZIP(), []int{27}
+	return file_fleet_v1_fleet_proto_rawDescGZIP(), []int{29}
 }
 
 func (x *ViewerStats) GetId() string {
@@ -2199,13 +2390,32 @@ var File_fleet_v1_fleet_proto protoreflect.FileDescriptor
 
 const file_fleet_v1_fleet_proto_rawDesc = "" +
 	"\n" +
-	"\x14fleet/v1/fleet.proto\x12\x14avatarfleet.fleet.v1\x1a\x1egoogle/protobuf/duration.proto\x1a\x1fgoogle/protobuf/timestamp.proto\"z\n" +
+	"\x14fleet/v1/fleet.proto\x12\x14avatarfleet.fleet.v1\x1a\x1egoogle/protobuf/duration.proto\x1a\x1fgoogle/protobuf/timestamp.proto\"\xb6\x01\n" +
 	"\x03GPU\x12\x14\n" +
 	"\x05index\x18\x01 \x01(\rR\x05index\x12\x12\n" +
 	"\x04name\x18\x02 \x01(\tR\x04name\x12!\n" +
 	"\fmemory_bytes\x18\x03 \x01(\x04R\vmemoryBytes\x12\x14\n" +
 	"\x05slots\x18\x04 \x01(\rR\x05slots\x12\x10\n" +
-	"\x03cpu\x18\x05 \x01(\bR\x03cpu\"\xe9\x02\n" +
+	"\x03cpu\x18\x05 \x01(\bR\x03cpu\x12:\n" +
+	"\bcapacity\x18\x06 \x01(\v2\x1e.avatarfleet.fleet.v1.CapacityR\bcapacity\"\xf6\x02\n" +
+	"\bCapacity\x12;\n" +
+	"\vmeasured_at\x18\x01 \x01(\v2\x1a.google.protobuf.TimestampR\n" +
+	"measuredAt\x12-\n" +
+	"\x04took\x18\x02 \x01(\v2\x19.google.protobuf.DurationR\x04took\x12\x16\n" +
+	"\x06device\x18\x03 \x01(\tR\x06device\x12;\n" +
+	"\atimings\x18\x04 \x03(\v2!.avatarfleet.fleet.v1.BatchTimingR\atimings\x12\x14\n" +
+	"\x05batch\x18\x05 \x01(\rR\x05batch\x12 \n" +
+	"\vutilisation\x18\x06 \x01(\x01R\vutilisation\x12\x1f\n" +
+	"\vcpu_threads\x18\a \x01(\rR\n" +
+	"cpuThreads\x12&\n" +
+	"\x0fpipeline_cpu_ms\x18\b \x01(\x01R\rpipelineCpuMs\x12\x14\n" +
+	"\x05bound\x18\t \x01(\tR\x05bound\x12\x12\n" +
+	"\x04rule\x18\n" +
+	" \x01(\tR\x04rule\"E\n" +
+	"\vBatchTiming\x12\x14\n" +
+	"\x05batch\x18\x01 \x01(\rR\x05batch\x12 \n" +
+	"\fms_per_frame\x18\x02 \x01(\x01R\n" +
+	"msPerFrame\"\xe9\x02\n" +
 	"\x06Worker\x12\x0e\n" +
 	"\x02id\x18\x01 \x01(\tR\x02id\x12!\n" +
 	"\fgrpc_address\x18\x02 \x01(\tR\vgrpcAddress\x12#\n" +
@@ -2423,95 +2633,101 @@ func file_fleet_v1_fleet_proto_rawDescGZIP() []byte {
 }
 
 var file_fleet_v1_fleet_proto_enumTypes = make([]protoimpl.EnumInfo, 4)
-var file_fleet_v1_fleet_proto_msgTypes = make([]protoimpl.MessageInfo, 29)
+var file_fleet_v1_fleet_proto_msgTypes = make([]protoimpl.MessageInfo, 31)
 var file_fleet_v1_fleet_proto_goTypes = []any{
 	(WorkerState)(0),                // 0: avatarfleet.fleet.v1.WorkerState
 	(SessionState)(0),               // 1: avatarfleet.fleet.v1.SessionState
 	(EndReason)(0),                  // 2: avatarfleet.fleet.v1.EndReason
 	(RestartPolicy)(0),              // 3: avatarfleet.fleet.v1.RestartPolicy
 	(*GPU)(nil),                     // 4: avatarfleet.fleet.v1.GPU
-	(*Worker)(nil),                  // 5: avatarfleet.fleet.v1.Worker
-	(*Session)(nil),                 // 6: avatarfleet.fleet.v1.Session
-	(*SlotRef)(nil),                 // 7: avatarfleet.fleet.v1.SlotRef
-	(*Event)(nil),                   // 8: avatarfleet.fleet.v1.Event
-	(*StartSessionRequest)(nil),     // 9: avatarfleet.fleet.v1.StartSessionRequest
-	(*StartSessionResponse)(nil),    // 10: avatarfleet.fleet.v1.StartSessionResponse
-	(*StopSessionRequest)(nil),      // 11: avatarfleet.fleet.v1.StopSessionRequest
-	(*StopSessionResponse)(nil),     // 12: avatarfleet.fleet.v1.StopSessionResponse
-	(*SpeakTextRequest)(nil),        // 13: avatarfleet.fleet.v1.SpeakTextRequest
-	(*SpeakTextResponse)(nil),       // 14: avatarfleet.fleet.v1.SpeakTextResponse
-	(*PushAudioRequest)(nil),        // 15: avatarfleet.fleet.v1.PushAudioRequest
-	(*PushAudioResponse)(nil),       // 16: avatarfleet.fleet.v1.PushAudioResponse
-	(*InterruptRequest)(nil),        // 17: avatarfleet.fleet.v1.InterruptRequest
-	(*InterruptResponse)(nil),       // 18: avatarfleet.fleet.v1.InterruptResponse
-	(*SessionStatusRequest)(nil),    // 19: avatarfleet.fleet.v1.SessionStatusRequest
-	(*SessionStatusResponse)(nil),   // 20: avatarfleet.fleet.v1.SessionStatusResponse
-	(*IceServer)(nil),               // 21: avatarfleet.fleet.v1.IceServer
-	(*AddViewerRequest)(nil),        // 22: avatarfleet.fleet.v1.AddViewerRequest
-	(*AddViewerResponse)(nil),       // 23: avatarfleet.fleet.v1.AddViewerResponse
-	(*RemoveViewerRequest)(nil),     // 24: avatarfleet.fleet.v1.RemoveViewerRequest
-	(*RemoveViewerResponse)(nil),    // 25: avatarfleet.fleet.v1.RemoveViewerResponse
-	(*AddPublisherRequest)(nil),     // 26: avatarfleet.fleet.v1.AddPublisherRequest
-	(*AddPublisherResponse)(nil),    // 27: avatarfleet.fleet.v1.AddPublisherResponse
-	(*RemovePublisherRequest)(nil),  // 28: avatarfleet.fleet.v1.RemovePublisherRequest
-	(*RemovePublisherResponse)(nil), // 29: avatarfleet.fleet.v1.RemovePublisherResponse
-	(*SessionStats)(nil),            // 30: avatarfleet.fleet.v1.SessionStats
-	(*ViewerStats)(nil),             // 31: avatarfleet.fleet.v1.ViewerStats
-	nil,                             // 32: avatarfleet.fleet.v1.Session.LabelsEntry
-	(*timestamppb.Timestamp)(nil),   // 33: google.protobuf.Timestamp
-	(*durationpb.Duration)(nil),     // 34: google.protobuf.Duration
+	(*Capacity)(nil),                // 5: avatarfleet.fleet.v1.Capacity
+	(*BatchTiming)(nil),             // 6: avatarfleet.fleet.v1.BatchTiming
+	(*Worker)(nil),                  // 7: avatarfleet.fleet.v1.Worker
+	(*Session)(nil),                 // 8: avatarfleet.fleet.v1.Session
+	(*SlotRef)(nil),                 // 9: avatarfleet.fleet.v1.SlotRef
+	(*Event)(nil),                   // 10: avatarfleet.fleet.v1.Event
+	(*StartSessionRequest)(nil),     // 11: avatarfleet.fleet.v1.StartSessionRequest
+	(*StartSessionResponse)(nil),    // 12: avatarfleet.fleet.v1.StartSessionResponse
+	(*StopSessionRequest)(nil),      // 13: avatarfleet.fleet.v1.StopSessionRequest
+	(*StopSessionResponse)(nil),     // 14: avatarfleet.fleet.v1.StopSessionResponse
+	(*SpeakTextRequest)(nil),        // 15: avatarfleet.fleet.v1.SpeakTextRequest
+	(*SpeakTextResponse)(nil),       // 16: avatarfleet.fleet.v1.SpeakTextResponse
+	(*PushAudioRequest)(nil),        // 17: avatarfleet.fleet.v1.PushAudioRequest
+	(*PushAudioResponse)(nil),       // 18: avatarfleet.fleet.v1.PushAudioResponse
+	(*InterruptRequest)(nil),        // 19: avatarfleet.fleet.v1.InterruptRequest
+	(*InterruptResponse)(nil),       // 20: avatarfleet.fleet.v1.InterruptResponse
+	(*SessionStatusRequest)(nil),    // 21: avatarfleet.fleet.v1.SessionStatusRequest
+	(*SessionStatusResponse)(nil),   // 22: avatarfleet.fleet.v1.SessionStatusResponse
+	(*IceServer)(nil),               // 23: avatarfleet.fleet.v1.IceServer
+	(*AddViewerRequest)(nil),        // 24: avatarfleet.fleet.v1.AddViewerRequest
+	(*AddViewerResponse)(nil),       // 25: avatarfleet.fleet.v1.AddViewerResponse
+	(*RemoveViewerRequest)(nil),     // 26: avatarfleet.fleet.v1.RemoveViewerRequest
+	(*RemoveViewerResponse)(nil),    // 27: avatarfleet.fleet.v1.RemoveViewerResponse
+	(*AddPublisherRequest)(nil),     // 28: avatarfleet.fleet.v1.AddPublisherRequest
+	(*AddPublisherResponse)(nil),    // 29: avatarfleet.fleet.v1.AddPublisherResponse
+	(*RemovePublisherRequest)(nil),  // 30: avatarfleet.fleet.v1.RemovePublisherRequest
+	(*RemovePublisherResponse)(nil), // 31: avatarfleet.fleet.v1.RemovePublisherResponse
+	(*SessionStats)(nil),            // 32: avatarfleet.fleet.v1.SessionStats
+	(*ViewerStats)(nil),             // 33: avatarfleet.fleet.v1.ViewerStats
+	nil,                             // 34: avatarfleet.fleet.v1.Session.LabelsEntry
+	(*timestamppb.Timestamp)(nil),   // 35: google.protobuf.Timestamp
+	(*durationpb.Duration)(nil),     // 36: google.protobuf.Duration
 }
 var file_fleet_v1_fleet_proto_depIdxs = []int32{
-	4,  // 0: avatarfleet.fleet.v1.Worker.gpus:type_name -> avatarfleet.fleet.v1.GPU
-	0,  // 1: avatarfleet.fleet.v1.Worker.state:type_name -> avatarfleet.fleet.v1.WorkerState
-	33, // 2: avatarfleet.fleet.v1.Worker.started_at:type_name -> google.protobuf.Timestamp
-	32, // 3: avatarfleet.fleet.v1.Session.labels:type_name -> avatarfleet.fleet.v1.Session.LabelsEntry
-	1,  // 4: avatarfleet.fleet.v1.Session.state:type_name -> avatarfleet.fleet.v1.SessionState
-	2,  // 5: avatarfleet.fleet.v1.Session.end_reason:type_name -> avatarfleet.fleet.v1.EndReason
-	33, // 6: avatarfleet.fleet.v1.Session.created_at:type_name -> google.protobuf.Timestamp
-	33, // 7: avatarfleet.fleet.v1.Session.ended_at:type_name -> google.protobuf.Timestamp
-	3,  // 8: avatarfleet.fleet.v1.Session.restart_policy:type_name -> avatarfleet.fleet.v1.RestartPolicy
-	33, // 9: avatarfleet.fleet.v1.Session.placed_at:type_name -> google.protobuf.Timestamp
-	33, // 10: avatarfleet.fleet.v1.Session.lost_at:type_name -> google.protobuf.Timestamp
-	7,  // 11: avatarfleet.fleet.v1.Session.migrating_from:type_name -> avatarfleet.fleet.v1.SlotRef
-	33, // 12: avatarfleet.fleet.v1.Event.time:type_name -> google.protobuf.Timestamp
-	6,  // 13: avatarfleet.fleet.v1.Event.session:type_name -> avatarfleet.fleet.v1.Session
-	5,  // 14: avatarfleet.fleet.v1.Event.worker:type_name -> avatarfleet.fleet.v1.Worker
-	34, // 15: avatarfleet.fleet.v1.Event.media_time:type_name -> google.protobuf.Duration
-	6,  // 16: avatarfleet.fleet.v1.StartSessionRequest.session:type_name -> avatarfleet.fleet.v1.Session
-	1,  // 17: avatarfleet.fleet.v1.StartSessionResponse.state:type_name -> avatarfleet.fleet.v1.SessionState
-	2,  // 18: avatarfleet.fleet.v1.StopSessionRequest.reason:type_name -> avatarfleet.fleet.v1.EndReason
-	1,  // 19: avatarfleet.fleet.v1.SessionStatusResponse.state:type_name -> avatarfleet.fleet.v1.SessionState
-	30, // 20: avatarfleet.fleet.v1.SessionStatusResponse.stats:type_name -> avatarfleet.fleet.v1.SessionStats
-	21, // 21: avatarfleet.fleet.v1.AddViewerResponse.ice_servers:type_name -> avatarfleet.fleet.v1.IceServer
-	21, // 22: avatarfleet.fleet.v1.AddPublisherResponse.ice_servers:type_name -> avatarfleet.fleet.v1.IceServer
-	31, // 23: avatarfleet.fleet.v1.SessionStats.viewers:type_name -> avatarfleet.fleet.v1.ViewerStats
-	33, // 24: avatarfleet.fleet.v1.ViewerStats.connected_at:type_name -> google.protobuf.Timestamp
-	9,  // 25: avatarfleet.fleet.v1.WorkerService.StartSession:input_type -> avatarfleet.fleet.v1.StartSessionRequest
-	11, // 26: avatarfleet.fleet.v1.WorkerService.StopSession:input_type -> avatarfleet.fleet.v1.StopSessionRequest
-	13, // 27: avatarfleet.fleet.v1.WorkerService.SpeakText:input_type -> avatarfleet.fleet.v1.SpeakTextRequest
-	15, // 28: avatarfleet.fleet.v1.WorkerService.PushAudio:input_type -> avatarfleet.fleet.v1.PushAudioRequest
-	17, // 29: avatarfleet.fleet.v1.WorkerService.Interrupt:input_type -> avatarfleet.fleet.v1.InterruptRequest
-	19, // 30: avatarfleet.fleet.v1.WorkerService.SessionStatus:input_type -> avatarfleet.fleet.v1.SessionStatusRequest
-	22, // 31: avatarfleet.fleet.v1.WorkerService.AddViewer:input_type -> avatarfleet.fleet.v1.AddViewerRequest
-	24, // 32: avatarfleet.fleet.v1.WorkerService.RemoveViewer:input_type -> avatarfleet.fleet.v1.RemoveViewerRequest
-	26, // 33: avatarfleet.fleet.v1.WorkerService.AddPublisher:input_type -> avatarfleet.fleet.v1.AddPublisherRequest
-	28, // 34: avatarfleet.fleet.v1.WorkerService.RemovePublisher:input_type -> avatarfleet.fleet.v1.RemovePublisherRequest
-	10, // 35: avatarfleet.fleet.v1.WorkerService.StartSession:output_type -> avatarfleet.fleet.v1.StartSessionResponse
-	12, // 36: avatarfleet.fleet.v1.WorkerService.StopSession:output_type -> avatarfleet.fleet.v1.StopSessionResponse
-	14, // 37: avatarfleet.fleet.v1.WorkerService.SpeakText:output_type -> avatarfleet.fleet.v1.SpeakTextResponse
-	16, // 38: avatarfleet.fleet.v1.WorkerService.PushAudio:output_type -> avatarfleet.fleet.v1.PushAudioResponse
-	18, // 39: avatarfleet.fleet.v1.WorkerService.Interrupt:output_type -> avatarfleet.fleet.v1.InterruptResponse
-	20, // 40: avatarfleet.fleet.v1.WorkerService.SessionStatus:output_type -> avatarfleet.fleet.v1.SessionStatusResponse
-	23, // 41: avatarfleet.fleet.v1.WorkerService.AddViewer:output_type -> avatarfleet.fleet.v1.AddViewerResponse
-	25, // 42: avatarfleet.fleet.v1.WorkerService.RemoveViewer:output_type -> avatarfleet.fleet.v1.RemoveViewerResponse
-	27, // 43: avatarfleet.fleet.v1.WorkerService.AddPublisher:output_type -> avatarfleet.fleet.v1.AddPublisherResponse
-	29, // 44: avatarfleet.fleet.v1.WorkerService.RemovePublisher:output_type -> avatarfleet.fleet.v1.RemovePublisherResponse
-	35, // [35:45] is the sub-list for method output_type
-	25, // [25:35] is the sub-list for method input_type
-	25, // [25:25] is the sub-list for extension type_name
-	25, // [25:25] is the sub-list for extension extendee
-	0,  // [0:25] is the sub-list for field type_name
+	5,  // 0: avatarfleet.fleet.v1.GPU.capacity:type_name -> avatarfleet.fleet.v1.Capacity
+	35, // 1: avatarfleet.fleet.v1.Capacity.measured_at:type_name -> google.protobuf.Timestamp
+	36, // 2: avatarfleet.fleet.v1.Capacity.took:type_name -> google.protobuf.Duration
+	6,  // 3: avatarfleet.fleet.v1.Capacity.timings:type_name -> avatarfleet.fleet.v1.BatchTiming
+	4,  // 4: avatarfleet.fleet.v1.Worker.gpus:type_name -> avatarfleet.fleet.v1.GPU
+	0,  // 5: avatarfleet.fleet.v1.Worker.state:type_name -> avatarfleet.fleet.v1.WorkerState
+	35, // 6: avatarfleet.fleet.v1.Worker.started_at:type_name -> google.protobuf.Timestamp
+	34, // 7: avatarfleet.fleet.v1.Session.labels:type_name -> avatarfleet.fleet.v1.Session.LabelsEntry
+	1,  // 8: avatarfleet.fleet.v1.Session.state:type_name -> avatarfleet.fleet.v1.SessionState
+	2,  // 9: avatarfleet.fleet.v1.Session.end_reason:type_name -> avatarfleet.fleet.v1.EndReason
+	35, // 10: avatarfleet.fleet.v1.Session.created_at:type_name -> google.protobuf.Timestamp
+	35, // 11: avatarfleet.fleet.v1.Session.ended_at:type_name -> google.protobuf.Timestamp
+	3,  // 12: avatarfleet.fleet.v1.Session.restart_policy:type_name -> avatarfleet.fleet.v1.RestartPolicy
+	35, // 13: avatarfleet.fleet.v1.Session.placed_at:type_name -> google.protobuf.Timestamp
+	35, // 14: avatarfleet.fleet.v1.Session.lost_at:type_name -> google.protobuf.Timestamp
+	9,  // 15: avatarfleet.fleet.v1.Session.migrating_from:type_name -> avatarfleet.fleet.v1.SlotRef
+	35, // 16: avatarfleet.fleet.v1.Event.time:type_name -> google.protobuf.Timestamp
+	8,  // 17: avatarfleet.fleet.v1.Event.session:type_name -> avatarfleet.fleet.v1.Session
+	7,  // 18: avatarfleet.fleet.v1.Event.worker:type_name -> avatarfleet.fleet.v1.Worker
+	36, // 19: avatarfleet.fleet.v1.Event.media_time:type_name -> google.protobuf.Duration
+	8,  // 20: avatarfleet.fleet.v1.StartSessionRequest.session:type_name -> avatarfleet.fleet.v1.Session
+	1,  // 21: avatarfleet.fleet.v1.StartSessionResponse.state:type_name -> avatarfleet.fleet.v1.SessionState
+	2,  // 22: avatarfleet.fleet.v1.StopSessionRequest.reason:type_name -> avatarfleet.fleet.v1.EndReason
+	1,  // 23: avatarfleet.fleet.v1.SessionStatusResponse.state:type_name -> avatarfleet.fleet.v1.SessionState
+	32, // 24: avatarfleet.fleet.v1.SessionStatusResponse.stats:type_name -> avatarfleet.fleet.v1.SessionStats
+	23, // 25: avatarfleet.fleet.v1.AddViewerResponse.ice_servers:type_name -> avatarfleet.fleet.v1.IceServer
+	23, // 26: avatarfleet.fleet.v1.AddPublisherResponse.ice_servers:type_name -> avatarfleet.fleet.v1.IceServer
+	33, // 27: avatarfleet.fleet.v1.SessionStats.viewers:type_name -> avatarfleet.fleet.v1.ViewerStats
+	35, // 28: avatarfleet.fleet.v1.ViewerStats.connected_at:type_name -> google.protobuf.Timestamp
+	11, // 29: avatarfleet.fleet.v1.WorkerService.StartSession:input_type -> avatarfleet.fleet.v1.StartSessionRequest
+	13, // 30: avatarfleet.fleet.v1.WorkerService.StopSession:input_type -> avatarfleet.fleet.v1.StopSessionRequest
+	15, // 31: avatarfleet.fleet.v1.WorkerService.SpeakText:input_type -> avatarfleet.fleet.v1.SpeakTextRequest
+	17, // 32: avatarfleet.fleet.v1.WorkerService.PushAudio:input_type -> avatarfleet.fleet.v1.PushAudioRequest
+	19, // 33: avatarfleet.fleet.v1.WorkerService.Interrupt:input_type -> avatarfleet.fleet.v1.InterruptRequest
+	21, // 34: avatarfleet.fleet.v1.WorkerService.SessionStatus:input_type -> avatarfleet.fleet.v1.SessionStatusRequest
+	24, // 35: avatarfleet.fleet.v1.WorkerService.AddViewer:input_type -> avatarfleet.fleet.v1.AddViewerRequest
+	26, // 36: avatarfleet.fleet.v1.WorkerService.RemoveViewer:input_type -> avatarfleet.fleet.v1.RemoveViewerRequest
+	28, // 37: avatarfleet.fleet.v1.WorkerService.AddPublisher:input_type -> avatarfleet.fleet.v1.AddPublisherRequest
+	30, // 38: avatarfleet.fleet.v1.WorkerService.RemovePublisher:input_type -> avatarfleet.fleet.v1.RemovePublisherRequest
+	12, // 39: avatarfleet.fleet.v1.WorkerService.StartSession:output_type -> avatarfleet.fleet.v1.StartSessionResponse
+	14, // 40: avatarfleet.fleet.v1.WorkerService.StopSession:output_type -> avatarfleet.fleet.v1.StopSessionResponse
+	16, // 41: avatarfleet.fleet.v1.WorkerService.SpeakText:output_type -> avatarfleet.fleet.v1.SpeakTextResponse
+	18, // 42: avatarfleet.fleet.v1.WorkerService.PushAudio:output_type -> avatarfleet.fleet.v1.PushAudioResponse
+	20, // 43: avatarfleet.fleet.v1.WorkerService.Interrupt:output_type -> avatarfleet.fleet.v1.InterruptResponse
+	22, // 44: avatarfleet.fleet.v1.WorkerService.SessionStatus:output_type -> avatarfleet.fleet.v1.SessionStatusResponse
+	25, // 45: avatarfleet.fleet.v1.WorkerService.AddViewer:output_type -> avatarfleet.fleet.v1.AddViewerResponse
+	27, // 46: avatarfleet.fleet.v1.WorkerService.RemoveViewer:output_type -> avatarfleet.fleet.v1.RemoveViewerResponse
+	29, // 47: avatarfleet.fleet.v1.WorkerService.AddPublisher:output_type -> avatarfleet.fleet.v1.AddPublisherResponse
+	31, // 48: avatarfleet.fleet.v1.WorkerService.RemovePublisher:output_type -> avatarfleet.fleet.v1.RemovePublisherResponse
+	39, // [39:49] is the sub-list for method output_type
+	29, // [29:39] is the sub-list for method input_type
+	29, // [29:29] is the sub-list for extension type_name
+	29, // [29:29] is the sub-list for extension extendee
+	0,  // [0:29] is the sub-list for field type_name
 }
 
 func init() { file_fleet_v1_fleet_proto_init() }
@@ -2525,7 +2741,7 @@ func file_fleet_v1_fleet_proto_init() {
 			GoPackagePath: reflect.TypeOf(x{}).PkgPath(),
 			RawDescriptor: unsafe.Slice(unsafe.StringData(file_fleet_v1_fleet_proto_rawDesc), len(file_fleet_v1_fleet_proto_rawDesc)),
 			NumEnums:      4,
-			NumMessages:   29,
+			NumMessages:   31,
 			NumExtensions: 0,
 			NumServices:   1,
 		},

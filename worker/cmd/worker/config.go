@@ -47,6 +47,9 @@ type Config struct {
 	MaxViewers       int
 	GPUs             string
 	SlotsPerGPU      int
+	// SlotsAuto is --slots-per-gpu auto: measure each device at start
+	// (SlotsPerGPU is then 0).
+	SlotsAuto        bool
 	Model            string
 	Avatars          string
 	LeaseTTL         time.Duration
@@ -93,7 +96,7 @@ func (c *Config) AddFlags(fs *flag.FlagSet) {
 	fs.BoolVar(&c.ICELite, "ice-lite", false, "run ICE as a lite agent (for a worker with a public address)")
 	fs.IntVar(&c.MaxViewers, "max-viewers", sfu.DefaultMaxViewersPerRoom, "viewers per session")
 	fs.StringVar(&c.GPUs, "gpus", "auto", "devices: auto (NVML, else CPU), cpu, or GPU indices like 0,1")
-	fs.IntVar(&c.SlotsPerGPU, "slots-per-gpu", 0, "sessions per device (default 1 on a GPU, 2 on the CPU)")
+	fs.Var(&slotsFlag{n: &c.SlotsPerGPU, auto: &c.SlotsAuto}, "slots-per-gpu", "sessions per device: 1.."+strconv.Itoa(devices.MaxSlotsPerGPU)+", or auto to time the model on each device at start (default 1 on a GPU, 2 on the CPU)")
 	fs.StringVar(&c.Model, "model", "", "ONNX model file (default: the generated default model)")
 	fs.StringVar(&c.Avatars, "avatars", "", "directory of avatar packs (default: the bundled avatar)")
 	fs.DurationVar(&c.LeaseTTL, "lease-ttl", agent.DefaultLeaseTTL, "worker lease TTL, 1s..60s")
@@ -129,6 +132,7 @@ type config struct {
 	sfu     sfuConfig
 	gpus    devices.Spec
 	slots   int
+	auto    bool // --slots-per-gpu auto
 	log     fleetconfig.Log
 	links   fleetconfig.Links
 	dataDir string
@@ -178,7 +182,7 @@ func (c Config) resolve() (*config, error) {
 	if getenv == nil {
 		getenv = os.Getenv
 	}
-	out := &config{slots: c.SlotsPerGPU, log: c.Log, links: c.Links, dataDir: c.DataDir}
+	out := &config{slots: c.SlotsPerGPU, auto: c.SlotsAuto, log: c.Log, links: c.Links, dataDir: c.DataDir}
 	if !fleetstore.ValidName(c.ID) {
 		return nil, usagef("--id %q: want 1..64 characters of [a-zA-Z0-9_.-] starting with a letter or digit (the default is the hostname)", c.ID)
 	}
@@ -213,7 +217,10 @@ func (c Config) resolve() (*config, error) {
 		return nil, usageError{err}
 	}
 	if c.SlotsPerGPU < 0 || c.SlotsPerGPU > devices.MaxSlotsPerGPU {
-		return nil, usagef("--slots-per-gpu %d: want 1..%d (0 for the default)", c.SlotsPerGPU, devices.MaxSlotsPerGPU)
+		return nil, usagef("--slots-per-gpu %d: want 1..%d, or auto (0 for the default)", c.SlotsPerGPU, devices.MaxSlotsPerGPU)
+	}
+	if c.SlotsAuto && c.SlotsPerGPU != 0 {
+		return nil, usagef("--slots-per-gpu: auto and a count %d both set", c.SlotsPerGPU)
 	}
 	if err := checkPath("--model", c.Model, false); err != nil {
 		return nil, err

@@ -99,6 +99,12 @@ func run(args []string, getenv func(string) string, stderr io.Writer, exit func(
 			log.Warn("close ONNX Runtime", "err", err)
 		}
 	}()
+	if cfg.auto {
+		if err := eng.measureSlots(ctx, devs, log.With("component", "capacity")); err != nil {
+			fmt.Fprintf(stderr, "worker: %v\n", err)
+			return 1
+		}
+	}
 	opts := cfg.opts
 	opts.TLS = fleetTLS
 	opts.Devices = devs

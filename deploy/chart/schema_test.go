@@ -35,6 +35,7 @@ func TestSchemaRejectsBadValues(t *testing.T) {
 		{"one control plane", set("controlplane.replicas", 1), "replicas"},
 		{"negative workers", set("worker.replicas", -1), "replicas"},
 		{"no slots", set("worker.slotsPerGPU", 0), "slotsPerGPU"},
+		{"slots word", set("worker.slotsPerGPU", "many"), "slotsPerGPU"},
 		{"gpus word", set("worker.gpus", "two"), "gpus"},
 		{"no GPU asked", set("worker.gpusPerNode", 0), "gpusPerNode"},
 		{"relative CUDA library path", set("worker.cudaLibraries.hostPath", "usr/lib"), "hostPath"},
@@ -78,8 +79,10 @@ func TestSchemaRejectsBadValues(t *testing.T) {
 			t.Errorf("%v: want an error naming %s, got %v", c.values, c.want, err)
 		}
 	}
-	// and a good override passes, so the refusals above are about the values
-	if _, err := Render(ch, "avatarfleet", testNamespace, set("worker.slotsPerGPU", 4)); err != nil {
-		t.Errorf("a valid override was refused: %v", err)
+	// and good overrides pass, so the refusals above are about the values
+	for _, slots := range []any{4, "auto"} {
+		if _, err := Render(ch, "avatarfleet", testNamespace, set("worker.slotsPerGPU", slots)); err != nil {
+			t.Errorf("slotsPerGPU %v was refused: %v", slots, err)
+		}
 	}
 }

@@ -163,6 +163,8 @@ var goSchemas = map[string]reflect.Type{
 	"Token":                reflect.TypeFor[apiv1.Token](),
 	"DrainRequest":         reflect.TypeFor[apiv1.DrainRequest](),
 	"GPU":                  reflect.TypeFor[apiv1.GPU](),
+	"Capacity":             reflect.TypeFor[apiv1.Capacity](),
+	"BatchTiming":          reflect.TypeFor[apiv1.BatchTiming](),
 	"Worker":               reflect.TypeFor[apiv1.Worker](),
 	"WorkerList":           reflect.TypeFor[apiv1.WorkerList](),
 	"Event":                reflect.TypeFor[apiv1.Event](),

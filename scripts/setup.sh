@@ -46,8 +46,9 @@ ort_lib="$ort_dir/libonnxruntime.so.1"
 # chromium: the headless browser of the demo page's end-to-end test
 # (e2e/browsertest, driven by chromedp). ca-certificates:
 # TLS to the Go module proxy and the npm registry.
+# debootstrap: the images' Debian root filesystem (scripts/rootfs.sh, `make images`).
 apt_packages=(protobuf-compiler libprotobuf-dev gcc libc6-dev libvpx-dev libopus-dev libopusfile-dev
-  pkg-config espeak-ng chromium ca-certificates)
+  pkg-config espeak-ng chromium ca-certificates debootstrap)
 # npm fetches the ONNX Runtime package (nodejs comes with it).
 command -v npm >/dev/null 2>&1 || apt_packages+=(npm)
 

@@ -15,9 +15,19 @@ import (
 	"golang.org/x/net/ipv6"
 )
 
-// DefaultSendBatch is the most datagrams one sendmmsg carries: a fan-out
-// flushes its queue whenever it holds this many.
+// DefaultSendBatch is the most messages one sendmmsg carries. Without UDP
+// GSO a fan-out flushes its queue whenever it holds this many datagrams;
+// with GSO the queue holds gsoQueueFactor times more, so that each viewer's
+// packets of a frame meet in it and leave as one GSO send.
 const DefaultSendBatch = 64
+
+const (
+	gsoQueueFactor = 16
+	// gsoMaxSegments and gsoMaxBytes bound one GSO send (the kernel's
+	// UDP_MAX_SEGMENTS is 64 before Linux 6.9; a datagram is < 64 KiB).
+	gsoMaxSegments = 64
+	gsoMaxBytes    = 60000
+)
 
 // batchWriter sends several datagrams in one system call (sendmmsg on
 // Linux): *ipv4.PacketConn and *ipv6.PacketConn, or a test's fake. It
@@ -49,7 +59,11 @@ type batchConn struct {
 	conn     *net.UDPConn
 	batch    batchWriter
 	log      *slog.Logger
-	maxBatch int
+	maxBatch int // messages per WriteBatch
+	maxQueue int // queued datagrams that trigger a flush
+	// gso: the kernel takes UDP_SEGMENT; it is turned off for good when a
+	// GSO send fails (a device without checksum offload: EIO).
+	gso atomic.Bool
 
 	mu     sync.Mutex
 	scopes int      // open batch scopes
@@ -64,28 +78,43 @@ type batchConn struct {
 	msgs   []ipv4.Message // under sendMu
 	addrs  []net.UDPAddr  // under sendMu, one per msgs entry
 	ips    [][16]byte     // under sendMu, backing addrs' IPs
+	segs   []int          // under sendMu: datagrams in each msgs entry
+	oobs   [][]byte       // under sendMu: each entry's GSO control message
+	// GSO grouping, under sendMu: group of each destination, the queue
+	// sorted by group (stable), and its buffers in that order.
+	group  map[netip.AddrPort]int
+	counts []int
+	sorted []queued
+	bufs   [][]byte
 
 	sendErrors atomic.Uint64
 	batches    atomic.Uint64 // WriteBatch calls
 	batched    atomic.Uint64 // datagrams sent by WriteBatch
+	gsoSends   atomic.Uint64 // messages of several datagrams (GSO) sent
 }
 
 // newBatchConn wraps conn. maxBatch <= 0 means DefaultSendBatch.
-func newBatchConn(conn *net.UDPConn, maxBatch int, log *slog.Logger) *batchConn {
+// UDP GSO is used when useGSO and the kernel has it.
+func newBatchConn(conn *net.UDPConn, maxBatch int, useGSO bool, log *slog.Logger) *batchConn {
 	var bw batchWriter
 	if conn.LocalAddr().(*net.UDPAddr).IP.To4() != nil {
 		bw = ipv4.NewPacketConn(conn)
 	} else {
 		bw = ipv6.NewPacketConn(conn)
 	}
-	return newBatchConnWith(conn, bw, maxBatch, log)
+	c := newBatchConnWith(conn, bw, maxBatch, log)
+	if useGSO && gsoAvailable(conn) {
+		c.gso.Store(true)
+		c.maxQueue = gsoQueueFactor * c.maxBatch
+	}
+	return c
 }
 
 func newBatchConnWith(conn *net.UDPConn, bw batchWriter, maxBatch int, log *slog.Logger) *batchConn {
 	if maxBatch <= 0 {
 		maxBatch = DefaultSendBatch
 	}
-	return &batchConn{conn: conn, batch: bw, log: log, maxBatch: maxBatch}
+	return &batchConn{conn: conn, batch: bw, log: log, maxBatch: maxBatch, maxQueue: maxBatch, group: make(map[netip.AddrPort]int)}
 }
 
 // batchingSupported: elsewhere WriteBatch sends one message per call, so
@@ -147,7 +176,7 @@ func (c *batchConn) WriteToAddrPort(b []byte, addr netip.AddrPort) (int, error) 
 	}
 	copy(buf, b)
 	c.queue = append(c.queue, queued{buf: buf, addr: addr})
-	full := len(c.queue) >= c.maxBatch
+	full := len(c.queue) >= c.maxQueue
 	c.mu.Unlock()
 	if full {
 		c.flush()
@@ -174,8 +203,12 @@ func (c *batchConn) flushLocked() {
 		c.mu.Unlock()
 		return
 	}
-	for start := 0; start < len(q); start += c.maxBatch {
-		c.send(q[start:min(start+c.maxBatch, len(q))])
+	if c.gso.Load() {
+		c.sendGSO(q)
+	} else {
+		for start := 0; start < len(q); start += c.maxBatch {
+			c.send(q[start:min(start+c.maxBatch, len(q))])
+		}
 	}
 	c.mu.Lock()
 	for i := range q {
@@ -188,62 +221,169 @@ func (c *batchConn) flushLocked() {
 	c.mu.Unlock()
 }
 
-// send writes q (at most maxBatch) with WriteBatch, resuming after a
-// partial write and skipping a datagram the kernel refuses.
+// setAddr points msgs[i] at addr (the slot's own UDPAddr: no allocation).
+func (c *batchConn) setAddr(i int, addr netip.AddrPort) {
+	a := &c.addrs[i]
+	ip := addr.Addr()
+	if ip.Is4() || ip.Is4In6() {
+		v4 := ip.Unmap().As4()
+		a.IP = c.ips[i][:4]
+		copy(a.IP, v4[:])
+	} else {
+		c.ips[i] = ip.As16()
+		a.IP = c.ips[i][:16]
+	}
+	a.Port, a.Zone = int(addr.Port()), ip.Zone()
+	c.msgs[i].Addr = a
+	c.msgs[i].N, c.msgs[i].NN, c.msgs[i].Flags = 0, 0, 0
+}
+
+// grow makes room for n messages.
+func (c *batchConn) grow(n int) {
+	if cap(c.msgs) >= n {
+		return
+	}
+	c.msgs = make([]ipv4.Message, n)
+	c.addrs = make([]net.UDPAddr, n)
+	c.ips = make([][16]byte, n)
+	c.segs = make([]int, n)
+	c.oobs = make([][]byte, n)
+}
+
+// send writes q (at most maxBatch datagrams), one message each.
 func (c *batchConn) send(q []queued) {
-	if cap(c.msgs) < len(q) {
-		c.msgs = make([]ipv4.Message, len(q))
-		c.addrs = make([]net.UDPAddr, len(q))
-		c.ips = make([][16]byte, len(q))
-		for i := range c.msgs {
-			c.msgs[i].Buffers = make([][]byte, 1)
-		}
+	c.grow(len(q))
+	c.bufs = c.bufs[:0]
+	for _, d := range q {
+		c.bufs = append(c.bufs, d.buf)
 	}
-	ms := c.msgs[:len(q)]
 	for i, d := range q {
-		a := &c.addrs[i]
-		ip := d.addr.Addr()
-		if ip.Is4() || ip.Is4In6() {
-			v4 := ip.Unmap().As4()
-			a.IP = c.ips[i][:4]
-			copy(a.IP, v4[:])
-		} else {
-			c.ips[i] = ip.As16()
-			a.IP = c.ips[i][:16]
-		}
-		a.Port, a.Zone = int(d.addr.Port()), ip.Zone()
-		ms[i].Buffers[0] = d.buf
-		ms[i].Addr = a
-		ms[i].N, ms[i].NN, ms[i].Flags = 0, 0, 0
+		c.setAddr(i, d.addr)
+		c.msgs[i].Buffers = c.bufs[i : i+1 : i+1]
+		c.msgs[i].OOB = nil
+		c.segs[i] = 1
 	}
-	for i := 0; i < len(ms); {
-		n, err := c.batch.WriteBatch(ms[i:], 0)
+	c.write(len(q), q)
+}
+
+// sendGSO groups q by destination (keeping each destination's order) and
+// sends each run of equal-sized datagrams to one destination (the last may
+// be shorter) as one GSO message: the kernel's send path runs once per run.
+func (c *batchConn) sendGSO(q []queued) {
+	clear(c.group)
+	c.counts = c.counts[:0]
+	for _, d := range q {
+		g, ok := c.group[d.addr]
+		if !ok {
+			g = len(c.counts)
+			c.group[d.addr] = g
+			c.counts = append(c.counts, 0)
+		}
+		c.counts[g]++
+	}
+	// Counting sort by group: offsets, then place.
+	off := 0
+	for g, n := range c.counts {
+		c.counts[g] = off
+		off += n
+	}
+	c.sorted = append(c.sorted[:0], q...)
+	for _, d := range q {
+		g := c.group[d.addr]
+		c.sorted[c.counts[g]] = d
+		c.counts[g]++
+	}
+	c.bufs = c.bufs[:0]
+	for _, d := range c.sorted {
+		c.bufs = append(c.bufs, d.buf)
+	}
+	c.grow(min(len(q), c.maxBatch))
+	n := 0 // messages built
+	flush := func() {
 		if n > 0 {
+			c.write(n, nil)
+			n = 0
+		}
+	}
+	for i := 0; i < len(c.sorted); {
+		size := len(c.sorted[i].buf)
+		j, bytes := i+1, size
+		for j < len(c.sorted) && j-i < gsoMaxSegments && c.sorted[j].addr == c.sorted[i].addr &&
+			len(c.sorted[j-1].buf) == size && len(c.sorted[j].buf) <= size && bytes+len(c.sorted[j].buf) <= gsoMaxBytes {
+			bytes += len(c.sorted[j].buf)
+			j++
+		}
+		c.setAddr(n, c.sorted[i].addr)
+		c.msgs[n].Buffers = c.bufs[i:j:j]
+		c.msgs[n].OOB = nil
+		if j-i > 1 {
+			c.oobs[n] = gsoControl(c.oobs[n], size)
+			c.msgs[n].OOB = c.oobs[n]
+		}
+		c.segs[n] = j - i
+		n++
+		i = j
+		if n == c.maxBatch {
+			flush()
+		}
+	}
+	flush()
+}
+
+// write sends msgs[:n] with WriteBatch, resuming after a partial write and
+// skipping a message the kernel refuses. A refused GSO message turns GSO
+// off and its datagrams go out one by one.
+func (c *batchConn) write(n int, q []queued) {
+	ms := c.msgs[:n]
+	for i := 0; i < len(ms); {
+		k, err := c.batch.WriteBatch(ms[i:], 0)
+		if k > 0 {
 			c.batches.Add(1)
-			c.batched.Add(uint64(n))
-			i += n
+			for _, s := range c.segs[i : i+k] {
+				c.batched.Add(uint64(s))
+				if s > 1 {
+					c.gsoSends.Add(1)
+				}
+			}
+			i += k
 		}
 		if err != nil {
 			if errors.Is(err, net.ErrClosed) {
-				c.sendErrors.Add(uint64(len(ms) - i))
-				c.log.Debug("sfu: media socket closed with datagrams queued", "dropped", len(ms)-i)
+				c.dropped(ms[i:], "media socket closed with datagrams queued", err)
 				break
 			}
-			// The datagram at i is the one refused: drop it, send the rest.
-			c.sendErrors.Add(1)
-			c.log.Debug("sfu: batched send failed", "to", q[i].addr.String(), "err", err)
+			if c.segs[i] > 1 {
+				c.gso.Store(false)
+				c.log.Warn("sfu: UDP GSO send failed; sending without GSO from now on", "err", err)
+				for _, b := range ms[i].Buffers {
+					if _, err := c.conn.WriteToUDPAddrPort(b, ms[i].Addr.(*net.UDPAddr).AddrPort()); err != nil {
+						c.sendErrors.Add(1)
+					}
+				}
+			} else {
+				c.dropped(ms[i:i+1], "batched send failed", err)
+			}
 			i++
 			continue
 		}
-		if n <= 0 { // no progress and no error: never spin
-			c.sendErrors.Add(uint64(len(ms) - i))
-			c.log.Warn("sfu: batched send made no progress", "dropped", len(ms)-i)
+		if k <= 0 { // no progress and no error: never spin
+			c.dropped(ms[i:], "batched send made no progress", nil)
 			break
 		}
 	}
 	for i := range ms {
-		ms[i].Buffers[0], ms[i].Addr = nil, nil
+		ms[i].Buffers, ms[i].Addr, ms[i].OOB = nil, nil, nil
 	}
+}
+
+// dropped counts and logs datagrams that could not be sent.
+func (c *batchConn) dropped(ms []ipv4.Message, why string, err error) {
+	n := 0
+	for _, m := range ms {
+		n += len(m.Buffers)
+	}
+	c.sendErrors.Add(uint64(n))
+	c.log.Debug("sfu: "+why, "datagrams", n, "to", ms[0].Addr.String(), "err", err)
 }
 
 // Close sends what is queued, then closes the socket. Later writes fail

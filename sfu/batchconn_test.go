@@ -3,7 +3,6 @@ package sfu
 import (
 	"encoding/binary"
 	"errors"
-	"fmt"
 	"net"
 	"net/netip"
 	"sync"
@@ -53,6 +52,13 @@ func nothingMore(t *testing.T, c *net.UDPConn, d time.Duration) {
 	}
 }
 
+// sameSize is numbered with every datagram 1,150 bytes, an SRTP packet.
+func sameSize(i int) []byte {
+	b := make([]byte, 1150)
+	binary.BigEndian.PutUint32(b, uint32(i))
+	return b
+}
+
 func numbered(i int) []byte {
 	b := make([]byte, 100+i%50)
 	binary.BigEndian.PutUint32(b, uint32(i))
@@ -66,15 +72,26 @@ func TestBatchConnOrderAndFlush(t *testing.T) {
 	for _, tc := range []struct {
 		name             string
 		writes, maxBatch int
+		gso, sameSize    bool
 	}{
-		{"under one batch", 10, 64},
-		{"several full batches", 200, 64},
-		{"batch of one", 5, 1},
+		{"under one batch", 10, 64, false, false},
+		{"several full batches", 200, 64, false, false},
+		{"batch of one", 5, 1, false, false},
+		{"GSO, sizes vary", 200, 64, true, false},
+		{"GSO, one size", 300, 8, true, true},
+		{"GSO, one size, full batches", 2000, 64, true, true},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			rx := listenLoopback(t)
-			bc := newBatchConn(listenLoopback(t), tc.maxBatch, testLogger())
+			bc := newBatchConn(listenLoopback(t), tc.maxBatch, tc.gso, testLogger())
 			to := rx.LocalAddr().(*net.UDPAddr).AddrPort()
+			if tc.gso && !bc.gso.Load() && batchingSupported() {
+				t.Fatal("kernel has no UDP GSO") // Linux ≥ 4.18: every supported kernel
+			}
+			numbered := numbered
+			if tc.sameSize {
+				numbered = sameSize
+			}
 			bc.begin()
 			for i := range tc.writes {
 				buf := numbered(i)
@@ -83,7 +100,7 @@ func TestBatchConnOrderAndFlush(t *testing.T) {
 				}
 				clear(buf) // the conn must have copied it
 			}
-			full := tc.writes / tc.maxBatch * tc.maxBatch
+			full := tc.writes / bc.maxQueue * bc.maxQueue
 			got := receive(t, rx, full)
 			nothingMore(t, rx, 50*time.Millisecond) // the rest waits for end
 			bc.end()
@@ -111,7 +128,7 @@ func TestBatchConnOrderAndFlush(t *testing.T) {
 // and later writes fail with net.ErrClosed.
 func TestBatchConnCloseFlushes(t *testing.T) {
 	rx := listenLoopback(t)
-	bc := newBatchConn(listenLoopback(t), 64, testLogger())
+	bc := newBatchConn(listenLoopback(t), 64, true, testLogger())
 	to := rx.LocalAddr().(*net.UDPAddr).AddrPort()
 	bc.begin()
 	for i := range 3 {
@@ -205,7 +222,7 @@ func TestBatchConnPartialWrites(t *testing.T) {
 
 // TestBatchConnDirectWriteError: outside a scope the writer gets the error.
 func TestBatchConnDirectWriteError(t *testing.T) {
-	bc := newBatchConn(listenLoopback(t), 64, testLogger())
+	bc := newBatchConn(listenLoopback(t), 64, true, testLogger())
 	// Port 0 is not a destination: sendto fails with EINVAL.
 	if _, err := bc.WriteToAddrPort([]byte("x"), netip.MustParseAddrPort("127.0.0.1:0")); err == nil {
 		t.Error("write to port 0 succeeded")
@@ -220,7 +237,7 @@ func TestBatchConnDirectWriteError(t *testing.T) {
 // datagrams arrive in its order (run with -race).
 func TestBatchConnConcurrentWriters(t *testing.T) {
 	rx := listenLoopback(t)
-	bc := newBatchConn(listenLoopback(t), 16, testLogger())
+	bc := newBatchConn(listenLoopback(t), 16, true, testLogger())
 	t.Cleanup(func() { _ = bc.Close() })
 	to := rx.LocalAddr().(*net.UDPAddr).AddrPort()
 	const writers, each = 8, 150
@@ -264,14 +281,22 @@ func TestBatchConnConcurrentWriters(t *testing.T) {
 }
 
 // TestFanoutBatched: real Pion viewers receive every packet, in order, with
-// batching on and off, and with it on the sends really were batched.
+// batching off, on without GSO and on with GSO, and the sends really were
+// batched (and segmented by the kernel).
 func TestFanoutBatched(t *testing.T) {
-	for _, off := range []bool{false, true} {
-		t.Run(fmt.Sprintf("batching=%v", !off), func(t *testing.T) {
+	for _, tc := range []struct {
+		name                string
+		disable, disableGSO bool
+	}{
+		{"off", true, false},
+		{"sendmmsg", false, true},
+		{"sendmmsg+GSO", false, false},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
 			const n = 8
-			s := newTestSFU(t, Config{MaxPendingViewers: n, DisableSendBatching: off})
-			if (s.batch != nil) != (!off && batchingSupported()) {
-				t.Fatalf("batching on: %v with DisableSendBatching=%v", s.batch != nil, off)
+			s := newTestSFU(t, Config{MaxPendingViewers: n, DisableSendBatching: tc.disable, DisableGSO: tc.disableGSO})
+			if (s.batch != nil) != (!tc.disable && batchingSupported()) {
+				t.Fatalf("batching on: %v with DisableSendBatching=%v", s.batch != nil, tc.disable)
 			}
 			var src *source
 			room, err := s.OpenRoom("batched", RoomOptions{OnKeyframeRequest: func() { src.keyReq.Store(true) }})
@@ -281,9 +306,9 @@ func TestFanoutBatched(t *testing.T) {
 			src = startSource(room, 6000)
 			defer src.close()
 			clients := connectViewers(t, room, n, clientOptions{video: true, audio: true})
-			var batches0, batched0 uint64
+			var batches0, batched0, gso0 uint64
 			if s.batch != nil {
-				batches0, batched0 = s.batch.batches.Load(), s.batch.batched.Load()
+				batches0, batched0, gso0 = s.batch.batches.Load(), s.batch.batched.Load(), s.batch.gsoSends.Load()
 			}
 			before, fb, ab := snapshots(clients), src.frames.Load(), src.audio.Load()
 			const window = 2 * time.Second
@@ -292,15 +317,18 @@ func TestFanoutBatched(t *testing.T) {
 			if s.batch == nil {
 				return
 			}
-			calls, dgrams := s.batch.batches.Load()-batches0, s.batch.batched.Load()-batched0
+			calls, dgrams, gso := s.batch.batches.Load()-batches0, s.batch.batched.Load()-batched0, s.batch.gsoSends.Load()-gso0
 			// A 6 kB frame is ~6 packets × 8 viewers; audio 1 × 8.
 			if calls == 0 || float64(dgrams)/float64(calls) < 4 {
 				t.Errorf("%d datagrams in %d sendmmsg calls: not batched", dgrams, calls)
 			}
+			if wantGSO := !tc.disableGSO && s.batch.gso.Load(); wantGSO != (gso > 0) {
+				t.Errorf("%d GSO sends with GSO %v", gso, wantGSO)
+			}
 			if e := s.batch.sendErrors.Load(); e != 0 {
 				t.Errorf("%d batched sends failed", e)
 			}
-			t.Logf("%d datagrams in %d sendmmsg calls (%.1f per call)", dgrams, calls, float64(dgrams)/float64(calls))
+			t.Logf("%d datagrams in %d sendmmsg calls (%.1f per call), %d GSO sends", dgrams, calls, float64(dgrams)/float64(calls), gso)
 		})
 	}
 }

@@ -18,19 +18,19 @@ import (
 // BenchmarkUDPBaseline is the machine's limit for BenchmarkFanout: the same
 // packets (a 10 kB frame as 9 datagrams of ~1,150 bytes, the size of an
 // SRTP-protected VP8 packet) to N loopback receivers, from a bare socket,
-// with one sendto per datagram and with sendmmsg (DefaultSendBatch per
-// call). One op is one frame to every receiver. The CPU is the sending
+// with one sendto per datagram, with sendmmsg (DefaultSendBatch per call),
+// and with sendmmsg of one UDP GSO message per receiver (its 9 datagrams). One op is one frame to every receiver. The CPU is the sending
 // thread's own (RUSAGE_THREAD), which on loopback includes the kernel's
 // delivery into the receivers' sockets; the receivers read on other threads.
 func BenchmarkUDPBaseline(b *testing.B) {
 	for _, n := range []int{10, 50, 100, 250} {
-		for _, mode := range []string{"sendto", "sendmmsg"} {
-			b.Run(fmt.Sprintf("dests=%d/%s", n, mode), func(b *testing.B) { benchUDP(b, n, mode == "sendmmsg") })
+		for _, mode := range []string{"sendto", "sendmmsg", "gso"} {
+			b.Run(fmt.Sprintf("dests=%d/%s", n, mode), func(b *testing.B) { benchUDP(b, n, mode) })
 		}
 	}
 }
 
-func benchUDP(b *testing.B, n int, batch bool) {
+func benchUDP(b *testing.B, n int, mode string) {
 	const perFrame, size = 9, 1150
 	tx, err := net.ListenUDP("udp4", &net.UDPAddr{IP: net.IPv4(127, 0, 0, 1)})
 	if err != nil {
@@ -68,13 +68,26 @@ func benchUDP(b *testing.B, n int, batch bool) {
 	payload := make([]byte, size)
 	pc := ipv4.NewPacketConn(tx)
 	msgs := make([]ipv4.Message, 0, perFrame*n)
-	for p := 0; p < perFrame; p++ {
+	if mode == "gso" {
+		if !gsoAvailable(tx) {
+			b.Fatal("no UDP GSO in this kernel")
+		}
+		segs := make([][]byte, perFrame)
+		for i := range segs {
+			segs[i] = payload
+		}
 		for _, d := range dests {
-			msgs = append(msgs, ipv4.Message{Buffers: [][]byte{payload}, Addr: net.UDPAddrFromAddrPort(d)})
+			msgs = append(msgs, ipv4.Message{Buffers: segs, OOB: gsoControl(nil, size), Addr: net.UDPAddrFromAddrPort(d)})
+		}
+	} else {
+		for p := 0; p < perFrame; p++ {
+			for _, d := range dests {
+				msgs = append(msgs, ipv4.Message{Buffers: [][]byte{payload}, Addr: net.UDPAddrFromAddrPort(d)})
+			}
 		}
 	}
 	frame := func() {
-		if !batch {
+		if mode == "sendto" {
 			for p := 0; p < perFrame; p++ {
 				for _, d := range dests {
 					if _, err := tx.WriteToUDPAddrPort(payload, d); err != nil {
@@ -108,10 +121,6 @@ func benchUDP(b *testing.B, n int, batch bool) {
 	mbitPerCore := pkts * size * 8 / 1e6 / cpu.Seconds()
 	b.ReportMetric(usPerPkt, "µs-cpu/pkt")
 	b.ReportMetric(mbitPerCore, "Mbit/s/core")
-	mode := "sendto"
-	if batch {
-		mode = "sendmmsg"
-	}
 	b.Logf("%3d dests, %-8s: %8.0f pkts/s, %5.2f µs CPU/pkt, %7.1f Mbit/s per core", n, mode, pkts/wall.Seconds(), usPerPkt, mbitPerCore)
 }
 

@@ -92,6 +92,10 @@ type Config struct {
 	// to every viewer is queued and sent with sendmmsg, DefaultSendBatch
 	// datagrams per call (batchconn.go); elsewhere sends are never batched.
 	DisableSendBatching bool
+	// DisableGSO keeps batching but without UDP generic segmentation
+	// offload: by default, where the kernel has UDP_SEGMENT, each viewer's
+	// packets of one frame leave as one GSO send inside the sendmmsg.
+	DisableGSO bool
 	// Logger receives the SFU's logs (default slog.Default()).
 	Logger *slog.Logger
 }
@@ -194,7 +198,7 @@ func New(cfg Config) (*SFU, error) {
 	}
 	var muxConn net.PacketConn = conn
 	if !cfg.DisableSendBatching && batchingSupported() {
-		s.batch = newBatchConn(conn, DefaultSendBatch, s.log)
+		s.batch = newBatchConn(conn, DefaultSendBatch, !cfg.DisableGSO, s.log)
 		muxConn = s.batch
 	}
 	mux := webrtc.NewICEUDPMux(nil, muxConn)
@@ -222,7 +226,7 @@ func New(cfg Config) (*SFU, error) {
 			return nil, fmt.Errorf("sfu: public IP rewrite rule: %w", err)
 		}
 	}
-	s.log.Info("sfu: media socket bound", "addr", conn.LocalAddr().String(), "public_ip", cfg.PublicIP, "ice_lite", cfg.ICELite, "send_batching", s.batch != nil)
+	s.log.Info("sfu: media socket bound", "addr", conn.LocalAddr().String(), "public_ip", cfg.PublicIP, "ice_lite", cfg.ICELite, "send_batching", s.batch != nil, "gso", s.batch != nil && s.batch.gso.Load())
 	return s, nil
 }
 

@@ -46,12 +46,13 @@ type queued struct {
 // scope (begin/end) every write goes to the socket at once, as a plain
 // net.UDPConn's would. Inside one — a room's fan-out of one sample to every
 // viewer — writes from any goroutine are copied into a queue, and the queue
-// goes out with sendmmsg when it holds maxBatch datagrams and when the last
-// open scope ends. Nothing waits on a timer: a queued datagram leaves at the
-// latest when the scope it was queued in ends. Datagrams leave in the order
-// their writes returned. Errors of queued datagrams cannot reach their
-// writer (it has returned): they are counted and logged, as a lost UDP
-// datagram would be; a direct write returns its error.
+// goes out with sendmmsg when it holds maxQueue datagrams and whenever a
+// scope ends. Nothing waits on a timer: a queued datagram leaves at the
+// latest when the scope it was queued in ends (the fan-out of one frame: a
+// few ms). Datagrams to one destination leave in the order their writes
+// returned (without GSO, all datagrams do). Errors of queued datagrams
+// cannot reach their writer (it has returned): they are counted and logged,
+// as a lost UDP datagram would be; a direct write returns its error.
 //
 // It implements net.PacketConn and ice.AddrPortReaderWriter (Pion's
 // allocation-free path), so the mux uses WriteToAddrPort.

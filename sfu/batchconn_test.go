@@ -332,3 +332,59 @@ func TestFanoutBatched(t *testing.T) {
 		})
 	}
 }
+
+// refuseGSO is a batchWriter whose kernel refuses GSO messages (EIO, as a
+// device without checksum offload does) and sends the others for real.
+type refuseGSO struct {
+	real    batchWriter
+	refused int
+}
+
+func (r *refuseGSO) WriteBatch(ms []ipv4.Message, flags int) (int, error) {
+	for i, m := range ms {
+		if len(m.Buffers) > 1 {
+			if i == 0 {
+				r.refused++
+				return 0, &net.OpError{Op: "write", Err: syscall.EIO}
+			}
+			n, err := r.real.WriteBatch(ms[:i], flags)
+			return n, err
+		}
+	}
+	return r.real.WriteBatch(ms, flags)
+}
+
+// TestBatchConnGSORefused: a GSO send the kernel refuses turns GSO off; its
+// datagrams still arrive, in order, and later flushes send without GSO.
+func TestBatchConnGSORefused(t *testing.T) {
+	rx := listenLoopback(t)
+	tx := listenLoopback(t)
+	fake := &refuseGSO{real: ipv4.NewPacketConn(tx)}
+	bc := newBatchConnWith(tx, fake, 64, testLogger())
+	bc.gso.Store(true)
+	to := rx.LocalAddr().(*net.UDPAddr).AddrPort()
+	for round := range 2 {
+		bc.begin()
+		for i := range 20 {
+			if _, err := bc.WriteToAddrPort(sameSize(round*20+i), to); err != nil {
+				t.Fatal(err)
+			}
+		}
+		bc.end()
+		for i, d := range receive(t, rx, 20) {
+			if string(d) != string(sameSize(round*20+i)) {
+				t.Fatalf("round %d: datagram %d out of order or garbled", round, i)
+			}
+		}
+	}
+	if bc.gso.Load() {
+		t.Error("GSO still on after the kernel refused it")
+	}
+	if fake.refused != 1 {
+		t.Errorf("%d GSO sends refused, want 1 (then none tried)", fake.refused)
+	}
+	if e := bc.sendErrors.Load(); e != 0 {
+		t.Errorf("%d datagrams lost", e)
+	}
+	nothingMore(t, rx, 50*time.Millisecond)
+}

@@ -213,7 +213,7 @@ func (c *batchConn) flushLocked() {
 	}
 	c.mu.Lock()
 	for i := range q {
-		if len(c.free) < 4*c.maxBatch {
+		if len(c.free) < c.maxQueue {
 			c.free = append(c.free, q[i].buf)
 		}
 		q[i] = queued{}

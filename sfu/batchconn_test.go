@@ -388,3 +388,27 @@ func TestBatchConnGSORefused(t *testing.T) {
 	}
 	nothingMore(t, rx, 50*time.Millisecond)
 }
+
+// TestBatchConnAllocs: once warm, a fan-out scope allocates nothing per
+// datagram (buffers, messages and addresses are reused), with and without
+// GSO.
+func TestBatchConnAllocs(t *testing.T) {
+	for _, gso := range []bool{false, true} {
+		rx := listenLoopback(t)
+		bc := newBatchConn(listenLoopback(t), 64, gso, testLogger())
+		dests := []netip.AddrPort{rx.LocalAddr().(*net.UDPAddr).AddrPort(), netip.MustParseAddrPort("127.0.0.1:9")}
+		pkt := sameSize(1)
+		scope := func() {
+			bc.begin()
+			for i := range 300 {
+				_, _ = bc.WriteToAddrPort(pkt, dests[i%2])
+			}
+			bc.end()
+		}
+		scope()
+		if allocs := testing.AllocsPerRun(20, scope); allocs > 5 {
+			t.Errorf("GSO %v: %.0f allocations per 300-datagram scope", gso, allocs)
+		}
+		_ = bc.Close()
+	}
+}

@@ -406,7 +406,9 @@ func TestBatchConnAllocs(t *testing.T) {
 			bc.end()
 		}
 		scope()
-		if allocs := testing.AllocsPerRun(20, scope); allocs > 5 {
+		// A few per sendmmsg call are x/net's: its sync.Pool drops items
+		// at random under -race. One per datagram would be 300.
+		if allocs := testing.AllocsPerRun(20, scope); allocs > 30 {
 			t.Errorf("GSO %v: %.0f allocations per 300-datagram scope", gso, allocs)
 		}
 		_ = bc.Close()

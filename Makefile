@@ -86,7 +86,7 @@ bench: setup build
 	$(GO) test -tags '$(GOTAGS)' -run '^$$' -bench . -benchmem -timeout 10m ./worker/pkg/mediaruntime \
 		-args -concurrent.duration=$(BENCH_CONCURRENT)
 	$(GO) test -tags '$(GOTAGS)' -run '^$$' -bench Sessions -benchtime 1x -timeout 10m ./worker/pkg/lipsync/batch
-	$(GO) test -tags '$(GOTAGS)' -run '^$$' -bench Fanout -benchtime 75x -timeout 10m ./sfu/
+	$(GO) test -tags '$(GOTAGS)' -run '^$$' -bench 'Fanout|UDPBaseline' -benchtime 75x -timeout 15m ./sfu/
 	$(GO) test -tags '$(GOTAGS)' -run '^$$' -bench AutoSlots -benchtime 1x -timeout 5m ./worker/pkg/capacity
 
 # Generated ONNX models (default lip-sync model and the Wav2Lip-shaped

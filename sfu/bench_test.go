@@ -25,15 +25,23 @@ const receiversEnv = "SFU_BENCH_RECEIVERS"
 // ~1,100-byte packets) written in real time; one op is one frame. The
 // viewers are real Pion peers in a child process (read and discard), so the
 // process CPU time (getrusage) is the SFU's own: packetising, interceptors,
-// SRTP, the socket writes, and the RTCP and ICE traffic of N peers.
+// SRTP, the socket writes, and the RTCP and ICE traffic of N peers. Each
+// size runs with send batching off (one sendto per packet), with sendmmsg,
+// and with sendmmsg + UDP GSO; BenchmarkUDPBaseline measures the bare
+// socket the same ways.
 func BenchmarkFanout(b *testing.B) {
-	for _, n := range []int{1, 10, 50, 100} {
-		b.Run(fmt.Sprintf("viewers=%d", n), func(b *testing.B) { benchFanout(b, n) })
+	for _, n := range []int{10, 50, 100, 250} {
+		for _, mode := range []string{"sendto", "sendmmsg", "gso"} {
+			b.Run(fmt.Sprintf("viewers=%d/%s", n, mode), func(b *testing.B) {
+				benchFanout(b, n, mode, Config{DisableSendBatching: mode == "sendto", DisableGSO: mode != "gso"})
+			})
+		}
 	}
 }
 
-func benchFanout(b *testing.B, n int) {
-	s := newTestSFU(b, Config{MaxViewersPerRoom: n, MaxPendingViewers: n, MaxPendingPerToken: n})
+func benchFanout(b *testing.B, n int, mode string, cfg Config) {
+	cfg.MaxViewersPerRoom, cfg.MaxPendingViewers, cfg.MaxPendingPerToken = n, n, n
+	s := newTestSFU(b, cfg)
 	room, err := s.OpenRoom("bench", RoomOptions{})
 	if err != nil {
 		b.Fatal(err)
@@ -124,8 +132,8 @@ func benchFanout(b *testing.B, n int) {
 	b.ReportMetric(usPerPkt, "µs-cpu/pkt")
 	b.ReportMetric(mbitPerCore, "Mbit/s/core")
 	b.ReportMetric(cpu.Seconds()/wall.Seconds()*100, "%cpu")
-	b.Logf("%3d viewers: %7.0f pkts/s out, %6.1f Mbit/s out, CPU %5.1f%% of a core, %5.2f µs CPU/pkt, %6.1f Mbit/s per core, %5.2f µs CPU per Mbit forwarded",
-		n, pkts/wall.Seconds(), bits/1e6/wall.Seconds(), cpu.Seconds()/wall.Seconds()*100, usPerPkt, mbitPerCore, cpu.Seconds()*1e6/(bits/1e6))
+	b.Logf("%3d viewers, %-8s: %7.0f pkts/s out, %6.1f Mbit/s out, CPU %5.1f%% of a core, %5.2f µs CPU/pkt, %6.1f Mbit/s per core, %5.2f µs CPU per Mbit forwarded",
+		n, mode, pkts/wall.Seconds(), bits/1e6/wall.Seconds(), cpu.Seconds()/wall.Seconds()*100, usPerPkt, mbitPerCore, cpu.Seconds()*1e6/(bits/1e6))
 }
 
 // processCPU is this process's user + system CPU time.

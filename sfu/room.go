@@ -118,6 +118,9 @@ func (r *Room) WriteVideo(s Sample) error {
 	}
 	r.videoMu.Lock()
 	defer r.videoMu.Unlock()
+	// Every packet to every viewer is queued, then sent by sendmmsg.
+	r.sfu.batch.begin()
+	defer r.sfu.batch.end()
 	r.videoFrames.Add(1)
 	r.videoBytes.Add(uint64(len(s.Data)))
 	if s.Keyframe {
@@ -138,6 +141,8 @@ func (r *Room) WriteAudio(s Sample) error {
 	}
 	r.audioMu.Lock()
 	defer r.audioMu.Unlock()
+	r.sfu.batch.begin()
+	defer r.sfu.batch.end()
 	r.audioPackets.Add(1)
 	r.audioBytes.Add(uint64(len(s.Data)))
 	if err := r.audio.WriteSample(media.Sample{Data: s.Data, Duration: s.Duration}); err != nil {

@@ -87,6 +87,15 @@ type Config struct {
 	// ErrTooManyPending and takes no place, so offers that never connect
 	// cannot fill a room. ViewerOptions may set other caps per call.
 	MaxPendingViewers, MaxPendingPerToken int
+	// DisableSendBatching sends every datagram with its own sendto, as
+	// before batching. By default (Linux) a room's fan-out of one sample
+	// to every viewer is queued and sent with sendmmsg, DefaultSendBatch
+	// datagrams per call (batchconn.go); elsewhere sends are never batched.
+	DisableSendBatching bool
+	// DisableGSO keeps batching but without UDP generic segmentation
+	// offload: by default, where the kernel has UDP_SEGMENT, each viewer's
+	// packets of one frame leave as one GSO send inside the sendmmsg.
+	DisableGSO bool
 	// Logger receives the SFU's logs (default slog.Default()).
 	Logger *slog.Logger
 }
@@ -129,9 +138,12 @@ func (c Config) withDefaults() Config {
 // fanned out to WHEP viewers, with WHIP publishers feeding audio back. All
 // its peers share one UDP socket. Safe for concurrent use.
 type SFU struct {
-	cfg    Config
-	log    *slog.Logger
-	conn   *net.UDPConn
+	cfg  Config
+	log  *slog.Logger
+	conn *net.UDPConn
+	// batch wraps conn under the ICE mux when sends are batched (nil
+	// otherwise; its begin/end are no-ops on nil).
+	batch  *batchConn
 	mux    interface{ Close() error }
 	engine *webrtc.MediaEngine
 	// settings is copied into every peer's API; it carries the ICE mux.
@@ -184,7 +196,12 @@ func New(cfg Config) (*SFU, error) {
 		_ = conn.Close()
 		return nil, err
 	}
-	mux := webrtc.NewICEUDPMux(nil, conn)
+	var muxConn net.PacketConn = conn
+	if !cfg.DisableSendBatching && batchingSupported() {
+		s.batch = newBatchConn(conn, DefaultSendBatch, !cfg.DisableGSO, s.log)
+		muxConn = s.batch
+	}
+	mux := webrtc.NewICEUDPMux(nil, muxConn)
 	s.mux = mux
 	s.settings.SetICEUDPMux(mux)
 	s.settings.SetNetworkTypes([]webrtc.NetworkType{netType})
@@ -209,7 +226,7 @@ func New(cfg Config) (*SFU, error) {
 			return nil, fmt.Errorf("sfu: public IP rewrite rule: %w", err)
 		}
 	}
-	s.log.Info("sfu: media socket bound", "addr", conn.LocalAddr().String(), "public_ip", cfg.PublicIP, "ice_lite", cfg.ICELite)
+	s.log.Info("sfu: media socket bound", "addr", conn.LocalAddr().String(), "public_ip", cfg.PublicIP, "ice_lite", cfg.ICELite, "send_batching", s.batch != nil, "gso", s.batch != nil && s.batch.gso.Load())
 	return s, nil
 }
 
@@ -347,6 +364,9 @@ func (s *SFU) Close() error {
 		errs = append(errs, fmt.Errorf("sfu: close ICE mux: %w", err))
 	}
 	// The mux closes the socket; a second close only reports that.
+	if s.batch != nil {
+		_ = s.batch.Close()
+	}
 	_ = s.conn.Close()
 	return errors.Join(errs...)
 }

@@ -45,6 +45,7 @@ type Config struct {
 	ICEUsername      string
 	ICELite          bool
 	MaxViewers       int
+	SendBatching     string
 	GPUs             string
 	SlotsPerGPU      int
 	// SlotsAuto is --slots-per-gpu auto: measure each device at start
@@ -95,6 +96,7 @@ func (c *Config) AddFlags(fs *flag.FlagSet) {
 	fs.StringVar(&c.ICEUsername, "ice-username", "", "username for the turn: URLs of --ice-servers (credential from "+iceCredentialEnv+")")
 	fs.BoolVar(&c.ICELite, "ice-lite", false, "run ICE as a lite agent (for a worker with a public address)")
 	fs.IntVar(&c.MaxViewers, "max-viewers", sfu.DefaultMaxViewersPerRoom, "viewers per session")
+	fs.StringVar(&c.SendBatching, "send-batching", "gso", "how the SFU sends a frame's packets to its viewers: gso (sendmmsg + UDP GSO where the kernel has it), sendmmsg, or off (one sendto per packet)")
 	fs.StringVar(&c.GPUs, "gpus", "auto", "devices: auto (NVML, else CPU), cpu, or GPU indices like 0,1")
 	fs.Var(&slotsFlag{n: &c.SlotsPerGPU, auto: &c.SlotsAuto}, "slots-per-gpu", "sessions per device: 1.."+strconv.Itoa(devices.MaxSlotsPerGPU)+", or auto to time the model on each device at start (default 1 on a GPU, 2 on the CPU)")
 	fs.StringVar(&c.Model, "model", "", "ONNX model file (default: the generated default model)")
@@ -211,6 +213,9 @@ func (c Config) resolve() (*config, error) {
 		return nil, usagef("--public-ip %q is not an IP address", c.PublicIP)
 	}
 	if err := out.sfu.set(c.MediaListenIP, c.ICEServers, c.ICEUsername, getenv(iceCredentialEnv), c.ICELite, c.MaxViewers); err != nil {
+		return nil, err
+	}
+	if err := out.sfu.setBatching(c.SendBatching); err != nil {
 		return nil, err
 	}
 	if out.gpus, err = devices.ParseSpec(c.GPUs); err != nil {

@@ -15,13 +15,15 @@ import (
 // function closes it; call it after the agent has stopped every session.
 func attachSFU(opts *agent.Options, c sfuConfig, e *engine, log *slog.Logger) (closeSFU func() error, err error) {
 	s, err := sfu.New(sfu.Config{
-		MediaPort:         opts.MediaPort,
-		ListenIP:          c.listenIP,
-		PublicIP:          opts.PublicIP,
-		ICEServers:        c.iceServers,
-		ICELite:           c.iceLite,
-		MaxViewersPerRoom: c.maxViewers,
-		Logger:            log,
+		MediaPort:           opts.MediaPort,
+		ListenIP:            c.listenIP,
+		PublicIP:            opts.PublicIP,
+		ICEServers:          c.iceServers,
+		ICELite:             c.iceLite,
+		MaxViewersPerRoom:   c.maxViewers,
+		DisableSendBatching: c.noBatching,
+		DisableGSO:          c.noGSO,
+		Logger:              log,
 	})
 	if err != nil {
 		return nil, fmt.Errorf("embedded SFU on UDP port %d: %w", opts.MediaPort, err)

@@ -27,6 +27,23 @@ type sfuConfig struct {
 	iceServers []webrtc.ICEServer
 	iceLite    bool
 	maxViewers int
+	// noBatching and noGSO come from --send-batching (off, sendmmsg).
+	noBatching, noGSO bool
+}
+
+// setBatching checks --send-batching.
+func (c *sfuConfig) setBatching(mode string) error {
+	switch mode {
+	case "gso", "":
+		c.noBatching, c.noGSO = false, false
+	case "sendmmsg":
+		c.noBatching, c.noGSO = false, true
+	case "off":
+		c.noBatching, c.noGSO = true, true
+	default:
+		return usagef("--send-batching %q: want gso, sendmmsg or off", mode)
+	}
+	return nil
 }
 
 // set checks the SFU flags.
@@ -64,5 +81,5 @@ func (c *sfuConfig) set(listenIP, servers, username, credential string, lite boo
 }
 
 func (c *sfuConfig) String() string {
-	return fmt.Sprintf("listen %s, %d ICE servers, lite %t, %d viewers per session", c.listenIP, len(c.iceServers), c.iceLite, c.maxViewers)
+	return fmt.Sprintf("listen %s, %d ICE servers, lite %t, %d viewers per session, send batching %t, GSO %t", c.listenIP, len(c.iceServers), c.iceLite, c.maxViewers, !c.noBatching, !c.noGSO)
 }

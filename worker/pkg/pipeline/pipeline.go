@@ -193,6 +193,12 @@ type Options struct {
 	// metrics); it must not block.
 	ObserveSynthesis func(time.Duration)
 
+	// IdleVideo, if set, is the avatar's shared idle loop, encoded at
+	// this pipeline's frame size and VideoBitrate: idle frames are sent
+	// from it instead of being encoded here (see IdleVideo). Close
+	// releases it.
+	IdleVideo IdleVideo
+
 	// tickHook, for tests, runs at the start of every tick.
 	tickHook func(tick int64)
 }
@@ -286,6 +292,10 @@ func (p *Pipeline) build() error {
 func (p *Pipeline) Close() error {
 	p.input.close()
 	err := p.closeEncoders()
+	if iv := p.opt.IdleVideo; iv != nil {
+		p.opt.IdleVideo = nil
+		iv.Release()
+	}
 	if c := p.opt.Model; c != nil {
 		p.opt.Model = nil
 		if p.opt.ReleaseModel != nil {
@@ -323,6 +333,9 @@ type Status struct {
 	Frames uint64
 	// Keyframes is the number of those that were keyframes.
 	Keyframes uint64
+	// Shared is the number of those sent from the shared idle loop
+	// (Options.IdleVideo) rather than encoded by this pipeline.
+	Shared uint64
 	// Inferred is the number of those the model rendered (the rest were
 	// idle frames, skipped by the energy gate).
 	Inferred uint64
@@ -343,6 +356,7 @@ func (p *Pipeline) Status() Status {
 		Frames:       p.media.frames.Load(),
 		Keyframes:    p.media.keyframes.Load(),
 		Inferred:     p.media.inferCount.Load(),
+		Shared:       p.media.sharedFrames.Load(),
 		AudioPackets: p.media.audioPackets.Load(),
 		Buffered:     p.input.buffered.Load(),
 	}

@@ -8,7 +8,8 @@
 // (640 samples) of 16 kHz speech, extends the streaming mel spectrogram,
 // runs the lip-sync model on the face crop of the avatar's idle-loop frame
 // and composites the mouth back; while silent (an energy gate), it skips
-// inference and sends the plain idle frame.
+// inference and sends the plain idle frame — encoded once for every idle
+// session of the avatar when Options.IdleVideo is set (see IdleVideo).
 //
 // The mel window of video frame i reaches 200 ms past the frame's own audio,
 // so both tracks are delayed by Latency (6 ticks, 240 ms): at tick n the
@@ -89,7 +90,9 @@ const (
 
 // Sample is one encoded media sample for the transport.
 type Sample struct {
-	// Data is the VP8 frame or Opus packet; the receiver's to keep.
+	// Data is the VP8 frame or Opus packet; the receiver may keep it but
+	// must not modify it (idle video frames are shared by every session
+	// of an avatar: see IdleVideo).
 	Data []byte
 	// Duration is the sample's length: 40 ms (video) or 20 ms (audio).
 	Duration time.Duration

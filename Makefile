@@ -72,8 +72,9 @@ fuzz: setup
 # the worker-loss one (20 kill -9s of a watched session's worker, each
 # followed by a restart of that worker: several minutes).
 # mediaruntime's BenchmarkConcurrentSessions runs N real sessions on the real
-# 25 fps clock (7 cases of 2 s warm-up + 10 s each, about 90 s); shorten it
-# with BENCH_CONCURRENT=5s.
+# 25 fps clock (9 cases of 2 s warm-up, 5 s for the idle/shared ones, + 10 s
+# each, about 2.5 min; idle sessions with the shared idle loop off and on);
+# shorten it with BENCH_CONCURRENT=5s.
 BENCH_CONCURRENT ?= 10s
 bench: setup build
 	$(GO) test -tags '$(GOTAGS)' -run '^$$' -bench . -benchtime 1x -timeout 30m ./e2e/bench/

@@ -20,6 +20,7 @@ import (
 	"github.com/avatarfleet/avatarfleet/sfu"
 	"github.com/avatarfleet/avatarfleet/worker/pkg/agent"
 	"github.com/avatarfleet/avatarfleet/worker/pkg/devices"
+	"github.com/avatarfleet/avatarfleet/worker/pkg/idleloop"
 	"github.com/avatarfleet/avatarfleet/worker/pkg/lipsync/batch"
 	"github.com/avatarfleet/avatarfleet/worker/pkg/mediaruntime"
 	"github.com/avatarfleet/avatarfleet/worker/pkg/tts"
@@ -66,7 +67,12 @@ type Config struct {
 	IntraOpThreads   int
 	BatchSessions    int
 	BatchDelay       time.Duration
-	MetricsListen    string
+	// IdleShare: idle sessions send their avatar's idle loop encoded once
+	// (--idle-share=false: every session encodes its own idle frames).
+	IdleShare bool
+	// IdleCacheMiB bounds the shared idle loops' encoded frames.
+	IdleCacheMiB  int
+	MetricsListen string
 	// MemoryLimit is the soft memory limit: "auto", "off" or a size.
 	MemoryLimit string
 	DataDir     string
@@ -114,6 +120,8 @@ func (c *Config) AddFlags(fs *flag.FlagSet) {
 	fs.IntVar(&c.IntraOpThreads, "intra-op-threads", 1, "ONNX Runtime intra-op threads per session")
 	fs.IntVar(&c.BatchSessions, "batch-sessions", 0, "run each GPU's sessions through one cross-session batching executor, up to this many frames per model call (0: a context per session)")
 	fs.DurationVar(&c.BatchDelay, "batch-delay", batch.DefaultMaxDelay, "with --batch-sessions, the longest a frame waits for its batch to fill (0..40ms)")
+	fs.BoolVar(&c.IdleShare, "idle-share", true, "encode each avatar's idle loop once and let its idle sessions send it (false: every session encodes its own idle frames)")
+	fs.IntVar(&c.IdleCacheMiB, "idle-cache-mib", idleloop.DefaultMaxBytes>>20, "bound on the shared idle loops' encoded frames, in MiB (1..65536); a loop that does not fit is not shared")
 	fs.StringVar(&c.MetricsListen, "metrics-listen", DefaultMetricsListen, "Prometheus /metrics listen address, plain HTTP (empty: disabled)")
 	fs.StringVar(&c.MemoryLimit, "memory-limit", "auto", "soft memory limit of the process: auto (80% of the cgroup's or the machine's memory), off, or a size like 4GiB; sessions' queued input may take a quarter of it, and past it the greediest session is shed")
 	fs.StringVar(&c.DataDir, "data-dir", ".avatarfleet", "data directory; without --fleet-* files the worker issues itself a certificate from the development CA in <data-dir>/pki (development only)")
@@ -262,6 +270,10 @@ func (c Config) resolve() (*config, error) {
 	}
 	out.media.prewarm, out.media.intraOpThreads = c.Prewarm, c.IntraOpThreads
 	out.media.batchSessions, out.media.batchDelay = c.BatchSessions, c.BatchDelay
+	if c.IdleCacheMiB < 1 || c.IdleCacheMiB > maxIdleCacheMiB {
+		return nil, usagef("--idle-cache-mib %d: want 1..%d", c.IdleCacheMiB, maxIdleCacheMiB)
+	}
+	out.media.noIdleShare, out.media.idleCacheBytes = !c.IdleShare, int64(c.IdleCacheMiB)<<20
 	if c.LeaseTTL < agent.MinLeaseTTL || c.LeaseTTL > agent.MaxLeaseTTL {
 		return nil, usagef("--lease-ttl %s: want %s..%s", c.LeaseTTL, agent.MinLeaseTTL, agent.MaxLeaseTTL)
 	}
@@ -316,6 +328,7 @@ const maxIntraOpThreads = 64
 // --batch-delay (a frame's whole budget is 40 ms).
 const (
 	maxBatchSessions = 256
+	maxIdleCacheMiB  = 65536
 	maxBatchDelay    = 40 * time.Millisecond
 )
 

@@ -147,6 +147,9 @@ func TestParseConfigRejects(t *testing.T) {
 		{name: "batch sessions too many", args: []string{"--batch-sessions", "257"}},
 		{name: "batch delay negative", args: []string{"--batch-delay", "-1ms"}},
 		{name: "batch delay past a frame", args: []string{"--batch-delay", "41ms"}},
+		{name: "idle cache zero", args: []string{"--idle-cache-mib", "0"}},
+		{name: "idle cache too big", args: []string{"--idle-cache-mib", "65537"}},
+		{name: "idle share not a bool", args: []string{"--idle-share=maybe"}},
 		{name: "metrics listen", args: []string{"--metrics-listen", "9091"}},
 		{name: "media listen ip", args: []string{"--media-listen-ip", "eth0"}},
 		{name: "max viewers zero", args: []string{"--max-viewers", "0"}},
@@ -182,8 +185,15 @@ func TestParseConfigMedia(t *testing.T) {
 		t.Fatal(err)
 	}
 	if m := c.media; m.tts != ttsEspeak || m.prewarm != prewarmSlots || m.intraOpThreads != 1 || m.onnxLib != "" || m.model != "" || c.opts.MetricsListen != "127.0.0.1:9091" ||
-		m.batchSessions != 0 || m.batchDelay != 4*time.Millisecond {
+		m.batchSessions != 0 || m.batchDelay != 4*time.Millisecond || m.noIdleShare || m.idleCacheBytes != 256<<20 {
 		t.Errorf("media defaults %+v, metrics %q", m, c.opts.MetricsListen)
+	}
+	c, err = parseConfig([]string{"--idle-cache-mib", "8"}, env(map[string]string{"AVATARFLEET_IDLE_SHARE": "false"}), host("n"), io.Discard)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if m := c.media; !m.noIdleShare || m.idleCacheBytes != 8<<20 {
+		t.Errorf("idle flags: share off %v, cache %d bytes", m.noIdleShare, m.idleCacheBytes)
 	}
 	c, err = parseConfig([]string{"--tts", "http", "--tts-url", "https://tts.example:8443", "--tts-model", "m1", "--tts-voice", "alloy",
 		"--prewarm", "0", "--intra-op-threads", "4", "--metrics-listen", "", "--batch-sessions", "16", "--batch-delay", "2ms"},

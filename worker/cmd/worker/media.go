@@ -42,6 +42,8 @@ type mediaConfig struct {
 	batchSessions                   int
 	batchDelay                      time.Duration
 	memoryLimit                     int64 // bytes; 0: none
+	noIdleShare                     bool
+	idleCacheBytes                  int64
 }
 
 // engine holds the process-wide parts of the media runtime: ONNX Runtime,
@@ -120,6 +122,8 @@ func (e *engine) newRuntime(devs []*fleetv1.GPU, log *slog.Logger) (runtime.Runt
 		Logger:         log,
 		InputBudget:    e.cfg.memoryLimit / mediaruntime.InputBudgetDivisor,
 		HeapLimit:      e.cfg.memoryLimit / 100 * mediaruntime.HeapShedPercent,
+		NoIdleShare:    e.cfg.noIdleShare,
+		IdleCacheBytes: e.cfg.idleCacheBytes,
 	}
 	if cfg.Media == nil {
 		log.Warn("no SFU attached: session media is discarded (no viewers)")

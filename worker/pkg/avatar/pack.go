@@ -228,6 +228,25 @@ func (p *Pack) Index(t int) int {
 	return loopIndex(max(t, 0), first, last, mode)
 }
 
+// Period is the idle loop's length in ticks: Index(t+Period()) equals
+// Index(t) for every t ≥ 0 (last−first+1 frames looped, 2·(last−first)
+// ping-ponged, 1 for a one-frame loop).
+func (p *Pack) Period() int {
+	first, last, mode := p.m.loop()
+	return loopPeriod(first, last, mode)
+}
+
+func loopPeriod(first, last int, mode string) int {
+	n := last - first
+	switch {
+	case n == 0:
+		return 1
+	case mode == Loop:
+		return n + 1
+	}
+	return 2 * n
+}
+
 func loopIndex(t, first, last int, mode string) int {
 	n := last - first
 	if n == 0 {

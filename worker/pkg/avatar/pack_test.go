@@ -194,6 +194,20 @@ func TestIndexPingPong(t *testing.T) {
 			t.Errorf("%d..%d %s: %v, want %v", c.first, c.last, c.mode, got, c.want)
 		}
 	}
+	// Period is the loop's true period, and no shorter one is: a shared
+	// idle loop of Period frames repeats exactly.
+	for _, c := range cases {
+		per := loopPeriod(c.first, c.last, c.mode)
+		s := seq(c.first, c.last, c.mode, 3*per+1)
+		for i := range 2 * per {
+			if s[i] != s[i+per] {
+				t.Errorf("%d..%d %s: period %d, but tick %d shows %d and tick %d shows %d", c.first, c.last, c.mode, per, i, s[i], i+per, s[i+per])
+			}
+		}
+		if per > 1 && eq(s[:per-1], s[1:per]) {
+			t.Errorf("%d..%d %s: period %d is not the shortest", c.first, c.last, c.mode, per)
+		}
+	}
 	// Consecutive ticks never jump by more than one frame.
 	for tick := range 1000 {
 		a, b := loopIndex(tick, 0, 49, PingPong), loopIndex(tick+1, 0, 49, PingPong)

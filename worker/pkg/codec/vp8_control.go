@@ -86,7 +86,12 @@ func setVP8Controls(rc mdcodec.ReadCloser, ctl vp8Controls) error {
 	if !f.IsValid() || f.Kind() != reflect.Pointer || !strings.HasSuffix(f.Type().Elem().Name(), "struct_vpx_codec_ctx") || f.IsNil() {
 		return fmt.Errorf("vp8: mediadevices encoder %T has no libvpx context field", rc)
 	}
-	ctx := unsafe.Pointer(f.Pointer())
+	return applyVP8Controls(unsafe.Pointer(f.Pointer()), ctl)
+}
+
+// applyVP8Controls applies ctl to the libvpx encoder context ctx (a
+// vpx_codec_ctx_t).
+func applyVP8Controls(ctx unsafe.Pointer, ctl vp8Controls) error {
 	c := C.avf_vp8_ctl{
 		cpu_used:          C.int(-ctl.speed),
 		static_threshold:  C.uint(ctl.staticThreshold),

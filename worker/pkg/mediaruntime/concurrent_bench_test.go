@@ -125,7 +125,10 @@ func longSpeech(tb testing.TB, d time.Duration) []byte {
 // BenchmarkConcurrentSessions runs N real sessions at once — the default
 // model on ONNX Runtime, libvpx, libopus, the real 25 fps media clock — for
 // -concurrent.duration each, all speaking (a long espeak-ng recording
-// queued up front, enough for the whole run) or all idle, and reports the
+// queued up front, enough for the whole run) or all idle — idle/own with
+// the shared idle loop off (every session encodes its idle frames, as
+// before it existed), idle/shared with it on (after a warm-up in which
+// every session joins it) — and reports the
 // process CPU time (every thread) per video frame sent, the share of a core
 // a 25 fps session takes at that cost and the sessions per core it
 // implies, the video frame rate the slowest session kept, the frames sent
@@ -144,24 +147,37 @@ func BenchmarkConcurrentSessions(b *testing.B) {
 	for _, bc := range []struct {
 		mode string
 		n    int
-	}{{"speaking", 2}, {"speaking", 4}, {"speaking", 8}, {"idle", 2}, {"idle", 4}, {"idle", 8}, {"idle", 16}} {
+	}{{"speaking", 2}, {"speaking", 4}, {"speaking", 8},
+		{"idle/own", 4}, {"idle/own", 16}, {"idle/shared", 4}, {"idle/shared", 16}, {"idle/shared", 64}, {"idle/shared", 200}} {
+		if bc.n > *concurrentMax {
+			continue
+		}
 		b.Run(fmt.Sprintf("%s/n=%d", bc.mode, bc.n), func(b *testing.B) {
 			for range b.N {
-				runConcurrent(b, model, pack, bc.n, bc.mode == "speaking", speech)
+				runConcurrent(b, model, pack, bc.n, bc.mode == "speaking", bc.mode == "idle/own", speech)
 			}
 		})
 	}
 }
 
-func runConcurrent(b *testing.B, model *inference.Model, pack *avatar.Pack, n int, speaking bool, speech []byte) {
+var concurrentMax = flag.Int("concurrent.max", 200, "BenchmarkConcurrentSessions skips the cases with more sessions than this")
+
+// sharedWarmup is the warm-up of the idle/shared cases: the shared loop is
+// encoded, then each session joins it at its next keyframe (at most 2 s).
+const sharedWarmup = 5 * time.Second
+
+// runConcurrent runs one case; noShare turns the shared idle loop off
+// (idle/own: every session encodes its idle frames, as before it existed).
+func runConcurrent(b *testing.B, model *inference.Model, pack *avatar.Pack, n int, speaking, noShare bool, speech []byte) {
 	var measuring atomic.Bool
 	var mu sync.Mutex
 	media := map[string]*pacedMedia{}
 	r, err := New(Config{
-		Devices: []*fleetv1.GPU{{Index: 0, Slots: uint32(n)}},
-		Model:   model,
-		Prewarm: n,
-		Avatar:  func(string) (*avatar.Pack, error) { return pack, nil },
+		Devices:     []*fleetv1.GPU{{Index: 0, Slots: uint32(n)}},
+		Model:       model,
+		Prewarm:     n,
+		NoIdleShare: noShare,
+		Avatar:      func(string) (*avatar.Pack, error) { return pack, nil },
 		Media: func(s *fleetv1.Session, _ MediaHooks) (Media, error) {
 			mu.Lock()
 			defer mu.Unlock()
@@ -190,7 +206,11 @@ func runConcurrent(b *testing.B, model *inference.Model, pack *avatar.Pack, n in
 			}
 		}
 	}
-	time.Sleep(concurrentWarmup)
+	if speaking || noShare {
+		time.Sleep(concurrentWarmup)
+	} else {
+		time.Sleep(sharedWarmup)
+	}
 	before := make([]Stats, n)
 	for i, id := range ids {
 		if before[i], err = r.Stats(id); err != nil {
@@ -206,7 +226,7 @@ func runConcurrent(b *testing.B, model *inference.Model, pack *avatar.Pack, n in
 	others := max(0, machineBusy(b)-busy0-cpu)
 	b.StopTimer()
 
-	var frames, late, missing, inferred int64
+	var frames, late, missing, inferred, shared int64
 	var worstLate time.Duration
 	perSession := int64(wall.Seconds() * float64(time.Second/pipeline.FrameDuration))
 	minFPS := 1e9
@@ -216,6 +236,7 @@ func runConcurrent(b *testing.B, model *inference.Model, pack *avatar.Pack, n in
 			b.Fatal(err)
 		}
 		inferred += int64(st.Inferred - before[i].Inferred)
+		shared += int64(st.Shared - before[i].Shared)
 		mu.Lock()
 		m := media[id]
 		mu.Unlock()
@@ -241,11 +262,12 @@ func runConcurrent(b *testing.B, model *inference.Model, pack *avatar.Pack, n in
 	b.ReportMetric(float64(missing), "missing-frames")
 	b.ReportMetric(float64(worstLate.Microseconds())/1000, "worst-ms-past-due")
 	b.ReportMetric(float64(inferred)/float64(max(frames, 1)), "inferred/frame")
+	b.ReportMetric(float64(shared)/float64(max(frames, 1)), "shared/frame")
 	kept := late == 0 && missing == 0
 	b.Logf("%d sessions, speaking=%v, %.1f s: %.2f ms CPU per frame = %.1f%% of a core per 25 fps session "+
 		"(%.1f sessions/core); slowest %.2f fps, %d late, %d missing of %d frames, worst %.1f ms past due, "+
-		"%.0f%% inferred; other processes used %.0f%% of a core meanwhile: kept 25 fps: %v",
+		"%.0f%% inferred, %.0f%% from the shared idle loop; other processes used %.0f%% of a core meanwhile: kept 25 fps: %v",
 		n, speaking, wall.Seconds(), float64(perFrame.Microseconds())/1000, 100*share, 1/share, minFPS, late, missing, want,
-		float64(worstLate.Microseconds())/1000, 100*float64(inferred)/float64(max(frames, 1)),
+		float64(worstLate.Microseconds())/1000, 100*float64(inferred)/float64(max(frames, 1)), 100*float64(shared)/float64(max(frames, 1)),
 		100*others.Seconds()/wall.Seconds(), kept)
 }

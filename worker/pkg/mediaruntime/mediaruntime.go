@@ -26,6 +26,7 @@ import (
 
 	fleetv1 "github.com/avatarfleet/avatarfleet/proto/fleet/v1"
 	"github.com/avatarfleet/avatarfleet/worker/pkg/avatar"
+	"github.com/avatarfleet/avatarfleet/worker/pkg/idleloop"
 	"github.com/avatarfleet/avatarfleet/worker/pkg/inference"
 	"github.com/avatarfleet/avatarfleet/worker/pkg/lipsync"
 	"github.com/avatarfleet/avatarfleet/worker/pkg/lipsync/batch"
@@ -91,6 +92,13 @@ type Config struct {
 	// LifetimeCheckPeriod (the worker passes HeapShedPercent of its
 	// memory limit).
 	HeapLimit int64
+	// NoIdleShare turns the shared idle loops off: every session encodes
+	// its own idle frames. By default the runtime encodes each avatar's
+	// idle loop once (package idleloop) and its idle sessions send that.
+	NoIdleShare bool
+	// IdleCacheBytes bounds the encoded frames of the shared idle loops;
+	// 0 means idleloop.DefaultMaxBytes.
+	IdleCacheBytes int64
 	// Logger; nil discards.
 	Logger *slog.Logger
 }
@@ -102,6 +110,7 @@ type Runtime struct {
 	slots    map[uint32]uint32
 	pools    map[uint32]*pool
 	batchers map[uint32]*batch.Executor // by GPU, with BatchSessions
+	idle     *idleloop.Cache            // nil with NoIdleShare
 
 	mu       sync.Mutex
 	sessions map[string]*session
@@ -151,6 +160,13 @@ func New(cfg Config) (*Runtime, error) {
 		budget: pipeline.NewBudget(cfg.InputBudget), heapLimit: cfg.HeapLimit, heap: liveHeap,
 		ended: make(chan runtime.Ended, endedBuffer), speaking: make(chan runtime.Speaking, cfg.SpeakingBuffer),
 		done: make(chan struct{})}
+	if !cfg.NoIdleShare {
+		c, err := idleloop.New(idleloop.Options{MaxBytes: cfg.IdleCacheBytes, Logger: cfg.Logger})
+		if err != nil {
+			return nil, fmt.Errorf("mediaruntime: %w", err)
+		}
+		r.idle = c
+	}
 	for _, d := range cfg.Devices {
 		open, what, err := r.opener(d.GetIndex())
 		if err != nil {
@@ -300,8 +316,14 @@ func (r *Runtime) build(sess *fleetv1.Session) (*session, error) {
 	if r.cfg.Clock != nil {
 		opt.Clock = r.cfg.Clock(sess)
 	}
+	if r.idle != nil {
+		opt.IdleVideo = r.idle.Acquire(pack, opt.VideoBitrate)
+	}
 	p, err := pipeline.New(opt)
 	if err != nil {
+		if opt.IdleVideo != nil {
+			opt.IdleVideo.Release()
+		}
 		pl.put(ic)
 		r.closeMedia(s)
 		return nil, err

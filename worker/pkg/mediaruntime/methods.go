@@ -8,6 +8,7 @@ import (
 	"time"
 
 	fleetv1 "github.com/avatarfleet/avatarfleet/proto/fleet/v1"
+	"github.com/avatarfleet/avatarfleet/worker/pkg/idleloop"
 	"github.com/avatarfleet/avatarfleet/worker/pkg/pipeline"
 	"github.com/avatarfleet/avatarfleet/worker/pkg/runtime"
 )
@@ -119,12 +120,21 @@ type Stats struct {
 	// Started is when the session started (lifetime clock).
 	Started time.Time
 	// Frames, Keyframes and AudioPackets count the samples sent; Inferred
-	// the video frames the model rendered.
-	Frames, Keyframes, Inferred, AudioPackets uint64
+	// the video frames the model rendered; Shared the video frames sent
+	// from the avatar's shared idle loop.
+	Frames, Keyframes, Inferred, Shared, AudioPackets uint64
 	// Speaking: the last frame sent carried speech.
 	Speaking bool
 	// Viewers is the transport's last reported viewer count.
 	Viewers int
+}
+
+// IdleLoops reports the shared idle loops (zero with NoIdleShare).
+func (r *Runtime) IdleLoops() idleloop.Stats {
+	if r.idle == nil {
+		return idleloop.Stats{}
+	}
+	return r.idle.Stats()
 }
 
 // Stats reports a running session's figures.
@@ -142,7 +152,7 @@ func (s *session) stats() Stats {
 	viewers := s.viewers
 	s.mu.Unlock()
 	return Stats{Started: s.started, Frames: st.Frames, Keyframes: st.Keyframes, Inferred: st.Inferred,
-		AudioPackets: st.AudioPackets, Speaking: st.Speaking, Viewers: viewers}
+		Shared: st.Shared, AudioPackets: st.AudioPackets, Speaking: st.Speaking, Viewers: viewers}
 }
 
 // Status implements runtime.Runtime.
@@ -192,6 +202,9 @@ func (r *Runtime) Close(_ context.Context) error {
 }
 
 func (r *Runtime) closePools() error {
+	if r.idle != nil {
+		r.idle.Close() // after the sessions: it stops encodings in flight
+	}
 	var errs []error
 	for gpu, p := range r.pools {
 		if err := p.close(); err != nil {

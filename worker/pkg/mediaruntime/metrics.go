@@ -22,6 +22,7 @@ type metrics struct {
 	synthesis                                                                 prometheus.Histogram
 	late, skipped                                                             *prometheus.CounterVec
 	sessions, contexts, frames, keyframes, inferred, audio, speaking, viewers *prometheus.Desc
+	shared                                                                    *prometheus.Desc
 	speakingDropped                                                           *prometheus.Desc
 
 	mu    sync.Mutex
@@ -32,12 +33,13 @@ type metrics struct {
 type seriesKey struct{ gpu, avatar string }
 
 // sendTotals are a session's counters.
-type sendTotals struct{ frames, keyframes, inferred, audio uint64 }
+type sendTotals struct{ frames, keyframes, inferred, shared, audio uint64 }
 
 func (t *sendTotals) add(st Stats) {
 	t.frames += st.Frames
 	t.keyframes += st.Keyframes
 	t.inferred += st.Inferred
+	t.shared += st.Shared
 	t.audio += st.AudioPackets
 }
 
@@ -96,6 +98,7 @@ func newMetrics() *metrics {
 		frames:    desc("avatarfleet_worker_session_video_frames_sent_total", "Video frames sent by sessions, by GPU and avatar."),
 		keyframes: desc("avatarfleet_worker_session_video_keyframes_sent_total", "Video keyframes sent by sessions, by GPU and avatar."),
 		inferred:  desc("avatarfleet_worker_session_inferred_frames_total", "Video frames rendered by the model (not skipped as silent), by GPU and avatar."),
+		shared:    desc("avatarfleet_worker_session_shared_idle_frames_total", "Idle video frames sent from the avatar's shared idle loop (encoded once, not by the session), by GPU and avatar."),
 		audio:     desc("avatarfleet_worker_session_audio_packets_sent_total", "Opus packets sent by sessions, by GPU and avatar."),
 		speaking:  desc("avatarfleet_worker_session_speaking", "Sessions whose avatar speaks, by GPU and avatar."),
 		viewers:   desc("avatarfleet_worker_session_viewers", "Viewers of live sessions, as their transports report them, by GPU and avatar."),
@@ -149,7 +152,7 @@ func (f *firstFrameSink) WriteVideo(s pipeline.Sample) error {
 // Describe implements prometheus.Collector.
 func (r *Runtime) Describe(ch chan<- *prometheus.Desc) {
 	m := r.metrics
-	for _, d := range []*prometheus.Desc{m.sessions, m.contexts, m.frames, m.keyframes, m.inferred, m.audio, m.speaking, m.viewers, m.speakingDropped} {
+	for _, d := range []*prometheus.Desc{m.sessions, m.contexts, m.frames, m.keyframes, m.inferred, m.shared, m.audio, m.speaking, m.viewers, m.speakingDropped} {
 		ch <- d
 	}
 	for _, c := range m.vecs() {
@@ -199,6 +202,7 @@ func (r *Runtime) Collect(ch chan<- prometheus.Metric) {
 		ch <- prometheus.MustNewConstMetric(m.frames, prometheus.CounterValue, float64(t.frames), k.gpu, k.avatar)
 		ch <- prometheus.MustNewConstMetric(m.keyframes, prometheus.CounterValue, float64(t.keyframes), k.gpu, k.avatar)
 		ch <- prometheus.MustNewConstMetric(m.inferred, prometheus.CounterValue, float64(t.inferred), k.gpu, k.avatar)
+		ch <- prometheus.MustNewConstMetric(m.shared, prometheus.CounterValue, float64(t.shared), k.gpu, k.avatar)
 		ch <- prometheus.MustNewConstMetric(m.audio, prometheus.CounterValue, float64(t.audio), k.gpu, k.avatar)
 	}
 	for k, n := range speaking {

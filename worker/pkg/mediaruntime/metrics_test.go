@@ -59,6 +59,8 @@ func TestMetricsScrape(t *testing.T) {
 		"avatarfleet_worker_session_video_keyframes_sent_total" + labels + " 1",
 		"avatarfleet_worker_session_audio_packets_sent_total" + labels + " 26",
 		"avatarfleet_worker_session_viewers" + labels + " 2",
+		// Speaking from the loop's only keyframe in reach (frame 0) on.
+		"avatarfleet_worker_session_shared_idle_frames_total" + labels + " 0",
 		`avatarfleet_worker_inference_contexts_created_total{gpu="0"} 1`,
 		`avatarfleet_worker_inference_seconds_count{gpu="0"} `,
 		`avatarfleet_worker_encode_seconds_count{gpu="0"} 13`,

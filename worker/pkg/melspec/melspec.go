@@ -113,6 +113,11 @@ type Extractor struct {
 
 	stream state // Append/Flush
 	batch  state // Compute
+
+	// fullSilence: a frame whose whole window is digital silence is the
+	// constant Silence frame, without the FFT (an idle session's audio;
+	// off only in a test that checks the shortcut is exact).
+	fullSilence bool
 }
 
 // state is the incremental position in one stream.
@@ -131,7 +136,7 @@ func (s *state) reset() {
 
 // New returns an Extractor, its tables computed.
 func New() *Extractor {
-	e := &Extractor{fft: fourier.NewFFT(NFFT), spec: make([]complex128, Bins)}
+	e := &Extractor{fft: fourier.NewFFT(NFFT), spec: make([]complex128, Bins), fullSilence: true}
 	for n := range e.window {
 		e.window[n] = 0.5 - 0.5*math.Cos(2*math.Pi*float64(n)/NFFT)
 	}
@@ -289,6 +294,13 @@ func (e *Extractor) frameAt(s *state, k int64, out *Frame) {
 	first := k*Hop - pad
 	if first >= 0 && first+NFFT <= s.n {
 		src := s.buf[first-s.base : first-s.base+NFFT]
+		if e.fullSilence && allZero(src) {
+			// Every magnitude is 0, so every band is level(0).
+			for b := range out {
+				out[b] = level(0)
+			}
+			return
+		}
 		for j, v := range src {
 			e.frame[j] = v * e.window[j]
 		}
@@ -312,6 +324,15 @@ func (e *Extractor) frameAt(s *state, k int64, out *Frame) {
 		}
 		out[b] = level(sum)
 	}
+}
+
+func allZero(s []float64) bool {
+	for _, v := range s {
+		if v != 0 {
+			return false
+		}
+	}
+	return true
 }
 
 // level maps a mel magnitude to the normalised log value.

@@ -464,3 +464,51 @@ func ExampleWindow() {
 	fmt.Println(len(mel), WindowStart(24), w[0])
 	// Output: 81 76 -4
 }
+
+// A frame whose window is all digital silence is taken without the FFT;
+// the result is bit for bit what the FFT gives, for streams that go from
+// sound to silence and back, and those frames are the Silence frame.
+func TestFullSilenceShortcut(t *testing.T) {
+	fast, slow := New(), New()
+	slow.fullSilence = false
+	for _, tc := range []struct {
+		name   string
+		pieces []int // lengths: sound, silence, sound, ...
+	}{
+		{"silence only", []int{0, 8000}},
+		{"sound, silence, sound", []int{3000, 6400, 2000}},
+		{"short gaps", []int{1000, 700, 1000, 800, 1000, 900}},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			var x []float32
+			for i, n := range tc.pieces {
+				if i%2 == 0 {
+					x = append(x, noise(uint64(i+7), n)...)
+				} else {
+					x = append(x, make([]float32, n)...)
+				}
+			}
+			var a, b []Frame
+			for k := 0; k < len(x); k += 640 {
+				a = fast.Append(a, x[k:min(k+640, len(x))])
+				b = slow.Append(b, x[k:min(k+640, len(x))])
+			}
+			a, b = fast.Flush(a), slow.Flush(b)
+			if len(a) != len(b) {
+				t.Fatalf("%d frames, want %d", len(a), len(b))
+			}
+			silent := 0
+			for k := range a {
+				if a[k] != b[k] {
+					t.Fatalf("frame %d differs from the FFT's", k)
+				}
+				if a[k][0] == Silence && a[k][Bands-1] == Silence {
+					silent++
+				}
+			}
+			if silent == 0 {
+				t.Error("no silent frame: the shortcut was not exercised")
+			}
+		})
+	}
+}

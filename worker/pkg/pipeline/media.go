@@ -54,6 +54,10 @@ type mediaState struct {
 	keyframes    atomic.Uint64
 	inferCount   atomic.Uint64
 	audioPackets atomic.Uint64
+	// sharedFrames counts the frames sent from Options.IdleVideo;
+	// onShared: the last frame sent was one.
+	sharedFrames atomic.Uint64
+	onShared     bool
 	wasVoice     bool
 	inferred     atomic.Bool // the last frame sent came from the model (for tests)
 }
@@ -218,6 +222,9 @@ func (p *Pipeline) video(v int64, ts time.Duration) error {
 			return fmt.Errorf("pipeline: composite frame %d: %w", v, err)
 		}
 		img = m.canvas
+	}
+	if sent, err := p.sharedIdle(v, ts, infer); sent || err != nil {
+		return err
 	}
 	if m.keyframe.Swap(false) {
 		p.vp8.ForceKeyframe()

@@ -8,7 +8,8 @@
 // (640 samples) of 16 kHz speech, extends the streaming mel spectrogram,
 // runs the lip-sync model on the face crop of the avatar's idle-loop frame
 // and composites the mouth back; while silent (an energy gate), it skips
-// inference and sends the plain idle frame.
+// inference and sends the plain idle frame — encoded once for every idle
+// session of the avatar when Options.IdleVideo is set (see IdleVideo).
 //
 // The mel window of video frame i reaches 200 ms past the frame's own audio,
 // so both tracks are delayed by Latency (6 ticks, 240 ms): at tick n the
@@ -89,7 +90,9 @@ const (
 
 // Sample is one encoded media sample for the transport.
 type Sample struct {
-	// Data is the VP8 frame or Opus packet; the receiver's to keep.
+	// Data is the VP8 frame or Opus packet; the receiver may keep it but
+	// must not modify it (idle video frames are shared by every session
+	// of an avatar: see IdleVideo).
 	Data []byte
 	// Duration is the sample's length: 40 ms (video) or 20 ms (audio).
 	Duration time.Duration
@@ -193,6 +196,12 @@ type Options struct {
 	// metrics); it must not block.
 	ObserveSynthesis func(time.Duration)
 
+	// IdleVideo, if set, is the avatar's shared idle loop, encoded at
+	// this pipeline's frame size and VideoBitrate: idle frames are sent
+	// from it instead of being encoded here (see IdleVideo). Close
+	// releases it.
+	IdleVideo IdleVideo
+
 	// tickHook, for tests, runs at the start of every tick.
 	tickHook func(tick int64)
 }
@@ -286,6 +295,10 @@ func (p *Pipeline) build() error {
 func (p *Pipeline) Close() error {
 	p.input.close()
 	err := p.closeEncoders()
+	if iv := p.opt.IdleVideo; iv != nil {
+		p.opt.IdleVideo = nil
+		iv.Release()
+	}
 	if c := p.opt.Model; c != nil {
 		p.opt.Model = nil
 		if p.opt.ReleaseModel != nil {
@@ -323,6 +336,9 @@ type Status struct {
 	Frames uint64
 	// Keyframes is the number of those that were keyframes.
 	Keyframes uint64
+	// Shared is the number of those sent from the shared idle loop
+	// (Options.IdleVideo) rather than encoded by this pipeline.
+	Shared uint64
 	// Inferred is the number of those the model rendered (the rest were
 	// idle frames, skipped by the energy gate).
 	Inferred uint64
@@ -343,6 +359,7 @@ func (p *Pipeline) Status() Status {
 		Frames:       p.media.frames.Load(),
 		Keyframes:    p.media.keyframes.Load(),
 		Inferred:     p.media.inferCount.Load(),
+		Shared:       p.media.sharedFrames.Load(),
 		AudioPackets: p.media.audioPackets.Load(),
 		Buffered:     p.input.buffered.Load(),
 	}

@@ -145,7 +145,7 @@ func TestOpusBitrate(t *testing.T) {
 }
 
 func TestOpusErrors(t *testing.T) {
-	for _, o := range []OpusOptions{{Channels: 3}, {Channels: -1}, {Bitrate: 100}, {Bitrate: 600_000}} {
+	for _, o := range []OpusOptions{{Channels: 3}, {Channels: -1}, {Bitrate: 100}, {Bitrate: 600_000}, {Complexity: -1}, {Complexity: 11}} {
 		if e, err := NewOpusEncoder(o); err == nil {
 			_ = e.Close()
 			t.Errorf("%+v accepted", o)
@@ -234,5 +234,48 @@ func TestOpusSilence(t *testing.T) {
 	}
 	if bytes.Equal(pkt, again) || e.silentRun != 0 {
 		t.Fatal("a tone after silence came out as the silent packet")
+	}
+}
+
+// The complexity asked for (DefaultOpusComplexity when none is) is the one
+// libopus runs at, read back from the encoder.
+func TestOpusComplexity(t *testing.T) {
+	for _, tc := range []struct{ ask, want int }{{0, DefaultOpusComplexity}, {1, 1}, {5, 5}, {10, 10}} {
+		e := newOpus(t, OpusOptions{Complexity: tc.ask})
+		got, err := opusComplexity(e.rc)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if got != tc.want {
+			t.Errorf("complexity %d: libopus runs at %d, want %d", tc.ask, got, tc.want)
+		}
+	}
+}
+
+// Digital silence is encoded at complexity 10, where libopus settles on one
+// packet; sound after it goes back to the complexity asked for.
+func TestOpusSilenceComplexity(t *testing.T) {
+	e := newOpus(t, OpusOptions{Complexity: 3, SampleRate: 16000})
+	cx := func() int {
+		c, err := opusComplexity(e.rc)
+		if err != nil {
+			t.Fatal(err)
+		}
+		return c
+	}
+	zero := make([]float32, OpusFrameSamplesAt(16000))
+	for range 20 {
+		if _, err := e.EncodeFloat32(zero); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if e.silentRun < silenceSteady || cx() != 10 {
+		t.Fatalf("silence: run %d at complexity %d, want settled at 10", e.silentRun, cx())
+	}
+	if _, err := e.EncodeFloat32(tone(440, 0.5, 16000, 1)[:len(zero)]); err != nil {
+		t.Fatal(err)
+	}
+	if got := cx(); got != 3 {
+		t.Errorf("sound after silence at complexity %d, want 3", got)
 	}
 }

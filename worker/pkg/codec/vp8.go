@@ -38,7 +38,10 @@
 //     mediadevices does not set g_threads), VPX_DL_REALTIME, no lag, no
 //     error-resilient mode, CBR. The rate-control buffers stay at libvpx's
 //     defaults (6 s buffer): mediadevices does not expose them.
-//   - Opus: application VoIP, default complexity (10); four allocations
+//   - Opus: application VoIP, complexity 5 (libopus defaults to 10; set
+//     through the libopus encoder mediadevices keeps private, see
+//     setOpusComplexity; digital silence is still encoded at 10, where it
+//     settles on one packet); four allocations
 //     per 20 ms frame (about 9 KiB mono), and each packet is a slice of a
 //     fresh 1 KiB array: copy packets that are kept for long. Digital
 //     silence, three times as slow to encode as speech, is encoded only

@@ -19,7 +19,11 @@ root=$(cd "$(dirname "$0")/.." && pwd)
 out="$root/.tools/k8s/$KUBERNETES_VERSION"
 src="$root/.tools/k8s/src-$KUBERNETES_VERSION"
 
-built() { [ -x "$out/kube-apiserver" ] && [ -x "$out/etcd" ] && "$out/kube-apiserver" --version 2>/dev/null | grep -qx "Kubernetes $KUBERNETES_VERSION"; }
+# The version a built kube-apiserver reports (empty when there is none).
+# No pipes into head or grep -q: under pipefail a writer cut off early
+# fails the script with SIGPIPE.
+apiserver_version() { [ -x "$out/kube-apiserver" ] && "$out/kube-apiserver" --version 2>/dev/null || true; }
+built() { [ "$(apiserver_version)" = "Kubernetes $KUBERNETES_VERSION" ] && [ -x "$out/etcd" ]; }
 
 if [ "${1:-}" = check ]; then
   built && exit 0
@@ -31,7 +35,7 @@ built && exit 0
 mkdir -p "$out" "$src"
 export GOWORK=off GOFLAGS=-mod=mod CGO_ENABLED=0
 
-if ! "$out/kube-apiserver" --version 2>/dev/null | grep -qx "Kubernetes $KUBERNETES_VERSION"; then
+if [ "$(apiserver_version)" != "Kubernetes $KUBERNETES_VERSION" ]; then
   echo "setup: building kube-apiserver $KUBERNETES_VERSION from source (several minutes, once)"
   # k8s.io/kubernetes points its staging modules at ./staging with replace
   # directives, which `go install pkg@version` refuses; a small module of
@@ -66,4 +70,5 @@ if [ ! -x "$out/etcd" ]; then
   mv "$out/etcd.tmp" "$out/etcd"
 fi
 "$out/kube-apiserver" --version
-"$out/etcd" --version | head -1
+etcd_banner=$("$out/etcd" --version)
+echo "${etcd_banner%%$'\n'*}"

@@ -43,7 +43,7 @@ host_mirror() {
       /^[[:space:]]*$/ { if (uri != "" && ok) { print uri; exit } uri = ""; ok = 0; next }
       /^URIs:/   { uri = $2 }
       /^Suites:/ { for (i = 2; i <= NF; i++) if ($i == rel) ok = 1 }
-      END        { if (uri != "" && ok) print uri }' "$f" | head -n 1
+      END        { if (uri != "" && ok) print uri }' "$f" | awk 'NR == 1'
   done
   for f in /etc/apt/sources.list /etc/apt/sources.list.d/*.list; do
     [ -f "$f" ] || continue
@@ -52,7 +52,8 @@ host_mirror() {
         if ($(i + 1) == rel) { print $i; exit } }' "$f"
   done
 }
-mirror=$(host_mirror | head -n 1)
+# awk, not head: head would leave early and fail the pipe with SIGPIPE.
+mirror=$(host_mirror | awk 'NR == 1')
 [ -n "$mirror" ] || die "no apt source for $release in /etc/apt/sources.list(.d); cannot pick a mirror"
 
 cache="$repo/.cache/cleanroom"

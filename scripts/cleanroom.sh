@@ -33,27 +33,9 @@ die() { say "$*"; exit 1; }
 release=$(. /etc/os-release && echo "${VERSION_CODENAME:-}")
 [ -n "$release" ] || die "no VERSION_CODENAME in /etc/os-release (not Debian?)"
 
-# The first URI of the host's apt sources that serves "$release" itself (not
-# -updates or -security): deb822 *.sources files and one-line *.list files.
-host_mirror() {
-  local f
-  for f in /etc/apt/sources.list.d/*.sources; do
-    [ -f "$f" ] || continue
-    awk -v rel="$release" '
-      /^[[:space:]]*$/ { if (uri != "" && ok) { print uri; exit } uri = ""; ok = 0; next }
-      /^URIs:/   { uri = $2 }
-      /^Suites:/ { for (i = 2; i <= NF; i++) if ($i == rel) ok = 1 }
-      END        { if (uri != "" && ok) print uri }' "$f" | awk 'NR == 1'
-  done
-  for f in /etc/apt/sources.list /etc/apt/sources.list.d/*.list; do
-    [ -f "$f" ] || continue
-    awk -v rel="$release" '$1 == "deb" {
-        i = 2; if ($i ~ /^\[/) { while ($i !~ /\]$/) i++; i++ }
-        if ($(i + 1) == rel) { print $i; exit } }' "$f"
-  done
-}
-# awk, not head: head would leave early and fail the pipe with SIGPIPE.
-mirror=$(host_mirror | awk 'NR == 1')
+# shellcheck source=lib/apt-mirror.sh
+. "$repo/scripts/lib/apt-mirror.sh"
+mirror=$(host_mirror "$release")
 [ -n "$mirror" ] || die "no apt source for $release in /etc/apt/sources.list(.d); cannot pick a mirror"
 
 cache="$repo/.cache/cleanroom"

@@ -1,7 +1,7 @@
-// Package codec wraps the per-session media encoders: VP8 for video (libvpx,
-// real-time mode) and Opus for audio (libopus), both through
-// github.com/pion/mediadevices' codec packages, behind a push API: the
-// session hands a frame (or 20 ms of audio) and gets the packet back.
+// Package codec wraps the per-session media encoders behind a push API (the
+// session hands a frame, or 20 ms of audio, and gets the packet back): VP8
+// for video, driving libvpx directly in real-time mode, and Opus for audio,
+// libopus through github.com/pion/mediadevices' codec package.
 //
 // # Build
 //
@@ -10,43 +10,47 @@
 // -tags dynamic: without it mediadevices links the static libopus it ships
 // in its module instead of the system one.
 //
-// # What mediadevices does underneath (measured; see the benchmarks)
+// # VP8: why libvpx directly (measured; see the benchmarks)
 //
-//   - VP8: timestamps come from the wall clock at each Encode, not from the
-//     media clock, and are passed in microseconds where the encoder's
-//     timebase is milliseconds. libvpx derives the frame rate, and so the
-//     bits it spends per frame, from them: frames encoded 10 ms or more
-//     apart are budgeted as 30 fps (libvpx's fallback for an implausible
-//     rate), so at 25 fps the stream runs at about 25/30 of the target or
-//     less; frames encoded back to back (a catch-up burst, a benchmark) get
-//     a budget of seconds each and come out larger. Call Encode paced by
-//     the media clock, never in bursts. The encoder re-applies its
-//     configuration before every frame and makes three allocations per
-//     frame, two of them copies of the packet.
-//   - mediadevices sets no speed, and libvpx's automatic real-time speed
-//     slows down to fill the frame interval: about 11 ms per 512×512
-//     talking-head frame here. VP8Encoder reaches the libvpx context
-//     mediadevices keeps private (see setVP8Controls) and sets: cpu-used
-//     −12 (WebRTC uses −6 on x86, −12 on slow ARM; on the default avatar
-//     −12 costs about 1 dB of luma PSNR, still above 42 dB at 1.5 Mbit/s,
-//     for about half the encode time of −6), a static threshold (encode
-//     breakout) of 500 — a macroblock within that sum of squared
-//     differences of its prediction is skipped without the rest of the
-//     mode search, which most of a talking head is — the denoiser, screen
-//     content mode and token partitions off (one partition), and keyframes
-//     capped at 9 average frames. One thread (libvpx's default:
-//     mediadevices does not set g_threads), VPX_DL_REALTIME, no lag, no
-//     error-resilient mode, CBR. The rate-control buffers stay at libvpx's
-//     defaults (6 s buffer): mediadevices does not expose them.
-//   - Opus: application VoIP, complexity 5 (libopus defaults to 10; set
-//     through the libopus encoder mediadevices keeps private, see
-//     setOpusComplexity; digital silence is still encoded at 10, where it
-//     settles on one packet); four allocations
-//     per 20 ms frame (about 9 KiB mono), and each packet is a slice of a
-//     fresh 1 KiB array: copy packets that are kept for long. Digital
-//     silence, three times as slow to encode as speech, is encoded only
-//     until the encoder settles on one packet, which is then repeated (see
-//     encodeSilent).
+// mediadevices' VP8 encoder stamps frames from the wall clock, in
+// microseconds where its timebase is milliseconds, so libvpx derives a
+// wrong frame rate: paced 25 fps frames are budgeted as 30 fps (the stream
+// runs at about 25/30 of its target) and a catch-up burst gets seconds of
+// budget per frame. It also re-applies the whole configuration before every
+// frame and copies each packet twice. On the default avatar its encode took
+// 2.16 ms a frame where the same libvpx settings driven directly take
+// 1.57 ms (BenchmarkVP8Encode512). The encoder here stamps frames on a
+// 25 fps media clock of its own and sets, in the manner of WebRTC's VP8
+// encoder: one thread, CBR, VPX_DL_REALTIME, no look-ahead, quantiser
+// 2..56, cpu-used −12 (WebRTC uses −6 on x86, −12 on slow ARM; about 1 dB
+// of luma PSNR for half the time of −6), keyframes capped at 9 average
+// frames, denoiser, screen content mode and token partitions off. Its
+// static threshold (encode breakout) is 1000: a macroblock whose prediction
+// error from the reference is within that sum of squared differences is
+// coded as a skip without the rest of the mode search, which most of a
+// talking head is; against 500 it cuts a fifth of the encode time at the
+// same PSNR on the default avatar (44.1 dB), where 2000 would cost 1.3 dB.
+//
+// The face is where viewers look and where a talking head changes; the
+// rest (an avatar's idle motion, a backdrop) changes slowly. Given the face
+// box (VP8Options.Focus), the encoder splits the frame into two segments and
+// raises the breakout outside the face to 3000, so a background macroblock
+// is coded again only once it has drifted that far from what the viewer
+// shows. On the default avatar speaking, against no region: 1.08 ms instead
+// of 1.36 ms a frame, 1.05 instead of 1.32 Mbit/s, luma PSNR 44.5 dB in the
+// face (the bits the background no longer takes go there) instead of 43.2,
+// 41.5 dB outside it instead of 44.2.
+//
+// # Opus
+//
+// Application VoIP, complexity 1 (libopus defaults to 10; set through the
+// libopus encoder mediadevices keeps private, see setOpusComplexity;
+// digital silence is still encoded at 10, where it settles on one packet);
+// four allocations per 20 ms frame (about 9 KiB mono), and each packet is a
+// slice of a fresh 1 KiB array: copy packets that are kept for long.
+// Digital silence, three times as slow to encode as speech, is encoded only
+// until the encoder settles on one packet, which is then repeated (see
+// encodeSilent).
 //
 // # Concurrency
 //
@@ -56,14 +60,9 @@
 package codec
 
 import (
-	"errors"
-	"fmt"
 	"image"
 	"sync"
-
-	mdcodec "github.com/pion/mediadevices/pkg/codec"
-	"github.com/pion/mediadevices/pkg/codec/vpx"
-	"github.com/pion/mediadevices/pkg/prop"
+	"sync/atomic"
 
 	"github.com/avatarfleet/avatarfleet/worker/pkg/frame"
 )
@@ -77,7 +76,10 @@ const (
 	// maxIntraPct caps a keyframe at 9 average frames, WebRTC's cap for a
 	// 600 ms buffer at 30 fps.
 	maxIntraPct     = 900
-	staticThreshold = 500
+	staticThreshold = 1000
+	// backgroundStaticThreshold is the encode breakout outside the region
+	// of interest (see VP8Options.Focus).
+	backgroundStaticThreshold = 3000
 )
 
 // VP8Options configures a VP8 encoder.
@@ -93,24 +95,27 @@ type VP8Options struct {
 	// Speed is libvpx's real-time speed, 1..16 (cpu-used −Speed): higher
 	// is faster at some cost in quality per bit; 0 means DefaultVP8Speed.
 	Speed int
+	// Focus is the region of interest, the face: outside it (and a
+	// macroblock's margin around it) a macroblock must change three times as
+	// much before it is coded again (see the package comment). Empty means
+	// none. SetFocus moves it.
+	Focus image.Rectangle
 }
 
-// VP8Encoder encodes I420 frames to VP8 (libvpx, real-time deadline, CBR).
+// VP8Encoder is a session's live VP8 encoder: I420 frames in, VP8 frames
+// out, a keyframe at least every KeyframeInterval frames and whenever
+// ForceKeyframe asked for one.
 type VP8Encoder struct {
-	w, h int
-	src  frameSource
-	rc   mdcodec.ReadCloser
-	kf   mdcodec.KeyFrameController
-	br   mdcodec.BitRateController
+	enc      *vpxEncoder
+	interval int
 
-	mu     sync.Mutex // Encode and Close
-	closed bool
-}
+	// Set from any goroutine, taken by the next Encode.
+	forceKey atomic.Bool
+	bitrate  atomic.Int64 // bits/s asked by SetBitrate, 0 when none is pending
 
-// frameSource is the video.Reader the mediadevices encoder pulls from: it
-// yields the one frame Encode has put there.
-type frameSource struct {
-	img *image.YCbCr
+	mu       sync.Mutex // Encode and Close
+	sinceKey int        // frames encoded since the last keyframe
+	started  bool
 }
 
 // Error is the type of this package's sentinel errors.
@@ -122,111 +127,49 @@ func (e Error) Error() string { return string(e) }
 const (
 	// ErrClosed is returned by Encode after Close.
 	ErrClosed Error = "codec: encoder closed"
-	// errNoFrame: the mediadevices pipeline read twice for one frame.
+	// errNoFrame: the mediadevices Opus pipeline read twice for one frame.
 	errNoFrame Error = "codec: encoder read without a pending frame"
 )
 
-func (s *frameSource) Read() (image.Image, func(), error) {
-	img := s.img
-	if img == nil {
-		return nil, func() {}, errNoFrame
-	}
-	s.img = nil
-	return img, func() {}, nil
-}
-
 // NewVP8Encoder starts a VP8 encoder.
 func NewVP8Encoder(opts VP8Options) (*VP8Encoder, error) {
-	if opts.Width < 2 || opts.Height < 2 || opts.Width%2 != 0 || opts.Height%2 != 0 || opts.Width > frame.MaxDim || opts.Height > frame.MaxDim {
-		return nil, fmt.Errorf("vp8: frame size %dx%d (want even, 2..%d)", opts.Width, opts.Height, frame.MaxDim)
-	}
-	if opts.Bitrate == 0 {
-		opts.Bitrate = DefaultVP8Bitrate
-	}
-	if opts.Bitrate < 10_000 || opts.Bitrate > 100_000_000 {
-		return nil, fmt.Errorf("vp8: bitrate %d bit/s out of 10k..100M", opts.Bitrate)
-	}
-	if opts.KeyframeInterval == 0 {
-		opts.KeyframeInterval = DefaultKeyframeInterval
-	}
-	if opts.KeyframeInterval < 1 {
-		return nil, fmt.Errorf("vp8: keyframe interval %d", opts.KeyframeInterval)
-	}
-	if opts.Speed == 0 {
-		opts.Speed = DefaultVP8Speed
-	}
-	if opts.Speed < 1 || opts.Speed > 16 {
-		return nil, fmt.Errorf("vp8: speed %d out of 1..16", opts.Speed)
-	}
-	params, err := vpx.NewVP8Params()
-	if err != nil {
-		return nil, fmt.Errorf("vp8: default parameters: %w", err)
-	}
-	params.BitRate = opts.Bitrate
-	params.KeyFrameInterval = opts.KeyframeInterval
-	// Real-time settings in the manner of WebRTC's own VP8 encoder: CBR,
-	// no look-ahead, quantiser 2..56, undershoot freely, overshoot little.
-	params.RateControlEndUsage = vpx.RateControlCBR
-	params.LagInFrames = 0
-	params.RateControlMinQuantizer = 2
-	params.RateControlMaxQuantizer = 56
-	params.RateControlUndershootPercent = 100
-	params.RateControlOvershootPercent = 15
-
-	e := &VP8Encoder{w: opts.Width, h: opts.Height}
-	rc, err := params.BuildVideoEncoder(&e.src, prop.Media{Video: prop.Video{
-		Width: opts.Width, Height: opts.Height, FrameRate: VP8FrameRate,
-	}})
-	if err != nil {
-		return nil, fmt.Errorf("vp8: start the encoder: %w", err)
-	}
-	e.rc = rc
-	ctl := vp8Controls{
-		speed:            opts.Speed,
-		staticThreshold:  staticThreshold,
-		noiseSensitivity: 0,
-		tokenPartitions:  0,
-		maxIntraPct:      maxIntraPct,
-		screenContent:    0,
-	}
-	if err := setVP8Controls(rc, ctl); err != nil {
-		_ = rc.Close()
+	if err := checkVP8Options("vp8", &opts); err != nil {
 		return nil, err
 	}
-	c := rc.Controller()
-	var ok1, ok2 bool
-	e.kf, ok1 = c.(mdcodec.KeyFrameController)
-	e.br, ok2 = c.(mdcodec.BitRateController)
-	if !ok1 || !ok2 {
-		_ = rc.Close()
-		return nil, errors.New("vp8: the encoder has no keyframe or bitrate control")
+	enc, err := newVPXEncoder("vp8", opts)
+	if err != nil {
+		return nil, err
 	}
-	return e, nil
+	return &VP8Encoder{enc: enc, interval: opts.KeyframeInterval}, nil
 }
 
 // Encode encodes one frame and returns its VP8 frame (the payload an RTP VP8
 // payloader splits into packets; newly allocated, the caller's to keep) and
-// whether it is a keyframe. A frame the rate control drops comes back as an
-// empty packet.
+// whether it is a keyframe. Call it once per 25 fps frame: the rate control
+// budgets each frame as 1/25 s of the bitrate.
 func (e *VP8Encoder) Encode(f *frame.I420) (pkt []byte, keyframe bool, err error) {
-	if f.Width() != e.w || f.Height() != e.h {
-		return nil, false, fmt.Errorf("vp8: frame is %dx%d, encoder is %dx%d", f.Width(), f.Height(), e.w, e.h)
-	}
 	e.mu.Lock()
 	defer e.mu.Unlock()
-	if e.closed {
-		return nil, false, fmt.Errorf("vp8: %w", ErrClosed)
+	if bps := e.bitrate.Swap(0); bps != 0 {
+		if err := e.enc.setBitrate(int(bps)); err != nil {
+			return nil, false, err
+		}
 	}
-	e.src.img = &f.YCbCr
-	pkt, release, err := e.rc.Read()
-	e.src.img = nil
-	if release != nil {
-		release()
+	key := !e.started || e.sinceKey >= e.interval
+	if e.forceKey.Swap(false) {
+		key = true
 	}
+	pkt, keyframe, err = e.enc.encode(f, key)
 	if err != nil {
-		return nil, false, fmt.Errorf("vp8: encode: %w", err)
+		return nil, false, err
 	}
-	return pkt, IsVP8Keyframe(pkt), nil
+	e.started = true
+	if keyframe {
+		e.sinceKey = 1
+	} else {
+		e.sinceKey++
+	}
+	return pkt, keyframe, nil
 }
 
 // IsVP8Keyframe reports whether pkt is a VP8 keyframe: bit 0 of the frame
@@ -235,21 +178,26 @@ func IsVP8Keyframe(pkt []byte) bool {
 	return len(pkt) >= 3 && pkt[0]&1 == 0
 }
 
+// SetFocus moves the region of interest (VP8Options.Focus) from the next
+// frame on; an unchanged one costs nothing. Call it from the goroutine that
+// calls Encode.
+func (e *VP8Encoder) SetFocus(r image.Rectangle) error {
+	e.mu.Lock()
+	defer e.mu.Unlock()
+	return e.enc.setFocus(r)
+}
+
 // ForceKeyframe makes the next encoded frame a keyframe (on a viewer's PLI or
 // FIR, or when a viewer joins).
-func (e *VP8Encoder) ForceKeyframe() {
-	_ = e.kf.ForceKeyFrame() // mediadevices' never fails
-}
+func (e *VP8Encoder) ForceKeyframe() { e.forceKey.Store(true) }
 
 // SetBitrate changes the target bitrate (bits per second) from the next
 // frame on.
 func (e *VP8Encoder) SetBitrate(bps int) error {
-	if bps < 10_000 || bps > 100_000_000 {
-		return fmt.Errorf("vp8: bitrate %d bit/s out of 10k..100M", bps)
+	if err := checkVP8Bitrate("vp8", bps); err != nil {
+		return err
 	}
-	if err := e.br.SetBitRate(bps); err != nil {
-		return fmt.Errorf("vp8: set bitrate %d: %w", bps, err)
-	}
+	e.bitrate.Store(int64(bps))
 	return nil
 }
 
@@ -257,12 +205,6 @@ func (e *VP8Encoder) SetBitrate(bps int) error {
 func (e *VP8Encoder) Close() error {
 	e.mu.Lock()
 	defer e.mu.Unlock()
-	if e.closed {
-		return nil
-	}
-	e.closed = true
-	if err := e.rc.Close(); err != nil {
-		return fmt.Errorf("vp8: close: %w", err)
-	}
+	e.enc.close()
 	return nil
 }

@@ -35,15 +35,11 @@ import "C"
 
 import (
 	"fmt"
-	"reflect"
-	"strings"
 	"unsafe"
-
-	mdcodec "github.com/pion/mediadevices/pkg/codec"
 )
 
-// vp8Controls are the libvpx VP8 encoder controls mediadevices has no
-// option for.
+// vp8Controls are the libvpx VP8 encoder controls set after the
+// configuration (vpx_codec_control).
 type vp8Controls struct {
 	// speed is the real-time speed: cpu-used −speed (1..16; a negative
 	// cpu-used fixes the speed instead of letting libvpx adapt it to fill
@@ -66,28 +62,6 @@ type vp8Controls struct {
 }
 
 var vp8ControlNames = [...]string{"cpu-used", "static threshold", "noise sensitivity", "token partitions", "max intra bitrate pct", "screen content mode"}
-
-// setVP8Controls applies ctl to the encoder rc mediadevices built.
-//
-// mediadevices keeps the libvpx context (a C allocation, valid until Close)
-// in the unexported field codec of its *encoder; it is read by reflection.
-// The field is checked by name and type, so a mediadevices upgrade that
-// moves it makes this an error at NewVP8Encoder (and a failing test), not a
-// crash. The context is replaced only when the frame size changes, which
-// VP8Encoder never lets happen. The controls live in the context (libvpx
-// keeps them apart from the vpx_codec_enc_cfg_t that mediadevices
-// re-applies before every frame), so setting them once is enough.
-func setVP8Controls(rc mdcodec.ReadCloser, ctl vp8Controls) error {
-	v := reflect.ValueOf(rc)
-	if v.Kind() != reflect.Pointer || v.Elem().Kind() != reflect.Struct {
-		return fmt.Errorf("vp8: mediadevices encoder is a %T, not a pointer to a struct", rc)
-	}
-	f := v.Elem().FieldByName("codec")
-	if !f.IsValid() || f.Kind() != reflect.Pointer || !strings.HasSuffix(f.Type().Elem().Name(), "struct_vpx_codec_ctx") || f.IsNil() {
-		return fmt.Errorf("vp8: mediadevices encoder %T has no libvpx context field", rc)
-	}
-	return applyVP8Controls(unsafe.Pointer(f.Pointer()), ctl)
-}
 
 // applyVP8Controls applies ctl to the libvpx encoder context ctx (a
 // vpx_codec_ctx_t).

@@ -240,8 +240,11 @@ func (c *Cache) encodeFrames(ctx context.Context, pack *avatar.Pack, bitrate, pe
 		if err := ctx.Err(); err != nil {
 			return nil, nil, 0, err
 		}
-		img, _ := pack.Frame(p)
+		img, box := pack.Frame(p)
 		want := p%c.opt.KeyframeInterval == 0
+		if err := enc.SetFocus(box); err != nil { // the face, as a session's own encoder has it
+			return nil, nil, 0, err
+		}
 		pkt, key, err := enc.Encode(img, want)
 		if err != nil {
 			return nil, nil, 0, err

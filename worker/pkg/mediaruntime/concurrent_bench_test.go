@@ -147,7 +147,7 @@ func BenchmarkConcurrentSessions(b *testing.B) {
 	for _, bc := range []struct {
 		mode string
 		n    int
-	}{{"speaking", 2}, {"speaking", 4}, {"speaking", 8},
+	}{{"speaking", 2}, {"speaking", 4}, {"speaking", 8}, {"speaking", 16}, {"speaking", 24},
 		{"idle/own", 4}, {"idle/own", 16}, {"idle/shared", 4}, {"idle/shared", 16}, {"idle/shared", 64}, {"idle/shared", 200}} {
 		if bc.n > *concurrentMax {
 			continue

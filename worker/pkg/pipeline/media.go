@@ -230,6 +230,9 @@ func (p *Pipeline) video(v int64, ts time.Duration) error {
 		p.vp8.ForceKeyframe()
 	}
 	encStart := time.Now()
+	if err := p.vp8.SetFocus(box); err != nil { // the face: see codec.VP8Options.Focus
+		return fmt.Errorf("pipeline: frame %d: %w", v, err)
+	}
 	pkt, key, err := p.vp8.Encode(img)
 	if err != nil {
 		return fmt.Errorf("pipeline: frame %d: %w", v, err)

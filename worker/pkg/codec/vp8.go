@@ -17,9 +17,8 @@
 // wrong frame rate: paced 25 fps frames are budgeted as 30 fps (the stream
 // runs at about 25/30 of its target) and a catch-up burst gets seconds of
 // budget per frame. It also re-applies the whole configuration before every
-// frame and copies each packet twice. On the default avatar its encode took
-// 2.16 ms a frame where the same libvpx settings driven directly take
-// 1.57 ms (BenchmarkVP8Encode512). The encoder here stamps frames on a
+// frame and copies each packet twice (the README's throughput section has
+// the figures before and after the switch). The encoder here stamps frames on a
 // 25 fps media clock of its own and sets, in the manner of WebRTC's VP8
 // encoder: one thread, CBR, VPX_DL_REALTIME, no look-ahead, quantiser
 // 2..56, cpu-used −12 (WebRTC uses −6 on x86, −12 on slow ARM; about 1 dB
@@ -36,7 +35,8 @@
 // box (VP8Options.Focus), the encoder splits the frame into two segments and
 // raises the breakout outside the face to 3000, so a background macroblock
 // is coded again only once it has drifted that far from what the viewer
-// shows. On the default avatar speaking, against no region: 1.08 ms instead
+// shows. On the default avatar speaking, encoded back to back, against no
+// region: 1.08 ms instead
 // of 1.36 ms a frame, 1.05 instead of 1.32 Mbit/s, luma PSNR 44.5 dB in the
 // face (the bits the background no longer takes go there) instead of 43.2,
 // 41.5 dB outside it instead of 44.2.

@@ -36,10 +36,9 @@
 // raises the breakout outside the face to 3000, so a background macroblock
 // is coded again only once it has drifted that far from what the viewer
 // shows. On the default avatar speaking, encoded back to back, against no
-// region: 1.08 ms instead
-// of 1.36 ms a frame, 1.05 instead of 1.32 Mbit/s, luma PSNR 44.5 dB in the
-// face (the bits the background no longer takes go there) instead of 43.2,
-// 41.5 dB outside it instead of 44.2.
+// region: 1.08 ms instead of 1.36 ms a frame, 1.05 instead of 1.32 Mbit/s,
+// luma PSNR 44.5 dB in the face (the bits the background no longer takes go
+// there) instead of 43.2, 41.5 dB outside it instead of 44.2.
 //
 // # Opus
 //

@@ -9,6 +9,8 @@ import (
 	"github.com/avatarfleet/avatarfleet/controlplane/pkg/apiv1"
 	"github.com/avatarfleet/avatarfleet/controlplane/pkg/auth"
 	"github.com/avatarfleet/avatarfleet/controlplane/pkg/registry"
+	"github.com/avatarfleet/avatarfleet/controlplane/pkg/sessions"
+	fleetv1 "github.com/avatarfleet/avatarfleet/proto/fleet/v1"
 	"github.com/avatarfleet/avatarfleet/proto/fleetstore"
 )
 
@@ -27,11 +29,29 @@ func (a *API) fleet() FleetView {
 	return a.opts.Registry
 }
 
-// catalogWorker reports whether a worker's advertisements count: it is
-// registered, healthy and takes new sessions (not draining, by itself or
-// an admin). A catalogue lists what a new session can get.
+// catalogWorker reports whether a worker's advertisements count: the
+// workers placement would consider for a new session (registered, active,
+// healthy, not drained by an admin). A catalogue lists what a new session
+// can get.
 func catalogWorker(v registry.WorkerView) bool {
-	return v.Worker != nil && !v.Down && !v.Draining()
+	return v.Worker != nil && !v.Down && !v.Draining() && v.Worker.GetState() == fleetv1.WorkerState_WORKER_STATE_ACTIVE
+}
+
+// advertised is a worker's list of names as placement reads it: a worker
+// that advertises none serves the default only.
+func advertised(names []string) []string {
+	if len(names) == 0 {
+		return []string{sessions.DefaultAvatar}
+	}
+	return names
+}
+
+// advertisedVoices is advertised for voices.
+func advertisedVoices(names []string) []string {
+	if len(names) == 0 {
+		return []string{sessions.DefaultVoice}
+	}
+	return names
 }
 
 // slotsOf sums a worker's session slots and the ones not reserved.
@@ -53,7 +73,7 @@ func avatarCatalog(views []registry.WorkerView, previewBase string) []apiv1.Avat
 			continue
 		}
 		slots, free := slotsOf(v)
-		for _, name := range uniqueNames(v.Worker.GetAvatars()) {
+		for _, name := range uniqueNames(advertised(v.Worker.GetAvatars())) {
 			av := by[name]
 			if av == nil {
 				av = &apiv1.Avatar{Name: name, PreviewURL: previewBase + "/" + url.PathEscape(name) + "/preview"}
@@ -80,7 +100,7 @@ func voiceCatalog(views []registry.WorkerView) []apiv1.Voice {
 			continue
 		}
 		engine := v.Worker.GetTtsEngine()
-		for _, name := range uniqueNames(v.Worker.GetVoices()) {
+		for _, name := range uniqueNames(advertisedVoices(v.Worker.GetVoices())) {
 			vc := by[name]
 			if vc == nil {
 				vc = &apiv1.Voice{Name: name}

@@ -44,6 +44,11 @@ func down(v registry.WorkerView) registry.WorkerView { v.Down = true; return v }
 
 func drained(v registry.WorkerView) registry.WorkerView { v.Drained = true; return v }
 
+func unspecified(v registry.WorkerView) registry.WorkerView {
+	v.Worker.State = fleetv1.WorkerState_WORKER_STATE_UNSPECIFIED
+	return v
+}
+
 func selfDraining(v registry.WorkerView) registry.WorkerView {
 	v.Worker.State = fleetv1.WorkerState_WORKER_STATE_DRAINING
 	return v
@@ -76,6 +81,12 @@ func TestAvatarCatalog(t *testing.T) {
 		{"duplicates counted once, invalid names dropped", []registry.WorkerView{
 			view("w1", []int{1}, nil, []string{"x", "x", "../etc", "", "a/b"}, nil, ""),
 		}, []apiv1.Avatar{{Name: "x", Workers: 1, Slots: 1, FreeSlots: 1, PreviewURL: base + "/x/preview"}}},
+		{"a worker that advertises nothing serves the default (as placement reads it)", []registry.WorkerView{
+			view("w1", []int{1}, nil, nil, nil, ""),
+		}, []apiv1.Avatar{{Name: "default", Workers: 1, Slots: 1, FreeSlots: 1, PreviewURL: base + "/default/preview"}}},
+		{"a worker not yet active is left out", []registry.WorkerView{
+			unspecified(view("w1", []int{1}, nil, []string{"x"}, nil, "")),
+		}, []apiv1.Avatar{}},
 		{"over-reserved GPU has no free slots, never negative", []registry.WorkerView{
 			view("w1", []int{1}, []int{3}, []string{"x"}, nil, ""),
 		}, []apiv1.Avatar{{Name: "x", Workers: 1, Slots: 1, FreeSlots: 0, PreviewURL: base + "/x/preview"}}},
@@ -111,6 +122,9 @@ func TestVoiceCatalog(t *testing.T) {
 			drained(view("w2", []int{1}, nil, nil, []string{"b"}, "espeak")),
 			view("w3", []int{1}, nil, nil, []string{"c", "c"}, ""),
 		}, []apiv1.Voice{{Name: "c", Workers: 1}}},
+		{"a worker that advertises nothing offers the default voice", []registry.WorkerView{
+			view("w1", []int{1}, nil, nil, nil, "espeak"),
+		}, []apiv1.Voice{{Name: "default", Engines: []string{"espeak"}, Workers: 1}}},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {

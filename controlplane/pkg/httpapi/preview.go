@@ -93,7 +93,7 @@ func previewCandidates(views []registry.WorkerView, name string) []registry.Work
 	}
 	var cs []cand
 	for _, v := range views {
-		if !catalogWorker(v) || !containsName(v.Worker.GetAvatars(), name) {
+		if !catalogWorker(v) || !containsName(advertised(v.Worker.GetAvatars()), name) {
 			continue
 		}
 		_, free := slotsOf(v)

@@ -89,7 +89,10 @@ func checkLeaks(t *testing.T) {
 	t.Cleanup(func() { goleak.VerifyNone(t, ignore) })
 }
 
-func at(v registry.WorkerView, addr string) registry.WorkerView { v.Worker.GrpcAddress = addr; return v }
+func at(v registry.WorkerView, addr string) registry.WorkerView {
+	v.Worker.GrpcAddress = addr
+	return v
+}
 
 func TestAvatarPreview(t *testing.T) {
 	checkLeaks(t)

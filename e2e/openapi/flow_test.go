@@ -102,6 +102,7 @@ func TestSpecMatchesRunningControlPlane(t *testing.T) {
 		{method: "GET", path: "/avatarfleet.js", want: 200},
 		{method: "GET", path: "/demo/demo.js", want: 200},
 		{method: "GET", path: "/demo/demo.css", want: 200},
+		{method: "GET", path: "/demo/catalog.js", want: 200},
 		{method: "GET", path: "/demo/secrets.txt", want: 404, request: invalid},
 	} {
 		c.do(cl)

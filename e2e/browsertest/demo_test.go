@@ -92,6 +92,8 @@ func TestDemoPageInBrowser(t *testing.T) {
 		if voice == "" {
 			t.Fatal("no voice to pick")
 		}
+		t.Logf("picked avatar default, voice %q, from %d avatars and %d voices", voice,
+			evalJS[int](t, b, `avatarDemo.catalog.avatars.length`), evalJS[int](t, b, `avatarDemo.catalog.voices.length`))
 	})
 
 	ok := b.step(t, "create a session", func(t *testing.T) {

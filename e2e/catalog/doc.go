@@ -3,5 +3,8 @@
 // real parts (embedded etcd and NATS with credentials, a control-plane
 // replica, worker agents over mutual-TLS gRPC) whose workers advertise
 // different avatar packs (loaded from disk by the worker's avatar package)
-// and voices. Only the GPUs are stand-ins.
+// and voices (TestCatalogAggregatesWorkers), and against bin/controlplane
+// with two bin/worker processes, each with its own --avatars directory
+// (TestCatalogWithWorkerBinaries: `make build` first). Only the GPUs are
+// stand-ins.
 package catalog

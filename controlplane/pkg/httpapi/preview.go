@@ -40,8 +40,8 @@ type WorkerClients interface {
 	Client(id, addr string) (fleetv1.WorkerServiceClient, error)
 }
 
-// previewTypes are the image types a worker may send.
-var previewTypes = map[string]bool{"image/jpeg": true, "image/png": true}
+// previewType reports whether a worker may send an image of this type.
+func previewType(ct string) bool { return ct == "image/jpeg" || ct == "image/png" }
 
 // avatarPreview answers GET /v1/avatars/{name}/preview: the still of an
 // avatar, fetched from one of the active workers that advertise it (the
@@ -139,7 +139,7 @@ func (a *API) fetchPreview(ctx context.Context, wk *fleetv1.Worker, name string)
 	switch {
 	case len(img) == 0 || len(img) > maxPreviewBytes:
 		return nil, fmt.Errorf("preview of %s from %s: %d bytes (want 1..%d)", name, wk.GetId(), len(img), maxPreviewBytes)
-	case !previewTypes[ct]:
+	case !previewType(ct):
 		return nil, fmt.Errorf("preview of %s from %s: content type %q", name, wk.GetId(), ct)
 	case http.DetectContentType(img) != ct:
 		return nil, fmt.Errorf("preview of %s from %s: bytes are %s, not %s", name, wk.GetId(), http.DetectContentType(img), ct)

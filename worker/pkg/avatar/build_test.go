@@ -192,8 +192,26 @@ var (
 func TestDefaultPack(t *testing.T) {
 	p := defaultPack(t)
 	if p.Name() != DefaultName || p.Len() != DefaultBuildFrames || p.Width() != 512 || p.Height() != 512 ||
-		p.Box(0) != image.Rect(162, 60, 286, 184) || !DefaultFace().In(p.Box(0)) {
+		p.Box(0) != image.Rect(162, 56, 286, 180) || !DefaultFace().In(p.Box(0)) {
 		t.Errorf("default pack %+v", p.Manifest())
+	}
+	// The crop is aligned on the mouth: its centre at MouthRow of the
+	// crop's height (within a pixel: the box is even-aligned) and in the
+	// middle, the whole mouth in the lower half.
+	m, ok := p.Mouth(0)
+	b := p.Box(0)
+	if !ok {
+		t.Fatal("the default pack has no mouth")
+	}
+	c := m.Center()
+	if dy := float64(c.Y-b.Min.Y) - MouthRow*float64(b.Dy()); dy < -1.5 || dy > 1.5 {
+		t.Errorf("mouth centre %v is %.1f rows off %v of the crop %v", c, dy, MouthRow, b)
+	}
+	if dx := c.X - (b.Min.X+b.Max.X)/2; dx < -2 || dx > 2 {
+		t.Errorf("mouth centre %v is %d columns off the crop %v's middle", c, dx, b)
+	}
+	if m.Box.Min.Y < b.Min.Y+b.Dy()/2 || !m.Box.In(b) {
+		t.Errorf("mouth %v is not in the lower half of the crop %v", m.Box, b)
 	}
 }
 

@@ -76,9 +76,13 @@ import (
 	"github.com/avatarfleet/avatarfleet/proto/fleetstore"
 )
 
-// FormatVersion is the only avatar.json version this package reads and
-// writes.
-const FormatVersion = 1
+// FormatVersion is the avatar.json version this package writes; it reads
+// MinFormatVersion..FormatVersion (see "Versions" in the package
+// documentation).
+const (
+	FormatVersion    = 2
+	MinFormatVersion = 1
+)
 
 // Limits of the format.
 const (
@@ -120,6 +124,52 @@ type Manifest struct {
 	Frames    int     `json:"frames"`
 	FaceBoxes [][]int `json:"face_boxes"`
 	Idle      *Idle   `json:"idle,omitempty"`
+	// Mouths (version 2) is where the lips are: one per frame, or one
+	// for every frame, or none (not found).
+	Mouths []ManifestMouth `json:"mouths,omitempty"`
+}
+
+// ManifestMouth is a Mouth as avatar.json writes it.
+type ManifestMouth struct {
+	Box   []int `json:"box"`   // [x, y, w, h]
+	Left  []int `json:"left"`  // [x, y]
+	Right []int `json:"right"` // [x, y]
+	Upper int   `json:"upper"`
+	Line  int   `json:"line"`
+	Lower int   `json:"lower"`
+}
+
+func manifestMouth(m Mouth) ManifestMouth {
+	return ManifestMouth{
+		Box:   []int{m.Box.Min.X, m.Box.Min.Y, m.Box.Dx(), m.Box.Dy()},
+		Left:  []int{m.Left.X, m.Left.Y},
+		Right: []int{m.Right.X, m.Right.Y},
+		Upper: m.Upper, Line: m.Line, Lower: m.Lower,
+	}
+}
+
+// mouth converts mm, checking that every number is inside the w×h frame
+// (so that no sum overflows).
+func (mm ManifestMouth) mouth(w, h int) (Mouth, error) {
+	if len(mm.Box) != 4 || len(mm.Left) != 2 || len(mm.Right) != 2 {
+		return Mouth{}, errors.New("mouth must have box [x, y, w, h], left [x, y] and right [x, y]")
+	}
+	inX := func(v int) bool { return v >= 0 && v <= w }
+	inY := func(v int) bool { return v >= 0 && v <= h }
+	b := mm.Box
+	if !inX(b[0]) || !inY(b[1]) || !inX(b[2]) || !inY(b[3]) || b[0] > w-b[2] || b[1] > h-b[3] {
+		return Mouth{}, fmt.Errorf("mouth box %v is not inside the %dx%d frame", b, w, h)
+	}
+	if !inX(mm.Left[0]) || !inY(mm.Left[1]) || !inX(mm.Right[0]) || !inY(mm.Right[1]) ||
+		!inY(mm.Upper) || !inY(mm.Line) || !inY(mm.Lower) {
+		return Mouth{}, fmt.Errorf("mouth corners %v, %v or lip rows %d, %d, %d are outside the %dx%d frame",
+			mm.Left, mm.Right, mm.Upper, mm.Line, mm.Lower, w, h)
+	}
+	return Mouth{
+		Box:  image.Rect(b[0], b[1], b[0]+b[2], b[1]+b[3]),
+		Left: image.Pt(mm.Left[0], mm.Left[1]), Right: image.Pt(mm.Right[0], mm.Right[1]),
+		Upper: mm.Upper, Line: mm.Line, Lower: mm.Lower,
+	}, nil
 }
 
 // Idle is the optional idle-loop hint.
@@ -157,8 +207,10 @@ func (m *Manifest) Validate() error {
 	switch {
 	case !fleetstore.ValidName(m.Name):
 		return bad("name %q must match ^[a-zA-Z0-9][a-zA-Z0-9_.-]{0,63}$", m.Name)
-	case m.Version != FormatVersion:
-		return bad("version %d, want %d", m.Version, FormatVersion)
+	case m.Version < MinFormatVersion || m.Version > FormatVersion:
+		return bad("version %d, want %d..%d", m.Version, MinFormatVersion, FormatVersion)
+	case m.Version < 2 && m.Mouths != nil:
+		return bad("mouths need version 2")
 	case m.Width < 2 || m.Height < 2 || m.Width%2 != 0 || m.Height%2 != 0:
 		return bad("size %dx%d must be even and at least 2x2", m.Width, m.Height)
 	case max(m.Width, m.Height) > MaxLongSide || min(m.Width, m.Height) > MaxShortSide:
@@ -178,6 +230,26 @@ func (m *Manifest) Validate() error {
 		if b[2] < MinBoxSide || b[3] < MinBoxSide || b[0] < 0 || b[1] < 0 ||
 			b[2] > m.Width || b[3] > m.Height || b[0] > m.Width-b[2] || b[1] > m.Height-b[3] {
 			return bad("face box %d %v is not inside the %dx%d frame with sides ≥ %d", i, b, m.Width, m.Height, MinBoxSide)
+		}
+	}
+	if n := len(m.Mouths); n > 1 && n != m.Frames {
+		return bad("%d mouths for %d frames; want 0, 1 or %d", n, m.Frames, m.Frames)
+	}
+	frame := image.Rect(0, 0, m.Width, m.Height)
+	for i, mm := range m.Mouths {
+		mouth, err := mm.mouth(m.Width, m.Height)
+		if err != nil {
+			return bad("mouth %d: %v", i, err)
+		}
+		// A single mouth serves every frame: it must fit every face box.
+		lo, hi := i, i+1
+		if len(m.Mouths) == 1 && len(m.FaceBoxes) > 1 {
+			lo, hi = 0, m.Frames
+		}
+		for j := lo; j < hi; j++ {
+			if err := mouth.check(frame, m.Box(j)); err != nil {
+				return bad("mouth %d (frame %d): %v", i, j, err)
+			}
 		}
 	}
 	if m.Idle != nil {
@@ -200,6 +272,20 @@ func (m *Manifest) Box(i int) image.Rectangle {
 		b = m.FaceBoxes[i]
 	}
 	return image.Rect(b[0], b[1], b[0]+b[2], b[1]+b[3])
+}
+
+// Mouth is frame i's mouth and whether the manifest has one. i must be in
+// 0..Frames−1; the manifest must be valid.
+func (m *Manifest) Mouth(i int) (Mouth, bool) {
+	if len(m.Mouths) == 0 {
+		return Mouth{}, false
+	}
+	mm := m.Mouths[0]
+	if len(m.Mouths) > 1 {
+		mm = m.Mouths[i]
+	}
+	mouth, err := mm.mouth(m.Width, m.Height)
+	return mouth, err == nil
 }
 
 // loop is the idle range and mode with defaults filled in.

@@ -114,7 +114,7 @@ func TestLoadRejects(t *testing.T) {
 		{"too large", strings.Replace(goodManifest, `"width": 64`, `"width": 2000`, 1), 0, 64, 48, LoadOptions{}, "above 1920x1080"},
 		{"too many bytes", goodManifest, 3, 64, 48, LoadOptions{MaxBytes: 64 * 48}, "above the limit of 3072"},
 		{"bad name", strings.Replace(goodManifest, `"alice"`, `"../alice"`, 1), 3, 64, 48, LoadOptions{}, `name "../alice" must match`},
-		{"bad version", strings.Replace(goodManifest, `"version": 1`, `"version": 2`, 1), 3, 64, 48, LoadOptions{}, "version 2, want 1"},
+		{"bad version", strings.Replace(goodManifest, `"version": 1`, `"version": 3`, 1), 3, 64, 48, LoadOptions{}, "version 3, want 1..2"},
 		{"bad fps", strings.Replace(goodManifest, `"fps": 25`, `"fps": 0`, 1), 3, 64, 48, LoadOptions{}, "fps 0"},
 		{"bad idle", strings.Replace(goodManifest, `"last": 2`, `"last": 3`, 1), 3, 64, 48, LoadOptions{}, "idle frames 0..3"},
 		{"bad idle mode", strings.Replace(goodManifest, `"pingpong"`, `"shuffle"`, 1), 3, 64, 48, LoadOptions{}, `idle mode "shuffle"`},

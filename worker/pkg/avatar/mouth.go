@@ -107,7 +107,8 @@ func LocateMouth(img image.Image, face image.Rectangle) (Mouth, error) {
 	var bestScore float64
 	cx := float64(g.w) / 2
 	for i, p := range parts {
-		if len(p.px) < minArea || float64(p.box.Dx()) < 0.08*fw {
+		// A part cut by the area's top edge is the nose's.
+		if len(p.px) < minArea || float64(p.box.Dx()) < 0.08*fw || p.box.Min.Y == 0 {
 			continue
 		}
 		pcx := float64(p.box.Min.X+p.box.Max.X) / 2
@@ -122,7 +123,7 @@ func LocateMouth(img image.Image, face image.Rectangle) (Mouth, error) {
 	if best < 0 {
 		return Mouth{}, fmt.Errorf("%w: no lip-coloured part in the lower face %v", ErrNoMouth, area)
 	}
-	group := g.joinLips(parts, best, int(groupGap*fh))
+	group := g.joinLips(parts, best, int(groupGap*fh), int(0.06*fw))
 	b := image.Rectangle{}
 	for _, i := range group {
 		b = b.Union(parts[i].box)
@@ -135,6 +136,10 @@ func LocateMouth(img image.Image, face image.Rectangle) (Mouth, error) {
 		return Mouth{}, fmt.Errorf("%w: the lip-coloured part %v is not a mouth's shape", ErrNoMouth, b.Add(area.Min))
 	case math.Abs(float64(b.Min.X+b.Max.X)/2-cx) > 0.15*fw:
 		return Mouth{}, fmt.Errorf("%w: the lip-coloured part %v is off the face's centre", ErrNoMouth, b.Add(area.Min))
+	case b.Min.Y == 0:
+		return Mouth{}, fmt.Errorf("%w: the lip-coloured part %v runs into the nose", ErrNoMouth, b.Add(area.Min))
+	case b.Min.X == 0 && b.Max.X == g.w:
+		return Mouth{}, fmt.Errorf("%w: the lip-coloured part %v is a band across the face", ErrNoMouth, b.Add(area.Min))
 	}
 	in := make([]bool, len(mask))
 	for _, i := range group {
@@ -143,11 +148,38 @@ func LocateMouth(img image.Image, face image.Rectangle) (Mouth, error) {
 		}
 	}
 	m := g.shape(in, b)
+	if line, skin := g.rowLuma(m), g.skinLuma(); line > darkLine*skin {
+		return Mouth{}, fmt.Errorf("%w: no dark line between the lips of %v (luma %.0f, skin %.0f)",
+			ErrNoMouth, m.Box.Add(area.Min), line, skin)
+	}
 	m = m.Add(area.Min)
 	if err := m.check(img.Bounds(), face); err != nil {
 		return Mouth{}, fmt.Errorf("%w: %v", ErrNoMouth, err)
 	}
 	return m, nil
+}
+
+// darkLine is how dark, relative to the skin's luma, the line between the
+// lips (or the opening, or the shadow above the teeth) must be.
+const darkLine = 0.90
+
+// rowLuma is the mean luma of m's line over the middle third of its width
+// (grid coordinates).
+func (g *grid) rowLuma(m Mouth) float64 {
+	w := m.Right.X - m.Left.X
+	c := (m.Left.X + m.Right.X) / 2
+	x0, x1 := max(0, c-w/6), min(g.w, c+w/6+1)
+	var sum float64
+	for x := x0; x < x1; x++ {
+		sum += g.y[m.Line*g.w+x]
+	}
+	return sum / float64(max(1, x1-x0))
+}
+
+// skinLuma is the median luma of the search area.
+func (g *grid) skinLuma() float64 {
+	med, _ := robust(g.y)
+	return med
 }
 
 // grid holds the search area's pseudo-hue and luma, row by row.
@@ -317,12 +349,14 @@ func components(mask []bool, w, h int) []part {
 	return parts
 }
 
-// joinLips is best together with every part (of at least a quarter of
-// best's size) that overlaps the group's columns by half its own width,
-// lies within gap rows above or below it and is separated from it only by
-// what lies between lips (dark opening or teeth, not skin): a nostril
-// above the upper lip is not joined.
-func (g *grid) joinLips(parts []part, best, gap int) []int {
+// joinLips is best together with the other pieces of the lips: every part
+// that lies beside the group (overlapping half its own rows) within side
+// columns of it, and every part (of at least a quarter of best's size)
+// that overlaps the group's columns by half its own width, lies within gap
+// rows above or below it and is separated from it only by what lies
+// between lips (dark opening or teeth, not skin): a nostril above the
+// upper lip is not joined.
+func (g *grid) joinLips(parts []part, best, gap, side int) []int {
 	group := []int{best}
 	b := parts[best].box
 	medH, sdH := robust(g.hue)
@@ -333,7 +367,18 @@ func (g *grid) joinLips(parts []part, best, gap int) []int {
 	for changed := true; changed; {
 		changed = false
 		for i, p := range parts {
-			if slices.Contains(group, i) || 4*len(p.px) < len(parts[best].px) {
+			if slices.Contains(group, i) {
+				continue
+			}
+			rows := min(b.Max.Y, p.box.Max.Y) - max(b.Min.Y, p.box.Min.Y)
+			hgap := max(p.box.Min.X-b.Max.X, b.Min.X-p.box.Max.X)
+			if 2*rows >= p.box.Dy() && hgap <= side && p.box.Min.Y > 0 {
+				group = append(group, i)
+				b = b.Union(p.box)
+				changed = true
+				continue
+			}
+			if 4*len(p.px) < len(parts[best].px) {
 				continue
 			}
 			x0, x1 := max(b.Min.X, p.box.Min.X), min(b.Max.X, p.box.Max.X)

@@ -79,6 +79,12 @@ func Build(img image.Image, det Detector, opts BuildOptions) (*Pack, error) {
 //     ChinPad of its height, widened or heightened about its centre into a
 //     square, moved (not shrunk) to lie inside the frame (shrunk only if
 //     the frame is smaller), and snapped outwards to even coordinates.
+//   - The mouth is located within the face box (LocateMouth). If it is
+//     found, the crop is moved (same size, by at most 15 % of its side)
+//     so that the mouth's centre sits at MouthRow of its height and in the
+//     middle of its width (alignBox), and the mouth is stored in the
+//     manifest; if not (ErrNoMouth), the pack has no mouth and the crop
+//     stays where the face box put it. Other errors fail the build.
 //   - Frame i of N is the photo scaled by 1 + Breath·e(i), e(i) = (1 −
 //     cos(π·i/(N−1)))/2, about the face box's centre. e eases in and out,
 //     so the ping-pong loop turns without a jolt; scaling about the face

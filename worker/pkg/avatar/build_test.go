@@ -166,6 +166,11 @@ func TestBuildFitsAndClamps(t *testing.T) {
 	if b := p.Box(0); !b.In(image.Rect(0, 0, p.Width(), p.Height())) || b.Min.X != 0 || b.Max.Y != p.Height() {
 		t.Errorf("box %v in %dx%d", b, p.Width(), p.Height())
 	}
+	// A black photo has no mouth: the pack is built without one (the
+	// fallback: the crop comes from the face box alone).
+	if m, ok := p.Mouth(0); ok || len(p.Manifest().Mouths) != 0 {
+		t.Errorf("mouth %+v in a black photo", m)
+	}
 }
 
 // defaultPack builds the default avatar once for the tests that need it

@@ -2,7 +2,7 @@
 // shows while it is idle and composites the generated mouth into while it
 // speaks, with the face box of each frame.
 //
-// # Pack format (version 1)
+// # Pack format (version 2)
 //
 // A pack is a directory named after the avatar:
 //
@@ -16,7 +16,7 @@
 //
 //	{
 //	  "name": "alice",          // ^[a-zA-Z0-9][a-zA-Z0-9_.-]{0,63}$, the directory's name
-//	  "version": 1,             // format version; only 1 exists
+//	  "version": 2,             // format version: 2 is written, 1 and 2 are read
 //	  "width": 512,             // every frame's size: even, 2..1920 × 2..1080
 //	  "height": 512,            //   (either orientation: the long side ≤ 1920, the short ≤ 1080)
 //	  "fps": 25,                // 1..60, the rate the frames were made for
@@ -30,6 +30,14 @@
 //	                            // the default: no jump cut) or forward and wrapping
 //	                            // ("loop", for footage whose last frame flows into
 //	                            // its first)
+//	  "mouths": [{"box": [203, 139, 42, 15], "left": [203, 140], "right": [244, 141],
+//	              "upper": 141, "line": 143, "lower": 153}]
+//	                            // optional (version 2): where the lips are, one per
+//	                            // frame or one for every frame (see Mouth); each
+//	                            // inside its frame's face box, box [x, y, w, h] at
+//	                            // least 8×4 and no taller than wide, corners [x, y]
+//	                            // in the box with left.x < right.x, box top ≤ upper
+//	                            // ≤ line ≤ lower < box bottom
 //	}
 //
 // Frames are opaque PNG files (any colour type; transparency is not
@@ -37,6 +45,29 @@
 // converted, at most LoadOptions.MaxBytes (512 MiB by default: about 170
 // frames at 1920×1080, 1365 at 512×512). Loading converts every frame
 // once to frame.I420 (BT.601 limited range, the VP8 encoder's input).
+//
+// face_boxes are the lip-sync crop boxes (square, even-aligned): the part
+// of each frame the model is given and its output pasted back into.
+//
+// # Versions
+//
+// Version 2 added "mouths". A version-1 pack still loads: Load locates its
+// mouth on frame 0 (LocateMouth within the face its crop box was padded
+// from, see cropFace) and the loaded pack is version 2, with that mouth or,
+// if none is found, without one; its crop boxes are kept as they are. Save
+// writes version 2.
+//
+// # Mouth
+//
+// Build locates the mouth in the photo (LocateMouth: lip colour in the
+// lower face, refined by the dark line between the lips) and moves the
+// crop box so that the mouth's centre sits where Wav2Lip-family models
+// expect it: horizontally centred, at MouthRow (0.70) of the crop's height
+// (see alignBox). The idle motion moves the lips by less than a pixel, so
+// one mouth serves every frame. A pack without a mouth (none found: the
+// build goes on, or a version-1 pack without one) keeps the crop padBox
+// makes from the face box alone, as version 1 did; users of Pack.Mouth
+// then fall back to the crop's geometry (the mouth in its lower half).
 //
 // # Idle loop
 //

@@ -74,19 +74,33 @@ const (
 	// groupGap is how far apart (of the face height) the lips may be and
 	// still count as one mouth (a smile's teeth lie between them).
 	groupGap = 0.10
+	// groupSide is how far apart (of the face width) two pieces of one lip
+	// may be side by side (a lip's colour can fade in its middle).
+	groupSide = 0.2
 )
 
 // LocateMouth finds the lips inside face (a face detector's box on img,
-// brows to chin) by their colour: in the lower face it measures each
-// pixel's pseudo-hue R/(R+G), which is higher on lips than on skin of any
-// tone and does not depend on brightness; pixels well above the lower
-// face's own median (the skin) are lips. The mask is closed, split into
-// connected parts and the most central large part, joined with the parts
-// just above or below it (the other lip), is the mouth. The corners are
+// brows to chin; the mouth is looked for in its rows 0.60..0.97 and
+// columns 0.15..0.85) by their colour: it measures each pixel's
+// pseudo-hue R/(R+G), which is higher on lips than on skin and does not
+// change with exposure; pixels well above the lower face's own median
+// (the skin: median + max(2 spreads, 0.02), 3×3-smoothed) are lips. The
+// mask is closed and split into connected parts; the most central large
+// part not cut by the area's top edge (the nose's) is joined with the
+// other pieces of the lips (beside it, or above or below it across a dark
+// opening or teeth, never across skin) and is the mouth. The corners are
 // its ends, extended along the dark line between the lips; the lip rows
-// are read at its centre column. An error wrapping ErrNoMouth says why
-// nothing was found: no lip-coloured part, or one whose size, shape or
-// place in the face is not a mouth's.
+// are read at its centre column, the line being the darkest row between
+// them.
+//
+// An error wrapping ErrNoMouth says why nothing was found: skin that is
+// not skin-coloured (no redder than green: a grey picture) or too mottled,
+// no lip-coloured part, or one whose size (18..80 % of the face's width),
+// shape (at least twice as wide as tall, both lips: at least 4 % of the
+// face's height at the centre), place (near the face's centre, not a
+// band across it) or dark line (at most 0.9 of the skin's luma) is not a
+// mouth's. It is meant to fail rather than guess: a washed-out photo or
+// lips no redder than the skin give ErrNoMouth.
 func LocateMouth(img image.Image, face image.Rectangle) (Mouth, error) {
 	face = face.Canon()
 	if !face.In(img.Bounds()) || face.Dx() < 24 || face.Dy() < 24 {
@@ -123,7 +137,7 @@ func LocateMouth(img image.Image, face image.Rectangle) (Mouth, error) {
 	if best < 0 {
 		return Mouth{}, fmt.Errorf("%w: no lip-coloured part in the lower face %v", ErrNoMouth, area)
 	}
-	group := g.joinLips(parts, best, int(groupGap*fh), int(0.06*fw))
+	group := g.joinLips(parts, best, int(groupGap*fh), int(groupSide*fw))
 	b := image.Rectangle{}
 	for _, i := range group {
 		b = b.Union(parts[i].box)
@@ -148,6 +162,10 @@ func LocateMouth(img image.Image, face image.Rectangle) (Mouth, error) {
 		}
 	}
 	m := g.shape(in, b)
+	if rows := m.Lower - m.Upper + 1; float64(rows) < max(3, minLips*fh) {
+		return Mouth{}, fmt.Errorf("%w: the lip-coloured part %v is %d rows tall at its centre: not two lips",
+			ErrNoMouth, m.Box.Add(area.Min), rows)
+	}
 	if line, skin := g.rowLuma(m), g.skinLuma(); line > darkLine*skin {
 		return Mouth{}, fmt.Errorf("%w: no dark line between the lips of %v (luma %.0f, skin %.0f)",
 			ErrNoMouth, m.Box.Add(area.Min), line, skin)
@@ -158,6 +176,10 @@ func LocateMouth(img image.Image, face image.Rectangle) (Mouth, error) {
 	}
 	return m, nil
 }
+
+// minLips is the least height of both lips at the mouth's centre, of the
+// face's height.
+const minLips = 0.04
 
 // darkLine is how dark, relative to the skin's luma, the line between the
 // lips (or the opening, or the shadow above the teeth) must be.
@@ -211,6 +233,9 @@ func newGrid(img image.Image, r image.Rectangle) *grid {
 func (g *grid) lipMask() ([]bool, error) {
 	sm := blur3(g.hue, g.w, g.h)
 	med, spread := robust(sm)
+	if med <= 0.5 {
+		return nil, fmt.Errorf("%w: the lower face is not skin-coloured (pseudo-hue %.3f, no redder than green)", ErrNoMouth, med)
+	}
 	if spread > 0.05 {
 		return nil, fmt.Errorf("%w: the lower face's colour varies too much (spread %.3f) to tell lips from skin", ErrNoMouth, spread)
 	}
@@ -354,15 +379,17 @@ func components(mask []bool, w, h int) []part {
 // columns of it, and every part (of at least a quarter of best's size)
 // that overlaps the group's columns by half its own width, lies within gap
 // rows above or below it and is separated from it only by what lies
-// between lips (dark opening or teeth, not skin): a nostril above the
-// upper lip is not joined.
+// between lips (dark opening, or teeth: bright or less red than skin, or
+// faint lip colour; not skin): a nostril above the upper lip is not joined, nor any part cut by
+// the area's top edge (the nose's).
 func (g *grid) joinLips(parts []part, best, gap, side int) []int {
 	group := []int{best}
 	b := parts[best].box
 	medH, sdH := robust(g.hue)
 	medY, sdY := robust(g.y)
 	between := func(i int) bool {
-		return g.y[i] < medY-max(2.5*sdY, 20) || g.hue[i] < medH-max(1.5*sdH, 0.015)
+		return g.y[i] < medY-max(2.5*sdY, 20) || g.y[i] > medY+max(1.5*sdY, 20) ||
+			g.hue[i] < medH-max(1.5*sdH, 0.015) || g.hue[i] > medH+sdH
 	}
 	for changed := true; changed; {
 		changed = false
@@ -378,7 +405,7 @@ func (g *grid) joinLips(parts []part, best, gap, side int) []int {
 				changed = true
 				continue
 			}
-			if 4*len(p.px) < len(parts[best].px) {
+			if 4*len(p.px) < len(parts[best].px) || p.box.Min.Y == 0 {
 				continue
 			}
 			x0, x1 := max(b.Min.X, p.box.Min.X), min(b.Max.X, p.box.Max.X)

@@ -1,10 +1,12 @@
 package avatar
 
 import (
+	"bytes"
 	"errors"
 	"image"
 	"image/color"
 	"image/draw"
+	"image/jpeg"
 	"math"
 	"math/rand/v2"
 	"testing"
@@ -200,6 +202,78 @@ func TestLocateMouthNone(t *testing.T) {
 				t.Fatalf("LocateMouth = %+v, %v; want ErrNoMouth", m, err)
 			}
 			t.Log(err)
+		})
+	}
+}
+
+// mapRGB is src with every pixel's colour mapped by f (clamped to 0..255).
+func mapRGB(src image.Image, f func(r, g, b float64) (float64, float64, float64)) *image.RGBA {
+	b := src.Bounds()
+	out := image.NewRGBA(b)
+	c8 := func(v float64) uint8 { return uint8(max(0, min(255, math.Round(v)))) }
+	for y := b.Min.Y; y < b.Max.Y; y++ {
+		for x := b.Min.X; x < b.Max.X; x++ {
+			r, g, bb, _ := src.At(x, y).RGBA()
+			R, G, B := f(float64(r>>8), float64(g>>8), float64(bb>>8))
+			out.SetRGBA(x, y, color.RGBA{c8(R), c8(G), c8(B), 255})
+		}
+	}
+	return out
+}
+
+// The same face under other exposures, white balances and coding: the
+// mouth is found where it is, or (where marked) ErrNoMouth is an
+// acceptable answer, but never a wrong place.
+func TestLocateMouthPhotometric(t *testing.T) {
+	img := astronaut(t)
+	want, err := LocateMouth(img, DefaultFace())
+	if err != nil {
+		t.Fatal(err)
+	}
+	var buf bytes.Buffer
+	if err := jpeg.Encode(&buf, img, &jpeg.Options{Quality: 50}); err != nil {
+		t.Fatal(err)
+	}
+	jpg, err := jpeg.Decode(&buf)
+	if err != nil {
+		t.Fatal(err)
+	}
+	gamma := func(v float64) float64 { return 255 * math.Pow(v/255, 1.8) }
+	for _, c := range []struct {
+		name   string
+		img    image.Image
+		mayNot bool // ErrNoMouth is acceptable
+		none   bool // ErrNoMouth is the only right answer
+	}{
+		{"underexposed", mapRGB(img, func(r, g, b float64) (float64, float64, float64) { return r * 0.45, g * 0.45, b * 0.45 }), false, false},
+		{"darker and redder", mapRGB(img, func(r, g, b float64) (float64, float64, float64) { return r * 0.55, g * 0.45, b * 0.4 }), false, false},
+		{"gamma 1.8", mapRGB(img, func(r, g, b float64) (float64, float64, float64) { return gamma(r), gamma(g), gamma(b) }), false, false},
+		{"cool light", mapRGB(img, func(r, g, b float64) (float64, float64, float64) { return r * 0.85, g, b * 1.15 }), false, false},
+		{"warm light", mapRGB(img, func(r, g, b float64) (float64, float64, float64) { return r * 1.1, g, b * 0.85 }), false, false},
+		{"JPEG quality 50", jpg, false, false},
+		{"washed out", mapRGB(img, func(r, g, b float64) (float64, float64, float64) { return 80 + r*0.5, 80 + g*0.5, 80 + b*0.5 }), true, false},
+		{"greyscale", mapRGB(img, func(r, g, b float64) (float64, float64, float64) {
+			y := 0.299*r + 0.587*g + 0.114*b
+			return y, y, y
+		}), true, true},
+	} {
+		t.Run(c.name, func(t *testing.T) {
+			m, err := LocateMouth(c.img, DefaultFace())
+			switch {
+			case err != nil && !errors.Is(err, ErrNoMouth):
+				t.Fatal(err)
+			case err != nil && !c.mayNot:
+				t.Fatalf("no mouth: %v", err)
+			case err != nil:
+				t.Logf("no mouth (acceptable): %v", err)
+				return
+			case c.none:
+				t.Fatalf("found %+v in a picture without colour", m)
+			}
+			if !near(m.Left, want.Left, 2) || !near(m.Right, want.Right, 2) || abs(m.Line-want.Line) > 2 ||
+				!near(m.Box.Min, want.Box.Min, 2) || !near(m.Box.Max, want.Box.Max, 2) {
+				t.Errorf("mouth %+v, in the photo %+v", m, want)
+			}
 		})
 	}
 }

@@ -188,7 +188,11 @@ func check(args []string, stdout io.Writer) error {
 			errs = append(errs, err)
 			continue
 		}
-		fmt.Fprintf(stdout, "%s: ok, %q, %d frames of %dx%d at %d fps\n", dir, p.Name(), p.Len(), p.Width(), p.Height(), p.FPS())
+		mouth := "no mouth"
+		if m, ok := p.Mouth(0); ok {
+			mouth = fmt.Sprintf("mouth [%d %d %d %d]", m.Box.Min.X, m.Box.Min.Y, m.Box.Dx(), m.Box.Dy())
+		}
+		fmt.Fprintf(stdout, "%s: ok, %q, %d frames of %dx%d at %d fps, %s\n", dir, p.Name(), p.Len(), p.Width(), p.Height(), p.FPS(), mouth)
 	}
 	return errors.Join(errs...)
 }

@@ -54,7 +54,7 @@ func TestBuildAndCheck(t *testing.T) {
 	if m, ok := p.Mouth(0); !ok || !m.Box.In(p.Box(0)) {
 		t.Errorf("mouth %+v, %v in box %v", m, ok, p.Box(0))
 	}
-	if code, stdout, _ := runCmd("check", filepath.Join(out, "eileen")); code != 0 || !strings.Contains(stdout, "ok") {
+	if code, stdout, _ := runCmd("check", filepath.Join(out, "eileen")); code != 0 || !strings.Contains(stdout, "ok") || !strings.Contains(stdout, ", mouth [") {
 		t.Errorf("check: %d %s", code, stdout)
 	}
 	if code, _, stderr := runCmd("build", "--image", photo, "--name", "eileen", "--out", out); code != 1 || !strings.Contains(stderr, "already exists") {

@@ -297,3 +297,26 @@ func BenchmarkDefault(b *testing.B) {
 		}
 	}
 }
+
+// One mouth serves every frame: the idle motion (scaling about the face)
+// moves the lips by under a pixel, so the mouth located on the frame of
+// largest scale is the stored one within a pixel.
+func TestMouthStillOnLastFrame(t *testing.T) {
+	p := defaultPack(t)
+	want, ok := p.Mouth(0)
+	if !ok {
+		t.Fatal("no mouth")
+	}
+	last := p.Len() - 1
+	if got, ok := p.Mouth(last); !ok || got != want {
+		t.Fatalf("Mouth(%d) = %+v, Mouth(0) = %+v", last, got, want)
+	}
+	img, _ := p.Frame(p.Period() / 2) // the ping-pong's turn: the last frame
+	got, err := LocateMouth(img, DefaultFace())
+	if err != nil {
+		t.Fatal(err)
+	}
+	if !near(got.Left, want.Left, 1) || !near(got.Right, want.Right, 1) || abs(got.Line-want.Line) > 1 {
+		t.Errorf("on frame %d: %+v; stored %+v", last, got, want)
+	}
+}

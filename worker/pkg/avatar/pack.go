@@ -223,19 +223,13 @@ func (p *Pack) Manifest() Manifest {
 	if p.m.Mouths != nil {
 		m.Mouths = make([]ManifestMouth, len(p.m.Mouths))
 		for i, mm := range p.m.Mouths {
-			m.Mouths[i] = manifestMouth(mustMouth(mm))
+			mm.Box = append([]int(nil), mm.Box...)
+			mm.Left = append([]int(nil), mm.Left...)
+			mm.Right = append([]int(nil), mm.Right...)
+			m.Mouths[i] = mm
 		}
 	}
 	return m
-}
-
-// mustMouth converts a mouth of a validated manifest.
-func mustMouth(mm ManifestMouth) Mouth {
-	return Mouth{
-		Box:  image.Rect(mm.Box[0], mm.Box[1], mm.Box[0]+mm.Box[2], mm.Box[1]+mm.Box[3]),
-		Left: image.Pt(mm.Left[0], mm.Left[1]), Right: image.Pt(mm.Right[0], mm.Right[1]),
-		Upper: mm.Upper, Line: mm.Line, Lower: mm.Lower,
-	}
 }
 
 // Mouth is frame i's mouth (0..Len−1) and whether the pack knows it (see

@@ -22,7 +22,12 @@ import (
 const DefaultSendBatch = 64
 
 const (
-	gsoQueueFactor = 16
+	// gsoQueueFactor: 4,096 datagrams hold a 10 kB frame (9 packets) to
+	// 450 viewers. With 1,024 a frame to 250 viewers left in three flushes
+	// and each viewer's packets in runs of ~4 instead of 9 (~1 µs more
+	// CPU per packet). The reused copy buffers (≤ 1,500 bytes each) then
+	// peak at ~6 MB for the worker.
+	gsoQueueFactor = 64
 	// gsoMaxSegments and gsoMaxBytes bound one GSO send (the kernel's
 	// UDP_MAX_SEGMENTS is 64 before Linux 6.9; a datagram is < 64 KiB).
 	gsoMaxSegments = 64

@@ -15,17 +15,20 @@ import (
 // which gives the RTT). It does what Pion's report.SenderInterceptor does,
 // with less work per packet: two atomic adds and a compare, the clock read
 // and a lock only on the first packet of each frame (where Pion takes a
-// lock and reads the clock for every packet). One goroutine per viewer,
-// ended by Close (the PeerConnection's close).
+// lock and reads the clock for every packet). It has no goroutine of its
+// own: the SFU's reportClock ticks for every viewer at once.
 type senderReporter struct {
 	interceptor.NoOp
-	interval time.Duration
+	clock *reportClock
 
 	mu      sync.Mutex
 	streams map[uint32]*srStream
 	closed  bool
-	done    chan struct{}
-	wg      sync.WaitGroup
+	// sendMu is held while the clock writes this viewer's reports, so
+	// that Close returns only once no write is under way.
+	sendMu sync.Mutex
+	w      interceptor.RTCPWriter // under sendMu; nil until bound
+	batch  []*srStream            // under sendMu: reused per tick
 }
 
 // srStream is one stream's sending record.
@@ -43,21 +46,23 @@ type srStream struct {
 	hasFrame bool
 }
 
-type senderReporterFactory struct{ interval time.Duration }
+type senderReporterFactory struct{ clock *reportClock }
 
 func (f senderReporterFactory) NewInterceptor(string) (interceptor.Interceptor, error) {
-	return &senderReporter{interval: f.interval, streams: map[uint32]*srStream{}, done: make(chan struct{})}, nil
+	return &senderReporter{clock: f.clock, streams: map[uint32]*srStream{}}, nil
 }
 
-// BindRTCPWriter starts the viewer's report loop.
+// BindRTCPWriter joins the clock: reports go out through w from now on.
 func (s *senderReporter) BindRTCPWriter(w interceptor.RTCPWriter) interceptor.RTCPWriter {
+	s.sendMu.Lock()
+	defer s.sendMu.Unlock()
 	s.mu.Lock()
-	defer s.mu.Unlock()
-	if s.closed {
-		return w
+	closed := s.closed
+	s.mu.Unlock()
+	if !closed {
+		s.w = w
+		s.clock.add(s)
 	}
-	s.wg.Add(1)
-	go s.loop(w)
 	return w
 }
 
@@ -80,39 +85,102 @@ func (s *senderReporter) UnbindLocalStream(info *interceptor.StreamInfo) {
 	s.mu.Unlock()
 }
 
-// Close ends the report loop.
+// Close leaves the clock; once it returns no report is being written or
+// will be.
 func (s *senderReporter) Close() error {
 	s.mu.Lock()
-	if !s.closed {
-		s.closed = true
-		close(s.done)
-	}
+	s.closed = true
 	s.mu.Unlock()
-	s.wg.Wait()
+	s.sendMu.Lock() // a tick writing now finishes first
+	defer s.sendMu.Unlock()
+	s.w = nil
+	s.clock.remove(s)
 	return nil
 }
 
-func (s *senderReporter) loop(w interceptor.RTCPWriter) {
-	defer s.wg.Done()
-	tick := time.NewTicker(s.interval)
+// report writes the viewer's sender reports at now (clock goroutine).
+func (s *senderReporter) report(now time.Time) {
+	s.sendMu.Lock()
+	defer s.sendMu.Unlock()
+	if s.w == nil {
+		return
+	}
+	s.mu.Lock()
+	s.batch = s.batch[:0]
+	for _, st := range s.streams {
+		s.batch = append(s.batch, st)
+	}
+	s.mu.Unlock()
+	for _, st := range s.batch {
+		if sr := st.report(now); sr != nil {
+			_, _ = s.w.Write([]rtcp.Packet{sr}, interceptor.Attributes{})
+		}
+	}
+}
+
+// reportClock sends the sender reports of every viewer of the SFU each
+// interval from one goroutine, inside one batch scope of the media socket:
+// a tick is one sendmmsg for all of them, where a ticker per viewer woke a
+// goroutine and made a system call per viewer per second. Start it with
+// run on a goroutine its owner waits for; stop closes it.
+type reportClock struct {
+	interval time.Duration
+	batch    *batchConn // may be nil: no batching
+
+	mu        sync.Mutex
+	reporters map[*senderReporter]struct{}
+	done      chan struct{}
+	stopped   bool
+}
+
+func newReportClock(interval time.Duration, batch *batchConn) *reportClock {
+	return &reportClock{interval: interval, batch: batch, reporters: map[*senderReporter]struct{}{}, done: make(chan struct{})}
+}
+
+func (c *reportClock) add(s *senderReporter) {
+	c.mu.Lock()
+	c.reporters[s] = struct{}{}
+	c.mu.Unlock()
+}
+
+func (c *reportClock) remove(s *senderReporter) {
+	c.mu.Lock()
+	delete(c.reporters, s)
+	c.mu.Unlock()
+}
+
+// stop ends run (once).
+func (c *reportClock) stop() {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	if !c.stopped {
+		c.stopped = true
+		close(c.done)
+	}
+}
+
+// run ticks until stop.
+func (c *reportClock) run() {
+	tick := time.NewTicker(c.interval)
 	defer tick.Stop()
-	var streams []*srStream
+	var reporters []*senderReporter
 	for {
 		select {
-		case <-s.done:
+		case <-c.done:
 			return
 		case now := <-tick.C:
-			s.mu.Lock()
-			streams = streams[:0]
-			for _, st := range s.streams {
-				streams = append(streams, st)
+			c.mu.Lock()
+			reporters = reporters[:0]
+			for s := range c.reporters {
+				reporters = append(reporters, s)
 			}
-			s.mu.Unlock()
-			for _, st := range streams {
-				if sr := st.report(now); sr != nil {
-					_, _ = w.Write([]rtcp.Packet{sr}, interceptor.Attributes{})
-				}
+			c.mu.Unlock()
+			c.batch.begin()
+			for _, s := range reporters {
+				s.report(now)
 			}
+			c.batch.end()
+			clear(reporters) // hold no closed viewer until the next tick
 		}
 	}
 }

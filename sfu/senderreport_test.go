@@ -15,7 +15,18 @@ import (
 // the RTP time extrapolated from the first packet of the last frame; the
 // loop ends with Close; the write path allocates nothing.
 func TestSenderReports(t *testing.T) {
-	i, err := senderReporterFactory{interval: 20 * time.Millisecond}.NewInterceptor("")
+	clock := newReportClock(20*time.Millisecond, nil)
+	var wg sync.WaitGroup
+	wg.Add(1)
+	go func() {
+		defer wg.Done()
+		clock.run()
+	}()
+	defer func() {
+		clock.stop()
+		wg.Wait()
+	}()
+	i, err := senderReporterFactory{clock: clock}.NewInterceptor("")
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -83,5 +94,82 @@ func TestSenderReports(t *testing.T) {
 		_, _ = video.Write(&h, p, nil)
 	}); allocs != 0 {
 		t.Errorf("%v allocations per packet", allocs)
+	}
+}
+
+// TestReportClockSharedByViewers: one clock reports for every bound
+// viewer; a closed viewer gets nothing more while the others go on.
+func TestReportClockSharedByViewers(t *testing.T) {
+	clock := newReportClock(10*time.Millisecond, nil)
+	var wg sync.WaitGroup
+	wg.Add(1)
+	go func() {
+		defer wg.Done()
+		clock.run()
+	}()
+	defer func() {
+		clock.stop()
+		wg.Wait()
+	}()
+	const viewers = 3
+	var mu sync.Mutex
+	got := make([]int, viewers)
+	reporters := make([]*senderReporter, viewers)
+	nop := interceptor.RTPWriterFunc(func(*rtp.Header, []byte, interceptor.Attributes) (int, error) { return 0, nil })
+	for v := range reporters {
+		i, err := senderReporterFactory{clock: clock}.NewInterceptor("")
+		if err != nil {
+			t.Fatal(err)
+		}
+		s := i.(*senderReporter)
+		reporters[v] = s
+		s.BindRTCPWriter(interceptor.RTCPWriterFunc(func(pkts []rtcp.Packet, _ interceptor.Attributes) (int, error) {
+			mu.Lock()
+			defer mu.Unlock()
+			got[v] += len(pkts)
+			return 0, nil
+		}))
+		w := s.BindLocalStream(&interceptor.StreamInfo{SSRC: uint32(v + 1), ClockRate: 90000}, nop)
+		if _, err := w.Write(&rtp.Header{Version: 2, SSRC: uint32(v + 1), Timestamp: 1}, make([]byte, 100), nil); err != nil {
+			t.Fatal(err)
+		}
+	}
+	count := func(v int) int {
+		mu.Lock()
+		defer mu.Unlock()
+		return got[v]
+	}
+	waitFor(t, 2*time.Second, "reports to every viewer", func() bool {
+		for v := range viewers {
+			if count(v) < 2 {
+				return false
+			}
+		}
+		return true
+	})
+	if err := reporters[0].Close(); err != nil {
+		t.Fatal(err)
+	}
+	closedAt, otherAt := count(0), count(1)
+	waitFor(t, 2*time.Second, "more reports to the open viewers", func() bool { return count(1) >= otherAt+3 && count(2) >= otherAt+3 })
+	if n := count(0); n != closedAt {
+		t.Errorf("closed viewer got %d reports after Close", n-closedAt)
+	}
+	// A reporter closed before its writer is bound never joins.
+	i, _ := senderReporterFactory{clock: clock}.NewInterceptor("")
+	late := i.(*senderReporter)
+	_ = late.Close()
+	late.BindRTCPWriter(interceptor.RTCPWriterFunc(func([]rtcp.Packet, interceptor.Attributes) (int, error) {
+		t.Error("report written to a closed viewer")
+		return 0, nil
+	}))
+	clock.mu.Lock()
+	n := len(clock.reporters)
+	clock.mu.Unlock()
+	if n != viewers-1 {
+		t.Errorf("clock holds %d reporters, want %d", n, viewers-1)
+	}
+	for _, s := range reporters[1:] {
+		_ = s.Close()
 	}
 }

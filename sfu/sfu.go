@@ -153,6 +153,10 @@ type SFU struct {
 	// responder is built on the room's packet cache (nack.go).
 	senderReports, receiverReports interceptor.Factory
 	metrics                        *metricDescs
+	// reports sends every viewer's sender reports (senderreport.go), on
+	// a goroutine Close stops and waits for (wg).
+	reports *reportClock
+	wg      sync.WaitGroup
 
 	mu    sync.Mutex
 	rooms map[string]*Room
@@ -192,14 +196,14 @@ func New(cfg Config) (*SFU, error) {
 		return nil, err
 	}
 	s := &SFU{cfg: cfg, log: cfg.Logger, conn: conn, engine: engine, rooms: make(map[string]*Room), metrics: newMetricDescs()}
-	if err := s.newInterceptorFactories(); err != nil {
-		_ = conn.Close()
-		return nil, err
-	}
 	var muxConn net.PacketConn = conn
 	if !cfg.DisableSendBatching && batchingSupported() {
 		s.batch = newBatchConn(conn, DefaultSendBatch, !cfg.DisableGSO, s.log)
 		muxConn = s.batch
+	}
+	if err := s.newInterceptorFactories(); err != nil {
+		_ = conn.Close()
+		return nil, err
 	}
 	mux := webrtc.NewICEUDPMux(nil, muxConn)
 	s.mux = mux
@@ -226,6 +230,11 @@ func New(cfg Config) (*SFU, error) {
 			return nil, fmt.Errorf("sfu: public IP rewrite rule: %w", err)
 		}
 	}
+	s.wg.Add(1)
+	go func() { // the last step of New: no failure leaves it running
+		defer s.wg.Done()
+		s.reports.run()
+	}()
 	s.log.Info("sfu: media socket bound", "addr", conn.LocalAddr().String(), "public_ip", cfg.PublicIP, "ice_lite", cfg.ICELite, "send_batching", s.batch != nil, "gso", s.batch != nil && s.batch.gso.Load())
 	return s, nil
 }
@@ -261,13 +270,14 @@ func opusCapability() webrtc.RTPCodecCapability {
 
 func (s *SFU) newInterceptorFactories() error {
 	// Our own sender reports (senderreport.go): Pion's read the clock
-	// and take a lock for every packet of every viewer.
-	senderReports := senderReporterFactory{interval: time.Second}
+	// and take a lock for every packet of every viewer, and tick on a
+	// goroutine per viewer; ours tick for all viewers on one.
 	receiverReports, err := report.NewReceiverInterceptor(report.ReceiverInterval(time.Second))
 	if err != nil {
 		return fmt.Errorf("sfu: receiver reports: %w", err)
 	}
-	s.senderReports, s.receiverReports = senderReports, receiverReports
+	s.reports = newReportClock(time.Second, s.batch) // New starts it last
+	s.senderReports, s.receiverReports = senderReporterFactory{clock: s.reports}, receiverReports
 	return nil
 }
 
@@ -360,6 +370,8 @@ func (s *SFU) Close() error {
 	for _, r := range s.openRooms() {
 		errs = append(errs, r.Close())
 	}
+	s.reports.stop()
+	s.wg.Wait()
 	if err := s.mux.Close(); err != nil {
 		errs = append(errs, fmt.Errorf("sfu: close ICE mux: %w", err))
 	}

@@ -23,6 +23,8 @@ require (
 
 require gopkg.in/hraban/opus.v2 v2.0.0-20230925203106-0188a62cb302
 
+require github.com/at-wat/ebml-go v0.19.4
+
 require (
 	github.com/antithesishq/antithesis-sdk-go v0.8.0-default-no-op // indirect
 	github.com/avatarfleet/avatarfleet/sfu v0.0.0

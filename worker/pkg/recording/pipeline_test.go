@@ -259,4 +259,3 @@ func decodeAudio(t *testing.T, blocks []block) []float64 {
 	}
 	return out
 }
-

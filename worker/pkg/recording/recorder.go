@@ -262,7 +262,7 @@ func (r *Recorder) run() {
 	defer close(r.done)
 	var (
 		tracks []webm.BlockWriteCloser
-		t0     int64 = -1
+		t0     int64  = -1
 		why    string // a limit reached, or a failure
 		failed bool
 	)

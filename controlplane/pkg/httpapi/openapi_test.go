@@ -125,6 +125,7 @@ func TestOpenAPIRoutes(t *testing.T) {
 // goSchemas ties the spec's schemas to the Go types whose JSON they are.
 var goSchemas = map[string]reflect.Type{
 	"Session":              reflect.TypeFor[apiv1.Session](),
+	"Recording":            reflect.TypeFor[apiv1.Recording](),
 	"SessionStats":         reflect.TypeFor[apiv1.SessionStats](),
 	"ViewerStats":          reflect.TypeFor[apiv1.ViewerStats](),
 	"SessionList":          reflect.TypeFor[apiv1.SessionList](),

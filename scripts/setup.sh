@@ -134,6 +134,8 @@ self_check() {
   for t in kube-apiserver etcd; do
     [ -x "$root/.tools/k8s/$KUBERNETES_VERSION/$t" ] || fail "$root/.tools/k8s/$KUBERNETES_VERSION/$t is missing (scripts/kube-tools.sh)"
   done
+  # The S3-compatible server of the recording tests.
+  out=$("$root/scripts/minio.sh" check 2>&1) || fail "$out"
 
   # C libraries for cgo.
   if ! command -v pkg-config >/dev/null 2>&1; then
@@ -193,6 +195,7 @@ all)
   install_go_tool staticcheck "honnef.co/go/tools/cmd/staticcheck@$STATICCHECK_VERSION"
   install_onnxruntime
   "$root/scripts/kube-tools.sh"
+  "$root/scripts/minio.sh"
   self_check
   ;;
 check)

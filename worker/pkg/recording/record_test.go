@@ -49,13 +49,13 @@ func TestRecordSession(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	// Two recordings of the same samples at once: a directory and an
-	// S3-protocol test server.
+	// Two recordings of the same samples at once: a directory and a
+	// bucket of a real MinIO server.
 	stores := []struct {
 		name  string
 		store Store
 		rec   *Recorder
-	}{{name: "dir", store: dir}, {name: "s3", store: fakeS3(t)}}
+	}{{name: "dir", store: dir}, {name: "s3", store: startMinIO(t)}}
 	s.settle(t, sent)
 	for i := range stores {
 		rec, err := Start(context.Background(), Options{Store: stores[i].store, Name: "sess-1/rec-1.webm", RequestKeyframe: s.p.RequestKeyframe})

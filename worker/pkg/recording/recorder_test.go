@@ -5,16 +5,11 @@ import (
 	"context"
 	"errors"
 	"io"
-	"net/http"
-	"net/http/httptest"
 	"strings"
 	"sync"
 	"sync/atomic"
 	"testing"
 	"time"
-
-	"github.com/johannesboyne/gofakes3"
-	"github.com/johannesboyne/gofakes3/backend/s3mem"
 
 	"github.com/avatarfleet/avatarfleet/worker/pkg/pipeline"
 )
@@ -39,30 +34,6 @@ func feed(sink pipeline.Sink, from, n, gop int) {
 			_ = sink.WriteAudio(pipeline.Sample{Data: []byte{0xfc, byte(i), byte(k)}, Duration: pipeline.AudioFrameDuration, Timestamp: at})
 		}
 	}
-}
-
-// fakeS3 is an S3-protocol test server (gofakes3, in memory, in process;
-// not MinIO), over TLS, with the bucket "recordings", and a store on it.
-func fakeS3(t *testing.T) *S3Store {
-	t.Helper()
-	backend := s3mem.New()
-	if err := backend.CreateBucket("recordings"); err != nil {
-		t.Fatal(err)
-	}
-	// Over TLS: gofakes3 does not decode the signed chunked bodies that
-	// minio-go sends over plain HTTP.
-	srv := httptest.NewTLSServer(gofakes3.New(backend).Server())
-	tr := srv.Client().Transport.(*http.Transport).Clone()
-	t.Cleanup(func() {
-		tr.CloseIdleConnections()
-		srv.Close()
-	})
-	st, err := NewS3Store(context.Background(), S3Options{Endpoint: srv.URL, Bucket: "recordings", Prefix: "fleet",
-		AccessKey: "test-access", SecretKey: "test-secret", Transport: tr})
-	if err != nil {
-		t.Fatal(err)
-	}
-	return st
 }
 
 func dirStore(t *testing.T) Store {
@@ -98,7 +69,7 @@ func TestStores(t *testing.T) {
 		cues  bool
 	}{
 		{"dir", dirStore, true},
-		{"s3", func(t *testing.T) Store { return fakeS3(t) }, false},
+		{"s3", func(t *testing.T) Store { return startMinIO(t) }, false},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			st := tc.store(t)

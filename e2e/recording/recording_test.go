@@ -97,6 +97,30 @@ func TestRecordingOverREST(t *testing.T) {
 		t.Fatalf("the worker's file %s: %v (location %q)", onDisk, err, stopped.Location)
 	}
 	probe(t, file, stopped.DurationSeconds)
+
+	// A recording still running when its session ends is finished by the
+	// worker; the download learns its final state.
+	var second apiv1.Recording
+	if err := binfleet.Call(ctx, http.MethodPost, recs, f.APIKey, "", nil, http.StatusCreated, &second); err != nil {
+		t.Fatal(err)
+	}
+	time.Sleep(2 * time.Second)
+	if err := f.DeleteSession(ctx, s.ID); err != nil {
+		t.Fatal(err)
+	}
+	f.WaitUntil(t, "the ended session's recording downloadable", 30*time.Second, func() error {
+		got, err := f.GetSession(ctx, s.ID)
+		if err != nil || got.State != "ended" {
+			return fmt.Errorf("session %s: %v", got.State, err)
+		}
+		return nil
+	})
+	m := download(ctx, t, recs+"/"+second.ID, f.APIKey, file)
+	got, err = f.GetSession(ctx, s.ID)
+	if err != nil || len(got.Recordings) != 2 || got.Recordings[1].State != apiv1.RecordingStopped || got.Recordings[1].Bytes != m {
+		t.Fatalf("after the session ended it lists %+v (%v); downloaded %d bytes", got.Recordings, err, m)
+	}
+	probe(t, file, got.Recordings[1].DurationSeconds)
 }
 
 func download(ctx context.Context, t *testing.T, url, key, to string) int64 {

@@ -96,7 +96,21 @@ func (m *Manager) FetchRecording(ctx context.Context, id, rid string) (io.ReadCl
 		return nil, 0, err
 	}
 	if rec.GetState() == "recording" {
-		return nil, 0, fmt.Errorf("recording %s: %w", rid, ErrRecordingBusy)
+		// A session that ended finished its recordings on its worker;
+		// the record learns their final state now.
+		sess, err := m.Get(ctx, id)
+		if err != nil {
+			return nil, 0, err
+		}
+		if st := sess.GetState(); st != fleetv1.SessionState_SESSION_STATE_ENDED && st != fleetv1.SessionState_SESSION_STATE_FAILED {
+			return nil, 0, fmt.Errorf("recording %s: %w", rid, ErrRecordingBusy)
+		}
+		if rec, err = m.StopRecording(ctx, id, rid); err != nil {
+			return nil, 0, err
+		}
+		if rec.GetState() == "recording" {
+			return nil, 0, fmt.Errorf("recording %s: %w", rid, ErrRecordingBusy)
+		}
 	}
 	sctx, cancel := context.WithCancel(ctx)
 	stream, err := cl.FetchRecording(sctx, &fleetv1.RecordingRequest{SessionId: id, RecordingId: rid})

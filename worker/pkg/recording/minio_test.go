@@ -59,7 +59,7 @@ func freePort(t *testing.T) string {
 // startMinIO runs a real MinIO server on a temporary directory, with the
 // bucket "recordings", and returns a store on it (plain HTTP: minio-go
 // signs each streamed chunk).
-func startMinIO(t *testing.T) *S3Store {
+func startMinIO(t *testing.T, partSize uint64) *S3Store {
 	t.Helper()
 	const user, pass = "avatarfleet-test", "avatarfleet-test-secret"
 	addr, console := freePort(t), freePort(t)
@@ -114,7 +114,7 @@ func startMinIO(t *testing.T) *S3Store {
 	if err := admin.MakeBucket(ctx, "recordings", minio.MakeBucketOptions{}); err != nil {
 		t.Fatalf("make bucket: %v", err)
 	}
-	st, err := NewS3Store(ctx, S3Options{Endpoint: endpoint, Bucket: "recordings", Prefix: "fleet", AccessKey: user, SecretKey: pass, Transport: tr})
+	st, err := NewS3Store(ctx, S3Options{Endpoint: endpoint, Bucket: "recordings", Prefix: "fleet", AccessKey: user, SecretKey: pass, Transport: tr, PartSize: partSize})
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -55,7 +55,7 @@ func TestRecordSession(t *testing.T) {
 		name  string
 		store Store
 		rec   *Recorder
-	}{{name: "dir", store: dir}, {name: "s3", store: startMinIO(t)}}
+	}{{name: "dir", store: dir}, {name: "s3", store: startMinIO(t, 0)}}
 	s.settle(t, sent)
 	for i := range stores {
 		rec, err := Start(context.Background(), Options{Store: stores[i].store, Name: "sess-1/rec-1.webm", RequestKeyframe: s.p.RequestKeyframe})

@@ -69,7 +69,7 @@ func TestStores(t *testing.T) {
 		cues  bool
 	}{
 		{"dir", dirStore, true},
-		{"s3", func(t *testing.T) Store { return startMinIO(t) }, false},
+		{"s3", func(t *testing.T) Store { return startMinIO(t, 0) }, false},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			st := tc.store(t)
@@ -322,5 +322,42 @@ func TestValidation(t *testing.T) {
 	}
 	if _, err := NewDirStore(""); err == nil {
 		t.Error("NewDirStore accepted an empty path")
+	}
+}
+
+// TestS3Multipart: a recording larger than one part goes up as a multipart
+// upload (three 5 MiB parts) and reads back block for block.
+func TestS3Multipart(t *testing.T) {
+	st := startMinIO(t, 5<<20)
+	rec, err := Start(context.Background(), Options{Store: st, Name: "big.webm", Queue: 4000})
+	if err != nil {
+		t.Fatal(err)
+	}
+	const frames, size = 300, 48 << 10
+	for i := range frames {
+		data := bytes.Repeat([]byte{byte(i)}, size)
+		key := i%50 == 0
+		if key {
+			data = append(bytes.Clone(keyframeData), data...)
+		}
+		ts := time.Duration(i) * pipeline.FrameDuration
+		_ = rec.WriteVideo(pipeline.Sample{Data: data, Duration: pipeline.FrameDuration, Timestamp: ts, Keyframe: key})
+		_ = rec.WriteAudio(pipeline.Sample{Data: []byte{0xfc, byte(i)}, Duration: pipeline.AudioFrameDuration, Timestamp: ts})
+		for len(rec.q) > 100 {
+			time.Sleep(100 * time.Microsecond)
+		}
+	}
+	info, err := rec.Stop(context.Background())
+	if err != nil || info.VideoFrames != frames || info.Bytes < 3*(5<<20)-(1<<20) {
+		t.Fatalf("Stop: %+v %v", info, err)
+	}
+	f := parseWebM(t, bytes.NewReader(readBack(t, st, "big.webm")))
+	if len(f.video) != frames {
+		t.Fatalf("%d video blocks, want %d", len(f.video), frames)
+	}
+	for i, b := range f.video {
+		if len(b.data) < size || b.data[len(b.data)-1] != byte(i) {
+			t.Fatalf("video block %d: %d bytes ending %d", i, len(b.data), b.data[len(b.data)-1])
+		}
 	}
 }

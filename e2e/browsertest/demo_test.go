@@ -64,6 +64,38 @@ func TestDemoPageInBrowser(t *testing.T) {
 			`avatarDemo.hasKey && avatarDemo.sse.connected`)
 	})
 
+	var voice string
+	b.step(t, "pick the avatar and voice from the fleet's lists", func(t *testing.T) {
+		// The selects are filled from GET /v1/avatars and GET /v1/voices,
+		// and the chosen avatar's preview (a JPEG of at most 256 px) shows.
+		b.waitJS(t, "the lists are loaded", 15*time.Second,
+			`avatarDemo.catalog.loaded && avatarDemo.catalog.avatars.some(a => a.name === 'default') &&
+			 [...document.querySelectorAll('#avatar option')].some(o => o.value === 'default') &&
+			 document.querySelectorAll('#voice option').length === avatarDemo.catalog.voices.length`)
+		if got := evalJS[string](t, b, `document.querySelector('#avatar').value`); got != "default" {
+			t.Errorf("#avatar selects %q, want default", got)
+		}
+		b.waitJS(t, "the preview shows", 15*time.Second,
+			`avatarDemo.catalog.preview && avatarDemo.catalog.preview.status === 200 && avatarDemo.catalog.preview.width > 0 &&
+			 !document.querySelector('#avatar-preview').hidden && document.querySelector('#avatar-preview').naturalWidth > 0`)
+		if w := evalJS[int](t, b, `avatarDemo.catalog.preview.width`); w != 256 {
+			t.Errorf("preview %d px wide, want 256 (the 512 px default avatar halved)", w)
+		}
+		// Pick a voice other than the default when the worker offers one.
+		voice = evalJS[string](t, b, `(() => {
+			const s = document.querySelector('#voice');
+			const o = [...s.options].find(o => o.value === 'en-us') || [...s.options].find(o => o.value === 'default');
+			s.value = o.value;
+			s.dispatchEvent(new Event('change'));
+			return s.value;
+		})()`)
+		if voice == "" {
+			t.Fatal("no voice to pick")
+		}
+		t.Logf("picked avatar default, voice %q, from %d avatars and %d voices", voice,
+			evalJS[int](t, b, `avatarDemo.catalog.avatars.length`), evalJS[int](t, b, `avatarDemo.catalog.voices.length`))
+	})
+
 	ok := b.step(t, "create a session", func(t *testing.T) {
 		b.click(t, "#create")
 		b.waitJS(t, "the session is ready", 60*time.Second,
@@ -73,6 +105,9 @@ func TestDemoPageInBrowser(t *testing.T) {
 		}
 		if got := b.text(t, "#s-worker"); got != workerID {
 			t.Errorf("#s-worker shows %q, want %q", got, workerID)
+		}
+		if got, want := b.text(t, "#s-avatar"), "default / "+voice; voice != "" && got != want {
+			t.Errorf("#s-avatar shows %q, want %q (the choices picked)", got, want)
 		}
 		b.waitJS(t, "the SSE log shows session.ready", 15*time.Second,
 			`avatarDemo.events.some(e => e.session_id === avatarDemo.sessionId && e.type === 'session.ready') &&

@@ -1,6 +1,9 @@
 package openapi_test
 
 import (
+	"bytes"
+	"image"
+	"image/jpeg"
 	"net/url"
 	"testing"
 	"time"
@@ -12,6 +15,7 @@ import (
 	"github.com/avatarfleet/avatarfleet/controlplane/pkg/auth"
 	"github.com/avatarfleet/avatarfleet/e2e/internal/testfleet"
 	"github.com/avatarfleet/avatarfleet/proto/wav"
+	"github.com/avatarfleet/avatarfleet/worker/pkg/server"
 )
 
 func TestMain(m *testing.M) {
@@ -77,7 +81,8 @@ func TestSpecMatchesRunningControlPlane(t *testing.T) {
 	rate := 0.1
 	sfu := testfleet.NewPionAnswerer(t)
 	f := testfleet.Start(t, testfleet.Options{
-		Workers: []testfleet.WorkerSpec{{ID: "w0", Signaling: sfu, SlotsPerGPU: 8}},
+		Workers: []testfleet.WorkerSpec{{ID: "w0", Signaling: sfu, SlotsPerGPU: 8,
+			Avatars: []string{"default"}, Voices: []string{"default"}, TTSEngine: "espeak", Previews: preview(t)}},
 		KeyLimits: map[string]auth.LimitOverrides{
 			testfleet.OtherKey: {MaxSessions: intp(1), Rate: &rate, Burst: intp(4)},
 		},
@@ -97,6 +102,7 @@ func TestSpecMatchesRunningControlPlane(t *testing.T) {
 		{method: "GET", path: "/avatarfleet.js", want: 200},
 		{method: "GET", path: "/demo/demo.js", want: 200},
 		{method: "GET", path: "/demo/demo.css", want: 200},
+		{method: "GET", path: "/demo/catalog.js", want: 200},
 		{method: "GET", path: "/demo/secrets.txt", want: 404, request: invalid},
 	} {
 		c.do(cl)
@@ -214,6 +220,16 @@ func TestSpecMatchesRunningControlPlane(t *testing.T) {
 	c.do(call{method: "GET", path: sessEvents, key: cur.ViewerToken, headers: []string{"Last-Event-ID", "soon"}, want: 400, request: invalid})
 	c.do(call{method: "GET", path: "/v1/events", key: sk, headers: []string{"Last-Event-ID", "-1"}, want: 400, request: invalid})
 
+	// Catalogue: avatars, their previews (with revalidation), voices.
+	c.do(call{method: "GET", path: "/v1/avatars", key: sk, want: 200})
+	c.do(call{method: "GET", path: "/v1/avatars", want: 401, request: invalid})
+	c.do(call{method: "GET", path: "/v1/voices", key: ak, want: 200})
+	c.do(call{method: "GET", path: "/v1/voices", key: "not-a-key-0123456789", want: 401})
+	pv := c.do(call{method: "GET", path: "/v1/avatars/default/preview", key: sk, want: 200})
+	c.do(call{method: "GET", path: "/v1/avatars/default/preview", key: sk, headers: []string{"If-None-Match", pv.Header.Get("ETag")}, want: 304})
+	c.do(call{method: "GET", path: "/v1/avatars/nobody/preview", key: sk, want: 404})
+	c.do(call{method: "GET", path: "/v1/avatars/bad%21name/preview", key: sk, want: 404, request: invalid})
+
 	// Workers: list, read, drain (then no capacity), undrain.
 	c.do(call{method: "GET", path: "/v1/workers", key: ak, want: 200})
 	c.do(call{method: "GET", path: "/v1/workers", key: sk, want: 403})
@@ -260,6 +276,22 @@ func TestSpecMatchesRunningControlPlane(t *testing.T) {
 	c.do(jsonCall("POST", tokens, sk, map[string]any{"grants": []string{"subscribe"}}, 404))
 
 	c.coverage()
+}
+
+// preview serves a small JPEG as the preview of "default".
+func preview(t *testing.T) server.Previews {
+	t.Helper()
+	img := image.NewRGBA(image.Rect(0, 0, 16, 16))
+	var b bytes.Buffer
+	if err := jpeg.Encode(&b, img, nil); err != nil {
+		t.Fatal(err)
+	}
+	return func(name string) (server.Preview, bool) {
+		if name != "default" {
+			return server.Preview{}, false
+		}
+		return server.Preview{Image: b.Bytes(), ContentType: "image/jpeg", Width: 16, Height: 16}, true
+	}
 }
 
 func withReq(c call, v validity) call {

@@ -80,7 +80,7 @@ func NewRootCommand(opts Options) *cobra.Command {
 	pf.StringVar(&a.apiKey, "api-key", "", "API key (env "+EnvAPIKey+")")
 	pf.VarP(&a.output, "output", "o", `output format: "table" or "json"`)
 
-	root.AddCommand(newWorkersCommand(a), newSessionsCommand(a), newCertsCommand(a))
+	root.AddCommand(newWorkersCommand(a), newSessionsCommand(a), newAvatarsCommand(a), newVoicesCommand(a), newCertsCommand(a))
 	return root
 }
 

@@ -9,14 +9,14 @@ import (
 // demoFiles is the demo page: plain HTML, JS and CSS, no build step and
 // nothing loaded from elsewhere.
 //
-//go:embed demo/index.html demo/demo.js demo/demo.css demo/avatarfleet.js
+//go:embed demo/index.html demo/demo.js demo/demo.css demo/avatarfleet.js demo/catalog.js
 var demoFiles embed.FS
 
 // demoCSP keeps the page to its own scripts and styles. connect-src allows
 // any http(s) origin because a session's whep_url is rooted at the control
 // plane's public URL, which may differ from the address the page came from;
 // only the viewer token goes there, never the API key.
-const demoCSP = "default-src 'none'; script-src 'self'; style-src 'self'; img-src 'self' data:; " +
+const demoCSP = "default-src 'none'; script-src 'self'; style-src 'self'; img-src 'self' data: blob:; " +
 	"media-src 'self' blob: mediastream:; connect-src 'self' http: https:; " +
 	"base-uri 'none'; form-action 'none'; frame-ancestors 'none'"
 
@@ -34,7 +34,7 @@ func (a *API) index(w http.ResponseWriter, _ *http.Request) {
 // demoAsset serves the demo page's scripts and style sheet under /demo/.
 func (a *API) demoAsset(w http.ResponseWriter, r *http.Request) {
 	name := r.PathValue("file")
-	if name != "demo.js" && name != "demo.css" && name != clientScript {
+	if name != "demo.js" && name != "demo.css" && name != "catalog.js" && name != clientScript {
 		http.NotFound(w, r)
 		return
 	}

@@ -21,6 +21,7 @@ func TestDemoAssets(t *testing.T) {
 		{"/", http.StatusOK, "text/html; charset=utf-8", `type="module"`},
 		{"/demo/demo.js", http.StatusOK, "text/javascript; charset=utf-8", "from './avatarfleet.js'"},
 		{"/demo/demo.css", http.StatusOK, "text/css; charset=utf-8", ""},
+		{"/demo/catalog.js", http.StatusOK, "text/javascript; charset=utf-8", "export class Catalog"},
 		{"/avatarfleet.js", http.StatusOK, "text/javascript; charset=utf-8", "export class AvatarViewer"},
 		{"/demo/avatarfleet.js", http.StatusOK, "text/javascript; charset=utf-8", "export class AvatarViewer"},
 		{"/demo/index.go", http.StatusNotFound, "", ""},

@@ -81,6 +81,9 @@ var routeTable = map[string]routeOutcomes{
 	"GET /v1/sessions/{id}/recordings/{rid}":    {funcs: []string{"handleBody", "fetchRecording"}, errs: readyErrs},
 	"DELETE /v1/sessions/{id}/recordings/{rid}": {funcs: []string{"handle", "stopRecording"}, errs: readyErrs},
 	"POST /v1/sessions/{id}/tokens":             {funcs: []string{"handle", "createToken"}, errs: append([]error{errBodyTimeout, sessions.ErrNotFound}, storeErrs...)},
+	"GET /v1/avatars":                           {funcs: []string{"handle", "listAvatars"}},
+	"GET /v1/avatars/{name}/preview":            {funcs: []string{"handle", "avatarPreview"}},
+	"GET /v1/voices":                            {funcs: []string{"handle", "listVoices"}},
 	"GET /v1/workers":                           {funcs: []string{"handle", "listWorkers"}},
 	"GET /v1/workers/{id}":                      {funcs: []string{"handle", "getWorker"}},
 	"POST /v1/workers/{id}/drain":               {funcs: []string{"handle", "drainWorker"}, errs: []error{errBodyTimeout, fleetstore.ErrNotFound, context.DeadlineExceeded}},
@@ -129,7 +132,7 @@ var statuses = map[string]int{
 	"StatusRequestTimeout": http.StatusRequestTimeout, "StatusConflict": http.StatusConflict,
 	"StatusRequestEntityTooLarge": http.StatusRequestEntityTooLarge, "StatusUnsupportedMediaType": http.StatusUnsupportedMediaType,
 	"StatusTooManyRequests": http.StatusTooManyRequests, "StatusInternalServerError": http.StatusInternalServerError,
-	"StatusServiceUnavailable": http.StatusServiceUnavailable,
+	"StatusServiceUnavailable": http.StatusServiceUnavailable, "StatusNotModified": http.StatusNotModified,
 }
 
 // source is this package's functions by name, read from its files.

@@ -124,6 +124,10 @@ func TestOpenAPIRoutes(t *testing.T) {
 
 // goSchemas ties the spec's schemas to the Go types whose JSON they are.
 var goSchemas = map[string]reflect.Type{
+	"Avatar":               reflect.TypeFor[apiv1.Avatar](),
+	"AvatarList":           reflect.TypeFor[apiv1.AvatarList](),
+	"Voice":                reflect.TypeFor[apiv1.Voice](),
+	"VoiceList":            reflect.TypeFor[apiv1.VoiceList](),
 	"Session":              reflect.TypeFor[apiv1.Session](),
 	"Recording":            reflect.TypeFor[apiv1.Recording](),
 	"SessionStats":         reflect.TypeFor[apiv1.SessionStats](),

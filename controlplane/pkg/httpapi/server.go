@@ -29,8 +29,14 @@ type Options struct {
 	Sessions *sessions.Manager
 	Registry *registry.Registry
 	Store    *fleetstore.Store
-	Keys     *auth.Keys
-	Tokens   *viewertoken.Signer
+	// Fleet is what the catalogue (GET /v1/avatars, /v1/voices) reads;
+	// nil means Registry.
+	Fleet FleetView
+	// WorkerClients dials workers for avatar previews; nil answers those
+	// 503.
+	WorkerClients WorkerClients
+	Keys          *auth.Keys
+	Tokens        *viewertoken.Signer
 	// Events is the JetStream the lifecycle events stream lives in.
 	Events jetstream.JetStream
 	// Ready reports whether this replica can serve (etcd, NATS, cache).
@@ -115,6 +121,9 @@ func (a *API) routes() {
 	a.handleBody("POST /v1/sessions/{id}/audio", sess, maxAudioBody, a.pushAudio)
 	a.handle("POST /v1/sessions/{id}/interrupt", sess, a.interrupt)
 	a.handle("POST /v1/sessions/{id}/tokens", sess, a.createToken)
+	a.handle("GET /v1/avatars", sess, a.listAvatars)
+	a.handle("GET /v1/avatars/{name}/preview", sess, a.avatarPreview)
+	a.handle("GET /v1/voices", sess, a.listVoices)
 	a.handle("GET /v1/workers", admin, a.listWorkers)
 	a.handle("GET /v1/workers/{id}", admin, a.getWorker)
 	a.handle("POST /v1/workers/{id}/drain", admin, a.drainWorker)

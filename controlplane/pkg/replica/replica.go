@@ -237,20 +237,21 @@ func New(ctx context.Context, opts Options) (*Replica, error) {
 	}
 
 	api := httpapi.New(httpapi.Options{
-		Sessions:    r.manager,
-		Registry:    r.registry,
-		Store:       store,
-		Keys:        opts.Keys,
-		Tokens:      tokens,
-		Events:      pub.JetStream(),
-		Ready:       r.ready,
-		Gatherer:    reg,
-		Registerer:  reg,
-		PublicURL:   opts.PublicURL,
-		Log:         log,
-		BodyTimeout: opts.BodyTimeout,
-		BodyMinRate: opts.BodyMinRate,
-		StreamsDone: r.streamsDone,
+		Sessions:      r.manager,
+		Registry:      r.registry,
+		Store:         store,
+		WorkerClients: r.pool,
+		Keys:          opts.Keys,
+		Tokens:        tokens,
+		Events:        pub.JetStream(),
+		Ready:         r.ready,
+		Gatherer:      reg,
+		Registerer:    reg,
+		PublicURL:     opts.PublicURL,
+		Log:           log,
+		BodyTimeout:   opts.BodyTimeout,
+		BodyMinRate:   opts.BodyMinRate,
+		StreamsDone:   r.streamsDone,
 	})
 	r.listener, err = net.Listen("tcp", opts.Listen)
 	if err != nil {

@@ -62,6 +62,12 @@ type WorkerSpec struct {
 	EtcdEndpoints []string
 	// LeaseTTL, when set, replaces Options.WorkerLeaseTTL for this worker.
 	LeaseTTL time.Duration
+	// Avatars, Voices and TTSEngine are advertised in the worker record
+	// (none: the default only); Previews serves its avatar previews (nil:
+	// none).
+	Avatars, Voices []string
+	TTSEngine       string
+	Previews        server.Previews
 }
 
 // Options configures a test fleet.
@@ -342,15 +348,19 @@ func (f *Fleet) StartWorkerOn(spec WorkerSpec, natsURL string) *Worker {
 		leaseTTL = spec.LeaseTTL
 	}
 	a, err := agent.New(agent.Options{
-		ID:           spec.ID,
-		TLS:          wTLS,
-		Etcd:         etcdCfg,
-		NATS:         natsCfg,
-		GRPCListen:   "127.0.0.1:0",
-		Devices:      FakeGPUs(spec.GPUs, spec.SlotsPerGPU),
-		LeaseTTL:     leaseTTL,
-		DrainTimeout: f.opts.DrainTimeout,
-		Signaling:    spec.Signaling,
+		ID:             spec.ID,
+		TLS:            wTLS,
+		Etcd:           etcdCfg,
+		NATS:           natsCfg,
+		GRPCListen:     "127.0.0.1:0",
+		Devices:        FakeGPUs(spec.GPUs, spec.SlotsPerGPU),
+		LeaseTTL:       leaseTTL,
+		DrainTimeout:   f.opts.DrainTimeout,
+		Signaling:      spec.Signaling,
+		Avatars:        spec.Avatars,
+		Voices:         spec.Voices,
+		TTSEngine:      spec.TTSEngine,
+		AvatarPreviews: spec.Previews,
 		NewRuntime: func(devs []*fleetv1.GPU, log *slog.Logger) (runtime.Runtime, error) {
 			return runtimetest.NewHolder(devs, log), nil
 		},

@@ -544,8 +544,11 @@ type Worker struct {
 	// elsewhere while it drains (set with state draining on SIGTERM).
 	Migrate bool `protobuf:"varint,10,opt,name=migrate,proto3" json:"migrate,omitempty"`
 	// avatars and voices are the names this worker can serve.
-	Avatars       []string `protobuf:"bytes,8,rep,name=avatars,proto3" json:"avatars,omitempty"`
-	Voices        []string `protobuf:"bytes,9,rep,name=voices,proto3" json:"voices,omitempty"`
+	Avatars []string `protobuf:"bytes,8,rep,name=avatars,proto3" json:"avatars,omitempty"`
+	Voices  []string `protobuf:"bytes,9,rep,name=voices,proto3" json:"voices,omitempty"`
+	// tts_engine names the text-to-speech engine behind voices ("espeak",
+	// "http"); empty when unknown.
+	TtsEngine     string `protobuf:"bytes,11,opt,name=tts_engine,json=ttsEngine,proto3" json:"tts_engine,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -648,6 +651,13 @@ func (x *Worker) GetVoices() []string {
 		return x.Voices
 	}
 	return nil
+}
+
+func (x *Worker) GetTtsEngine() string {
+	if x != nil {
+		return x.TtsEngine
+	}
+	return ""
 }
 
 // Session is the record of one avatar session in etcd.
@@ -2509,6 +2519,120 @@ func (x *ViewerStats) GetRttMs() float64 {
 	return 0
 }
 
+type AvatarPreviewRequest struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	Avatar        string                 `protobuf:"bytes,1,opt,name=avatar,proto3" json:"avatar,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *AvatarPreviewRequest) Reset() {
+	*x = AvatarPreviewRequest{}
+	mi := &file_fleet_v1_fleet_proto_msgTypes[31]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *AvatarPreviewRequest) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*AvatarPreviewRequest) ProtoMessage() {}
+
+func (x *AvatarPreviewRequest) ProtoReflect() protoreflect.Message {
+	mi := &file_fleet_v1_fleet_proto_msgTypes[31]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use AvatarPreviewRequest.ProtoReflect.Descriptor instead.
+func (*AvatarPreviewRequest) Descriptor() ([]byte, []int) {
+	return file_fleet_v1_fleet_proto_rawDescGZIP(), []int{31}
+}
+
+func (x *AvatarPreviewRequest) GetAvatar() string {
+	if x != nil {
+		return x.Avatar
+	}
+	return ""
+}
+
+type AvatarPreviewResponse struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// image is the encoded still (at most 64 KiB); content_type is its media
+	// type ("image/jpeg").
+	Image         []byte `protobuf:"bytes,1,opt,name=image,proto3" json:"image,omitempty"`
+	ContentType   string `protobuf:"bytes,2,opt,name=content_type,json=contentType,proto3" json:"content_type,omitempty"`
+	Width         uint32 `protobuf:"varint,3,opt,name=width,proto3" json:"width,omitempty"`
+	Height        uint32 `protobuf:"varint,4,opt,name=height,proto3" json:"height,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *AvatarPreviewResponse) Reset() {
+	*x = AvatarPreviewResponse{}
+	mi := &file_fleet_v1_fleet_proto_msgTypes[32]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *AvatarPreviewResponse) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*AvatarPreviewResponse) ProtoMessage() {}
+
+func (x *AvatarPreviewResponse) ProtoReflect() protoreflect.Message {
+	mi := &file_fleet_v1_fleet_proto_msgTypes[32]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use AvatarPreviewResponse.ProtoReflect.Descriptor instead.
+func (*AvatarPreviewResponse) Descriptor() ([]byte, []int) {
+	return file_fleet_v1_fleet_proto_rawDescGZIP(), []int{32}
+}
+
+func (x *AvatarPreviewResponse) GetImage() []byte {
+	if x != nil {
+		return x.Image
+	}
+	return nil
+}
+
+func (x *AvatarPreviewResponse) GetContentType() string {
+	if x != nil {
+		return x.ContentType
+	}
+	return ""
+}
+
+func (x *AvatarPreviewResponse) GetWidth() uint32 {
+	if x != nil {
+		return x.Width
+	}
+	return 0
+}
+
+func (x *AvatarPreviewResponse) GetHeight() uint32 {
+	if x != nil {
+		return x.Height
+	}
+	return 0
+}
+
 type RecordingRequest struct {
 	state         protoimpl.MessageState `protogen:"open.v1"`
 	SessionId     string                 `protobuf:"bytes,1,opt,name=session_id,json=sessionId,proto3" json:"session_id,omitempty"`
@@ -2519,7 +2643,7 @@ type RecordingRequest struct {
 
 func (x *RecordingRequest) Reset() {
 	*x = RecordingRequest{}
-	mi := &file_fleet_v1_fleet_proto_msgTypes[31]
+	mi := &file_fleet_v1_fleet_proto_msgTypes[33]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2531,7 +2655,7 @@ func (x *RecordingRequest) String() string {
 func (*RecordingRequest) ProtoMessage() {}
 
 func (x *RecordingRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_fleet_v1_fleet_proto_msgTypes[31]
+	mi := &file_fleet_v1_fleet_proto_msgTypes[33]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2544,7 +2668,7 @@ func (x *RecordingRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use RecordingRequest.ProtoReflect.Descriptor instead.
 func (*RecordingRequest) Descriptor() ([]byte, []int) {
-	return file_fleet_v1_fleet_proto_rawDescGZIP(), []int{31}
+	return file_fleet_v1_fleet_proto_rawDescGZIP(), []int{33}
 }
 
 func (x *RecordingRequest) GetSessionId() string {
@@ -2573,7 +2697,7 @@ type RecordingChunk struct {
 
 func (x *RecordingChunk) Reset() {
 	*x = RecordingChunk{}
-	mi := &file_fleet_v1_fleet_proto_msgTypes[32]
+	mi := &file_fleet_v1_fleet_proto_msgTypes[34]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2585,7 +2709,7 @@ func (x *RecordingChunk) String() string {
 func (*RecordingChunk) ProtoMessage() {}
 
 func (x *RecordingChunk) ProtoReflect() protoreflect.Message {
-	mi := &file_fleet_v1_fleet_proto_msgTypes[32]
+	mi := &file_fleet_v1_fleet_proto_msgTypes[34]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2598,7 +2722,7 @@ func (x *RecordingChunk) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use RecordingChunk.ProtoReflect.Descriptor instead.
 func (*RecordingChunk) Descriptor() ([]byte, []int) {
-	return file_fleet_v1_fleet_proto_rawDescGZIP(), []int{32}
+	return file_fleet_v1_fleet_proto_rawDescGZIP(), []int{34}
 }
 
 func (x *RecordingChunk) GetData() []byte {
@@ -2644,7 +2768,7 @@ const file_fleet_v1_fleet_proto_rawDesc = "" +
 	"\vBatchTiming\x12\x14\n" +
 	"\x05batch\x18\x01 \x01(\rR\x05batch\x12 \n" +
 	"\fms_per_frame\x18\x02 \x01(\x01R\n" +
-	"msPerFrame\"\xe9\x02\n" +
+	"msPerFrame\"\x88\x03\n" +
 	"\x06Worker\x12\x0e\n" +
 	"\x02id\x18\x01 \x01(\tR\x02id\x12!\n" +
 	"\fgrpc_address\x18\x02 \x01(\tR\vgrpcAddress\x12#\n" +
@@ -2657,7 +2781,9 @@ const file_fleet_v1_fleet_proto_rawDesc = "" +
 	"\amigrate\x18\n" +
 	" \x01(\bR\amigrate\x12\x18\n" +
 	"\aavatars\x18\b \x03(\tR\aavatars\x12\x16\n" +
-	"\x06voices\x18\t \x03(\tR\x06voices\"\xde\b\n" +
+	"\x06voices\x18\t \x03(\tR\x06voices\x12\x1d\n" +
+	"\n" +
+	"tts_engine\x18\v \x01(\tR\tttsEngine\"\xde\b\n" +
 	"\aSession\x12\x0e\n" +
 	"\x02id\x18\x01 \x01(\tR\x02id\x12\x1b\n" +
 	"\tworker_id\x18\x02 \x01(\tR\bworkerId\x12\x10\n" +
@@ -2826,7 +2952,14 @@ const file_fleet_v1_fleet_proto_rawDesc = "" +
 	"\rplis_received\x18\b \x01(\x04R\fplisReceived\x12#\n" +
 	"\rfirs_received\x18\t \x01(\x04R\ffirsReceived\x12\x15\n" +
 	"\x06rtt_ms\x18\n" +
-	" \x01(\x01R\x05rttMs\"T\n" +
+	" \x01(\x01R\x05rttMs\".\n" +
+	"\x14AvatarPreviewRequest\x12\x16\n" +
+	"\x06avatar\x18\x01 \x01(\tR\x06avatar\"~\n" +
+	"\x15AvatarPreviewResponse\x12\x14\n" +
+	"\x05image\x18\x01 \x01(\fR\x05image\x12!\n" +
+	"\fcontent_type\x18\x02 \x01(\tR\vcontentType\x12\x14\n" +
+	"\x05width\x18\x03 \x01(\rR\x05width\x12\x16\n" +
+	"\x06height\x18\x04 \x01(\rR\x06height\"T\n" +
 	"\x10RecordingRequest\x12\x1d\n" +
 	"\n" +
 	"session_id\x18\x01 \x01(\tR\tsessionId\x12!\n" +
@@ -2858,7 +2991,7 @@ const file_fleet_v1_fleet_proto_rawDesc = "" +
 	"\rRestartPolicy\x12\x1e\n" +
 	"\x1aRESTART_POLICY_UNSPECIFIED\x10\x00\x12\x18\n" +
 	"\x14RESTART_POLICY_NEVER\x10\x01\x12!\n" +
-	"\x1dRESTART_POLICY_ON_WORKER_LOST\x10\x022\x91\n" +
+	"\x1dRESTART_POLICY_ON_WORKER_LOST\x10\x022\xfb\n" +
 	"\n" +
 	"\rWorkerService\x12e\n" +
 	"\fStartSession\x12).avatarfleet.fleet.v1.StartSessionRequest\x1a*.avatarfleet.fleet.v1.StartSessionResponse\x12b\n" +
@@ -2870,7 +3003,8 @@ const file_fleet_v1_fleet_proto_rawDesc = "" +
 	"\tAddViewer\x12&.avatarfleet.fleet.v1.AddViewerRequest\x1a'.avatarfleet.fleet.v1.AddViewerResponse\x12e\n" +
 	"\fRemoveViewer\x12).avatarfleet.fleet.v1.RemoveViewerRequest\x1a*.avatarfleet.fleet.v1.RemoveViewerResponse\x12e\n" +
 	"\fAddPublisher\x12).avatarfleet.fleet.v1.AddPublisherRequest\x1a*.avatarfleet.fleet.v1.AddPublisherResponse\x12n\n" +
-	"\x0fRemovePublisher\x12,.avatarfleet.fleet.v1.RemovePublisherRequest\x1a-.avatarfleet.fleet.v1.RemovePublisherResponse\x12Y\n" +
+	"\x0fRemovePublisher\x12,.avatarfleet.fleet.v1.RemovePublisherRequest\x1a-.avatarfleet.fleet.v1.RemovePublisherResponse\x12h\n" +
+	"\rAvatarPreview\x12*.avatarfleet.fleet.v1.AvatarPreviewRequest\x1a+.avatarfleet.fleet.v1.AvatarPreviewResponse\x12Y\n" +
 	"\x0eStartRecording\x12&.avatarfleet.fleet.v1.RecordingRequest\x1a\x1f.avatarfleet.fleet.v1.Recording\x12X\n" +
 	"\rStopRecording\x12&.avatarfleet.fleet.v1.RecordingRequest\x1a\x1f.avatarfleet.fleet.v1.Recording\x12`\n" +
 	"\x0eFetchRecording\x12&.avatarfleet.fleet.v1.RecordingRequest\x1a$.avatarfleet.fleet.v1.RecordingChunk0\x01B;Z9github.com/avatarfleet/avatarfleet/proto/fleet/v1;fleetv1b\x06proto3"
@@ -2888,7 +3022,7 @@ func file_fleet_v1_fleet_proto_rawDescGZIP() []byte {
 }
 
 var file_fleet_v1_fleet_proto_enumTypes = make([]protoimpl.EnumInfo, 4)
-var file_fleet_v1_fleet_proto_msgTypes = make([]protoimpl.MessageInfo, 34)
+var file_fleet_v1_fleet_proto_msgTypes = make([]protoimpl.MessageInfo, 36)
 var file_fleet_v1_fleet_proto_goTypes = []any{
 	(WorkerState)(0),                // 0: avatarfleet.fleet.v1.WorkerState
 	(SessionState)(0),               // 1: avatarfleet.fleet.v1.SessionState
@@ -2925,37 +3059,39 @@ var file_fleet_v1_fleet_proto_goTypes = []any{
 	(*RemovePublisherResponse)(nil), // 32: avatarfleet.fleet.v1.RemovePublisherResponse
 	(*SessionStats)(nil),            // 33: avatarfleet.fleet.v1.SessionStats
 	(*ViewerStats)(nil),             // 34: avatarfleet.fleet.v1.ViewerStats
-	(*RecordingRequest)(nil),        // 35: avatarfleet.fleet.v1.RecordingRequest
-	(*RecordingChunk)(nil),          // 36: avatarfleet.fleet.v1.RecordingChunk
-	nil,                             // 37: avatarfleet.fleet.v1.Session.LabelsEntry
-	(*timestamppb.Timestamp)(nil),   // 38: google.protobuf.Timestamp
-	(*durationpb.Duration)(nil),     // 39: google.protobuf.Duration
+	(*AvatarPreviewRequest)(nil),    // 35: avatarfleet.fleet.v1.AvatarPreviewRequest
+	(*AvatarPreviewResponse)(nil),   // 36: avatarfleet.fleet.v1.AvatarPreviewResponse
+	(*RecordingRequest)(nil),        // 37: avatarfleet.fleet.v1.RecordingRequest
+	(*RecordingChunk)(nil),          // 38: avatarfleet.fleet.v1.RecordingChunk
+	nil,                             // 39: avatarfleet.fleet.v1.Session.LabelsEntry
+	(*timestamppb.Timestamp)(nil),   // 40: google.protobuf.Timestamp
+	(*durationpb.Duration)(nil),     // 41: google.protobuf.Duration
 }
 var file_fleet_v1_fleet_proto_depIdxs = []int32{
 	5,  // 0: avatarfleet.fleet.v1.GPU.capacity:type_name -> avatarfleet.fleet.v1.Capacity
-	38, // 1: avatarfleet.fleet.v1.Capacity.measured_at:type_name -> google.protobuf.Timestamp
-	39, // 2: avatarfleet.fleet.v1.Capacity.took:type_name -> google.protobuf.Duration
+	40, // 1: avatarfleet.fleet.v1.Capacity.measured_at:type_name -> google.protobuf.Timestamp
+	41, // 2: avatarfleet.fleet.v1.Capacity.took:type_name -> google.protobuf.Duration
 	6,  // 3: avatarfleet.fleet.v1.Capacity.timings:type_name -> avatarfleet.fleet.v1.BatchTiming
 	4,  // 4: avatarfleet.fleet.v1.Worker.gpus:type_name -> avatarfleet.fleet.v1.GPU
 	0,  // 5: avatarfleet.fleet.v1.Worker.state:type_name -> avatarfleet.fleet.v1.WorkerState
-	38, // 6: avatarfleet.fleet.v1.Worker.started_at:type_name -> google.protobuf.Timestamp
-	37, // 7: avatarfleet.fleet.v1.Session.labels:type_name -> avatarfleet.fleet.v1.Session.LabelsEntry
+	40, // 6: avatarfleet.fleet.v1.Worker.started_at:type_name -> google.protobuf.Timestamp
+	39, // 7: avatarfleet.fleet.v1.Session.labels:type_name -> avatarfleet.fleet.v1.Session.LabelsEntry
 	1,  // 8: avatarfleet.fleet.v1.Session.state:type_name -> avatarfleet.fleet.v1.SessionState
 	2,  // 9: avatarfleet.fleet.v1.Session.end_reason:type_name -> avatarfleet.fleet.v1.EndReason
-	38, // 10: avatarfleet.fleet.v1.Session.created_at:type_name -> google.protobuf.Timestamp
-	38, // 11: avatarfleet.fleet.v1.Session.ended_at:type_name -> google.protobuf.Timestamp
+	40, // 10: avatarfleet.fleet.v1.Session.created_at:type_name -> google.protobuf.Timestamp
+	40, // 11: avatarfleet.fleet.v1.Session.ended_at:type_name -> google.protobuf.Timestamp
 	3,  // 12: avatarfleet.fleet.v1.Session.restart_policy:type_name -> avatarfleet.fleet.v1.RestartPolicy
-	38, // 13: avatarfleet.fleet.v1.Session.placed_at:type_name -> google.protobuf.Timestamp
-	38, // 14: avatarfleet.fleet.v1.Session.lost_at:type_name -> google.protobuf.Timestamp
+	40, // 13: avatarfleet.fleet.v1.Session.placed_at:type_name -> google.protobuf.Timestamp
+	40, // 14: avatarfleet.fleet.v1.Session.lost_at:type_name -> google.protobuf.Timestamp
 	10, // 15: avatarfleet.fleet.v1.Session.migrating_from:type_name -> avatarfleet.fleet.v1.SlotRef
 	9,  // 16: avatarfleet.fleet.v1.Session.recordings:type_name -> avatarfleet.fleet.v1.Recording
-	38, // 17: avatarfleet.fleet.v1.Recording.started_at:type_name -> google.protobuf.Timestamp
-	38, // 18: avatarfleet.fleet.v1.Recording.stopped_at:type_name -> google.protobuf.Timestamp
-	39, // 19: avatarfleet.fleet.v1.Recording.duration:type_name -> google.protobuf.Duration
-	38, // 20: avatarfleet.fleet.v1.Event.time:type_name -> google.protobuf.Timestamp
+	40, // 17: avatarfleet.fleet.v1.Recording.started_at:type_name -> google.protobuf.Timestamp
+	40, // 18: avatarfleet.fleet.v1.Recording.stopped_at:type_name -> google.protobuf.Timestamp
+	41, // 19: avatarfleet.fleet.v1.Recording.duration:type_name -> google.protobuf.Duration
+	40, // 20: avatarfleet.fleet.v1.Event.time:type_name -> google.protobuf.Timestamp
 	8,  // 21: avatarfleet.fleet.v1.Event.session:type_name -> avatarfleet.fleet.v1.Session
 	7,  // 22: avatarfleet.fleet.v1.Event.worker:type_name -> avatarfleet.fleet.v1.Worker
-	39, // 23: avatarfleet.fleet.v1.Event.media_time:type_name -> google.protobuf.Duration
+	41, // 23: avatarfleet.fleet.v1.Event.media_time:type_name -> google.protobuf.Duration
 	8,  // 24: avatarfleet.fleet.v1.StartSessionRequest.session:type_name -> avatarfleet.fleet.v1.Session
 	1,  // 25: avatarfleet.fleet.v1.StartSessionResponse.state:type_name -> avatarfleet.fleet.v1.SessionState
 	2,  // 26: avatarfleet.fleet.v1.StopSessionRequest.reason:type_name -> avatarfleet.fleet.v1.EndReason
@@ -2964,7 +3100,7 @@ var file_fleet_v1_fleet_proto_depIdxs = []int32{
 	24, // 29: avatarfleet.fleet.v1.AddViewerResponse.ice_servers:type_name -> avatarfleet.fleet.v1.IceServer
 	24, // 30: avatarfleet.fleet.v1.AddPublisherResponse.ice_servers:type_name -> avatarfleet.fleet.v1.IceServer
 	34, // 31: avatarfleet.fleet.v1.SessionStats.viewers:type_name -> avatarfleet.fleet.v1.ViewerStats
-	38, // 32: avatarfleet.fleet.v1.ViewerStats.connected_at:type_name -> google.protobuf.Timestamp
+	40, // 32: avatarfleet.fleet.v1.ViewerStats.connected_at:type_name -> google.protobuf.Timestamp
 	12, // 33: avatarfleet.fleet.v1.WorkerService.StartSession:input_type -> avatarfleet.fleet.v1.StartSessionRequest
 	14, // 34: avatarfleet.fleet.v1.WorkerService.StopSession:input_type -> avatarfleet.fleet.v1.StopSessionRequest
 	16, // 35: avatarfleet.fleet.v1.WorkerService.SpeakText:input_type -> avatarfleet.fleet.v1.SpeakTextRequest
@@ -2975,24 +3111,26 @@ var file_fleet_v1_fleet_proto_depIdxs = []int32{
 	27, // 40: avatarfleet.fleet.v1.WorkerService.RemoveViewer:input_type -> avatarfleet.fleet.v1.RemoveViewerRequest
 	29, // 41: avatarfleet.fleet.v1.WorkerService.AddPublisher:input_type -> avatarfleet.fleet.v1.AddPublisherRequest
 	31, // 42: avatarfleet.fleet.v1.WorkerService.RemovePublisher:input_type -> avatarfleet.fleet.v1.RemovePublisherRequest
-	35, // 43: avatarfleet.fleet.v1.WorkerService.StartRecording:input_type -> avatarfleet.fleet.v1.RecordingRequest
-	35, // 44: avatarfleet.fleet.v1.WorkerService.StopRecording:input_type -> avatarfleet.fleet.v1.RecordingRequest
-	35, // 45: avatarfleet.fleet.v1.WorkerService.FetchRecording:input_type -> avatarfleet.fleet.v1.RecordingRequest
-	13, // 46: avatarfleet.fleet.v1.WorkerService.StartSession:output_type -> avatarfleet.fleet.v1.StartSessionResponse
-	15, // 47: avatarfleet.fleet.v1.WorkerService.StopSession:output_type -> avatarfleet.fleet.v1.StopSessionResponse
-	17, // 48: avatarfleet.fleet.v1.WorkerService.SpeakText:output_type -> avatarfleet.fleet.v1.SpeakTextResponse
-	19, // 49: avatarfleet.fleet.v1.WorkerService.PushAudio:output_type -> avatarfleet.fleet.v1.PushAudioResponse
-	21, // 50: avatarfleet.fleet.v1.WorkerService.Interrupt:output_type -> avatarfleet.fleet.v1.InterruptResponse
-	23, // 51: avatarfleet.fleet.v1.WorkerService.SessionStatus:output_type -> avatarfleet.fleet.v1.SessionStatusResponse
-	26, // 52: avatarfleet.fleet.v1.WorkerService.AddViewer:output_type -> avatarfleet.fleet.v1.AddViewerResponse
-	28, // 53: avatarfleet.fleet.v1.WorkerService.RemoveViewer:output_type -> avatarfleet.fleet.v1.RemoveViewerResponse
-	30, // 54: avatarfleet.fleet.v1.WorkerService.AddPublisher:output_type -> avatarfleet.fleet.v1.AddPublisherResponse
-	32, // 55: avatarfleet.fleet.v1.WorkerService.RemovePublisher:output_type -> avatarfleet.fleet.v1.RemovePublisherResponse
-	9,  // 56: avatarfleet.fleet.v1.WorkerService.StartRecording:output_type -> avatarfleet.fleet.v1.Recording
-	9,  // 57: avatarfleet.fleet.v1.WorkerService.StopRecording:output_type -> avatarfleet.fleet.v1.Recording
-	36, // 58: avatarfleet.fleet.v1.WorkerService.FetchRecording:output_type -> avatarfleet.fleet.v1.RecordingChunk
-	46, // [46:59] is the sub-list for method output_type
-	33, // [33:46] is the sub-list for method input_type
+	35, // 43: avatarfleet.fleet.v1.WorkerService.AvatarPreview:input_type -> avatarfleet.fleet.v1.AvatarPreviewRequest
+	37, // 44: avatarfleet.fleet.v1.WorkerService.StartRecording:input_type -> avatarfleet.fleet.v1.RecordingRequest
+	37, // 45: avatarfleet.fleet.v1.WorkerService.StopRecording:input_type -> avatarfleet.fleet.v1.RecordingRequest
+	37, // 46: avatarfleet.fleet.v1.WorkerService.FetchRecording:input_type -> avatarfleet.fleet.v1.RecordingRequest
+	13, // 47: avatarfleet.fleet.v1.WorkerService.StartSession:output_type -> avatarfleet.fleet.v1.StartSessionResponse
+	15, // 48: avatarfleet.fleet.v1.WorkerService.StopSession:output_type -> avatarfleet.fleet.v1.StopSessionResponse
+	17, // 49: avatarfleet.fleet.v1.WorkerService.SpeakText:output_type -> avatarfleet.fleet.v1.SpeakTextResponse
+	19, // 50: avatarfleet.fleet.v1.WorkerService.PushAudio:output_type -> avatarfleet.fleet.v1.PushAudioResponse
+	21, // 51: avatarfleet.fleet.v1.WorkerService.Interrupt:output_type -> avatarfleet.fleet.v1.InterruptResponse
+	23, // 52: avatarfleet.fleet.v1.WorkerService.SessionStatus:output_type -> avatarfleet.fleet.v1.SessionStatusResponse
+	26, // 53: avatarfleet.fleet.v1.WorkerService.AddViewer:output_type -> avatarfleet.fleet.v1.AddViewerResponse
+	28, // 54: avatarfleet.fleet.v1.WorkerService.RemoveViewer:output_type -> avatarfleet.fleet.v1.RemoveViewerResponse
+	30, // 55: avatarfleet.fleet.v1.WorkerService.AddPublisher:output_type -> avatarfleet.fleet.v1.AddPublisherResponse
+	32, // 56: avatarfleet.fleet.v1.WorkerService.RemovePublisher:output_type -> avatarfleet.fleet.v1.RemovePublisherResponse
+	36, // 57: avatarfleet.fleet.v1.WorkerService.AvatarPreview:output_type -> avatarfleet.fleet.v1.AvatarPreviewResponse
+	9,  // 58: avatarfleet.fleet.v1.WorkerService.StartRecording:output_type -> avatarfleet.fleet.v1.Recording
+	9,  // 59: avatarfleet.fleet.v1.WorkerService.StopRecording:output_type -> avatarfleet.fleet.v1.Recording
+	38, // 60: avatarfleet.fleet.v1.WorkerService.FetchRecording:output_type -> avatarfleet.fleet.v1.RecordingChunk
+	47, // [47:61] is the sub-list for method output_type
+	33, // [33:47] is the sub-list for method input_type
 	33, // [33:33] is the sub-list for extension type_name
 	33, // [33:33] is the sub-list for extension extendee
 	0,  // [0:33] is the sub-list for field type_name
@@ -3009,7 +3147,7 @@ func file_fleet_v1_fleet_proto_init() {
 			GoPackagePath: reflect.TypeOf(x{}).PkgPath(),
 			RawDescriptor: unsafe.Slice(unsafe.StringData(file_fleet_v1_fleet_proto_rawDesc), len(file_fleet_v1_fleet_proto_rawDesc)),
 			NumEnums:      4,
-			NumMessages:   34,
+			NumMessages:   36,
 			NumExtensions: 0,
 			NumServices:   1,
 		},

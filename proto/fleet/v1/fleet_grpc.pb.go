@@ -32,6 +32,7 @@ const (
 	WorkerService_RemoveViewer_FullMethodName    = "/avatarfleet.fleet.v1.WorkerService/RemoveViewer"
 	WorkerService_AddPublisher_FullMethodName    = "/avatarfleet.fleet.v1.WorkerService/AddPublisher"
 	WorkerService_RemovePublisher_FullMethodName = "/avatarfleet.fleet.v1.WorkerService/RemovePublisher"
+	WorkerService_AvatarPreview_FullMethodName   = "/avatarfleet.fleet.v1.WorkerService/AvatarPreview"
 	WorkerService_StartRecording_FullMethodName  = "/avatarfleet.fleet.v1.WorkerService/StartRecording"
 	WorkerService_StopRecording_FullMethodName   = "/avatarfleet.fleet.v1.WorkerService/StopRecording"
 	WorkerService_FetchRecording_FullMethodName  = "/avatarfleet.fleet.v1.WorkerService/FetchRecording"
@@ -65,6 +66,10 @@ type WorkerServiceClient interface {
 	AddPublisher(ctx context.Context, in *AddPublisherRequest, opts ...grpc.CallOption) (*AddPublisherResponse, error)
 	// RemovePublisher ends one WHIP publisher; unknown ones are not an error.
 	RemovePublisher(ctx context.Context, in *RemovePublisherRequest, opts ...grpc.CallOption) (*RemovePublisherResponse, error)
+	// AvatarPreview returns a small still of an avatar this worker serves
+	// (frame 0 of its pack, scaled to at most 256 px); NotFound for an avatar
+	// the worker does not have.
+	AvatarPreview(ctx context.Context, in *AvatarPreviewRequest, opts ...grpc.CallOption) (*AvatarPreviewResponse, error)
 	// StartRecording starts a WebM recording of what the session's viewers
 	// see; StopRecording ends it and waits for the file to be complete.
 	StartRecording(ctx context.Context, in *RecordingRequest, opts ...grpc.CallOption) (*Recording, error)
@@ -181,6 +186,16 @@ func (c *workerServiceClient) RemovePublisher(ctx context.Context, in *RemovePub
 	return out, nil
 }
 
+func (c *workerServiceClient) AvatarPreview(ctx context.Context, in *AvatarPreviewRequest, opts ...grpc.CallOption) (*AvatarPreviewResponse, error) {
+	cOpts := append([]grpc.CallOption{grpc.StaticMethod()}, opts...)
+	out := new(AvatarPreviewResponse)
+	err := c.cc.Invoke(ctx, WorkerService_AvatarPreview_FullMethodName, in, out, cOpts...)
+	if err != nil {
+		return nil, err
+	}
+	return out, nil
+}
+
 func (c *workerServiceClient) StartRecording(ctx context.Context, in *RecordingRequest, opts ...grpc.CallOption) (*Recording, error) {
 	cOpts := append([]grpc.CallOption{grpc.StaticMethod()}, opts...)
 	out := new(Recording)
@@ -248,6 +263,10 @@ type WorkerServiceServer interface {
 	AddPublisher(context.Context, *AddPublisherRequest) (*AddPublisherResponse, error)
 	// RemovePublisher ends one WHIP publisher; unknown ones are not an error.
 	RemovePublisher(context.Context, *RemovePublisherRequest) (*RemovePublisherResponse, error)
+	// AvatarPreview returns a small still of an avatar this worker serves
+	// (frame 0 of its pack, scaled to at most 256 px); NotFound for an avatar
+	// the worker does not have.
+	AvatarPreview(context.Context, *AvatarPreviewRequest) (*AvatarPreviewResponse, error)
 	// StartRecording starts a WebM recording of what the session's viewers
 	// see; StopRecording ends it and waits for the file to be complete.
 	StartRecording(context.Context, *RecordingRequest) (*Recording, error)
@@ -293,6 +312,9 @@ func (UnimplementedWorkerServiceServer) AddPublisher(context.Context, *AddPublis
 }
 func (UnimplementedWorkerServiceServer) RemovePublisher(context.Context, *RemovePublisherRequest) (*RemovePublisherResponse, error) {
 	return nil, status.Error(codes.Unimplemented, "method RemovePublisher not implemented")
+}
+func (UnimplementedWorkerServiceServer) AvatarPreview(context.Context, *AvatarPreviewRequest) (*AvatarPreviewResponse, error) {
+	return nil, status.Error(codes.Unimplemented, "method AvatarPreview not implemented")
 }
 func (UnimplementedWorkerServiceServer) StartRecording(context.Context, *RecordingRequest) (*Recording, error) {
 	return nil, status.Error(codes.Unimplemented, "method StartRecording not implemented")
@@ -504,6 +526,24 @@ func _WorkerService_RemovePublisher_Handler(srv interface{}, ctx context.Context
 	return interceptor(ctx, in, info, handler)
 }
 
+func _WorkerService_AvatarPreview_Handler(srv interface{}, ctx context.Context, dec func(interface{}) error, interceptor grpc.UnaryServerInterceptor) (interface{}, error) {
+	in := new(AvatarPreviewRequest)
+	if err := dec(in); err != nil {
+		return nil, err
+	}
+	if interceptor == nil {
+		return srv.(WorkerServiceServer).AvatarPreview(ctx, in)
+	}
+	info := &grpc.UnaryServerInfo{
+		Server:     srv,
+		FullMethod: WorkerService_AvatarPreview_FullMethodName,
+	}
+	handler := func(ctx context.Context, req interface{}) (interface{}, error) {
+		return srv.(WorkerServiceServer).AvatarPreview(ctx, req.(*AvatarPreviewRequest))
+	}
+	return interceptor(ctx, in, info, handler)
+}
+
 func _WorkerService_StartRecording_Handler(srv interface{}, ctx context.Context, dec func(interface{}) error, interceptor grpc.UnaryServerInterceptor) (interface{}, error) {
 	in := new(RecordingRequest)
 	if err := dec(in); err != nil {
@@ -597,6 +637,10 @@ var WorkerService_ServiceDesc = grpc.ServiceDesc{
 		{
 			MethodName: "RemovePublisher",
 			Handler:    _WorkerService_RemovePublisher_Handler,
+		},
+		{
+			MethodName: "AvatarPreview",
+			Handler:    _WorkerService_AvatarPreview_Handler,
 		},
 		{
 			MethodName: "StartRecording",

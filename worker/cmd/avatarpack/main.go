@@ -137,8 +137,12 @@ func build(args []string, stdout, stderr io.Writer) error {
 		return err
 	}
 	b := p.Box(0)
-	fmt.Fprintf(stdout, "wrote %s: %d frames of %dx%d at %d fps, face box [%d %d %d %d] (%v)\n",
-		dir, p.Len(), p.Width(), p.Height(), p.FPS(), b.Min.X, b.Min.Y, b.Dx(), b.Dy(), time.Since(start).Round(time.Millisecond))
+	mouth := "no mouth found (crop from the face box alone)"
+	if m, ok := p.Mouth(0); ok {
+		mouth = fmt.Sprintf("mouth [%d %d %d %d]", m.Box.Min.X, m.Box.Min.Y, m.Box.Dx(), m.Box.Dy())
+	}
+	fmt.Fprintf(stdout, "wrote %s: %d frames of %dx%d at %d fps, face box [%d %d %d %d], %s (%v)\n",
+		dir, p.Len(), p.Width(), p.Height(), p.FPS(), b.Min.X, b.Min.Y, b.Dx(), b.Dy(), mouth, time.Since(start).Round(time.Millisecond))
 	return nil
 }
 
@@ -184,7 +188,11 @@ func check(args []string, stdout io.Writer) error {
 			errs = append(errs, err)
 			continue
 		}
-		fmt.Fprintf(stdout, "%s: ok, %q, %d frames of %dx%d at %d fps\n", dir, p.Name(), p.Len(), p.Width(), p.Height(), p.FPS())
+		mouth := "no mouth"
+		if m, ok := p.Mouth(0); ok {
+			mouth = fmt.Sprintf("mouth [%d %d %d %d]", m.Box.Min.X, m.Box.Min.Y, m.Box.Dx(), m.Box.Dy())
+		}
+		fmt.Fprintf(stdout, "%s: ok, %q, %d frames of %dx%d at %d fps, %s\n", dir, p.Name(), p.Len(), p.Width(), p.Height(), p.FPS(), mouth)
 	}
 	return errors.Join(errs...)
 }

@@ -41,7 +41,7 @@ func TestBuildAndCheck(t *testing.T) {
 	if code != 0 {
 		t.Fatalf("build: %d %s", code, stderr)
 	}
-	if !strings.Contains(stdout, "6 frames of 512x512 at 25 fps") {
+	if !strings.Contains(stdout, "6 frames of 512x512 at 25 fps") || !strings.Contains(stdout, ", mouth [") {
 		t.Errorf("stdout %q", stdout)
 	}
 	p, err := avatar.Load(filepath.Join(out, "eileen"), avatar.LoadOptions{})
@@ -51,7 +51,10 @@ func TestBuildAndCheck(t *testing.T) {
 	if !image.Rect(180, 62, 268, 174).In(p.Box(0)) {
 		t.Errorf("box %v", p.Box(0))
 	}
-	if code, stdout, _ := runCmd("check", filepath.Join(out, "eileen")); code != 0 || !strings.Contains(stdout, "ok") {
+	if m, ok := p.Mouth(0); !ok || !m.Box.In(p.Box(0)) {
+		t.Errorf("mouth %+v, %v in box %v", m, ok, p.Box(0))
+	}
+	if code, stdout, _ := runCmd("check", filepath.Join(out, "eileen")); code != 0 || !strings.Contains(stdout, "ok") || !strings.Contains(stdout, ", mouth [") {
 		t.Errorf("check: %d %s", code, stdout)
 	}
 	if code, _, stderr := runCmd("build", "--image", photo, "--name", "eileen", "--out", out); code != 1 || !strings.Contains(stderr, "already exists") {

@@ -113,6 +113,11 @@ func run(args []string, getenv func(string) string, stderr io.Writer, exit func(
 	opts.NewRuntime = eng.newRuntime
 	opts.Avatars = eng.avatars.Names()
 	opts.Voices = eng.voices()
+	opts.TTSEngine = cfg.media.tts
+	if opts.AvatarPreviews, err = eng.avatarPreviews(); err != nil {
+		fmt.Fprintf(stderr, "worker: %v\n", err)
+		return 1
+	}
 	closeSFU, err := attachSFU(&opts, cfg.sfu, eng, log.With("component", "sfu"))
 	if err != nil {
 		fmt.Fprintf(stderr, "worker: %v\n", err)

@@ -4,6 +4,7 @@ import (
 	"bytes"
 	"errors"
 	"flag"
+	"image/jpeg"
 	"io"
 	"net"
 	"os"
@@ -402,8 +403,17 @@ func TestSecondSignalExitsAtOnce(t *testing.T) {
 		st, err := client.SessionStatus(t.Context(), &fleetv1.SessionStatusRequest{SessionId: "s1"})
 		return err == nil && st.GetFramesSent() > 0
 	})
-	if !slices.Contains(w.GetAvatars(), "default") || len(w.GetVoices()) == 0 {
-		t.Errorf("worker record avatars %v voices %v", w.GetAvatars(), w.GetVoices())
+	if !slices.Contains(w.GetAvatars(), "default") || len(w.GetVoices()) == 0 || w.GetTtsEngine() == "" {
+		t.Errorf("worker record avatars %v voices %v tts engine %q", w.GetAvatars(), w.GetVoices(), w.GetTtsEngine())
+	}
+	// It serves a preview of each avatar it advertises: a small JPEG.
+	pv, err := client.AvatarPreview(t.Context(), &fleetv1.AvatarPreviewRequest{Avatar: "default"})
+	if err != nil {
+		t.Fatalf("avatar preview: %v", err)
+	}
+	if img, err := jpeg.Decode(bytes.NewReader(pv.GetImage())); err != nil || pv.GetContentType() != "image/jpeg" ||
+		img.Bounds().Dx() != int(pv.GetWidth()) || max(img.Bounds().Dx(), img.Bounds().Dy()) > 256 {
+		t.Errorf("avatar preview %s %dx%d: decode %v", pv.GetContentType(), pv.GetWidth(), pv.GetHeight(), err)
 	}
 
 	if err := syscall.Kill(os.Getpid(), syscall.SIGINT); err != nil {

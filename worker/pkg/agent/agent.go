@@ -104,6 +104,12 @@ type Options struct {
 	// Avatars and Voices are advertised in the worker record: the avatar
 	// and voice names this worker can serve.
 	Avatars, Voices []string
+	// TTSEngine names the engine behind Voices in the worker record ("":
+	// unknown).
+	TTSEngine string
+	// AvatarPreviews serves the control plane's avatar previews (nil:
+	// none, AvatarPreview answers NotFound).
+	AvatarPreviews server.Previews
 	// MetricsListen is the address of the Prometheus /metrics endpoint
 	// ("" → none; tests use "127.0.0.1:0" and read MetricsAddr).
 	MetricsListen string

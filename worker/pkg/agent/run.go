@@ -189,6 +189,7 @@ func (a *Agent) connect() (*instance, error) {
 		Accepting: func() bool { return !in.draining.Load() },
 		Signaling: a.opts.Signaling,
 		Speech:    in.speech,
+		Previews:  a.opts.AvatarPreviews,
 		Logger:    a.log.With("component", "grpc"),
 	})
 	if err == nil {
@@ -207,6 +208,7 @@ func (a *Agent) connect() (*instance, error) {
 				Version:      a.opts.Version,
 				Avatars:      a.opts.Avatars,
 				Voices:       a.opts.Voices,
+				TtsEngine:    a.opts.TTSEngine,
 			},
 			TTL:    a.opts.LeaseTTL,
 			Logger: a.log.With("component", "registration"),

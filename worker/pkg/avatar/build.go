@@ -79,6 +79,12 @@ func Build(img image.Image, det Detector, opts BuildOptions) (*Pack, error) {
 //     ChinPad of its height, widened or heightened about its centre into a
 //     square, moved (not shrunk) to lie inside the frame (shrunk only if
 //     the frame is smaller), and snapped outwards to even coordinates.
+//   - The mouth is located within the face box (LocateMouth). If it is
+//     found, the crop is moved (same size, by at most 15 % of its side)
+//     so that the mouth's centre sits at MouthRow of its height and in the
+//     middle of its width (alignBox), and the mouth is stored in the
+//     manifest; if not (ErrNoMouth), the pack has no mouth and the crop
+//     stays where the face box put it. Other errors fail the build.
 //   - Frame i of N is the photo scaled by 1 + Breath·e(i), e(i) = (1 −
 //     cos(π·i/(N−1)))/2, about the face box's centre. e eases in and out,
 //     so the ping-pong loop turns without a jolt; scaling about the face
@@ -124,10 +130,24 @@ func fromFace(img image.Image, face image.Rectangle, opts BuildOptions) (*Pack, 
 		int(math.Ceil(float64(face.Max.X-b.Min.X)*scale)), int(math.Ceil(float64(face.Max.Y-b.Min.Y)*scale)))
 	w, h := base.Rect.Dx(), base.Rect.Dy()
 	box := padBox(face, w, h)
+	var mouths []ManifestMouth
+	mouth, err := LocateMouth(base, face)
+	switch {
+	case err == nil:
+		if aligned := alignBox(box, mouth, w, h); mouth.Box.In(aligned) {
+			box = aligned
+		}
+		if mouth.Box.In(box) {
+			mouths = []ManifestMouth{manifestMouth(mouth)}
+		}
+	case !errors.Is(err, ErrNoMouth):
+		return nil, err
+	}
 	m := Manifest{
 		Name: opts.Name, Version: FormatVersion, Width: w, Height: h, FPS: fps, Frames: n,
 		FaceBoxes: [][]int{{box.Min.X, box.Min.Y, box.Dx(), box.Dy()}},
 		Idle:      &Idle{Mode: PingPong, First: 0, Last: n - 1},
+		Mouths:    mouths,
 	}
 	if err := m.Validate(); err != nil {
 		return nil, err
@@ -185,6 +205,46 @@ func padBox(face image.Rectangle, w, h int) image.Rectangle {
 	x0 := max(0, min(int(math.Floor(cx-float64(s)/2)), w-s)) &^ 1
 	y0 := max(0, min(int(math.Floor(cy-float64(s)/2)), h-s)) &^ 1
 	return image.Rect(x0, y0, x0+s, y0+s)
+}
+
+// MouthRow is where alignBox puts the mouth's centre in the lip-sync crop,
+// as a fraction of the crop's side from its top (horizontally it is
+// centred): in the lower half, where Wav2Lip-family models draw the mouth
+// (they mask and regenerate the crop's lower half; their training crops,
+// a detector's box padded down to the chin, have the mouth at about 0.7).
+const MouthRow = 0.70
+
+// maxAlignShift bounds how far alignBox moves the crop from padBox's
+// place, as a fraction of its side, so that a mouth found off its usual
+// place cannot move the crop off the face.
+const maxAlignShift = 0.15
+
+// alignBox moves the crop box (keeping its size) so that the mouth's
+// centre lies at MouthRow of its height and in the middle of its width,
+// by at most maxAlignShift of its side, then keeps it inside the w×h
+// frame at even coordinates.
+func alignBox(box image.Rectangle, m Mouth, w, h int) image.Rectangle {
+	s := box.Dx()
+	c := m.Center()
+	lim := maxAlignShift * float64(s)
+	move := func(from int, to float64) int {
+		return int(math.Round(min(max(to, float64(from)-lim), float64(from)+lim)))
+	}
+	x0 := move(box.Min.X, float64(c.X)+0.5-float64(s)/2)
+	y0 := move(box.Min.Y, float64(c.Y)+0.5-MouthRow*float64(s))
+	x0 = max(0, min(x0, w-s)) &^ 1
+	y0 = max(0, min(y0, h-box.Dy())) &^ 1
+	return image.Rect(x0, y0, x0+s, y0+box.Dy())
+}
+
+// cropFace is about the face box a crop box was padded from (padBox's
+// inverse for a face taller than wide: the detector's box is about 0.8 as
+// wide as tall). Loading a version-1 pack locates its mouth within it.
+func cropFace(crop image.Rectangle) image.Rectangle {
+	hf := float64(crop.Dy()) / (1 + ChinPad)
+	wf := 0.8 * hf
+	cx := float64(crop.Min.X+crop.Max.X) / 2
+	return image.Rect(int(cx-wf/2), crop.Min.Y, int(math.Ceil(cx+wf/2)), crop.Min.Y+int(hf)).Intersect(crop)
 }
 
 // ease is e(i) of FromFace's idle motion.

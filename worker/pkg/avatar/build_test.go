@@ -166,6 +166,11 @@ func TestBuildFitsAndClamps(t *testing.T) {
 	if b := p.Box(0); !b.In(image.Rect(0, 0, p.Width(), p.Height())) || b.Min.X != 0 || b.Max.Y != p.Height() {
 		t.Errorf("box %v in %dx%d", b, p.Width(), p.Height())
 	}
+	// A black photo has no mouth: the pack is built without one (the
+	// fallback: the crop comes from the face box alone).
+	if m, ok := p.Mouth(0); ok || len(p.Manifest().Mouths) != 0 {
+		t.Errorf("mouth %+v in a black photo", m)
+	}
 }
 
 // defaultPack builds the default avatar once for the tests that need it
@@ -192,8 +197,26 @@ var (
 func TestDefaultPack(t *testing.T) {
 	p := defaultPack(t)
 	if p.Name() != DefaultName || p.Len() != DefaultBuildFrames || p.Width() != 512 || p.Height() != 512 ||
-		p.Box(0) != image.Rect(162, 60, 286, 184) || !DefaultFace().In(p.Box(0)) {
+		p.Box(0) != image.Rect(162, 56, 286, 180) || !DefaultFace().In(p.Box(0)) {
 		t.Errorf("default pack %+v", p.Manifest())
+	}
+	// The crop is aligned on the mouth: its centre at MouthRow of the
+	// crop's height (within a pixel: the box is even-aligned) and in the
+	// middle, the whole mouth in the lower half.
+	m, ok := p.Mouth(0)
+	b := p.Box(0)
+	if !ok {
+		t.Fatal("the default pack has no mouth")
+	}
+	c := m.Center()
+	if dy := float64(c.Y-b.Min.Y) - MouthRow*float64(b.Dy()); dy < -1.5 || dy > 1.5 {
+		t.Errorf("mouth centre %v is %.1f rows off %v of the crop %v", c, dy, MouthRow, b)
+	}
+	if dx := c.X - (b.Min.X+b.Max.X)/2; dx < -2 || dx > 2 {
+		t.Errorf("mouth centre %v is %d columns off the crop %v's middle", c, dx, b)
+	}
+	if m.Box.Min.Y < b.Min.Y+b.Dy()/2 || !m.Box.In(b) {
+		t.Errorf("mouth %v is not in the lower half of the crop %v", m.Box, b)
 	}
 }
 
@@ -272,5 +295,28 @@ func BenchmarkDefault(b *testing.B) {
 		if _, err := Default(); err != nil {
 			b.Fatal(err)
 		}
+	}
+}
+
+// One mouth serves every frame: the idle motion (scaling about the face)
+// moves the lips by under a pixel, so the mouth located on the frame of
+// largest scale is the stored one within a pixel.
+func TestMouthStillOnLastFrame(t *testing.T) {
+	p := defaultPack(t)
+	want, ok := p.Mouth(0)
+	if !ok {
+		t.Fatal("no mouth")
+	}
+	last := p.Len() - 1
+	if got, ok := p.Mouth(last); !ok || got != want {
+		t.Fatalf("Mouth(%d) = %+v, Mouth(0) = %+v", last, got, want)
+	}
+	img, _ := p.Frame(p.Period() / 2) // the ping-pong's turn: the last frame
+	got, err := LocateMouth(img, DefaultFace())
+	if err != nil {
+		t.Fatal(err)
+	}
+	if !near(got.Left, want.Left, 1) || !near(got.Right, want.Right, 1) || abs(got.Line-want.Line) > 1 {
+		t.Errorf("on frame %d: %+v; stored %+v", last, got, want)
 	}
 }

@@ -2,7 +2,7 @@
 // shows while it is idle and composites the generated mouth into while it
 // speaks, with the face box of each frame.
 //
-// # Pack format (version 1)
+// # Pack format (version 2)
 //
 // A pack is a directory named after the avatar:
 //
@@ -16,7 +16,7 @@
 //
 //	{
 //	  "name": "alice",          // ^[a-zA-Z0-9][a-zA-Z0-9_.-]{0,63}$, the directory's name
-//	  "version": 1,             // format version; only 1 exists
+//	  "version": 2,             // format version: 2 is written, 1 and 2 are read
 //	  "width": 512,             // every frame's size: even, 2..1920 × 2..1080
 //	  "height": 512,            //   (either orientation: the long side ≤ 1920, the short ≤ 1080)
 //	  "fps": 25,                // 1..60, the rate the frames were made for
@@ -30,6 +30,14 @@
 //	                            // the default: no jump cut) or forward and wrapping
 //	                            // ("loop", for footage whose last frame flows into
 //	                            // its first)
+//	  "mouths": [{"box": [203, 139, 42, 15], "left": [203, 140], "right": [244, 141],
+//	              "upper": 141, "line": 143, "lower": 153}]
+//	                            // optional (version 2): where the lips are, one per
+//	                            // frame or one for every frame (see Mouth); each
+//	                            // inside its frame's face box, box [x, y, w, h] at
+//	                            // least 8×4 and no taller than wide, corners [x, y]
+//	                            // in the box with left.x < right.x, box top ≤ upper
+//	                            // ≤ line ≤ lower < box bottom
 //	}
 //
 // Frames are opaque PNG files (any colour type; transparency is not
@@ -37,6 +45,29 @@
 // converted, at most LoadOptions.MaxBytes (512 MiB by default: about 170
 // frames at 1920×1080, 1365 at 512×512). Loading converts every frame
 // once to frame.I420 (BT.601 limited range, the VP8 encoder's input).
+//
+// face_boxes are the lip-sync crop boxes (square, even-aligned): the part
+// of each frame the model is given and its output pasted back into.
+//
+// # Versions
+//
+// Version 2 added "mouths". A version-1 pack still loads: Load locates its
+// mouth on frame 0 (LocateMouth within the face its crop box was padded
+// from, see cropFace) and the loaded pack is version 2, with that mouth or,
+// if none is found, without one; its crop boxes are kept as they are. Save
+// writes version 2.
+//
+// # Mouth
+//
+// Build locates the mouth in the photo (LocateMouth: lip colour in the
+// lower face, refined by the dark line between the lips) and moves the
+// crop box so that the mouth's centre sits where Wav2Lip-family models
+// expect it: horizontally centred, at MouthRow (0.70) of the crop's height
+// (see alignBox). The idle motion moves the lips by less than a pixel, so
+// one mouth serves every frame. A pack without a mouth (none found: the
+// build goes on, or a version-1 pack without one) keeps the crop padBox
+// makes from the face box alone, as version 1 did; users of Pack.Mouth
+// then fall back to the crop's geometry (the mouth in its lower half).
 //
 // # Idle loop
 //
@@ -76,9 +107,13 @@ import (
 	"github.com/avatarfleet/avatarfleet/proto/fleetstore"
 )
 
-// FormatVersion is the only avatar.json version this package reads and
-// writes.
-const FormatVersion = 1
+// FormatVersion is the avatar.json version this package writes; it reads
+// MinFormatVersion..FormatVersion (see "Versions" in the package
+// documentation).
+const (
+	FormatVersion    = 2
+	MinFormatVersion = 1
+)
 
 // Limits of the format.
 const (
@@ -120,6 +155,52 @@ type Manifest struct {
 	Frames    int     `json:"frames"`
 	FaceBoxes [][]int `json:"face_boxes"`
 	Idle      *Idle   `json:"idle,omitempty"`
+	// Mouths (version 2) is where the lips are: one per frame, or one
+	// for every frame, or none (not found).
+	Mouths []ManifestMouth `json:"mouths,omitempty"`
+}
+
+// ManifestMouth is a Mouth as avatar.json writes it.
+type ManifestMouth struct {
+	Box   []int `json:"box"`   // [x, y, w, h]
+	Left  []int `json:"left"`  // [x, y]
+	Right []int `json:"right"` // [x, y]
+	Upper int   `json:"upper"`
+	Line  int   `json:"line"`
+	Lower int   `json:"lower"`
+}
+
+func manifestMouth(m Mouth) ManifestMouth {
+	return ManifestMouth{
+		Box:   []int{m.Box.Min.X, m.Box.Min.Y, m.Box.Dx(), m.Box.Dy()},
+		Left:  []int{m.Left.X, m.Left.Y},
+		Right: []int{m.Right.X, m.Right.Y},
+		Upper: m.Upper, Line: m.Line, Lower: m.Lower,
+	}
+}
+
+// mouth converts mm, checking that every number is inside the w×h frame
+// (so that no sum overflows).
+func (mm ManifestMouth) mouth(w, h int) (Mouth, error) {
+	if len(mm.Box) != 4 || len(mm.Left) != 2 || len(mm.Right) != 2 {
+		return Mouth{}, errors.New("mouth must have box [x, y, w, h], left [x, y] and right [x, y]")
+	}
+	inX := func(v int) bool { return v >= 0 && v <= w }
+	inY := func(v int) bool { return v >= 0 && v <= h }
+	b := mm.Box
+	if !inX(b[0]) || !inY(b[1]) || !inX(b[2]) || !inY(b[3]) || b[0] > w-b[2] || b[1] > h-b[3] {
+		return Mouth{}, fmt.Errorf("mouth box %v is not inside the %dx%d frame", b, w, h)
+	}
+	if !inX(mm.Left[0]) || !inY(mm.Left[1]) || !inX(mm.Right[0]) || !inY(mm.Right[1]) ||
+		!inY(mm.Upper) || !inY(mm.Line) || !inY(mm.Lower) {
+		return Mouth{}, fmt.Errorf("mouth corners %v, %v or lip rows %d, %d, %d are outside the %dx%d frame",
+			mm.Left, mm.Right, mm.Upper, mm.Line, mm.Lower, w, h)
+	}
+	return Mouth{
+		Box:  image.Rect(b[0], b[1], b[0]+b[2], b[1]+b[3]),
+		Left: image.Pt(mm.Left[0], mm.Left[1]), Right: image.Pt(mm.Right[0], mm.Right[1]),
+		Upper: mm.Upper, Line: mm.Line, Lower: mm.Lower,
+	}, nil
 }
 
 // Idle is the optional idle-loop hint.
@@ -157,8 +238,10 @@ func (m *Manifest) Validate() error {
 	switch {
 	case !fleetstore.ValidName(m.Name):
 		return bad("name %q must match ^[a-zA-Z0-9][a-zA-Z0-9_.-]{0,63}$", m.Name)
-	case m.Version != FormatVersion:
-		return bad("version %d, want %d", m.Version, FormatVersion)
+	case m.Version < MinFormatVersion || m.Version > FormatVersion:
+		return bad("version %d, want %d..%d", m.Version, MinFormatVersion, FormatVersion)
+	case m.Version < 2 && m.Mouths != nil:
+		return bad("mouths need version 2")
 	case m.Width < 2 || m.Height < 2 || m.Width%2 != 0 || m.Height%2 != 0:
 		return bad("size %dx%d must be even and at least 2x2", m.Width, m.Height)
 	case max(m.Width, m.Height) > MaxLongSide || min(m.Width, m.Height) > MaxShortSide:
@@ -178,6 +261,26 @@ func (m *Manifest) Validate() error {
 		if b[2] < MinBoxSide || b[3] < MinBoxSide || b[0] < 0 || b[1] < 0 ||
 			b[2] > m.Width || b[3] > m.Height || b[0] > m.Width-b[2] || b[1] > m.Height-b[3] {
 			return bad("face box %d %v is not inside the %dx%d frame with sides ≥ %d", i, b, m.Width, m.Height, MinBoxSide)
+		}
+	}
+	if n := len(m.Mouths); n > 1 && n != m.Frames {
+		return bad("%d mouths for %d frames; want 0, 1 or %d", n, m.Frames, m.Frames)
+	}
+	frame := image.Rect(0, 0, m.Width, m.Height)
+	for i, mm := range m.Mouths {
+		mouth, err := mm.mouth(m.Width, m.Height)
+		if err != nil {
+			return bad("mouth %d: %v", i, err)
+		}
+		// A single mouth serves every frame: it must fit every face box.
+		lo, hi := i, i+1
+		if len(m.Mouths) == 1 && len(m.FaceBoxes) > 1 {
+			lo, hi = 0, m.Frames
+		}
+		for j := lo; j < hi; j++ {
+			if err := mouth.check(frame, m.Box(j)); err != nil {
+				return bad("mouth %d (frame %d): %v", i, j, err)
+			}
 		}
 	}
 	if m.Idle != nil {
@@ -200,6 +303,20 @@ func (m *Manifest) Box(i int) image.Rectangle {
 		b = m.FaceBoxes[i]
 	}
 	return image.Rect(b[0], b[1], b[0]+b[2], b[1]+b[3])
+}
+
+// Mouth is frame i's mouth and whether the manifest has one. i must be in
+// 0..Frames−1; the manifest must be valid.
+func (m *Manifest) Mouth(i int) (Mouth, bool) {
+	if len(m.Mouths) == 0 {
+		return Mouth{}, false
+	}
+	mm := m.Mouths[0]
+	if len(m.Mouths) > 1 {
+		mm = m.Mouths[i]
+	}
+	mouth, err := mm.mouth(m.Width, m.Height)
+	return mouth, err == nil
 }
 
 // loop is the idle range and mode with defaults filled in.

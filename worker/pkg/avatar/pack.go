@@ -103,7 +103,28 @@ func load(dir string, opts LoadOptions) (*Pack, error) {
 	if err := g.Wait(); err != nil {
 		return nil, err
 	}
+	p.m = migrate(p.m, p.frames[0])
 	return p, nil
+}
+
+// migrate upgrades a version-1 manifest to the current version: the mouth
+// is located on frame 0 within the face the crop box was padded from (see
+// cropFace) and kept if it fits every face box; if none is found the pack
+// has no mouth. A current manifest is returned as it is.
+func migrate(m Manifest, frame0 image.Image) Manifest {
+	if m.Version == FormatVersion {
+		return m
+	}
+	m.Version = FormatVersion
+	mouth, err := LocateMouth(frame0, cropFace(m.Box(0)))
+	if err != nil {
+		return m
+	}
+	m.Mouths = []ManifestMouth{manifestMouth(mouth)}
+	if m.Validate() != nil {
+		m.Mouths = nil
+	}
+	return m
 }
 
 // readLimited reads a regular file of at most limit bytes.
@@ -199,8 +220,21 @@ func (p *Pack) Manifest() Manifest {
 		idle := *p.m.Idle
 		m.Idle = &idle
 	}
+	if p.m.Mouths != nil {
+		m.Mouths = make([]ManifestMouth, len(p.m.Mouths))
+		for i, mm := range p.m.Mouths {
+			mm.Box = append([]int(nil), mm.Box...)
+			mm.Left = append([]int(nil), mm.Left...)
+			mm.Right = append([]int(nil), mm.Right...)
+			m.Mouths[i] = mm
+		}
+	}
 	return m
 }
+
+// Mouth is frame i's mouth (0..Len−1) and whether the pack knows it (see
+// "Mouth" in the package documentation for packs without one).
+func (p *Pack) Mouth(i int) (Mouth, bool) { return p.m.Mouth(i) }
 
 // Name is the avatar's name.
 func (p *Pack) Name() string { return p.m.Name }

@@ -114,7 +114,7 @@ func TestLoadRejects(t *testing.T) {
 		{"too large", strings.Replace(goodManifest, `"width": 64`, `"width": 2000`, 1), 0, 64, 48, LoadOptions{}, "above 1920x1080"},
 		{"too many bytes", goodManifest, 3, 64, 48, LoadOptions{MaxBytes: 64 * 48}, "above the limit of 3072"},
 		{"bad name", strings.Replace(goodManifest, `"alice"`, `"../alice"`, 1), 3, 64, 48, LoadOptions{}, `name "../alice" must match`},
-		{"bad version", strings.Replace(goodManifest, `"version": 1`, `"version": 2`, 1), 3, 64, 48, LoadOptions{}, "version 2, want 1"},
+		{"bad version", strings.Replace(goodManifest, `"version": 1`, `"version": 3`, 1), 3, 64, 48, LoadOptions{}, "version 3, want 1..2"},
 		{"bad fps", strings.Replace(goodManifest, `"fps": 25`, `"fps": 0`, 1), 3, 64, 48, LoadOptions{}, "fps 0"},
 		{"bad idle", strings.Replace(goodManifest, `"last": 2`, `"last": 3`, 1), 3, 64, 48, LoadOptions{}, "idle frames 0..3"},
 		{"bad idle mode", strings.Replace(goodManifest, `"pingpong"`, `"shuffle"`, 1), 3, 64, 48, LoadOptions{}, `idle mode "shuffle"`},
@@ -234,6 +234,9 @@ func FuzzParseManifest(f *testing.F) {
 	f.Add([]byte(`{"name":"a","version":1,"width":2,"height":2,"fps":1,"frames":1,"face_boxes":[[0,0,16,16]]}`))
 	f.Add([]byte(`{"face_boxes":[[1e30]]}`))
 	f.Add([]byte(`null`))
+	f.Add([]byte(goodV2))
+	f.Add([]byte(`{"name":"a","version":2,"width":64,"height":48,"fps":1,"frames":2,"face_boxes":[[0,0,32,32],[8,8,32,32]],` +
+		`"mouths":[{"box":[10,20,20,8],"left":[10,24],"right":[29,24],"upper":20,"line":24,"lower":27}]}`))
 	f.Fuzz(func(t *testing.T, data []byte) {
 		m, err := ParseManifest(data)
 		if err != nil {
@@ -242,11 +245,22 @@ func FuzzParseManifest(f *testing.F) {
 			}
 			return
 		}
-		// A valid manifest's boxes are inside its frames.
+		// A valid manifest's boxes are inside its frames, its mouths
+		// inside their face boxes, corners and lip rows ordered.
 		frame := image.Rect(0, 0, m.Width, m.Height)
 		for i := range m.Frames {
-			if b := m.Box(i); !b.In(frame) || b.Dx() < MinBoxSide {
+			b := m.Box(i)
+			if !b.In(frame) || b.Dx() < MinBoxSide {
 				t.Fatalf("accepted box %v outside %v", b, frame)
+			}
+			mo, ok := m.Mouth(i)
+			if ok != (len(m.Mouths) > 0) {
+				t.Fatalf("frame %d: mouth %v of %v", i, ok, m.Mouths)
+			}
+			if ok && (!mo.Box.In(b) || mo.Box.Dx() < MinMouthSide || mo.Left.X >= mo.Right.X ||
+				!mo.Left.In(mo.Box) || !mo.Right.In(mo.Box) || mo.Upper > mo.Line || mo.Line > mo.Lower ||
+				mo.Upper < mo.Box.Min.Y || mo.Lower >= mo.Box.Max.Y) {
+				t.Fatalf("frame %d: accepted mouth %+v in face box %v", i, mo, b)
 			}
 		}
 	})

@@ -79,7 +79,9 @@ type Config struct {
 	Signaling Signaling
 	// Speech records speech progress in etcd; nil records none.
 	Speech SpeechProgress
-	Logger *slog.Logger
+	// Previews serves AvatarPreview; nil answers NotFound.
+	Previews Previews
+	Logger   *slog.Logger
 }
 
 // Server implements fleetv1.WorkerServiceServer.
@@ -91,6 +93,7 @@ type Server struct {
 	accepting func() bool
 	sig       Signaling
 	speech    SpeechProgress
+	previews  Previews
 	log       *slog.Logger
 }
 
@@ -102,7 +105,7 @@ func New(cfg Config) (*Server, error) {
 	if !fleetstore.ValidName(cfg.WorkerID) {
 		return nil, fmt.Errorf("server: invalid worker id %q", cfg.WorkerID)
 	}
-	s := &Server{worker: cfg.WorkerID, rt: cfg.Runtime, slots: cfg.Slots, accepting: cfg.Accepting, sig: cfg.Signaling, speech: cfg.Speech, log: cfg.Logger}
+	s := &Server{worker: cfg.WorkerID, rt: cfg.Runtime, slots: cfg.Slots, accepting: cfg.Accepting, sig: cfg.Signaling, speech: cfg.Speech, previews: cfg.Previews, log: cfg.Logger}
 	if s.accepting == nil {
 		s.accepting = func() bool { return true }
 	}

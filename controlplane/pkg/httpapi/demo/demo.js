@@ -11,6 +11,7 @@
 // window.avatarDemo exposes the page's state and actions for automation
 // (see the README, "Demo page"); it is not an API for other sites.
 import { AvatarViewer, parseLinkIceServers, iceGatheringComplete, deleteResource } from './avatarfleet.js';
+import { Catalog, ensureOption } from './catalog.js';
 
 (() => {
   const $ = (id) => document.getElementById(id);
@@ -46,6 +47,9 @@ import { AvatarViewer, parseLinkIceServers, iceGatheringComplete, deleteResource
     lastSpeak: { status: 0 },
     lastInterrupt: { status: 0 },
     lastDelete: { status: 0 },
+    // the avatars and voices offered (catalog.js): the lists as the API
+    // sent them and the preview shown ({name, status, width, height})
+    catalog: { loaded: false, error: '', avatars: [], voices: [], preview: null },
   };
   window.avatarDemo = S;
 
@@ -101,6 +105,14 @@ import { AvatarViewer, parseLinkIceServers, iceGatheringComplete, deleteResource
     return { status: res.status, data: text ? JSON.parse(text) : null };
   }
 
+  // fetchImage GETs an API image (a preview) with the key.
+  async function fetchImage(path) {
+    if (!path.startsWith('/v1/')) throw new Error('fetchImage: not an API path');
+    return fetch(path, { headers: { Authorization: 'Bearer ' + apiKey }, cache: 'no-cache' });
+  }
+
+  let catalog = null; // the Catalog, once the page is wired
+
   const sessionPath = (id, suffix = '') => '/v1/sessions/' + encodeURIComponent(id) + suffix;
 
   // ---- key -----------------------------------------------------------------
@@ -114,6 +126,7 @@ import { AvatarViewer, parseLinkIceServers, iceGatheringComplete, deleteResource
     $('key').value = apiKey;
     $('remember').checked = !!remember && !!apiKey;
     startEvents();
+    if (catalog && apiKey) catalog.load();
     render();
   }
 
@@ -667,9 +680,13 @@ import { AvatarViewer, parseLinkIceServers, iceGatheringComplete, deleteResource
     });
 
     // Query parameters (README, "Demo page").
-    for (const [p, id] of [['avatar', 'avatar'], ['voice', 'voice'], ['text', 'text']]) {
-      if (params.has(p)) $(id).value = params.get(p);
+    catalog = new Catalog({ avatarSelect: $('avatar'), voiceSelect: $('voice'), previewImg: $('avatar-preview'),
+      api, fetchImage, state: S.catalog, onError: fail });
+    S.loadCatalog = () => catalog.load();
+    for (const p of ['avatar', 'voice']) {
+      if (params.get(p)) ensureOption($(p), params.get(p));
     }
+    if (params.has('text')) $('text').value = params.get('text');
     if (params.get('muted') === '1') $('video').muted = true;
     let key = params.get('key') || '';
     let remember = !!key;

@@ -47,8 +47,9 @@ ort_lib="$ort_dir/libonnxruntime.so.1"
 # (e2e/browsertest, driven by chromedp). ca-certificates:
 # TLS to the Go module proxy and the npm registry.
 # debootstrap: the images' Debian root filesystem (scripts/rootfs.sh, `make images`).
+# ffmpeg: ffprobe and ffmpeg check that recordings (worker/pkg/recording) decode.
 apt_packages=(protobuf-compiler libprotobuf-dev gcc libc6-dev libvpx-dev libopus-dev libopusfile-dev
-  pkg-config espeak-ng chromium ca-certificates debootstrap)
+  pkg-config espeak-ng chromium ca-certificates debootstrap ffmpeg)
 # npm fetches the ONNX Runtime package (nodejs comes with it).
 command -v npm >/dev/null 2>&1 || apt_packages+=(npm)
 
@@ -133,6 +134,8 @@ self_check() {
   for t in kube-apiserver etcd; do
     [ -x "$root/.tools/k8s/$KUBERNETES_VERSION/$t" ] || fail "$root/.tools/k8s/$KUBERNETES_VERSION/$t is missing (scripts/kube-tools.sh)"
   done
+  # The S3-compatible server of the recording tests.
+  out=$("$root/scripts/minio.sh" check 2>&1) || fail "$out"
 
   # C libraries for cgo.
   if ! command -v pkg-config >/dev/null 2>&1; then
@@ -156,6 +159,9 @@ self_check() {
   # Programs the tests run.
   espeak-ng --version >/dev/null 2>&1 || fail "espeak-ng does not run (Debian package espeak-ng)"
   chromium --version >/dev/null 2>&1 || fail "chromium does not run (Debian package chromium; or set AVATARFLEET_CHROMIUM)"
+  for t in ffmpeg ffprobe; do
+    "$t" -version >/dev/null 2>&1 || fail "$t does not run (Debian package ffmpeg)"
+  done
 
   # ONNX Runtime: the library the worker will load, loaded for real (a cgo
   # program, so this also proves the C compiler links).
@@ -189,6 +195,7 @@ all)
   install_go_tool staticcheck "honnef.co/go/tools/cmd/staticcheck@$STATICCHECK_VERSION"
   install_onnxruntime
   "$root/scripts/kube-tools.sh"
+  "$root/scripts/minio.sh"
   self_check
   ;;
 check)

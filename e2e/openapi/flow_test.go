@@ -175,6 +175,14 @@ func TestSpecMatchesRunningControlPlane(t *testing.T) {
 	c.do(call{method: "POST", path: audio, key: sk, body: []byte("x"), headers: []string{"Content-Type", "audio/mpeg"}, want: 415, request: invalid})
 	c.do(call{method: "POST", path: "/v1/sessions/" + s.ID + "/interrupt", key: sk, want: 204})
 
+	// Recordings: this fleet's stand-in runtime does not record (the
+	// recording itself is e2e/recording's), so a start is refused; an
+	// unknown recording is not found.
+	recs := "/v1/sessions/" + s.ID + "/recordings"
+	c.do(call{method: "POST", path: recs, key: sk, want: 409})
+	c.do(call{method: "GET", path: recs + "/rec_missing", key: sk, want: 404})
+	c.do(call{method: "DELETE", path: recs + "/rec_missing", key: sk, want: 404})
+
 	// Tokens.
 	tokens := "/v1/sessions/" + s.ID + "/tokens"
 	var pub apiv1.Token

@@ -80,7 +80,32 @@ type Session struct {
 	// on GET /v1/sessions/{id}; absent when the worker did not answer in
 	// time or has no media.
 	Stats *SessionStats `json:"stats,omitempty"`
+	// Recordings are the session's recordings (POST …/recordings).
+	Recordings []Recording `json:"recordings,omitempty"`
 }
+
+// Recording is a WebM recording (VP8 + Opus) of what a session's viewers
+// see. State is recording, stopped or failed; Location is where the file
+// is kept (dir:<path> or s3:<bucket>/<key>); Error says why it failed or
+// which limit stopped it.
+type Recording struct {
+	ID              string     `json:"id"`
+	State           string     `json:"state"`
+	StartedAt       time.Time  `json:"started_at"`
+	StoppedAt       *time.Time `json:"stopped_at,omitempty"`
+	Bytes           int64      `json:"bytes"`
+	DurationSeconds float64    `json:"duration_seconds"`
+	Location        string     `json:"location,omitempty"`
+	WorkerID        string     `json:"worker_id"`
+	Error           string     `json:"error,omitempty"`
+}
+
+// Recording states.
+const (
+	RecordingRecording = "recording"
+	RecordingStopped   = "stopped"
+	RecordingFailed    = "failed"
+)
 
 // SessionStats are a session's media figures since it started.
 type SessionStats struct {

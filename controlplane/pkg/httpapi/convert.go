@@ -68,6 +68,19 @@ func toSession(s *fleetv1.Session, baseURL string) apiv1.Session {
 		t := s.GetLostAt().AsTime()
 		out.LostAt = &t
 	}
+	for _, r := range s.GetRecordings() {
+		out.Recordings = append(out.Recordings, toRecording(r))
+	}
+	return out
+}
+
+func toRecording(r *fleetv1.Recording) apiv1.Recording {
+	out := apiv1.Recording{ID: r.GetId(), State: r.GetState(), StartedAt: r.GetStartedAt().AsTime(), Bytes: r.GetBytes(),
+		DurationSeconds: r.GetDuration().AsDuration().Seconds(), Location: r.GetLocation(), WorkerID: r.GetWorkerId(), Error: r.GetError()}
+	if r.GetStoppedAt() != nil {
+		t := r.GetStoppedAt().AsTime()
+		out.StoppedAt = &t
+	}
 	return out
 }
 

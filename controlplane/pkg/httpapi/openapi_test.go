@@ -129,6 +129,7 @@ var goSchemas = map[string]reflect.Type{
 	"Voice":                reflect.TypeFor[apiv1.Voice](),
 	"VoiceList":            reflect.TypeFor[apiv1.VoiceList](),
 	"Session":              reflect.TypeFor[apiv1.Session](),
+	"Recording":            reflect.TypeFor[apiv1.Recording](),
 	"SessionStats":         reflect.TypeFor[apiv1.SessionStats](),
 	"ViewerStats":          reflect.TypeFor[apiv1.ViewerStats](),
 	"SessionList":          reflect.TypeFor[apiv1.SessionList](),

@@ -129,6 +129,7 @@ func (a *API) routes() {
 	a.handle("POST /v1/workers/{id}/drain", admin, a.drainWorker)
 	a.handle("POST /v1/workers/{id}/undrain", admin, a.undrainWorker)
 	a.signalingRoutes()
+	a.recordingRoutes()
 	a.register("GET /v1/events", a.instrument("GET /v1/events", a.authenticated(sess, a.events)))
 	a.register("GET /v1/sessions/{id}/events", a.instrument("GET /v1/sessions/{id}/events", a.sessionEventsHandler()))
 

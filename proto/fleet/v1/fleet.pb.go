@@ -700,6 +700,9 @@ type Session struct {
 	// the source keeps serving (its slot key still holds the session) until
 	// viewers have switched to the target named by worker_id/gpu/slot.
 	MigratingFrom *SlotRef `protobuf:"bytes,23,opt,name=migrating_from,json=migratingFrom,proto3" json:"migrating_from,omitempty"`
+	// recordings are the session's recordings, as the control plane last
+	// saw them (started and stopped through it).
+	Recordings    []*Recording `protobuf:"bytes,40,rep,name=recordings,proto3" json:"recordings,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -895,6 +898,126 @@ func (x *Session) GetMigratingFrom() *SlotRef {
 	return nil
 }
 
+func (x *Session) GetRecordings() []*Recording {
+	if x != nil {
+		return x.Recordings
+	}
+	return nil
+}
+
+// Recording is one WebM recording of a session (worker package recording).
+type Recording struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	Id    string                 `protobuf:"bytes,1,opt,name=id,proto3" json:"id,omitempty"`
+	// state is recording, stopped or failed.
+	State     string                 `protobuf:"bytes,2,opt,name=state,proto3" json:"state,omitempty"`
+	StartedAt *timestamppb.Timestamp `protobuf:"bytes,3,opt,name=started_at,json=startedAt,proto3" json:"started_at,omitempty"`
+	StoppedAt *timestamppb.Timestamp `protobuf:"bytes,4,opt,name=stopped_at,json=stoppedAt,proto3" json:"stopped_at,omitempty"`
+	Bytes     int64                  `protobuf:"varint,5,opt,name=bytes,proto3" json:"bytes,omitempty"`
+	Duration  *durationpb.Duration   `protobuf:"bytes,6,opt,name=duration,proto3" json:"duration,omitempty"`
+	// location is where the file is kept: dir:<path> or s3:<bucket>/<key>.
+	Location string `protobuf:"bytes,7,opt,name=location,proto3" json:"location,omitempty"`
+	// worker_id is the worker that wrote it (and serves it).
+	WorkerId string `protobuf:"bytes,8,opt,name=worker_id,json=workerId,proto3" json:"worker_id,omitempty"`
+	// error says why it failed, or which limit ended it.
+	Error         string `protobuf:"bytes,9,opt,name=error,proto3" json:"error,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *Recording) Reset() {
+	*x = Recording{}
+	mi := &file_fleet_v1_fleet_proto_msgTypes[5]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *Recording) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*Recording) ProtoMessage() {}
+
+func (x *Recording) ProtoReflect() protoreflect.Message {
+	mi := &file_fleet_v1_fleet_proto_msgTypes[5]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use Recording.ProtoReflect.Descriptor instead.
+func (*Recording) Descriptor() ([]byte, []int) {
+	return file_fleet_v1_fleet_proto_rawDescGZIP(), []int{5}
+}
+
+func (x *Recording) GetId() string {
+	if x != nil {
+		return x.Id
+	}
+	return ""
+}
+
+func (x *Recording) GetState() string {
+	if x != nil {
+		return x.State
+	}
+	return ""
+}
+
+func (x *Recording) GetStartedAt() *timestamppb.Timestamp {
+	if x != nil {
+		return x.StartedAt
+	}
+	return nil
+}
+
+func (x *Recording) GetStoppedAt() *timestamppb.Timestamp {
+	if x != nil {
+		return x.StoppedAt
+	}
+	return nil
+}
+
+func (x *Recording) GetBytes() int64 {
+	if x != nil {
+		return x.Bytes
+	}
+	return 0
+}
+
+func (x *Recording) GetDuration() *durationpb.Duration {
+	if x != nil {
+		return x.Duration
+	}
+	return nil
+}
+
+func (x *Recording) GetLocation() string {
+	if x != nil {
+		return x.Location
+	}
+	return ""
+}
+
+func (x *Recording) GetWorkerId() string {
+	if x != nil {
+		return x.WorkerId
+	}
+	return ""
+}
+
+func (x *Recording) GetError() string {
+	if x != nil {
+		return x.Error
+	}
+	return ""
+}
+
 // SlotRef names one slot of one GPU of a worker.
 type SlotRef struct {
 	state         protoimpl.MessageState `protogen:"open.v1"`
@@ -907,7 +1030,7 @@ type SlotRef struct {
 
 func (x *SlotRef) Reset() {
 	*x = SlotRef{}
-	mi := &file_fleet_v1_fleet_proto_msgTypes[5]
+	mi := &file_fleet_v1_fleet_proto_msgTypes[6]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -919,7 +1042,7 @@ func (x *SlotRef) String() string {
 func (*SlotRef) ProtoMessage() {}
 
 func (x *SlotRef) ProtoReflect() protoreflect.Message {
-	mi := &file_fleet_v1_fleet_proto_msgTypes[5]
+	mi := &file_fleet_v1_fleet_proto_msgTypes[6]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -932,7 +1055,7 @@ func (x *SlotRef) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use SlotRef.ProtoReflect.Descriptor instead.
 func (*SlotRef) Descriptor() ([]byte, []int) {
-	return file_fleet_v1_fleet_proto_rawDescGZIP(), []int{5}
+	return file_fleet_v1_fleet_proto_rawDescGZIP(), []int{6}
 }
 
 func (x *SlotRef) GetWorkerId() string {
@@ -990,7 +1113,7 @@ type Event struct {
 
 func (x *Event) Reset() {
 	*x = Event{}
-	mi := &file_fleet_v1_fleet_proto_msgTypes[6]
+	mi := &file_fleet_v1_fleet_proto_msgTypes[7]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1002,7 +1125,7 @@ func (x *Event) String() string {
 func (*Event) ProtoMessage() {}
 
 func (x *Event) ProtoReflect() protoreflect.Message {
-	mi := &file_fleet_v1_fleet_proto_msgTypes[6]
+	mi := &file_fleet_v1_fleet_proto_msgTypes[7]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1015,7 +1138,7 @@ func (x *Event) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use Event.ProtoReflect.Descriptor instead.
 func (*Event) Descriptor() ([]byte, []int) {
-	return file_fleet_v1_fleet_proto_rawDescGZIP(), []int{6}
+	return file_fleet_v1_fleet_proto_rawDescGZIP(), []int{7}
 }
 
 func (x *Event) GetId() string {
@@ -1115,7 +1238,7 @@ type StartSessionRequest struct {
 
 func (x *StartSessionRequest) Reset() {
 	*x = StartSessionRequest{}
-	mi := &file_fleet_v1_fleet_proto_msgTypes[7]
+	mi := &file_fleet_v1_fleet_proto_msgTypes[8]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1127,7 +1250,7 @@ func (x *StartSessionRequest) String() string {
 func (*StartSessionRequest) ProtoMessage() {}
 
 func (x *StartSessionRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_fleet_v1_fleet_proto_msgTypes[7]
+	mi := &file_fleet_v1_fleet_proto_msgTypes[8]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1140,7 +1263,7 @@ func (x *StartSessionRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use StartSessionRequest.ProtoReflect.Descriptor instead.
 func (*StartSessionRequest) Descriptor() ([]byte, []int) {
-	return file_fleet_v1_fleet_proto_rawDescGZIP(), []int{7}
+	return file_fleet_v1_fleet_proto_rawDescGZIP(), []int{8}
 }
 
 func (x *StartSessionRequest) GetSession() *Session {
@@ -1166,7 +1289,7 @@ type StartSessionResponse struct {
 
 func (x *StartSessionResponse) Reset() {
 	*x = StartSessionResponse{}
-	mi := &file_fleet_v1_fleet_proto_msgTypes[8]
+	mi := &file_fleet_v1_fleet_proto_msgTypes[9]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1178,7 +1301,7 @@ func (x *StartSessionResponse) String() string {
 func (*StartSessionResponse) ProtoMessage() {}
 
 func (x *StartSessionResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_fleet_v1_fleet_proto_msgTypes[8]
+	mi := &file_fleet_v1_fleet_proto_msgTypes[9]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1191,7 +1314,7 @@ func (x *StartSessionResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use StartSessionResponse.ProtoReflect.Descriptor instead.
 func (*StartSessionResponse) Descriptor() ([]byte, []int) {
-	return file_fleet_v1_fleet_proto_rawDescGZIP(), []int{8}
+	return file_fleet_v1_fleet_proto_rawDescGZIP(), []int{9}
 }
 
 func (x *StartSessionResponse) GetState() SessionState {
@@ -1211,7 +1334,7 @@ type StopSessionRequest struct {
 
 func (x *StopSessionRequest) Reset() {
 	*x = StopSessionRequest{}
-	mi := &file_fleet_v1_fleet_proto_msgTypes[9]
+	mi := &file_fleet_v1_fleet_proto_msgTypes[10]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1223,7 +1346,7 @@ func (x *StopSessionRequest) String() string {
 func (*StopSessionRequest) ProtoMessage() {}
 
 func (x *StopSessionRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_fleet_v1_fleet_proto_msgTypes[9]
+	mi := &file_fleet_v1_fleet_proto_msgTypes[10]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1236,7 +1359,7 @@ func (x *StopSessionRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use StopSessionRequest.ProtoReflect.Descriptor instead.
 func (*StopSessionRequest) Descriptor() ([]byte, []int) {
-	return file_fleet_v1_fleet_proto_rawDescGZIP(), []int{9}
+	return file_fleet_v1_fleet_proto_rawDescGZIP(), []int{10}
 }
 
 func (x *StopSessionRequest) GetSessionId() string {
@@ -1261,7 +1384,7 @@ type StopSessionResponse struct {
 
 func (x *StopSessionResponse) Reset() {
 	*x = StopSessionResponse{}
-	mi := &file_fleet_v1_fleet_proto_msgTypes[10]
+	mi := &file_fleet_v1_fleet_proto_msgTypes[11]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1273,7 +1396,7 @@ func (x *StopSessionResponse) String() string {
 func (*StopSessionResponse) ProtoMessage() {}
 
 func (x *StopSessionResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_fleet_v1_fleet_proto_msgTypes[10]
+	mi := &file_fleet_v1_fleet_proto_msgTypes[11]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1286,7 +1409,7 @@ func (x *StopSessionResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use StopSessionResponse.ProtoReflect.Descriptor instead.
 func (*StopSessionResponse) Descriptor() ([]byte, []int) {
-	return file_fleet_v1_fleet_proto_rawDescGZIP(), []int{10}
+	return file_fleet_v1_fleet_proto_rawDescGZIP(), []int{11}
 }
 
 type SpeakTextRequest struct {
@@ -1304,7 +1427,7 @@ type SpeakTextRequest struct {
 
 func (x *SpeakTextRequest) Reset() {
 	*x = SpeakTextRequest{}
-	mi := &file_fleet_v1_fleet_proto_msgTypes[11]
+	mi := &file_fleet_v1_fleet_proto_msgTypes[12]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1316,7 +1439,7 @@ func (x *SpeakTextRequest) String() string {
 func (*SpeakTextRequest) ProtoMessage() {}
 
 func (x *SpeakTextRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_fleet_v1_fleet_proto_msgTypes[11]
+	mi := &file_fleet_v1_fleet_proto_msgTypes[12]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1329,7 +1452,7 @@ func (x *SpeakTextRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use SpeakTextRequest.ProtoReflect.Descriptor instead.
 func (*SpeakTextRequest) Descriptor() ([]byte, []int) {
-	return file_fleet_v1_fleet_proto_rawDescGZIP(), []int{11}
+	return file_fleet_v1_fleet_proto_rawDescGZIP(), []int{12}
 }
 
 func (x *SpeakTextRequest) GetSessionId() string {
@@ -1368,7 +1491,7 @@ type SpeakTextResponse struct {
 
 func (x *SpeakTextResponse) Reset() {
 	*x = SpeakTextResponse{}
-	mi := &file_fleet_v1_fleet_proto_msgTypes[12]
+	mi := &file_fleet_v1_fleet_proto_msgTypes[13]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1380,7 +1503,7 @@ func (x *SpeakTextResponse) String() string {
 func (*SpeakTextResponse) ProtoMessage() {}
 
 func (x *SpeakTextResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_fleet_v1_fleet_proto_msgTypes[12]
+	mi := &file_fleet_v1_fleet_proto_msgTypes[13]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1393,7 +1516,7 @@ func (x *SpeakTextResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use SpeakTextResponse.ProtoReflect.Descriptor instead.
 func (*SpeakTextResponse) Descriptor() ([]byte, []int) {
-	return file_fleet_v1_fleet_proto_rawDescGZIP(), []int{12}
+	return file_fleet_v1_fleet_proto_rawDescGZIP(), []int{13}
 }
 
 type PushAudioRequest struct {
@@ -1408,7 +1531,7 @@ type PushAudioRequest struct {
 
 func (x *PushAudioRequest) Reset() {
 	*x = PushAudioRequest{}
-	mi := &file_fleet_v1_fleet_proto_msgTypes[13]
+	mi := &file_fleet_v1_fleet_proto_msgTypes[14]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1420,7 +1543,7 @@ func (x *PushAudioRequest) String() string {
 func (*PushAudioRequest) ProtoMessage() {}
 
 func (x *PushAudioRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_fleet_v1_fleet_proto_msgTypes[13]
+	mi := &file_fleet_v1_fleet_proto_msgTypes[14]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1433,7 +1556,7 @@ func (x *PushAudioRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use PushAudioRequest.ProtoReflect.Descriptor instead.
 func (*PushAudioRequest) Descriptor() ([]byte, []int) {
-	return file_fleet_v1_fleet_proto_rawDescGZIP(), []int{13}
+	return file_fleet_v1_fleet_proto_rawDescGZIP(), []int{14}
 }
 
 func (x *PushAudioRequest) GetSessionId() string {
@@ -1465,7 +1588,7 @@ type PushAudioResponse struct {
 
 func (x *PushAudioResponse) Reset() {
 	*x = PushAudioResponse{}
-	mi := &file_fleet_v1_fleet_proto_msgTypes[14]
+	mi := &file_fleet_v1_fleet_proto_msgTypes[15]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1477,7 +1600,7 @@ func (x *PushAudioResponse) String() string {
 func (*PushAudioResponse) ProtoMessage() {}
 
 func (x *PushAudioResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_fleet_v1_fleet_proto_msgTypes[14]
+	mi := &file_fleet_v1_fleet_proto_msgTypes[15]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1490,7 +1613,7 @@ func (x *PushAudioResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use PushAudioResponse.ProtoReflect.Descriptor instead.
 func (*PushAudioResponse) Descriptor() ([]byte, []int) {
-	return file_fleet_v1_fleet_proto_rawDescGZIP(), []int{14}
+	return file_fleet_v1_fleet_proto_rawDescGZIP(), []int{15}
 }
 
 type InterruptRequest struct {
@@ -1502,7 +1625,7 @@ type InterruptRequest struct {
 
 func (x *InterruptRequest) Reset() {
 	*x = InterruptRequest{}
-	mi := &file_fleet_v1_fleet_proto_msgTypes[15]
+	mi := &file_fleet_v1_fleet_proto_msgTypes[16]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1514,7 +1637,7 @@ func (x *InterruptRequest) String() string {
 func (*InterruptRequest) ProtoMessage() {}
 
 func (x *InterruptRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_fleet_v1_fleet_proto_msgTypes[15]
+	mi := &file_fleet_v1_fleet_proto_msgTypes[16]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1527,7 +1650,7 @@ func (x *InterruptRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use InterruptRequest.ProtoReflect.Descriptor instead.
 func (*InterruptRequest) Descriptor() ([]byte, []int) {
-	return file_fleet_v1_fleet_proto_rawDescGZIP(), []int{15}
+	return file_fleet_v1_fleet_proto_rawDescGZIP(), []int{16}
 }
 
 func (x *InterruptRequest) GetSessionId() string {
@@ -1545,7 +1668,7 @@ type InterruptResponse struct {
 
 func (x *InterruptResponse) Reset() {
 	*x = InterruptResponse{}
-	mi := &file_fleet_v1_fleet_proto_msgTypes[16]
+	mi := &file_fleet_v1_fleet_proto_msgTypes[17]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1557,7 +1680,7 @@ func (x *InterruptResponse) String() string {
 func (*InterruptResponse) ProtoMessage() {}
 
 func (x *InterruptResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_fleet_v1_fleet_proto_msgTypes[16]
+	mi := &file_fleet_v1_fleet_proto_msgTypes[17]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1570,7 +1693,7 @@ func (x *InterruptResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use InterruptResponse.ProtoReflect.Descriptor instead.
 func (*InterruptResponse) Descriptor() ([]byte, []int) {
-	return file_fleet_v1_fleet_proto_rawDescGZIP(), []int{16}
+	return file_fleet_v1_fleet_proto_rawDescGZIP(), []int{17}
 }
 
 type SessionStatusRequest struct {
@@ -1582,7 +1705,7 @@ type SessionStatusRequest struct {
 
 func (x *SessionStatusRequest) Reset() {
 	*x = SessionStatusRequest{}
-	mi := &file_fleet_v1_fleet_proto_msgTypes[17]
+	mi := &file_fleet_v1_fleet_proto_msgTypes[18]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1594,7 +1717,7 @@ func (x *SessionStatusRequest) String() string {
 func (*SessionStatusRequest) ProtoMessage() {}
 
 func (x *SessionStatusRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_fleet_v1_fleet_proto_msgTypes[17]
+	mi := &file_fleet_v1_fleet_proto_msgTypes[18]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1607,7 +1730,7 @@ func (x *SessionStatusRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use SessionStatusRequest.ProtoReflect.Descriptor instead.
 func (*SessionStatusRequest) Descriptor() ([]byte, []int) {
-	return file_fleet_v1_fleet_proto_rawDescGZIP(), []int{17}
+	return file_fleet_v1_fleet_proto_rawDescGZIP(), []int{18}
 }
 
 func (x *SessionStatusRequest) GetSessionId() string {
@@ -1631,7 +1754,7 @@ type SessionStatusResponse struct {
 
 func (x *SessionStatusResponse) Reset() {
 	*x = SessionStatusResponse{}
-	mi := &file_fleet_v1_fleet_proto_msgTypes[18]
+	mi := &file_fleet_v1_fleet_proto_msgTypes[19]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1643,7 +1766,7 @@ func (x *SessionStatusResponse) String() string {
 func (*SessionStatusResponse) ProtoMessage() {}
 
 func (x *SessionStatusResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_fleet_v1_fleet_proto_msgTypes[18]
+	mi := &file_fleet_v1_fleet_proto_msgTypes[19]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1656,7 +1779,7 @@ func (x *SessionStatusResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use SessionStatusResponse.ProtoReflect.Descriptor instead.
 func (*SessionStatusResponse) Descriptor() ([]byte, []int) {
-	return file_fleet_v1_fleet_proto_rawDescGZIP(), []int{18}
+	return file_fleet_v1_fleet_proto_rawDescGZIP(), []int{19}
 }
 
 func (x *SessionStatusResponse) GetState() SessionState {
@@ -1700,7 +1823,7 @@ type IceServer struct {
 
 func (x *IceServer) Reset() {
 	*x = IceServer{}
-	mi := &file_fleet_v1_fleet_proto_msgTypes[19]
+	mi := &file_fleet_v1_fleet_proto_msgTypes[20]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1712,7 +1835,7 @@ func (x *IceServer) String() string {
 func (*IceServer) ProtoMessage() {}
 
 func (x *IceServer) ProtoReflect() protoreflect.Message {
-	mi := &file_fleet_v1_fleet_proto_msgTypes[19]
+	mi := &file_fleet_v1_fleet_proto_msgTypes[20]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1725,7 +1848,7 @@ func (x *IceServer) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use IceServer.ProtoReflect.Descriptor instead.
 func (*IceServer) Descriptor() ([]byte, []int) {
-	return file_fleet_v1_fleet_proto_rawDescGZIP(), []int{19}
+	return file_fleet_v1_fleet_proto_rawDescGZIP(), []int{20}
 }
 
 func (x *IceServer) GetUrls() []string {
@@ -1770,7 +1893,7 @@ type AddViewerRequest struct {
 
 func (x *AddViewerRequest) Reset() {
 	*x = AddViewerRequest{}
-	mi := &file_fleet_v1_fleet_proto_msgTypes[20]
+	mi := &file_fleet_v1_fleet_proto_msgTypes[21]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1782,7 +1905,7 @@ func (x *AddViewerRequest) String() string {
 func (*AddViewerRequest) ProtoMessage() {}
 
 func (x *AddViewerRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_fleet_v1_fleet_proto_msgTypes[20]
+	mi := &file_fleet_v1_fleet_proto_msgTypes[21]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1795,7 +1918,7 @@ func (x *AddViewerRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use AddViewerRequest.ProtoReflect.Descriptor instead.
 func (*AddViewerRequest) Descriptor() ([]byte, []int) {
-	return file_fleet_v1_fleet_proto_rawDescGZIP(), []int{20}
+	return file_fleet_v1_fleet_proto_rawDescGZIP(), []int{21}
 }
 
 func (x *AddViewerRequest) GetSessionId() string {
@@ -1844,7 +1967,7 @@ type AddViewerResponse struct {
 
 func (x *AddViewerResponse) Reset() {
 	*x = AddViewerResponse{}
-	mi := &file_fleet_v1_fleet_proto_msgTypes[21]
+	mi := &file_fleet_v1_fleet_proto_msgTypes[22]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1856,7 +1979,7 @@ func (x *AddViewerResponse) String() string {
 func (*AddViewerResponse) ProtoMessage() {}
 
 func (x *AddViewerResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_fleet_v1_fleet_proto_msgTypes[21]
+	mi := &file_fleet_v1_fleet_proto_msgTypes[22]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1869,7 +1992,7 @@ func (x *AddViewerResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use AddViewerResponse.ProtoReflect.Descriptor instead.
 func (*AddViewerResponse) Descriptor() ([]byte, []int) {
-	return file_fleet_v1_fleet_proto_rawDescGZIP(), []int{21}
+	return file_fleet_v1_fleet_proto_rawDescGZIP(), []int{22}
 }
 
 func (x *AddViewerResponse) GetViewerId() string {
@@ -1903,7 +2026,7 @@ type RemoveViewerRequest struct {
 
 func (x *RemoveViewerRequest) Reset() {
 	*x = RemoveViewerRequest{}
-	mi := &file_fleet_v1_fleet_proto_msgTypes[22]
+	mi := &file_fleet_v1_fleet_proto_msgTypes[23]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1915,7 +2038,7 @@ func (x *RemoveViewerRequest) String() string {
 func (*RemoveViewerRequest) ProtoMessage() {}
 
 func (x *RemoveViewerRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_fleet_v1_fleet_proto_msgTypes[22]
+	mi := &file_fleet_v1_fleet_proto_msgTypes[23]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1928,7 +2051,7 @@ func (x *RemoveViewerRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use RemoveViewerRequest.ProtoReflect.Descriptor instead.
 func (*RemoveViewerRequest) Descriptor() ([]byte, []int) {
-	return file_fleet_v1_fleet_proto_rawDescGZIP(), []int{22}
+	return file_fleet_v1_fleet_proto_rawDescGZIP(), []int{23}
 }
 
 func (x *RemoveViewerRequest) GetSessionId() string {
@@ -1953,7 +2076,7 @@ type RemoveViewerResponse struct {
 
 func (x *RemoveViewerResponse) Reset() {
 	*x = RemoveViewerResponse{}
-	mi := &file_fleet_v1_fleet_proto_msgTypes[23]
+	mi := &file_fleet_v1_fleet_proto_msgTypes[24]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1965,7 +2088,7 @@ func (x *RemoveViewerResponse) String() string {
 func (*RemoveViewerResponse) ProtoMessage() {}
 
 func (x *RemoveViewerResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_fleet_v1_fleet_proto_msgTypes[23]
+	mi := &file_fleet_v1_fleet_proto_msgTypes[24]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1978,7 +2101,7 @@ func (x *RemoveViewerResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use RemoveViewerResponse.ProtoReflect.Descriptor instead.
 func (*RemoveViewerResponse) Descriptor() ([]byte, []int) {
-	return file_fleet_v1_fleet_proto_rawDescGZIP(), []int{23}
+	return file_fleet_v1_fleet_proto_rawDescGZIP(), []int{24}
 }
 
 type AddPublisherRequest struct {
@@ -1991,7 +2114,7 @@ type AddPublisherRequest struct {
 
 func (x *AddPublisherRequest) Reset() {
 	*x = AddPublisherRequest{}
-	mi := &file_fleet_v1_fleet_proto_msgTypes[24]
+	mi := &file_fleet_v1_fleet_proto_msgTypes[25]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2003,7 +2126,7 @@ func (x *AddPublisherRequest) String() string {
 func (*AddPublisherRequest) ProtoMessage() {}
 
 func (x *AddPublisherRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_fleet_v1_fleet_proto_msgTypes[24]
+	mi := &file_fleet_v1_fleet_proto_msgTypes[25]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2016,7 +2139,7 @@ func (x *AddPublisherRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use AddPublisherRequest.ProtoReflect.Descriptor instead.
 func (*AddPublisherRequest) Descriptor() ([]byte, []int) {
-	return file_fleet_v1_fleet_proto_rawDescGZIP(), []int{24}
+	return file_fleet_v1_fleet_proto_rawDescGZIP(), []int{25}
 }
 
 func (x *AddPublisherRequest) GetSessionId() string {
@@ -2044,7 +2167,7 @@ type AddPublisherResponse struct {
 
 func (x *AddPublisherResponse) Reset() {
 	*x = AddPublisherResponse{}
-	mi := &file_fleet_v1_fleet_proto_msgTypes[25]
+	mi := &file_fleet_v1_fleet_proto_msgTypes[26]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2056,7 +2179,7 @@ func (x *AddPublisherResponse) String() string {
 func (*AddPublisherResponse) ProtoMessage() {}
 
 func (x *AddPublisherResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_fleet_v1_fleet_proto_msgTypes[25]
+	mi := &file_fleet_v1_fleet_proto_msgTypes[26]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2069,7 +2192,7 @@ func (x *AddPublisherResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use AddPublisherResponse.ProtoReflect.Descriptor instead.
 func (*AddPublisherResponse) Descriptor() ([]byte, []int) {
-	return file_fleet_v1_fleet_proto_rawDescGZIP(), []int{25}
+	return file_fleet_v1_fleet_proto_rawDescGZIP(), []int{26}
 }
 
 func (x *AddPublisherResponse) GetPublisherId() string {
@@ -2103,7 +2226,7 @@ type RemovePublisherRequest struct {
 
 func (x *RemovePublisherRequest) Reset() {
 	*x = RemovePublisherRequest{}
-	mi := &file_fleet_v1_fleet_proto_msgTypes[26]
+	mi := &file_fleet_v1_fleet_proto_msgTypes[27]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2115,7 +2238,7 @@ func (x *RemovePublisherRequest) String() string {
 func (*RemovePublisherRequest) ProtoMessage() {}
 
 func (x *RemovePublisherRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_fleet_v1_fleet_proto_msgTypes[26]
+	mi := &file_fleet_v1_fleet_proto_msgTypes[27]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2128,7 +2251,7 @@ func (x *RemovePublisherRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use RemovePublisherRequest.ProtoReflect.Descriptor instead.
 func (*RemovePublisherRequest) Descriptor() ([]byte, []int) {
-	return file_fleet_v1_fleet_proto_rawDescGZIP(), []int{26}
+	return file_fleet_v1_fleet_proto_rawDescGZIP(), []int{27}
 }
 
 func (x *RemovePublisherRequest) GetSessionId() string {
@@ -2153,7 +2276,7 @@ type RemovePublisherResponse struct {
 
 func (x *RemovePublisherResponse) Reset() {
 	*x = RemovePublisherResponse{}
-	mi := &file_fleet_v1_fleet_proto_msgTypes[27]
+	mi := &file_fleet_v1_fleet_proto_msgTypes[28]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2165,7 +2288,7 @@ func (x *RemovePublisherResponse) String() string {
 func (*RemovePublisherResponse) ProtoMessage() {}
 
 func (x *RemovePublisherResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_fleet_v1_fleet_proto_msgTypes[27]
+	mi := &file_fleet_v1_fleet_proto_msgTypes[28]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2178,7 +2301,7 @@ func (x *RemovePublisherResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use RemovePublisherResponse.ProtoReflect.Descriptor instead.
 func (*RemovePublisherResponse) Descriptor() ([]byte, []int) {
-	return file_fleet_v1_fleet_proto_rawDescGZIP(), []int{27}
+	return file_fleet_v1_fleet_proto_rawDescGZIP(), []int{28}
 }
 
 // SessionStats are one session's media figures since it started.
@@ -2199,7 +2322,7 @@ type SessionStats struct {
 
 func (x *SessionStats) Reset() {
 	*x = SessionStats{}
-	mi := &file_fleet_v1_fleet_proto_msgTypes[28]
+	mi := &file_fleet_v1_fleet_proto_msgTypes[29]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2211,7 +2334,7 @@ func (x *SessionStats) String() string {
 func (*SessionStats) ProtoMessage() {}
 
 func (x *SessionStats) ProtoReflect() protoreflect.Message {
-	mi := &file_fleet_v1_fleet_proto_msgTypes[28]
+	mi := &file_fleet_v1_fleet_proto_msgTypes[29]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2224,7 +2347,7 @@ func (x *SessionStats) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use SessionStats.ProtoReflect.Descriptor instead.
 func (*SessionStats) Descriptor() ([]byte, []int) {
-	return file_fleet_v1_fleet_proto_rawDescGZIP(), []int{28}
+	return file_fleet_v1_fleet_proto_rawDescGZIP(), []int{29}
 }
 
 func (x *SessionStats) GetVideoFramesSent() uint64 {
@@ -2298,7 +2421,7 @@ type ViewerStats struct {
 
 func (x *ViewerStats) Reset() {
 	*x = ViewerStats{}
-	mi := &file_fleet_v1_fleet_proto_msgTypes[29]
+	mi := &file_fleet_v1_fleet_proto_msgTypes[30]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2310,7 +2433,7 @@ func (x *ViewerStats) String() string {
 func (*ViewerStats) ProtoMessage() {}
 
 func (x *ViewerStats) ProtoReflect() protoreflect.Message {
-	mi := &file_fleet_v1_fleet_proto_msgTypes[29]
+	mi := &file_fleet_v1_fleet_proto_msgTypes[30]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2323,7 +2446,7 @@ func (x *ViewerStats) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ViewerStats.ProtoReflect.Descriptor instead.
 func (*ViewerStats) Descriptor() ([]byte, []int) {
-	return file_fleet_v1_fleet_proto_rawDescGZIP(), []int{29}
+	return file_fleet_v1_fleet_proto_rawDescGZIP(), []int{30}
 }
 
 func (x *ViewerStats) GetId() string {
@@ -2405,7 +2528,7 @@ type AvatarPreviewRequest struct {
 
 func (x *AvatarPreviewRequest) Reset() {
 	*x = AvatarPreviewRequest{}
-	mi := &file_fleet_v1_fleet_proto_msgTypes[30]
+	mi := &file_fleet_v1_fleet_proto_msgTypes[31]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2417,7 +2540,7 @@ func (x *AvatarPreviewRequest) String() string {
 func (*AvatarPreviewRequest) ProtoMessage() {}
 
 func (x *AvatarPreviewRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_fleet_v1_fleet_proto_msgTypes[30]
+	mi := &file_fleet_v1_fleet_proto_msgTypes[31]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2430,7 +2553,7 @@ func (x *AvatarPreviewRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use AvatarPreviewRequest.ProtoReflect.Descriptor instead.
 func (*AvatarPreviewRequest) Descriptor() ([]byte, []int) {
-	return file_fleet_v1_fleet_proto_rawDescGZIP(), []int{30}
+	return file_fleet_v1_fleet_proto_rawDescGZIP(), []int{31}
 }
 
 func (x *AvatarPreviewRequest) GetAvatar() string {
@@ -2454,7 +2577,7 @@ type AvatarPreviewResponse struct {
 
 func (x *AvatarPreviewResponse) Reset() {
 	*x = AvatarPreviewResponse{}
-	mi := &file_fleet_v1_fleet_proto_msgTypes[31]
+	mi := &file_fleet_v1_fleet_proto_msgTypes[32]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2466,7 +2589,7 @@ func (x *AvatarPreviewResponse) String() string {
 func (*AvatarPreviewResponse) ProtoMessage() {}
 
 func (x *AvatarPreviewResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_fleet_v1_fleet_proto_msgTypes[31]
+	mi := &file_fleet_v1_fleet_proto_msgTypes[32]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2479,7 +2602,7 @@ func (x *AvatarPreviewResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use AvatarPreviewResponse.ProtoReflect.Descriptor instead.
 func (*AvatarPreviewResponse) Descriptor() ([]byte, []int) {
-	return file_fleet_v1_fleet_proto_rawDescGZIP(), []int{31}
+	return file_fleet_v1_fleet_proto_rawDescGZIP(), []int{32}
 }
 
 func (x *AvatarPreviewResponse) GetImage() []byte {
@@ -2506,6 +2629,112 @@ func (x *AvatarPreviewResponse) GetWidth() uint32 {
 func (x *AvatarPreviewResponse) GetHeight() uint32 {
 	if x != nil {
 		return x.Height
+	}
+	return 0
+}
+
+type RecordingRequest struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	SessionId     string                 `protobuf:"bytes,1,opt,name=session_id,json=sessionId,proto3" json:"session_id,omitempty"`
+	RecordingId   string                 `protobuf:"bytes,2,opt,name=recording_id,json=recordingId,proto3" json:"recording_id,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *RecordingRequest) Reset() {
+	*x = RecordingRequest{}
+	mi := &file_fleet_v1_fleet_proto_msgTypes[33]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *RecordingRequest) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*RecordingRequest) ProtoMessage() {}
+
+func (x *RecordingRequest) ProtoReflect() protoreflect.Message {
+	mi := &file_fleet_v1_fleet_proto_msgTypes[33]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use RecordingRequest.ProtoReflect.Descriptor instead.
+func (*RecordingRequest) Descriptor() ([]byte, []int) {
+	return file_fleet_v1_fleet_proto_rawDescGZIP(), []int{33}
+}
+
+func (x *RecordingRequest) GetSessionId() string {
+	if x != nil {
+		return x.SessionId
+	}
+	return ""
+}
+
+func (x *RecordingRequest) GetRecordingId() string {
+	if x != nil {
+		return x.RecordingId
+	}
+	return ""
+}
+
+// RecordingChunk is a piece of a recording's file; the first one carries
+// the file's size.
+type RecordingChunk struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	Data          []byte                 `protobuf:"bytes,1,opt,name=data,proto3" json:"data,omitempty"`
+	Size          int64                  `protobuf:"varint,2,opt,name=size,proto3" json:"size,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *RecordingChunk) Reset() {
+	*x = RecordingChunk{}
+	mi := &file_fleet_v1_fleet_proto_msgTypes[34]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *RecordingChunk) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*RecordingChunk) ProtoMessage() {}
+
+func (x *RecordingChunk) ProtoReflect() protoreflect.Message {
+	mi := &file_fleet_v1_fleet_proto_msgTypes[34]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use RecordingChunk.ProtoReflect.Descriptor instead.
+func (*RecordingChunk) Descriptor() ([]byte, []int) {
+	return file_fleet_v1_fleet_proto_rawDescGZIP(), []int{34}
+}
+
+func (x *RecordingChunk) GetData() []byte {
+	if x != nil {
+		return x.Data
+	}
+	return nil
+}
+
+func (x *RecordingChunk) GetSize() int64 {
+	if x != nil {
+		return x.Size
 	}
 	return 0
 }
@@ -2554,7 +2783,7 @@ const file_fleet_v1_fleet_proto_rawDesc = "" +
 	"\aavatars\x18\b \x03(\tR\aavatars\x12\x16\n" +
 	"\x06voices\x18\t \x03(\tR\x06voices\x12\x1d\n" +
 	"\n" +
-	"tts_engine\x18\v \x01(\tR\tttsEngine\"\x9d\b\n" +
+	"tts_engine\x18\v \x01(\tR\tttsEngine\"\xde\b\n" +
 	"\aSession\x12\x0e\n" +
 	"\x02id\x18\x01 \x01(\tR\x02id\x12\x1b\n" +
 	"\tworker_id\x18\x02 \x01(\tR\bworkerId\x12\x10\n" +
@@ -2584,10 +2813,25 @@ const file_fleet_v1_fleet_proto_rawDesc = "" +
 	"\vmove_reason\x18\x15 \x01(\tR\n" +
 	"moveReason\x123\n" +
 	"\alost_at\x18\x16 \x01(\v2\x1a.google.protobuf.TimestampR\x06lostAt\x12D\n" +
-	"\x0emigrating_from\x18\x17 \x01(\v2\x1d.avatarfleet.fleet.v1.SlotRefR\rmigratingFrom\x1a9\n" +
+	"\x0emigrating_from\x18\x17 \x01(\v2\x1d.avatarfleet.fleet.v1.SlotRefR\rmigratingFrom\x12?\n" +
+	"\n" +
+	"recordings\x18( \x03(\v2\x1f.avatarfleet.fleet.v1.RecordingR\n" +
+	"recordings\x1a9\n" +
 	"\vLabelsEntry\x12\x10\n" +
 	"\x03key\x18\x01 \x01(\tR\x03key\x12\x14\n" +
-	"\x05value\x18\x02 \x01(\tR\x05value:\x028\x01\"L\n" +
+	"\x05value\x18\x02 \x01(\tR\x05value:\x028\x01\"\xc3\x02\n" +
+	"\tRecording\x12\x0e\n" +
+	"\x02id\x18\x01 \x01(\tR\x02id\x12\x14\n" +
+	"\x05state\x18\x02 \x01(\tR\x05state\x129\n" +
+	"\n" +
+	"started_at\x18\x03 \x01(\v2\x1a.google.protobuf.TimestampR\tstartedAt\x129\n" +
+	"\n" +
+	"stopped_at\x18\x04 \x01(\v2\x1a.google.protobuf.TimestampR\tstoppedAt\x12\x14\n" +
+	"\x05bytes\x18\x05 \x01(\x03R\x05bytes\x125\n" +
+	"\bduration\x18\x06 \x01(\v2\x19.google.protobuf.DurationR\bduration\x12\x1a\n" +
+	"\blocation\x18\a \x01(\tR\blocation\x12\x1b\n" +
+	"\tworker_id\x18\b \x01(\tR\bworkerId\x12\x14\n" +
+	"\x05error\x18\t \x01(\tR\x05error\"L\n" +
 	"\aSlotRef\x12\x1b\n" +
 	"\tworker_id\x18\x01 \x01(\tR\bworkerId\x12\x10\n" +
 	"\x03gpu\x18\x02 \x01(\rR\x03gpu\x12\x12\n" +
@@ -2715,7 +2959,14 @@ const file_fleet_v1_fleet_proto_rawDesc = "" +
 	"\x05image\x18\x01 \x01(\fR\x05image\x12!\n" +
 	"\fcontent_type\x18\x02 \x01(\tR\vcontentType\x12\x14\n" +
 	"\x05width\x18\x03 \x01(\rR\x05width\x12\x16\n" +
-	"\x06height\x18\x04 \x01(\rR\x06height*v\n" +
+	"\x06height\x18\x04 \x01(\rR\x06height\"T\n" +
+	"\x10RecordingRequest\x12\x1d\n" +
+	"\n" +
+	"session_id\x18\x01 \x01(\tR\tsessionId\x12!\n" +
+	"\frecording_id\x18\x02 \x01(\tR\vrecordingId\"8\n" +
+	"\x0eRecordingChunk\x12\x12\n" +
+	"\x04data\x18\x01 \x01(\fR\x04data\x12\x12\n" +
+	"\x04size\x18\x02 \x01(\x03R\x04size*v\n" +
 	"\vWorkerState\x12\x1c\n" +
 	"\x18WORKER_STATE_UNSPECIFIED\x10\x00\x12\x17\n" +
 	"\x13WORKER_STATE_ACTIVE\x10\x01\x12\x19\n" +
@@ -2740,7 +2991,8 @@ const file_fleet_v1_fleet_proto_rawDesc = "" +
 	"\rRestartPolicy\x12\x1e\n" +
 	"\x1aRESTART_POLICY_UNSPECIFIED\x10\x00\x12\x18\n" +
 	"\x14RESTART_POLICY_NEVER\x10\x01\x12!\n" +
-	"\x1dRESTART_POLICY_ON_WORKER_LOST\x10\x022\xe4\b\n" +
+	"\x1dRESTART_POLICY_ON_WORKER_LOST\x10\x022\xfb\n" +
+	"\n" +
 	"\rWorkerService\x12e\n" +
 	"\fStartSession\x12).avatarfleet.fleet.v1.StartSessionRequest\x1a*.avatarfleet.fleet.v1.StartSessionResponse\x12b\n" +
 	"\vStopSession\x12(.avatarfleet.fleet.v1.StopSessionRequest\x1a).avatarfleet.fleet.v1.StopSessionResponse\x12\\\n" +
@@ -2752,7 +3004,10 @@ const file_fleet_v1_fleet_proto_rawDesc = "" +
 	"\fRemoveViewer\x12).avatarfleet.fleet.v1.RemoveViewerRequest\x1a*.avatarfleet.fleet.v1.RemoveViewerResponse\x12e\n" +
 	"\fAddPublisher\x12).avatarfleet.fleet.v1.AddPublisherRequest\x1a*.avatarfleet.fleet.v1.AddPublisherResponse\x12n\n" +
 	"\x0fRemovePublisher\x12,.avatarfleet.fleet.v1.RemovePublisherRequest\x1a-.avatarfleet.fleet.v1.RemovePublisherResponse\x12h\n" +
-	"\rAvatarPreview\x12*.avatarfleet.fleet.v1.AvatarPreviewRequest\x1a+.avatarfleet.fleet.v1.AvatarPreviewResponseB;Z9github.com/avatarfleet/avatarfleet/proto/fleet/v1;fleetv1b\x06proto3"
+	"\rAvatarPreview\x12*.avatarfleet.fleet.v1.AvatarPreviewRequest\x1a+.avatarfleet.fleet.v1.AvatarPreviewResponse\x12Y\n" +
+	"\x0eStartRecording\x12&.avatarfleet.fleet.v1.RecordingRequest\x1a\x1f.avatarfleet.fleet.v1.Recording\x12X\n" +
+	"\rStopRecording\x12&.avatarfleet.fleet.v1.RecordingRequest\x1a\x1f.avatarfleet.fleet.v1.Recording\x12`\n" +
+	"\x0eFetchRecording\x12&.avatarfleet.fleet.v1.RecordingRequest\x1a$.avatarfleet.fleet.v1.RecordingChunk0\x01B;Z9github.com/avatarfleet/avatarfleet/proto/fleet/v1;fleetv1b\x06proto3"
 
 var (
 	file_fleet_v1_fleet_proto_rawDescOnce sync.Once
@@ -2767,7 +3022,7 @@ func file_fleet_v1_fleet_proto_rawDescGZIP() []byte {
 }
 
 var file_fleet_v1_fleet_proto_enumTypes = make([]protoimpl.EnumInfo, 4)
-var file_fleet_v1_fleet_proto_msgTypes = make([]protoimpl.MessageInfo, 33)
+var file_fleet_v1_fleet_proto_msgTypes = make([]protoimpl.MessageInfo, 36)
 var file_fleet_v1_fleet_proto_goTypes = []any{
 	(WorkerState)(0),                // 0: avatarfleet.fleet.v1.WorkerState
 	(SessionState)(0),               // 1: avatarfleet.fleet.v1.SessionState
@@ -2778,94 +3033,107 @@ var file_fleet_v1_fleet_proto_goTypes = []any{
 	(*BatchTiming)(nil),             // 6: avatarfleet.fleet.v1.BatchTiming
 	(*Worker)(nil),                  // 7: avatarfleet.fleet.v1.Worker
 	(*Session)(nil),                 // 8: avatarfleet.fleet.v1.Session
-	(*SlotRef)(nil),                 // 9: avatarfleet.fleet.v1.SlotRef
-	(*Event)(nil),                   // 10: avatarfleet.fleet.v1.Event
-	(*StartSessionRequest)(nil),     // 11: avatarfleet.fleet.v1.StartSessionRequest
-	(*StartSessionResponse)(nil),    // 12: avatarfleet.fleet.v1.StartSessionResponse
-	(*StopSessionRequest)(nil),      // 13: avatarfleet.fleet.v1.StopSessionRequest
-	(*StopSessionResponse)(nil),     // 14: avatarfleet.fleet.v1.StopSessionResponse
-	(*SpeakTextRequest)(nil),        // 15: avatarfleet.fleet.v1.SpeakTextRequest
-	(*SpeakTextResponse)(nil),       // 16: avatarfleet.fleet.v1.SpeakTextResponse
-	(*PushAudioRequest)(nil),        // 17: avatarfleet.fleet.v1.PushAudioRequest
-	(*PushAudioResponse)(nil),       // 18: avatarfleet.fleet.v1.PushAudioResponse
-	(*InterruptRequest)(nil),        // 19: avatarfleet.fleet.v1.InterruptRequest
-	(*InterruptResponse)(nil),       // 20: avatarfleet.fleet.v1.InterruptResponse
-	(*SessionStatusRequest)(nil),    // 21: avatarfleet.fleet.v1.SessionStatusRequest
-	(*SessionStatusResponse)(nil),   // 22: avatarfleet.fleet.v1.SessionStatusResponse
-	(*IceServer)(nil),               // 23: avatarfleet.fleet.v1.IceServer
-	(*AddViewerRequest)(nil),        // 24: avatarfleet.fleet.v1.AddViewerRequest
-	(*AddViewerResponse)(nil),       // 25: avatarfleet.fleet.v1.AddViewerResponse
-	(*RemoveViewerRequest)(nil),     // 26: avatarfleet.fleet.v1.RemoveViewerRequest
-	(*RemoveViewerResponse)(nil),    // 27: avatarfleet.fleet.v1.RemoveViewerResponse
-	(*AddPublisherRequest)(nil),     // 28: avatarfleet.fleet.v1.AddPublisherRequest
-	(*AddPublisherResponse)(nil),    // 29: avatarfleet.fleet.v1.AddPublisherResponse
-	(*RemovePublisherRequest)(nil),  // 30: avatarfleet.fleet.v1.RemovePublisherRequest
-	(*RemovePublisherResponse)(nil), // 31: avatarfleet.fleet.v1.RemovePublisherResponse
-	(*SessionStats)(nil),            // 32: avatarfleet.fleet.v1.SessionStats
-	(*ViewerStats)(nil),             // 33: avatarfleet.fleet.v1.ViewerStats
-	(*AvatarPreviewRequest)(nil),    // 34: avatarfleet.fleet.v1.AvatarPreviewRequest
-	(*AvatarPreviewResponse)(nil),   // 35: avatarfleet.fleet.v1.AvatarPreviewResponse
-	nil,                             // 36: avatarfleet.fleet.v1.Session.LabelsEntry
-	(*timestamppb.Timestamp)(nil),   // 37: google.protobuf.Timestamp
-	(*durationpb.Duration)(nil),     // 38: google.protobuf.Duration
+	(*Recording)(nil),               // 9: avatarfleet.fleet.v1.Recording
+	(*SlotRef)(nil),                 // 10: avatarfleet.fleet.v1.SlotRef
+	(*Event)(nil),                   // 11: avatarfleet.fleet.v1.Event
+	(*StartSessionRequest)(nil),     // 12: avatarfleet.fleet.v1.StartSessionRequest
+	(*StartSessionResponse)(nil),    // 13: avatarfleet.fleet.v1.StartSessionResponse
+	(*StopSessionRequest)(nil),      // 14: avatarfleet.fleet.v1.StopSessionRequest
+	(*StopSessionResponse)(nil),     // 15: avatarfleet.fleet.v1.StopSessionResponse
+	(*SpeakTextRequest)(nil),        // 16: avatarfleet.fleet.v1.SpeakTextRequest
+	(*SpeakTextResponse)(nil),       // 17: avatarfleet.fleet.v1.SpeakTextResponse
+	(*PushAudioRequest)(nil),        // 18: avatarfleet.fleet.v1.PushAudioRequest
+	(*PushAudioResponse)(nil),       // 19: avatarfleet.fleet.v1.PushAudioResponse
+	(*InterruptRequest)(nil),        // 20: avatarfleet.fleet.v1.InterruptRequest
+	(*InterruptResponse)(nil),       // 21: avatarfleet.fleet.v1.InterruptResponse
+	(*SessionStatusRequest)(nil),    // 22: avatarfleet.fleet.v1.SessionStatusRequest
+	(*SessionStatusResponse)(nil),   // 23: avatarfleet.fleet.v1.SessionStatusResponse
+	(*IceServer)(nil),               // 24: avatarfleet.fleet.v1.IceServer
+	(*AddViewerRequest)(nil),        // 25: avatarfleet.fleet.v1.AddViewerRequest
+	(*AddViewerResponse)(nil),       // 26: avatarfleet.fleet.v1.AddViewerResponse
+	(*RemoveViewerRequest)(nil),     // 27: avatarfleet.fleet.v1.RemoveViewerRequest
+	(*RemoveViewerResponse)(nil),    // 28: avatarfleet.fleet.v1.RemoveViewerResponse
+	(*AddPublisherRequest)(nil),     // 29: avatarfleet.fleet.v1.AddPublisherRequest
+	(*AddPublisherResponse)(nil),    // 30: avatarfleet.fleet.v1.AddPublisherResponse
+	(*RemovePublisherRequest)(nil),  // 31: avatarfleet.fleet.v1.RemovePublisherRequest
+	(*RemovePublisherResponse)(nil), // 32: avatarfleet.fleet.v1.RemovePublisherResponse
+	(*SessionStats)(nil),            // 33: avatarfleet.fleet.v1.SessionStats
+	(*ViewerStats)(nil),             // 34: avatarfleet.fleet.v1.ViewerStats
+	(*AvatarPreviewRequest)(nil),    // 35: avatarfleet.fleet.v1.AvatarPreviewRequest
+	(*AvatarPreviewResponse)(nil),   // 36: avatarfleet.fleet.v1.AvatarPreviewResponse
+	(*RecordingRequest)(nil),        // 37: avatarfleet.fleet.v1.RecordingRequest
+	(*RecordingChunk)(nil),          // 38: avatarfleet.fleet.v1.RecordingChunk
+	nil,                             // 39: avatarfleet.fleet.v1.Session.LabelsEntry
+	(*timestamppb.Timestamp)(nil),   // 40: google.protobuf.Timestamp
+	(*durationpb.Duration)(nil),     // 41: google.protobuf.Duration
 }
 var file_fleet_v1_fleet_proto_depIdxs = []int32{
 	5,  // 0: avatarfleet.fleet.v1.GPU.capacity:type_name -> avatarfleet.fleet.v1.Capacity
-	37, // 1: avatarfleet.fleet.v1.Capacity.measured_at:type_name -> google.protobuf.Timestamp
-	38, // 2: avatarfleet.fleet.v1.Capacity.took:type_name -> google.protobuf.Duration
+	40, // 1: avatarfleet.fleet.v1.Capacity.measured_at:type_name -> google.protobuf.Timestamp
+	41, // 2: avatarfleet.fleet.v1.Capacity.took:type_name -> google.protobuf.Duration
 	6,  // 3: avatarfleet.fleet.v1.Capacity.timings:type_name -> avatarfleet.fleet.v1.BatchTiming
 	4,  // 4: avatarfleet.fleet.v1.Worker.gpus:type_name -> avatarfleet.fleet.v1.GPU
 	0,  // 5: avatarfleet.fleet.v1.Worker.state:type_name -> avatarfleet.fleet.v1.WorkerState
-	37, // 6: avatarfleet.fleet.v1.Worker.started_at:type_name -> google.protobuf.Timestamp
-	36, // 7: avatarfleet.fleet.v1.Session.labels:type_name -> avatarfleet.fleet.v1.Session.LabelsEntry
+	40, // 6: avatarfleet.fleet.v1.Worker.started_at:type_name -> google.protobuf.Timestamp
+	39, // 7: avatarfleet.fleet.v1.Session.labels:type_name -> avatarfleet.fleet.v1.Session.LabelsEntry
 	1,  // 8: avatarfleet.fleet.v1.Session.state:type_name -> avatarfleet.fleet.v1.SessionState
 	2,  // 9: avatarfleet.fleet.v1.Session.end_reason:type_name -> avatarfleet.fleet.v1.EndReason
-	37, // 10: avatarfleet.fleet.v1.Session.created_at:type_name -> google.protobuf.Timestamp
-	37, // 11: avatarfleet.fleet.v1.Session.ended_at:type_name -> google.protobuf.Timestamp
+	40, // 10: avatarfleet.fleet.v1.Session.created_at:type_name -> google.protobuf.Timestamp
+	40, // 11: avatarfleet.fleet.v1.Session.ended_at:type_name -> google.protobuf.Timestamp
 	3,  // 12: avatarfleet.fleet.v1.Session.restart_policy:type_name -> avatarfleet.fleet.v1.RestartPolicy
-	37, // 13: avatarfleet.fleet.v1.Session.placed_at:type_name -> google.protobuf.Timestamp
-	37, // 14: avatarfleet.fleet.v1.Session.lost_at:type_name -> google.protobuf.Timestamp
-	9,  // 15: avatarfleet.fleet.v1.Session.migrating_from:type_name -> avatarfleet.fleet.v1.SlotRef
-	37, // 16: avatarfleet.fleet.v1.Event.time:type_name -> google.protobuf.Timestamp
-	8,  // 17: avatarfleet.fleet.v1.Event.session:type_name -> avatarfleet.fleet.v1.Session
-	7,  // 18: avatarfleet.fleet.v1.Event.worker:type_name -> avatarfleet.fleet.v1.Worker
-	38, // 19: avatarfleet.fleet.v1.Event.media_time:type_name -> google.protobuf.Duration
-	8,  // 20: avatarfleet.fleet.v1.StartSessionRequest.session:type_name -> avatarfleet.fleet.v1.Session
-	1,  // 21: avatarfleet.fleet.v1.StartSessionResponse.state:type_name -> avatarfleet.fleet.v1.SessionState
-	2,  // 22: avatarfleet.fleet.v1.StopSessionRequest.reason:type_name -> avatarfleet.fleet.v1.EndReason
-	1,  // 23: avatarfleet.fleet.v1.SessionStatusResponse.state:type_name -> avatarfleet.fleet.v1.SessionState
-	32, // 24: avatarfleet.fleet.v1.SessionStatusResponse.stats:type_name -> avatarfleet.fleet.v1.SessionStats
-	23, // 25: avatarfleet.fleet.v1.AddViewerResponse.ice_servers:type_name -> avatarfleet.fleet.v1.IceServer
-	23, // 26: avatarfleet.fleet.v1.AddPublisherResponse.ice_servers:type_name -> avatarfleet.fleet.v1.IceServer
-	33, // 27: avatarfleet.fleet.v1.SessionStats.viewers:type_name -> avatarfleet.fleet.v1.ViewerStats
-	37, // 28: avatarfleet.fleet.v1.ViewerStats.connected_at:type_name -> google.protobuf.Timestamp
-	11, // 29: avatarfleet.fleet.v1.WorkerService.StartSession:input_type -> avatarfleet.fleet.v1.StartSessionRequest
-	13, // 30: avatarfleet.fleet.v1.WorkerService.StopSession:input_type -> avatarfleet.fleet.v1.StopSessionRequest
-	15, // 31: avatarfleet.fleet.v1.WorkerService.SpeakText:input_type -> avatarfleet.fleet.v1.SpeakTextRequest
-	17, // 32: avatarfleet.fleet.v1.WorkerService.PushAudio:input_type -> avatarfleet.fleet.v1.PushAudioRequest
-	19, // 33: avatarfleet.fleet.v1.WorkerService.Interrupt:input_type -> avatarfleet.fleet.v1.InterruptRequest
-	21, // 34: avatarfleet.fleet.v1.WorkerService.SessionStatus:input_type -> avatarfleet.fleet.v1.SessionStatusRequest
-	24, // 35: avatarfleet.fleet.v1.WorkerService.AddViewer:input_type -> avatarfleet.fleet.v1.AddViewerRequest
-	26, // 36: avatarfleet.fleet.v1.WorkerService.RemoveViewer:input_type -> avatarfleet.fleet.v1.RemoveViewerRequest
-	28, // 37: avatarfleet.fleet.v1.WorkerService.AddPublisher:input_type -> avatarfleet.fleet.v1.AddPublisherRequest
-	30, // 38: avatarfleet.fleet.v1.WorkerService.RemovePublisher:input_type -> avatarfleet.fleet.v1.RemovePublisherRequest
-	34, // 39: avatarfleet.fleet.v1.WorkerService.AvatarPreview:input_type -> avatarfleet.fleet.v1.AvatarPreviewRequest
-	12, // 40: avatarfleet.fleet.v1.WorkerService.StartSession:output_type -> avatarfleet.fleet.v1.StartSessionResponse
-	14, // 41: avatarfleet.fleet.v1.WorkerService.StopSession:output_type -> avatarfleet.fleet.v1.StopSessionResponse
-	16, // 42: avatarfleet.fleet.v1.WorkerService.SpeakText:output_type -> avatarfleet.fleet.v1.SpeakTextResponse
-	18, // 43: avatarfleet.fleet.v1.WorkerService.PushAudio:output_type -> avatarfleet.fleet.v1.PushAudioResponse
-	20, // 44: avatarfleet.fleet.v1.WorkerService.Interrupt:output_type -> avatarfleet.fleet.v1.InterruptResponse
-	22, // 45: avatarfleet.fleet.v1.WorkerService.SessionStatus:output_type -> avatarfleet.fleet.v1.SessionStatusResponse
-	25, // 46: avatarfleet.fleet.v1.WorkerService.AddViewer:output_type -> avatarfleet.fleet.v1.AddViewerResponse
-	27, // 47: avatarfleet.fleet.v1.WorkerService.RemoveViewer:output_type -> avatarfleet.fleet.v1.RemoveViewerResponse
-	29, // 48: avatarfleet.fleet.v1.WorkerService.AddPublisher:output_type -> avatarfleet.fleet.v1.AddPublisherResponse
-	31, // 49: avatarfleet.fleet.v1.WorkerService.RemovePublisher:output_type -> avatarfleet.fleet.v1.RemovePublisherResponse
-	35, // 50: avatarfleet.fleet.v1.WorkerService.AvatarPreview:output_type -> avatarfleet.fleet.v1.AvatarPreviewResponse
-	40, // [40:51] is the sub-list for method output_type
-	29, // [29:40] is the sub-list for method input_type
-	29, // [29:29] is the sub-list for extension type_name
-	29, // [29:29] is the sub-list for extension extendee
-	0,  // [0:29] is the sub-list for field type_name
+	40, // 13: avatarfleet.fleet.v1.Session.placed_at:type_name -> google.protobuf.Timestamp
+	40, // 14: avatarfleet.fleet.v1.Session.lost_at:type_name -> google.protobuf.Timestamp
+	10, // 15: avatarfleet.fleet.v1.Session.migrating_from:type_name -> avatarfleet.fleet.v1.SlotRef
+	9,  // 16: avatarfleet.fleet.v1.Session.recordings:type_name -> avatarfleet.fleet.v1.Recording
+	40, // 17: avatarfleet.fleet.v1.Recording.started_at:type_name -> google.protobuf.Timestamp
+	40, // 18: avatarfleet.fleet.v1.Recording.stopped_at:type_name -> google.protobuf.Timestamp
+	41, // 19: avatarfleet.fleet.v1.Recording.duration:type_name -> google.protobuf.Duration
+	40, // 20: avatarfleet.fleet.v1.Event.time:type_name -> google.protobuf.Timestamp
+	8,  // 21: avatarfleet.fleet.v1.Event.session:type_name -> avatarfleet.fleet.v1.Session
+	7,  // 22: avatarfleet.fleet.v1.Event.worker:type_name -> avatarfleet.fleet.v1.Worker
+	41, // 23: avatarfleet.fleet.v1.Event.media_time:type_name -> google.protobuf.Duration
+	8,  // 24: avatarfleet.fleet.v1.StartSessionRequest.session:type_name -> avatarfleet.fleet.v1.Session
+	1,  // 25: avatarfleet.fleet.v1.StartSessionResponse.state:type_name -> avatarfleet.fleet.v1.SessionState
+	2,  // 26: avatarfleet.fleet.v1.StopSessionRequest.reason:type_name -> avatarfleet.fleet.v1.EndReason
+	1,  // 27: avatarfleet.fleet.v1.SessionStatusResponse.state:type_name -> avatarfleet.fleet.v1.SessionState
+	33, // 28: avatarfleet.fleet.v1.SessionStatusResponse.stats:type_name -> avatarfleet.fleet.v1.SessionStats
+	24, // 29: avatarfleet.fleet.v1.AddViewerResponse.ice_servers:type_name -> avatarfleet.fleet.v1.IceServer
+	24, // 30: avatarfleet.fleet.v1.AddPublisherResponse.ice_servers:type_name -> avatarfleet.fleet.v1.IceServer
+	34, // 31: avatarfleet.fleet.v1.SessionStats.viewers:type_name -> avatarfleet.fleet.v1.ViewerStats
+	40, // 32: avatarfleet.fleet.v1.ViewerStats.connected_at:type_name -> google.protobuf.Timestamp
+	12, // 33: avatarfleet.fleet.v1.WorkerService.StartSession:input_type -> avatarfleet.fleet.v1.StartSessionRequest
+	14, // 34: avatarfleet.fleet.v1.WorkerService.StopSession:input_type -> avatarfleet.fleet.v1.StopSessionRequest
+	16, // 35: avatarfleet.fleet.v1.WorkerService.SpeakText:input_type -> avatarfleet.fleet.v1.SpeakTextRequest
+	18, // 36: avatarfleet.fleet.v1.WorkerService.PushAudio:input_type -> avatarfleet.fleet.v1.PushAudioRequest
+	20, // 37: avatarfleet.fleet.v1.WorkerService.Interrupt:input_type -> avatarfleet.fleet.v1.InterruptRequest
+	22, // 38: avatarfleet.fleet.v1.WorkerService.SessionStatus:input_type -> avatarfleet.fleet.v1.SessionStatusRequest
+	25, // 39: avatarfleet.fleet.v1.WorkerService.AddViewer:input_type -> avatarfleet.fleet.v1.AddViewerRequest
+	27, // 40: avatarfleet.fleet.v1.WorkerService.RemoveViewer:input_type -> avatarfleet.fleet.v1.RemoveViewerRequest
+	29, // 41: avatarfleet.fleet.v1.WorkerService.AddPublisher:input_type -> avatarfleet.fleet.v1.AddPublisherRequest
+	31, // 42: avatarfleet.fleet.v1.WorkerService.RemovePublisher:input_type -> avatarfleet.fleet.v1.RemovePublisherRequest
+	35, // 43: avatarfleet.fleet.v1.WorkerService.AvatarPreview:input_type -> avatarfleet.fleet.v1.AvatarPreviewRequest
+	37, // 44: avatarfleet.fleet.v1.WorkerService.StartRecording:input_type -> avatarfleet.fleet.v1.RecordingRequest
+	37, // 45: avatarfleet.fleet.v1.WorkerService.StopRecording:input_type -> avatarfleet.fleet.v1.RecordingRequest
+	37, // 46: avatarfleet.fleet.v1.WorkerService.FetchRecording:input_type -> avatarfleet.fleet.v1.RecordingRequest
+	13, // 47: avatarfleet.fleet.v1.WorkerService.StartSession:output_type -> avatarfleet.fleet.v1.StartSessionResponse
+	15, // 48: avatarfleet.fleet.v1.WorkerService.StopSession:output_type -> avatarfleet.fleet.v1.StopSessionResponse
+	17, // 49: avatarfleet.fleet.v1.WorkerService.SpeakText:output_type -> avatarfleet.fleet.v1.SpeakTextResponse
+	19, // 50: avatarfleet.fleet.v1.WorkerService.PushAudio:output_type -> avatarfleet.fleet.v1.PushAudioResponse
+	21, // 51: avatarfleet.fleet.v1.WorkerService.Interrupt:output_type -> avatarfleet.fleet.v1.InterruptResponse
+	23, // 52: avatarfleet.fleet.v1.WorkerService.SessionStatus:output_type -> avatarfleet.fleet.v1.SessionStatusResponse
+	26, // 53: avatarfleet.fleet.v1.WorkerService.AddViewer:output_type -> avatarfleet.fleet.v1.AddViewerResponse
+	28, // 54: avatarfleet.fleet.v1.WorkerService.RemoveViewer:output_type -> avatarfleet.fleet.v1.RemoveViewerResponse
+	30, // 55: avatarfleet.fleet.v1.WorkerService.AddPublisher:output_type -> avatarfleet.fleet.v1.AddPublisherResponse
+	32, // 56: avatarfleet.fleet.v1.WorkerService.RemovePublisher:output_type -> avatarfleet.fleet.v1.RemovePublisherResponse
+	36, // 57: avatarfleet.fleet.v1.WorkerService.AvatarPreview:output_type -> avatarfleet.fleet.v1.AvatarPreviewResponse
+	9,  // 58: avatarfleet.fleet.v1.WorkerService.StartRecording:output_type -> avatarfleet.fleet.v1.Recording
+	9,  // 59: avatarfleet.fleet.v1.WorkerService.StopRecording:output_type -> avatarfleet.fleet.v1.Recording
+	38, // 60: avatarfleet.fleet.v1.WorkerService.FetchRecording:output_type -> avatarfleet.fleet.v1.RecordingChunk
+	47, // [47:61] is the sub-list for method output_type
+	33, // [33:47] is the sub-list for method input_type
+	33, // [33:33] is the sub-list for extension type_name
+	33, // [33:33] is the sub-list for extension extendee
+	0,  // [0:33] is the sub-list for field type_name
 }
 
 func init() { file_fleet_v1_fleet_proto_init() }
@@ -2879,7 +3147,7 @@ func file_fleet_v1_fleet_proto_init() {
 			GoPackagePath: reflect.TypeOf(x{}).PkgPath(),
 			RawDescriptor: unsafe.Slice(unsafe.StringData(file_fleet_v1_fleet_proto_rawDesc), len(file_fleet_v1_fleet_proto_rawDesc)),
 			NumEnums:      4,
-			NumMessages:   33,
+			NumMessages:   36,
 			NumExtensions: 0,
 			NumServices:   1,
 		},

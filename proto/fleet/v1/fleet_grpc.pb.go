@@ -33,6 +33,9 @@ const (
 	WorkerService_AddPublisher_FullMethodName    = "/avatarfleet.fleet.v1.WorkerService/AddPublisher"
 	WorkerService_RemovePublisher_FullMethodName = "/avatarfleet.fleet.v1.WorkerService/RemovePublisher"
 	WorkerService_AvatarPreview_FullMethodName   = "/avatarfleet.fleet.v1.WorkerService/AvatarPreview"
+	WorkerService_StartRecording_FullMethodName  = "/avatarfleet.fleet.v1.WorkerService/StartRecording"
+	WorkerService_StopRecording_FullMethodName   = "/avatarfleet.fleet.v1.WorkerService/StopRecording"
+	WorkerService_FetchRecording_FullMethodName  = "/avatarfleet.fleet.v1.WorkerService/FetchRecording"
 )
 
 // WorkerServiceClient is the client API for WorkerService service.
@@ -67,6 +70,12 @@ type WorkerServiceClient interface {
 	// (frame 0 of its pack, scaled to at most 256 px); NotFound for an avatar
 	// the worker does not have.
 	AvatarPreview(ctx context.Context, in *AvatarPreviewRequest, opts ...grpc.CallOption) (*AvatarPreviewResponse, error)
+	// StartRecording starts a WebM recording of what the session's viewers
+	// see; StopRecording ends it and waits for the file to be complete.
+	StartRecording(ctx context.Context, in *RecordingRequest, opts ...grpc.CallOption) (*Recording, error)
+	StopRecording(ctx context.Context, in *RecordingRequest, opts ...grpc.CallOption) (*Recording, error)
+	// FetchRecording streams a finished recording's file.
+	FetchRecording(ctx context.Context, in *RecordingRequest, opts ...grpc.CallOption) (grpc.ServerStreamingClient[RecordingChunk], error)
 }
 
 type workerServiceClient struct {
@@ -187,6 +196,45 @@ func (c *workerServiceClient) AvatarPreview(ctx context.Context, in *AvatarPrevi
 	return out, nil
 }
 
+func (c *workerServiceClient) StartRecording(ctx context.Context, in *RecordingRequest, opts ...grpc.CallOption) (*Recording, error) {
+	cOpts := append([]grpc.CallOption{grpc.StaticMethod()}, opts...)
+	out := new(Recording)
+	err := c.cc.Invoke(ctx, WorkerService_StartRecording_FullMethodName, in, out, cOpts...)
+	if err != nil {
+		return nil, err
+	}
+	return out, nil
+}
+
+func (c *workerServiceClient) StopRecording(ctx context.Context, in *RecordingRequest, opts ...grpc.CallOption) (*Recording, error) {
+	cOpts := append([]grpc.CallOption{grpc.StaticMethod()}, opts...)
+	out := new(Recording)
+	err := c.cc.Invoke(ctx, WorkerService_StopRecording_FullMethodName, in, out, cOpts...)
+	if err != nil {
+		return nil, err
+	}
+	return out, nil
+}
+
+func (c *workerServiceClient) FetchRecording(ctx context.Context, in *RecordingRequest, opts ...grpc.CallOption) (grpc.ServerStreamingClient[RecordingChunk], error) {
+	cOpts := append([]grpc.CallOption{grpc.StaticMethod()}, opts...)
+	stream, err := c.cc.NewStream(ctx, &WorkerService_ServiceDesc.Streams[0], WorkerService_FetchRecording_FullMethodName, cOpts...)
+	if err != nil {
+		return nil, err
+	}
+	x := &grpc.GenericClientStream[RecordingRequest, RecordingChunk]{ClientStream: stream}
+	if err := x.ClientStream.SendMsg(in); err != nil {
+		return nil, err
+	}
+	if err := x.ClientStream.CloseSend(); err != nil {
+		return nil, err
+	}
+	return x, nil
+}
+
+// This type alias is provided for backwards compatibility with existing code that references the prior non-generic stream type by name.
+type WorkerService_FetchRecordingClient = grpc.ServerStreamingClient[RecordingChunk]
+
 // WorkerServiceServer is the server API for WorkerService service.
 // All implementations must embed UnimplementedWorkerServiceServer
 // for forward compatibility.
@@ -219,6 +267,12 @@ type WorkerServiceServer interface {
 	// (frame 0 of its pack, scaled to at most 256 px); NotFound for an avatar
 	// the worker does not have.
 	AvatarPreview(context.Context, *AvatarPreviewRequest) (*AvatarPreviewResponse, error)
+	// StartRecording starts a WebM recording of what the session's viewers
+	// see; StopRecording ends it and waits for the file to be complete.
+	StartRecording(context.Context, *RecordingRequest) (*Recording, error)
+	StopRecording(context.Context, *RecordingRequest) (*Recording, error)
+	// FetchRecording streams a finished recording's file.
+	FetchRecording(*RecordingRequest, grpc.ServerStreamingServer[RecordingChunk]) error
 	mustEmbedUnimplementedWorkerServiceServer()
 }
 
@@ -261,6 +315,15 @@ func (UnimplementedWorkerServiceServer) RemovePublisher(context.Context, *Remove
 }
 func (UnimplementedWorkerServiceServer) AvatarPreview(context.Context, *AvatarPreviewRequest) (*AvatarPreviewResponse, error) {
 	return nil, status.Error(codes.Unimplemented, "method AvatarPreview not implemented")
+}
+func (UnimplementedWorkerServiceServer) StartRecording(context.Context, *RecordingRequest) (*Recording, error) {
+	return nil, status.Error(codes.Unimplemented, "method StartRecording not implemented")
+}
+func (UnimplementedWorkerServiceServer) StopRecording(context.Context, *RecordingRequest) (*Recording, error) {
+	return nil, status.Error(codes.Unimplemented, "method StopRecording not implemented")
+}
+func (UnimplementedWorkerServiceServer) FetchRecording(*RecordingRequest, grpc.ServerStreamingServer[RecordingChunk]) error {
+	return status.Error(codes.Unimplemented, "method FetchRecording not implemented")
 }
 func (UnimplementedWorkerServiceServer) mustEmbedUnimplementedWorkerServiceServer() {}
 func (UnimplementedWorkerServiceServer) testEmbeddedByValue()                       {}
@@ -481,6 +544,53 @@ func _WorkerService_AvatarPreview_Handler(srv interface{}, ctx context.Context, 
 	return interceptor(ctx, in, info, handler)
 }
 
+func _WorkerService_StartRecording_Handler(srv interface{}, ctx context.Context, dec func(interface{}) error, interceptor grpc.UnaryServerInterceptor) (interface{}, error) {
+	in := new(RecordingRequest)
+	if err := dec(in); err != nil {
+		return nil, err
+	}
+	if interceptor == nil {
+		return srv.(WorkerServiceServer).StartRecording(ctx, in)
+	}
+	info := &grpc.UnaryServerInfo{
+		Server:     srv,
+		FullMethod: WorkerService_StartRecording_FullMethodName,
+	}
+	handler := func(ctx context.Context, req interface{}) (interface{}, error) {
+		return srv.(WorkerServiceServer).StartRecording(ctx, req.(*RecordingRequest))
+	}
+	return interceptor(ctx, in, info, handler)
+}
+
+func _WorkerService_StopRecording_Handler(srv interface{}, ctx context.Context, dec func(interface{}) error, interceptor grpc.UnaryServerInterceptor) (interface{}, error) {
+	in := new(RecordingRequest)
+	if err := dec(in); err != nil {
+		return nil, err
+	}
+	if interceptor == nil {
+		return srv.(WorkerServiceServer).StopRecording(ctx, in)
+	}
+	info := &grpc.UnaryServerInfo{
+		Server:     srv,
+		FullMethod: WorkerService_StopRecording_FullMethodName,
+	}
+	handler := func(ctx context.Context, req interface{}) (interface{}, error) {
+		return srv.(WorkerServiceServer).StopRecording(ctx, req.(*RecordingRequest))
+	}
+	return interceptor(ctx, in, info, handler)
+}
+
+func _WorkerService_FetchRecording_Handler(srv interface{}, stream grpc.ServerStream) error {
+	m := new(RecordingRequest)
+	if err := stream.RecvMsg(m); err != nil {
+		return err
+	}
+	return srv.(WorkerServiceServer).FetchRecording(m, &grpc.GenericServerStream[RecordingRequest, RecordingChunk]{ServerStream: stream})
+}
+
+// This type alias is provided for backwards compatibility with existing code that references the prior non-generic stream type by name.
+type WorkerService_FetchRecordingServer = grpc.ServerStreamingServer[RecordingChunk]
+
 // WorkerService_ServiceDesc is the grpc.ServiceDesc for WorkerService service.
 // It's only intended for direct use with grpc.RegisterService,
 // and not to be introspected or modified (even as a copy)
@@ -532,7 +642,21 @@ var WorkerService_ServiceDesc = grpc.ServiceDesc{
 			MethodName: "AvatarPreview",
 			Handler:    _WorkerService_AvatarPreview_Handler,
 		},
+		{
+			MethodName: "StartRecording",
+			Handler:    _WorkerService_StartRecording_Handler,
+		},
+		{
+			MethodName: "StopRecording",
+			Handler:    _WorkerService_StopRecording_Handler,
+		},
 	},
-	Streams:  []grpc.StreamDesc{},
+	Streams: []grpc.StreamDesc{
+		{
+			StreamName:    "FetchRecording",
+			Handler:       _WorkerService_FetchRecording_Handler,
+			ServerStreams: true,
+		},
+	},
 	Metadata: "fleet/v1/fleet.proto",
 }

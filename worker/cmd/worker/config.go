@@ -77,8 +77,9 @@ type Config struct {
 	MemoryLimit string
 	DataDir     string
 
-	Log   fleetconfig.Log
-	Links fleetconfig.Links
+	Log       fleetconfig.Log
+	Links     fleetconfig.Links
+	Recording RecordingFlags
 
 	// getenv reads the secrets (nil → os.Getenv).
 	getenv func(string) string
@@ -127,6 +128,7 @@ func (c *Config) AddFlags(fs *flag.FlagSet) {
 	fs.StringVar(&c.DataDir, "data-dir", ".avatarfleet", "data directory; without --fleet-* files the worker issues itself a certificate from the development CA in <data-dir>/pki (development only)")
 	c.Log.AddFlags(fs)
 	c.Links.AddFlags(fs)
+	c.Recording.AddFlags(fs)
 }
 
 // Validate checks every setting; errors name the flag.
@@ -274,6 +276,9 @@ func (c Config) resolve() (*config, error) {
 		return nil, usagef("--idle-cache-mib %d: want 1..%d", c.IdleCacheMiB, maxIdleCacheMiB)
 	}
 	out.media.noIdleShare, out.media.idleCacheBytes = !c.IdleShare, int64(c.IdleCacheMiB)<<20
+	if out.media.recording, err = c.Recording.resolve(getenv); err != nil {
+		return nil, err
+	}
 	if c.LeaseTTL < agent.MinLeaseTTL || c.LeaseTTL > agent.MaxLeaseTTL {
 		return nil, usagef("--lease-ttl %s: want %s..%s", c.LeaseTTL, agent.MinLeaseTTL, agent.MaxLeaseTTL)
 	}

@@ -44,6 +44,7 @@ type mediaConfig struct {
 	memoryLimit                     int64 // bytes; 0: none
 	noIdleShare                     bool
 	idleCacheBytes                  int64
+	recording                       recordingConfig
 }
 
 // engine holds the process-wide parts of the media runtime: ONNX Runtime,
@@ -124,6 +125,17 @@ func (e *engine) newRuntime(devs []*fleetv1.GPU, log *slog.Logger) (runtime.Runt
 		HeapLimit:      e.cfg.memoryLimit / 100 * mediaruntime.HeapShedPercent,
 		NoIdleShare:    e.cfg.noIdleShare,
 		IdleCacheBytes: e.cfg.idleCacheBytes,
+
+		RecordingMaxBytes:    e.cfg.recording.maxBytes,
+		RecordingMaxDuration: e.cfg.recording.maxDuration,
+	}
+	store, err := e.cfg.recording.store(context.Background())
+	if err != nil {
+		return nil, err
+	}
+	if store != nil {
+		cfg.Recordings = store
+		log.Info("session recording on", "store", store.String())
 	}
 	if cfg.Media == nil {
 		log.Warn("no SFU attached: session media is discarded (no viewers)")

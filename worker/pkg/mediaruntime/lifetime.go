@@ -10,6 +10,7 @@ import (
 
 	fleetv1 "github.com/avatarfleet/avatarfleet/proto/fleet/v1"
 	"github.com/avatarfleet/avatarfleet/worker/pkg/pipeline"
+	"github.com/avatarfleet/avatarfleet/worker/pkg/recording"
 	"github.com/avatarfleet/avatarfleet/worker/pkg/runtime"
 )
 
@@ -38,6 +39,9 @@ type session struct {
 	viewers    int
 	everViewed bool
 	pcmFull    bool // a PushPCM overflow was logged
+
+	tee  *recording.Tee        // the pipeline's sink: the transport and the recordings
+	recs []*recording.Recorder // running recordings, under mu
 }
 
 func (s *session) p() *pipeline.Pipeline { return s.pl.Load() }

@@ -31,6 +31,7 @@ import (
 	"github.com/avatarfleet/avatarfleet/worker/pkg/lipsync"
 	"github.com/avatarfleet/avatarfleet/worker/pkg/lipsync/batch"
 	"github.com/avatarfleet/avatarfleet/worker/pkg/pipeline"
+	"github.com/avatarfleet/avatarfleet/worker/pkg/recording"
 	"github.com/avatarfleet/avatarfleet/worker/pkg/runtime"
 	"github.com/avatarfleet/avatarfleet/worker/pkg/tts"
 )
@@ -99,6 +100,13 @@ type Config struct {
 	// IdleCacheBytes bounds the encoded frames of the shared idle loops;
 	// 0 means idleloop.DefaultMaxBytes.
 	IdleCacheBytes int64
+	// Recordings, if set, is where session recordings are kept (package
+	// recording); nil turns recording off. RecordingMaxBytes and
+	// RecordingMaxDuration bound each recording (0: the package's
+	// defaults).
+	Recordings           recording.Store
+	RecordingMaxBytes    int64
+	RecordingMaxDuration time.Duration
 	// Logger; nil discards.
 	Logger *slog.Logger
 }
@@ -131,6 +139,9 @@ type Runtime struct {
 	speakingDropped atomic.Uint64
 	done            chan struct{}
 	wg              sync.WaitGroup
+
+	recMu sync.Mutex // after a session's mu
+	recs  recordings
 }
 
 const endedBuffer = 64
@@ -309,8 +320,10 @@ func (r *Runtime) build(sess *fleetv1.Session) (*session, error) {
 		r.closeMedia(s)
 		return nil, err
 	}
+	// The tee hands the samples to the session's recordings too.
+	s.tee = recording.NewTee(r.metrics.timeFirstFrame(media, sess.GetGpu(), begun))
 	opt := pipeline.Options{Avatar: pack, Model: ic, ReleaseModel: pl.put, TTS: r.cfg.TTS,
-		Voice: sess.GetVoice(), Sink: r.metrics.timeFirstFrame(media, sess.GetGpu(), begun), Logger: r.log.With("session", sess.GetId()),
+		Voice: sess.GetVoice(), Sink: s.tee, Logger: r.log.With("session", sess.GetId()),
 		ObserveInference: r.metrics.observer(sess.GetGpu()), OnEvent: r.onSpeaking(sess), Budget: r.budget}
 	opt.ObserveEncode, opt.ObserveLate, opt.ObserveSynthesis = r.metrics.observers(sess.GetGpu())
 	if r.cfg.Clock != nil {
@@ -335,6 +348,7 @@ func (r *Runtime) build(sess *fleetv1.Session) (*session, error) {
 // closeSession releases a session's pipeline (encoders, inference context)
 // and then its transport; its pipeline must have stopped.
 func (r *Runtime) closeSession(s *session) {
+	r.stopRecordings(s)
 	if err := s.p().Close(); err != nil {
 		r.log.Warn("closing a pipeline", "session", s.sess.GetId(), "err", err)
 	}

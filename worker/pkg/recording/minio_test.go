@@ -1,0 +1,126 @@
+package recording
+
+import (
+	"context"
+	"fmt"
+	"net"
+	"net/http"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"testing"
+	"time"
+
+	"github.com/minio/minio-go/v7"
+	"github.com/minio/minio-go/v7/pkg/credentials"
+)
+
+// minioVersion is the MinIO server scripts/minio.sh builds.
+const minioVersion = "v0.0.0-20260212201848-7aac2a2c5b7c"
+
+// minioBinary finds the server scripts/minio.sh built (or
+// $AVATARFLEET_MINIO).
+func minioBinary(t *testing.T) string {
+	t.Helper()
+	if p := os.Getenv("AVATARFLEET_MINIO"); p != "" {
+		return p
+	}
+	dir, err := os.Getwd()
+	if err != nil {
+		t.Fatal(err)
+	}
+	for {
+		if _, err := os.Stat(filepath.Join(dir, "go.work")); err == nil {
+			break
+		}
+		parent := filepath.Dir(dir)
+		if parent == dir {
+			t.Fatal("no go.work above the package: cannot find .tools")
+		}
+		dir = parent
+	}
+	bin := filepath.Join(dir, ".tools", "minio", minioVersion, "minio")
+	if _, err := os.Stat(bin); err != nil {
+		t.Fatalf("MinIO server: %v (run scripts/minio.sh, or scripts/setup.sh)", err)
+	}
+	return bin
+}
+
+func freePort(t *testing.T) string {
+	t.Helper()
+	l, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer func() { _ = l.Close() }()
+	return l.Addr().String()
+}
+
+// startMinIO runs a real MinIO server on a temporary directory, with the
+// bucket "recordings", and returns a store on it (plain HTTP: minio-go
+// signs each streamed chunk).
+func startMinIO(t *testing.T, partSize uint64) *S3Store {
+	t.Helper()
+	const user, pass = "avatarfleet-test", "avatarfleet-test-secret"
+	addr, console := freePort(t), freePort(t)
+	cmd := exec.Command(minioBinary(t), "server", "--quiet", "--address", addr, "--console-address", console, t.TempDir())
+	cmd.Env = append(os.Environ(), "MINIO_ROOT_USER="+user, "MINIO_ROOT_PASSWORD="+pass, "MINIO_BROWSER=off",
+		"MINIO_UPDATE=off", "HOME="+t.TempDir())
+	out, err := os.Create(filepath.Join(t.TempDir(), "minio.log"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	cmd.Stdout, cmd.Stderr = out, out
+	if err := cmd.Start(); err != nil {
+		t.Fatalf("start MinIO: %v", err)
+	}
+	exited := make(chan error, 1)
+	go func() { exited <- cmd.Wait() }()
+	t.Cleanup(func() {
+		_ = cmd.Process.Kill()
+		<-exited
+		_ = out.Close()
+	})
+	tr := &http.Transport{}
+	t.Cleanup(tr.CloseIdleConnections)
+	endpoint := "http://" + addr
+	deadline := time.Now().Add(60 * time.Second)
+	for {
+		resp, err := (&http.Client{Transport: tr, Timeout: time.Second}).Get(endpoint + "/minio/health/ready")
+		if err == nil {
+			_ = resp.Body.Close()
+			if resp.StatusCode == http.StatusOK {
+				break
+			}
+		}
+		select {
+		case err := <-exited:
+			log, _ := os.ReadFile(out.Name())
+			t.Fatalf("MinIO exited: %v\n%s", err, log)
+		default:
+		}
+		if time.Now().After(deadline) {
+			log, _ := os.ReadFile(out.Name())
+			t.Fatalf("MinIO not ready at %s: %v\n%s", endpoint, err, log)
+		}
+		time.Sleep(50 * time.Millisecond)
+	}
+	admin, err := minio.New(addr, &minio.Options{Creds: credentials.NewStaticV4(user, pass, ""), Transport: tr})
+	if err != nil {
+		t.Fatal(err)
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancel()
+	if err := admin.MakeBucket(ctx, "recordings", minio.MakeBucketOptions{}); err != nil {
+		t.Fatalf("make bucket: %v", err)
+	}
+	st, err := NewS3Store(ctx, S3Options{Endpoint: endpoint, Bucket: "recordings", Prefix: "fleet", AccessKey: user, SecretKey: pass, Transport: tr, PartSize: partSize})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := NewS3Store(ctx, S3Options{Endpoint: endpoint, Bucket: "absent", AccessKey: user, SecretKey: pass, Transport: tr}); err == nil {
+		t.Fatal("NewS3Store accepted a bucket that does not exist")
+	}
+	t.Logf("MinIO %s at %s", minioVersion, fmt.Sprint(endpoint))
+	return st
+}

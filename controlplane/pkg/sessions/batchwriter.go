@@ -4,33 +4,115 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"log/slog"
 	"sync"
+	"time"
 
 	fleetv1 "github.com/avatarfleet/avatarfleet/proto/fleet/v1"
 	"github.com/avatarfleet/avatarfleet/proto/fleetstore"
 )
 
 // batchWriter group-commits session state changes: requests that arrive
-// while a commit is in flight go to etcd together in one transaction. Under
-// load this halves the transactions a placement costs (the reservation
-// cannot be batched: each has its own conditions); when idle, a request is
-// committed at once, alone.
+// while a commit is in flight go to etcd together in one transaction (the
+// reservation cannot be batched: each has its own conditions); when idle, a
+// request is committed at once, alone.
+//
+// A create's ready mark goes through Mark and nobody waits for it: the
+// create answers once the reservation is committed and the worker has
+// started the session. Until the mark lands the record says starting; Await
+// lets a read on this replica wait for it, and if this replica dies before
+// writing it the supervisor's reaper finds the starting record whose worker
+// runs the session and marks it ready (or fails it, as before, when the
+// worker does not run it).
 type batchWriter struct {
-	store    *fleetstore.Store
+	store    batchStore
+	log      *slog.Logger
 	reqs     chan *writeReq
 	maxBatch int
 	lanes    int           // commits in flight at once
 	stopped  chan struct{} // closed when Run returns: writes fail fast
+	// markTries and markBackoff bound the retries of a mark whose commit
+	// failed for another reason than a conflict.
+	markTries   int
+	markBackoff time.Duration
+
+	mu      sync.Mutex
+	pending map[string]chan struct{} // session id → closed when its mark settles
+}
+
+// batchStore is the part of the store the writer commits through.
+type batchStore interface {
+	UpdateSessions(ctx context.Context, updates []fleetstore.SessionUpdate) error
+	UpdateSession(ctx context.Context, sess *fleetv1.Session, rev int64) (int64, error)
 }
 
 type writeReq struct {
 	update fleetstore.SessionUpdate
-	done   chan error
+	done   chan error // nil for a mark: nobody waits
 }
 
-func newBatchWriter(store *fleetstore.Store) *batchWriter {
+func newBatchWriter(store batchStore, log *slog.Logger) *batchWriter {
 	// etcd refuses transactions of more than 128 operations by default.
-	return &batchWriter{store: store, reqs: make(chan *writeReq, 1024), maxBatch: 64, lanes: 4, stopped: make(chan struct{})}
+	return &batchWriter{store: store, log: log, reqs: make(chan *writeReq, 1024), maxBatch: 64, lanes: 4,
+		stopped: make(chan struct{}), markTries: 5, markBackoff: 20 * time.Millisecond, pending: map[string]chan struct{}{}}
+}
+
+// Mark queues one record change, guarded by its revision, without waiting
+// for it. A mark that conflicts (the record moved on: deleted, ended) is
+// dropped; one that keeps failing is left to the reaper. It blocks only
+// while the queue is full.
+func (w *batchWriter) Mark(sess *fleetv1.Session, rev int64) {
+	id := sess.GetId()
+	w.mu.Lock()
+	if _, ok := w.pending[id]; !ok {
+		w.pending[id] = make(chan struct{})
+	}
+	w.mu.Unlock()
+	select {
+	case w.reqs <- &writeReq{update: fleetstore.SessionUpdate{Session: sess, Revision: rev}}:
+	case <-w.stopped:
+		w.settle(id)
+	}
+}
+
+// Await waits until the mark queued for a session, if any, has settled
+// (committed, dropped or given up). It reports whether one was pending.
+func (w *batchWriter) Await(ctx context.Context, id string) bool {
+	w.mu.Lock()
+	ch, ok := w.pending[id]
+	w.mu.Unlock()
+	if !ok {
+		return false
+	}
+	select {
+	case <-ch:
+	case <-ctx.Done():
+	case <-w.stopped:
+	}
+	return true
+}
+
+func (w *batchWriter) settle(id string) {
+	w.mu.Lock()
+	if ch, ok := w.pending[id]; ok {
+		close(ch)
+		delete(w.pending, id)
+	}
+	w.mu.Unlock()
+}
+
+// finish reports a request's outcome: to its caller, or for a mark by
+// settling it (a failure other than a conflict is left to the reaper).
+func (w *batchWriter) finish(r *writeReq, err error) {
+	if r.done != nil {
+		r.done <- err
+		return
+	}
+	id := r.update.Session.GetId()
+	if err != nil && !errors.Is(err, fleetstore.ErrConflict) {
+		w.log.Warn("ready mark not written; the reaper will recover it", "session", id, "err", err)
+	}
+	w.settle(id)
 }
 
 // Write commits one record change, guarded by its revision, and returns
@@ -86,27 +168,54 @@ func (w *batchWriter) lane(ctx context.Context) {
 				break fill
 			}
 		}
-		w.commit(context.WithoutCancel(ctx), batch)
+		w.commit(ctx, batch)
 	}
 }
 
+// commit writes one batch. A batch that fails for another reason than a
+// conflict (etcd slow, no leader) gives callers that wait their error at
+// once and retries its marks as one batch, markTries times in all with
+// doubling waits, so a lane stalls for at most a few hundred milliseconds;
+// ctx only cuts those waits short.
 func (w *batchWriter) commit(ctx context.Context, batch []*writeReq) {
-	if len(batch) > 1 {
-		updates := make([]fleetstore.SessionUpdate, len(batch))
-		for i, r := range batch {
-			updates[i] = r.update
+	wctx := context.WithoutCancel(ctx)
+	for try := 1; len(batch) > 0; try++ {
+		var err error
+		if len(batch) > 1 {
+			updates := make([]fleetstore.SessionUpdate, len(batch))
+			for i, r := range batch {
+				updates[i] = r.update
+			}
+			err = w.store.UpdateSessions(wctx, updates)
+		} else {
+			_, err = w.store.UpdateSession(wctx, batch[0].update.Session, batch[0].update.Revision)
 		}
-		err := w.store.UpdateSessions(ctx, updates)
-		if !errors.Is(err, fleetstore.ErrConflict) {
+		if errors.Is(err, fleetstore.ErrConflict) && len(batch) > 1 {
+			// One record moved on (its session ended meanwhile): find which.
 			for _, r := range batch {
-				r.done <- err
+				_, err := w.store.UpdateSession(wctx, r.update.Session, r.update.Revision)
+				w.finish(r, err)
 			}
 			return
 		}
-		// One record moved on (its session ended meanwhile): find which.
-	}
-	for _, r := range batch {
-		_, err := w.store.UpdateSession(ctx, r.update.Session, r.update.Revision)
-		r.done <- err
+		if err == nil || errors.Is(err, fleetstore.ErrConflict) || try >= w.markTries || ctx.Err() != nil {
+			for _, r := range batch {
+				w.finish(r, err)
+			}
+			return
+		}
+		marks := make([]*writeReq, 0, len(batch))
+		for _, r := range batch {
+			if r.done != nil {
+				r.done <- err
+			} else {
+				marks = append(marks, r)
+			}
+		}
+		batch = marks
+		select {
+		case <-ctx.Done():
+		case <-time.After(w.markBackoff << (try - 1)):
+		}
 	}
 }

@@ -33,6 +33,9 @@ type memStore struct {
 	// loseNext makes that many reservations fail as if another replica won.
 	loseNext int
 	calls    map[string]int
+	// holdMarks keeps ready marks back (see Mark).
+	holdMarks bool
+	heldMarks []memMark
 }
 
 func newMemStore() *memStore {
@@ -157,6 +160,36 @@ func (s *memStore) UpdateSession(_ context.Context, sess *fleetv1.Session, rev i
 func (s *memStore) Write(ctx context.Context, sess *fleetv1.Session, rev int64) error {
 	_, err := s.UpdateSession(ctx, sess, rev)
 	return err
+}
+
+// Mark writes at once, unless holdMarks: then the marks wait in
+// heldMarks until releaseMarks (a replica that has not written them yet).
+func (s *memStore) Mark(sess *fleetv1.Session, rev int64) {
+	s.mu.Lock()
+	if s.holdMarks {
+		s.heldMarks = append(s.heldMarks, memMark{sess, rev})
+		s.mu.Unlock()
+		return
+	}
+	s.mu.Unlock()
+	_, _ = s.UpdateSession(context.Background(), sess, rev)
+}
+
+func (s *memStore) Await(context.Context, string) bool { return false }
+
+type memMark struct {
+	sess *fleetv1.Session
+	rev  int64
+}
+
+func (s *memStore) releaseMarks() {
+	s.mu.Lock()
+	held := s.heldMarks
+	s.heldMarks, s.holdMarks = nil, false
+	s.mu.Unlock()
+	for _, m := range held {
+		_, _ = s.UpdateSession(context.Background(), m.sess, m.rev)
+	}
 }
 
 func (s *memStore) Session(_ context.Context, id string) (*fleetv1.Session, int64, error) {

@@ -41,6 +41,10 @@ type workerClients interface {
 // revision (the batch writer in production).
 type readyWriter interface {
 	Write(ctx context.Context, sess *fleetv1.Session, rev int64) error
+	// Mark queues the change without waiting; Await waits for a queued
+	// one to settle and reports whether one was pending.
+	Mark(sess *fleetv1.Session, rev int64)
+	Await(ctx context.Context, id string) bool
 }
 
 // deps are what placement talks to.

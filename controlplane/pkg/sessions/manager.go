@@ -67,6 +67,9 @@ type Options struct {
 	// exponential wait between re-placement rounds that found no capacity
 	// (defaults 250 ms and 5 s).
 	ReplaceMinBackoff, ReplaceMaxBackoff time.Duration
+	// ReadySettle bounds how long Get waits for a create's ready mark to
+	// land before it shows the record as starting (default 1 s).
+	ReadySettle time.Duration
 }
 
 // Manager runs the session lifecycle.
@@ -109,6 +112,9 @@ func NewManager(opts Options) *Manager {
 	if opts.ReplaceMaxBackoff == 0 {
 		opts.ReplaceMaxBackoff = 5 * time.Second
 	}
+	if opts.ReadySettle == 0 {
+		opts.ReadySettle = time.Second
+	}
 	if opts.Selector == nil {
 		opts.Selector = placement.Spread{}
 	}
@@ -119,7 +125,7 @@ func NewManager(opts Options) *Manager {
 	if log == nil {
 		log = slog.Default()
 	}
-	m := &Manager{opts: opts, log: log, writer: newBatchWriter(opts.Store), rng: mrand.New(mrand.NewPCG(mrand.Uint64(), mrand.Uint64()))}
+	m := &Manager{opts: opts, log: log, writer: newBatchWriter(opts.Store, log), rng: mrand.New(mrand.NewPCG(mrand.Uint64(), mrand.Uint64()))}
 	m.d = deps{store: opts.Store, fleet: opts.Registry, workers: opts.Workers, writer: m.writer}
 	m.replay = m.replaySpeech
 	return m
@@ -210,6 +216,9 @@ type placer interface {
 	ready(sess *fleetv1.Session) *fleetv1.Session
 	// startRecord is the record sent to the worker with StartSession.
 	startRecord(sess *fleetv1.Session) *fleetv1.Session
+	// markLater says whether the ready record is written off the critical
+	// path (group-committed, not waited for): true for creates.
+	markLater() bool
 	// observe records the outcome of one placement round.
 	observe(result string, start time.Time)
 }
@@ -313,6 +322,16 @@ func (m *Manager) tryReserveAndStart(ctx context.Context, view registry.WorkerVi
 	}
 
 	ready := p.ready(sess)
+	if p.markLater() {
+		// The reservation is committed and the worker runs the session:
+		// the create is done. The ready mark follows in a group commit; a
+		// read waits for it (Get), the reaper recovers it if this replica
+		// dies first, and it is dropped if the record moved on meanwhile.
+		m.d.writer.Mark(ready, rev)
+		proto.Reset(sess)
+		proto.Merge(sess, ready)
+		return placedOK, nil
+	}
 	if err := m.d.writer.Write(ctx, ready, rev); err != nil {
 		if !errors.Is(err, fleetstore.ErrConflict) {
 			return 0, err
@@ -364,6 +383,8 @@ func (p *createPlacer) ready(sess *fleetv1.Session) *fleetv1.Session {
 }
 
 func (p *createPlacer) startRecord(sess *fleetv1.Session) *fleetv1.Session { return sess }
+
+func (p *createPlacer) markLater() bool { return true }
 
 func (p *createPlacer) observe(result string, start time.Time) {
 	p.m.opts.Metrics.placement(result, start)

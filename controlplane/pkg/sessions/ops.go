@@ -4,18 +4,53 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"time"
 
 	fleetv1 "github.com/avatarfleet/avatarfleet/proto/fleet/v1"
 	"github.com/avatarfleet/avatarfleet/proto/fleetstore"
 )
 
-// Get reads a session record.
+// Get reads a session record. A create answers 201 (ready) once its worker
+// runs the session and writes the ready mark after, group-committed; so a
+// record still starting from a create (not a re-placement) is read again
+// until the mark lands — on this replica by waiting for its own queued mark,
+// on another by polling — for at most ReadySettle. A read after a 201 thus
+// shows ready (or a later state), never starting, unless the creating
+// replica died before its mark: then starting until the reaper recovers it.
 func (m *Manager) Get(ctx context.Context, id string) (*fleetv1.Session, error) {
+	sess, err := m.read(ctx, id)
+	if err != nil || !awaitingMark(sess) {
+		return sess, err
+	}
+	if m.d.writer.Await(ctx, id) {
+		return m.read(ctx, id)
+	}
+	deadline := time.Now().Add(m.opts.ReadySettle)
+	for wait := time.Millisecond; awaitingMark(sess) && time.Now().Before(deadline); wait = min(2*wait, 20*time.Millisecond) {
+		select {
+		case <-ctx.Done():
+			return sess, nil
+		case <-time.After(wait):
+		}
+		if sess, err = m.read(ctx, id); err != nil {
+			return nil, err
+		}
+	}
+	return sess, nil
+}
+
+func (m *Manager) read(ctx context.Context, id string) (*fleetv1.Session, error) {
 	sess, _, err := m.opts.Store.Session(ctx, id)
 	if errors.Is(err, fleetstore.ErrNotFound) {
 		return nil, ErrNotFound
 	}
 	return sess, err
+}
+
+// awaitingMark says whether a record is a create's, started or starting,
+// whose ready mark has not landed.
+func awaitingMark(sess *fleetv1.Session) bool {
+	return sess.GetState() == fleetv1.SessionState_SESSION_STATE_STARTING && sess.GetLostAt() == nil
 }
 
 // List reads every session record.

@@ -3,6 +3,7 @@ package sessions
 import (
 	"context"
 	"errors"
+	"fmt"
 	"log/slog"
 	"testing"
 
@@ -128,6 +129,41 @@ func TestPlaceRetries(t *testing.T) {
 			rec, _, _ := fx.store.Session(context.Background(), sess.GetId())
 			if rec.GetState() != fleetv1.SessionState_SESSION_STATE_READY || rec.GetWorkerId() != tt.wantWorker {
 				t.Errorf("record %v", rec)
+			}
+		})
+	}
+}
+
+// TestCreateAnswersBeforeReadyMark: a create returns ready once the worker
+// runs the session, while its ready mark is still queued (the record says
+// starting); the mark then lands, or is dropped if the record moved on.
+func TestCreateAnswersBeforeReadyMark(t *testing.T) {
+	for _, moved := range []bool{false, true} {
+		t.Run(fmt.Sprintf("record moved on: %v", moved), func(t *testing.T) {
+			fx := newFixture(quiet())
+			fx.fleet.add("w1", 2)
+			fx.store.holdMarks = true
+			sess, err := fx.m.Create(context.Background(), CreateParams{Avatar: DefaultAvatar, Voice: DefaultVoice, Owner: "o"})
+			if err != nil {
+				t.Fatal(err)
+			}
+			if sess.GetState() != fleetv1.SessionState_SESSION_STATE_READY || sess.GetPlacedAt() == nil || fx.workers.startsOn("w1") != 1 {
+				t.Fatalf("create answered %v after %d starts", sess, fx.workers.startsOn("w1"))
+			}
+			rec, rev, _ := fx.store.Session(context.Background(), sess.GetId())
+			if rec.GetState() != fleetv1.SessionState_SESSION_STATE_STARTING {
+				t.Fatalf("record before the mark: %s, want starting", rec.GetState())
+			}
+			want := fleetv1.SessionState_SESSION_STATE_READY
+			if moved { // e.g. deleted right after the 201
+				rec.State, want = fleetv1.SessionState_SESSION_STATE_ENDED, fleetv1.SessionState_SESSION_STATE_ENDED
+				if _, err := fx.store.UpdateSession(context.Background(), rec, rev); err != nil {
+					t.Fatal(err)
+				}
+			}
+			fx.store.releaseMarks()
+			if rec, _, _ = fx.store.Session(context.Background(), sess.GetId()); rec.GetState() != want {
+				t.Errorf("record after the mark: %s, want %s", rec.GetState(), want)
 			}
 		})
 	}

@@ -277,6 +277,10 @@ func (p *movePlacer) startRecord(sess *fleetv1.Session) *fleetv1.Session {
 // records its outcome as a whole).
 func (p *movePlacer) observe(string, time.Time) {}
 
+// markLater is false: a re-placement replays speech and reports the moved
+// record once it is ready, so it waits for its ready mark.
+func (p *movePlacer) markLater() bool { return false }
+
 // current reads the record as it is now, for a caller told ErrMovedOn;
 // nil when it cannot be read.
 func (p *movePlacer) current(ctx context.Context) *fleetv1.Session {

@@ -51,6 +51,8 @@ type reaperStore interface {
 	MarkLost(ctx context.Context, ss fleetstore.SessionSlot, now time.Time) (*fleetv1.Session, int64, error)
 	FailLost(ctx context.Context, ss fleetstore.SessionSlot, message string) (*fleetv1.Session, error)
 	EndSessionAt(ctx context.Context, sess *fleetv1.Session, rev int64, state fleetv1.SessionState, reason fleetv1.EndReason, message string) (*fleetv1.Session, error)
+	UpdateSession(ctx context.Context, sess *fleetv1.Session, rev int64) (int64, error)
+	Worker(ctx context.Context, id string) (*fleetv1.Worker, error)
 	DeleteSessionRecord(ctx context.Context, id string, rev int64) error
 }
 
@@ -146,12 +148,10 @@ func (r *reaper) checkRecord(ctx context.Context, kv fleetstore.KV, now time.Tim
 		r.jobs.start(sess.GetId()) // a re-placement: in a job already, or left by a previous leader
 	case st == fleetv1.SessionState_SESSION_STATE_STARTING:
 		// A create in flight: its replica owns the record (and undoes it if
-		// the start fails), unless that replica died long ago.
-		if listing && now.Sub(sess.GetCreatedAt().AsTime()) > startGrace {
-			if _, err := r.s.store.EndSessionAt(ctx, sess, kv.ModRevision, fleetv1.SessionState_SESSION_STATE_FAILED,
-				fleetv1.EndReason_END_REASON_ERROR, "placement did not complete"); err != nil && !errors.Is(err, fleetstore.ErrConflict) {
-				r.s.log.Warn("end abandoned placement", "session", sess.GetId(), "err", err)
-			}
+		// the start fails), unless that replica died before its ready mark
+		// or its start completed (settleCreate, in a job: it asks a worker).
+		if listing && now.Sub(sess.GetCreatedAt().AsTime()) > recoverAfter {
+			r.jobs.start(sess.GetId())
 		}
 	case st == fleetv1.SessionState_SESSION_STATE_READY:
 		if r.slots[r.keys.Slot(sess.GetWorkerId(), sess.GetGpu(), sess.GetSlot())] != sess.GetId() {
@@ -191,6 +191,8 @@ func (r *reaper) handleOnce(ctx context.Context, id string) (retry bool, err err
 	case sess.GetState() == fleetv1.SessionState_SESSION_STATE_PLACING || sess.GetLostAt() != nil:
 		// Being re-placed: by a previous leader, or by this one before a
 		// record change restarted the job.
+	case sess.GetState() == fleetv1.SessionState_SESSION_STATE_STARTING:
+		return r.settleCreate(ctx, ss)
 	case ss.SlotHeld:
 		return false, nil
 	case sess.GetState() != fleetv1.SessionState_SESSION_STATE_READY:

@@ -2,6 +2,7 @@ package supervisor
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"log/slog"
 	"sync"
@@ -10,6 +11,7 @@ import (
 	"time"
 
 	"go.uber.org/goleak"
+	"google.golang.org/grpc"
 
 	"google.golang.org/protobuf/proto"
 	"google.golang.org/protobuf/types/known/timestamppb"
@@ -147,6 +149,48 @@ func (s *memStore) EndSessionAt(_ context.Context, sess *fleetv1.Session, rev in
 	return ended, nil
 }
 
+func (s *memStore) UpdateSession(_ context.Context, sess *fleetv1.Session, rev int64) (int64, error) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	s.calls = append(s.calls, "update:"+sess.GetState().String())
+	if s.revs[sess.GetId()] != rev {
+		return 0, fleetstore.ErrConflict
+	}
+	s.rev++
+	s.records[sess.GetId()], s.revs[sess.GetId()] = proto.Clone(sess).(*fleetv1.Session), s.rev
+	return s.rev, nil
+}
+
+// Worker returns a record for any worker id (its address is not dialled:
+// the tests' worker dialer is a fake).
+func (s *memStore) Worker(_ context.Context, id string) (*fleetv1.Worker, error) {
+	return &fleetv1.Worker{Id: id, GrpcAddress: id + ":0"}, nil
+}
+
+// fakeWorkers is a fake WorkerDialer (unit tests only) whose workers report
+// every session in one state, or fail the call.
+type fakeWorkers struct {
+	state fleetv1.SessionState
+	err   error
+}
+
+func (f fakeWorkers) Client(string, string) (fleetv1.WorkerServiceClient, error) {
+	return fakeWorkerClient{state: f.state, err: f.err}, nil
+}
+
+type fakeWorkerClient struct {
+	fleetv1.WorkerServiceClient // other calls are not made: they would panic
+	state                       fleetv1.SessionState
+	err                         error
+}
+
+func (c fakeWorkerClient) SessionStatus(context.Context, *fleetv1.SessionStatusRequest, ...grpc.CallOption) (*fleetv1.SessionStatusResponse, error) {
+	if c.err != nil {
+		return nil, c.err
+	}
+	return &fleetv1.SessionStatusResponse{State: c.state}, nil
+}
+
 func (s *memStore) DeleteSessionRecord(_ context.Context, id string, rev int64) error {
 	s.mu.Lock()
 	defer s.mu.Unlock()
@@ -205,6 +249,7 @@ func TestReaperDecides(t *testing.T) {
 		// deleted sends a slot deletion naming the session after the listing.
 		deleted    bool
 		noReplacer bool
+		workers    *fakeWorkers // nil: no worker dialer
 		wantState  fleetv1.SessionState
 		wantCalls  []string // store calls, in order
 		wantAsked  int      // Replace calls
@@ -231,6 +276,22 @@ func TestReaperDecides(t *testing.T) {
 		{name: "abandoned create: failed with error",
 			record:    &fleetv1.Session{Id: "s", State: fleetv1.SessionState_SESSION_STATE_STARTING, WorkerId: "w1", CreatedAt: old},
 			wantState: fleetv1.SessionState_SESSION_STATE_FAILED, wantCalls: []string{"end:END_REASON_ERROR"}},
+		{name: "replica died before the ready mark, worker runs it: ready", slotHeld: true,
+			workers:   &fakeWorkers{state: fleetv1.SessionState_SESSION_STATE_READY},
+			record:    &fleetv1.Session{Id: "s", State: fleetv1.SessionState_SESSION_STATE_STARTING, WorkerId: "w1", CreatedAt: timestamppb.New(time.Now().Add(-recoverAfter - time.Second))},
+			wantState: fleetv1.SessionState_SESSION_STATE_READY, wantCalls: []string{"update:SESSION_STATE_READY"}},
+		{name: "starting past recoverAfter, worker does not run it: left until startGrace", slotHeld: true,
+			workers:   &fakeWorkers{err: errors.New("no such session")},
+			record:    &fleetv1.Session{Id: "s", State: fleetv1.SessionState_SESSION_STATE_STARTING, WorkerId: "w1", CreatedAt: timestamppb.New(time.Now().Add(-recoverAfter - time.Second))},
+			wantState: fleetv1.SessionState_SESSION_STATE_STARTING},
+		{name: "starting, younger than recoverAfter: the worker is not asked", slotHeld: true,
+			workers:   &fakeWorkers{state: fleetv1.SessionState_SESSION_STATE_READY},
+			record:    &fleetv1.Session{Id: "s", State: fleetv1.SessionState_SESSION_STATE_STARTING, WorkerId: "w1", CreatedAt: timestamppb.New(time.Now().Add(-time.Second))},
+			wantState: fleetv1.SessionState_SESSION_STATE_STARTING},
+		{name: "abandoned create whose worker runs it but lost its slot: failed",
+			workers:   &fakeWorkers{state: fleetv1.SessionState_SESSION_STATE_READY},
+			record:    &fleetv1.Session{Id: "s", State: fleetv1.SessionState_SESSION_STATE_STARTING, WorkerId: "w1", CreatedAt: old},
+			wantState: fleetv1.SessionState_SESSION_STATE_FAILED, wantCalls: []string{"end:END_REASON_ERROR"}},
 		{name: "ended past retention: expired",
 			record: &fleetv1.Session{Id: "s", State: fleetv1.SessionState_SESSION_STATE_ENDED, EndedAt: old},
 			gone:   true, wantCalls: []string{"delete_record"}},
@@ -243,6 +304,9 @@ func TestReaperDecides(t *testing.T) {
 			opts := Options{Log: slog.New(slog.DiscardHandler), Retention: time.Minute, ReplaceConcurrency: 4}
 			if !tt.noReplacer {
 				opts.Replacer = rep
+			}
+			if tt.workers != nil {
+				opts.Workers = *tt.workers
 			}
 			s := New(opts)
 			s.store = st

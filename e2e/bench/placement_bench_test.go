@@ -3,11 +3,14 @@ package bench
 import (
 	"bytes"
 	"context"
+	"flag"
 	"fmt"
 	"io"
 	"net/http"
 	"os"
 	"sort"
+	"strconv"
+	"strings"
 	"sync"
 	"sync/atomic"
 	"testing"
@@ -17,7 +20,30 @@ import (
 	"github.com/avatarfleet/avatarfleet/e2e/internal/testfleet"
 	fleetv1 "github.com/avatarfleet/avatarfleet/proto/fleet/v1"
 	"github.com/avatarfleet/avatarfleet/proto/fleetstore"
+	"github.com/avatarfleet/avatarfleet/worker/pkg/agent"
 )
+
+// Flags of BenchmarkPlacement, to run a part of it (e.g. while profiling
+// or chasing an error): `go test -bench Placement$ ./bench/ -args
+// -placement.replicas 3 -placement.raw=false -placement.log`.
+var (
+	placementReplicas = flag.String("placement.replicas", "1,3", "comma-separated control-plane replica counts to measure")
+	placementRaw      = flag.Bool("placement.raw", true, "measure the raw etcd reservation transaction too")
+	placementLog      = flag.Bool("placement.log", false, "send the fleet's logs (debug level) to stderr")
+)
+
+// replicaCounts parses -placement.replicas.
+func replicaCounts(b *testing.B) []int {
+	var out []int
+	for _, f := range strings.Split(*placementReplicas, ",") {
+		n, err := strconv.Atoi(strings.TrimSpace(f))
+		if err != nil || n < 1 || n > 9 {
+			b.Fatalf("-placement.replicas %q: want counts of 1..9, comma-separated", *placementReplicas)
+		}
+		out = append(out, n)
+	}
+	return out
+}
 
 // Sizes of the runs. Big enough for stable figures on a 2-core machine,
 // small enough that `make bench` takes a few minutes.
@@ -52,15 +78,19 @@ func BenchmarkPlacement(b *testing.B) {
 	var rows []row
 	for range b.N {
 		rows = rows[:0]
-		for _, c := range concurrencies {
-			rows = append(rows, rawReserve(b, c))
+		if *placementRaw {
+			for _, c := range concurrencies {
+				rows = append(rows, rawReserve(b, c))
+			}
 		}
-		for _, replicas := range []int{1, 3} {
+		for _, replicas := range replicaCounts(b) {
 			rows = append(rows, placements(b, replicas)...)
 		}
 	}
 	printTable(os.Stdout, rows)
-	b.ReportMetric(rows[len(concurrencies)-1].perSecond, "raw-txn/s")
+	if *placementRaw {
+		b.ReportMetric(rows[len(concurrencies)-1].perSecond, "raw-txn/s")
+	}
 }
 
 func printTable(w io.Writer, rows []row) {
@@ -138,7 +168,12 @@ func placements(b *testing.B, replicas int) []row {
 	for i := range 4 {
 		workers = append(workers, testfleet.WorkerSpec{ID: fmt.Sprintf("w%d", i), GPUs: 4, SlotsPerGPU: 1024})
 	}
-	f := testfleet.Start(b, testfleet.Options{EtcdMembers: 3, Replicas: replicas, Workers: workers, Fsync: true, EtcdSnapshotCount: 1 << 30})
+	f := testfleet.Start(b, testfleet.Options{EtcdMembers: 3, Replicas: replicas, Workers: workers, Fsync: true, EtcdSnapshotCount: 1 << 30,
+		// The workers' production lease, not the tests' 2 s (made for quick
+		// loss detection): on a starved 2-core machine a 2 s lease can miss
+		// its keep-alives mid-run, and the worker then fences itself and
+		// stops thousands of sessions, which measures recovery, not placement.
+		WorkerLeaseTTL: agent.DefaultLeaseTTL, Verbose: *placementLog})
 	client := &http.Client{Transport: &http.Transport{MaxIdleConnsPerHost: 512, MaxConnsPerHost: 512}}
 	defer client.CloseIdleConnections()
 	create := func(i int) (time.Duration, error) {
@@ -150,10 +185,10 @@ func placements(b *testing.B, replicas int) []row {
 		if err != nil {
 			return 0, err
 		}
-		_, _ = io.Copy(io.Discard, resp.Body)
+		body, _ := io.ReadAll(io.LimitReader(resp.Body, 4096))
 		resp.Body.Close()
 		if resp.StatusCode != 201 {
-			return 0, fmt.Errorf("status %d", resp.StatusCode)
+			return 0, fmt.Errorf("replica %d: status %d: %s", i%replicas, resp.StatusCode, bytes.TrimSpace(body))
 		}
 		return time.Since(t0), nil
 	}

@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
+	"slices"
 	"sync"
 	"time"
 
@@ -35,6 +36,13 @@ type batchWriter struct {
 	// failed for another reason than a conflict.
 	markTries   int
 	markBackoff time.Duration
+	// commitTimeout bounds one commit attempt: an etcd that does not
+	// answer (no leader, a member starved of CPU) must not hold a lane,
+	// and every mark queued behind it, for longer.
+	commitTimeout time.Duration
+	// testHookMarkDelay holds every batch with a mark back that long
+	// before its commit (Options.TestHookMarkDelay; tests only).
+	testHookMarkDelay time.Duration
 
 	mu      sync.Mutex
 	pending map[string]chan struct{} // session id → closed when its mark settles
@@ -51,10 +59,15 @@ type writeReq struct {
 	done   chan error // nil for a mark: nobody waits
 }
 
+// defaultCommitTimeout bounds one group commit: etcd's own request
+// timeout is about as long, so a commit that takes longer is not coming.
+const defaultCommitTimeout = 5 * time.Second
+
 func newBatchWriter(store batchStore, log *slog.Logger) *batchWriter {
 	// etcd refuses transactions of more than 128 operations by default.
 	return &batchWriter{store: store, log: log, reqs: make(chan *writeReq, 1024), maxBatch: 64, lanes: 4,
-		stopped: make(chan struct{}), markTries: 5, markBackoff: 20 * time.Millisecond, pending: map[string]chan struct{}{}}
+		stopped: make(chan struct{}), markTries: 5, markBackoff: 20 * time.Millisecond, commitTimeout: defaultCommitTimeout,
+		pending: map[string]chan struct{}{}}
 }
 
 // Mark queues one record change, guarded by its revision, without waiting
@@ -178,6 +191,7 @@ func (w *batchWriter) lane(ctx context.Context) {
 // doubling waits, so a lane stalls for at most a few hundred milliseconds;
 // ctx only cuts those waits short.
 func (w *batchWriter) commit(ctx context.Context, batch []*writeReq) {
+	w.holdMarks(ctx, batch)
 	wctx := context.WithoutCancel(ctx)
 	for try := 1; len(batch) > 0; try++ {
 		var err error
@@ -186,15 +200,14 @@ func (w *batchWriter) commit(ctx context.Context, batch []*writeReq) {
 			for i, r := range batch {
 				updates[i] = r.update
 			}
-			err = w.store.UpdateSessions(wctx, updates)
+			err = w.bounded(wctx, func(ctx context.Context) error { return w.store.UpdateSessions(ctx, updates) })
 		} else {
-			_, err = w.store.UpdateSession(wctx, batch[0].update.Session, batch[0].update.Revision)
+			err = w.updateOne(wctx, batch[0])
 		}
 		if errors.Is(err, fleetstore.ErrConflict) && len(batch) > 1 {
 			// One record moved on (its session ended meanwhile): find which.
 			for _, r := range batch {
-				_, err := w.store.UpdateSession(wctx, r.update.Session, r.update.Revision)
-				w.finish(r, err)
+				w.finish(r, w.updateOne(wctx, r))
 			}
 			return
 		}
@@ -217,5 +230,34 @@ func (w *batchWriter) commit(ctx context.Context, batch []*writeReq) {
 		case <-ctx.Done():
 		case <-time.After(w.markBackoff << (try - 1)):
 		}
+	}
+}
+
+// bounded runs one commit attempt under commitTimeout.
+func (w *batchWriter) bounded(ctx context.Context, f func(ctx context.Context) error) error {
+	cctx, cancel := context.WithTimeout(ctx, w.commitTimeout)
+	defer cancel()
+	return f(cctx)
+}
+
+func (w *batchWriter) updateOne(ctx context.Context, r *writeReq) error {
+	return w.bounded(ctx, func(ctx context.Context) error {
+		_, err := w.store.UpdateSession(ctx, r.update.Session, r.update.Revision)
+		return err
+	})
+}
+
+// holdMarks is the test hook Options.TestHookMarkDelay: it holds a batch
+// holding a mark back before its commit (a replica killed meanwhile leaves
+// its creates' records starting, for the reaper to recover).
+func (w *batchWriter) holdMarks(ctx context.Context, batch []*writeReq) {
+	if w.testHookMarkDelay <= 0 || !slices.ContainsFunc(batch, func(r *writeReq) bool { return r.done == nil }) {
+		return
+	}
+	t := time.NewTimer(w.testHookMarkDelay)
+	defer t.Stop()
+	select {
+	case <-ctx.Done():
+	case <-t.C:
 	}
 }

@@ -220,3 +220,92 @@ func TestGetWaitsForReadyMark(t *testing.T) {
 		t.Errorf("unmarked record returned after %v, before ReadySettle %v", d, opts.ReadySettle)
 	}
 }
+
+// hangingStore does not answer its first hang commits until their context
+// ends (an etcd without a leader, or a member starved of CPU), then
+// commits to the real store.
+type hangingStore struct {
+	*fleetstore.Store
+	mu   sync.Mutex
+	hang int
+}
+
+func (h *hangingStore) wait(ctx context.Context) error {
+	h.mu.Lock()
+	hang := h.hang > 0
+	if hang {
+		h.hang--
+	}
+	h.mu.Unlock()
+	if !hang {
+		return nil
+	}
+	<-ctx.Done()
+	return ctx.Err()
+}
+
+func (h *hangingStore) UpdateSessions(ctx context.Context, u []fleetstore.SessionUpdate) error {
+	if err := h.wait(ctx); err != nil {
+		return err
+	}
+	return h.Store.UpdateSessions(ctx, u)
+}
+
+func (h *hangingStore) UpdateSession(ctx context.Context, s *fleetv1.Session, rev int64) (int64, error) {
+	if err := h.wait(ctx); err != nil {
+		return 0, err
+	}
+	return h.Store.UpdateSession(ctx, s, rev)
+}
+
+// TestCommitThatHangsIsBounded: a commit etcd never answers holds its lane
+// for at most commitTimeout per try. Without the bound one such commit
+// stalled its lane for good (commits run without the request's context):
+// the marks behind it never landed, the queue filled and creates blocked
+// in Mark. A mark caught in it is left to the reaper; the marks and writes
+// after it commit.
+func TestCommitThatHangsIsBounded(t *testing.T) {
+	tests := []struct {
+		name      string
+		hang      int
+		wantFirst fleetv1.SessionState // the mark caught in the hang
+	}{
+		{name: "one hung try, the retry lands", hang: 1, wantFirst: fleetv1.SessionState_SESSION_STATE_READY},
+		{name: "every try hangs: given up, left starting", hang: 2, wantFirst: fleetv1.SessionState_SESSION_STATE_STARTING},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			st, cli := startEtcd(t)
+			revs := putStarting(t, st, cli, "sess_hung", "sess_next", "sess_write")
+			w := newBatchWriter(&hangingStore{Store: st, hang: tt.hang}, slog.New(slog.DiscardHandler))
+			w.lanes, w.markTries, w.markBackoff, w.commitTimeout = 1, 2, time.Millisecond, 100*time.Millisecond
+			runWriter(t, w)
+			ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+			defer cancel()
+			start := time.Now()
+			w.Mark(readyOf("sess_hung"), revs["sess_hung"])
+			w.Await(ctx, "sess_hung")
+			w.Mark(readyOf("sess_next"), revs["sess_next"])
+			w.Await(ctx, "sess_next")
+			if err := w.Write(ctx, readyOf("sess_write"), revs["sess_write"]); err != nil {
+				t.Fatalf("write after the hang: %v", err)
+			}
+			if ctx.Err() != nil {
+				t.Fatal("the lane stayed stalled by a commit etcd never answered")
+			}
+			if d := time.Since(start); d > 2*time.Second {
+				t.Errorf("the hang held the lane %s; want about %d × 100 ms", d, tt.hang)
+			}
+			for id, want := range map[string]fleetv1.SessionState{"sess_hung": tt.wantFirst,
+				"sess_next": fleetv1.SessionState_SESSION_STATE_READY, "sess_write": fleetv1.SessionState_SESSION_STATE_READY} {
+				sess, _, err := st.Session(context.Background(), id)
+				if err != nil {
+					t.Fatal(err)
+				}
+				if sess.GetState() != want {
+					t.Errorf("%s: %s, want %s", id, sess.GetState(), want)
+				}
+			}
+		})
+	}
+}

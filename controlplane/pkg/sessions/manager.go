@@ -70,6 +70,10 @@ type Options struct {
 	// ReadySettle bounds how long Get waits for a create's ready mark to
 	// land before it shows the record as starting (default 1 s).
 	ReadySettle time.Duration
+	// TestHookMarkDelay, a test hook, holds every group commit holding a
+	// create's ready mark back that long, so a test can kill a replica
+	// between its 201s and their marks. Never set outside tests.
+	TestHookMarkDelay time.Duration
 }
 
 // Manager runs the session lifecycle.
@@ -125,7 +129,9 @@ func NewManager(opts Options) *Manager {
 	if log == nil {
 		log = slog.Default()
 	}
-	m := &Manager{opts: opts, log: log, writer: newBatchWriter(opts.Store, log), rng: mrand.New(mrand.NewPCG(mrand.Uint64(), mrand.Uint64()))}
+	writer := newBatchWriter(opts.Store, log)
+	writer.testHookMarkDelay = opts.TestHookMarkDelay
+	m := &Manager{opts: opts, log: log, writer: writer, rng: mrand.New(mrand.NewPCG(mrand.Uint64(), mrand.Uint64()))}
 	m.d = deps{store: opts.Store, fleet: opts.Registry, workers: opts.Workers, writer: m.writer}
 	m.replay = m.replaySpeech
 	return m

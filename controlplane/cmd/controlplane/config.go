@@ -54,7 +54,20 @@ type Config struct {
 
 	Log   fleetconfig.Log
 	Links fleetconfig.Links
+
+	// TestHookMarkDelay is a test hook, set only by the environment
+	// variable TestHookMarkDelayEnv (no flag): it holds this replica's
+	// ready marks back that long after their creates answered, so an
+	// end-to-end test can kill the replica in between. Never set it in a
+	// deployment.
+	TestHookMarkDelay time.Duration
 }
+
+// TestHookMarkDelayEnv names the test hook Config.TestHookMarkDelay.
+const TestHookMarkDelayEnv = "AVATARFLEET_TEST_HOOK_MARK_DELAY"
+
+// maxTestHookMarkDelay bounds the test hook.
+const maxTestHookMarkDelay = 10 * time.Minute
 
 // AddFlags registers every flag of c, with its default.
 func (c *Config) AddFlags(fs *flag.FlagSet) {
@@ -123,6 +136,8 @@ func (c Config) Validate() error {
 		return errors.New("--webhook-retry-max: at least --webhook-retry-initial")
 	case c.WebhookTimeout < 100*time.Millisecond || c.WebhookTimeout > 5*time.Minute:
 		return errors.New("--webhook-timeout: 100ms to 5m")
+	case c.TestHookMarkDelay < 0 || c.TestHookMarkDelay > maxTestHookMarkDelay:
+		return fmt.Errorf("%s: 0 to %s", TestHookMarkDelayEnv, maxTestHookMarkDelay)
 	case !strings.HasPrefix(c.EtcdPrefix, "/"):
 		return fmt.Errorf("--etcd-prefix %q: must start with /", c.EtcdPrefix)
 	}
@@ -159,5 +174,12 @@ func ParseConfig(args []string, getenv func(string) string, out io.Writer) (Conf
 		return c, err
 	}
 	c.Limits.MaxPendingViewersPerToken = min(auth.DefaultMaxPendingViewersPerToken, c.Limits.MaxPendingViewers)
+	if v := getenv(TestHookMarkDelayEnv); v != "" {
+		d, err := time.ParseDuration(v)
+		if err != nil {
+			return c, fmt.Errorf("%s=%q: %w", TestHookMarkDelayEnv, v, err)
+		}
+		c.TestHookMarkDelay = d
+	}
 	return c, c.Validate()
 }

@@ -93,10 +93,14 @@ func run(ctx context.Context, c Config, log *slog.Logger) error {
 			Retry:   webhooks.Retry{MaxAttempts: c.WebhookMaxAttempts, Initial: c.WebhookRetryInitial, Max: c.WebhookRetryMax},
 			Timeout: c.WebhookTimeout,
 		},
-		Log: log,
+		Log:               log,
+		TestHookMarkDelay: c.TestHookMarkDelay,
 	})
 	if err != nil {
 		return err
+	}
+	if c.TestHookMarkDelay > 0 {
+		log.Warn("test hook: ready marks are held back", "env", TestHookMarkDelayEnv, "delay", c.TestHookMarkDelay)
 	}
 	fmt.Printf("AvatarFleet control plane: %s\n", displayURL(r.Addr(), c.TLSCertFile != ""))
 	if generated != "" {

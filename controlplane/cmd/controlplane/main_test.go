@@ -73,6 +73,11 @@ func TestParseConfig(t *testing.T) {
 			}, ""},
 		{"no webhook attempts", []string{"--webhook-max-attempts", "0"}, nil, nil, "--webhook-max-attempts"},
 		{"webhook retry max below initial", []string{"--webhook-retry-initial", "1m", "--webhook-retry-max", "1s"}, nil, nil, "--webhook-retry-max"},
+		{"test hook off by default", nil, nil, func(c Config) bool { return c.TestHookMarkDelay == 0 }, ""},
+		{"test hook from env", nil, map[string]string{TestHookMarkDelayEnv: "90s"}, func(c Config) bool { return c.TestHookMarkDelay == 90*time.Second }, ""},
+		{"test hook not a duration", nil, map[string]string{TestHookMarkDelayEnv: "soon"}, nil, TestHookMarkDelayEnv},
+		{"test hook negative", nil, map[string]string{TestHookMarkDelayEnv: "-1s"}, nil, TestHookMarkDelayEnv},
+		{"test hook too long", nil, map[string]string{TestHookMarkDelayEnv: "11m"}, nil, TestHookMarkDelayEnv},
 		{"unknown flag", []string{"--bogus"}, nil, nil, "bogus"},
 		{"stray argument", []string{"extra"}, nil, nil, "unexpected"},
 	}

@@ -78,7 +78,9 @@ type Options struct {
 	// deliveries; the replica sets the endpoints (from Keys), the stream,
 	// the encoder, the origin check, the metrics and the log.
 	Webhooks webhooks.Options
-	Log      *slog.Logger
+	// TestHookMarkDelay is sessions.Options.TestHookMarkDelay (tests only).
+	TestHookMarkDelay time.Duration
+	Log               *slog.Logger
 }
 
 // Replica is one running control-plane replica.
@@ -203,6 +205,8 @@ func New(ctx context.Context, opts Options) (*Replica, error) {
 		Selector: selector,
 		Log:      log,
 		Metrics:  sessions.NewMetrics(reg),
+
+		TestHookMarkDelay: opts.TestHookMarkDelay,
 	})
 	supOpts := opts.Supervisor
 	supOpts.ReplicaID, supOpts.Store, supOpts.Registry, supOpts.Log = opts.ReplicaID, store, r.registry, log

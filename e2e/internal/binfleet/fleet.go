@@ -59,6 +59,12 @@ type Fleet struct {
 	root, workerBin string
 	workerArgs      [][]string
 	workerStart     []func() *Proc
+
+	// cpBin, dir, cpTLS, etcdPort and natsPort start more control-plane
+	// replicas on the first one's embedded etcd and NATS (StartReplica).
+	cpBin, dir         string
+	cpTLS              []string
+	etcdPort, natsPort int
 }
 
 // Start starts bin/controlplane (embedded etcd and NATS, on free ports) and
@@ -121,6 +127,7 @@ func Start(t testing.TB, opts Options) *Fleet {
 	serveOnFreePorts(t, "control plane /readyz", 60*time.Second, &f.ControlPlane, startControlPlane, func() error {
 		return APIGet(context.Background(), f.URL, "", "/readyz", nil)
 	}, nil)
+	f.cpBin, f.dir, f.cpTLS, f.etcdPort, f.natsPort = cpBin, dir, cpTLS, etcdPort, natsPort
 
 	for i, spec := range opts.Workers {
 		id := spec.ID

@@ -1,0 +1,119 @@
+//go:build linux
+
+package markrecovery
+
+import (
+	"context"
+	"encoding/json"
+	"fmt"
+	"net/http"
+	"testing"
+	"time"
+
+	"go.uber.org/goleak"
+
+	"github.com/avatarfleet/avatarfleet/controlplane/pkg/apiv1"
+	"github.com/avatarfleet/avatarfleet/e2e/internal/binfleet"
+)
+
+func TestMain(m *testing.M) {
+	goleak.VerifyTestMain(m,
+		// http.DefaultClient's kept-alive connections to the binaries.
+		goleak.IgnoreTopFunction("net/http.(*persistConn).readLoop"),
+		goleak.IgnoreTopFunction("net/http.(*persistConn).writeLoop"),
+	)
+}
+
+// sessionsOnDoomed is how many sessions the doomed replica creates.
+const sessionsOnDoomed = 5
+
+// TestReplicaKilledBeforeReadyMarks: a second bin/controlplane, whose
+// ready marks a test hook holds back, answers 201 (ready) to creates whose
+// worker runs them, and is then killed (SIGKILL) before any mark is
+// written. Its records stay starting (the surviving replica shows them so
+// once its read has waited ReadySettle); the survivor's reaper, finding
+// each create's record older than 30 s with its slot held, asks the worker,
+// which runs the session, and marks it ready. Nothing leaks: the worker's
+// used slots equal the live sessions, and after deletes both are zero.
+func TestReplicaKilledBeforeReadyMarks(t *testing.T) {
+	f := binfleet.Start(t, binfleet.Options{Workers: []binfleet.WorkerSpec{{SlotsPerGPU: sessionsOnDoomed + 1, Args: []string{"--prewarm", "0"}}}})
+	doomed := f.StartReplica(t, "doomed", []string{"AVATARFLEET_TEST_HOOK_MARK_DELAY=10m"})
+	ctx, cancel := context.WithTimeout(context.Background(), 3*time.Minute)
+	defer cancel()
+
+	var ids []string
+	for range sessionsOnDoomed {
+		var s apiv1.Session
+		body, _ := json.Marshal(apiv1.CreateSessionRequest{})
+		if err := binfleet.Call(ctx, http.MethodPost, doomed.URL+"/v1/sessions", f.APIKey, "application/json", body, http.StatusCreated, &s); err != nil {
+			t.Fatal(err)
+		}
+		if s.State != apiv1.StateReady {
+			t.Fatalf("create answered %s, want ready", s.State)
+		}
+		ids = append(ids, s.ID)
+	}
+	// The marks are held: the survivor reads each record as starting
+	// (after waiting ReadySettle for a mark that does not come).
+	for _, id := range ids {
+		s, err := f.GetSession(ctx, id)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if s.State != apiv1.StateStarting {
+			t.Fatalf("session %s before the kill: %s on the survivor, want starting (the test hook holds its mark)", id, s.State)
+		}
+	}
+	killed := doomed.Proc.Kill()
+
+	f.WaitUntil(t, "every session of the killed replica marked ready by the survivor", 75*time.Second, func() error {
+		for _, id := range ids {
+			s, err := f.GetSession(ctx, id)
+			if err != nil {
+				return err
+			}
+			if s.State != apiv1.StateReady {
+				return fmt.Errorf("session %s is %s", id, s.State)
+			}
+		}
+		return nil
+	})
+	t.Logf("recovered %d sessions %s after the kill", len(ids), time.Since(killed).Round(time.Second))
+
+	if err := checkNoLeak(ctx, f, len(ids)); err != nil {
+		t.Fatal(err)
+	}
+	for _, id := range ids {
+		if err := f.DeleteSession(ctx, id); err != nil {
+			t.Fatal(err)
+		}
+	}
+	f.WaitUntil(t, "slots freed after the deletes", 30*time.Second, func() error { return checkNoLeak(ctx, f, 0) })
+}
+
+// checkNoLeak is nil when the fleet has want live sessions and its worker
+// holds exactly that many slots.
+func checkNoLeak(ctx context.Context, f *binfleet.Fleet, want int) error {
+	var list apiv1.SessionList
+	if err := binfleet.APIGet(ctx, f.URL, f.APIKey, "/v1/sessions", &list); err != nil {
+		return err
+	}
+	live := 0
+	for _, s := range list.Sessions {
+		if s.State == apiv1.StateReady || s.State == apiv1.StateStarting {
+			live++
+		}
+	}
+	var w apiv1.Worker
+	if err := binfleet.APIGet(ctx, f.URL, f.APIKey, "/v1/workers/"+f.WorkerIDs[0], &w); err != nil {
+		return err
+	}
+	used := 0
+	for _, g := range w.GPUs {
+		used += int(g.Used)
+	}
+	if live != want || used != want || w.Sessions != want {
+		return fmt.Errorf("%d live sessions, %d slots used, worker reports %d sessions; want %d of each", live, used, w.Sessions, want)
+	}
+	return nil
+}

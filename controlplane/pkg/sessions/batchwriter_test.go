@@ -309,3 +309,32 @@ func TestCommitThatHangsIsBounded(t *testing.T) {
 		})
 	}
 }
+
+// TestGetOnStuckOwnMarkIsBounded: a read on the creating replica whose
+// own mark does not settle (its commit hangs in etcd) returns the record
+// as it is after ReadySettle, instead of waiting for the mark's every try.
+func TestGetOnStuckOwnMarkIsBounded(t *testing.T) {
+	st, cli := startEtcd(t)
+	revs := putStarting(t, st, cli, "sess_stuck")
+	opts := quiet()
+	opts.Store, opts.ReadySettle = st, 200*time.Millisecond
+	m := NewManager(opts)
+	m.writer.store = &hangingStore{Store: st, hang: 1000}
+	// One try of 2 s: the mark settles (given up) well after ReadySettle.
+	m.writer.markTries, m.writer.commitTimeout = 1, 2*time.Second
+	runWriter(t, m.writer)
+	m.writer.Mark(readyOf("sess_stuck"), revs["sess_stuck"])
+	ctx, cancel := context.WithTimeout(context.Background(), 3*time.Second)
+	defer cancel()
+	start := time.Now()
+	sess, err := m.Get(ctx, "sess_stuck")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if d := time.Since(start); d < opts.ReadySettle || d > 1500*time.Millisecond {
+		t.Errorf("read returned after %v; want about ReadySettle (%v)", d, opts.ReadySettle)
+	}
+	if sess.GetState() != fleetv1.SessionState_SESSION_STATE_STARTING {
+		t.Errorf("record shows %s, want starting (its mark has not landed)", sess.GetState())
+	}
+}

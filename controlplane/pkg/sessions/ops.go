@@ -17,18 +17,22 @@ import (
 // on another by polling — for at most ReadySettle. A read after a 201 thus
 // shows ready (or a later state), never starting, unless the creating
 // replica died before its mark: then starting until the reaper recovers it.
+// ReadySettle bounds the wait on this replica's own queue too: a mark
+// whose commit etcd is slow to answer (each try may take the group
+// commit's timeout) must not hold a read for longer.
 func (m *Manager) Get(ctx context.Context, id string) (*fleetv1.Session, error) {
 	sess, err := m.read(ctx, id)
 	if err != nil || !awaitingMark(sess) {
 		return sess, err
 	}
-	if m.d.writer.Await(ctx, id) {
+	sctx, cancel := context.WithTimeout(ctx, m.opts.ReadySettle)
+	defer cancel()
+	if m.d.writer.Await(sctx, id) {
 		return m.read(ctx, id)
 	}
-	deadline := time.Now().Add(m.opts.ReadySettle)
-	for wait := time.Millisecond; awaitingMark(sess) && time.Now().Before(deadline); wait = min(2*wait, 20*time.Millisecond) {
+	for wait := time.Millisecond; awaitingMark(sess); wait = min(2*wait, 20*time.Millisecond) {
 		select {
-		case <-ctx.Done():
+		case <-sctx.Done():
 			return sess, nil
 		case <-time.After(wait):
 		}

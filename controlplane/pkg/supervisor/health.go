@@ -171,8 +171,12 @@ func tally(state map[string]*probeState, workers []registry.WorkerView, results 
 // half the fleet (at least two workers) is suspect at once — then the
 // trouble is more likely the leader's than theirs.
 func fenceAllowed(suspects, fleet int, noFence bool) bool {
-	return !noFence && suspects <= max(1, fleet/2)
+	return !noFence && !massSuspect(suspects, fleet)
 }
+
+// massSuspect says whether more than half a fleet (at least two workers)
+// is suspect at once.
+func massSuspect(suspects, fleet int) bool { return suspects > max(1, fleet/2) }
 
 // probe checks the workers concurrently, each bounded by HealthTimeout.
 func (s *Supervisor) probe(ctx context.Context, workers []registry.WorkerView) []error {
@@ -192,11 +196,17 @@ func (s *Supervisor) probe(ctx context.Context, workers []registry.WorkerView) [
 }
 
 // judge confirms each suspect: a dead one is fenced, a live one marked down.
+// When more than half the fleet is suspect at once, the trouble is more
+// likely the leader's (starved of CPU, cut off from NATS) than theirs: it
+// then neither fences nor marks any down, and the leases decide. Marking
+// them all down took every worker out of placement at once: every create
+// of the fleet answered 503 no_capacity while the leader's probes lagged.
 func (s *Supervisor) judge(ctx context.Context, suspects []registry.WorkerView, fleet int, state map[string]*probeState, now time.Time) {
-	canFence := fenceAllowed(len(suspects), fleet, s.opts.NoFence)
-	if !canFence && !s.opts.NoFence {
-		s.log.Warn("too many workers suspect at once; fencing none (the leases decide)", "suspects", len(suspects), "workers", fleet)
+	if massSuspect(len(suspects), fleet) {
+		s.log.Warn("too many workers suspect at once; fencing none and marking none down (the leases decide)", "suspects", len(suspects), "workers", fleet)
+		return
 	}
+	canFence := fenceAllowed(len(suspects), fleet, s.opts.NoFence)
 	for _, w := range suspects {
 		id := w.Worker.GetId()
 		st := state[id]

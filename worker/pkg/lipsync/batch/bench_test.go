@@ -26,7 +26,7 @@ func BenchmarkRunBatch(b *testing.B) {
 		m := loadModel(b, gen.name, gen.make)
 		for _, n := range []int{1, 4, 16} {
 			b.Run(gen.name+"/batch"+strconv.Itoa(n), func(b *testing.B) {
-				o, err := lipsync.NewONNX(m, inference.ContextOptions{Batch: n, IntraOpThreads: 1})
+				o, err := lipsync.NewONNX(m, inference.ContextOptions{Batch: n, IntraOpThreads: 1, Device: benchDevice})
 				if err != nil {
 					b.Fatal(err)
 				}
@@ -53,8 +53,9 @@ func BenchmarkRunBatch(b *testing.B) {
 	}
 }
 
-// BenchmarkSessions finds how many 25 fps sessions the CPU sustains on the
-// default model, inference only: each session renders one frame every
+// BenchmarkSessions finds how many 25 fps sessions the device sustains on
+// the model of -bench.model (the default model unless it says wav2lip),
+// inference only: each session renders one frame every
 // 40 ms (their clocks spread over the period), and N sessions are
 // sustained when at most 1% of their frames finish more than 40 ms after
 // they were due. "direct" gives each session its own context (one
@@ -64,7 +65,7 @@ func BenchmarkRunBatch(b *testing.B) {
 //
 //	go test -tags dynamic -run '^$' -bench Sessions -benchtime 1x ./worker/pkg/lipsync/batch
 func BenchmarkSessions(b *testing.B) {
-	m := loadModel(b, "default", onnxgen.DefaultModel)
+	m := loadModel(b, *benchModel, benchModelGen(b))
 	threads := runtime.GOMAXPROCS(0)
 	modes := []struct {
 		name string
@@ -79,7 +80,7 @@ func BenchmarkSessions(b *testing.B) {
 				return nil
 			}
 			for range n {
-				o, err := lipsync.NewONNX(m, inference.ContextOptions{Batch: 1, IntraOpThreads: 1})
+				o, err := lipsync.NewONNX(m, inference.ContextOptions{Batch: 1, IntraOpThreads: 1, Device: benchDevice})
 				if err != nil {
 					return nil, closeAll, err
 				}
@@ -104,7 +105,7 @@ func BenchmarkSessions(b *testing.B) {
 			sustained := 0
 			for b.Loop() {
 				sustained = 0
-				for _, n := range []int{2, 4, 8, 12, 16, 24, 32, 48, 64, 96} {
+				for _, n := range sessionCounts() {
 					ms, closeAll, err := mode.open(n)
 					if err != nil {
 						b.Fatal(err)

@@ -15,7 +15,7 @@ import (
 // loadModel loads a generated model on a runtime closed with the test.
 func loadModel(tb testing.TB, name string, gen func() ([]byte, error)) *inference.Model {
 	tb.Helper()
-	rt, err := inference.NewRuntime(inference.RuntimeOptions{})
+	rt, err := inference.NewRuntime(inference.RuntimeOptions{LibraryPath: *benchORTLib})
 	if err != nil {
 		tb.Fatalf("NewRuntime: %v (run scripts/setup.sh first)", err)
 	}
@@ -36,10 +36,10 @@ func loadModel(tb testing.TB, name string, gen func() ([]byte, error)) *inferenc
 }
 
 // onnxOpen opens ONNX contexts of m with threads intra-op threads on the
-// CPU.
+// benchmark device (the CPU unless -bench.device says otherwise).
 func onnxOpen(m *inference.Model, threads int) func(n int) (lipsync.Model, error) {
 	return func(n int) (lipsync.Model, error) {
-		return lipsync.NewONNX(m, inference.ContextOptions{Batch: n, IntraOpThreads: threads})
+		return lipsync.NewONNX(m, inference.ContextOptions{Batch: n, IntraOpThreads: threads, Device: benchDevice})
 	}
 }
 

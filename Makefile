@@ -86,7 +86,7 @@ bench: setup build
 		./worker/pkg/facedetect ./worker/pkg/avatar ./worker/pkg/pipeline
 	$(GO) test -tags '$(GOTAGS)' -run '^$$' -bench . -benchmem -timeout 10m ./worker/pkg/mediaruntime \
 		-args -concurrent.duration=$(BENCH_CONCURRENT)
-	$(GO) test -tags '$(GOTAGS)' -run '^$$' -bench Sessions -benchtime 1x -timeout 10m ./worker/pkg/lipsync/batch
+	$(GO) test -tags '$(GOTAGS)' -run '^$$' -bench 'Sessions|FirstFrame|ContextMemory' -benchtime 1x -timeout 10m ./worker/pkg/lipsync/batch
 	$(GO) test -tags '$(GOTAGS)' -run '^$$' -bench 'Fanout|UDPBaseline' -benchtime 75x -timeout 15m ./sfu/
 	$(GO) test -tags '$(GOTAGS)' -run '^$$' -bench AutoSlots -benchtime 1x -timeout 5m ./worker/pkg/capacity
 

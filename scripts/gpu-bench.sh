@@ -34,7 +34,7 @@ prepare() {
   [ -x "$prep" ] || [ -f "$prep" ] || die "no $prep: pass the path of prepare-ort-cuda.sh"
   cd "$repo"
   grep -qx '/.gpu/' .git/info/exclude 2>/dev/null || echo '/.gpu/' >> .git/info/exclude
-  if [ ! -f .gpu/d/SHA256SUMS ]; then
+  if [ ! -f .gpu/a/SHA256SUMS ]; then
     bash "$prep" .gpu
   fi
   # No cgo media libraries in this binary: it loads ONNX Runtime with dlopen.
@@ -65,7 +65,7 @@ run() {
   local args=(-bench.device cuda:0 -bench.ortlib /tmp/ort/libonnxruntime.so)
   {
     date -u
-    nvidia-smi --query-gpu=name,driver_version,memory.total --format=csv
+    nvidia-smi --query-gpu=name,driver_version,memory.total --format=csv || echo "nvidia-smi: exit $?"
     timeout 150 ./batch.test -test.run '^$' -test.bench RunBatch -test.benchtime 2s "${args[@]}" || echo "RunBatch: exit $?"
     timeout 120 ./batch.test -test.run '^$' -test.bench 'FirstFrame|ContextMemory' -test.benchtime 3x "${args[@]}" || echo "FirstFrame/ContextMemory: exit $?"
     timeout 60 ./batch.test -test.run '^$' -test.bench Sessions -test.benchtime 1x -test.v "${args[@]}" -bench.model default || echo "Sessions default: exit $?"

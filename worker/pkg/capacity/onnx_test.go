@@ -10,32 +10,8 @@ import (
 
 	fleetv1 "github.com/avatarfleet/avatarfleet/proto/fleet/v1"
 	"github.com/avatarfleet/avatarfleet/worker/pkg/inference"
-	"github.com/avatarfleet/avatarfleet/worker/pkg/onnxgen"
+	"github.com/avatarfleet/avatarfleet/worker/pkg/inference/inferencetest"
 )
-
-// defaultModel loads the project's generated default model into the ONNX
-// Runtime scripts/setup.sh installed (found from the package's folder).
-func defaultModel(t testing.TB) *inference.Model {
-	t.Helper()
-	rt, err := inference.NewRuntime(inference.RuntimeOptions{})
-	if err != nil {
-		t.Fatalf("NewRuntime: %v (run scripts/setup.sh first)", err)
-	}
-	t.Cleanup(func() {
-		if err := rt.Close(); err != nil {
-			t.Errorf("Runtime.Close: %v", err)
-		}
-	})
-	data, err := onnxgen.DefaultModel()
-	if err != nil {
-		t.Fatal(err)
-	}
-	m, err := rt.LoadModelData("default", data)
-	if err != nil {
-		t.Fatal(err)
-	}
-	return m
-}
 
 // autoCPU runs what `--gpus cpu --slots-per-gpu auto` runs.
 func autoCPU(t testing.TB, m *inference.Model) *fleetv1.GPU {
@@ -54,7 +30,7 @@ func autoCPU(t testing.TB, m *inference.Model) *fleetv1.GPU {
 // machine's CPU and checks the count against the rule applied by hand to
 // what was measured; -v prints the count and the timing.
 func TestAutoSlotsDefaultModel(t *testing.T) {
-	m := defaultModel(t)
+	m := inferencetest.Default(t)
 	start := time.Now()
 	dev := autoCPU(t, m)
 	took := time.Since(start)
@@ -94,7 +70,7 @@ func TestAutoSlotsDefaultModel(t *testing.T) {
 //
 //	go test -tags dynamic -run '^$' -bench AutoSlots -benchtime 1x ./worker/pkg/capacity
 func BenchmarkAutoSlots(b *testing.B) {
-	m := defaultModel(b)
+	m := inferencetest.Default(b)
 	var dev *fleetv1.GPU
 	for b.Loop() {
 		dev = autoCPU(b, m)

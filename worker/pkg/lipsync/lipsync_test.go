@@ -8,8 +8,8 @@ import (
 	"testing"
 
 	"github.com/avatarfleet/avatarfleet/worker/pkg/inference"
+	"github.com/avatarfleet/avatarfleet/worker/pkg/inference/inferencetest"
 	"github.com/avatarfleet/avatarfleet/worker/pkg/lipsync"
-	"github.com/avatarfleet/avatarfleet/worker/pkg/onnxgen"
 )
 
 func frame(s lipsync.Shape) lipsync.Frame {
@@ -44,28 +44,6 @@ func TestCheck(t *testing.T) {
 	}
 }
 
-func loadDefault(t testing.TB) *inference.Model {
-	t.Helper()
-	rt, err := inference.NewRuntime(inference.RuntimeOptions{})
-	if err != nil {
-		t.Fatalf("NewRuntime: %v (run scripts/setup.sh first)", err)
-	}
-	t.Cleanup(func() {
-		if err := rt.Close(); err != nil {
-			t.Errorf("Runtime.Close: %v", err)
-		}
-	})
-	data, err := onnxgen.DefaultModel()
-	if err != nil {
-		t.Fatal(err)
-	}
-	m, err := rt.LoadModelData("default", data)
-	if err != nil {
-		t.Fatal(err)
-	}
-	return m
-}
-
 // inputs fills frame i with inputs of its own (so frames differ).
 func inputs(f *lipsync.Frame, i int) {
 	for j := range f.Mel {
@@ -79,7 +57,7 @@ func inputs(f *lipsync.Frame, i int) {
 // TestONNXBatch: a batch of B frames (full or partial) renders every frame
 // as a batch of one does, and frames are not mixed up.
 func TestONNXBatch(t *testing.T) {
-	m := loadDefault(t)
+	m := inferencetest.Default(t)
 	one, err := lipsync.NewONNX(m, inference.ContextOptions{Batch: 1})
 	if err != nil {
 		t.Fatal(err)
@@ -119,7 +97,7 @@ func TestONNXBatch(t *testing.T) {
 }
 
 func TestONNXErrors(t *testing.T) {
-	m := loadDefault(t)
+	m := inferencetest.Default(t)
 	o, err := lipsync.NewONNX(m, inference.ContextOptions{Batch: 1})
 	if err != nil {
 		t.Fatal(err)

@@ -14,7 +14,7 @@ import (
 	fleetv1 "github.com/avatarfleet/avatarfleet/proto/fleet/v1"
 	"github.com/avatarfleet/avatarfleet/worker/pkg/avatar"
 	"github.com/avatarfleet/avatarfleet/worker/pkg/inference"
-	"github.com/avatarfleet/avatarfleet/worker/pkg/onnxgen"
+	"github.com/avatarfleet/avatarfleet/worker/pkg/inference/inferencetest"
 	"github.com/avatarfleet/avatarfleet/worker/pkg/pipeline"
 	"github.com/avatarfleet/avatarfleet/worker/pkg/runtime"
 )
@@ -67,30 +67,13 @@ func (s *sink) count() int {
 
 func newModel(t testing.TB) *inference.Model {
 	t.Helper()
-	return loadModel(t, "default", onnxgen.DefaultModel)
+	return inferencetest.Default(t)
 }
 
 // loadModel loads a generated model on a runtime closed with the test.
 func loadModel(t testing.TB, name string, gen func() ([]byte, error)) *inference.Model {
 	t.Helper()
-	rt, err := inference.NewRuntime(inference.RuntimeOptions{})
-	if err != nil {
-		t.Fatalf("NewRuntime: %v (run scripts/setup.sh first)", err)
-	}
-	t.Cleanup(func() {
-		if err := rt.Close(); err != nil {
-			t.Errorf("Runtime.Close: %v", err)
-		}
-	})
-	data, err := gen()
-	if err != nil {
-		t.Fatal(err)
-	}
-	m, err := rt.LoadModelData(name, data)
-	if err != nil {
-		t.Fatal(err)
-	}
-	return m
+	return inferencetest.Load(t, name, gen, inference.RuntimeOptions{})
 }
 
 // TestOneSessionBreaks runs three sessions; one's pipeline panics: it alone

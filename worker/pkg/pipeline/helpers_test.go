@@ -16,8 +16,8 @@ import (
 	"github.com/avatarfleet/avatarfleet/worker/pkg/avatar"
 	"github.com/avatarfleet/avatarfleet/worker/pkg/frame"
 	"github.com/avatarfleet/avatarfleet/worker/pkg/inference"
+	"github.com/avatarfleet/avatarfleet/worker/pkg/inference/inferencetest"
 	"github.com/avatarfleet/avatarfleet/worker/pkg/lipsync"
-	"github.com/avatarfleet/avatarfleet/worker/pkg/onnxgen"
 	"github.com/avatarfleet/avatarfleet/worker/pkg/tts"
 )
 
@@ -66,23 +66,7 @@ func newEnv(t testing.TB) *env {
 	if err != nil {
 		t.Fatal(err)
 	}
-	rt, err := inference.NewRuntime(inference.RuntimeOptions{})
-	if err != nil {
-		t.Fatalf("NewRuntime: %v (run scripts/setup.sh first)", err)
-	}
-	t.Cleanup(func() {
-		if err := rt.Close(); err != nil {
-			t.Errorf("Runtime.Close: %v", err)
-		}
-	})
-	data, err := onnxgen.DefaultModel()
-	if err != nil {
-		t.Fatal(err)
-	}
-	m, err := rt.LoadModelData("default", data)
-	if err != nil {
-		t.Fatal(err)
-	}
+	m := inferencetest.Default(t)
 	es, err := tts.NewEspeak(context.Background(), tts.EspeakOptions{})
 	if err != nil {
 		t.Fatalf("espeak-ng: %v (run scripts/setup.sh first)", err)

@@ -18,8 +18,8 @@ import (
 	"github.com/avatarfleet/avatarfleet/worker/pkg/avatar"
 	"github.com/avatarfleet/avatarfleet/worker/pkg/idleloop"
 	"github.com/avatarfleet/avatarfleet/worker/pkg/inference"
+	"github.com/avatarfleet/avatarfleet/worker/pkg/inference/inferencetest"
 	"github.com/avatarfleet/avatarfleet/worker/pkg/lipsync"
-	"github.com/avatarfleet/avatarfleet/worker/pkg/onnxgen"
 	"github.com/avatarfleet/avatarfleet/worker/pkg/pipeline"
 	"github.com/avatarfleet/avatarfleet/worker/pkg/tts"
 )
@@ -48,19 +48,7 @@ func startSession(t *testing.T) *session {
 	if err != nil {
 		t.Fatal(err)
 	}
-	rt, err := inference.NewRuntime(inference.RuntimeOptions{})
-	if err != nil {
-		t.Fatalf("NewRuntime: %v (run scripts/setup.sh first)", err)
-	}
-	t.Cleanup(func() { _ = rt.Close() })
-	data, err := onnxgen.DefaultModel()
-	if err != nil {
-		t.Fatal(err)
-	}
-	m, err := rt.LoadModelData("default", data)
-	if err != nil {
-		t.Fatal(err)
-	}
+	m := inferencetest.Default(t)
 	c, err := lipsync.NewONNX(m, inference.ContextOptions{Batch: 1, IntraOpThreads: 1})
 	if err != nil {
 		t.Fatal(err)

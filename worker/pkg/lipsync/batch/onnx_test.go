@@ -8,6 +8,7 @@ import (
 	"time"
 
 	"github.com/avatarfleet/avatarfleet/worker/pkg/inference"
+	"github.com/avatarfleet/avatarfleet/worker/pkg/inference/inferencetest"
 	"github.com/avatarfleet/avatarfleet/worker/pkg/lipsync"
 	"github.com/avatarfleet/avatarfleet/worker/pkg/onnxgen"
 )
@@ -15,24 +16,7 @@ import (
 // loadModel loads a generated model on a runtime closed with the test.
 func loadModel(tb testing.TB, name string, gen func() ([]byte, error)) *inference.Model {
 	tb.Helper()
-	rt, err := inference.NewRuntime(inference.RuntimeOptions{LibraryPath: *benchORTLib})
-	if err != nil {
-		tb.Fatalf("NewRuntime: %v (run scripts/setup.sh first)", err)
-	}
-	tb.Cleanup(func() {
-		if err := rt.Close(); err != nil {
-			tb.Errorf("Runtime.Close: %v", err)
-		}
-	})
-	data, err := gen()
-	if err != nil {
-		tb.Fatal(err)
-	}
-	m, err := rt.LoadModelData(name, data)
-	if err != nil {
-		tb.Fatal(err)
-	}
-	return m
+	return inferencetest.Load(tb, name, gen, inference.RuntimeOptions{LibraryPath: *benchORTLib})
 }
 
 // onnxOpen opens ONNX contexts of m with threads intra-op threads on the

@@ -11,7 +11,7 @@ import (
 	clientv3 "go.etcd.io/etcd/client/v3"
 	"go.uber.org/goleak"
 
-	"github.com/avatarfleet/avatarfleet/proto/embedded"
+	"github.com/avatarfleet/avatarfleet/proto/embedded/embeddedtest"
 	fleetv1 "github.com/avatarfleet/avatarfleet/proto/fleet/v1"
 	"github.com/avatarfleet/avatarfleet/proto/fleetstore"
 )
@@ -20,18 +20,7 @@ func TestMain(m *testing.M) { goleak.VerifyTestMain(m) }
 
 func startStore(t *testing.T) (*fleetstore.Store, *clientv3.Client) {
 	t.Helper()
-	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
-	defer cancel()
-	cluster, err := embedded.StartEtcd(ctx, embedded.EtcdOptions{Dir: t.TempDir(), NoFsync: true})
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(cluster.Close)
-	cli, err := cluster.Client()
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { _ = cli.Close() })
+	_, cli := embeddedtest.Etcd(t)
 	return fleetstore.New(cli, fleetstore.NewKeys("/test/")), cli
 }
 

@@ -18,6 +18,7 @@ import (
 
 	"github.com/avatarfleet/avatarfleet/controlplane/pkg/eventlog"
 	"github.com/avatarfleet/avatarfleet/proto/embedded"
+	"github.com/avatarfleet/avatarfleet/proto/embedded/embeddedtest"
 	fleetv1 "github.com/avatarfleet/avatarfleet/proto/fleet/v1"
 	"github.com/avatarfleet/avatarfleet/proto/fleetbus"
 	"github.com/avatarfleet/avatarfleet/proto/fleetstore"
@@ -44,16 +45,7 @@ func newRig(t *testing.T) *rig {
 	t.Helper()
 	ctx, cancel := context.WithCancel(context.Background())
 	t.Cleanup(cancel)
-	cluster, err := embedded.StartEtcd(ctx, embedded.EtcdOptions{Dir: t.TempDir(), NoFsync: true})
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(cluster.Close)
-	cli, err := cluster.Client()
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { _ = cli.Close() })
+	_, cli := embeddedtest.Etcd(t)
 	ns, err := embedded.StartNATS(embedded.NATSOptions{StoreDir: t.TempDir()})
 	if err != nil {
 		t.Fatal(err)

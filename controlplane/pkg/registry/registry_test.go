@@ -9,7 +9,7 @@ import (
 	clientv3 "go.etcd.io/etcd/client/v3"
 	"go.uber.org/goleak"
 
-	"github.com/avatarfleet/avatarfleet/proto/embedded"
+	"github.com/avatarfleet/avatarfleet/proto/embedded/embeddedtest"
 	fleetv1 "github.com/avatarfleet/avatarfleet/proto/fleet/v1"
 	"github.com/avatarfleet/avatarfleet/proto/fleetstore"
 )
@@ -31,16 +31,7 @@ func eventually(t *testing.T, what string, cond func() bool) {
 func TestRegistryFollowsTheFleet(t *testing.T) {
 	ctx, cancel := context.WithCancel(context.Background())
 	defer cancel()
-	cluster, err := embedded.StartEtcd(ctx, embedded.EtcdOptions{Dir: t.TempDir(), NoFsync: true})
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer cluster.Close()
-	cli, err := cluster.Client()
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer cli.Close()
+	_, cli := embeddedtest.Etcd(t)
 	store := fleetstore.New(cli, fleetstore.NewKeys("/reg/"))
 	keys := store.Keys()
 

@@ -18,7 +18,7 @@ import (
 
 	"github.com/avatarfleet/avatarfleet/controlplane/pkg/registry"
 	"github.com/avatarfleet/avatarfleet/controlplane/pkg/workerclient"
-	"github.com/avatarfleet/avatarfleet/proto/embedded"
+	"github.com/avatarfleet/avatarfleet/proto/embedded/embeddedtest"
 	fleetv1 "github.com/avatarfleet/avatarfleet/proto/fleet/v1"
 	"github.com/avatarfleet/avatarfleet/proto/fleetstore"
 )
@@ -75,18 +75,9 @@ type speechFixture struct {
 
 func newSpeechFixture(t *testing.T) *speechFixture {
 	t.Helper()
+	_, cli := embeddedtest.Etcd(t)
 	ctx, cancel := context.WithTimeout(t.Context(), time.Minute)
 	defer cancel()
-	cluster, err := embedded.StartEtcd(ctx, embedded.EtcdOptions{Dir: t.TempDir(), NoFsync: true})
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(cluster.Close)
-	cli, err := cluster.Client()
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { _ = cli.Close() })
 	store := fleetstore.New(cli, fleetstore.NewKeys("/speech-test/"))
 
 	w := &speechWorker{}

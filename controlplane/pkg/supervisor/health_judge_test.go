@@ -10,7 +10,7 @@ import (
 	clientv3 "go.etcd.io/etcd/client/v3"
 
 	"github.com/avatarfleet/avatarfleet/controlplane/pkg/registry"
-	"github.com/avatarfleet/avatarfleet/proto/embedded"
+	"github.com/avatarfleet/avatarfleet/proto/embedded/embeddedtest"
 	fleetv1 "github.com/avatarfleet/avatarfleet/proto/fleet/v1"
 	"github.com/avatarfleet/avatarfleet/proto/fleetstore"
 )
@@ -38,18 +38,9 @@ func TestJudgeMassSuspicionMarksNoneDown(t *testing.T) {
 		{name: "all four suspect: none", suspects: 4, wantDown: 0},
 		{name: "all four suspect, fencing off: none", suspects: 4, noFence: true, wantDown: 0},
 	}
+	_, cli := embeddedtest.Etcd(t)
 	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
 	defer cancel()
-	cluster, err := embedded.StartEtcd(ctx, embedded.EtcdOptions{Dir: t.TempDir(), NoFsync: true})
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(cluster.Close)
-	cli, err := cluster.Client()
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { _ = cli.Close() })
 	for i, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
 			store := fleetstore.New(cli, fleetstore.NewKeys(fmt.Sprintf("/judge%d/", i)))

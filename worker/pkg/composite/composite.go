@@ -2,7 +2,8 @@
 // lip-sync model's square face crop: Crop cuts the face box out of a frame
 // and resizes it to the model's S×S face input, Paste resizes the model's
 // S×S output back to the box and blends it into an I420 frame with a
-// feathered edge.
+// feathered edge; PasteChange blends in only the output's difference from
+// the reference it was given, for models that change a part of the face.
 //
 // # Model layout
 //

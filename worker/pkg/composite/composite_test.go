@@ -326,10 +326,11 @@ func TestNoAllocs(t *testing.T) {
 	in := make([]float32, c.InputLen())
 	out := make([]float32, c.OutputLen())
 	for name, f := range map[string]func(){
-		"Composite": func() { _ = c.Composite(dst, av, out) },
-		"Paste":     func() { _ = c.Paste(dst, out) },
-		"Crop":      func() { _ = c.Crop(in, av) },
-		"CropRGBA":  func() { _ = c.CropRGBA(in, rgba) },
+		"Composite":       func() { _ = c.Composite(dst, av, out) },
+		"Paste":           func() { _ = c.Paste(dst, out) },
+		"CompositeChange": func() { _ = c.CompositeChange(dst, av, in, out) },
+		"Crop":            func() { _ = c.Crop(in, av) },
+		"CropRGBA":        func() { _ = c.CropRGBA(in, rgba) },
 	} {
 		if n := testing.AllocsPerRun(20, f); n != 0 {
 			t.Errorf("%s: %v allocations per run, want 0", name, n)
@@ -347,6 +348,22 @@ func BenchmarkComposite(b *testing.B) {
 	b.ReportAllocs()
 	for b.Loop() {
 		if err := c.Composite(dst, av, out); err != nil {
+			b.Fatal(err)
+		}
+	}
+}
+
+func BenchmarkCompositeChange(b *testing.B) {
+	c := newCompositor(b, 0)
+	av, _ := avatar(b)
+	dst := av.Clone()
+	in := make([]float32, c.InputLen())
+	_ = c.Crop(in, av)
+	out := append([]float32(nil), in[3*side*side:]...)
+	out[40*side+40] = 0 // one changed pixel
+	b.ReportAllocs()
+	for b.Loop() {
+		if err := c.CompositeChange(dst, av, in, out); err != nil {
 			b.Fatal(err)
 		}
 	}

@@ -36,7 +36,7 @@ func (c *Compositor) Paste(dst *frame.I420, out []float32) error {
 	if len(out) < 3*n {
 		return fmt.Errorf("%w: model output has %d values, want %d (3x%dx%d)", ErrShape, len(out), 3*n, c.s, c.s)
 	}
-	c.toYCbCr(out[:n], out[n:2*n], out[2*n:3*n])
+	c.toYCbCr(out[:n], out[n:2*n], out[2*n:3*n], c.ys, c.us, c.vs)
 	b := c.box
 	c.blend(dst.Y, dst.YStride, b.Min.X, b.Min.Y, c.ys, c.s, c.pasteX, c.pasteY, c.alphaY)
 	c.blend(dst.Cb, dst.CStride, b.Min.X/2, b.Min.Y/2, c.us, c.s/2, c.pasteCX, c.pasteCY, c.alphaC)
@@ -55,16 +55,16 @@ func (c *Compositor) checkFrame(f *frame.I420) error {
 	return nil
 }
 
-// toYCbCr converts the S×S planar RGB output into c.ys (S×S) and c.us, c.vs
+// toYCbCr converts the S×S planar RGB r, g, b into ys (S×S) and us, vs
 // (S/2×S/2, each from the mean RGB of a 2×2 block), times 16 and rounded.
-func (c *Compositor) toYCbCr(r, g, b []float32) {
+func (c *Compositor) toYCbCr(r, g, b []float32, ys, us, vs []int32) {
 	s := c.s
 	for y := 0; y < s; y += 2 {
 		r0, r1 := r[y*s:y*s+s], r[(y+1)*s:(y+1)*s+s]
 		g0, g1 := g[y*s:y*s+s], g[(y+1)*s:(y+1)*s+s]
 		b0, b1 := b[y*s:y*s+s], b[(y+1)*s:(y+1)*s+s]
-		y0, y1 := c.ys[y*s:y*s+s], c.ys[(y+1)*s:(y+1)*s+s]
-		u, v := c.us[(y/2)*(s/2):(y/2+1)*(s/2)], c.vs[(y/2)*(s/2):(y/2+1)*(s/2)]
+		y0, y1 := ys[y*s:y*s+s], ys[(y+1)*s:(y+1)*s+s]
+		u, v := us[(y/2)*(s/2):(y/2+1)*(s/2)], vs[(y/2)*(s/2):(y/2+1)*(s/2)]
 		for x := 0; x < s; x += 2 {
 			var sr, sg, sb float32
 			for k := x; k < x+2; k++ {

@@ -197,7 +197,7 @@ var (
 func TestDefaultPack(t *testing.T) {
 	p := defaultPack(t)
 	if p.Name() != DefaultName || p.Len() != DefaultBuildFrames || p.Width() != 512 || p.Height() != 512 ||
-		p.Box(0) != image.Rect(162, 56, 286, 180) || !DefaultFace().In(p.Box(0)) {
+		p.Box(0) != image.Rect(162, 62, 286, 186) || !DefaultFace().In(p.Box(0)) {
 		t.Errorf("default pack %+v", p.Manifest())
 	}
 	// The crop is aligned on the mouth: its centre at MouthRow of the

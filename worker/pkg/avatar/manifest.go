@@ -31,7 +31,7 @@
 //	                            // ("loop", for footage whose last frame flows into
 //	                            // its first)
 //	  "mouths": [{"box": [203, 139, 42, 15], "left": [203, 140], "right": [244, 141],
-//	              "upper": 141, "line": 143, "lower": 153}]
+//	              "upper": 141, "line": 149, "lower": 153}]
 //	                            // optional (version 2): where the lips are, one per
 //	                            // frame or one for every frame (see Mouth); each
 //	                            // inside its frame's face box, box [x, y, w, h] at

@@ -21,8 +21,9 @@ type Mouth struct {
 	Left, Right image.Point
 	// Upper is the row of the upper lip's top edge, Lower the row of the
 	// lower lip's bottom edge and Line the row of the line between the
-	// lips (the darkest row between them), all at the mouth's centre
-	// column: Box.Min.Y ≤ Upper ≤ Line ≤ Lower < Box.Max.Y.
+	// lips (the darkest row between them; when upper teeth show, the row
+	// under them, where the mouth opens as the jaw drops), all at the
+	// mouth's centre column: Box.Min.Y ≤ Upper ≤ Line ≤ Lower < Box.Max.Y.
 	Upper, Line, Lower int
 }
 
@@ -170,6 +171,8 @@ func LocateMouth(img image.Image, face image.Rectangle) (Mouth, error) {
 		return Mouth{}, fmt.Errorf("%w: no dark line between the lips of %v (luma %.0f, skin %.0f)",
 			ErrNoMouth, m.Box.Add(area.Min), line, skin)
 	}
+	c := (m.Left.X + m.Right.X) / 2
+	m.Line = g.belowTeeth(in, m.Line, m.Lower, max(m.Box.Min.X, c-m.Box.Dx()/6), min(m.Box.Max.X, c+m.Box.Dx()/6+1))
 	m = m.Add(area.Min)
 	if err := m.check(img.Bounds(), face); err != nil {
 		return Mouth{}, fmt.Errorf("%w: %v", ErrNoMouth, err)
@@ -304,6 +307,43 @@ func (g *grid) shape(in []bool, b image.Rectangle) Mouth {
 	b = b.Union(image.Rectangle{Min: left, Max: left.Add(image.Pt(1, 1))}).
 		Union(image.Rectangle{Min: right, Max: right.Add(image.Pt(1, 1))})
 	return Mouth{Box: b, Left: left, Right: right, Upper: upper, Line: line, Lower: lower}
+}
+
+// minTeethRows is how many rows of teeth under the line make belowTeeth
+// move the line.
+const minTeethRows = 2
+
+// belowTeeth is where a mouth whose upper teeth show opens: the row under
+// the teeth, when rows line+1.. of columns x0..x1 are mostly teeth (not lip,
+// brighter and less red than the skin) for at least minTeethRows and a
+// lower lip follows; otherwise line. The
+// upper teeth stay with the skull when the jaw drops, so a lip-sync model
+// opens the mouth between them and the lower lip.
+func (g *grid) belowTeeth(in []bool, line, lower, x0, x1 int) int {
+	skin := g.skinLuma()
+	hue, _ := robust(g.hue)
+	teeth := func(y int) bool {
+		var n int
+		for x := x0; x < x1; x++ {
+			// Teeth: brighter than the skin and less red.
+			if i := y*g.w + x; !in[i] && g.y[i] > skin && g.hue[i] < hue {
+				n++
+			}
+		}
+		return 2*n >= x1-x0
+	}
+	y := line + 1
+	for y < lower && !teeth(y) && y <= line+2 { // the shadow under the lip
+		y++
+	}
+	first := y
+	for y < lower && teeth(y) {
+		y++
+	}
+	if y-first < minTeethRows || y >= lower-1 { // teeth, then a lower lip
+		return line
+	}
+	return y
 }
 
 // extend moves a corner outwards (dir −1 or +1) while the pixel beyond it,

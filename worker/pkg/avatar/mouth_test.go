@@ -48,24 +48,35 @@ func TestLocateMouthAstronaut(t *testing.T) {
 		t.Errorf("box %v, by eye %v", m.Box, eyeBox)
 	}
 	// The darkest row between the nose and the chin over the middle of
-	// the mouth (the line between the lips) is inside the box, and is the
-	// found line.
-	dark, darkest := 0, math.Inf(1)
-	for y := face.Min.Y + face.Dy()*2/3; y < face.Max.Y-face.Dy()/10; y++ {
+	// the mouth (the shadow under the upper lip) is inside the box. The
+	// astronaut smiles with her upper teeth showing: the line where the
+	// mouth opens is under them, above the lower lip.
+	rowLuma := func(y int) float64 {
 		var sum float64
 		for x := 215; x < 232; x++ {
 			r, g, b, _ := img.At(x, y).RGBA()
-			sum += 0.299*float64(r) + 0.587*float64(g) + 0.114*float64(b)
+			sum += 0.299*float64(r>>8) + 0.587*float64(g>>8) + 0.114*float64(b>>8)
 		}
-		if sum < darkest {
-			dark, darkest = y, sum
+		return sum / 17
+	}
+	dark, darkest := 0, math.Inf(1)
+	for y := face.Min.Y + face.Dy()*2/3; y < face.Max.Y-face.Dy()/10; y++ {
+		if l := rowLuma(y); l < darkest {
+			dark, darkest = y, l
 		}
 	}
-	if dark < m.Box.Min.Y || dark >= m.Box.Max.Y || abs(dark-m.Line) > 1 {
-		t.Errorf("darkest row %d; mouth box %v, line %d", dark, m.Box, m.Line)
+	if dark < m.Box.Min.Y || dark >= m.Box.Max.Y || m.Line < dark+4 {
+		t.Errorf("darkest row %d; mouth box %v, line %d: want the line under the teeth, 4+ rows below", dark, m.Box, m.Line)
 	}
-	if m.Upper > m.Line-1 || m.Lower < m.Line+5 {
-		t.Errorf("lip rows %d, %d, %d: no lips around the line", m.Upper, m.Line, m.Lower)
+	var teeth float64
+	for y := dark + 2; y < m.Line; y++ {
+		teeth += rowLuma(y) / float64(m.Line-dark-2)
+	}
+	if lip := rowLuma(m.Line + 1); teeth < lip+10 {
+		t.Errorf("rows %d..%d (teeth) have luma %.0f, the lower lip's row %d %.0f: want the teeth brighter", dark+2, m.Line-1, teeth, m.Line+1, lip)
+	}
+	if m.Upper > dark || m.Lower < m.Line+3 {
+		t.Errorf("lip rows %d, %d, %d: no lips around the opening", m.Upper, m.Line, m.Lower)
 	}
 }
 

@@ -94,9 +94,21 @@ func TestDefaultModelWireFormat(t *testing.T) {
 	for _, n := range graph[graphNode] {
 		ops = append(ops, string(fields(t, n)[nodeOpType][0]))
 	}
-	want := []string{"Slice", "Conv", "Sigmoid", "Mul", "Add", "GridSample", "Mul", "Sub", "Mul", "Add", "Clip"}
-	if !slices.Equal(ops, want) {
-		t.Errorf("ops %v; want %v", ops, want)
+	for _, op := range []string{"Conv", "MatMul", "GridSample", "Clip"} {
+		if !slices.Contains(ops, op) {
+			t.Errorf("ops %v: no %s", ops, op)
+		}
+	}
+	if ops[len(ops)-1] != "Clip" {
+		t.Errorf("last op %s; want Clip", ops[len(ops)-1])
+	}
+	meta := map[string]string{}
+	for _, e := range model[modelMetadata] {
+		f := fields(t, e)
+		meta[string(f[entryKey][0])] = string(f[entryValue][0])
+	}
+	if meta[MetaLookAhead] != strconv.Itoa(DefaultLookAheadMS) || meta[MetaPaste] != "change" {
+		t.Errorf("metadata %v; want %s=%d and %s=change", meta, MetaLookAhead, DefaultLookAheadMS, MetaPaste)
 	}
 	var inputs []string
 	for _, in := range graph[graphInput] {
@@ -140,73 +152,183 @@ func TestDefaultModelWireFormat(t *testing.T) {
 	}
 }
 
-func TestLoudnessWeights(t *testing.T) {
-	w, bias := loudnessWeights()
-	a := func(level float64) float64 {
-		z := float64(bias)
-		for _, v := range w {
-			z += float64(v) * level
+// feature is the logit of channel ch of featureWeights for a window whose
+// bands have value level(band) in every frame.
+func feature(w, bias []float32, ch int, level func(band int) float64) float64 {
+	z := float64(bias[ch])
+	for band := range MelBands {
+		for t := range MelFrames {
+			z += float64(w[ch*MelBands*MelFrames+band*MelFrames+t]) * level(band)
 		}
-		return 1 / (1 + math.Exp(-z))
 	}
-	if s := a(-4); s > 0.003 {
+	return z
+}
+
+func TestFeatureWeights(t *testing.T) {
+	w, bias := featureWeights(DefaultLookAheadMS)
+	sig := func(z float64) float64 { return 1 / (1 + math.Exp(-z)) }
+	flat := func(v float64) func(int) float64 { return func(int) float64 { return v } }
+	if s := sig(feature(w, bias, 0, flat(-4))); s > 0.003 {
 		t.Errorf("silence opens the mouth by %.4f; want ≈ 0", s)
 	}
-	if m := a(openMidpoint); math.Abs(m-0.5) > 1e-3 {
+	if m := sig(feature(w, bias, 0, flat(openMidpoint))); math.Abs(m-0.5) > 1e-3 {
 		t.Errorf("midpoint gives %.4f; want 0.5", m)
 	}
-	if l := a(0); l < 0.95 {
+	if l := sig(feature(w, bias, 0, flat(0))); l < 0.95 {
 		t.Errorf("a loud voice opens the mouth by %.3f; want nearly fully", l)
 	}
-	for b := range MelBands {
-		if (b < voiceBandLo || b > voiceBandHi) && w[b*MelFrames] != 0 {
-			t.Errorf("band %d outside the voice range has weight %v", b, w[b*MelFrames])
+	// Spread: energy in the second formant's bands against the first's.
+	ee := func(band int) float64 {
+		if band >= spreadHiLo {
+			return -0.5
+		}
+		return -1.5
+	}
+	oo := func(band int) float64 {
+		if band >= spreadHiLo {
+			return -2.5
+		}
+		return -0.5
+	}
+	if b := sig(feature(w, bias, 1, ee)); b < 0.8 {
+		t.Errorf("a spread vowel gives b = %.3f; want ≥ 0.8", b)
+	}
+	if b := sig(feature(w, bias, 1, oo)); b > 0.2 {
+		t.Errorf("a rounded vowel gives b = %.3f; want ≤ 0.2", b)
+	}
+	// Only the voice range counts, and the weight peaks at the frame's
+	// own time: 80 ms before the window's end.
+	peak := 0
+	for tt := range MelFrames {
+		if w[10*MelFrames+tt] > w[10*MelFrames+peak] {
+			peak = tt
+		}
+	}
+	if want := int(frameCentre(DefaultLookAheadMS) + 0.5); peak != want && peak != want-1 {
+		t.Errorf("loudness weight peaks at mel frame %d; want %d (the frame's own time)", peak, want)
+	}
+	for band := range MelBands {
+		if (band < voiceBandLo || band > voiceBandHi) && w[band*MelFrames] != 0 {
+			t.Errorf("band %d outside the voice range has weight %v", band, w[band*MelFrames])
+		}
+	}
+}
+
+func TestFrameCentre(t *testing.T) {
+	for _, tc := range []struct {
+		ms   int
+		want float64
+	}{{200, 1.6}, {80, 11.6}, {0, 17.6}} {
+		if got := frameCentre(tc.ms); math.Abs(got-tc.want) > 1e-9 {
+			t.Errorf("frameCentre(%d) = %v; want %v", tc.ms, got, tc.want)
 		}
 	}
 }
 
 func TestMouthField(t *testing.T) {
 	const s = DefaultSize
-	base, disp, mask := mouthField(s)
-	at := func(f []float32, x, y, c int) float64 { return float64(f[(y*s+x)*2+c]) }
-	for y := range s {
-		for x := range s {
-			for c := range 2 {
-				d := at(disp, x, y, c) * s / 2 // in pixels
-				// Only the lower face moves; the crop's edges stay put.
-				if (y < s/2 || x == 0 || x == s-1 || y == s-1) && math.Abs(d) > 0.05 {
-					t.Fatalf("pixel (%d,%d) moves by %.3f px (axis %d); want 0", x, y, d, c)
-				}
-				if math.Abs(d) > 0.1*s {
-					t.Fatalf("pixel (%d,%d) moves by %.1f px", x, y, d)
-				}
-			}
-			if m := mask[y*s+x]; m < 0 || m > openDarkness || (m > 0 && math.Abs(float64(y)-lipY*s) > 10) {
-				t.Fatalf("mask(%d,%d) = %v", x, y, m)
-			}
-		}
-	}
-	// Each column's sampling position is non-decreasing at full opening
-	// (no folds), and the middle column opens: rows sample the lip line.
-	for x := range s {
-		prev := math.Inf(-1)
+	base := identityGrid(s)
+	lip := LipRow * s
+	for li, l := range mouthLevels(s) {
+		a := float64(li/spreadLevels+1) / float64(openLevels-1)
+		at := func(f []float32, x, y, c int) float64 { return float64(f[(y*s+x)*2+c]) }
 		for y := range s {
-			sy := at(base, x, y, 1) + at(disp, x, y, 1)
-			if sy < prev-1e-6 {
-				t.Fatalf("column %d folds at row %d", x, y)
+			for x := range s {
+				for c := range 2 {
+					d := at(l.disp, x, y, c) * s / 2 // in pixels
+					// Only the lower face moves; the crop's edges stay put.
+					if (float64(y) < lip-(lipLift+liftSpan+lipCurve)*s || x == 0 || x == s-1 || y == s-1) && math.Abs(d) > 0.05 {
+						t.Fatalf("level %d: pixel (%d,%d) moves by %.3f px (axis %d); want 0", li, x, y, d, c)
+					}
+					if math.Abs(d) > 0.1*s {
+						t.Fatalf("level %d: pixel (%d,%d) moves by %.1f px", li, x, y, d)
+					}
+				}
+				k := y*s + x
+				if o := l.open[k]; o < 0 || o > openDarkness || (o > 0 && math.Abs(float64(y)-lip) > (jawDrop+lipCurve)*s+1) {
+					t.Fatalf("level %d: open(%d,%d) = %v", li, x, y, o)
+				}
+				if th := l.teeth[k]; th < 0 || th > l.open[k]+1e-6 {
+					t.Fatalf("level %d: teeth(%d,%d) = %v outside the opening (%v)", li, x, y, th, l.open[k])
+				}
 			}
-			prev = sy
+		}
+		// Each column's sampling position is non-decreasing (no folds;
+		// the width change shifts the curved lip line by hundredths of
+		// a pixel between rows), and so is each row's.
+		const fold = 0.05 * 2 / s
+		for x := range s {
+			prev := math.Inf(-1)
+			for y := range s {
+				sy := at(base, x, y, 1) + at(l.disp, x, y, 1)
+				if sy < prev-fold {
+					t.Fatalf("level %d: column %d folds at row %d by %.4f px", li, x, y, (prev-sy)*s/2)
+				}
+				prev = sy
+			}
+		}
+		for y := range s {
+			prev := math.Inf(-1)
+			for x := range s {
+				sx := at(base, x, y, 0) + at(l.disp, x, y, 0)
+				if sx < prev-fold {
+					t.Fatalf("level %d: row %d folds at column %d", li, y, x)
+				}
+				prev = sx
+			}
+		}
+		// The middle column opens by the level's amount.
+		var open float64
+		for y := range s {
+			open += float64(l.open[y*s+s/2]) / openDarkness
+		}
+		if want := a * (jawDrop + lipLift) * s; math.Abs(open-want) > 0.5 {
+			t.Errorf("level %d (a=%.2f): centre column opening %.2f px; want %.2f", li, a, open, want)
 		}
 	}
-	lip := lipY*2 - 1
-	var open int
-	for y := range s {
-		if math.Abs(at(base, s/2, y, 1)+at(disp, s/2, y, 1)-lip) < 1e-6 {
-			open++
+}
+
+// A rounded vowel's opening is narrower than a spread one's at the same a.
+func TestMouthFieldWidth(t *testing.T) {
+	const s = DefaultSize
+	lip := LipRow * s
+	width := func(f mouthLevel) int {
+		row := int(lip) + 1
+		n := 0
+		for x := range s {
+			if f.open[row*s+x] > 0.5 {
+				n++
+			}
+		}
+		return n
+	}
+	rounded, spread := width(mouthField(s, 1, 0)), width(mouthField(s, 1, 1))
+	if rounded >= spread-2 {
+		t.Errorf("opening %d px wide for a rounded vowel, %d for a spread one; want clearly narrower", rounded, spread)
+	}
+	var teeth float64
+	for _, v := range mouthField(s, 1, 1).teeth {
+		teeth += float64(v)
+	}
+	var none float64
+	for _, v := range mouthField(s, 1, 0).teeth {
+		none += float64(v)
+	}
+	if teeth < 5 || none != 0 {
+		t.Errorf("teeth hint: %.1f for a spread vowel, %.1f for a rounded one; want some and none", teeth, none)
+	}
+}
+
+func TestDefaultModelSizes(t *testing.T) {
+	for _, size := range []int{8, 15, 513, 1024} {
+		if _, err := DefaultModelOfSize(size); err == nil {
+			t.Errorf("size %d accepted", size)
 		}
 	}
-	if want := int(math.Round((jawDrop + lipLift) * s)); open < want-1 {
-		t.Errorf("centre column: %d rows inside the opening; want about %d", open, want)
+	for _, size := range []int{16, 64} {
+		if _, err := DefaultModelOfSize(size); err != nil {
+			t.Errorf("size %d: %v", size, err)
+		}
 	}
 }
 
@@ -240,5 +362,28 @@ func TestBuilderAndMarshalSmall(t *testing.T) {
 	init := fields(t, graph[graphInitializer][0])
 	if len(init[tensorDims]) != 0 || len(init[tensorRawData][0]) != 4 {
 		t.Errorf("scalar initializer %v", init)
+	}
+}
+
+// The region the model may change is the mouth and the jaw: nothing above
+// the upper lip's reach, nothing beside the jaw.
+func TestMouthRegion(t *testing.T) {
+	const s = DefaultSize
+	r := mouthRegion(s)
+	top := (LipRow - lipCurve - lipLift - liftSpan) * s
+	var n int
+	for y := range s {
+		for x := range s {
+			if r[y*s+x] == 0 {
+				continue
+			}
+			n++
+			if float64(y) < top-2 || math.Abs(float64(x)+0.5-mouthX*s) > jawHalfW*s+2 {
+				t.Fatalf("region includes (%d,%d): above row %.1f or beside the jaw", x, y, top)
+			}
+		}
+	}
+	if n < s*s/10 || n > s*s/3 {
+		t.Errorf("region covers %d of %d pixels", n, s*s)
 	}
 }

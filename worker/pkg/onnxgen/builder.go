@@ -8,6 +8,7 @@ import "strconv"
 type Builder struct {
 	g    Graph
 	next int
+	meta []Metadata
 }
 
 // NewBuilder starts a graph with the given name.
@@ -72,7 +73,7 @@ func (b *Builder) OpTo(out, opType string, inputs []string, attrs ...Attr) {
 
 // Model wraps the graph into a model with this package's versions.
 func (b *Builder) Model() *Model {
-	return &Model{IRVersion: IRVersion, Opset: Opset, Producer: Producer, Graph: b.g}
+	return &Model{IRVersion: IRVersion, Opset: Opset, Producer: Producer, Graph: b.g, Metadata: b.meta}
 }
 
 func (b *Builder) fresh(prefix string) string {

@@ -61,6 +61,7 @@ type Model struct {
 	Opset     int64
 	Producer  string
 	Graph     Graph
+	Metadata  []Metadata // metadata_props (see metadata.go)
 }
 
 // Graph is GraphProto.
@@ -183,6 +184,9 @@ func (m *Model) Marshal() []byte {
 	op = appendStringField(op, opsetDomain, "")
 	op = appendVarintField(op, opsetVersion, uint64(m.Opset))
 	b = appendMessage(b, modelOpsetImport, op)
+	for _, md := range m.Metadata {
+		b = appendMetadata(b, md)
+	}
 	b = protowire.AppendTag(b, modelGraph, protowire.BytesType)
 	b = protowire.AppendVarint(b, uint64(graphLen))
 	b = append(b, small...)

@@ -2,6 +2,7 @@ package pipeline
 
 import (
 	"context"
+	"errors"
 	"sync"
 	"testing"
 	"time"
@@ -176,4 +177,21 @@ func TestMeasuredMargin(t *testing.T) {
 		t.Fatalf("delay %d ticks, want %d for %+v", d.Ticks, want, d)
 	}
 	t.Logf("default model: look-ahead %v, render margin %v, delay %d ticks (%v)", d.LookAhead, d.Margin, d.Ticks, d.Duration())
+}
+
+// TestMarginOfAFailingModel: a model whose warm-up render fails does not
+// fail New (it fails the session when it renders, as before); the delay
+// line takes the largest margin.
+func TestMarginOfAFailingModel(t *testing.T) {
+	e := newEnv(t)
+	fake := &lipsynctest.FakeModel{}
+	fake.Fail(errors.New("boom"))
+	p, err := New(Options{Avatar: e.pack, Model: fake, Sink: discard{}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer func() { _ = p.Close() }()
+	if d := p.Delay(); d.Margin != MaxMargin || d.Ticks != LatencyTicks {
+		t.Fatalf("delay %+v, want the largest margin and %d ticks", d, LatencyTicks)
+	}
 }

@@ -273,8 +273,10 @@ func New(opt Options) (*Pipeline, error) {
 	if margin == 0 {
 		var err error
 		if margin, err = p.measureMargin(); err != nil {
-			_ = p.closeEncoders()
-			return nil, err
+			// A model that fails fails the session when it renders a
+			// speaking frame, as before; until then, the widest margin.
+			p.log.Warn("pipeline: no processing margin measured; using the largest", "err", err, "margin", MaxMargin)
+			margin = MaxMargin
 		}
 	}
 	la := opt.Model.Shape().LookAhead

@@ -46,6 +46,10 @@ type Options struct {
 	// OnAudio, when set, is called (on the audio goroutine) with each
 	// Opus RTP packet and when it arrived.
 	OnAudio func(pkt *rtp.Packet, received time.Time)
+	// OnSenderReport, when set, is called (on a goroutine per track) with
+	// each RTCP sender report of a track, its kind and when it arrived:
+	// what a browser maps RTP timestamps to the sender's clock with.
+	OnSenderReport func(kind webrtc.RTPCodecType, sr *rtcp.SenderReport, received time.Time)
 	// Client sends the WHEP requests (default http.DefaultClient).
 	Client *http.Client
 	// ICEFailedTimeout, when > 0, is how long ICE may go without an
@@ -221,13 +225,17 @@ func (v *Viewer) post(ctx context.Context, whepURL, offer string) (answer, locat
 }
 
 // onTrack reads one remote track until the connection closes.
-func (v *Viewer) onTrack(track *webrtc.TrackRemote, _ *webrtc.RTPReceiver) {
+func (v *Viewer) onTrack(track *webrtc.TrackRemote, recv *webrtc.RTPReceiver) {
 	v.mu.Lock()
 	if v.closed {
 		v.mu.Unlock()
 		return
 	}
 	v.wg.Add(1)
+	if v.opts.OnSenderReport != nil {
+		v.wg.Add(1)
+		go v.readReports(track.Kind(), recv)
+	}
 	v.mu.Unlock()
 	defer v.wg.Done()
 	if track.Kind() == webrtc.RTPCodecTypeAudio {
@@ -248,6 +256,24 @@ func (v *Viewer) onTrack(track *webrtc.TrackRemote, _ *webrtc.RTPReceiver) {
 		return
 	}
 	v.readVideo(track)
+}
+
+// readReports hands the track's sender reports to OnSenderReport until
+// the connection closes.
+func (v *Viewer) readReports(kind webrtc.RTPCodecType, recv *webrtc.RTPReceiver) {
+	defer v.wg.Done()
+	for {
+		pkts, _, err := recv.ReadRTCP()
+		if err != nil {
+			return
+		}
+		at := time.Now()
+		for _, p := range pkts {
+			if sr, ok := p.(*rtcp.SenderReport); ok {
+				v.opts.OnSenderReport(kind, sr, at)
+			}
+		}
+	}
 }
 
 func (v *Viewer) readVideo(track *webrtc.TrackRemote) {

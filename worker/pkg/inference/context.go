@@ -5,6 +5,7 @@ import (
 	"fmt"
 	"strconv"
 	"sync"
+	"time"
 
 	ort "github.com/yalue/onnxruntime_go"
 )
@@ -74,6 +75,7 @@ type ContextOptions struct {
 type Context struct {
 	batch, size int
 	device      Device
+	lookAhead   time.Duration
 
 	mu     sync.Mutex
 	sess   *ort.AdvancedSession
@@ -93,7 +95,7 @@ func (m *Model) NewContext(opts ContextOptions) (*Context, error) {
 	if err := m.rt.hold(); err != nil {
 		return nil, err
 	}
-	c := &Context{batch: batch, size: size, device: opts.Device}
+	c := &Context{batch: batch, size: size, device: opts.Device, lookAhead: m.lookAhead}
 	if err := c.open(m, threads); err != nil {
 		c.free()
 		releaseEnv()
@@ -211,6 +213,9 @@ func (c *Context) Batch() int { return c.batch }
 
 // Size is S: the face crops' width and height.
 func (c *Context) Size() int { return c.size }
+
+// LookAhead is the model's declared audio look-ahead (Model.LookAhead).
+func (c *Context) LookAhead() time.Duration { return c.lookAhead }
 
 // Device is where the Context runs.
 func (c *Context) Device() Device { return c.device }

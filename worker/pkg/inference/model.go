@@ -4,6 +4,7 @@ import (
 	"errors"
 	"fmt"
 	"os"
+	"time"
 
 	ort "github.com/yalue/onnxruntime_go"
 )
@@ -18,6 +19,8 @@ type Model struct {
 	path string // set for a file
 	data []byte // set for bytes
 	c    contract
+	// lookAhead is the declared audio look-ahead (lookahead.go).
+	lookAhead time.Duration
 }
 
 // LoadModel reads an ONNX file and matches its inputs and output with the
@@ -78,6 +81,14 @@ func (r *Runtime) load(m *Model) (*Model, error) {
 			ce.Msg = "model " + m.name + ": " + ce.Msg
 		}
 		return nil, err
+	}
+	if m.lookAhead, err = m.readLookAhead(); err != nil {
+		var ce *ContractError
+		if errors.As(err, &ce) {
+			ce.Msg = "model " + m.name + ": " + ce.Msg
+			return nil, err
+		}
+		return nil, fmt.Errorf("inference: loading model %s: %w", m.name, err)
 	}
 	return m, nil
 }

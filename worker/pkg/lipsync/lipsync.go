@@ -13,7 +13,9 @@ package lipsync
 import (
 	"context"
 	"fmt"
+	"time"
 
+	"github.com/avatarfleet/avatarfleet/worker/pkg/inference"
 	"github.com/avatarfleet/avatarfleet/worker/pkg/melspec"
 )
 
@@ -28,11 +30,13 @@ const (
 	OutChannels  = 3
 )
 
-// WindowLookAhead is the look-ahead, in video frames (40 ms), of a model
-// whose mel window is the contract's: 16 mel frames (200 ms, 5 video
-// frames) from the frame's start, plus the STFT's half window, which needs
-// one more frame of audio.
-const WindowLookAhead = 6
+// WindowLookAhead is the look-ahead of a model that declares none: the
+// Wav2Lip window, 16 mel frames (200 ms) from the frame's own time on
+// (inference.MaxLookAhead; README, "Latency contract").
+const WindowLookAhead = inference.MaxLookAhead
+
+// MaxLookAhead is the most a model's look-ahead may be: its whole window.
+const MaxLookAhead = inference.MaxLookAhead
 
 // Shape says what a Model takes and gives.
 type Shape struct {
@@ -40,10 +44,24 @@ type Shape struct {
 	FaceSize int
 	// MaxBatch is the most frames one Run takes (at least 1).
 	MaxBatch int
-	// LookAhead is how many video frames of audio past a frame's own the
-	// model needs before it can render that frame (WindowLookAhead for the
-	// contract's mel window).
-	LookAhead int
+	// LookAhead is how far past a video frame's own time the model's mel
+	// window reaches (0..MaxLookAhead): the pipeline gives frame v at
+	// t = v·40 ms the 16 mel frames whose window ends at t+LookAhead
+	// (melspec.WindowStartAt), and delays both tracks by enough ticks for
+	// that audio to have arrived. WindowLookAhead (200 ms) for a
+	// Wav2Lip-window model; a model declares its own in its ONNX metadata
+	// (inference.LookAheadKey).
+	LookAhead time.Duration
+}
+
+// Validate checks the shape: a batch and a face size of at least 1, and a
+// look-ahead of 0..MaxLookAhead.
+func (s Shape) Validate() error {
+	if s.MaxBatch < 1 || s.FaceSize < 1 || s.LookAhead < 0 || s.LookAhead > MaxLookAhead {
+		return fmt.Errorf("lipsync: model shape %+v: want a batch and a face size of at least 1, and a look-ahead of 0..%v",
+			s, MaxLookAhead)
+	}
+	return nil
 }
 
 // FaceLen is the length of one frame's face stack: 6·S·S.

@@ -6,10 +6,12 @@ import (
 	"math"
 	"strings"
 	"testing"
+	"time"
 
 	"github.com/avatarfleet/avatarfleet/worker/pkg/inference"
 	"github.com/avatarfleet/avatarfleet/worker/pkg/inference/inferencetest"
 	"github.com/avatarfleet/avatarfleet/worker/pkg/lipsync"
+	"github.com/avatarfleet/avatarfleet/worker/pkg/onnxgen"
 )
 
 func frame(s lipsync.Shape) lipsync.Frame {
@@ -68,7 +70,7 @@ func TestONNXBatch(t *testing.T) {
 		t.Fatal(err)
 	}
 	defer four.Close()
-	if got := four.Shape(); got.MaxBatch != 4 || got.FaceSize != 96 || got.LookAhead != lipsync.WindowLookAhead {
+	if got := four.Shape(); got.MaxBatch != 4 || got.FaceSize != 96 || got.LookAhead != onnxgen.DefaultLookAheadMS*time.Millisecond {
 		t.Fatalf("Shape = %+v", got)
 	}
 	ctx := context.Background()

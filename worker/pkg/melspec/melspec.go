@@ -49,7 +49,9 @@
 // Mel frames come at 80 per second (every 200 samples). Video frame i at 25
 // fps takes the 16 mel frames from int(i·80/25) (= i·16/5 in integers, the
 // same floor Python's int(i * 3.2) gives), covering 200 ms from the frame's
-// own time on. Window writes them in the model's [1, 80, 16] layout.
+// own time on. Window writes them in the model's [1, 80, 16] layout. A
+// model with a shorter look-ahead L gets the 16 frames whose window ends at
+// the frame's time + L (WindowStartAt, WindowFrom).
 //
 // Nothing here keeps package-level state: tables are built by New, and an
 // Extractor owns its scratch buffers, so it is not safe for concurrent use
@@ -59,6 +61,7 @@ package melspec
 import (
 	"math"
 	"slices"
+	"time"
 
 	"gonum.org/v1/gonum/dsp/fourier"
 )
@@ -365,6 +368,21 @@ func WindowStart(videoFrame int) int {
 	return videoFrame * FramesPerSecond / VideoFPS
 }
 
+// LookAheadFrames is a look-ahead in mel frames: round(lookAhead·80/s).
+func LookAheadFrames(lookAhead time.Duration) int {
+	return int((lookAhead*FramesPerSecond + time.Second/2) / time.Second)
+}
+
+// WindowStartAt is the first mel frame of video frame i's window for a
+// model whose window reaches lookAhead past the frame's own time: the 16
+// mel frames whose window ends at t+lookAhead, so
+// WindowStart(i) + LookAheadFrames(lookAhead) − 16. A look-ahead of 200 ms
+// is WindowStart(i) (Wav2Lip's placement); 80 ms is WindowStart(i) − 10,
+// the frame's own time at the window's index 10. It may be negative.
+func WindowStartAt(videoFrame int, lookAhead time.Duration) int {
+	return WindowStart(videoFrame) + LookAheadFrames(lookAhead) - WindowFrames
+}
+
 // Window writes video frame videoFrame's window, mel frames
 // WindowStart(videoFrame) .. +15, into dst in the model's input layout
 // [1, 80, 16]: dst[b·16 + t] is band b of the window's t-th frame. Frames
@@ -374,10 +392,16 @@ func WindowStart(videoFrame int) int {
 // last 16 frames for the final video frame; a live stream cannot see the
 // end coming.)
 func Window(dst *[WindowSize]float32, mel []Frame, videoFrame int) {
-	start := WindowStart(videoFrame)
+	WindowFrom(dst, mel, WindowStart(videoFrame), 0)
+}
+
+// WindowFrom writes the 16 mel frames from start on, as Window does;
+// frames before floor (audio a stream dropped, an interrupted utterance),
+// before 0 or past the end of mel are Silence.
+func WindowFrom(dst *[WindowSize]float32, mel []Frame, start, floor int) {
 	for t := range WindowFrames {
 		k := start + t
-		if k < 0 || k >= len(mel) {
+		if k < 0 || k < floor || k >= len(mel) {
 			for b := range Bands {
 				dst[b*WindowFrames+t] = Silence
 			}

@@ -7,8 +7,8 @@ import "strconv"
 // it defines so calls compose.
 type Builder struct {
 	g    Graph
-	meta []MetadataEntry
 	next int
+	meta []Metadata
 }
 
 // NewBuilder starts a graph with the given name.
@@ -74,11 +74,6 @@ func (b *Builder) OpTo(out, opType string, inputs []string, attrs ...Attr) {
 // Model wraps the graph into a model with this package's versions.
 func (b *Builder) Model() *Model {
 	return &Model{IRVersion: IRVersion, Opset: Opset, Producer: Producer, Graph: b.g, Metadata: b.meta}
-}
-
-// Metadata adds a metadata_props entry to the model.
-func (b *Builder) Metadata(key, value string) {
-	b.meta = append(b.meta, MetadataEntry{Key: key, Value: value})
 }
 
 func (b *Builder) fresh(prefix string) string {

@@ -103,7 +103,7 @@ func TestDefaultModelWireFormat(t *testing.T) {
 		t.Errorf("last op %s; want Clip", ops[len(ops)-1])
 	}
 	meta := map[string]string{}
-	for _, e := range model[modelMetadata] {
+	for _, e := range model[modelMetadataProps] {
 		f := fields(t, e)
 		meta[string(f[entryKey][0])] = string(f[entryValue][0])
 	}

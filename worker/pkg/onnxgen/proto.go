@@ -61,15 +61,7 @@ type Model struct {
 	Opset     int64
 	Producer  string
 	Graph     Graph
-	// Metadata is metadata_props, in order: what a runtime reads about the
-	// model besides its graph (e.g. the look-ahead, README "Latency
-	// contract").
-	Metadata []MetadataEntry
-}
-
-// MetadataEntry is StringStringEntryProto.
-type MetadataEntry struct {
-	Key, Value string
+	Metadata  []Metadata // metadata_props (see metadata.go)
 }
 
 // Graph is GraphProto.
@@ -132,10 +124,6 @@ const (
 	modelProducer    = 2
 	modelGraph       = 7
 	modelOpsetImport = 8
-	modelMetadata    = 14
-
-	entryKey   = 1
-	entryValue = 2
 
 	opsetDomain  = 1
 	opsetVersion = 2
@@ -196,11 +184,8 @@ func (m *Model) Marshal() []byte {
 	op = appendStringField(op, opsetDomain, "")
 	op = appendVarintField(op, opsetVersion, uint64(m.Opset))
 	b = appendMessage(b, modelOpsetImport, op)
-	for _, kv := range m.Metadata {
-		var e []byte
-		e = appendStringField(e, entryKey, kv.Key)
-		e = appendStringField(e, entryValue, kv.Value)
-		b = appendMessage(b, modelMetadata, e)
+	for _, md := range m.Metadata {
+		b = appendMetadata(b, md)
 	}
 	b = protowire.AppendTag(b, modelGraph, protowire.BytesType)
 	b = protowire.AppendVarint(b, uint64(graphLen))

@@ -82,6 +82,7 @@ type harness struct {
 	cancel context.CancelFunc
 	done   chan error
 	sent   int // ticks taken
+	d      int // the pipeline's delay line, in ticks
 	mu     sync.Mutex
 	events []Event
 }
@@ -104,6 +105,7 @@ func (e *env) start(t testing.TB, tweak func(*Options)) *harness {
 		t.Fatal(err)
 	}
 	h.p = p
+	h.d = p.Delay().Ticks
 	ctx, cancel := context.WithCancel(context.Background())
 	h.cancel = cancel
 	go func() { h.done <- p.Run(ctx) }()

@@ -37,10 +37,10 @@ func newLoop(t *testing.T, e *env) (*idleloop.Cache, *idleloop.Handle) {
 
 // origin says where each video sample came from: the shared loop (true)
 // or the session's own encoder, by the identity of its bytes.
-func origin(h *idleloop.Handle, video []Sample) []bool {
+func origin(h *idleloop.Handle, video []Sample, delay int) []bool {
 	out := make([]bool, len(video))
 	for n, s := range video {
-		v := int64(n) - LatencyTicks
+		v := int64(n) - int64(delay)
 		if d, _, ok := h.Frame(v); ok && v >= 0 && len(s.Data) > 0 && len(d) == len(s.Data) && &d[0] == &s.Data[0] {
 			out[n] = true
 		}
@@ -118,7 +118,7 @@ func TestSharedIdleSeamless(t *testing.T) {
 	step(3 * sharedKey)
 
 	video, _ := h.sink.samples()
-	shared := origin(loop, video)
+	shared := origin(loop, video, h.d)
 	if err := checkReferences(video, shared); err != nil {
 		t.Fatal(err)
 	}
@@ -165,7 +165,7 @@ func TestSharedIdleSeamless(t *testing.T) {
 		if inferred[n] {
 			continue
 		}
-		ref, _ := e.pack.Frame(n - LatencyTicks)
+		ref, _ := e.pack.Frame(n - h.d)
 		p := lumaPSNR(img, ref)
 		worst = min(worst, p)
 		if p < 30 {

@@ -25,17 +25,20 @@ type mediaState struct {
 	// cleanFrom is the first video frame whose mel window holds no
 	// interrupted speech.
 	cleanFrom int64
-	// delay holds the speech of the last LatencyTicks+1 ticks; slot
-	// tick%len is the newest. voiced marks slots that held queued speech.
-	delay  [LatencyTicks + 1][TickSamples]float32
-	voiced [LatencyTicks + 1]bool
-	loud   [LatencyTicks + 1]bool
+	// delay holds the speech of the last D+1 ticks (D: Pipeline.Delay,
+	// sized at New); slot tick%len is the newest. voiced marks slots that
+	// held queued speech.
+	delay  [][TickSamples]float32
+	voiced []bool
+	loud   []bool
 	// spoken holds, per delay slot, the ends of tracked sentences taken
 	// into it: reported once that slot's audio has been sent.
-	spoken [LatencyTicks + 1][]spokenMark
+	spoken [][]spokenMark
 
 	mel     []melspec.Frame
 	melBase int64 // video frame index of mel[0]'s window start
+	// lookAhead is the model's: frame v's window ends at v·40 ms + it.
+	lookAhead time.Duration
 
 	melWin [melspec.WindowSize]float32
 	face   []float32
@@ -64,6 +67,7 @@ type mediaState struct {
 
 func (m *mediaState) init(p *Pipeline, w, h int) error {
 	sh := p.opt.Model.Shape()
+	m.lookAhead = sh.LookAhead
 	m.face = make([]float32, sh.FaceLen())
 	m.out = make([]float32, sh.OutLen())
 	m.batch[0] = lipsync.Frame{Mel: m.melWin[:], Face: m.face, Out: m.out}
@@ -76,6 +80,14 @@ func (m *mediaState) init(p *Pipeline, w, h int) error {
 	}
 	m.canvas = c
 	return nil
+}
+
+// initDelay sizes the delay line for d ticks.
+func (m *mediaState) initDelay(d int) {
+	m.delay = make([][TickSamples]float32, d+1)
+	m.voiced = make([]bool, d+1)
+	m.loud = make([]bool, d+1)
+	m.spoken = make([][]spokenMark, d+1)
 }
 
 // Run runs the pipeline until ctx ends (returning nil) or a fatal error (a
@@ -174,10 +186,11 @@ func (p *Pipeline) step() error {
 	m.voiced[slot] = got > 0
 	m.loud[slot] = rms(m.delay[slot][:]) >= p.opt.EnergyThreshold
 	m.mel = p.mel.Append(m.mel, m.delay[slot][:])
-	p.trimMel(n - LatencyTicks)
+	d := int64(len(m.delay) - 1)
+	p.trimMel(n - d)
 
-	// The frame sent now is the one whose speech was taken LatencyTicks ago.
-	v := n - LatencyTicks
+	// The frame sent now is the one whose speech was taken D ticks ago.
+	v := n - d
 	out := (slot + 1) % len(m.delay) // the oldest slot
 	ts := time.Duration(n) * FrameDuration
 	if err := p.video(v, ts); err != nil {
@@ -205,7 +218,10 @@ func (p *Pipeline) video(v int64, ts time.Duration) error {
 	infer := v >= m.cleanFrom && m.anyLoud()
 	m.inferred.Store(infer)
 	if infer {
-		melspec.Window(&m.melWin, m.mel, int(v-m.melBase))
+		// The window ends at the frame's time + the look-ahead; mel frames
+		// before the last interrupt (speech that was dropped) are silence.
+		first := melspec.WindowStartAt(int(v-m.melBase), m.lookAhead)
+		melspec.WindowFrom(&m.melWin, m.mel, first, melspec.WindowStart(int(m.cleanFrom-m.melBase)))
 		c := p.comps[box]
 		if err := c.Crop(m.face, idle); err != nil {
 			return fmt.Errorf("pipeline: crop frame %d: %w", v, err)
@@ -249,8 +265,9 @@ func (p *Pipeline) video(v int64, ts time.Duration) error {
 	return nil
 }
 
-// anyLoud: some speech in the delay line is above the gate, so the window
-// of the frame sent now (which reaches LatencyTicks ahead) holds speech.
+// anyLoud: some speech in the delay line (the frame's own tick and the D
+// after it) is above the gate, so the part of the window of the frame sent
+// now from its own time on holds speech.
 func (m *mediaState) anyLoud() bool {
 	for _, l := range m.loud {
 		if l {

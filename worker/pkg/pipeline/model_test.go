@@ -23,9 +23,9 @@ func TestModelShape(t *testing.T) {
 	}{
 		{"contract", lipsync.Shape{FaceSize: 96, MaxBatch: 1, LookAhead: lipsync.WindowLookAhead}, false, ""},
 		{"batched, released", lipsync.Shape{FaceSize: 64, MaxBatch: 8, LookAhead: 0}, true, ""},
-		{"look-ahead past the latency", lipsync.Shape{FaceSize: 96, MaxBatch: 1, LookAhead: LatencyTicks + 1}, false, "look-ahead of 0..6"},
-		{"no batch", lipsync.Shape{FaceSize: 96, LookAhead: 1}, false, "invalid options: model shape"},
-		{"no face", lipsync.Shape{MaxBatch: 1}, false, "invalid options: model shape"},
+		{"look-ahead past the window", lipsync.Shape{FaceSize: 96, MaxBatch: 1, LookAhead: 201 * time.Millisecond}, false, "look-ahead of 0..200ms"},
+		{"no batch", lipsync.Shape{FaceSize: 96, LookAhead: 1}, false, "invalid options: lipsync: model shape"},
+		{"no face", lipsync.Shape{MaxBatch: 1}, false, "invalid options: lipsync: model shape"},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			m := &lipsynctest.FakeModel{S: tc.shape}
@@ -67,12 +67,13 @@ func TestFakeModel(t *testing.T) {
 	h := e.start(t, func(o *Options) {
 		_ = o.Model.Close() // the harness's ONNX context, replaced
 		o.Model = fake
+		o.ProcessingMargin = time.Millisecond // no warm-up runs to count
 	})
 	loud := tone16k(400*time.Millisecond, 0.3)
 	if err := h.p.PushPCM(loud); err != nil {
 		t.Fatal(err)
 	}
-	h.tick(t, LatencyTicks+10)
+	h.tick(t, h.d+10)
 	st := h.p.Status()
 	runs, frames := fake.Runs()
 	if st.Inferred == 0 || uint64(runs) != st.Inferred || frames != runs {
@@ -84,7 +85,7 @@ func TestFakeModel(t *testing.T) {
 	if err := h.p.PushPCM(loud); err != nil {
 		t.Fatal(err)
 	}
-	for range 2 * LatencyTicks {
+	for range 2 * h.d {
 		select {
 		case h.clock.Ticks() <- time.Time{}:
 		case err := <-h.done:

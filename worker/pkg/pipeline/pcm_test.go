@@ -38,7 +38,7 @@ func TestPushPCM(t *testing.T) {
 	const chunk = SampleRate / 50 // 20 ms
 	silence := make([]float32, chunk)
 	// One tick takes 40 ms: push two 20 ms chunks per tick, as live.
-	for range LatencyTicks + 4 {
+	for range h.d + 4 {
 		for range 2 {
 			if err := h.p.PushPCM(silence); err != nil {
 				t.Fatal(err)
@@ -46,7 +46,7 @@ func TestPushPCM(t *testing.T) {
 		}
 		h.tick(t, 1)
 	}
-	h.tick(t, LatencyTicks+2)
+	h.tick(t, h.d+2)
 	if st := h.p.Status(); st.Inferred != 0 || st.Queued != 0 {
 		t.Fatalf("silent stream: %+v, want no inference and an empty queue", st)
 	}
@@ -60,7 +60,7 @@ func TestPushPCM(t *testing.T) {
 	if q := h.p.Status().Queued; q != 400*time.Millisecond {
 		t.Fatalf("queued %v after 400 ms of chunks, want 400ms", q)
 	}
-	h.tick(t, 10+LatencyTicks)
+	h.tick(t, 10+h.d)
 	st := h.p.Status()
 	if st.Inferred == 0 || observed.Load() != st.Inferred {
 		t.Fatalf("loud stream: %+v, observer saw %d runs", st, observed.Load())

@@ -11,10 +11,12 @@
 // inference and sends the plain idle frame — encoded once for every idle
 // session of the avatar when Options.IdleVideo is set (see IdleVideo).
 //
-// The mel window of video frame i reaches 200 ms past the frame's own audio,
-// so both tracks are delayed by Latency (6 ticks, 240 ms): at tick n the
-// pipeline sends the video and the audio of the speech taken at tick n−6,
-// stamped n·40 ms.
+// The mel window of video frame i reaches the model's look-ahead
+// (lipsync.Shape.LookAhead: 200 ms for Wav2Lip's window, 80 ms for the
+// default model) past the frame's own audio, so both tracks are delayed by
+// a delay line of D ticks sized from it and a measured processing margin
+// (see delay.go, Pipeline.Delay): at tick n the pipeline sends the video
+// and the audio of the speech taken at tick n−D, stamped n·40 ms.
 package pipeline
 
 import (
@@ -42,9 +44,10 @@ const (
 	SampleRate = 16000
 	// TickSamples is the speech one tick consumes: 40 ms at 16 kHz.
 	TickSamples = SampleRate * int(FrameDuration/time.Millisecond) / 1000
-	// LatencyTicks is how many ticks the tracks lag the speech queue: the
-	// mel window of a frame must be complete (16 mel frames from the
-	// frame's start plus the STFT's half window).
+	// LatencyTicks is the most ticks the tracks can lag the speech queue:
+	// the delay line of a model with the whole 200 ms window as look-ahead
+	// and a margin of a whole tick (DelayTicks). A pipeline's own is
+	// Pipeline.Delay.
 	LatencyTicks = 6
 	// Latency is LatencyTicks as a duration.
 	Latency = LatencyTicks * FrameDuration
@@ -144,8 +147,9 @@ type Options struct {
 	// Avatar is the avatar pack (required).
 	Avatar *avatar.Pack
 	// Model is the lip-sync model (required): the pipeline runs it one
-	// frame at a time from its media goroutine, and its look-ahead must fit
-	// in LatencyTicks. Close hands it to ReleaseModel.
+	// frame at a time from its media goroutine; its look-ahead (at most
+	// lipsync.MaxLookAhead) sizes the delay line. Close hands it to
+	// ReleaseModel.
 	Model lipsync.Model
 	// ReleaseModel gives the model back (to a pool, say); nil means Close
 	// closes it.
@@ -175,6 +179,12 @@ type Options struct {
 	// queued input there, and new input that does not fit is refused
 	// with ErrOverBudget.
 	Budget *Budget
+	// ProcessingMargin is the time rendering one frame takes, which the
+	// delay line makes room for (see delay.go); 0 means New measures it
+	// with a warm-up render of the avatar's first frame (crop, model,
+	// composite; the second of two, the first may find a cold context).
+	// It is bounded to MaxMargin.
+	ProcessingMargin time.Duration
 	// EnergyThreshold is the silence gate's RMS; 0 means
 	// DefaultEnergyThreshold.
 	EnergyThreshold float64
@@ -219,6 +229,7 @@ type Pipeline struct {
 	comps   map[image.Rectangle]*composite.Compositor
 	mel     *melspec.Extractor
 	media   mediaState
+	delay   Delay
 	closers []func() error
 }
 
@@ -227,9 +238,11 @@ func New(opt Options) (*Pipeline, error) {
 	if opt.Avatar == nil || opt.Model == nil || opt.Sink == nil {
 		return nil, fmt.Errorf("%w: Avatar, Model and Sink are required", ErrConfig)
 	}
-	if sh := opt.Model.Shape(); sh.MaxBatch < 1 || sh.FaceSize < 1 || sh.LookAhead < 0 || sh.LookAhead > LatencyTicks {
-		return nil, fmt.Errorf("%w: model shape %+v: want a batch and a face size of at least 1, and a look-ahead of 0..%d frames",
-			ErrConfig, sh, LatencyTicks)
+	if err := opt.Model.Shape().Validate(); err != nil {
+		return nil, fmt.Errorf("%w: %w", ErrConfig, err)
+	}
+	if opt.ProcessingMargin < 0 {
+		return nil, fmt.Errorf("%w: negative processing margin %v", ErrConfig, opt.ProcessingMargin)
 	}
 	if opt.Clock == nil {
 		opt.Clock = RealClock{}
@@ -256,6 +269,20 @@ func New(opt Options) (*Pipeline, error) {
 		_ = p.closeEncoders()
 		return nil, err
 	}
+	margin := min(opt.ProcessingMargin, MaxMargin)
+	if margin == 0 {
+		var err error
+		if margin, err = p.measureMargin(); err != nil {
+			// A model that fails fails the session when it renders a
+			// speaking frame, as before; until then, the widest margin.
+			p.log.Warn("pipeline: no processing margin measured; using the largest", "err", err, "margin", MaxMargin)
+			margin = MaxMargin
+		}
+	}
+	la := opt.Model.Shape().LookAhead
+	p.delay = Delay{Ticks: DelayTicks(la, margin), LookAhead: la, Margin: margin}
+	p.media.initDelay(p.delay.Ticks)
+	p.log.Debug("delay line", "ticks", p.delay.Ticks, "look_ahead", la, "margin", margin)
 	return p, nil
 }
 

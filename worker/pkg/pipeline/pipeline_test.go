@@ -39,7 +39,7 @@ func TestSpeakLipSync(t *testing.T) {
 	synthMu.Unlock()
 	speechTicks := int((queued + FrameDuration - 1) / FrameDuration)
 	const idleAfter = 15
-	total := idleBefore + speechTicks + LatencyTicks + idleAfter
+	total := idleBefore + speechTicks + h.d + idleAfter
 	h.tick(t, total-idleBefore)
 	if err := h.stop(t); err != nil {
 		t.Fatalf("Run: %v", err)
@@ -66,17 +66,17 @@ func TestSpeakLipSync(t *testing.T) {
 		t.Error("first frame is not a keyframe")
 	}
 
-	// Speech occupies ticks idleBefore+LatencyTicks .. +speechTicks.
-	first := idleBefore + LatencyTicks
+	// Speech occupies ticks idleBefore+h.d .. +speechTicks.
+	first := idleBefore + h.d
 	last := first + speechTicks - 1
 	frames := decodeAll(t, video, e.pack.Width(), e.pack.Height())
 	var idleMax, speechMax, speechSum float64
 	var speechN int
 	for n, img := range frames {
-		ref, box := e.pack.Frame(max(n-LatencyTicks, 0))
+		ref, box := e.pack.Frame(max(n-h.d, 0))
 		d := mouthDiff(img, ref, box)
 		switch {
-		case n < idleBefore || n > last+LatencyTicks+1:
+		case n < idleBefore || n > last+h.d+1:
 			idleMax = max(idleMax, d)
 		case n >= first && n <= last:
 			speechMax = max(speechMax, d)
@@ -130,7 +130,7 @@ func TestInterrupt(t *testing.T) {
 		t.Fatal(err)
 	}
 	h.waitSynthesized(t)
-	h.tick(t, LatencyTicks+10)
+	h.tick(t, h.d+10)
 	if !h.p.media.inferred.Load() || !h.p.Status().Speaking {
 		t.Fatal("not speaking 10 frames into the sentence")
 	}
@@ -138,7 +138,7 @@ func TestInterrupt(t *testing.T) {
 	if st := h.p.Status(); st.Queued != 0 || st.Synthesizing {
 		t.Fatalf("after Interrupt: %+v", st)
 	}
-	for i := range 2 * LatencyTicks {
+	for i := range 2 * h.d {
 		h.tick(t, 1)
 		if h.p.media.inferred.Load() {
 			t.Fatalf("frame %d after Interrupt came from the model", i)
@@ -146,10 +146,10 @@ func TestInterrupt(t *testing.T) {
 	}
 	_, audio := h.sink.samples()
 	var speech int
-	for _, s := range audio[2*LatencyTicks+2 : 2*LatencyTicks+18] {
+	for _, s := range audio[2*h.d+2 : 2*h.d+18] {
 		speech = max(speech, len(s.Data))
 	}
-	for i, s := range audio[len(audio)-4*LatencyTicks+1:] {
+	for i, s := range audio[len(audio)-4*h.d+1:] {
 		if 3*len(s.Data) > 2*speech {
 			t.Errorf("audio packet %d after Interrupt has %d bytes (speech up to %d)", i, len(s.Data), speech)
 		}
@@ -163,16 +163,16 @@ func TestInterrupt(t *testing.T) {
 	if err := h.p.PushAudio(wav.Encode16(tone(SampleRate), SampleRate), false); err != nil {
 		t.Fatal(err)
 	}
-	h.tick(t, LatencyTicks+4)
+	h.tick(t, h.d+4)
 	if !h.p.media.inferred.Load() {
 		t.Fatal("the tone does not drive the model")
 	}
 	if err := h.p.PushAudio(wav.Encode16(tone(SampleRate), SampleRate), true); err != nil {
 		t.Fatal(err)
 	}
-	for i := range LatencyTicks + 2 {
+	for i := range h.d + 2 {
 		h.tick(t, 1)
-		if got, want := h.p.media.inferred.Load(), i >= LatencyTicks; got != want {
+		if got, want := h.p.media.inferred.Load(), i >= h.d; got != want {
 			t.Errorf("frame %d after the interrupting push: inferred %v, want %v", i, got, want)
 		}
 	}
@@ -215,7 +215,7 @@ func TestPushAudio(t *testing.T) {
 	if q := h.p.Status().Queued; q > 510*time.Millisecond {
 		t.Fatalf("interrupting push left %v queued", q)
 	}
-	h.tick(t, LatencyTicks+2)
+	h.tick(t, h.d+2)
 	if !h.p.media.inferred.Load() {
 		t.Error("tone did not drive the model")
 	}

@@ -52,17 +52,17 @@ func TestSpeechProgress(t *testing.T) {
 	if rest, _ := log.get(); len(rest) != 0 {
 		t.Fatalf("progress %q before anything was played", rest)
 	}
-	ticks := int((queued+FrameDuration-1)/FrameDuration) + LatencyTicks + 1
+	ticks := int((queued+FrameDuration-1)/FrameDuration) + h.d + 1
 	h.tick(t, ticks)
 	rest, frames := log.get()
 	if want := []string{"Two. Three.", "Three.", ""}; !slices.Equal(rest, want) {
 		t.Fatalf("progress %q, want %q", rest, want)
 	}
-	t.Logf("sentence ends reported after frames %v (first sentence %d ticks, latency %d)", frames, firstTicks, LatencyTicks)
+	t.Logf("sentence ends reported after frames %v (first sentence %d ticks, latency %d)", frames, firstTicks, h.d)
 	// The first sentence's last samples were taken in tick firstTicks-1
-	// (or the next, rounding) and leave LatencyTicks later.
-	if frames[0] < firstTicks+LatencyTicks-1 || frames[0] > firstTicks+LatencyTicks+1 {
-		t.Fatalf("first sentence reported after %d frames, want about %d", frames[0], firstTicks+LatencyTicks)
+	// (or the next, rounding) and leave h.d later.
+	if d := uint64(h.d); frames[0] < firstTicks+d-1 || frames[0] > firstTicks+d+1 {
+		t.Fatalf("first sentence reported after %d frames, want about %d", frames[0], firstTicks+d)
 	}
 	if !slices.IsSorted(frames) || frames[2] > uint64(h.sent) {
 		t.Fatalf("frames %v not in order within %d ticks", frames, h.sent)

@@ -63,7 +63,7 @@ func newEcho(t *testing.T, maxBatch int, delay time.Duration) (*Executor, *runLo
 	log := &runLog{}
 	var models []*echoModel
 	e, err := New(Options{MaxBatch: maxBatch, MaxDelay: delay, Open: func(n int) (lipsync.Model, error) {
-		m := &echoModel{shape: lipsync.Shape{FaceSize: size, MaxBatch: n, LookAhead: 6}, log: log}
+		m := &echoModel{shape: lipsync.Shape{FaceSize: size, MaxBatch: n, LookAhead: lipsync.WindowLookAhead}, log: log}
 		models = append(models, m)
 		return m, nil
 	}})

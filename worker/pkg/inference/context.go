@@ -76,6 +76,7 @@ type Context struct {
 	batch, size int
 	device      Device
 	lookAhead   time.Duration
+	paste       string
 
 	mu     sync.Mutex
 	sess   *ort.AdvancedSession
@@ -95,7 +96,7 @@ func (m *Model) NewContext(opts ContextOptions) (*Context, error) {
 	if err := m.rt.hold(); err != nil {
 		return nil, err
 	}
-	c := &Context{batch: batch, size: size, device: opts.Device, lookAhead: m.lookAhead}
+	c := &Context{batch: batch, size: size, device: opts.Device, lookAhead: m.lookAhead, paste: m.paste}
 	if err := c.open(m, threads); err != nil {
 		c.free()
 		releaseEnv()
@@ -216,6 +217,9 @@ func (c *Context) Size() int { return c.size }
 
 // LookAhead is the model's declared audio look-ahead (Model.LookAhead).
 func (c *Context) LookAhead() time.Duration { return c.lookAhead }
+
+// Paste is the model's declared paste mode (Model.Paste).
+func (c *Context) Paste() string { return c.paste }
 
 // Device is where the Context runs.
 func (c *Context) Device() Device { return c.device }

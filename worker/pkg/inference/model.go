@@ -21,6 +21,8 @@ type Model struct {
 	c    contract
 	// lookAhead is the declared audio look-ahead (lookahead.go).
 	lookAhead time.Duration
+	// paste is the declared paste mode (paste.go).
+	paste string
 }
 
 // LoadModel reads an ONNX file and matches its inputs and output with the
@@ -83,6 +85,14 @@ func (r *Runtime) load(m *Model) (*Model, error) {
 		return nil, err
 	}
 	if m.lookAhead, err = m.readLookAhead(); err != nil {
+		var ce *ContractError
+		if errors.As(err, &ce) {
+			ce.Msg = "model " + m.name + ": " + ce.Msg
+			return nil, err
+		}
+		return nil, fmt.Errorf("inference: loading model %s: %w", m.name, err)
+	}
+	if m.paste, err = m.readPaste(); err != nil {
 		var ce *ContractError
 		if errors.As(err, &ce) {
 			ce.Msg = "model " + m.name + ": " + ce.Msg

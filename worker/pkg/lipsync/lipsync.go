@@ -52,6 +52,12 @@ type Shape struct {
 	// Wav2Lip-window model; a model declares its own in its ONNX metadata
 	// (inference.LookAheadKey).
 	LookAhead time.Duration
+	// PasteChange: the model changes only part of the face (the generated
+	// default moves the mouth and jaw), so the pipeline blends in only its
+	// change to the reference and the rest of the frame stays pixel for
+	// pixel; otherwise its output replaces the face box (Wav2Lip). A model
+	// declares it in its ONNX metadata (inference.PasteKey).
+	PasteChange bool
 }
 
 // Validate checks the shape: a batch and a face size of at least 1, and a

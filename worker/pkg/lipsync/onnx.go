@@ -34,7 +34,8 @@ func NewONNX(m *inference.Model, opts inference.ContextOptions) (*ONNX, error) {
 // WrapContext makes c a Model; the ONNX owns c from then on (Close closes
 // it).
 func WrapContext(c *inference.Context) *ONNX {
-	o := &ONNX{c: c, shape: Shape{FaceSize: c.Size(), MaxBatch: c.Batch(), LookAhead: c.LookAhead()}}
+	o := &ONNX{c: c, shape: Shape{FaceSize: c.Size(), MaxBatch: c.Batch(), LookAhead: c.LookAhead(),
+		PasteChange: c.Paste() == inference.PasteChange}}
 	if b := c.Batch(); b > 1 {
 		o.mel, o.face, o.out = make([]float32, c.MelLen()), make([]float32, c.FaceLen()), make([]float32, c.OutLen())
 	}

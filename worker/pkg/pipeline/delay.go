@@ -94,7 +94,7 @@ func (p *Pipeline) measureMargin() (time.Duration, error) {
 		if err := p.opt.Model.Run(m.ctx, m.batch[:]); err != nil {
 			return 0, fmt.Errorf("pipeline: warm-up render: %w", err)
 		}
-		if err := c.Composite(m.canvas, idle, m.out); err != nil {
+		if err := p.composite(c, idle); err != nil {
 			return 0, fmt.Errorf("pipeline: warm-up composite: %w", err)
 		}
 		cost = time.Since(start)

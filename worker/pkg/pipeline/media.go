@@ -10,6 +10,7 @@ import (
 
 	"golang.org/x/sync/errgroup"
 
+	"github.com/avatarfleet/avatarfleet/worker/pkg/composite"
 	"github.com/avatarfleet/avatarfleet/worker/pkg/frame"
 	"github.com/avatarfleet/avatarfleet/worker/pkg/lipsync"
 	"github.com/avatarfleet/avatarfleet/worker/pkg/melspec"
@@ -234,7 +235,7 @@ func (p *Pipeline) video(v int64, ts time.Duration) error {
 			obs(time.Since(start))
 		}
 		m.inferCount.Add(1)
-		if err := c.Composite(m.canvas, idle, m.out); err != nil {
+		if err := p.composite(c, idle); err != nil {
 			return fmt.Errorf("pipeline: composite frame %d: %w", v, err)
 		}
 		img = m.canvas
@@ -263,6 +264,16 @@ func (p *Pipeline) video(v int64, ts time.Duration) error {
 		m.keyframes.Add(1)
 	}
 	return nil
+}
+
+// composite pastes the frame's model output (m.out, from the face input
+// m.face) onto idle in m.canvas, the way the model declared.
+func (p *Pipeline) composite(c *composite.Compositor, idle *frame.I420) error {
+	m := &p.media
+	if p.opt.Model.Shape().PasteChange {
+		return c.CompositeChange(m.canvas, idle, m.face, m.out)
+	}
+	return c.Composite(m.canvas, idle, m.out)
 }
 
 // anyLoud: some speech in the delay line (the frame's own tick and the D

@@ -94,7 +94,7 @@ func New(opts Options) (*Executor, error) {
 			return nil, errors.Join(fmt.Errorf("batch: model of batch %d has shape %+v; want MaxBatch ≥ %d and face size %d", n, sh, n, e.shape.FaceSize), e.closeModels())
 		}
 		if len(e.models) == 1 {
-			e.shape = lipsync.Shape{FaceSize: sh.FaceSize, MaxBatch: 1, LookAhead: sh.LookAhead}
+			e.shape = lipsync.Shape{FaceSize: sh.FaceSize, MaxBatch: 1, LookAhead: sh.LookAhead, PasteChange: sh.PasteChange}
 		}
 		if n == opts.MaxBatch {
 			break

@@ -9,10 +9,9 @@ import (
 	"slices"
 	"testing"
 
+	xdraw "golang.org/x/image/draw"
 	"golang.org/x/image/math/f64"
 	"gopkg.in/hraban/opus.v2"
-
-	xdraw "golang.org/x/image/draw"
 
 	"github.com/avatarfleet/avatarfleet/worker/assets"
 	"github.com/avatarfleet/avatarfleet/worker/pkg/avatar"
@@ -376,8 +375,10 @@ func TestMouthOpeningFollowsSpeechEnergy(t *testing.T) {
 	}
 	last := min(len(energy), first+len(speech)/TickSamples)
 	r := pearson(opening[first:last], energy[first:last])
-	var loud, quiet []float64 // elsewhere, in frames with and without speech
-	for i := first + 5; i < len(frames); i++ { // past the first keyframe's refinement
+	// Elsewhere, in frames with and without speech, past the first
+	// keyframe's refinement.
+	var loud, quiet []float64
+	for i := first + 5; i < len(frames); i++ {
 		if energy[i] > 0.05 {
 			loud = append(loud, elsewhere[i])
 		} else if energy[i] < 0.005 {

@@ -54,8 +54,9 @@ const DefaultLookAheadMS = 80
 //  1. Two features of the voice, by one Conv over the mel window weighted
 //     by a Gaussian around the frame's own time (σ 2.5 mel frames): the
 //     loudness (the mean of the bands 2..55, about 150 Hz to 3 kHz) and
-//     the spread of the vowel (the bands of the second formant of i and e,
-//     1.4 to 3 kHz, against those of o and u, 300 to 900 Hz).
+//     the spread of the vowel (the energy in the first formant's band of
+//     open vowels and the second formant's of front ones against the
+//     voice's mean: low for the rounded o and u).
 //  2. Mouth-open amount a = sigmoid(2.4·(loudness + 1.4)), shifted and
 //     rescaled so that it is exactly 0 below 0.02 (silence gives 0.002):
 //     vowels of espeak-ng speech at its default level give about 0.9,
@@ -190,12 +191,14 @@ const (
 	frameSigma   = 2.5
 	openGain     = 2.4
 	openMidpoint = -1.4 // loudness at which a = 0.5
-	// Spread: the second formant's bands (≈1.4..3 kHz) against the first
-	// formant's of rounded vowels (≈300..900 Hz).
-	spreadHiLo, spreadHiHi = 35, 55
-	spreadLoLo, spreadLoHi = 6, 22
-	spreadGain             = 2.0
-	spreadMidpoint         = -1.0 // high − low mean at which b = 0.5
+	// Spread: the voice's energy in the first formant's band of open
+	// vowels (≈550..900 Hz) and the second and third formants' of front
+	// vowels (≈1.8..3 kHz), against its mean: high for i, e and a, low for
+	// the rounded o and u (their formants lie below 450 Hz and near 1 kHz).
+	spreadF1Lo, spreadF1Hi = 12, 21
+	spreadF2Lo, spreadF2Hi = 42, 55
+	spreadGain             = 4.0
+	spreadMidpoint         = -0.35 // feature at which b = 0.5
 )
 
 // frameCentre is where, in the mel window, the default model looks: the
@@ -229,7 +232,8 @@ func featureWeights(lookAheadMS int) ([]float32, []float32) {
 		}
 	}
 	add(0, voiceBandLo, voiceBandHi, openGain)
-	add(1, spreadHiLo, spreadHiHi, spreadGain)
-	add(1, spreadLoLo, spreadLoHi, -spreadGain)
+	add(1, spreadF1Lo, spreadF1Hi, spreadGain/2)
+	add(1, spreadF2Lo, spreadF2Hi, spreadGain/2)
+	add(1, voiceBandLo, voiceBandHi, -spreadGain)
 	return w, []float32{float32(-openGain * openMidpoint), float32(-spreadGain * spreadMidpoint)}
 }

@@ -53,11 +53,11 @@ func mouthInterior(size int) []float32 {
 			x := float64(i) + 0.5
 			side := math.Min(1, math.Abs(x/n-mouthX)/mouthHalfW)
 			depth := (y - lip) / (jawDrop * n) // 0 at the line, 1 at full drop
-			shade := (1 - 0.65*side*side) * (0.75 + 0.35*smoothstep(depth))
+			shade := (1 - 0.6*side*side) * (0.55 + 0.55*smoothstep(depth))
 			k := j*size + i
-			out[k] = float32(0.26 * shade)
-			out[size*size+k] = float32(0.09 * shade)
-			out[2*size*size+k] = float32(0.09 * shade)
+			out[k] = float32(0.36 * shade)
+			out[size*size+k] = float32(0.11 * shade)
+			out[2*size*size+k] = float32(0.10 * shade)
 		}
 	}
 	return out

@@ -177,18 +177,19 @@ func TestFeatureWeights(t *testing.T) {
 	if l := sig(feature(w, bias, 0, flat(0))); l < 0.95 {
 		t.Errorf("a loud voice opens the mouth by %.3f; want nearly fully", l)
 	}
-	// Spread: energy in the second formant's bands against the first's.
+	// Spread: a front vowel's energy in the second formant's bands, a
+	// rounded one's below 450 Hz and near 1 kHz.
 	ee := func(band int) float64 {
-		if band >= spreadHiLo {
-			return -0.5
+		if band >= spreadF2Lo && band <= spreadF2Hi {
+			return -0.3
 		}
-		return -1.5
+		return -2.0
 	}
 	oo := func(band int) float64 {
-		if band >= spreadHiLo {
-			return -2.5
+		if band >= 3 && band <= 9 || band >= 24 && band <= 33 {
+			return 0
 		}
-		return -0.5
+		return -2.5
 	}
 	if b := sig(feature(w, bias, 1, ee)); b < 0.8 {
 		t.Errorf("a spread vowel gives b = %.3f; want ≥ 0.8", b)

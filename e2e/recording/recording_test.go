@@ -99,7 +99,8 @@ func TestRecordingOverREST(t *testing.T) {
 	probe(t, file, stopped.DurationSeconds)
 
 	// A recording still running when its session ends is finished by the
-	// worker; the download learns its final state.
+	// worker, which writes its final state into the session's record: the
+	// session lists it stopped without anyone asking for it.
 	var second apiv1.Recording
 	if err := binfleet.Call(ctx, http.MethodPost, recs, f.APIKey, "", nil, http.StatusCreated, &second); err != nil {
 		t.Fatal(err)
@@ -108,10 +109,13 @@ func TestRecordingOverREST(t *testing.T) {
 	if err := f.DeleteSession(ctx, s.ID); err != nil {
 		t.Fatal(err)
 	}
-	f.WaitUntil(t, "the ended session's recording downloadable", 30*time.Second, func() error {
+	f.WaitUntil(t, "the ended session's recording listed as stopped", 30*time.Second, func() error {
 		got, err := f.GetSession(ctx, s.ID)
-		if err != nil || got.State != "ended" {
-			return fmt.Errorf("session %s: %v", got.State, err)
+		if err != nil || got.State != "ended" || len(got.Recordings) != 2 {
+			return fmt.Errorf("session %s with %d recordings: %v", got.State, len(got.Recordings), err)
+		}
+		if r := got.Recordings[1]; r.State != apiv1.RecordingStopped || r.Bytes == 0 || r.DurationSeconds < 1 {
+			return fmt.Errorf("second recording %+v", r)
 		}
 		return nil
 	})

@@ -121,6 +121,9 @@ func (a *Agent) Run(ctx context.Context) error {
 	if sr, ok := a.rt.(runtime.SpeakingReporter); ok {
 		g.Go(func() error { in.reportSpeaking(gctx, sr); return nil })
 	}
+	if rr, ok := a.rt.(runtime.RecordingReporter); ok {
+		g.Go(func() error { in.reportRecordings(gctx, rr); return nil })
+	}
 	a.log.Info("worker running", "grpc", a.GRPCAddr(), "advertise", a.advertise, "devices", len(a.opts.Devices))
 
 	select {

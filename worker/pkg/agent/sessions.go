@@ -111,6 +111,41 @@ func (in *instance) reportSpeaking(ctx context.Context, sr runtime.SpeakingRepor
 	}
 }
 
+// reportRecordings writes the final state of every recording the runtime
+// ends into its session's record (a recording that ended with its session,
+// or at a limit, shows it without anyone asking the worker). A record that
+// is gone is left alone; other failures are retried a few times.
+func (in *instance) reportRecordings(ctx context.Context, rr runtime.RecordingReporter) {
+	for {
+		select {
+		case <-ctx.Done():
+			return
+		case e, ok := <-rr.RecordingsEnded():
+			if !ok {
+				return
+			}
+			rec := proto.CloneOf(e.Recording)
+			rec.WorkerId = in.opts.ID
+			backoff := endBackoff
+			for attempt := 1; ; attempt++ {
+				_, err := in.store.PutRecording(ctx, e.SessionID, rec)
+				if err == nil || errors.Is(err, fleetstore.ErrNotFound) || errors.Is(err, fleetstore.ErrTooManyRecordings) {
+					break
+				}
+				if attempt == endAttempts || ctx.Err() != nil {
+					in.log.Warn("could not record a recording's end", "session", e.SessionID, "recording", rec.GetId(), "err", err)
+					break
+				}
+				select {
+				case <-time.After(backoff):
+				case <-ctx.Done():
+				}
+				backoff *= 2
+			}
+		}
+	}
+}
+
 // onLeaseLost stops every local session: their slots went with the lease,
 // and the control plane reports them failed (worker_lost) or re-places them.
 func (in *instance) onLeaseLost(ctx context.Context, lost clientv3.LeaseID) {

@@ -142,6 +142,11 @@ type Runtime struct {
 
 	recMu sync.Mutex // after a session's mu
 	recs  recordings
+	// recEnded carries ended recordings (RecordingsEnded); sends never
+	// block and stop once it is closed (recEndMu guards both).
+	recEndMu     sync.Mutex
+	recEnded     chan runtime.RecordingEnded
+	recEndClosed bool
 }
 
 const endedBuffer = 64
@@ -170,6 +175,7 @@ func New(cfg Config) (*Runtime, error) {
 		lifeClock: cfg.LifetimeClock, metrics: newMetrics(),
 		budget: pipeline.NewBudget(cfg.InputBudget), heapLimit: cfg.HeapLimit, heap: liveHeap,
 		ended: make(chan runtime.Ended, endedBuffer), speaking: make(chan runtime.Speaking, cfg.SpeakingBuffer),
+		recEnded: make(chan runtime.RecordingEnded, recEndedBuffer),
 		done: make(chan struct{})}
 	if !cfg.NoIdleShare {
 		c, err := idleloop.New(idleloop.Options{MaxBytes: cfg.IdleCacheBytes, Logger: cfg.Logger})

@@ -198,6 +198,10 @@ func (r *Runtime) Close(_ context.Context) error {
 	r.wg.Wait() // every media goroutine, the only senders on speaking, has returned
 	close(r.ended)
 	close(r.speaking)
+	r.recEndMu.Lock()
+	r.recEndClosed = true
+	close(r.recEnded)
+	r.recEndMu.Unlock()
 	return r.closePools()
 }
 

@@ -8,6 +8,10 @@ import (
 	"regexp"
 	"time"
 
+	"google.golang.org/protobuf/types/known/durationpb"
+	"google.golang.org/protobuf/types/known/timestamppb"
+
+	fleetv1 "github.com/avatarfleet/avatarfleet/proto/fleet/v1"
 	"github.com/avatarfleet/avatarfleet/worker/pkg/recording"
 	"github.com/avatarfleet/avatarfleet/worker/pkg/runtime"
 )
@@ -22,6 +26,8 @@ const (
 	// recordingStopTimeout bounds the finishing of a session's recordings
 	// when the session ends.
 	recordingStopTimeout = time.Minute
+	// recEndedBuffer is how many ended recordings wait for the worker.
+	recEndedBuffer = 256
 )
 
 // ErrRecordingOff: the worker has no recording store (Config.Recordings).
@@ -69,7 +75,8 @@ func (r *Runtime) StartRecording(ctx context.Context, id, rid string) (recording
 	}
 	p := s.p()
 	rec, err = recording.Start(ctx, recording.Options{Store: r.cfg.Recordings, Name: name, RequestKeyframe: p.RequestKeyframe,
-		MaxBytes: r.cfg.RecordingMaxBytes, MaxDuration: r.cfg.RecordingMaxDuration, Logger: r.log.With("session", id)})
+		MaxBytes: r.cfg.RecordingMaxBytes, MaxDuration: r.cfg.RecordingMaxDuration, Logger: r.log.With("session", id),
+		OnDone: func(in recording.Info) { r.reportRecording(id, rid, in) }})
 	if err != nil {
 		return recording.Info{}, fmt.Errorf("record %s: %w", id, err)
 	}
@@ -125,6 +132,36 @@ func (r *Runtime) RecordingLocation(id, rid string) string {
 		return ""
 	}
 	return r.cfg.Recordings.String() + "/" + RecordingName(id, rid)
+}
+
+// RecordingsEnded implements runtime.RecordingReporter.
+func (r *Runtime) RecordingsEnded() <-chan runtime.RecordingEnded { return r.recEnded }
+
+// reportRecording hands an ended recording to RecordingsEnded without
+// blocking.
+func (r *Runtime) reportRecording(id, rid string, in recording.Info) {
+	e := runtime.RecordingEnded{SessionID: id, Recording: RecordingProto(rid, in, r.RecordingLocation(id, rid))}
+	r.recEndMu.Lock()
+	defer r.recEndMu.Unlock()
+	if r.recEndClosed {
+		return
+	}
+	select {
+	case r.recEnded <- e:
+	default:
+		r.log.Warn("ended recording not reported: the queue is full", "session", id, "recording", rid)
+	}
+}
+
+// RecordingProto is a recording's state as the fleet keeps it (WorkerId
+// unset).
+func RecordingProto(rid string, in recording.Info, location string) *fleetv1.Recording {
+	out := &fleetv1.Recording{Id: rid, State: string(in.State), StartedAt: timestamppb.New(in.Started),
+		Bytes: in.Bytes, Duration: durationpb.New(in.Duration), Location: location, Error: in.Error}
+	if !in.Stopped.IsZero() {
+		out.StoppedAt = timestamppb.New(in.Stopped)
+	}
+	return out
 }
 
 // recorder looks a recorder up; the caller holds recMu.

@@ -106,4 +106,25 @@ func TestRecordings(t *testing.T) {
 	if _, _, err := r.OpenRecording(ctx, "s1", "r3"); !errors.Is(err, runtime.ErrNotFound) {
 		t.Errorf("OpenRecording of a recording never made: %v", err)
 	}
+	// Both ends were reported, each once, with their final state.
+	reported := map[string]*fleetv1.Recording{}
+	for len(reported) < 2 {
+		select {
+		case e := <-r.RecordingsEnded():
+			if e.SessionID != "s1" || reported[e.Recording.GetId()] != nil {
+				t.Fatalf("report %+v", e)
+			}
+			reported[e.Recording.GetId()] = e.Recording
+		case <-time.After(10 * time.Second):
+			t.Fatalf("reported %v; want r1 and r2", reported)
+		}
+	}
+	for _, info := range []recording.Info{done, ended} {
+		rid := info.Name[len("s1/") : len(info.Name)-len(".webm")]
+		got := reported[rid]
+		if got == nil || got.GetState() != string(recording.Stopped) || got.GetBytes() != info.Bytes || got.GetStoppedAt() == nil ||
+			got.GetLocation() != r.RecordingLocation("s1", rid) {
+			t.Errorf("reported %s as %+v; want stopped with %d bytes", rid, got, info.Bytes)
+		}
+	}
 }

@@ -83,6 +83,10 @@ type Options struct {
 	Now func() time.Time
 	// Logger; nil discards.
 	Logger *slog.Logger
+	// OnDone, if set, is called once with the final Info when the
+	// recording has ended, for whatever reason (Stop, a limit, a failure),
+	// from the recorder's goroutine before Done closes. It must not block.
+	OnDone func(Info)
 }
 
 // Validate checks the options.
@@ -312,6 +316,9 @@ func (r *Recorder) run() {
 		r.mu.Unlock()
 	}
 	r.finish(tracks, why, failed)
+	if r.opt.OnDone != nil {
+		r.opt.OnDone(r.Info())
+	}
 }
 
 // finish closes the muxer and commits (or aborts) the object.

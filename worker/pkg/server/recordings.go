@@ -8,8 +8,6 @@ import (
 
 	"google.golang.org/grpc/codes"
 	"google.golang.org/grpc/status"
-	"google.golang.org/protobuf/types/known/durationpb"
-	"google.golang.org/protobuf/types/known/timestamppb"
 
 	fleetv1 "github.com/avatarfleet/avatarfleet/proto/fleet/v1"
 	"github.com/avatarfleet/avatarfleet/worker/pkg/mediaruntime"
@@ -42,12 +40,8 @@ func (s *Server) recorder(req *fleetv1.RecordingRequest) (recorder, error) {
 }
 
 func (s *Server) recordingProto(rec recorder, req *fleetv1.RecordingRequest, in recording.Info) *fleetv1.Recording {
-	out := &fleetv1.Recording{Id: req.GetRecordingId(), State: string(in.State), StartedAt: timestamppb.New(in.Started),
-		Bytes: in.Bytes, Duration: durationpb.New(in.Duration), Location: rec.RecordingLocation(req.GetSessionId(), req.GetRecordingId()),
-		WorkerId: s.worker, Error: in.Error}
-	if !in.Stopped.IsZero() {
-		out.StoppedAt = timestamppb.New(in.Stopped)
-	}
+	out := mediaruntime.RecordingProto(req.GetRecordingId(), in, rec.RecordingLocation(req.GetSessionId(), req.GetRecordingId()))
+	out.WorkerId = s.worker
 	return out
 }
 

@@ -176,7 +176,7 @@ func New(cfg Config) (*Runtime, error) {
 		budget: pipeline.NewBudget(cfg.InputBudget), heapLimit: cfg.HeapLimit, heap: liveHeap,
 		ended: make(chan runtime.Ended, endedBuffer), speaking: make(chan runtime.Speaking, cfg.SpeakingBuffer),
 		recEnded: make(chan runtime.RecordingEnded, recEndedBuffer),
-		done: make(chan struct{})}
+		done:     make(chan struct{})}
 	if !cfg.NoIdleShare {
 		c, err := idleloop.New(idleloop.Options{MaxBytes: cfg.IdleCacheBytes, Logger: cfg.Logger})
 		if err != nil {

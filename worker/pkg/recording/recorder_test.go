@@ -69,7 +69,7 @@ func TestStores(t *testing.T) {
 		cues  bool
 	}{
 		{"dir", dirStore, true},
-		{"s3", func(t *testing.T) Store { return startMinIO(t, 0) }, false},
+		{"s3", func(t *testing.T) Store { return startMinIO(t, 0) }, true},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			st := tc.store(t)
@@ -326,7 +326,8 @@ func TestValidation(t *testing.T) {
 }
 
 // TestS3Multipart: a recording larger than one part goes up as a multipart
-// upload (three 5 MiB parts) and reads back block for block.
+// upload (three 5 MiB parts) and reads back block for block, with the seek
+// index and the duration the muxer wrote into the held first part.
 func TestS3Multipart(t *testing.T) {
 	st := startMinIO(t, 5<<20)
 	rec, err := Start(context.Background(), Options{Store: st, Name: "big.webm", Queue: 4000})
@@ -354,6 +355,9 @@ func TestS3Multipart(t *testing.T) {
 	f := parseWebM(t, bytes.NewReader(readBack(t, st, "big.webm")))
 	if len(f.video) != frames {
 		t.Fatalf("%d video blocks, want %d", len(f.video), frames)
+	}
+	if f.cues == 0 || f.info.Duration != float64((frames-1)*40) {
+		t.Fatalf("%d cue points, duration %v ms in the header; want cues and %d", f.cues, f.info.Duration, (frames-1)*40)
 	}
 	for i, b := range f.video {
 		if len(b.data) < size || b.data[len(b.data)-1] != byte(i) {

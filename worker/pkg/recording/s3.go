@@ -1,6 +1,7 @@
 package recording
 
 import (
+	"bytes"
 	"context"
 	"errors"
 	"fmt"
@@ -9,13 +10,14 @@ import (
 	"net/url"
 	"path"
 	"sync"
+	"time"
 
 	"github.com/minio/minio-go/v7"
 	"github.com/minio/minio-go/v7/pkg/credentials"
 )
 
-// DefaultPartSize is the S3 multipart part size: the memory one upload
-// buffers, and with S3's 10,000 parts a bound of 80 GiB on an object.
+// DefaultPartSize is the S3 multipart part size: an upload holds up to two
+// parts in memory, and with S3's 10,000 parts an object is at most 80 GiB.
 const DefaultPartSize = 8 << 20
 
 // S3Options configures an S3Store.
@@ -57,8 +59,8 @@ func (o *S3Options) Validate() error {
 
 // S3Store keeps recordings in a bucket of an S3-compatible server. A
 // recording streams to the server as a multipart upload while it is
-// written (one part buffered in memory); the object appears when the
-// upload completes, on Commit.
+// written, its first part held back so the header can be completed (see
+// s3Object); the object appears when the upload completes, on Commit.
 type S3Store struct {
 	c   *minio.Client
 	opt S3Options
@@ -102,28 +104,14 @@ func (s *S3Store) Key(name string) string {
 	return path.Join(s.opt.Prefix, name)
 }
 
-// Create implements Store: it starts the upload, which lives until Commit
-// or Abort (not ctx's end: a recording outlives the request that started
-// it).
+// Create implements Store: it begins an object that lives until Commit or
+// Abort (not ctx's end: a recording outlives the request that started it).
 func (s *S3Store) Create(ctx context.Context, name string) (Object, error) {
 	if err := ValidName(name); err != nil {
 		return nil, err
 	}
-	pr, pw := io.Pipe()
-	o := &s3Object{pw: pw, done: make(chan struct{}), key: s.Key(name)}
-	up := context.WithoutCancel(ctx)
-	go func() {
-		defer close(o.done)
-		_, err := s.c.PutObject(up, s.opt.Bucket, o.key, pr, -1,
-			minio.PutObjectOptions{ContentType: "video/webm", PartSize: s.opt.PartSize})
-		if err != nil {
-			err = fmt.Errorf("recording: upload %s: %w", o.key, err)
-			o.setErr(err)
-		}
-		// Unblocks a writer if the upload ended early.
-		_ = pr.CloseWithError(errors.Join(err, io.ErrClosedPipe))
-	}()
-	return o, nil
+	return &s3Object{s: s, core: minio.Core{Client: s.c}, key: s.Key(name), ctx: context.WithoutCancel(ctx),
+		part: int(s.opt.PartSize)}, nil
 }
 
 // Open implements Store.
@@ -146,43 +134,134 @@ func (s *S3Store) Open(ctx context.Context, name string) (io.ReadCloser, int64, 
 	return obj, st.Size, nil
 }
 
-// s3Object is an upload in progress: Write feeds the uploader through a
-// pipe (blocking while a part is being sent).
+// s3Object is an upload in progress. The first part is held in memory
+// until Commit and uploaded last (a multipart upload's parts may arrive in
+// any order), so the muxer can still write its header there: the duration
+// and the seek index (WriteAt). Later parts stream to the server as a
+// multipart upload (started when the second part is full; Write blocks
+// while a part is sent); a recording that fits in one part is one
+// PutObject on Commit. It holds at most two parts in memory.
 type s3Object struct {
+	s    *S3Store
+	core minio.Core
 	key  string
-	pw   *io.PipeWriter
-	done chan struct{} // the uploader goroutine has returned
-	mu   sync.Mutex
-	err  error
+	ctx  context.Context // the uploads' (the recording's life)
+	part int             // part size
+
+	mu       sync.Mutex // the muxer writes; the Recorder commits or aborts
+	head     []byte // the first part: held until Commit
+	cur      []byte // the part being filled (after head)
+	curStart int64  // its offset in the file
+	uploadID string // the multipart upload, once a later part was sent
+	parts    []minio.CompletePart
 }
 
-func (o *s3Object) setErr(err error) {
+func (o *s3Object) Write(p []byte) (int, error) {
 	o.mu.Lock()
 	defer o.mu.Unlock()
-	o.err = err
+	n := 0
+	for len(p) > 0 {
+		if len(o.head) < o.part {
+			k := min(len(p), o.part-len(o.head))
+			o.head = append(o.head, p[:k]...)
+			p, n = p[k:], n+k
+			o.curStart = int64(len(o.head))
+			continue
+		}
+		k := min(len(p), o.part-len(o.cur))
+		o.cur = append(o.cur, p[:k]...)
+		p, n = p[k:], n+k
+		if len(o.cur) == o.part {
+			if err := o.send(o.ctx, o.cur); err != nil {
+				return n, err
+			}
+			o.curStart += int64(len(o.cur))
+			o.cur = o.cur[:0]
+		}
+	}
+	return n, nil
 }
 
-func (o *s3Object) Write(p []byte) (int, error) { return o.pw.Write(p) }
+// WriteAt rewrites bytes written already, in the held first part or the
+// part being filled (the muxer's header and its last cluster's size).
+func (o *s3Object) WriteAt(p []byte, off int64) (int, error) {
+	o.mu.Lock()
+	defer o.mu.Unlock()
+	end := off + int64(len(p))
+	switch {
+	case off >= 0 && end <= int64(len(o.head)):
+		return copy(o.head[off:], p), nil
+	case off >= o.curStart && end <= o.curStart+int64(len(o.cur)):
+		return copy(o.cur[off-o.curStart:], p), nil
+	}
+	return 0, fmt.Errorf("recording: %s: rewrite of bytes %d..%d, already uploaded", o.key, off, end)
+}
 
-// errAborted ends an aborted upload (the client then aborts the multipart
-// upload on the server).
-var errAborted = errors.New("recording: upload aborted")
+// send uploads data as the next part after the first (part 2, 3, …).
+func (o *s3Object) send(ctx context.Context, data []byte) error {
+	if o.uploadID == "" {
+		id, err := o.core.NewMultipartUpload(ctx, o.s.opt.Bucket, o.key, minio.PutObjectOptions{ContentType: "video/webm"})
+		if err != nil {
+			return fmt.Errorf("recording: upload %s: %w", o.key, err)
+		}
+		o.uploadID = id
+	}
+	n := len(o.parts) + 2
+	p, err := o.core.PutObjectPart(ctx, o.s.opt.Bucket, o.key, o.uploadID, n, bytes.NewReader(data), int64(len(data)), minio.PutObjectPartOptions{})
+	if err != nil {
+		return fmt.Errorf("recording: upload %s part %d: %w", o.key, n, err)
+	}
+	o.parts = append(o.parts, minio.CompletePart{PartNumber: n, ETag: p.ETag})
+	return nil
+}
 
 func (o *s3Object) Commit(ctx context.Context) error {
-	_ = o.pw.Close()
-	select {
-	case <-o.done:
-	case <-ctx.Done():
-		_ = o.pw.CloseWithError(errAborted)
-		<-o.done
-		return fmt.Errorf("recording: commit %s: %w", o.key, ctx.Err())
-	}
 	o.mu.Lock()
 	defer o.mu.Unlock()
-	return o.err
+	if o.uploadID == "" {
+		// One part: a plain upload.
+		_, err := o.s.c.PutObject(ctx, o.s.opt.Bucket, o.key, bytes.NewReader(o.head), int64(len(o.head)),
+			minio.PutObjectOptions{ContentType: "video/webm"})
+		if err != nil {
+			return fmt.Errorf("recording: commit %s: %w", o.key, err)
+		}
+		return nil
+	}
+	if len(o.cur) > 0 {
+		if err := o.send(ctx, o.cur); err != nil {
+			o.abort()
+			return err
+		}
+	}
+	first, err := o.core.PutObjectPart(ctx, o.s.opt.Bucket, o.key, o.uploadID, 1, bytes.NewReader(o.head), int64(len(o.head)), minio.PutObjectPartOptions{})
+	if err != nil {
+		o.abort()
+		return fmt.Errorf("recording: upload %s part 1: %w", o.key, err)
+	}
+	parts := append([]minio.CompletePart{{PartNumber: 1, ETag: first.ETag}}, o.parts...)
+	if _, err := o.core.CompleteMultipartUpload(ctx, o.s.opt.Bucket, o.key, o.uploadID, parts, minio.PutObjectOptions{}); err != nil {
+		o.abort()
+		return fmt.Errorf("recording: commit %s: %w", o.key, err)
+	}
+	return nil
 }
 
+// Abort drops the upload (the server discards the parts it has).
 func (o *s3Object) Abort() {
-	_ = o.pw.CloseWithError(errAborted)
-	<-o.done
+	o.mu.Lock()
+	defer o.mu.Unlock()
+	o.abort()
 }
+
+func (o *s3Object) abort() {
+	if o.uploadID != "" {
+		ctx, cancel := context.WithTimeout(o.ctx, abortTimeout)
+		defer cancel()
+		_ = o.core.AbortMultipartUpload(ctx, o.s.opt.Bucket, o.key, o.uploadID)
+		o.uploadID = ""
+	}
+	o.head, o.cur = nil, nil
+}
+
+// abortTimeout bounds an abort's request.
+const abortTimeout = 30 * time.Second

@@ -1,0 +1,336 @@
+// Package livekit makes a session the avatar of a LiveKit Agents voice
+// agent: it joins the agent's LiveKit room with the token the agent minted
+// (kind agent, attribute lk.publish_on_behalf), publishes the session's VP8
+// video and Opus audio there (an Avatar is a pipeline.Sink), and speaks the
+// avatar side of livekit-agents' data-stream audio contract:
+//
+//   - the agent's speech arrives as byte streams on topic lk.audio_stream
+//     (raw PCM s16le, attributes sample_rate and num_channels), one stream
+//     per speech segment; it is resampled to 16 kHz mono and queued as
+//     live speech;
+//   - RPC lk.clear_buffer from the agent interrupts the speech;
+//   - the avatar calls RPC lk.playback_started on the agent when a
+//     segment's first audio has gone out, and lk.playback_finished with
+//     {"playback_position": seconds, "interrupted": bool} when it was
+//     played to its end or cleared.
+//
+// The room closing, the avatar being removed or the agent leaving end the
+// session (Hooks.End).
+package livekit
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"log/slog"
+	"sync"
+	"time"
+
+	"github.com/avatarfleet/avatarfleet/proto/livekitroom"
+	"github.com/avatarfleet/avatarfleet/worker/pkg/pipeline"
+	lkproto "github.com/livekit/protocol/livekit"
+	lksdk "github.com/livekit/server-sdk-go/v2"
+	"github.com/pion/rtcp"
+	"github.com/pion/webrtc/v4"
+	"github.com/pion/webrtc/v4/pkg/media"
+)
+
+// The contract's names (livekit-agents, voice/avatar).
+const (
+	AudioTopic             = "lk.audio_stream"
+	RPCClearBuffer         = "lk.clear_buffer"
+	RPCPlaybackStarted     = "lk.playback_started"
+	RPCPlaybackFinished    = "lk.playback_finished"
+	AttrPublishOnBehalf    = "lk.publish_on_behalf"
+	AttrSampleRate         = "sample_rate"
+	AttrNumChannels        = "num_channels"
+	defaultConnectTimeout  = 10 * time.Second
+	defaultAgentWait       = 30 * time.Second
+	defaultMaxLead         = 5 * time.Second
+	defaultRPCTimeout      = 5 * time.Second
+	notifyBuffer           = 64
+	rpcAttempts            = 3
+	maxSegment             = 10 * time.Minute // of audio, as the REST API's WAV limit
+	minSampleRate          = 8000
+	maxSampleRate          = 192000
+	maxChannels            = 8
+	firstChunkSamples      = 1 // the mark of a segment's first sample: playback_started
+	pushChunk              = 320
+	leadPoll               = 10 * time.Millisecond
+	endReasonAgentLeft     = "the agent left the LiveKit room"
+	endReasonRoomClosed    = "the LiveKit room closed or the avatar was disconnected"
+	endReasonAgentNotFound = "no agent joined the LiveKit room"
+)
+
+// Hooks are how the avatar drives its session. Each must be safe to call
+// from any goroutine and must not block.
+type Hooks struct {
+	// PushSpeech queues 16 kHz mono speech; sent is called once its last
+	// sample has gone out (never when an interrupt dropped it). It reports
+	// whether all of it was queued.
+	PushSpeech func(pcm []float32, sent func()) bool
+	// Interrupt drops the queued speech.
+	Interrupt func()
+	// RequestKeyframe makes the next video frame a keyframe.
+	RequestKeyframe func()
+	// Present reports whether the agent is in the room (a viewer).
+	Present func(bool)
+	// End ends the session: the room closed, the avatar was removed or
+	// the agent left. Called at most once.
+	End func(message string)
+}
+
+// Options configure Join.
+type Options struct {
+	// URL and Token are where to join (Session.livekit).
+	URL, Token string
+	Hooks      Hooks
+	// Name labels the avatar's tracks (the session id).
+	Name string
+	// ConnectTimeout bounds the join (default 10 s); AgentWait how long
+	// the agent may take to be in the room (default 30 s); MaxLead how far
+	// the agent's audio is queued ahead of its playback (default 5 s);
+	// RPCTimeout bounds each playback RPC (default 5 s).
+	ConnectTimeout, AgentWait, MaxLead, RPCTimeout time.Duration
+	// Logger; nil discards.
+	Logger *slog.Logger
+}
+
+// Avatar is a session's participant in a LiveKit room.
+type Avatar struct {
+	opt   Options
+	log   *slog.Logger
+	room  *lksdk.Room
+	video *lksdk.LocalTrack
+	audio *lksdk.LocalTrack
+
+	ctx    context.Context // ends on Close
+	cancel context.CancelFunc
+	wg     sync.WaitGroup // the notifier, the agent wait, the stream readers
+	play   *playback
+	notes  chan note
+
+	mu       sync.Mutex
+	agent    string // the agent's identity, once known
+	closed   bool
+	ended    bool
+	readMu   sync.Mutex // one segment is read at a time, in arrival order
+	writeErr bool       // a track write failed (logged once)
+}
+
+// Join connects to the room, publishes the tracks and registers the
+// contract's handlers. The avatar stays until Close.
+func Join(ctx context.Context, opt Options) (*Avatar, error) {
+	if err := livekitroom.Validate(opt.URL, opt.Token); err != nil {
+		return nil, fmt.Errorf("livekit: %w", err)
+	}
+	h := opt.Hooks
+	if h.PushSpeech == nil || h.Interrupt == nil || h.End == nil {
+		return nil, errors.New("livekit: Hooks.PushSpeech, Interrupt and End are required")
+	}
+	if opt.ConnectTimeout <= 0 {
+		opt.ConnectTimeout = defaultConnectTimeout
+	}
+	if opt.AgentWait <= 0 {
+		opt.AgentWait = defaultAgentWait
+	}
+	if opt.MaxLead <= 0 {
+		opt.MaxLead = defaultMaxLead
+	}
+	if opt.RPCTimeout <= 0 {
+		opt.RPCTimeout = defaultRPCTimeout
+	}
+	if opt.Logger == nil {
+		opt.Logger = slog.New(slog.DiscardHandler)
+	}
+	a := &Avatar{opt: opt, log: opt.Logger.With("livekit", opt.URL), notes: make(chan note, notifyBuffer)}
+	a.ctx, a.cancel = context.WithCancel(context.Background())
+	a.play = newPlayback(a.enqueue)
+
+	var err error
+	keyframe := lksdk.WithRTCPHandler(func(p rtcp.Packet) {
+		switch p.(type) {
+		case *rtcp.PictureLossIndication, *rtcp.FullIntraRequest:
+			if h.RequestKeyframe != nil {
+				h.RequestKeyframe()
+			}
+		}
+	})
+	if a.video, err = lksdk.NewLocalSampleTrack(webrtc.RTPCodecCapability{MimeType: webrtc.MimeTypeVP8, ClockRate: 90000}, keyframe); err != nil {
+		a.cancel()
+		return nil, fmt.Errorf("livekit: video track: %w", err)
+	}
+	if a.audio, err = lksdk.NewLocalSampleTrack(webrtc.RTPCodecCapability{MimeType: webrtc.MimeTypeOpus, ClockRate: 48000, Channels: 2}); err != nil {
+		a.cancel()
+		return nil, fmt.Errorf("livekit: audio track: %w", err)
+	}
+
+	cb := lksdk.NewRoomCallback()
+	cb.OnDisconnectedWithReason = func(reason lksdk.DisconnectionReason) {
+		a.end(fmt.Sprintf("%s (%s)", endReasonRoomClosed, reason))
+	}
+	cb.OnParticipantConnected = func(rp *lksdk.RemoteParticipant) { a.participantJoined(rp) }
+	cb.OnParticipantDisconnected = func(rp *lksdk.RemoteParticipant) {
+		if id := a.agentIdentity(); id != "" && rp.Identity() == id {
+			a.presence(false)
+			a.end(endReasonAgentLeft)
+		}
+	}
+	a.room = lksdk.NewRoom(cb)
+	// Handlers first: the agent may send as soon as it sees the avatar.
+	if err := a.room.RegisterByteStreamHandler(AudioTopic, a.onAudioStream); err != nil {
+		a.cancel()
+		return nil, fmt.Errorf("livekit: %w", err)
+	}
+	if err := a.room.RegisterRpcMethod(RPCClearBuffer, a.onClearBuffer); err != nil {
+		a.cancel()
+		return nil, fmt.Errorf("livekit: %w", err)
+	}
+	jctx, cancel := context.WithTimeout(ctx, opt.ConnectTimeout)
+	defer cancel()
+	if err := a.room.JoinWithContextAndToken(jctx, opt.URL, opt.Token, lksdk.WithAutoSubscribe(false),
+		lksdk.WithConnectTimeout(opt.ConnectTimeout)); err != nil {
+		a.cancel()
+		return nil, fmt.Errorf("livekit: join %s: %w", opt.URL, err)
+	}
+	if err := a.publish(); err != nil {
+		a.room.Disconnect()
+		a.cancel()
+		return nil, err
+	}
+	a.wg.Add(2)
+	go a.notifier()
+	go a.findAgent()
+	a.log.Info("joined LiveKit room", "room", a.room.Name(), "identity", a.room.LocalParticipant.Identity())
+	return a, nil
+}
+
+func (a *Avatar) publish() error {
+	if _, err := a.room.LocalParticipant.PublishTrack(a.video, &lksdk.TrackPublicationOptions{
+		Name: "avatar-video", Source: lkproto.TrackSource_CAMERA}); err != nil {
+		return fmt.Errorf("livekit: publish video: %w", err)
+	}
+	if _, err := a.room.LocalParticipant.PublishTrack(a.audio, &lksdk.TrackPublicationOptions{
+		Name: "avatar-audio", Source: lkproto.TrackSource_MICROPHONE}); err != nil {
+		return fmt.Errorf("livekit: publish audio: %w", err)
+	}
+	return nil
+}
+
+// findAgent settles the agent's identity: the lk.publish_on_behalf
+// attribute of the avatar's own token, else the room's first agent
+// participant. It ends the session when no agent shows up in AgentWait.
+func (a *Avatar) findAgent() {
+	defer a.wg.Done()
+	want := a.room.LocalParticipant.Attributes()[AttrPublishOnBehalf]
+	deadline := time.NewTimer(a.opt.AgentWait)
+	defer deadline.Stop()
+	tick := time.NewTicker(50 * time.Millisecond)
+	defer tick.Stop()
+	for {
+		for _, rp := range a.room.GetRemoteParticipants() {
+			if (want != "" && rp.Identity() == want) || (want == "" && rp.Kind() == lksdk.ParticipantAgent) {
+				a.setAgent(rp.Identity())
+				return
+			}
+		}
+		select {
+		case <-a.ctx.Done():
+			return
+		case <-deadline.C:
+			a.end(endReasonAgentNotFound)
+			return
+		case <-tick.C:
+		}
+	}
+}
+
+func (a *Avatar) participantJoined(rp *lksdk.RemoteParticipant) {
+	want := a.room.LocalParticipant.Attributes()[AttrPublishOnBehalf]
+	if (want != "" && rp.Identity() == want) || (want == "" && rp.Kind() == lksdk.ParticipantAgent) {
+		a.setAgent(rp.Identity())
+	}
+}
+
+func (a *Avatar) setAgent(id string) {
+	a.mu.Lock()
+	first := a.agent == ""
+	if first {
+		a.agent = id
+	}
+	a.mu.Unlock()
+	if first {
+		a.log.Info("agent found", "agent", id)
+		a.presence(true)
+	}
+}
+
+// AgentIdentity is the agent's identity, once it was seen in the room.
+func (a *Avatar) AgentIdentity() string { return a.agentIdentity() }
+
+func (a *Avatar) agentIdentity() string {
+	a.mu.Lock()
+	defer a.mu.Unlock()
+	return a.agent
+}
+
+func (a *Avatar) presence(in bool) {
+	if a.opt.Hooks.Present != nil {
+		a.opt.Hooks.Present(in)
+	}
+}
+
+// end ends the session once (not after Close: the session is ending).
+func (a *Avatar) end(msg string) {
+	a.mu.Lock()
+	if a.closed || a.ended {
+		a.mu.Unlock()
+		return
+	}
+	a.ended = true
+	a.mu.Unlock()
+	a.log.Info("LiveKit avatar ends its session", "why", msg)
+	a.opt.Hooks.End(msg)
+}
+
+// WriteVideo implements pipeline.Sink.
+func (a *Avatar) WriteVideo(s pipeline.Sample) error {
+	a.write(a.video, s)
+	return nil
+}
+
+// WriteAudio implements pipeline.Sink.
+func (a *Avatar) WriteAudio(s pipeline.Sample) error {
+	a.write(a.audio, s)
+	return nil
+}
+
+// write hands a sample to a track. A failed write is logged once and never
+// ends the session: the room's own events do.
+func (a *Avatar) write(t *lksdk.LocalTrack, s pipeline.Sample) {
+	if err := t.WriteSample(media.Sample{Data: s.Data, Duration: s.Duration}, nil); err != nil {
+		a.mu.Lock()
+		first := !a.writeErr
+		a.writeErr = true
+		a.mu.Unlock()
+		if first {
+			a.log.Warn("LiveKit track write failed", "err", err)
+		}
+	}
+}
+
+// Close leaves the room and waits for the avatar's goroutines. Pending
+// playback notifications are dropped.
+func (a *Avatar) Close() error {
+	a.mu.Lock()
+	if a.closed {
+		a.mu.Unlock()
+		return nil
+	}
+	a.closed = true
+	a.mu.Unlock()
+	a.cancel()
+	a.room.Disconnect() // ends the stream readers (their readers close)
+	a.wg.Wait()
+	return nil
+}

@@ -162,6 +162,9 @@ type CreateParams struct {
 	// session's worker is lost (Session.restart_policy, replace_timeout).
 	RestartPolicy         fleetv1.RestartPolicy
 	ReplaceTimeoutSeconds uint32
+	// LiveKit, when set, is the LiveKit room the session joins as a voice
+	// agent's avatar (kept in the record, in etcd, token included).
+	LiveKit *fleetv1.LiveKitRoom
 	// IdempotencyKey, when set, makes retries return the same session;
 	// RequestHash tells a retry from a different request with the same key.
 	IdempotencyKey string
@@ -200,6 +203,7 @@ func (m *Manager) newSession(id string, p CreateParams) *fleetv1.Session {
 		Owner:                 p.Owner,
 		RestartPolicy:         p.RestartPolicy,
 		ReplaceTimeoutSeconds: p.ReplaceTimeoutSeconds,
+		Livekit:               p.LiveKit,
 	}
 }
 

@@ -23,12 +23,14 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
+	"strings"
 	"sync"
 	"time"
 
 	"github.com/avatarfleet/avatarfleet/proto/livekitroom"
 	"github.com/avatarfleet/avatarfleet/worker/pkg/pipeline"
 	lkproto "github.com/livekit/protocol/livekit"
+	protoLogger "github.com/livekit/protocol/logger"
 	lksdk "github.com/livekit/server-sdk-go/v2"
 	"github.com/pion/rtcp"
 	"github.com/pion/webrtc/v4"
@@ -188,10 +190,11 @@ func Join(ctx context.Context, opt Options) (*Avatar, error) {
 	}
 	jctx, cancel := context.WithTimeout(ctx, opt.ConnectTimeout)
 	defer cancel()
+	// The SDK's own log stays off: it may print the URL with the token.
 	if err := a.room.JoinWithContextAndToken(jctx, opt.URL, opt.Token, lksdk.WithAutoSubscribe(false),
-		lksdk.WithConnectTimeout(opt.ConnectTimeout)); err != nil {
+		lksdk.WithConnectTimeout(opt.ConnectTimeout), lksdk.WithLogger(protoLogger.GetDiscardLogger())); err != nil {
 		a.cancel()
-		return nil, fmt.Errorf("livekit: join %s: %w", opt.URL, err)
+		return nil, fmt.Errorf("livekit: join %s: %s", opt.URL, redact(err.Error(), opt.Token))
 	}
 	if err := a.publish(); err != nil {
 		a.room.Disconnect()
@@ -291,6 +294,17 @@ func (a *Avatar) end(msg string) {
 	a.mu.Unlock()
 	a.log.Info("LiveKit avatar ends its session", "why", msg)
 	a.opt.Hooks.End(msg)
+}
+
+// redact removes the token (and its signature, which a server may quote
+// alone) from an error's text: errors end up in logs and in the session's
+// end message.
+func redact(msg, token string) string {
+	msg = strings.ReplaceAll(msg, token, "[token]")
+	if i := strings.LastIndexByte(token, '.'); i >= 0 && len(token)-i > 8 {
+		msg = strings.ReplaceAll(msg, token[i+1:], "[signature]")
+	}
+	return msg
 }
 
 // WriteVideo implements pipeline.Sink.

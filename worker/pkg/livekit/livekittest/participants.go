@@ -1,4 +1,4 @@
-package livekit_test
+package livekittest
 
 import (
 	"bytes"
@@ -16,7 +16,6 @@ import (
 
 	"github.com/avatarfleet/avatarfleet/proto/wav"
 	"github.com/avatarfleet/avatarfleet/worker/pkg/livekit"
-	"github.com/avatarfleet/avatarfleet/worker/pkg/livekit/livekittest"
 	lkproto "github.com/livekit/protocol/livekit"
 	lksdk "github.com/livekit/server-sdk-go/v2"
 	"github.com/pion/mediadevices/pkg/codec"
@@ -27,37 +26,39 @@ import (
 	"github.com/pion/webrtc/v4/pkg/media/samplebuilder"
 )
 
-// rpcCall is one playback RPC the agent received.
-type rpcCall struct {
-	method      string
-	from        string
-	position    float64
-	interrupted bool
-	at          time.Time
+// Call is one playback RPC the agent received.
+type Call struct {
+	Method      string
+	From        string
+	Position    float64
+	Interrupted bool
+	At          time.Time
 }
 
-// agent plays a LiveKit Agents voice agent's side of the avatar contract:
+// Agent plays a LiveKit Agents voice agent's side of the avatar contract:
 // it is in the room, sends its speech as byte streams on lk.audio_stream,
 // calls lk.clear_buffer and receives lk.playback_started/finished.
-type agent struct {
+type Agent struct {
 	room  *lksdk.Room
-	calls chan rpcCall
+	calls chan Call
 }
 
-func joinAgent(t *testing.T, srv *livekittest.Server, room, identity string) *agent {
+// JoinAgent joins room as identity, kind agent, with the playback RPCs
+// registered; it leaves when the test ends.
+func JoinAgent(t testing.TB, srv *Server, room, identity string) *Agent {
 	t.Helper()
-	a := &agent{calls: make(chan rpcCall, 64)}
+	a := &Agent{calls: make(chan Call, 64)}
 	r, err := lksdk.ConnectToRoomWithToken(srv.URL,
-		livekittest.Token(t, room, identity, lkproto.ParticipantInfo_AGENT, nil), lksdk.NewRoomCallback(),
+		Token(t, room, identity, lkproto.ParticipantInfo_AGENT, nil), lksdk.NewRoomCallback(),
 		lksdk.WithAutoSubscribe(false))
 	if err != nil {
 		t.Fatalf("agent joins: %v", err)
 	}
 	a.room = r
-	t.Cleanup(a.leave)
+	t.Cleanup(a.Leave)
 	record := func(method string) lksdk.RpcHandlerFunc {
 		return func(d lksdk.RpcInvocationData) (string, error) {
-			c := rpcCall{method: method, from: d.CallerIdentity, at: time.Now()}
+			c := Call{Method: method, From: d.CallerIdentity, At: time.Now()}
 			if method == livekit.RPCPlaybackFinished {
 				var p struct {
 					PlaybackPosition *float64 `json:"playback_position"`
@@ -67,7 +68,7 @@ func joinAgent(t *testing.T, srv *livekittest.Server, room, identity string) *ag
 					t.Errorf("playback_finished payload %q: %v", d.Payload, err)
 					return "", errors.New("bad payload")
 				}
-				c.position, c.interrupted = *p.PlaybackPosition, *p.Interrupted
+				c.Position, c.Interrupted = *p.PlaybackPosition, *p.Interrupted
 			}
 			a.calls <- c
 			return "ok", nil
@@ -81,17 +82,18 @@ func joinAgent(t *testing.T, srv *livekittest.Server, room, identity string) *ag
 	return a
 }
 
-func (a *agent) leave() {
+// Leave leaves the room.
+func (a *Agent) Leave() {
 	if a.room != nil {
 		a.room.Disconnect()
 		a.room = nil
 	}
 }
 
-// send streams one speech segment (s16le at rate, channels) to the avatar
+// Send streams one speech segment (s16le at rate, channels) to the avatar
 // in 100 ms pieces, as fast as the data channel takes them; close ends the
 // segment (end false leaves the stream open, returned).
-func (a *agent) send(t *testing.T, to string, pcm []byte, rate, channels int, end bool) *lksdk.ByteStreamWriter {
+func (a *Agent) Send(t testing.TB, to string, pcm []byte, rate, channels int, end bool) *lksdk.ByteStreamWriter {
 	t.Helper()
 	w := a.room.LocalParticipant.StreamBytes(lksdk.StreamBytesOptions{
 		Topic: livekit.AudioTopic, MimeType: "audio/pcm", DestinationIdentities: []string{to},
@@ -120,8 +122,8 @@ func (a *agent) send(t *testing.T, to string, pcm []byte, rate, channels int, en
 	return w
 }
 
-// clear calls lk.clear_buffer on the avatar.
-func (a *agent) clear(t *testing.T, to string) {
+// Clear calls lk.clear_buffer on the avatar.
+func (a *Agent) Clear(t testing.TB, to string) {
 	t.Helper()
 	timeout := 5 * time.Second
 	res, err := a.room.LocalParticipant.PerformRpc(lksdk.PerformRpcParams{DestinationIdentity: to, Method: livekit.RPCClearBuffer, ResponseTimeout: &timeout})
@@ -130,8 +132,8 @@ func (a *agent) clear(t *testing.T, to string) {
 	}
 }
 
-// next waits for the next playback RPC.
-func (a *agent) next(t *testing.T, within time.Duration) rpcCall {
+// Next waits for the next playback RPC.
+func (a *Agent) Next(t testing.TB, within time.Duration) Call {
 	t.Helper()
 	select {
 	case c := <-a.calls:
@@ -139,7 +141,7 @@ func (a *agent) next(t *testing.T, within time.Duration) rpcCall {
 	case <-time.After(within):
 		t.Fatalf("no playback RPC within %s", within)
 	}
-	return rpcCall{}
+	return Call{}
 }
 
 func itoa(n int) string {
@@ -147,10 +149,10 @@ func itoa(n int) string {
 	return string(b)
 }
 
-// speech is espeak-ng's reading of text as a WAV at its own rate (22050
+// Speech is espeak-ng's reading of text as a WAV at its own rate (22050
 // Hz), turned into stereo s16le (both channels the same), as an agent's
 // TTS would hand it over.
-func speech(t *testing.T, text string) (pcm []byte, rate int, d time.Duration) {
+func Speech(t testing.TB, text string) (pcm []byte, rate int, d time.Duration) {
 	t.Helper()
 	path := filepath.Join(t.TempDir(), "speech.wav")
 	if out, err := exec.Command("espeak-ng", "-w", path, text).CombinedOutput(); err != nil {
@@ -184,24 +186,26 @@ func speech(t *testing.T, text string) (pcm []byte, rate int, d time.Duration) {
 	return pcm, h.SampleRate, time.Duration(len(pcm)/4) * time.Second / time.Duration(h.SampleRate)
 }
 
-// frame is one decoded video frame of the avatar and when it arrived.
-type frame struct {
-	at  time.Time
-	img *image.YCbCr
+// Frame is one decoded video frame of the avatar and when it arrived.
+type Frame struct {
+	At  time.Time
+	Img *image.YCbCr
 }
 
-// subscriber is a room participant that decodes the avatar's VP8 video.
-type subscriber struct {
+// Subscriber is a room participant that decodes the avatar's VP8 video.
+type Subscriber struct {
 	room   *lksdk.Room
 	mu     sync.Mutex
-	frames []frame
+	frames []Frame
 	audio  int
 	wg     sync.WaitGroup
 }
 
-func joinSubscriber(t *testing.T, srv *livekittest.Server, room, avatar string) *subscriber {
+// JoinSubscriber joins room as a standard participant that decodes the
+// video of the participant named avatar; it leaves when the test ends.
+func JoinSubscriber(t testing.TB, srv *Server, room, avatar string) *Subscriber {
 	t.Helper()
-	s := &subscriber{}
+	s := &Subscriber{}
 	cb := lksdk.NewRoomCallback()
 	cb.OnTrackSubscribed = func(tr *webrtc.TrackRemote, _ *lksdk.RemoteTrackPublication, rp *lksdk.RemoteParticipant) {
 		if rp.Identity() != avatar {
@@ -224,7 +228,7 @@ func joinSubscriber(t *testing.T, srv *livekittest.Server, room, avatar string) 
 			}
 		}()
 	}
-	r, err := lksdk.ConnectToRoomWithToken(srv.URL, livekittest.Token(t, room, "viewer", lkproto.ParticipantInfo_STANDARD, nil), cb)
+	r, err := lksdk.ConnectToRoomWithToken(srv.URL, Token(t, room, "viewer", lkproto.ParticipantInfo_STANDARD, nil), cb)
 	if err != nil {
 		t.Fatalf("subscriber joins: %v", err)
 	}
@@ -237,7 +241,7 @@ func joinSubscriber(t *testing.T, srv *livekittest.Server, room, avatar string) 
 }
 
 // readVideo rebuilds VP8 frames from the track's RTP and decodes them.
-func (s *subscriber) readVideo(t *testing.T, tr *webrtc.TrackRemote) {
+func (s *Subscriber) readVideo(t testing.TB, tr *webrtc.TrackRemote) {
 	sb := samplebuilder.New(64, &codecs.VP8Packet{}, 90000)
 	src := &oneFrame{}
 	var dec codec.VideoDecoder
@@ -274,7 +278,7 @@ func (s *subscriber) readVideo(t *testing.T, tr *webrtc.TrackRemote) {
 				c := *y
 				c.Y, c.Cb, c.Cr = bytes.Clone(y.Y), bytes.Clone(y.Cb), bytes.Clone(y.Cr)
 				s.mu.Lock()
-				s.frames = append(s.frames, frame{at: time.Now(), img: &c})
+				s.frames = append(s.frames, Frame{At: time.Now(), Img: &c})
 				s.mu.Unlock()
 			}
 			release()
@@ -282,20 +286,21 @@ func (s *subscriber) readVideo(t *testing.T, tr *webrtc.TrackRemote) {
 	}
 }
 
-// since returns the frames that arrived after t0.
-func (s *subscriber) since(t0 time.Time) []frame {
+// Since returns the frames that arrived after t0.
+func (s *Subscriber) Since(t0 time.Time) []Frame {
 	s.mu.Lock()
 	defer s.mu.Unlock()
-	var out []frame
+	var out []Frame
 	for _, f := range s.frames {
-		if f.at.After(t0) {
+		if f.At.After(t0) {
 			out = append(out, f)
 		}
 	}
 	return out
 }
 
-func (s *subscriber) count() (video, audio int) {
+// Count is how many video frames were decoded and audio packets read.
+func (s *Subscriber) Count() (video, audio int) {
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	return len(s.frames), s.audio
@@ -315,3 +320,6 @@ func (r *oneFrame) Read(p []byte) (int, error) {
 	r.b = nil
 	return n, nil
 }
+
+// Room is the agent's room connection.
+func (a *Agent) Room() *lksdk.Room { return a.room }

@@ -1,0 +1,143 @@
+package livekit_test
+
+import (
+	"context"
+	"strings"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/avatarfleet/avatarfleet/worker/pkg/livekit"
+	"github.com/avatarfleet/avatarfleet/worker/pkg/livekit/livekittest"
+	lkproto "github.com/livekit/protocol/livekit"
+	lksdk "github.com/livekit/server-sdk-go/v2"
+)
+
+// hooks records what the avatar asks of its session.
+type hooks struct {
+	mu      sync.Mutex
+	pushed  int
+	present []bool
+	ended   chan string
+}
+
+func newHooks() *hooks { return &hooks{ended: make(chan string, 1)} }
+
+func (h *hooks) get() livekit.Hooks {
+	return livekit.Hooks{
+		PushSpeech: func(pcm []float32, sent func()) bool {
+			h.mu.Lock()
+			h.pushed += len(pcm)
+			h.mu.Unlock()
+			return true
+		},
+		Interrupt: func() {},
+		Present: func(in bool) {
+			h.mu.Lock()
+			h.present = append(h.present, in)
+			h.mu.Unlock()
+		},
+		End: func(msg string) { h.ended <- msg },
+	}
+}
+
+func (h *hooks) wantEnd(t *testing.T, within time.Duration, contains string) {
+	t.Helper()
+	select {
+	case msg := <-h.ended:
+		if !strings.Contains(msg, contains) {
+			t.Errorf("ended: %q, want it to say %q", msg, contains)
+		}
+	case <-time.After(within):
+		t.Fatalf("the avatar did not end its session within %s", within)
+	}
+}
+
+// TestJoinRefused: a bad URL or token is refused before any connection,
+// and a token the server does not accept fails the join.
+func TestJoinRefused(t *testing.T) {
+	srv := livekittest.Start(t)
+	h := newHooks()
+	good := livekittest.Token(t, "r", "avatar", lkproto.ParticipantInfo_AGENT, nil)
+	forged := good[:strings.LastIndex(good, ".")+1] + "c2lnbmF0dXJl"
+	for _, tc := range []struct{ name, url, token, want string }{
+		{"bad scheme", "ftp://127.0.0.1:1", good, "scheme"},
+		{"not a JWT", srv.URL, "abc", "JWT"},
+		{"forged signature", srv.URL, forged, "join"},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			ctx, cancel := context.WithTimeout(t.Context(), 15*time.Second)
+			defer cancel()
+			av, err := livekit.Join(ctx, livekit.Options{URL: tc.url, Token: tc.token, Hooks: h.get(), ConnectTimeout: 5 * time.Second})
+			if err == nil {
+				_ = av.Close()
+				t.Fatal("joined")
+			}
+			if !strings.Contains(err.Error(), tc.want) || strings.Contains(err.Error(), tc.token) {
+				t.Errorf("error %q: want it to say %q and never hold the token", err, tc.want)
+			}
+		})
+	}
+}
+
+// TestNoAgentEndsSession: with no agent in the room within AgentWait the
+// avatar ends its session.
+func TestNoAgentEndsSession(t *testing.T) {
+	srv := livekittest.Start(t)
+	h := newHooks()
+	av, err := livekit.Join(t.Context(), livekit.Options{URL: srv.URL, Hooks: h.get(), AgentWait: time.Second,
+		Token: livekittest.Token(t, "lonely", "avatar", lkproto.ParticipantInfo_AGENT, map[string]string{livekit.AttrPublishOnBehalf: "nobody"})})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer av.Close()
+	h.wantEnd(t, 10*time.Second, "no agent")
+}
+
+// TestOnlyTheAgentDrives: another participant's audio stream is ignored
+// and its lk.clear_buffer rejected; the room being deleted ends the
+// session.
+func TestOnlyTheAgentDrives(t *testing.T) {
+	srv := livekittest.Start(t)
+	const room = "guarded"
+	ag := livekittest.JoinAgent(t, srv, room, "agent")
+	other := livekittest.JoinAgent(t, srv, room, "intruder")
+	h := newHooks()
+	av, err := livekit.Join(t.Context(), livekit.Options{URL: srv.URL, Hooks: h.get(),
+		Token: livekittest.Token(t, room, "avatar", lkproto.ParticipantInfo_AGENT, map[string]string{livekit.AttrPublishOnBehalf: "agent"})})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer av.Close()
+	deadline := time.Now().Add(10 * time.Second)
+	for av.AgentIdentity() != "agent" {
+		if time.Now().After(deadline) {
+			t.Fatalf("agent identity %q, want agent", av.AgentIdentity())
+		}
+		time.Sleep(20 * time.Millisecond)
+	}
+	pcm, rate, _ := livekittest.Speech(t, "Not the agent.")
+	other.Send(t, "avatar", pcm, rate, 2, true)
+	timeout := 5 * time.Second
+	res, err := other.Room().LocalParticipant.PerformRpc(lksdk.PerformRpcParams{DestinationIdentity: "avatar", Method: livekit.RPCClearBuffer, ResponseTimeout: &timeout})
+	if err != nil || res == nil || *res != "reject" {
+		t.Errorf("clear_buffer from another participant: %v %v, want reject", res, err)
+	}
+	time.Sleep(time.Second)
+	h.mu.Lock()
+	pushed, present := h.pushed, h.present
+	h.mu.Unlock()
+	if pushed != 0 {
+		t.Errorf("%d samples of another participant's audio were queued", pushed)
+	}
+	if len(present) != 1 || !present[0] {
+		t.Errorf("presence reports %v, want [true]", present)
+	}
+	ag.Clear(t, "avatar") // the agent's is answered ok (nothing to clear)
+
+	rs := lksdk.NewRoomServiceClient(srv.HTTP, livekittest.APIKey, livekittest.APISecret)
+	if _, err := rs.DeleteRoom(t.Context(), &lkproto.DeleteRoomRequest{Room: room}); err != nil {
+		t.Fatal(err)
+	}
+	h.wantEnd(t, 10*time.Second, "")
+}

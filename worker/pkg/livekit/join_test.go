@@ -141,3 +141,56 @@ func TestOnlyTheAgentDrives(t *testing.T) {
 	}
 	h.wantEnd(t, 10*time.Second, "")
 }
+
+// TestReplacedAvatarDoesNotEndSession: a second avatar joining with the
+// same identity (the session moved to another worker) takes the first's
+// place; the first does not end its session, it stops counting the agent
+// as a viewer.
+func TestReplacedAvatarDoesNotEndSession(t *testing.T) {
+	srv := livekittest.Start(t)
+	const room = "moving"
+	livekittest.JoinAgent(t, srv, room, "agent")
+	tok := livekittest.Token(t, room, "avatar", lkproto.ParticipantInfo_AGENT, map[string]string{livekit.AttrPublishOnBehalf: "agent"})
+	first, second := newHooks(), newHooks()
+	a1, err := livekit.Join(t.Context(), livekit.Options{URL: srv.URL, Token: tok, Hooks: first.get()})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer a1.Close()
+	waitPresent := func(h *hooks, want []bool) {
+		t.Helper()
+		deadline := time.Now().Add(10 * time.Second)
+		for {
+			h.mu.Lock()
+			got := append([]bool(nil), h.present...)
+			h.mu.Unlock()
+			if len(got) == len(want) {
+				for i := range got {
+					if got[i] != want[i] {
+						t.Fatalf("presence %v, want %v", got, want)
+					}
+				}
+				return
+			}
+			if time.Now().After(deadline) {
+				t.Fatalf("presence %v, want %v", got, want)
+			}
+			time.Sleep(20 * time.Millisecond)
+		}
+	}
+	waitPresent(first, []bool{true})
+	a2, err := livekit.Join(t.Context(), livekit.Options{URL: srv.URL, Token: tok, Hooks: second.get()})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer a2.Close()
+	waitPresent(second, []bool{true})
+	waitPresent(first, []bool{true, false})
+	select {
+	case msg := <-first.ended:
+		t.Fatalf("the replaced avatar ended its session: %s", msg)
+	case msg := <-second.ended:
+		t.Fatalf("the new avatar ended its session: %s", msg)
+	case <-time.After(2 * time.Second):
+	}
+}

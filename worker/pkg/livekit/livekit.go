@@ -169,6 +169,15 @@ func Join(ctx context.Context, opt Options) (*Avatar, error) {
 
 	cb := lksdk.NewRoomCallback()
 	cb.OnDisconnectedWithReason = func(reason lksdk.DisconnectionReason) {
+		if reason == lksdk.DuplicateIdentity {
+			// Another worker joined with this token: the session moved
+			// (a live migration, a re-placement). This one stops counting
+			// the agent as a viewer and is stopped by the control plane,
+			// or ends at its idle timeout.
+			a.log.Info("replaced in the LiveKit room by another participant with the avatar's identity")
+			a.presence(false)
+			return
+		}
 		a.end(fmt.Sprintf("%s (%s)", endReasonRoomClosed, reason))
 	}
 	cb.OnParticipantConnected = func(rp *lksdk.RemoteParticipant) { a.participantJoined(rp) }

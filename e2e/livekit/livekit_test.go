@@ -40,11 +40,30 @@ func TestAgentAvatarOverREST(t *testing.T) {
 		t.Fatalf("bad room: %+v %v, want 400 invalid_livekit", bad, err)
 	}
 
-	tok := livekittest.Token(t, room, avatarID, lkproto.ParticipantInfo_AGENT, map[string]string{livekit.AttrPublishOnBehalf: agentID})
-	s, err := f.CreateSession(ctx, apiv1.CreateSessionRequest{LiveKit: &apiv1.LiveKitJoin{URL: srv.URL, Token: tok}})
-	if err != nil {
-		t.Fatal(err)
+	// A token the LiveKit server refuses (signed with another secret) fails
+	// the create at once, naming the reason but not the token.
+	forged := livekittest.TokenWith(t, livekittest.APIKey, "another-secret-0123456789abcdef0123456789", room, avatarID,
+		lkproto.ParticipantInfo_AGENT, map[string]string{livekit.AttrPublishOnBehalf: agentID})
+	body, _ = json.Marshal(apiv1.CreateSessionRequest{LiveKit: &apiv1.LiveKitJoin{URL: srv.URL, Token: forged}})
+	bad = apiv1.ErrorBody{}
+	if err := binfleet.Call(ctx, http.MethodPost, f.URL+"/v1/sessions", f.APIKey, "application/json", body, http.StatusBadRequest, &bad); err != nil ||
+		bad.Error.Code != apiv1.CodeInvalidLiveKit || !strings.Contains(bad.Error.Message, "join") {
+		t.Fatalf("refused token: %+v %v, want 400 invalid_livekit", bad, err)
 	}
+	if strings.Contains(bad.Error.Message, forged) || strings.Contains(bad.Error.Message, strings.Split(forged, ".")[2]) {
+		t.Fatalf("the error holds the token: %s", bad.Error.Message)
+	}
+	t.Logf("refused token: %s", bad.Error.Message)
+
+	tok := livekittest.Token(t, room, avatarID, lkproto.ParticipantInfo_AGENT, map[string]string{livekit.AttrPublishOnBehalf: agentID})
+	// The refused create's slot is free again once the control plane's
+	// cache has seen it go (503 no_capacity until then, as for any client).
+	var s apiv1.Session
+	f.WaitUntil(t, "session created", 10*time.Second, func() error {
+		var err error
+		s, err = f.CreateSession(ctx, apiv1.CreateSessionRequest{LiveKit: &apiv1.LiveKitJoin{URL: srv.URL, Token: tok}})
+		return err
+	})
 	var raw json.RawMessage
 	f.WaitUntil(t, "session ready", time.Minute, func() error {
 		if err := binfleet.APIGet(ctx, f.URL, f.APIKey, "/v1/sessions/"+s.ID, &raw); err != nil {

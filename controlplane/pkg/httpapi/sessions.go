@@ -347,6 +347,8 @@ func mapError(err error) error {
 		return errorf(http.StatusConflict, apiv1.CodeSessionNotReady, "%v", err)
 	case errors.Is(err, sessions.ErrIdempotencyConflict):
 		return errorf(http.StatusConflict, apiv1.CodeConflict, "Idempotency-Key was used with different parameters")
+	case errors.Is(err, sessions.ErrRoomJoin):
+		return errorf(http.StatusBadRequest, apiv1.CodeInvalidLiveKit, "%v", err)
 	case errors.Is(err, sessions.ErrInvalidInput):
 		return errorf(http.StatusBadRequest, apiv1.CodeInvalidRequest, "%v", err)
 	case errors.Is(err, sessions.ErrUnavailable), errors.Is(err, context.DeadlineExceeded):

@@ -3,6 +3,7 @@ package livekit
 import (
 	"context"
 	"errors"
+	"fmt"
 	"log/slog"
 	"sync"
 	"time"
@@ -10,6 +11,7 @@ import (
 	fleetv1 "github.com/avatarfleet/avatarfleet/proto/fleet/v1"
 	"github.com/avatarfleet/avatarfleet/worker/pkg/mediaruntime"
 	"github.com/avatarfleet/avatarfleet/worker/pkg/pipeline"
+	"github.com/avatarfleet/avatarfleet/worker/pkg/runtime"
 )
 
 // MediaJoinTimeout bounds the join of a session's LiveKit room within its
@@ -63,7 +65,7 @@ func NewMedia(next mediaruntime.NewMedia, opt MediaOptions) mediaruntime.NewMedi
 			},
 		})
 		if err != nil {
-			return nil, errors.Join(err, m.Close())
+			return nil, errors.Join(fmt.Errorf("%w: %w", runtime.ErrRoomJoin, err), m.Close())
 		}
 		return &both{Media: m, av: av}, nil
 	}

@@ -188,7 +188,13 @@ func tail(b []byte, n int) string {
 // attributes (an avatar's: kind agent and lk.publish_on_behalf).
 func Token(t testing.TB, room, identity string, kind lkproto.ParticipantInfo_Kind, attrs map[string]string) string {
 	t.Helper()
-	at := auth.NewAccessToken(APIKey, APISecret)
+	return TokenWith(t, APIKey, APISecret, room, identity, kind, attrs)
+}
+
+// TokenWith is Token signed with another key and secret.
+func TokenWith(t testing.TB, key, secret, room, identity string, kind lkproto.ParticipantInfo_Kind, attrs map[string]string) string {
+	t.Helper()
+	at := auth.NewAccessToken(key, secret)
 	at.SetVideoGrant(&auth.VideoGrant{RoomJoin: true, Room: room}).
 		SetIdentity(identity).SetName(identity).SetKind(kind).SetAttributes(attrs).
 		SetValidFor(time.Hour)

@@ -38,7 +38,7 @@ func (a *Avatar) onAudioStream(r *lksdk.ByteStreamReader, from string) {
 	a.wg.Add(1)
 	a.mu.Unlock()
 	defer a.wg.Done()
-	if agent := a.agentIdentity(); agent == "" || from != agent {
+	if agent := a.lookupAgent(); agent == "" || from != agent {
 		a.log.Warn("audio stream from a participant that is not the agent: ignored", "from", from, "agent", agent)
 		drain(r)
 		return

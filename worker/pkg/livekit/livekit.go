@@ -39,13 +39,17 @@ import (
 
 // The contract's names (livekit-agents, voice/avatar).
 const (
-	AudioTopic             = "lk.audio_stream"
-	RPCClearBuffer         = "lk.clear_buffer"
-	RPCPlaybackStarted     = "lk.playback_started"
-	RPCPlaybackFinished    = "lk.playback_finished"
-	AttrPublishOnBehalf    = "lk.publish_on_behalf"
-	AttrSampleRate         = "sample_rate"
-	AttrNumChannels        = "num_channels"
+	AudioTopic          = "lk.audio_stream"
+	RPCClearBuffer      = "lk.clear_buffer"
+	RPCPlaybackStarted  = "lk.playback_started"
+	RPCPlaybackFinished = "lk.playback_finished"
+	AttrPublishOnBehalf = "lk.publish_on_behalf"
+	AttrSampleRate      = "sample_rate"
+	AttrNumChannels     = "num_channels"
+)
+
+// Defaults and limits.
+const (
 	defaultConnectTimeout  = 10 * time.Second
 	defaultAgentWait       = 30 * time.Second
 	defaultMaxLead         = 5 * time.Second
@@ -87,8 +91,6 @@ type Options struct {
 	// URL and Token are where to join (Session.livekit).
 	URL, Token string
 	Hooks      Hooks
-	// Name labels the avatar's tracks (the session id).
-	Name string
 	// ConnectTimeout bounds the join (default 10 s); AgentWait how long
 	// the agent may take to be in the room (default 30 s); MaxLead how far
 	// the agent's audio is queued ahead of its playback (default 5 s);
@@ -229,23 +231,15 @@ func (a *Avatar) publish() error {
 	return nil
 }
 
-// findAgent settles the agent's identity: the lk.publish_on_behalf
-// attribute of the avatar's own token, else the room's first agent
-// participant. It ends the session when no agent shows up in AgentWait.
+// findAgent settles the agent's identity (see lookupAgent), and ends the
+// session when no agent shows up in AgentWait.
 func (a *Avatar) findAgent() {
 	defer a.wg.Done()
-	want := a.room.LocalParticipant.Attributes()[AttrPublishOnBehalf]
 	deadline := time.NewTimer(a.opt.AgentWait)
 	defer deadline.Stop()
 	tick := time.NewTicker(50 * time.Millisecond)
 	defer tick.Stop()
-	for {
-		for _, rp := range a.room.GetRemoteParticipants() {
-			if (want != "" && rp.Identity() == want) || (want == "" && rp.Kind() == lksdk.ParticipantAgent) {
-				a.setAgent(rp.Identity())
-				return
-			}
-		}
+	for a.lookupAgent() == "" {
 		select {
 		case <-a.ctx.Done():
 			return
@@ -257,9 +251,29 @@ func (a *Avatar) findAgent() {
 	}
 }
 
-func (a *Avatar) participantJoined(rp *lksdk.RemoteParticipant) {
+// lookupAgent returns the agent's identity, looking for it in the room if
+// it is not known yet: the participant named by the lk.publish_on_behalf
+// attribute of the avatar's own token, else the room's first agent.
+func (a *Avatar) lookupAgent() string {
+	if id := a.agentIdentity(); id != "" {
+		return id
+	}
+	for _, rp := range a.room.GetRemoteParticipants() {
+		if a.isAgent(rp) {
+			a.setAgent(rp.Identity())
+			break
+		}
+	}
+	return a.agentIdentity()
+}
+
+func (a *Avatar) isAgent(rp *lksdk.RemoteParticipant) bool {
 	want := a.room.LocalParticipant.Attributes()[AttrPublishOnBehalf]
-	if (want != "" && rp.Identity() == want) || (want == "" && rp.Kind() == lksdk.ParticipantAgent) {
+	return (want != "" && rp.Identity() == want) || (want == "" && rp.Kind() == lksdk.ParticipantAgent)
+}
+
+func (a *Avatar) participantJoined(rp *lksdk.RemoteParticipant) {
+	if a.isAgent(rp) {
 		a.setAgent(rp.Identity())
 	}
 }

@@ -51,7 +51,7 @@ func NewMedia(next mediaruntime.NewMedia, opt MediaOptions) mediaruntime.NewMedi
 		ctx, cancel := context.WithTimeout(context.Background(), MediaJoinTimeout)
 		defer cancel()
 		av, err := Join(ctx, Options{
-			URL: lk.GetUrl(), Token: lk.GetToken(), Name: sess.GetId(),
+			URL: lk.GetUrl(), Token: lk.GetToken(),
 			ConnectTimeout: MediaJoinTimeout, AgentWait: opt.AgentWait, MaxLead: opt.MaxLead,
 			Logger: opt.Logger.With("session", sess.GetId()),
 			Hooks: Hooks{

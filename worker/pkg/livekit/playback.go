@@ -195,7 +195,7 @@ func (a *Avatar) call(n note) {
 
 // onClearBuffer answers the agent's lk.clear_buffer.
 func (a *Avatar) onClearBuffer(d lksdk.RpcInvocationData) (string, error) {
-	if agent := a.agentIdentity(); agent == "" || d.CallerIdentity != agent {
+	if agent := a.lookupAgent(); agent == "" || d.CallerIdentity != agent {
 		return "reject", nil
 	}
 	a.play.clear(a.opt.Hooks.Interrupt)

@@ -29,6 +29,9 @@ func streamFormat(attrs map[string]string) (rate, channels int, err error) {
 
 // onAudioStream is the lk.audio_stream handler (the SDK runs it on a
 // goroutine of its own per stream): one speech segment from the agent.
+// Segments play in the order they arrive, one read at a time. A stream
+// whose trailer never comes (a lost packet) ends when a newer stream
+// arrives and its data stops, or after StreamIdleTimeout without data.
 func (a *Avatar) onAudioStream(r *lksdk.ByteStreamReader, from string) {
 	a.mu.Lock()
 	if a.closed {
@@ -40,62 +43,113 @@ func (a *Avatar) onAudioStream(r *lksdk.ByteStreamReader, from string) {
 	defer a.wg.Done()
 	if agent := a.lookupAgent(); agent == "" || from != agent {
 		a.log.Warn("audio stream from a participant that is not the agent: ignored", "from", from, "agent", agent)
-		drain(r)
-		return
+		return // the SDK keeps its bytes until the room closes; nothing reads them
 	}
-	// Segments are played in the order they arrive, one read at a time.
-	a.readMu.Lock()
-	defer a.readMu.Unlock()
 	rate, channels, err := streamFormat(r.Info.Attributes)
 	if err != nil {
 		a.log.Warn("audio stream refused", "err", err)
-		drain(r)
 		return
 	}
+	newer := make(chan struct{})
+	a.mu.Lock()
+	if a.open != nil {
+		close(a.open) // the stream being read has a successor
+	}
+	a.open = newer
+	a.mu.Unlock()
+
+	a.readMu.Lock()
+	defer a.readMu.Unlock()
 	seg := a.play.begin()
-	if err := a.readSegment(r, seg, rate, channels); err != nil {
+	if err := a.readSegment(r, seg, rate, channels, newer); err != nil {
 		a.log.Warn("audio stream cut short", "err", err)
-		drain(r)
 	}
 	a.play.close(seg)
+	a.mu.Lock()
+	if a.open == newer {
+		a.open = nil
+	}
+	a.mu.Unlock()
+}
+
+// pump reads r into chunks until its end (then closes chunks) or until
+// stop; a Read blocked on a stream whose trailer was lost returns when the
+// room is left (Close).
+func (a *Avatar) pump(r io.Reader, chunks chan<- []byte, stop <-chan struct{}) {
+	defer a.wg.Done()
+	defer close(chunks)
+	for {
+		buf := make([]byte, 32<<10)
+		n, err := r.Read(buf)
+		if n > 0 {
+			select {
+			case chunks <- buf[:n]:
+			case <-stop:
+				return
+			}
+		}
+		if err != nil {
+			return
+		}
+	}
 }
 
 // readSegment decodes a segment's PCM, resamples it to 16 kHz mono and
-// queues it, at most MaxLead ahead of its playback.
-func (a *Avatar) readSegment(r io.Reader, seg *segment, rate, channels int) error {
+// queues it, at most MaxLead ahead of its playback. newer is closed when a
+// later stream arrived: then this one ends as soon as its data stops.
+func (a *Avatar) readSegment(r io.Reader, seg *segment, rate, channels int, newer <-chan struct{}) error {
 	rs, err := resample.New(rate, pipeline.SampleRate)
 	if err != nil {
 		return fmt.Errorf("resample %d Hz: %w", rate, err)
 	}
+	chunks, stop := make(chan []byte, 4), make(chan struct{})
+	defer close(stop)
+	a.wg.Add(1)
+	go a.pump(r, chunks, stop)
+
 	frame := 2 * channels
-	buf := make([]byte, 32<<10)
-	var carry []byte // an incomplete frame from the previous read
+	var carry []byte // an incomplete frame from the previous chunk
 	var mono, out []float32
 	var total int64
 	limit := int64(maxSegment / time.Second * pipeline.SampleRate)
+	idle := time.NewTimer(a.opt.StreamIdleTimeout)
+	defer idle.Stop()
+	superseded := newer
 	for {
-		n, rerr := r.Read(buf)
-		data := append(carry, buf[:n]...)
+		var data []byte
+		select {
+		case b, ok := <-chunks:
+			if !ok {
+				return a.push(seg, rs.Flush(out[:0])) // the trailer: the segment is complete
+			}
+			data = b
+		case <-superseded:
+			// Wait only for data already on its way.
+			superseded = nil
+			idle.Reset(supersededWait)
+			continue
+		case <-idle.C:
+			a.log.Warn("audio stream ended without its trailer", "newer_stream", superseded == nil)
+			return a.push(seg, rs.Flush(out[:0]))
+		case <-a.ctx.Done():
+			return errors.New("avatar closed")
+		}
+		data = append(carry, data...)
 		whole := len(data) / frame * frame
 		carry = append(carry[:0], data[whole:]...)
 		mono = downmix(mono[:0], data[:whole], channels)
 		out = rs.Process(out[:0], mono)
-		if errors.Is(rerr, io.EOF) {
-			out = rs.Flush(out)
-		}
-		total += int64(len(out))
-		if total > limit {
+		if total += int64(len(out)); total > limit {
 			return fmt.Errorf("segment longer than %s", maxSegment)
 		}
 		if err := a.push(seg, out); err != nil {
 			return err
 		}
-		switch {
-		case errors.Is(rerr, io.EOF):
-			return nil
-		case rerr != nil:
-			return fmt.Errorf("read: %w", rerr)
+		wait := a.opt.StreamIdleTimeout
+		if superseded == nil {
+			wait = supersededWait
 		}
+		idle.Reset(wait)
 	}
 }
 
@@ -133,9 +187,4 @@ func downmix(dst []float32, b []byte, channels int) []float32 {
 		dst = append(dst, sum/float32(channels)/32768)
 	}
 	return dst
-}
-
-// drain reads a stream to its end, dropping it.
-func drain(r io.Reader) {
-	_, _ = io.Copy(io.Discard, r)
 }

@@ -2,6 +2,7 @@ package livekit_test
 
 import (
 	"context"
+	"math"
 	"strings"
 	"sync"
 	"testing"
@@ -13,15 +14,35 @@ import (
 	lksdk "github.com/livekit/server-sdk-go/v2"
 )
 
-// hooks records what the avatar asks of its session.
+// hooks records what the avatar asks of its session; with play, a player
+// goroutine "plays" what was pushed at once, in order (calls its marks).
 type hooks struct {
 	mu      sync.Mutex
 	pushed  int
 	present []bool
 	ended   chan string
+	marks   chan func()
 }
 
 func newHooks() *hooks { return &hooks{ended: make(chan string, 1)} }
+
+// play starts the player; it stops when the test ends.
+func (h *hooks) play(t *testing.T) {
+	h.marks = make(chan func(), 1<<14)
+	done, stopped := make(chan struct{}), make(chan struct{})
+	go func() {
+		defer close(stopped)
+		for {
+			select {
+			case m := <-h.marks:
+				m()
+			case <-done:
+				return
+			}
+		}
+	}()
+	t.Cleanup(func() { close(done); <-stopped })
+}
 
 func (h *hooks) get() livekit.Hooks {
 	return livekit.Hooks{
@@ -29,6 +50,9 @@ func (h *hooks) get() livekit.Hooks {
 			h.mu.Lock()
 			h.pushed += len(pcm)
 			h.mu.Unlock()
+			if h.marks != nil && sent != nil {
+				h.marks <- sent
+			}
 			return true
 		},
 		Interrupt: func() {},
@@ -193,4 +217,44 @@ func TestReplacedAvatarDoesNotEndSession(t *testing.T) {
 		t.Fatalf("the new avatar ended its session: %s", msg)
 	case <-time.After(2 * time.Second):
 	}
+}
+
+// TestLostTrailer: a segment whose stream never gets its trailer ends when
+// the next stream arrives (its data played in full), or after the idle
+// timeout when none does; each gets playback_started and _finished.
+func TestLostTrailer(t *testing.T) {
+	srv := livekittest.Start(t)
+	const room = "lossy"
+	ag := livekittest.JoinAgent(t, srv, room, "agent")
+	h := newHooks()
+	h.play(t)
+	av, err := livekit.Join(t.Context(), livekit.Options{URL: srv.URL, Hooks: h.get(), StreamIdleTimeout: time.Second,
+		Token: livekittest.Token(t, room, "avatar", lkproto.ParticipantInfo_AGENT, map[string]string{livekit.AttrPublishOnBehalf: "agent"})})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer av.Close()
+	pcm, rate, dur := livekittest.Speech(t, "A segment whose trailer is lost.")
+	want := func(method string, position float64) {
+		t.Helper()
+		c := ag.Next(t, 10*time.Second)
+		if c.Method != method || c.Interrupted || (method == livekit.RPCPlaybackFinished && math.Abs(c.Position-position) > 0.05) {
+			t.Fatalf("RPC %+v, want %s at %.3f s", c, method, position)
+		}
+	}
+	// A newer stream ends the open one.
+	ag.Send(t, "avatar", pcm, rate, 2, false)
+	want(livekit.RPCPlaybackStarted, 0)
+	start := time.Now()
+	ag.Send(t, "avatar", pcm, rate, 2, true)
+	want(livekit.RPCPlaybackFinished, dur.Seconds())
+	if d := time.Since(start); d > 3*time.Second {
+		t.Errorf("the open segment ended %s after the next stream came, want at once", d)
+	}
+	want(livekit.RPCPlaybackStarted, 0)
+	want(livekit.RPCPlaybackFinished, dur.Seconds())
+	// With no newer stream, the idle timeout ends it.
+	ag.Send(t, "avatar", pcm, rate, 2, false)
+	want(livekit.RPCPlaybackStarted, 0)
+	want(livekit.RPCPlaybackFinished, dur.Seconds())
 }

@@ -54,6 +54,8 @@ const (
 	defaultAgentWait       = 30 * time.Second
 	defaultMaxLead         = 5 * time.Second
 	defaultRPCTimeout      = 5 * time.Second
+	defaultStreamIdle      = 10 * time.Second       // as livekit-agents' receiver
+	supersededWait         = 200 * time.Millisecond // for the data of a stream with a successor
 	notifyBuffer           = 64
 	rpcAttempts            = 3
 	maxSegment             = 10 * time.Minute // of audio, as the REST API's WAV limit
@@ -94,8 +96,10 @@ type Options struct {
 	// ConnectTimeout bounds the join (default 10 s); AgentWait how long
 	// the agent may take to be in the room (default 30 s); MaxLead how far
 	// the agent's audio is queued ahead of its playback (default 5 s);
-	// RPCTimeout bounds each playback RPC (default 5 s).
-	ConnectTimeout, AgentWait, MaxLead, RPCTimeout time.Duration
+	// RPCTimeout bounds each playback RPC (default 5 s); StreamIdleTimeout
+	// ends a segment whose stream sends nothing more and no trailer
+	// (default 10 s).
+	ConnectTimeout, AgentWait, MaxLead, RPCTimeout, StreamIdleTimeout time.Duration
 	// Logger; nil discards.
 	Logger *slog.Logger
 }
@@ -118,8 +122,9 @@ type Avatar struct {
 	agent    string // the agent's identity, once known
 	closed   bool
 	ended    bool
-	readMu   sync.Mutex // one segment is read at a time, in arrival order
-	writeErr bool       // a track write failed (logged once)
+	open     chan struct{} // closed when a stream newer than the one read arrives
+	readMu   sync.Mutex    // one segment is read at a time, in arrival order
+	writeErr bool          // a track write failed (logged once)
 }
 
 // Join connects to the room, publishes the tracks and registers the
@@ -143,6 +148,9 @@ func Join(ctx context.Context, opt Options) (*Avatar, error) {
 	}
 	if opt.RPCTimeout <= 0 {
 		opt.RPCTimeout = defaultRPCTimeout
+	}
+	if opt.StreamIdleTimeout <= 0 {
+		opt.StreamIdleTimeout = defaultStreamIdle
 	}
 	if opt.Logger == nil {
 		opt.Logger = slog.New(slog.DiscardHandler)

@@ -136,6 +136,8 @@ self_check() {
   done
   # The S3-compatible server of the recording tests.
   out=$("$root/scripts/minio.sh" check 2>&1) || fail "$out"
+  # The LiveKit server of the LiveKit Agents avatar tests.
+  out=$("$root/scripts/livekit.sh" check 2>&1) || fail "$out"
 
   # C libraries for cgo.
   if ! command -v pkg-config >/dev/null 2>&1; then
@@ -196,6 +198,7 @@ all)
   install_onnxruntime
   "$root/scripts/kube-tools.sh"
   "$root/scripts/minio.sh"
+  "$root/scripts/livekit.sh"
   self_check
   ;;
 check)

@@ -183,7 +183,18 @@ func (p *Publisher) JetStream() jetstream.JetStream { return p.js }
 
 // SessionEvent builds an event about a session record.
 func SessionEvent(typ string, s *fleetv1.Session) *fleetv1.Event {
-	return &fleetv1.Event{Type: typ, SessionId: s.GetId(), WorkerId: s.GetWorkerId(), Session: s}
+	return &fleetv1.Event{Type: typ, SessionId: s.GetId(), WorkerId: s.GetWorkerId(), Session: withoutSecrets(s)}
+}
+
+// withoutSecrets is s without its LiveKit access token: events are kept in
+// JetStream and sent to webhooks, the token stays in etcd.
+func withoutSecrets(s *fleetv1.Session) *fleetv1.Session {
+	if s.GetLivekit().GetToken() == "" {
+		return s
+	}
+	c := proto.Clone(s).(*fleetv1.Session)
+	c.Livekit.Token = ""
+	return c
 }
 
 // SpeakingEvent builds a session.speaking_started (started) or

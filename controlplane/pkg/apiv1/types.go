@@ -82,6 +82,9 @@ type Session struct {
 	Stats *SessionStats `json:"stats,omitempty"`
 	// Recordings are the session's recordings (POST …/recordings).
 	Recordings []Recording `json:"recordings,omitempty"`
+	// LiveKit is the LiveKit room the session joins as a voice agent's
+	// avatar, if it was created with one.
+	LiveKit *LiveKitState `json:"livekit,omitempty"`
 }
 
 // Recording is a WebM recording (VP8 + Opus) of what a session's viewers
@@ -152,7 +155,33 @@ type CreateSessionRequest struct {
 	RestartPolicy string `json:"restart_policy,omitempty"`
 	// ReplaceTimeoutSeconds is 1..86400 (default 60).
 	ReplaceTimeoutSeconds *int `json:"replace_timeout_seconds,omitempty"`
+	// LiveKit makes the session join an existing LiveKit room as the avatar
+	// of a voice agent (README, "LiveKit Agents").
+	LiveKit *LiveKitJoin `json:"livekit,omitempty"`
 }
+
+// LiveKitJoin is where a session joins a LiveKit room: the server's URL
+// (ws, wss, http or https) and the access token the agent minted for the
+// avatar (kind agent, attribute lk.publish_on_behalf). The token is a
+// secret: no response returns it.
+type LiveKitJoin struct {
+	URL   string `json:"url"`
+	Token string `json:"token"`
+}
+
+// LiveKitState is a session's LiveKit room as responses show it: the URL
+// and a state (joining, joined, left), never the token.
+type LiveKitState struct {
+	URL   string `json:"url"`
+	State string `json:"state"`
+}
+
+// LiveKit states, from the session's state.
+const (
+	LiveKitJoining = "joining"
+	LiveKitJoined  = "joined"
+	LiveKitLeft    = "left"
+)
 
 // SpeakRequest is the body of POST /v1/sessions/{id}/speak.
 type SpeakRequest struct {
@@ -290,6 +319,7 @@ const (
 	CodeRateLimited          = "rate_limited"
 	CodeRequestTimeout       = "request_timeout"
 	CodeSpeechQueueFull      = "speech_queue_full"
+	CodeInvalidLiveKit       = "invalid_livekit"
 )
 
 // ErrorBody is the envelope of every error response.
@@ -301,4 +331,20 @@ type ErrorBody struct {
 type ErrorDetail struct {
 	Code    string `json:"code"`
 	Message string `json:"message"`
+}
+
+// GetURL and GetToken read a possibly nil LiveKitJoin.
+func (j *LiveKitJoin) GetURL() string {
+	if j == nil {
+		return ""
+	}
+	return j.URL
+}
+
+// GetToken: see GetURL.
+func (j *LiveKitJoin) GetToken() string {
+	if j == nil {
+		return ""
+	}
+	return j.Token
 }

@@ -2,11 +2,16 @@ package cli
 
 import (
 	"context"
+	"fmt"
+	"io"
+	"os"
+	"strings"
 	"time"
 
 	"github.com/spf13/cobra"
 
 	"github.com/avatarfleet/avatarfleet/controlplane/pkg/apiv1"
+	"github.com/avatarfleet/avatarfleet/proto/livekitroom"
 )
 
 // newSessionsCommand returns "sessions" and its verbs.
@@ -94,6 +99,8 @@ type createFlags struct {
 	idempotencyKey string
 	restartPolicy  string
 	replaceTimeout time.Duration
+	livekitURL     string
+	livekitToken   string // a file holding the token
 }
 
 // newCreateCommand returns "sessions create".
@@ -130,6 +137,8 @@ func newCreateCommand(a *app) *cobra.Command {
 	fl.DurationVar(&f.maxDuration, "max-duration", 0, "end the session after this long, whole seconds (server default 4h)")
 	fl.StringVar(&f.restartPolicy, "restart-policy", "", "on_worker_lost (re-place the session when its worker is lost; server default) or never")
 	fl.DurationVar(&f.replaceTimeout, "replace-timeout", 0, "how long a lost session waits for a new slot before it fails, whole seconds (server default 1m)")
+	fl.StringVar(&f.livekitURL, "livekit-url", "", "join this LiveKit server's room as a voice agent's avatar (with --livekit-token-file)")
+	fl.StringVar(&f.livekitToken, "livekit-token-file", "", "file holding the access token the agent minted for the avatar (kept off the command line)")
 	fl.StringVar(&f.idempotencyKey, "idempotency-key", "", "Idempotency-Key header: a retry with the same key returns the same session")
 	return cmd
 }
@@ -170,8 +179,40 @@ func (f createFlags) request(cmd *cobra.Command) (apiv1.CreateSessionRequest, er
 		}
 		req.ReplaceTimeoutSeconds = &secs
 	}
+	if (f.livekitURL == "") != (f.livekitToken == "") {
+		return req, usagef(cmd, "--livekit-url and --livekit-token-file go together")
+	}
+	if f.livekitURL != "" {
+		tok, err := readToken(f.livekitToken)
+		if err != nil {
+			return req, usagef(cmd, "--livekit-token-file: %v", err)
+		}
+		if err := livekitroom.Validate(f.livekitURL, tok); err != nil {
+			return req, usagef(cmd, "livekit %v", err)
+		}
+		req.LiveKit = &apiv1.LiveKitJoin{URL: f.livekitURL, Token: tok}
+	}
 	if cmd.Flags().Changed("idempotency-key") && f.idempotencyKey == "" {
 		return req, usagef(cmd, "--idempotency-key must not be empty")
 	}
 	return req, nil
+}
+
+// readToken reads a LiveKit access token from a file (surrounding white
+// space dropped), refusing one larger than the API takes.
+func readToken(path string) (string, error) {
+	f, err := os.Open(path)
+	if err != nil {
+		return "", err
+	}
+	defer f.Close()
+	b, err := io.ReadAll(io.LimitReader(f, livekitroom.MaxToken+2))
+	if err != nil {
+		return "", fmt.Errorf("read %s: %w", path, err)
+	}
+	tok := strings.TrimSpace(string(b))
+	if len(tok) > livekitroom.MaxToken {
+		return "", fmt.Errorf("%s: more than %d bytes", path, livekitroom.MaxToken)
+	}
+	return tok, nil
 }

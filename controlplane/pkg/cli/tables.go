@@ -175,6 +175,9 @@ func renderSession(w io.Writer, s apiv1.Session) error {
 	}
 	row(tw, "WHEP_URL:", s.WHEPURL)
 	row(tw, "VIEWER_TOKEN:", s.ViewerToken)
+	if s.LiveKit != nil {
+		row(tw, "LIVEKIT:", s.LiveKit.URL+" ("+s.LiveKit.State+")")
+	}
 	if st := s.Stats; st != nil {
 		// Media figures, only for a ready session whose worker answered.
 		row(tw, "VIEWERS:", strconv.Itoa(len(st.Viewers)))

@@ -46,6 +46,9 @@ func TestUsageErrors(t *testing.T) {
 		{[]string{"sessions", "create", "--label", "=v"}, nil, `--label: "=v" is not key=value`},
 		{[]string{"sessions", "create", "--label", "a=1", "--label", "a=2"}, nil, `--label: key "a" given twice`},
 		{[]string{"sessions", "create", "--idempotency-key", ""}, nil, `--idempotency-key must not be empty`},
+		{[]string{"sessions", "create", "--livekit-url", "wss://lk.example.com"}, nil, `--livekit-url and --livekit-token-file go together`},
+		{[]string{"sessions", "create", "--livekit-token-file", "/nonexistent"}, nil, `--livekit-url and --livekit-token-file go together`},
+		{[]string{"sessions", "create", "--livekit-url", "wss://lk.example.com", "--livekit-token-file", "/nonexistent/token"}, nil, `--livekit-token-file: open /nonexistent/token`},
 		{[]string{"--url", "127.0.0.1:8080", "sessions", "list"}, nil, `bad control plane URL`},
 		{[]string{"sessions", "list"}, map[string]string{EnvURL: "ftp://h"}, `bad control plane URL`},
 	}

@@ -71,7 +71,22 @@ func toSession(s *fleetv1.Session, baseURL string) apiv1.Session {
 	for _, r := range s.GetRecordings() {
 		out.Recordings = append(out.Recordings, toRecording(r))
 	}
+	if lk := s.GetLivekit(); lk != nil {
+		out.LiveKit = &apiv1.LiveKitState{URL: lk.GetUrl(), State: liveKitState(s.GetState())}
+	}
 	return out
+}
+
+// liveKitState is where a session stands in its LiveKit room, from its
+// state: a ready session has joined (its start fails if the join does).
+func liveKitState(st fleetv1.SessionState) string {
+	switch st {
+	case fleetv1.SessionState_SESSION_STATE_READY:
+		return apiv1.LiveKitJoined
+	case fleetv1.SessionState_SESSION_STATE_ENDED, fleetv1.SessionState_SESSION_STATE_FAILED:
+		return apiv1.LiveKitLeft
+	}
+	return apiv1.LiveKitJoining
 }
 
 func toRecording(r *fleetv1.Recording) apiv1.Recording {

@@ -130,6 +130,8 @@ var goSchemas = map[string]reflect.Type{
 	"VoiceList":            reflect.TypeFor[apiv1.VoiceList](),
 	"Session":              reflect.TypeFor[apiv1.Session](),
 	"Recording":            reflect.TypeFor[apiv1.Recording](),
+	"LiveKitJoin":          reflect.TypeFor[apiv1.LiveKitJoin](),
+	"LiveKitState":         reflect.TypeFor[apiv1.LiveKitState](),
 	"SessionStats":         reflect.TypeFor[apiv1.SessionStats](),
 	"ViewerStats":          reflect.TypeFor[apiv1.ViewerStats](),
 	"SessionList":          reflect.TypeFor[apiv1.SessionList](),

@@ -17,6 +17,7 @@ import (
 	"github.com/avatarfleet/avatarfleet/controlplane/pkg/sessions"
 	fleetv1 "github.com/avatarfleet/avatarfleet/proto/fleet/v1"
 	"github.com/avatarfleet/avatarfleet/proto/fleetstore"
+	"github.com/avatarfleet/avatarfleet/proto/livekitroom"
 	"github.com/avatarfleet/avatarfleet/proto/wav"
 )
 
@@ -99,6 +100,12 @@ func ValidateCreate(req apiv1.CreateSessionRequest) (sessions.CreateParams, erro
 	if len(req.Labels) > 0 {
 		p.Labels = req.Labels
 	}
+	if lk := req.LiveKit; lk != nil {
+		if err := livekitroom.Validate(lk.URL, lk.Token); err != nil {
+			return p, errorf(http.StatusBadRequest, apiv1.CodeInvalidLiveKit, "livekit.%v", err)
+		}
+		p.LiveKit = &fleetv1.LiveKitRoom{Url: lk.URL, Token: lk.Token}
+	}
 	return p, nil
 }
 
@@ -112,7 +119,8 @@ func requestHash(p sessions.CreateParams) string {
 	sort.Strings(keys)
 	var buf bytes.Buffer
 	enc := json.NewEncoder(&buf)
-	_ = enc.Encode([]any{p.Avatar, p.Voice, p.IdleTimeoutSeconds, p.MaxDurationSeconds, keys, p.RestartPolicy, p.ReplaceTimeoutSeconds})
+	_ = enc.Encode([]any{p.Avatar, p.Voice, p.IdleTimeoutSeconds, p.MaxDurationSeconds, keys, p.RestartPolicy, p.ReplaceTimeoutSeconds,
+		p.LiveKit.GetUrl(), p.LiveKit.GetToken()})
 	for _, k := range keys {
 		_ = enc.Encode(p.Labels[k])
 	}
@@ -339,6 +347,8 @@ func mapError(err error) error {
 		return errorf(http.StatusConflict, apiv1.CodeSessionNotReady, "%v", err)
 	case errors.Is(err, sessions.ErrIdempotencyConflict):
 		return errorf(http.StatusConflict, apiv1.CodeConflict, "Idempotency-Key was used with different parameters")
+	case errors.Is(err, sessions.ErrRoomJoin):
+		return errorf(http.StatusBadRequest, apiv1.CodeInvalidLiveKit, "%v", err)
 	case errors.Is(err, sessions.ErrInvalidInput):
 		return errorf(http.StatusBadRequest, apiv1.CodeInvalidRequest, "%v", err)
 	case errors.Is(err, sessions.ErrUnavailable), errors.Is(err, context.DeadlineExceeded):

@@ -39,6 +39,10 @@ var (
 	ErrIdempotencyConflict = errors.New("idempotency key reused with a different request")
 	ErrInvalidInput        = errors.New("invalid input")
 	ErrUnavailable         = errors.New("worker unavailable")
+	// ErrRoomJoin: the worker could not join the session's LiveKit room
+	// (the server refused the token or could not be reached); no other
+	// worker is tried.
+	ErrRoomJoin = errors.New("the session's LiveKit room could not be joined")
 	// ErrQuotaExceeded: the owner holds its limit of live sessions.
 	ErrQuotaExceeded = errors.New("live-session quota exceeded")
 )
@@ -162,6 +166,9 @@ type CreateParams struct {
 	// session's worker is lost (Session.restart_policy, replace_timeout).
 	RestartPolicy         fleetv1.RestartPolicy
 	ReplaceTimeoutSeconds uint32
+	// LiveKit, when set, is the LiveKit room the session joins as a voice
+	// agent's avatar (kept in the record, in etcd, token included).
+	LiveKit *fleetv1.LiveKitRoom
 	// IdempotencyKey, when set, makes retries return the same session;
 	// RequestHash tells a retry from a different request with the same key.
 	IdempotencyKey string
@@ -200,6 +207,7 @@ func (m *Manager) newSession(id string, p CreateParams) *fleetv1.Session {
 		Owner:                 p.Owner,
 		RestartPolicy:         p.RestartPolicy,
 		ReplaceTimeoutSeconds: p.ReplaceTimeoutSeconds,
+		Livekit:               p.LiveKit,
 	}
 }
 
@@ -323,6 +331,10 @@ func (m *Manager) tryReserveAndStart(ctx context.Context, view registry.WorkerVi
 		}
 		if ctx.Err() != nil {
 			return 0, fmt.Errorf("start session %s on %s: %w", sess.GetId(), worker, ctx.Err())
+		}
+		var se interface{ GRPCStatus() *status.Status }
+		if errors.As(err, &se) && se.GRPCStatus().Code() == codes.Aborted {
+			return 0, fmt.Errorf("%w: %s", ErrRoomJoin, se.GRPCStatus().Message())
 		}
 		return workerRefused, nil
 	}

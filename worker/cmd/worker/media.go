@@ -10,6 +10,7 @@ import (
 	fleetv1 "github.com/avatarfleet/avatarfleet/proto/fleet/v1"
 	"github.com/avatarfleet/avatarfleet/worker/pkg/avatar"
 	"github.com/avatarfleet/avatarfleet/worker/pkg/inference"
+	"github.com/avatarfleet/avatarfleet/worker/pkg/livekit"
 	"github.com/avatarfleet/avatarfleet/worker/pkg/mediaruntime"
 	"github.com/avatarfleet/avatarfleet/worker/pkg/onnxgen"
 	"github.com/avatarfleet/avatarfleet/worker/pkg/runtime"
@@ -141,6 +142,9 @@ func (e *engine) newRuntime(devs []*fleetv1.GPU, log *slog.Logger) (runtime.Runt
 		log.Warn("no SFU attached: session media is discarded (no viewers)")
 		cfg.Media = mediaruntime.NewDiscardMedia
 	}
+	// A session whose record names a LiveKit room also joins it as its
+	// voice agent's avatar (package livekit).
+	cfg.Media = livekit.NewMedia(cfg.Media, livekit.MediaOptions{Logger: log})
 	if cfg.Prewarm == prewarmSlots {
 		for _, d := range devs {
 			cfg.Prewarm = max(cfg.Prewarm, int(d.GetSlots()))

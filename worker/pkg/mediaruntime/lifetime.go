@@ -38,7 +38,9 @@ type session struct {
 	lastActive time.Time // last speech, or last moment a viewer was there
 	viewers    int
 	everViewed bool
-	pcmFull    bool // a PushPCM overflow was logged
+	pcmFull    bool              // a PushPCM overflow was logged
+	endReason  fleetv1.EndReason // set by MediaHooks.End
+	endMessage string
 
 	tee  *recording.Tee        // the pipeline's sink: the transport and the recordings
 	recs []*recording.Recorder // running recordings, under mu
@@ -104,12 +106,41 @@ func (r *Runtime) hooks(s *session) MediaHooks {
 			}
 			s.viewers = max(n, 0)
 		},
+		PushSpeech: func(pcm []float32, sent func()) bool {
+			p := s.p()
+			if p == nil {
+				return false
+			}
+			s.touch(r.now())
+			return p.PushPCMMarked(pcm, sent) == nil
+		},
+		Interrupt: func() {
+			if p := s.p(); p != nil {
+				p.Interrupt()
+			}
+		},
+		End: func(reason fleetv1.EndReason, message string) {
+			if reason == fleetv1.EndReason_END_REASON_UNSPECIFIED {
+				reason = fleetv1.EndReason_END_REASON_ERROR
+			}
+			s.mu.Lock()
+			defer s.mu.Unlock()
+			if s.endReason == fleetv1.EndReason_END_REASON_UNSPECIFIED {
+				s.endReason, s.endMessage = reason, message
+			}
+		},
 	}
 }
 
 // expired says why a session has reached the end of its life, if it has.
 // now is the lifetime clock; speech in progress counts as activity.
 func (s *session) expired(now time.Time) (fleetv1.EndReason, string) {
+	s.mu.Lock()
+	reason, msg := s.endReason, s.endMessage
+	s.mu.Unlock()
+	if reason != fleetv1.EndReason_END_REASON_UNSPECIFIED {
+		return reason, msg // the transport ended it (MediaHooks.End)
+	}
 	if now.Sub(s.started) >= s.limit {
 		return fleetv1.EndReason_END_REASON_MAX_DURATION, fmt.Sprintf("maximum duration %s reached", s.limit)
 	}

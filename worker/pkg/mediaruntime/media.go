@@ -34,6 +34,20 @@ type MediaHooks struct {
 	// session ends: END_REASON_IDLE_TIMEOUT if no viewer ever joined,
 	// END_REASON_VIEWER_GONE if viewers joined and all left.
 	ViewersChanged func(n int)
+	// PushSpeech is PushPCM for audio whose playback is followed: sent, if
+	// not nil, is called on the session's media goroutine (it must not
+	// block) once the last of these samples has been written to the
+	// transport; never when an interrupt dropped them. It reports whether
+	// the speech queue took all of pcm.
+	PushSpeech func(pcm16k []float32, sent func()) bool
+	// Interrupt drops the session's queued speech, like the Interrupt RPC
+	// (a LiveKit agent's lk.clear_buffer).
+	Interrupt func()
+	// End ends the session with reason (and a human-readable message) at
+	// the next lifetime check, within LifetimeCheckPeriod: the transport
+	// is gone for good (a LiveKit room closed, its agent left). The first
+	// call wins.
+	End func(reason fleetv1.EndReason, message string)
 }
 
 // NewMedia opens a session's transport when the session starts. The SFU

@@ -323,6 +323,31 @@ func (p *Pipeline) PushPCM(pcm []float32) error {
 	return nil
 }
 
+// PushPCMMarked is PushPCM, and then sent (if not nil) is called once the
+// last of the samples queued has been sent to the Sink: on the media
+// goroutine, right after the tick's samples were written, so it must not
+// block. An Interrupt drops it uncalled with the samples. A LiveKit
+// agent's audio reports its playback through it.
+func (p *Pipeline) PushPCMMarked(pcm []float32, sent func()) error {
+	in := &p.input
+	in.mu.Lock()
+	defer in.mu.Unlock()
+	if in.closed {
+		return fmt.Errorf("push pcm: %w", ErrClosed)
+	}
+	if len(in.pcm)-in.head >= in.maxLive {
+		return fmt.Errorf("push pcm: %d samples, %d already queued: %w", len(pcm), len(in.pcm)-in.head, ErrQueueFull)
+	}
+	fit := in.pushLocked(pcm)
+	if sent != nil {
+		in.markLocked("", func(string) { sent() })
+	}
+	if !fit {
+		return fmt.Errorf("push pcm: %d samples: %w", len(pcm), ErrQueueFull)
+	}
+	return nil
+}
+
 // Interrupt drops all queued speech and cancels the synthesis in flight; the
 // next frame sent is idle and silent.
 func (p *Pipeline) Interrupt() {

@@ -3,6 +3,7 @@ package pipeline
 import (
 	"errors"
 	"math"
+	"sync"
 	"sync/atomic"
 	"testing"
 	"time"
@@ -88,5 +89,66 @@ func TestPushPCM(t *testing.T) {
 	}
 	if err := h.p.PushPCM(silence); !errors.Is(err, ErrClosed) {
 		t.Fatalf("push after Run ended: %v, want ErrClosed", err)
+	}
+}
+
+// TestPushPCMMarked: a marked push's mark fires once its last sample has
+// been written to the sink, in push order and a tick apart per 640
+// samples; an interrupt drops the marks of what it drops.
+func TestPushPCMMarked(t *testing.T) {
+	e := newEnv(t)
+	h := e.start(t, nil)
+	var mu sync.Mutex
+	fired := map[string]int{} // mark → tick it fired after
+	mark := func(name string) func() {
+		return func() {
+			mu.Lock()
+			defer mu.Unlock()
+			if _, dup := fired[name]; dup {
+				t.Errorf("mark %s fired twice", name)
+			}
+			_, audio := h.sink.samples()
+			fired[name] = len(audio) / 2
+		}
+	}
+	get := func(name string) (int, bool) {
+		mu.Lock()
+		defer mu.Unlock()
+		n, ok := fired[name]
+		return n, ok
+	}
+	// a: 160 samples, taken by the first tick; b: 1600 more, the last
+	// taken by the third (640 + 640 + 480).
+	tone := tone16k(110*time.Millisecond, 0.3)
+	if err := h.p.PushPCMMarked(tone[:160], mark("a")); err != nil {
+		t.Fatal(err)
+	}
+	if err := h.p.PushPCMMarked(tone[160:1760], mark("b")); err != nil {
+		t.Fatal(err)
+	}
+	h.tick(t, 1)
+	if _, ok := get("a"); ok {
+		t.Fatal("a fired before its samples went through the delay line")
+	}
+	for i := 0; i < 40; i++ {
+		if _, ok := get("b"); ok {
+			break
+		}
+		h.tick(t, 1)
+	}
+	ta, oka := get("a")
+	tb, okb := get("b")
+	if !oka || !okb || tb-ta != 2 || ta < 2 {
+		t.Fatalf("a fired after tick %d (%v), b after %d (%v): want both, b two ticks after a", ta, oka, tb, okb)
+	}
+	// c is dropped by the interrupt with its samples: it never fires.
+	if err := h.p.PushPCMMarked(tone16k(time.Second, 0.3), mark("c")); err != nil {
+		t.Fatal(err)
+	}
+	h.tick(t, 2)
+	h.p.Interrupt()
+	h.tick(t, 40)
+	if _, ok := get("c"); ok {
+		t.Error("the mark of interrupted speech fired")
 	}
 }

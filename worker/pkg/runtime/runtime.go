@@ -26,6 +26,9 @@ var (
 	ErrSlotBusy = errors.New("slot busy")
 	// ErrClosed: the runtime is shutting down and takes no new work.
 	ErrClosed = errors.New("runtime closed")
+	// ErrRoomJoin: the session's external room (a LiveKit room) refused
+	// it or could not be reached; another worker would fare no better.
+	ErrRoomJoin = errors.New("cannot join the session's room")
 )
 
 // Limits on speech input, shared by every implementation (the REST API

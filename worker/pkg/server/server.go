@@ -366,6 +366,10 @@ func (s *Server) toStatus(err error) error {
 		return status.Error(codes.ResourceExhausted, err.Error())
 	case errors.Is(err, runtime.ErrClosed):
 		return status.Error(codes.FailedPrecondition, err.Error())
+	case errors.Is(err, runtime.ErrRoomJoin):
+		// The message is safe to pass on: the livekit package redacts
+		// the token from it.
+		return status.Error(codes.Aborted, err.Error())
 	case errors.Is(err, context.Canceled), errors.Is(err, context.DeadlineExceeded):
 		return status.FromContextError(err).Err()
 	}

@@ -4,10 +4,13 @@ package avsync
 
 import (
 	"context"
+	"flag"
 	"fmt"
 	"image"
 	"math"
 	"os"
+	"path/filepath"
+	"strconv"
 	"slices"
 	"testing"
 	"text/tabwriter"
@@ -19,6 +22,8 @@ import (
 	"github.com/avatarfleet/avatarfleet/e2e/internal/binfleet"
 	"github.com/avatarfleet/avatarfleet/e2e/internal/whepviewer"
 	"github.com/avatarfleet/avatarfleet/worker/pkg/avatar"
+	"github.com/avatarfleet/avatarfleet/worker/pkg/inference"
+	"github.com/avatarfleet/avatarfleet/worker/pkg/onnxgen"
 )
 
 const (
@@ -32,6 +37,30 @@ const (
 )
 
 var gaps = []time.Duration{400, 650, 500, 700, 450, 600, 550}
+
+var lookAhead = flag.Int("avsync.lookahead_ms", -1,
+	"run the worker with the generated default model re-declared with this look-ahead (ONNX metadata avatarfleet.lookahead_ms, 0..200) instead of the default model as it is (-1)")
+
+// lookAheadModel is the worker flags for -avsync.lookahead_ms: the default
+// model with the metadata appended, written to a temporary file.
+func lookAheadModel(t *testing.T) []string {
+	la := *lookAhead
+	if la < 0 {
+		return nil
+	}
+	if la > int(inference.MaxLookAhead.Milliseconds()) {
+		t.Fatalf("-avsync.lookahead_ms %d: want 0..%d", la, inference.MaxLookAhead.Milliseconds())
+	}
+	data, err := onnxgen.DefaultModel()
+	if err != nil {
+		t.Fatal(err)
+	}
+	p := filepath.Join(t.TempDir(), "default-lookahead.onnx")
+	if err := os.WriteFile(p, onnxgen.AppendMetadata(data, inference.LookAheadKey, strconv.Itoa(la)), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	return []string{"--model", p}
+}
 
 // mouthRegion is where the mouth opens and the jaw drops: the mouth box
 // the avatar pack found (Pack.Mouth), widened and reaching down to the chin,
@@ -57,7 +86,7 @@ func TestLipSyncFromOutside(t *testing.T) {
 	ctx, cancel := context.WithTimeout(context.Background(), 3*time.Minute)
 	defer cancel()
 	rec := newRecorder(mouthRegion(t))
-	f := binfleet.Start(t, binfleet.Options{Workers: []binfleet.WorkerSpec{{ID: "avsync-worker"}}})
+	f := binfleet.Start(t, binfleet.Options{Workers: []binfleet.WorkerSpec{{ID: "avsync-worker", Args: lookAheadModel(t)}}})
 	s, err := f.CreateSession(ctx, apiv1.CreateSessionRequest{})
 	if err != nil {
 		t.Fatal(err)

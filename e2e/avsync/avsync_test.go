@@ -10,8 +10,8 @@ import (
 	"math"
 	"os"
 	"path/filepath"
-	"strconv"
 	"slices"
+	"strconv"
 	"testing"
 	"text/tabwriter"
 	"time"
@@ -166,12 +166,12 @@ func ms(v ...time.Duration) []time.Duration {
 
 // analysis is the recording on the sender's clock.
 type analysis struct {
-	frames    []frameRec
-	mouth     []float64 // distance of each frame's mouth from the idle frames
-	vt        []float64 // each frame's sender time
-	audio     []audioRec
-	energy    []float64
-	at        []float64 // each packet's sender time
+	frames []frameRec
+	mouth  []float64 // distance of each frame's mouth from the idle frames
+	vt     []float64 // each frame's sender time
+	audio  []audioRec
+	energy []float64
+	at     []float64 // each packet's sender time
 	// threshold: the mouth is open (a quarter of its widest opening, at
 	// least twice what idle frames stray); change: the mouth region
 	// differs from the idle frames by more than twice its median (the

@@ -17,6 +17,7 @@ import (
 	"time"
 
 	"github.com/pion/webrtc/v4"
+	"go.uber.org/goleak"
 
 	"github.com/avatarfleet/avatarfleet/controlplane/pkg/apiv1"
 	"github.com/avatarfleet/avatarfleet/e2e/internal/binfleet"
@@ -60,6 +61,14 @@ func lookAheadModel(t *testing.T) []string {
 		t.Fatal(err)
 	}
 	return []string{"--model", p}
+}
+
+func TestMain(m *testing.M) {
+	goleak.VerifyTestMain(m,
+		// http.DefaultClient's kept-alive connections to the control plane.
+		goleak.IgnoreTopFunction("net/http.(*persistConn).readLoop"),
+		goleak.IgnoreTopFunction("net/http.(*persistConn).writeLoop"),
+	)
 }
 
 // mouthRegion is where the mouth opens and the jaw drops: the mouth box

@@ -13,10 +13,10 @@ import (
 
 // startFleet is the benchmarks' fleet: one CPU worker with 4 slots, every
 // inference context made at start.
-func startFleet(b *testing.B) *binfleet.Fleet {
+func startFleet(b *testing.B, args ...string) *binfleet.Fleet {
 	b.Helper()
 	return binfleet.Start(b, binfleet.Options{Workers: []binfleet.WorkerSpec{{
-		ID: "bench-worker", SlotsPerGPU: 4, Args: []string{"--prewarm", "-1"},
+		ID: "bench-worker", SlotsPerGPU: 4, Args: append([]string{"--prewarm", "-1"}, args...),
 	}}})
 }
 

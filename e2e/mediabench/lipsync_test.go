@@ -4,12 +4,14 @@ package mediabench
 
 import (
 	"context"
+	"flag"
 	"fmt"
 	"image"
 	"math"
 	"os"
 	"os/exec"
 	"path/filepath"
+	"strconv"
 	"testing"
 	"text/tabwriter"
 	"time"
@@ -19,7 +21,34 @@ import (
 	"github.com/avatarfleet/avatarfleet/controlplane/pkg/apiv1"
 	"github.com/avatarfleet/avatarfleet/e2e/internal/whepviewer"
 	"github.com/avatarfleet/avatarfleet/worker/pkg/avatar"
+	"github.com/avatarfleet/avatarfleet/worker/pkg/inference"
+	"github.com/avatarfleet/avatarfleet/worker/pkg/onnxgen"
 )
+
+var lipLookAhead = flag.Int("lip.lookahead_ms", -1,
+	"BenchmarkAudioToLip: run the worker with the generated default model re-declared with this look-ahead (ONNX metadata avatarfleet.lookahead_ms, 0..200) instead of the default model as it is (-1)")
+
+// lookAheadModel is the worker flags for -lip.lookahead_ms: the default
+// model with the metadata appended, written to a temporary file.
+func lookAheadModel(b *testing.B) []string {
+	b.Helper()
+	la := *lipLookAhead
+	if la < 0 {
+		return nil
+	}
+	if la > int(inference.MaxLookAhead.Milliseconds()) {
+		b.Fatalf("-lip.lookahead_ms %d: want 0..%d", la, inference.MaxLookAhead.Milliseconds())
+	}
+	data, err := onnxgen.DefaultModel()
+	if err != nil {
+		b.Fatal(err)
+	}
+	p := filepath.Join(b.TempDir(), "default-lookahead.onnx")
+	if err := os.WriteFile(p, onnxgen.AppendMetadata(data, inference.LookAheadKey, strconv.Itoa(la)), 0o600); err != nil {
+		b.Fatal(err)
+	}
+	return []string{"--model", p}
+}
 
 const (
 	lipRuns = 10
@@ -46,13 +75,15 @@ type audioEvent struct {
 
 // BenchmarkAudioToLip measures POST /v1/sessions/{id}/audio (a WAV of
 // speech, synthesized by espeak-ng now) → the first frame decoded by a Pion
-// viewer whose mouth region differs from every idle frame, over 10 runs on
-// one session; next to it, the first Opus packet larger than any silent
-// one. It prints p50 and max, from the POST and from the speech's onset
-// inside the WAV.
+// viewer whose mouth is open: its mouth region differs from every idle
+// frame by a quarter of the run's widest opening (README, "Latency
+// contract"), over 10 runs on one session; next to it, the first frame
+// whose mouth region changed at all (twice what idle frames stray) and the
+// first Opus packet larger than any silent one. It prints p50 and max,
+// from the POST and from the speech's onset inside the WAV.
 func BenchmarkAudioToLip(b *testing.B) {
 	wav, onset := synthesize(b, utterance)
-	f := startFleet(b)
+	f := startFleet(b, lookAheadModel(b)...)
 	ctx := context.Background()
 	s, err := f.CreateSession(ctx, apiv1.CreateSessionRequest{})
 	if err != nil {
@@ -110,9 +141,10 @@ func BenchmarkAudioToLip(b *testing.B) {
 	threshold := max(1.0, 2*idleMax)
 	silentMax := drainAudio(audio)
 
-	var lips, audios []time.Duration
+	var lips, changes, audios []time.Duration
+	widest := 0.0
 	for b.Loop() {
-		lips, audios = lips[:0], audios[:0]
+		lips, changes, audios = lips[:0], changes[:0], audios[:0]
 		for run := range lipRuns {
 			for len(frames) > 0 {
 				<-frames
@@ -124,18 +156,39 @@ func BenchmarkAudioToLip(b *testing.B) {
 			if err := f.PostAudio(ctx, s.ID, wav); err != nil {
 				b.Fatal(err)
 			}
-			var lip time.Duration
-			for lip == 0 {
+			// The frames of the speech's first 900 ms: the mouth is open
+			// once its region differs from every idle frame by a quarter
+			// of the run's widest opening; before that the region may
+			// already change (the session's own encoder takes over from
+			// the shared idle loop; a window reaching ahead moves the
+			// lips a little), which is the second figure.
+			var seen []frameEvent
+			var dist []float64
+			run0 := 0.0
+			for {
 				fe := next()
-				if fe.at.Sub(t0) > 5*time.Second {
-					b.Fatalf("run %d: the mouth did not move within 5 s (threshold %.2f)", run, threshold)
+				if fe.at.Sub(t0) > 900*time.Millisecond {
+					break
 				}
-				if nearest(fe.mouth, refs) > threshold {
-					lip = fe.at.Sub(t0)
+				d := nearest(fe.mouth, refs)
+				seen, dist = append(seen, fe), append(dist, d)
+				run0 = max(run0, d)
+			}
+			widest = max(widest, run0)
+			open := max(threshold, run0/4)
+			var lip, change time.Duration
+			for i, d := range dist {
+				if change == 0 && d > threshold {
+					change = seen[i].at.Sub(t0)
+				}
+				if lip == 0 && d > open {
+					lip = seen[i].at.Sub(t0)
 				}
 			}
-			lips = append(lips, lip)
-			time.Sleep(600 * time.Millisecond) // let the speech reach the audio track
+			if lip == 0 {
+				b.Fatalf("run %d: the mouth did not open within 900 ms (widest %.2f, threshold %.2f)", run, run0, threshold)
+			}
+			lips, changes = append(lips, lip), append(changes, change)
 			if a := firstLouder(audio, t0, silentMax); a > 0 {
 				audios = append(audios, a)
 			}
@@ -146,10 +199,11 @@ func BenchmarkAudioToLip(b *testing.B) {
 		}
 	}
 	tw := tabwriter.NewWriter(os.Stdout, 0, 0, 2, ' ', 0)
-	fmt.Fprintf(tw, "\naudio to lip: %d runs, WAV speech starts %s into the file; mouth threshold %.2f (idle frames stray up to %.2f from the nearest idle reference); silent Opus packets up to %d bytes\n",
-		len(lips), ms(onset), threshold, idleMax, silentMax)
+	fmt.Fprintf(tw, "\naudio to lip: %d runs, WAV speech starts %s into the file; mouth open above a quarter of the run's widest opening (widest %.2f), region changed above %.2f (idle frames stray up to %.2f from the nearest idle reference); silent Opus packets up to %d bytes\n",
+		len(lips), ms(onset), widest, threshold, idleMax, silentMax)
 	fmt.Fprintln(tw, "measure\tp50\tmax")
 	fmt.Fprintf(tw, "POST audio → first moving-mouth frame decoded\t%s\t%s\n", ms(percentile(lips, 0.5)), ms(maxOf(lips)))
+	fmt.Fprintf(tw, "POST audio → first frame whose mouth region changed\t%s\t%s\n", ms(percentile(changes, 0.5)), ms(maxOf(changes)))
 	fmt.Fprintf(tw, "speech onset in the WAV → moving mouth\t%s\t%s\n", ms(percentile(lips, 0.5)-onset), ms(maxOf(lips)-onset))
 	if len(audios) > 0 {
 		fmt.Fprintf(tw, "POST audio → first speech-sized Opus packet (%d runs)\t%s\t%s\n", len(audios), ms(percentile(audios, 0.5)), ms(maxOf(audios)))

@@ -103,7 +103,7 @@ func openEngine(ctx context.Context, mc mediaConfig, log *slog.Logger) (_ *engin
 		return nil, fmt.Errorf("--tts %s: %w (for espeak-ng run scripts/setup.sh, or choose another engine: %s)", mc.tts, err, ttsEngines().Describe())
 	}
 	log.Info("media engine ready", "onnxruntime", e.ort.Library(), "onnxruntime_version", e.ort.Version(),
-		"model", e.model.Name(), "face_size", e.model.Size(), "avatars", e.avatars.Names(), "tts", mc.tts)
+		"model", e.model.Name(), "face_size", e.model.Size(), "look_ahead", e.model.LookAhead(), "avatars", e.avatars.Names(), "tts", mc.tts)
 	return e, nil
 }
 

@@ -148,13 +148,12 @@ func report(b *testing.B, p *pipeline.Pipeline, video, audio []arrival, late, sk
 	if len(video) < 25 || len(audio) < 2*len(video) {
 		b.Fatalf("%d video frames, %d audio packets: want a second of both, two packets a frame", len(video), len(audio))
 	}
-	var tsOff, arrOff []time.Duration
+	var arrOff []time.Duration
 	var worstTS time.Duration
 	for k, v := range video {
 		aud := audio[2*k]
 		d := aud.ts - v.ts
 		worstTS = max(worstTS, absDur(d))
-		tsOff = append(tsOff, d)
 		arrOff = append(arrOff, (v.at-v.ts)-(aud.at-aud.ts))
 	}
 	// Wall-clock drift: the median arrival offset of the first and the
@@ -201,4 +200,3 @@ func absDur(d time.Duration) time.Duration {
 }
 
 func ms(d time.Duration) string { return fmt.Sprintf("%.2f ms", float64(d)/float64(time.Millisecond)) }
-

@@ -201,12 +201,14 @@ const (
 	spreadMidpoint         = -0.35 // feature at which b = 0.5
 )
 
-// frameCentre is where, in the mel window, the default model looks: the
-// middle of the video frame's own 40 ms (1.6 mel frames past its start)
-// when the window ends lookAheadMS after the frame's start.
+// frameCentre is where, in the mel window, the default model looks: 3 mel
+// frames (37.5 ms) past the video frame's own start, when the window ends
+// lookAheadMS after that start. Lips lead the sound they make (the mouth
+// opens before the vowel is heard), so the frame shown at t takes the
+// sound of about t + 40 ms.
 func frameCentre(lookAheadMS int) float64 {
 	own := float64(MelFrames) - math.Round(float64(lookAheadMS)*80/1000)
-	return own + 1.6
+	return own + 3
 }
 
 // featureWeights is the Conv kernel [2,1,80,16] and bias [2] of the two

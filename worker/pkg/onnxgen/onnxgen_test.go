@@ -197,8 +197,8 @@ func TestFeatureWeights(t *testing.T) {
 	if b := sig(feature(w, bias, 1, oo)); b > 0.2 {
 		t.Errorf("a rounded vowel gives b = %.3f; want ≤ 0.2", b)
 	}
-	// Only the voice range counts, and the weight peaks at the frame's
-	// own time: 80 ms before the window's end.
+	// Only the voice range counts, and the weight peaks just after the
+	// frame's own time (80 ms before the window's end).
 	peak := 0
 	for tt := range MelFrames {
 		if w[10*MelFrames+tt] > w[10*MelFrames+peak] {
@@ -219,7 +219,7 @@ func TestFrameCentre(t *testing.T) {
 	for _, tc := range []struct {
 		ms   int
 		want float64
-	}{{200, 1.6}, {80, 11.6}, {0, 17.6}} {
+	}{{200, 3}, {80, 13}, {0, 19}} {
 		if got := frameCentre(tc.ms); math.Abs(got-tc.want) > 1e-9 {
 			t.Errorf("frameCentre(%d) = %v; want %v", tc.ms, got, tc.want)
 		}

@@ -149,10 +149,10 @@ type s3Object struct {
 	part int             // part size
 
 	mu       sync.Mutex // the muxer writes; the Recorder commits or aborts
-	head     []byte // the first part: held until Commit
-	cur      []byte // the part being filled (after head)
-	curStart int64  // its offset in the file
-	uploadID string // the multipart upload, once a later part was sent
+	head     []byte     // the first part: held until Commit
+	cur      []byte     // the part being filled (after head)
+	curStart int64      // its offset in the file
+	uploadID string     // the multipart upload, once a later part was sent
 	parts    []minio.CompletePart
 }
 

@@ -1,11 +1,8 @@
 package inference
 
 import (
-	"fmt"
 	"strconv"
 	"time"
-
-	ort "github.com/yalue/onnxruntime_go"
 )
 
 // LookAheadKey is the ONNX metadata key (ModelProto.metadata_props) in
@@ -44,26 +41,6 @@ func parseLookAhead(v string, present bool) (time.Duration, error) {
 		return 0, contractErr("metadata %s = %q: want 0..%d ms (at most the 200 ms mel window)", LookAheadKey, v, MaxLookAhead.Milliseconds())
 	}
 	return time.Duration(ms) * time.Millisecond, nil
-}
-
-// readLookAhead reads the model's declared look-ahead from its metadata.
-func (m *Model) readLookAhead() (time.Duration, error) {
-	var md *ort.ModelMetadata
-	var err error
-	if m.path != "" {
-		md, err = ort.GetModelMetadata(m.path)
-	} else {
-		md, err = ort.GetModelMetadataWithONNXData(m.data)
-	}
-	if err != nil {
-		return 0, fmt.Errorf("reading metadata: %w", err)
-	}
-	defer func() { _ = md.Destroy() }()
-	v, ok, err := md.LookupCustomMetadataMap(LookAheadKey)
-	if err != nil {
-		return 0, fmt.Errorf("reading metadata %s: %w", LookAheadKey, err)
-	}
-	return parseLookAhead(v, ok)
 }
 
 // LookAhead is the model's declared audio look-ahead (LookAheadKey), or

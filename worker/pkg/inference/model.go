@@ -84,15 +84,7 @@ func (r *Runtime) load(m *Model) (*Model, error) {
 		}
 		return nil, err
 	}
-	if m.lookAhead, err = m.readLookAhead(); err != nil {
-		var ce *ContractError
-		if errors.As(err, &ce) {
-			ce.Msg = "model " + m.name + ": " + ce.Msg
-			return nil, err
-		}
-		return nil, fmt.Errorf("inference: loading model %s: %w", m.name, err)
-	}
-	if m.paste, err = m.readPaste(); err != nil {
+	if m.lookAhead, m.paste, err = m.readMetadata(); err != nil {
 		var ce *ContractError
 		if errors.As(err, &ce) {
 			ce.Msg = "model " + m.name + ": " + ce.Msg

@@ -2,6 +2,7 @@ package inference
 
 import (
 	"fmt"
+	"time"
 
 	ort "github.com/yalue/onnxruntime_go"
 )
@@ -25,34 +26,41 @@ const (
 // maxMetadataValue bounds a metadata value this package reads.
 const maxMetadataValue = 64
 
-// metadata looks key up in the model's custom metadata (ModelProto
-// metadata_props).
-func (m *Model) metadata(key string) (string, bool, error) {
+// readMetadata reads what the model declares in its custom metadata
+// (ModelProto metadata_props), in one pass over the file: its look-ahead
+// and its paste mode, validated.
+func (m *Model) readMetadata() (lookAhead time.Duration, paste string, err error) {
 	var md *ort.ModelMetadata
-	var err error
 	if m.path != "" {
 		md, err = ort.GetModelMetadata(m.path)
 	} else {
 		md, err = ort.GetModelMetadataWithONNXData(m.data)
 	}
 	if err != nil {
-		return "", false, fmt.Errorf("reading metadata: %w", err)
+		return 0, "", fmt.Errorf("reading metadata: %w", err)
 	}
 	defer func() { _ = md.Destroy() }()
-	v, ok, err := md.LookupCustomMetadataMap(key)
+	v, ok, err := md.LookupCustomMetadataMap(LookAheadKey)
 	if err != nil {
-		return "", false, fmt.Errorf("reading metadata %s: %w", key, err)
+		return 0, "", fmt.Errorf("reading metadata %s: %w", LookAheadKey, err)
 	}
-	return v, ok, nil
+	if lookAhead, err = parseLookAhead(v, ok); err != nil {
+		return 0, "", err
+	}
+	if v, ok, err = md.LookupCustomMetadataMap(PasteKey); err != nil {
+		return 0, "", fmt.Errorf("reading metadata %s: %w", PasteKey, err)
+	}
+	if paste, err = parsePaste(v, ok); err != nil {
+		return 0, "", err
+	}
+	return lookAhead, paste, nil
 }
 
-// readPaste reads and validates the declared paste mode.
-func (m *Model) readPaste() (string, error) {
-	v, ok, err := m.metadata(PasteKey)
+// parsePaste validates a declared paste mode; a missing one is
+// PasteReplace.
+func parsePaste(v string, present bool) (string, error) {
 	switch {
-	case err != nil:
-		return "", err
-	case !ok:
+	case !present:
 		return PasteReplace, nil
 	case v == PasteReplace || v == PasteChange:
 		return v, nil

@@ -15,25 +15,14 @@ import (
 
 	v1 "github.com/google/go-containerregistry/pkg/v1"
 	"github.com/google/go-containerregistry/pkg/v1/layout"
+
+	"github.com/avatarfleet/avatarfleet/proto/repotest"
 )
 
 // repoRoot is the directory holding go.work, above the test's directory.
 func repoRoot(t *testing.T) string {
 	t.Helper()
-	dir, err := os.Getwd()
-	if err != nil {
-		t.Fatal(err)
-	}
-	for {
-		if _, err := os.Stat(filepath.Join(dir, "go.work")); err == nil {
-			return dir
-		}
-		parent := filepath.Dir(dir)
-		if parent == dir {
-			t.Fatal("no go.work above the test's directory: run the test inside the repository")
-		}
-		dir = parent
-	}
+	return repotest.Root(t)
 }
 
 // readArchive reads the OCI layout tar file at path back with

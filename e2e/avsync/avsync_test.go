@@ -9,9 +9,7 @@ import (
 	"image"
 	"math"
 	"os"
-	"path/filepath"
 	"slices"
-	"strconv"
 	"testing"
 	"text/tabwriter"
 	"time"
@@ -23,8 +21,8 @@ import (
 	"github.com/avatarfleet/avatarfleet/e2e/internal/binfleet"
 	"github.com/avatarfleet/avatarfleet/e2e/internal/whepviewer"
 	"github.com/avatarfleet/avatarfleet/worker/pkg/avatar"
-	"github.com/avatarfleet/avatarfleet/worker/pkg/inference"
-	"github.com/avatarfleet/avatarfleet/worker/pkg/onnxgen"
+
+	"github.com/avatarfleet/avatarfleet/e2e/internal/lipmeasure"
 )
 
 const (
@@ -41,27 +39,6 @@ var gaps = []time.Duration{400, 650, 500, 700, 450, 600, 550}
 
 var lookAhead = flag.Int("avsync.lookahead_ms", -1,
 	"run the worker with the generated default model re-declared with this look-ahead (ONNX metadata avatarfleet.lookahead_ms, 0..200) instead of the default model as it is (-1)")
-
-// lookAheadModel is the worker flags for -avsync.lookahead_ms: the default
-// model with the metadata appended, written to a temporary file.
-func lookAheadModel(t *testing.T) []string {
-	la := *lookAhead
-	if la < 0 {
-		return nil
-	}
-	if la > int(inference.MaxLookAhead.Milliseconds()) {
-		t.Fatalf("-avsync.lookahead_ms %d: want 0..%d", la, inference.MaxLookAhead.Milliseconds())
-	}
-	data, err := onnxgen.DefaultModel()
-	if err != nil {
-		t.Fatal(err)
-	}
-	p := filepath.Join(t.TempDir(), "default-lookahead.onnx")
-	if err := os.WriteFile(p, onnxgen.AppendMetadata(data, inference.LookAheadKey, strconv.Itoa(la)), 0o600); err != nil {
-		t.Fatal(err)
-	}
-	return []string{"--model", p}
-}
 
 func TestMain(m *testing.M) {
 	goleak.VerifyTestMain(m,
@@ -95,7 +72,11 @@ func TestLipSyncFromOutside(t *testing.T) {
 	ctx, cancel := context.WithTimeout(context.Background(), 3*time.Minute)
 	defer cancel()
 	rec := newRecorder(mouthRegion(t))
-	f := binfleet.Start(t, binfleet.Options{Workers: []binfleet.WorkerSpec{{ID: "avsync-worker", Args: lookAheadModel(t)}}})
+	var model []string
+	if *lookAhead >= 0 {
+		model = lipmeasure.LookAheadModel(t, *lookAhead)
+	}
+	f := binfleet.Start(t, binfleet.Options{Workers: []binfleet.WorkerSpec{{ID: "avsync-worker", Args: model}}})
 	s, err := f.CreateSession(ctx, apiv1.CreateSessionRequest{})
 	if err != nil {
 		t.Fatal(err)
@@ -131,7 +112,7 @@ func TestLipSyncFromOutside(t *testing.T) {
 	}
 	idleMax := 0.0
 	for _, fr := range idle[idleRefFrames : idleRefFrames+idleCheckFrames] {
-		idleMax = max(idleMax, nearest(fr.mouth, refs))
+		idleMax = max(idleMax, lipmeasure.Nearest(fr.mouth, refs))
 	}
 	threshold := max(1.0, 2*idleMax)
 
@@ -209,7 +190,7 @@ func analyse(t *testing.T, rec *recorder, refs [][]float64, threshold float64) *
 		t.Fatal(err)
 	}
 	for _, fr := range a.frames {
-		a.mouth = append(a.mouth, nearest(fr.mouth, refs))
+		a.mouth = append(a.mouth, lipmeasure.Nearest(fr.mouth, refs))
 		a.vt = append(a.vt, vmap.at(fr.ts))
 	}
 	if a.energy, err = energies(a.audio); err != nil {

@@ -16,6 +16,8 @@ import (
 	"gopkg.in/hraban/opus.v2"
 
 	"github.com/avatarfleet/avatarfleet/e2e/internal/whepviewer"
+
+	"github.com/avatarfleet/avatarfleet/e2e/internal/lipmeasure"
 )
 
 // frameRec is one decoded video frame: its RTP timestamp, arrival, and the
@@ -61,7 +63,7 @@ func (r *recorder) options() whepviewer.Options {
 }
 
 func (r *recorder) frame(f whepviewer.Frame) {
-	m := luma(f.Image, r.region)
+	m := lipmeasure.Luma(f.Image, r.region)
 	r.mu.Lock()
 	r.frames = append(r.frames, frameRec{ts: f.RTPTimestamp, at: f.Received, mouth: m})
 	r.mu.Unlock()
@@ -94,31 +96,6 @@ func (r *recorder) frameCount() int {
 	r.mu.Lock()
 	defer r.mu.Unlock()
 	return len(r.frames)
-}
-
-// luma copies a region's Y values.
-func luma(img *image.YCbCr, rg image.Rectangle) []float64 {
-	rg = rg.Intersect(img.Rect)
-	out := make([]float64, 0, rg.Dx()*rg.Dy())
-	for y := rg.Min.Y; y < rg.Max.Y; y++ {
-		for x := rg.Min.X; x < rg.Max.X; x++ {
-			out = append(out, float64(img.Y[img.YOffset(x, y)]))
-		}
-	}
-	return out
-}
-
-// nearest is the mean absolute difference to the closest reference.
-func nearest(m []float64, refs [][]float64) float64 {
-	best := math.Inf(1)
-	for _, r := range refs {
-		var sum float64
-		for i := range m {
-			sum += math.Abs(m[i] - r[i])
-		}
-		best = min(best, sum/float64(len(m)))
-	}
-	return best
 }
 
 // clockMap maps a track's RTP timestamps to the sender's NTP clock from

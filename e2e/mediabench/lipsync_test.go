@@ -11,7 +11,6 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
-	"strconv"
 	"testing"
 	"text/tabwriter"
 	"time"
@@ -19,37 +18,14 @@ import (
 	"github.com/pion/rtp"
 
 	"github.com/avatarfleet/avatarfleet/controlplane/pkg/apiv1"
+	"github.com/avatarfleet/avatarfleet/e2e/internal/lipmeasure"
 	"github.com/avatarfleet/avatarfleet/e2e/internal/whepviewer"
 	wavpkg "github.com/avatarfleet/avatarfleet/proto/wav"
 	"github.com/avatarfleet/avatarfleet/worker/pkg/avatar"
-	"github.com/avatarfleet/avatarfleet/worker/pkg/inference"
-	"github.com/avatarfleet/avatarfleet/worker/pkg/onnxgen"
 )
 
 var lipLookAhead = flag.Int("lip.lookahead_ms", -1,
 	"BenchmarkAudioToLip: run the worker with the generated default model re-declared with this look-ahead (ONNX metadata avatarfleet.lookahead_ms, 0..200) instead of the default model as it is (-1)")
-
-// lookAheadModel is the worker flags for -lip.lookahead_ms: the default
-// model with the metadata appended, written to a temporary file.
-func lookAheadModel(b *testing.B) []string {
-	b.Helper()
-	la := *lipLookAhead
-	if la < 0 {
-		return nil
-	}
-	if la > int(inference.MaxLookAhead.Milliseconds()) {
-		b.Fatalf("-lip.lookahead_ms %d: want 0..%d", la, inference.MaxLookAhead.Milliseconds())
-	}
-	data, err := onnxgen.DefaultModel()
-	if err != nil {
-		b.Fatal(err)
-	}
-	p := filepath.Join(b.TempDir(), "default-lookahead.onnx")
-	if err := os.WriteFile(p, onnxgen.AppendMetadata(data, inference.LookAheadKey, strconv.Itoa(la)), 0o600); err != nil {
-		b.Fatal(err)
-	}
-	return []string{"--model", p}
-}
 
 const (
 	lipRuns = 10
@@ -84,7 +60,11 @@ type audioEvent struct {
 // from the POST and from the speech's onset inside the WAV.
 func BenchmarkAudioToLip(b *testing.B) {
 	wav, onset := synthesize(b, utterance)
-	f := startFleet(b, lookAheadModel(b)...)
+	var model []string
+	if *lipLookAhead >= 0 {
+		model = lipmeasure.LookAheadModel(b, *lipLookAhead)
+	}
+	f := startFleet(b, model...)
 	ctx := context.Background()
 	s, err := f.CreateSession(ctx, apiv1.CreateSessionRequest{})
 	if err != nil {
@@ -97,7 +77,7 @@ func BenchmarkAudioToLip(b *testing.B) {
 		DecodeAll: true,
 		OnFrame: func(fr whepviewer.Frame) {
 			select {
-			case frames <- frameEvent{at: fr.Decoded, mouth: luma(fr.Image, mouthBox)}:
+			case frames <- frameEvent{at: fr.Decoded, mouth: lipmeasure.Luma(fr.Image, mouthBox)}:
 			default:
 			}
 		},
@@ -137,7 +117,7 @@ func BenchmarkAudioToLip(b *testing.B) {
 	}
 	idleMax := 0.0
 	for range idleCheckFrames {
-		idleMax = max(idleMax, nearest(next().mouth, refs))
+		idleMax = max(idleMax, lipmeasure.Nearest(next().mouth, refs))
 	}
 	threshold := max(1.0, 2*idleMax)
 	silentMax := drainAudio(audio)
@@ -172,7 +152,7 @@ func BenchmarkAudioToLip(b *testing.B) {
 				if fe.at.Sub(t0) > 900*time.Millisecond {
 					break
 				}
-				d := nearest(fe.mouth, refs)
+				d := lipmeasure.Nearest(fe.mouth, refs)
 				seen, dist = append(seen, fe), append(dist, d)
 				run0 = max(run0, d)
 			}
@@ -327,30 +307,6 @@ func mouthRegion() image.Rectangle {
 	f := avatar.DefaultFace()
 	w, h := f.Dx(), f.Dy()
 	return image.Rect(f.Min.X+w/4, f.Min.Y+h*3/5, f.Max.X-w/4, f.Max.Y+h/10)
-}
-
-// luma copies a region's Y values.
-func luma(img *image.YCbCr, r image.Rectangle) []float64 {
-	out := make([]float64, 0, r.Dx()*r.Dy())
-	for y := r.Min.Y; y < r.Max.Y; y++ {
-		for x := r.Min.X; x < r.Max.X; x++ {
-			out = append(out, float64(img.Y[img.YOffset(x, y)]))
-		}
-	}
-	return out
-}
-
-// nearest is the mean absolute difference to the closest reference.
-func nearest(m []float64, refs [][]float64) float64 {
-	best := math.Inf(1)
-	for _, r := range refs {
-		var sum float64
-		for i := range m {
-			sum += math.Abs(m[i] - r[i])
-		}
-		best = min(best, sum/float64(len(m)))
-	}
-	return best
 }
 
 // drainAudio empties the channel and returns the largest payload seen.

@@ -15,6 +15,8 @@ import (
 	"syscall"
 	"testing"
 	"time"
+
+	"github.com/avatarfleet/avatarfleet/proto/repotest"
 )
 
 // stopGrace is how long Stop waits after SIGTERM before it kills the
@@ -24,18 +26,7 @@ const stopGrace = 30 * time.Second
 // RepoRoot is the folder holding go.work, above the test's directory.
 func RepoRoot(t testing.TB) string {
 	t.Helper()
-	dir, err := os.Getwd()
-	if err != nil {
-		t.Fatal(err)
-	}
-	for d := dir; ; d = filepath.Dir(d) {
-		if _, err := os.Stat(filepath.Join(d, "go.work")); err == nil {
-			return d
-		}
-		if filepath.Dir(d) == d {
-			t.Fatalf("no go.work above %s: run the test inside the repository", dir)
-		}
-	}
+	return repotest.Root(t)
 }
 
 // BuiltBinary is bin/<name> of the repository, which `make build` writes.

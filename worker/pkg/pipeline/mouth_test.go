@@ -57,6 +57,24 @@ func stillPack(t testing.TB, a *f64.Aff3) *avatar.Pack {
 // secondFace mirrors the astronaut, scales her by 0.8 and shifts her.
 var secondFace = f64.Aff3{-0.8, 0, 470, 0, 0.8, 60}
 
+// faces are the two faces the default model is checked on.
+var faces = []struct {
+	name string
+	a    *f64.Aff3
+}{{"astronaut", nil}, {"second face", &secondFace}}
+
+// defaultContext is a context of the default model, closed when t ends.
+func defaultContext(t *testing.T) *inference.Context {
+	t.Helper()
+	e := newEnv(t)
+	c, err := e.model.NewContext(inference.ContextOptions{Batch: 1, IntraOpThreads: 1})
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { _ = c.Close() })
+	return c
+}
+
 // renderChange runs the model on frame 0 of p with every voice band at
 // level (melspec values: −4 is silence) and composites the change; it
 // returns the composited frame.
@@ -109,16 +127,8 @@ func mouthAndJaw(p *avatar.Pack) image.Rectangle {
 // build time (nothing on the forehead, eyes or background), opens a dark
 // gap under the line where the lips part, and silence changes nothing.
 func TestDefaultModelMovesOnlyMouthAndJaw(t *testing.T) {
-	e := newEnv(t)
-	c, err := e.model.NewContext(inference.ContextOptions{Batch: 1, IntraOpThreads: 1})
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer func() { _ = c.Close() }()
-	for _, tc := range []struct {
-		name string
-		a    *f64.Aff3
-	}{{"astronaut", nil}, {"second face", &secondFace}} {
+	c := defaultContext(t)
+	for _, tc := range faces {
 		t.Run(tc.name, func(t *testing.T) {
 			p := stillPack(t, tc.a)
 			m, ok := p.Mouth(0)
@@ -211,16 +221,8 @@ func texture(orig *frame.I420, box image.Rectangle) float64 {
 // the paste's edge stay within the photo's own; a pasted crop with a hard
 // edge and a small brightness error (what a seam is) does not.
 func TestDefaultModelNoSeam(t *testing.T) {
-	e := newEnv(t)
-	c, err := e.model.NewContext(inference.ContextOptions{Batch: 1, IntraOpThreads: 1})
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer func() { _ = c.Close() }()
-	for _, tc := range []struct {
-		name string
-		a    *f64.Aff3
-	}{{"astronaut", nil}, {"second face", &secondFace}} {
+	c := defaultContext(t)
+	for _, tc := range faces {
 		t.Run(tc.name, func(t *testing.T) {
 			p := stillPack(t, tc.a)
 			box := p.Box(0)

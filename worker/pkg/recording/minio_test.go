@@ -16,6 +16,8 @@ import (
 
 	"github.com/minio/minio-go/v7"
 	"github.com/minio/minio-go/v7/pkg/credentials"
+
+	"github.com/avatarfleet/avatarfleet/proto/repotest"
 )
 
 // minioVersion is the MinIO server scripts/minio.sh builds.
@@ -25,28 +27,7 @@ const minioVersion = "v0.0.0-20260212201848-7aac2a2c5b7c"
 // $AVATARFLEET_MINIO).
 func minioBinary(t *testing.T) string {
 	t.Helper()
-	if p := os.Getenv("AVATARFLEET_MINIO"); p != "" {
-		return p
-	}
-	dir, err := os.Getwd()
-	if err != nil {
-		t.Fatal(err)
-	}
-	for {
-		if _, err := os.Stat(filepath.Join(dir, "go.work")); err == nil {
-			break
-		}
-		parent := filepath.Dir(dir)
-		if parent == dir {
-			t.Fatal("no go.work above the package: cannot find .tools")
-		}
-		dir = parent
-	}
-	bin := filepath.Join(dir, ".tools", "minio", minioVersion, "minio")
-	if _, err := os.Stat(bin); err != nil {
-		t.Fatalf("MinIO server: %v (run scripts/minio.sh, or scripts/setup.sh)", err)
-	}
-	return bin
+	return repotest.Tool(t, "AVATARFLEET_MINIO", filepath.Join("minio", minioVersion, "minio"), "scripts/minio.sh")
 }
 
 func freePort(t *testing.T) string {

@@ -18,6 +18,8 @@ import (
 
 	"github.com/livekit/protocol/auth"
 	lkproto "github.com/livekit/protocol/livekit"
+
+	"github.com/avatarfleet/avatarfleet/proto/repotest"
 )
 
 // Version is the livekit-server scripts/livekit.sh builds.
@@ -45,28 +47,7 @@ type Server struct {
 // to run.
 func Binary(t testing.TB) string {
 	t.Helper()
-	if p := os.Getenv("AVATARFLEET_LIVEKIT_SERVER"); p != "" {
-		return p
-	}
-	dir, err := os.Getwd()
-	if err != nil {
-		t.Fatal(err)
-	}
-	for {
-		if _, err := os.Stat(filepath.Join(dir, "go.work")); err == nil {
-			break
-		}
-		parent := filepath.Dir(dir)
-		if parent == dir {
-			t.Fatal("no go.work above the package: cannot find .tools")
-		}
-		dir = parent
-	}
-	bin := filepath.Join(dir, ".tools", "livekit", Version, "livekit-server")
-	if _, err := os.Stat(bin); err != nil {
-		t.Fatalf("livekit-server: %v (run scripts/livekit.sh, or scripts/setup.sh)", err)
-	}
-	return bin
+	return repotest.Tool(t, "AVATARFLEET_LIVEKIT_SERVER", filepath.Join("livekit", Version, "livekit-server"), "scripts/livekit.sh")
 }
 
 func freePort(t testing.TB, network string) int {

@@ -98,15 +98,9 @@ func block(p []float32, s, x, y int, ys *[4]int32) (cb, cr int32) {
 // destination, clamped to 0..255. A zero change leaves a sample as it was.
 func (c *Compositor) blendChange(dst []byte, stride, x0, y0 int, src []int32, sn int, tx, ty []itap, alpha []int32) {
 	w := len(tx)
-	row := c.row[:sn]
 	for y, t := range ty {
 		a := alpha[y*w : y*w+w]
-		top := src[int(t.i)*sn : int(t.i)*sn+sn]
-		bot := src[int(t.i+1)*sn : int(t.i+1)*sn+sn]
-		bot = bot[:len(top)]
-		for i, v := range top {
-			row[i] = v<<8 + (bot[i]-v)*t.w // ·16·256
-		}
+		row := c.rowAt(src, sn, t)
 		d := dst[(y0+y)*stride+x0 : (y0+y)*stride+x0+w]
 		tx := tx[:len(d)]
 		a = a[:len(d)]

@@ -81,20 +81,27 @@ func (c *Compositor) toYCbCr(r, g, b []float32, ys, us, vs []int32) {
 	}
 }
 
+// rowAt is the row of the sn×sn plane src (values ·16) at vertical tap
+// t, interpolated into c.row (values ·16·256).
+func (c *Compositor) rowAt(src []int32, sn int, t itap) []int32 {
+	row := c.row[:sn]
+	top := src[int(t.i)*sn : int(t.i)*sn+sn]
+	bot := src[int(t.i+1)*sn : int(t.i+1)*sn+sn]
+	bot = bot[:len(top)]
+	for i, v := range top {
+		row[i] = v<<8 + (bot[i]-v)*t.w
+	}
+	return row
+}
+
 // blend resizes the sn×sn plane src (values ·16) to the box (len(tx)×len(ty)
 // samples at (x0, y0) of the destination plane) and blends it in with
 // weights alpha (0..256), in integer arithmetic.
 func (c *Compositor) blend(dst []byte, stride, x0, y0 int, src []int32, sn int, tx, ty []itap, alpha []int32) {
 	w := len(tx)
-	row := c.row[:sn]
 	for y, t := range ty {
 		a := alpha[y*w : y*w+w]
-		top := src[int(t.i)*sn : int(t.i)*sn+sn]
-		bot := src[int(t.i+1)*sn : int(t.i+1)*sn+sn]
-		bot = bot[:len(top)]
-		for i, v := range top {
-			row[i] = v<<8 + (bot[i]-v)*t.w // ·16·256
-		}
+		row := c.rowAt(src, sn, t)
 		d := dst[(y0+y)*stride+x0 : (y0+y)*stride+x0+w]
 		tx := tx[:len(d)]
 		a = a[:len(d)]

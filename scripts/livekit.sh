@@ -12,21 +12,6 @@ set -euo pipefail
 # Must match worker/pkg/livekit/livekittest's Version.
 LIVEKIT_VERSION=v1.13.5
 
-root=$(cd "$(dirname "$0")/.." && pwd)
-out="$root/.tools/livekit/$LIVEKIT_VERSION"
-
-built() { [ -x "$out/livekit-server" ] && "$out/livekit-server" --version >/dev/null 2>&1; }
-
-if [ "${1:-}" = check ]; then
-  built && exit 0
-  echo "livekit: $out/livekit-server is missing (run scripts/livekit.sh)" >&2
-  exit 1
-fi
-built && exit 0
-
-echo "setup: building livekit-server $LIVEKIT_VERSION from source (a few minutes, once)"
-mkdir -p "$out"
-tmp=$(mktemp -d)
-trap 'rm -rf "$tmp"' EXIT
-(cd "$tmp" && GOWORK=off CGO_ENABLED=0 GOBIN="$tmp" go install -trimpath "github.com/livekit/livekit-server/cmd/server@$LIVEKIT_VERSION")
-mv "$tmp/server" "$out/livekit-server"
+# shellcheck source=lib/go-server.sh
+. "$(dirname "$0")/lib/go-server.sh"
+go_server "${1:-}" livekit "$LIVEKIT_VERSION" github.com/livekit/livekit-server/cmd/server livekit-server livekit-server

@@ -13,21 +13,6 @@ set -euo pipefail
 # worker/pkg/recording's minioVersion.
 MINIO_VERSION=v0.0.0-20260212201848-7aac2a2c5b7c
 
-root=$(cd "$(dirname "$0")/.." && pwd)
-out="$root/.tools/minio/$MINIO_VERSION"
-
-built() { [ -x "$out/minio" ] && "$out/minio" --version >/dev/null 2>&1; }
-
-if [ "${1:-}" = check ]; then
-  built && exit 0
-  echo "minio: $out/minio is missing (run scripts/minio.sh)" >&2
-  exit 1
-fi
-built && exit 0
-
-echo "setup: building the MinIO server $MINIO_VERSION from source (several minutes, once)"
-mkdir -p "$out"
-tmp=$(mktemp -d)
-trap 'rm -rf "$tmp"' EXIT
-(cd "$tmp" && GOWORK=off CGO_ENABLED=0 GOBIN="$tmp" go install -trimpath "github.com/minio/minio@$MINIO_VERSION")
-mv "$tmp/minio" "$out/minio"
+# shellcheck source=lib/go-server.sh
+. "$(dirname "$0")/lib/go-server.sh"
+go_server "${1:-}" minio "$MINIO_VERSION" github.com/minio/minio minio "the MinIO server"

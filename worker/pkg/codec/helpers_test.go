@@ -1,9 +1,7 @@
 package codec
 
 import (
-	"bytes"
 	"image"
-	"io"
 	"math"
 	"testing"
 
@@ -11,6 +9,7 @@ import (
 	"github.com/pion/mediadevices/pkg/codec/vpx"
 	"github.com/pion/mediadevices/pkg/prop"
 
+	"github.com/avatarfleet/avatarfleet/worker/pkg/codec/codectest"
 	"github.com/avatarfleet/avatarfleet/worker/pkg/frame"
 )
 
@@ -89,26 +88,8 @@ func fullMotion(f *frame.I420, i int) {
 	}
 }
 
-// packets is an io.Reader handing the mediadevices VP8 decoder one frame per
-// Read.
-type packets struct{ q [][]byte }
-
-func (p *packets) push(pkt []byte) { p.q = append(p.q, bytes.Clone(pkt)) }
-
-func (p *packets) Read(b []byte) (int, error) {
-	if len(p.q) == 0 {
-		return 0, io.EOF
-	}
-	if len(p.q[0]) > len(b) {
-		return 0, io.ErrShortBuffer
-	}
-	n := copy(b, p.q[0])
-	p.q = p.q[1:]
-	return n, nil
-}
-
 // newVP8Decoder decodes what src holds, with libvpx through mediadevices.
-func newVP8Decoder(t testing.TB, src *packets) mdcodec.VideoDecoder {
+func newVP8Decoder(t testing.TB, src *codectest.Packets) mdcodec.VideoDecoder {
 	t.Helper()
 	d, err := vpx.NewDecoder(src, prop.Media{Video: prop.Video{Width: fw, Height: fh}})
 	if err != nil {

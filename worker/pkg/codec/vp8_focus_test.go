@@ -9,6 +9,8 @@ import (
 
 	"github.com/avatarfleet/avatarfleet/worker/pkg/avatar"
 	"github.com/avatarfleet/avatarfleet/worker/pkg/frame"
+
+	"github.com/avatarfleet/avatarfleet/worker/pkg/codec/codectest"
 )
 
 // regionPSNR is the luma PSNR of img against f inside r (or outside it).
@@ -51,7 +53,7 @@ func encodeFocused(t *testing.T, frames []*frame.I420, face image.Rectangle, opt
 	}
 	defer e.Close()
 	var run focusRun
-	pk := &packets{}
+	pk := &codectest.Packets{}
 	for i, f := range frames {
 		if r, ok := focusAt(i); ok {
 			if err := e.SetFocus(r); err != nil {
@@ -64,7 +66,7 @@ func encodeFocused(t *testing.T, frames []*frame.I420, face image.Rectangle, opt
 		}
 		run.bytes += len(pkt)
 		run.pkts = append(run.pkts, pkt)
-		pk.push(pkt)
+		pk.Push(pkt)
 	}
 	d := newVP8Decoder(t, pk)
 	for i, f := range frames {

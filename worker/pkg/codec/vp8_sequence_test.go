@@ -4,6 +4,8 @@ import (
 	"testing"
 
 	"github.com/avatarfleet/avatarfleet/worker/pkg/frame"
+
+	"github.com/avatarfleet/avatarfleet/worker/pkg/codec/codectest"
 )
 
 // A sequence encoded as fast as the CPU allows comes out as a 25 fps
@@ -22,7 +24,7 @@ func TestVP8SequenceEncoder(t *testing.T) {
 				t.Fatal(err)
 			}
 			defer e.Close()
-			pk := &packets{}
+			pk := &codectest.Packets{}
 			var srcs []*frame.I420
 			total := 0
 			for i := range tc.n {
@@ -41,7 +43,7 @@ func TestVP8SequenceEncoder(t *testing.T) {
 					t.Errorf("frame %d: keyframe %v (tag %v), want %v", i, key, IsVP8Keyframe(pkt), want)
 				}
 				total += len(pkt)
-				pk.push(pkt)
+				pk.Push(pkt)
 			}
 			d := newVP8Decoder(t, pk)
 			worst := 1e9
@@ -81,7 +83,7 @@ func TestVP8DecoderRefusesMissingReference(t *testing.T) {
 	}
 	defer e.Close()
 	f, _ := frame.New(fw, fh)
-	pk := &packets{}
+	pk := &codectest.Packets{}
 	for i := range 3 {
 		talkingHead(f, i)
 		pkt, _, err := e.Encode(f, i == 0)
@@ -89,7 +91,7 @@ func TestVP8DecoderRefusesMissingReference(t *testing.T) {
 			t.Fatal(err)
 		}
 		if i > 0 {
-			pk.push(pkt)
+			pk.Push(pkt)
 		}
 	}
 	d := newVP8Decoder(t, pk)

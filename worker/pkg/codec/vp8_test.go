@@ -8,6 +8,8 @@ import (
 
 	"github.com/avatarfleet/avatarfleet/worker/pkg/avatar"
 	"github.com/avatarfleet/avatarfleet/worker/pkg/frame"
+
+	"github.com/avatarfleet/avatarfleet/worker/pkg/codec/codectest"
 )
 
 func newVP8(t testing.TB, opts VP8Options) *VP8Encoder {
@@ -25,12 +27,12 @@ func newVP8(t testing.TB, opts VP8Options) *VP8Encoder {
 
 // encodePaced encodes n frames drawn by draw at 25 fps, as a session does,
 // and returns the source frames and the packets.
-func encodePaced(t *testing.T, e *VP8Encoder, n int, draw func(*frame.I420, int)) ([]*frame.I420, *packets, int) {
+func encodePaced(t *testing.T, e *VP8Encoder, n int, draw func(*frame.I420, int)) ([]*frame.I420, *codectest.Packets, int) {
 	t.Helper()
 	tick := time.NewTicker(time.Second / VP8FrameRate)
 	defer tick.Stop()
 	var srcs []*frame.I420
-	pk := &packets{}
+	pk := &codectest.Packets{}
 	bytes := 0
 	for i := 0; i < n; i++ {
 		f, err := frame.New(fw, fh)
@@ -51,7 +53,7 @@ func encodePaced(t *testing.T, e *VP8Encoder, n int, draw func(*frame.I420, int)
 			t.Errorf("frame %d: keyframe %v, want %v", i, key, want)
 		}
 		bytes += len(pkt)
-		pk.push(pkt)
+		pk.Push(pkt)
 	}
 	return srcs, pk, bytes
 }

@@ -1,19 +1,16 @@
 package pipeline
 
 import (
-	"bytes"
 	"context"
 	"image"
-	"io"
 	"sync"
 	"testing"
 	"time"
 
-	"github.com/pion/mediadevices/pkg/codec/vpx"
-	"github.com/pion/mediadevices/pkg/prop"
 	"go.uber.org/goleak"
 
 	"github.com/avatarfleet/avatarfleet/worker/pkg/avatar"
+	"github.com/avatarfleet/avatarfleet/worker/pkg/codec/codectest"
 	"github.com/avatarfleet/avatarfleet/worker/pkg/frame"
 	"github.com/avatarfleet/avatarfleet/worker/pkg/inference"
 	"github.com/avatarfleet/avatarfleet/worker/pkg/inference/inferencetest"
@@ -183,47 +180,14 @@ func (h *harness) waitSynthesized(t testing.TB) time.Duration {
 	}
 }
 
-// packets is an io.Reader handing the VP8 decoder one frame per Read.
-type packets struct{ q [][]byte }
-
-func (p *packets) Read(b []byte) (int, error) {
-	if len(p.q) == 0 {
-		return 0, io.EOF
-	}
-	if len(p.q[0]) > len(b) {
-		return 0, io.ErrShortBuffer
-	}
-	n := copy(b, p.q[0])
-	p.q = p.q[1:]
-	return n, nil
-}
-
 // decodeAll decodes a VP8 stream back to frames.
 func decodeAll(t testing.TB, pkts []Sample, w, h int) []*image.YCbCr {
 	t.Helper()
-	src := &packets{}
-	d, err := vpx.NewDecoder(src, prop.Media{Video: prop.Video{Width: w, Height: h}})
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer func() { _ = d.Close() }()
-	var out []*image.YCbCr
+	frames := make([][]byte, len(pkts))
 	for i, s := range pkts {
-		src.q = append(src.q, bytes.Clone(s.Data))
-		img, release, err := d.Read()
-		if err != nil {
-			t.Fatalf("decode frame %d: %v", i, err)
-		}
-		y, ok := img.(*image.YCbCr)
-		if !ok {
-			t.Fatalf("decoded %T", img)
-		}
-		c := *y
-		c.Y, c.Cb, c.Cr = bytes.Clone(y.Y), bytes.Clone(y.Cb), bytes.Clone(y.Cr)
-		out = append(out, &c)
-		release()
+		frames[i] = s.Data
 	}
-	return out
+	return codectest.DecodeVP8(t, frames, w, h)
 }
 
 // mouthDiff is the mean absolute Y difference between img and ref over the

@@ -1,7 +1,6 @@
 package recording
 
 import (
-	"bytes"
 	"context"
 	"image"
 	"io"
@@ -10,12 +9,11 @@ import (
 
 	"github.com/at-wat/ebml-go"
 	"github.com/at-wat/ebml-go/webm"
-	"github.com/pion/mediadevices/pkg/codec/vpx"
-	"github.com/pion/mediadevices/pkg/prop"
 	"go.uber.org/goleak"
 	"gopkg.in/hraban/opus.v2"
 
 	"github.com/avatarfleet/avatarfleet/worker/pkg/avatar"
+	"github.com/avatarfleet/avatarfleet/worker/pkg/codec/codectest"
 	"github.com/avatarfleet/avatarfleet/worker/pkg/idleloop"
 	"github.com/avatarfleet/avatarfleet/worker/pkg/inference"
 	"github.com/avatarfleet/avatarfleet/worker/pkg/inference/inferencetest"
@@ -177,49 +175,15 @@ func parseWebM(t *testing.T, r io.Reader) *webmFile {
 	return f
 }
 
-// frames is an io.Reader handing the VP8 decoder one frame per Read.
-type frames struct{ q [][]byte }
-
-func (p *frames) Read(b []byte) (int, error) {
-	if len(p.q) == 0 {
-		return 0, io.EOF
-	}
-	if len(p.q[0]) > len(b) {
-		return 0, io.ErrShortBuffer
-	}
-	n := copy(b, p.q[0])
-	p.q = p.q[1:]
-	return n, nil
-}
-
-// decodeVideo decodes every VP8 frame with libvpx; it returns the mean
-// luma of each frame's lower-middle region (the mouth of the default
-// avatar), to see speech move it.
+// decodeVideo decodes every VP8 frame with libvpx; every one must decode
+// to a w×h picture.
 func decodeVideo(t *testing.T, blocks []block, w, h int) []*image.YCbCr {
 	t.Helper()
-	src := &frames{}
-	d, err := vpx.NewDecoder(src, prop.Media{Video: prop.Video{Width: w, Height: h}})
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer func() { _ = d.Close() }()
-	out := make([]*image.YCbCr, 0, len(blocks))
+	frames := make([][]byte, len(blocks))
 	for i, b := range blocks {
-		src.q = append(src.q, bytes.Clone(b.data))
-		img, release, err := d.Read()
-		if err != nil {
-			t.Fatalf("decode video frame %d (%d ms): %v", i, b.ts, err)
-		}
-		y, ok := img.(*image.YCbCr)
-		if !ok || y.Rect.Dx() != w || y.Rect.Dy() != h {
-			t.Fatalf("frame %d: decoded %T %v, want %dx%d", i, img, img.Bounds(), w, h)
-		}
-		c := *y
-		c.Y = bytes.Clone(y.Y)
-		out = append(out, &c)
-		release()
+		frames[i] = b.data
 	}
-	return out
+	return codectest.DecodeVP8(t, frames, w, h)
 }
 
 // decodeAudio decodes every Opus packet; it returns each packet's RMS.

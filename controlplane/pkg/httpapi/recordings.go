@@ -10,6 +10,7 @@ import (
 	"github.com/avatarfleet/avatarfleet/controlplane/pkg/apiv1"
 	"github.com/avatarfleet/avatarfleet/controlplane/pkg/auth"
 	"github.com/avatarfleet/avatarfleet/controlplane/pkg/sessions"
+	fleetv1 "github.com/avatarfleet/avatarfleet/proto/fleet/v1"
 )
 
 // maxRecordingDownload sizes GET …/recordings/{rid}'s time limit (a
@@ -50,14 +51,24 @@ func (a *API) startRecording(w http.ResponseWriter, r *http.Request, p auth.Prin
 	return nil
 }
 
-func (a *API) stopRecording(w http.ResponseWriter, r *http.Request, p auth.Principal) error {
+// ownRecording is the session of the path's {id}, which p must own, and
+// the path's recording id {rid}, checked (a malformed one is 404).
+func (a *API) ownRecording(r *http.Request, p auth.Principal) (*fleetv1.Session, string, error) {
 	sess, err := a.ownSession(r.Context(), r.PathValue("id"), p)
 	if err != nil {
-		return err
+		return nil, "", err
 	}
 	rid := r.PathValue("rid")
 	if !recordingIDPattern.MatchString(rid) {
-		return errorf(http.StatusNotFound, apiv1.CodeNotFound, "no such recording")
+		return nil, "", errorf(http.StatusNotFound, apiv1.CodeNotFound, "no such recording")
+	}
+	return sess, rid, nil
+}
+
+func (a *API) stopRecording(w http.ResponseWriter, r *http.Request, p auth.Principal) error {
+	sess, rid, err := a.ownRecording(r, p)
+	if err != nil {
+		return err
 	}
 	rec, err := a.opts.Sessions.StopRecording(r.Context(), sess.GetId(), rid)
 	if errors.Is(err, sessions.ErrRecordingNotFound) {
@@ -71,13 +82,9 @@ func (a *API) stopRecording(w http.ResponseWriter, r *http.Request, p auth.Princ
 }
 
 func (a *API) fetchRecording(w http.ResponseWriter, r *http.Request, p auth.Principal) error {
-	sess, err := a.ownSession(r.Context(), r.PathValue("id"), p)
+	sess, rid, err := a.ownRecording(r, p)
 	if err != nil {
 		return err
-	}
-	rid := r.PathValue("rid")
-	if !recordingIDPattern.MatchString(rid) {
-		return errorf(http.StatusNotFound, apiv1.CodeNotFound, "no such recording")
 	}
 	rc, size, err := a.opts.Sessions.FetchRecording(r.Context(), sess.GetId(), rid)
 	if err != nil {

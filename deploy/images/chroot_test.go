@@ -4,7 +4,6 @@ import (
 	"bytes"
 	"context"
 	"fmt"
-	"net"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -15,6 +14,7 @@ import (
 	"time"
 
 	"github.com/avatarfleet/avatarfleet/deploy/images"
+	"github.com/avatarfleet/avatarfleet/proto/repotest"
 )
 
 // sandbox is an image's extracted layers mounted as a container runtime
@@ -116,15 +116,7 @@ func (s *sandbox) ldd(t *testing.T, file string) []string {
 }
 
 // freePort is a TCP port free on loopback now.
-func freePort(t *testing.T) int {
-	t.Helper()
-	l, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer l.Close()
-	return l.Addr().(*net.TCPAddr).Port
-}
+func freePort(t *testing.T) int { return repotest.FreePort(t, "tcp") }
 
 // tail is the last n bytes of b, for failure messages.
 func tail(b *bytes.Buffer, n int) string {

@@ -6,7 +6,6 @@ import (
 	"encoding/json"
 	"fmt"
 	"maps"
-	"net"
 	"net/http"
 	"os"
 	"os/exec"
@@ -17,6 +16,7 @@ import (
 	"time"
 
 	"github.com/avatarfleet/avatarfleet/deploy/images"
+	"github.com/avatarfleet/avatarfleet/proto/repotest"
 )
 
 // controlPlane is a control plane running in a sandbox.
@@ -27,9 +27,37 @@ type controlPlane struct {
 	done            chan error
 }
 
+// portAttempts bounds how often a process is started again on fresh
+// ports: freePort only says a port was free a moment ago, and another
+// test's process can bind it first on a busy machine.
+const portAttempts = repotest.PortAttempts
+
+// diedOfPortCollision reports whether err (from poll) says the process
+// exited, and its output says a port was in use.
+func diedOfPortCollision(err error, out *bytes.Buffer) bool {
+	return err != nil && strings.Contains(err.Error(), "the process exited") && repotest.PortCollision(out.Bytes())
+}
+
 // startControlPlane runs the control plane's embedded default in the
 // sandbox on free ports and waits until /healthz answers 200.
 func startControlPlane(t *testing.T, sb *sandbox, entry, env []string) *controlPlane {
+	t.Helper()
+	for attempt := 1; ; attempt++ {
+		cp := launchControlPlane(t, sb, entry, env)
+		err := poll(90*time.Second, cp.done, func() error { return get(cp.url+"/healthz", "", nil) })
+		if err == nil {
+			return cp
+		}
+		if attempt < portAttempts && diedOfPortCollision(err, cp.out) {
+			t.Logf("controlplane in the image: a port it was given was taken meanwhile; starting it again on fresh ports")
+			continue
+		}
+		t.Fatalf("controlplane in the image: /healthz never answered 200 (%v)\n%s", err, tail(cp.out, 4000))
+	}
+}
+
+// launchControlPlane starts the control plane on fresh free ports.
+func launchControlPlane(t *testing.T, sb *sandbox, entry, env []string) *controlPlane {
 	t.Helper()
 	httpPort := freePort(t)
 	cp := &controlPlane{
@@ -56,10 +84,6 @@ func startControlPlane(t *testing.T, sb *sandbox, entry, env []string) *controlP
 			<-cp.done
 		}
 	})
-	err := poll(90*time.Second, cp.done, func() error { return get(cp.url+"/healthz", "", nil) })
-	if err != nil {
-		t.Fatalf("controlplane in the image: /healthz never answered 200 (%v)\n%s", err, tail(cp.out, 4000))
-	}
 	return cp
 }
 
@@ -159,52 +183,62 @@ var ortVersions = map[string]string{images.WorkerCPU: "1.24.1", images.WorkerCUD
 func runWorker(t *testing.T, cp *controlPlane, key, data, target string, wImg *runnable) {
 	t.Helper()
 	wSB := mountSandbox(t, wImg.layers, wImg.env, data)
-	udp, err := net.ListenPacket("udp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	mediaPort := udp.LocalAddr().(*net.UDPAddr).Port
-	udp.Close()
 	id := "image-" + target
+	for attempt := 1; ; attempt++ {
+		w, done, out := launchWorker(t, wSB, cp, id, wImg)
+		var state struct {
+			State string `json:"state"`
+		}
+		err := poll(90*time.Second, done, func() error {
+			if err := get(cp.url+"/v1/workers/"+id, key, &state); err != nil {
+				return err
+			}
+			if state.State != "active" {
+				return fmt.Errorf("worker %s is %q", id, state.State)
+			}
+			return nil
+		})
+		if attempt < portAttempts && diedOfPortCollision(err, out) {
+			t.Logf("worker of the %s image: a port it was given was taken meanwhile; starting it again on fresh ports", target)
+			continue
+		}
+		serr := stopProc(w, done)
+		if err != nil {
+			t.Fatalf("worker of the %s image never became active: %v\nworker:\n%s\ncontrol plane:\n%s",
+				target, err, tail(out, 4000), tail(cp.out, 2000))
+		}
+		if serr != nil {
+			t.Errorf("worker in the image after SIGTERM: %v\n%s", serr, tail(out, 2000))
+		}
+		for _, want := range []string{"media engine ready", "onnxruntime=" + images.ORTDir + "/libonnxruntime.so.1", "onnxruntime_version=" + ortVersions[target]} {
+			if !strings.Contains(out.String(), want) {
+				t.Errorf("worker log lacks %q:\n%s", want, tail(out, 4000))
+			}
+		}
+		return
+	}
+}
+
+// launchWorker starts worker id of image wImg in sandbox sb against cp on
+// fresh free ports.
+func launchWorker(t *testing.T, sb *sandbox, cp *controlPlane, id string, wImg *runnable) (*exec.Cmd, chan error, *bytes.Buffer) {
+	t.Helper()
+	mediaPort := repotest.FreePort(t, "udp")
 	args := append(slices.Clone(wImg.entry), "--id", id,
 		"--etcd", "http://"+cp.etcd, "--nats", "nats://"+cp.nats,
 		"--grpc-listen", fmt.Sprintf("127.0.0.1:%d", freePort(t)),
 		"--metrics-listen", fmt.Sprintf("127.0.0.1:%d", freePort(t)),
 		"--media-port", fmt.Sprint(mediaPort), "--public-ip", "127.0.0.1",
 		"--gpus", "cpu", "--drain-timeout", "5s")
-	w := wSB.command(context.Background(), args...)
-	var out bytes.Buffer
-	w.Stdout, w.Stderr = &out, &out
+	w := sb.command(context.Background(), args...)
+	out := &bytes.Buffer{}
+	w.Stdout, w.Stderr = out, out
 	if err := w.Start(); err != nil {
-		t.Fatalf("start worker of %s: %v", target, err)
+		t.Fatalf("start worker %s: %v", id, err)
 	}
 	done := make(chan error, 1)
 	go func() { done <- w.Wait() }()
-	var state struct {
-		State string `json:"state"`
-	}
-	err = poll(90*time.Second, done, func() error {
-		if err := get(cp.url+"/v1/workers/"+id, key, &state); err != nil {
-			return err
-		}
-		if state.State != "active" {
-			return fmt.Errorf("worker %s is %q", id, state.State)
-		}
-		return nil
-	})
-	serr := stopProc(w, done)
-	if err != nil {
-		t.Fatalf("worker of the %s image never became active: %v\nworker:\n%s\ncontrol plane:\n%s",
-			target, err, tail(&out, 4000), tail(cp.out, 2000))
-	}
-	if serr != nil {
-		t.Errorf("worker in the image after SIGTERM: %v\n%s", serr, tail(&out, 2000))
-	}
-	for _, want := range []string{"media engine ready", "onnxruntime=" + images.ORTDir + "/libonnxruntime.so.1", "onnxruntime_version=" + ortVersions[target]} {
-		if !strings.Contains(out.String(), want) {
-			t.Errorf("worker log lacks %q:\n%s", want, tail(&out, 4000))
-		}
-	}
+	return w, done, out
 }
 
 // workerHelp runs `worker --help` in the sandbox: it must start (every

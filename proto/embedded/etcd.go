@@ -8,9 +8,11 @@ import (
 	"fmt"
 	"net"
 	"net/url"
+	"os"
 	"path/filepath"
 	"strings"
 	"sync"
+	"syscall"
 	"time"
 
 	"go.etcd.io/etcd/client/pkg/v3/transport"
@@ -52,6 +54,10 @@ type EtcdOptions struct {
 	// BcryptCost is the cost of hashing user passwords (0: etcd's default);
 	// tests that enable authentication lower it to bcrypt's minimum, 4.
 	BcryptCost uint
+
+	// pickAddr picks a free loopback address (freeLoopbackAddr when nil);
+	// this package's tests hand out taken ones.
+	pickAddr func() (string, error)
 }
 
 // EtcdCluster is a running embedded etcd cluster.
@@ -65,7 +71,20 @@ type EtcdCluster struct {
 	closing sync.WaitGroup // members killed, still closing
 }
 
+// pickAttempts bounds how often StartEtcd starts again on fresh ports when
+// a port it picked itself was taken before etcd bound it.
+const pickAttempts = 4
+
+// errPickedPortTaken marks a start that failed because a loopback port
+// StartEtcd picked was bound by someone else in between: a free port is
+// only free when it is picked, and on a busy machine another process can
+// take it first.
+var errPickedPortTaken = errors.New("a picked port was taken")
+
 // StartEtcd starts an embedded etcd cluster and waits until it serves.
+// When a port it picked (a peer port, or a client port not given in
+// ClientAddrs) is taken before etcd binds it, it starts again on fresh
+// ports; a given client address that is in use fails the start.
 func StartEtcd(ctx context.Context, opts EtcdOptions) (*EtcdCluster, error) {
 	n := opts.Members
 	if n <= 0 {
@@ -74,6 +93,41 @@ func StartEtcd(ctx context.Context, opts EtcdOptions) (*EtcdCluster, error) {
 	if opts.StartTimeout == 0 {
 		opts.StartTimeout = 60 * time.Second
 	}
+	if opts.pickAddr == nil {
+		opts.pickAddr = freeLoopbackAddr
+	}
+	for attempt := 1; ; attempt++ {
+		created := missingDirs(opts.Dir, n)
+		c, err := startEtcdOnce(ctx, opts, n)
+		if err == nil || attempt == pickAttempts || !errors.Is(err, errPickedPortTaken) {
+			return c, err
+		}
+		// A member that got as far as writing its data was told the
+		// cluster's old peer addresses: start those members afresh.
+		for _, dir := range created {
+			if rerr := os.RemoveAll(dir); rerr != nil {
+				return nil, fmt.Errorf("%w (and removing %s to start again: %v)", err, dir, rerr)
+			}
+		}
+	}
+}
+
+// missingDirs are the member directories under dir that do not exist yet.
+func missingDirs(dir string, n int) []string {
+	var out []string
+	for i := range n {
+		d := filepath.Join(dir, memberName(i))
+		if _, err := os.Stat(d); errors.Is(err, os.ErrNotExist) {
+			out = append(out, d)
+		}
+	}
+	return out
+}
+
+func memberName(i int) string { return fmt.Sprintf("m%d", i) }
+
+// startEtcdOnce is one attempt of StartEtcd, on freshly picked ports.
+func startEtcdOnce(ctx context.Context, opts EtcdOptions, n int) (*EtcdCluster, error) {
 	logger := opts.Logger
 	if logger == nil {
 		logger = zap.NewNop()
@@ -88,22 +142,25 @@ func StartEtcd(ctx context.Context, opts EtcdOptions) (*EtcdCluster, error) {
 	if opts.ClientTLS != nil {
 		clientScheme = "https"
 	}
+	var picked []string // the addresses chosen here, not by the caller
 	for i := range members {
-		name := fmt.Sprintf("m%d", i)
+		name := memberName(i)
 		clientAddr := ""
 		if i < len(opts.ClientAddrs) {
 			clientAddr = opts.ClientAddrs[i]
 		}
 		if clientAddr == "" {
 			var err error
-			if clientAddr, err = freeLoopbackAddr(); err != nil {
+			if clientAddr, err = opts.pickAddr(); err != nil {
 				return nil, err
 			}
+			picked = append(picked, clientAddr)
 		}
-		peerAddr, err := freeLoopbackAddr()
+		peerAddr, err := opts.pickAddr()
 		if err != nil {
 			return nil, err
 		}
+		picked = append(picked, peerAddr)
 		members[i] = member{
 			name:   name,
 			client: url.URL{Scheme: clientScheme, Host: clientAddr},
@@ -149,6 +206,9 @@ func StartEtcd(ctx context.Context, opts EtcdOptions) (*EtcdCluster, error) {
 		e, err := embed.StartEtcd(cfg)
 		if err != nil {
 			c.Close()
+			if takenPort(err, picked) {
+				err = fmt.Errorf("%w: %w", errPickedPortTaken, err)
+			}
 			return nil, fmt.Errorf("start embedded etcd member %s: %w", m.name, err)
 		}
 		c.members = append(c.members, e)
@@ -274,6 +334,22 @@ func (c *EtcdCluster) Close() {
 		wg.Wait()
 		c.closing.Wait()
 	})
+}
+
+// takenPort reports whether err is a listen that failed because one of
+// the addresses in picked is in use. etcd reports the listen error as
+// text, so the address is matched in it.
+func takenPort(err error, picked []string) bool {
+	msg := err.Error()
+	if !errors.Is(err, syscall.EADDRINUSE) && !strings.Contains(msg, "address already in use") {
+		return false
+	}
+	for _, a := range picked {
+		if strings.Contains(msg, a) {
+			return true
+		}
+	}
+	return false
 }
 
 func freeLoopbackAddr() (string, error) {

@@ -2,9 +2,9 @@ package main
 
 import (
 	"context"
+	"fmt"
 	"io"
 	"log/slog"
-	"net"
 	"testing"
 	"time"
 
@@ -13,17 +13,10 @@ import (
 	"github.com/avatarfleet/avatarfleet/proto/embedded"
 	"github.com/avatarfleet/avatarfleet/proto/fleetconn"
 	"github.com/avatarfleet/avatarfleet/proto/fleetstore"
+	"github.com/avatarfleet/avatarfleet/proto/repotest"
 )
 
-func freeAddr(t *testing.T) string {
-	t.Helper()
-	l, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer l.Close()
-	return l.Addr().String()
-}
+func freeAddr(t *testing.T) string { return fmt.Sprintf("127.0.0.1:%d", repotest.FreePort(t, "tcp")) }
 
 // The embedded default runs etcd and NATS with authentication on: an
 // anonymous client is refused by both, the control plane's own
@@ -32,15 +25,27 @@ func freeAddr(t *testing.T) string {
 func TestEmbeddedDefaultRequiresCredentials(t *testing.T) {
 	ctx, cancel := context.WithTimeout(context.Background(), 90*time.Second)
 	defer cancel()
-	c := Config{
-		DataDir:            t.TempDir(),
-		EmbeddedEtcdListen: freeAddr(t),
-		EmbeddedNATSListen: freeAddr(t),
-		EtcdPrefix:         fleetstore.DefaultPrefix,
-		ReplicaID:          "test",
-	}
 	log := slog.New(slog.NewTextHandler(io.Discard, nil))
-	etcdCfg, natsCfg, closeAll, err := connections(ctx, c, log)
+	var (
+		c        Config
+		etcdCfg  fleetconn.EtcdConfig
+		natsCfg  fleetconn.NATSConfig
+		closeAll func()
+		err      error
+	)
+	for attempt := 1; ; attempt++ { // a free port can be taken before it is bound
+		c = Config{
+			DataDir:            t.TempDir(),
+			EmbeddedEtcdListen: freeAddr(t),
+			EmbeddedNATSListen: freeAddr(t),
+			EtcdPrefix:         fleetstore.DefaultPrefix,
+			ReplicaID:          "test",
+		}
+		etcdCfg, natsCfg, closeAll, err = connections(ctx, c, log)
+		if err == nil || attempt == repotest.PortAttempts || !repotest.PortCollision([]byte(err.Error())) {
+			break
+		}
+	}
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -1,14 +1,15 @@
 package binfleet
 
 import (
-	"bytes"
 	"os"
 	"testing"
 	"time"
+
+	"github.com/avatarfleet/avatarfleet/proto/repotest"
 )
 
 // portAttempts bounds how often a process is started again on fresh ports.
-const portAttempts = 4
+const portAttempts = repotest.PortAttempts
 
 // diedOfPortCollision reports whether p has exited on its own because a
 // port it was handed was taken: FreePort only says the kernel had a port
@@ -24,7 +25,7 @@ func (p *Proc) diedOfPortCollision() bool {
 		return false
 	}
 	b, err := os.ReadFile(p.Log)
-	return err == nil && bytes.Contains(b, []byte("address already in use"))
+	return err == nil && repotest.PortCollision(b)
 }
 
 // forget marks a process that died of a port collision as expected to be

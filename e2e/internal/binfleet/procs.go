@@ -5,7 +5,6 @@ package binfleet
 import (
 	"errors"
 	"fmt"
-	"net"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -43,22 +42,7 @@ func BuiltBinary(t testing.TB, root, name string) string {
 // (on 127.0.0.1) or "udp".
 func FreePort(t testing.TB, network string) int {
 	t.Helper()
-	switch network {
-	case "udp":
-		c, err := net.ListenPacket("udp", ":0")
-		if err != nil {
-			t.Fatal(err)
-		}
-		defer c.Close()
-		return c.LocalAddr().(*net.UDPAddr).Port
-	default:
-		l, err := net.Listen("tcp", "127.0.0.1:0")
-		if err != nil {
-			t.Fatal(err)
-		}
-		defer l.Close()
-		return l.Addr().(*net.TCPAddr).Port
-	}
+	return repotest.FreePort(t, network)
 }
 
 // Proc is one started binary; its output goes to a log file.

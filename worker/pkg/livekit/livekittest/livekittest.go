@@ -7,7 +7,6 @@ package livekittest
 import (
 	"context"
 	"fmt"
-	"net"
 	"net/http"
 	"os"
 	"os/exec"
@@ -50,33 +49,30 @@ func Binary(t testing.TB) string {
 	return repotest.Tool(t, "AVATARFLEET_LIVEKIT_SERVER", filepath.Join("livekit", Version, "livekit-server"), "scripts/livekit.sh")
 }
 
-func freePort(t testing.TB, network string) int {
+
+// Start runs a livekit-server until the test ends, and waits until it
+// answers. When a port it was given is taken before it binds it (a free
+// port is only free when picked), it starts again on fresh ports.
+func Start(t testing.TB) *Server {
 	t.Helper()
-	switch network {
-	case "udp":
-		c, err := net.ListenPacket("udp4", "127.0.0.1:0")
-		if err != nil {
-			t.Fatal(err)
+	for attempt := 1; ; attempt++ {
+		if s := start(t); s != nil {
+			return s
 		}
-		defer func() { _ = c.Close() }()
-		return c.LocalAddr().(*net.UDPAddr).Port
-	default:
-		l, err := net.Listen("tcp4", "127.0.0.1:0")
-		if err != nil {
-			t.Fatal(err)
+		if attempt == repotest.PortAttempts {
+			t.Fatalf("livekit-server: a port it was given was taken %d times", attempt)
 		}
-		defer func() { _ = l.Close() }()
-		return l.Addr().(*net.TCPAddr).Port
+		t.Logf("livekit-server: a port it was given was taken meanwhile; starting it again on fresh ports")
 	}
 }
 
-// Start runs a livekit-server until the test ends, and waits until it
-// answers.
-func Start(t testing.TB) *Server {
+// start runs a livekit-server on fresh ports and waits until it answers;
+// nil when it exited because a port was taken.
+func start(t testing.TB) *Server {
 	t.Helper()
 	bin := Binary(t)
 	dir := t.TempDir()
-	port, tcp, udp := freePort(t, "tcp"), freePort(t, "tcp"), freePort(t, "udp")
+	port, tcp, udp := repotest.FreePort(t, "tcp"), repotest.FreePort(t, "tcp"), repotest.FreePort(t, "udp")
 	cfg := fmt.Sprintf(`port: %d
 bind_addresses: ["127.0.0.1"]
 rtc:
@@ -129,7 +125,11 @@ room:
 	for {
 		select {
 		case err := <-exited:
+			exited <- err // for the cleanup
 			b, _ := os.ReadFile(logPath)
+			if repotest.PortCollision(b) {
+				return nil
+			}
 			t.Fatalf("livekit-server exited: %v\n%s", err, tail(b, 4096))
 		default:
 		}

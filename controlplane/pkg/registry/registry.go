@@ -8,6 +8,7 @@ package registry
 import (
 	"context"
 	"log/slog"
+	"slices"
 	"sort"
 	"sync"
 
@@ -47,6 +48,42 @@ func (w WorkerView) Draining() bool {
 
 // UsedOn counts the slots reserved on one GPU.
 func (w WorkerView) UsedOn(gpu uint32) int { return w.UsedPerGPU[gpu] }
+
+// TakesSessions reports whether the worker may be given a session now:
+// active, neither draining nor down. Placement and migration both ask.
+func (w WorkerView) TakesSessions() bool {
+	return !w.Draining() && !w.Down && w.Worker.GetState() == fleetv1.WorkerState_WORKER_STATE_ACTIVE
+}
+
+// ServesAvatar and ServesVoice report whether the worker advertises a name;
+// one that advertises none serves the default only, and "" is the default.
+func (w WorkerView) ServesAvatar(name string) bool { return serves(w.Worker.GetAvatars(), name) }
+
+// ServesVoice: see ServesAvatar.
+func (w WorkerView) ServesVoice(name string) bool { return serves(w.Worker.GetVoices(), name) }
+
+// Default is the name of the avatar and of the voice a create that names
+// none gets, and all a worker that advertises none serves.
+const Default = "default"
+
+func serves(names []string, name string) bool {
+	if name == "" {
+		name = Default
+	}
+	if len(names) == 0 {
+		return name == Default
+	}
+	return slices.Contains(names, name)
+}
+
+// TotalSlots is the number of slots over the worker's GPUs.
+func (w WorkerView) TotalSlots() int {
+	n := 0
+	for _, g := range w.Worker.GetGpus() {
+		n += int(g.GetSlots())
+	}
+	return n
+}
 
 type entry struct {
 	worker   *fleetv1.Worker

@@ -1,8 +1,6 @@
 package sessions
 
 import (
-	"slices"
-
 	"github.com/avatarfleet/avatarfleet/controlplane/pkg/placement"
 	"github.com/avatarfleet/avatarfleet/controlplane/pkg/registry"
 	fleetv1 "github.com/avatarfleet/avatarfleet/proto/fleet/v1"
@@ -18,16 +16,11 @@ func candidates(views []registry.WorkerView, sess *fleetv1.Session, refused map[
 	avatarKnown, voiceKnown := false, false
 	for _, v := range views {
 		w := v.Worker
-		servesAvatar := serves(w.GetAvatars(), sess.GetAvatar())
-		servesVoice := serves(w.GetVoices(), sess.GetVoice())
+		servesAvatar, servesVoice := v.ServesAvatar(sess.GetAvatar()), v.ServesVoice(sess.GetVoice())
 		avatarKnown = avatarKnown || servesAvatar
 		voiceKnown = voiceKnown || servesVoice
-		eligible := !v.Draining() && !v.Down && !refused[w.GetId()] && servesAvatar && servesVoice &&
-			w.GetState() == fleetv1.WorkerState_WORKER_STATE_ACTIVE
-		workerSlots := 0
-		for _, g := range w.GetGpus() {
-			workerSlots += int(g.GetSlots())
-		}
+		eligible := v.TakesSessions() && !refused[w.GetId()] && servesAvatar && servesVoice
+		workerSlots := v.TotalSlots()
 		for _, g := range w.GetGpus() {
 			out = append(out, placement.Candidate{
 				WorkerID:    w.GetId(),
@@ -49,17 +42,8 @@ func candidates(views []registry.WorkerView, sess *fleetv1.Session, refused map[
 	return out, nil
 }
 
-// serves reports whether a worker's list has a name; an empty list (a
-// worker that does not advertise) serves the default only.
-func serves(names []string, name string) bool {
-	if len(names) == 0 {
-		return name == DefaultAvatar || name == DefaultVoice
-	}
-	return slices.Contains(names, name)
-}
-
 // Defaults for a create request that names no avatar or voice.
 const (
-	DefaultAvatar = "default"
-	DefaultVoice  = "default"
+	DefaultAvatar = registry.Default
+	DefaultVoice  = registry.Default
 )

@@ -4,7 +4,6 @@ import (
 	"context"
 	"errors"
 	"fmt"
-	"slices"
 	"sort"
 	"time"
 
@@ -361,16 +360,10 @@ func (s *Supervisor) pickTarget(sess *fleetv1.Session, skip map[string]bool) (re
 	}
 	var cands []cand
 	for _, v := range s.opts.Registry.Workers() {
-		w := v.Worker
-		if skip[w.GetId()] || v.Draining() || v.Down || w.GetState() != fleetv1.WorkerState_WORKER_STATE_ACTIVE ||
-			!serves(w.GetAvatars(), sess.GetAvatar()) || !serves(w.GetVoices(), sess.GetVoice()) {
+		if skip[v.Worker.GetId()] || !v.TakesSessions() || !v.ServesAvatar(sess.GetAvatar()) || !v.ServesVoice(sess.GetVoice()) {
 			continue
 		}
-		total := 0
-		for _, g := range w.GetGpus() {
-			total += int(g.GetSlots())
-		}
-		if free := total - v.Sessions; free > 0 {
+		if free := v.TotalSlots() - v.Sessions; free > 0 {
 			cands = append(cands, cand{v, free})
 		}
 	}
@@ -384,18 +377,6 @@ func (s *Supervisor) pickTarget(sess *fleetv1.Session, skip map[string]bool) (re
 		}
 	}
 	return registry.WorkerView{}, 0, 0, errNoTarget
-}
-
-// serves reports whether a worker's list has a name; an empty list serves
-// the default only (as placement reads it).
-func serves(names []string, name string) bool {
-	if name == "" {
-		name = "default"
-	}
-	if len(names) == 0 {
-		return name == "default"
-	}
-	return slices.Contains(names, name)
 }
 
 // sleep waits d or until ctx ends; it reports whether d passed.

@@ -30,21 +30,3 @@ func TestWantsMigration(t *testing.T) {
 	}
 }
 
-func TestServes(t *testing.T) {
-	tests := []struct {
-		names []string
-		name  string
-		want  bool
-	}{
-		{nil, "default", true},
-		{nil, "", true},
-		{nil, "anna", false},
-		{[]string{"anna", "bob"}, "bob", true},
-		{[]string{"anna"}, "default", false},
-	}
-	for _, tt := range tests {
-		if got := serves(tt.names, tt.name); got != tt.want {
-			t.Errorf("serves(%v, %q) = %v, want %v", tt.names, tt.name, got, tt.want)
-		}
-	}
-}

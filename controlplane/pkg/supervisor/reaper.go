@@ -184,7 +184,6 @@ func (r *reaper) handleOnce(ctx context.Context, id string) (retry bool, err err
 		return false, err
 	}
 	sess, rev := ss.Session, ss.Revision
-	log := r.s.log.With("session", id, "worker", sess.GetWorkerId())
 	switch {
 	case fleetstore.Terminal(sess.GetState()):
 		return false, nil
@@ -197,7 +196,19 @@ func (r *reaper) handleOnce(ctx context.Context, id string) (retry bool, err err
 		return false, nil
 	case sess.GetState() != fleetv1.SessionState_SESSION_STATE_READY:
 		return false, nil // a create in flight owns it (see checkRecord)
-	case r.s.opts.Replacer == nil || sess.GetRestartPolicy() == fleetv1.RestartPolicy_RESTART_POLICY_NEVER:
+	default:
+		return r.workerLost(ctx, ss)
+	}
+	return r.replace(ctx, id, rev)
+}
+
+// workerLost handles a live session whose slot is gone (its worker was
+// lost): it fails it with worker_lost (restart_policy never, or no
+// re-placement here) or marks it lost and re-places it.
+func (r *reaper) workerLost(ctx context.Context, ss fleetstore.SessionSlot) (retry bool, err error) {
+	sess := ss.Session
+	log := r.s.log.With("session", sess.GetId(), "worker", sess.GetWorkerId())
+	if r.s.opts.Replacer == nil || sess.GetRestartPolicy() == fleetv1.RestartPolicy_RESTART_POLICY_NEVER {
 		_, err := r.s.store.FailLost(ctx, ss, "worker "+sess.GetWorkerId()+" was lost")
 		if errors.Is(err, fleetstore.ErrConflict) {
 			return true, nil
@@ -206,23 +217,27 @@ func (r *reaper) handleOnce(ctx context.Context, id string) (retry bool, err err
 			log.Info("session failed: worker lost")
 		}
 		return false, err
-	default:
-		_, rev, err = r.s.store.MarkLost(ctx, ss, time.Now())
-		if errors.Is(err, fleetstore.ErrConflict) {
-			return true, nil
-		}
-		if err != nil {
-			return false, err
-		}
-		log.Info("worker lost: re-placing session")
 	}
+	_, rev, err := r.s.store.MarkLost(ctx, ss, time.Now())
+	if errors.Is(err, fleetstore.ErrConflict) {
+		return true, nil
+	}
+	if err != nil {
+		return false, err
+	}
+	log.Info("worker lost: re-placing session")
+	return r.replace(ctx, sess.GetId(), rev)
+}
+
+// replace re-places a session marked lost, at revision rev.
+func (r *reaper) replace(ctx context.Context, id string, rev int64) (retry bool, err error) {
 	if r.s.opts.Replacer == nil {
 		return false, nil
 	}
 	// Replace retries within the session's deadline by itself; an error
 	// means the record changed under it (or leadership ended): read again.
 	if _, err := r.s.opts.Replacer.Replace(ctx, id, rev, fleetstore.MoveReasonWorkerLost); err != nil {
-		log.Info("re-placement stopped; reading the record again", "err", err)
+		r.s.log.Info("re-placement stopped; reading the record again", "session", id, "err", err)
 		return true, nil
 	}
 	return false, nil

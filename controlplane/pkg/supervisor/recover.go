@@ -23,15 +23,26 @@ const recoverAfter = 30 * time.Second
 // settleCreate handles a create's starting record older than recoverAfter:
 // if its slot is held and its worker reports the session running, it writes
 // the ready mark the creating replica did not; past startGrace it fails the
-// record, as a placement that did not complete. Both steps are guarded by
-// the record's revision (retry on a conflict).
+// record, as a placement that did not complete. A record whose slot is gone
+// lost its worker: the create answered (its ready mark was given up, or its
+// replica died before writing it) and the session is handled as a lost live
+// one, re-placed or failed with worker_lost by its restart_policy. Every
+// step is guarded by the record's revision (retry on a conflict).
 func (r *reaper) settleCreate(ctx context.Context, ss fleetstore.SessionSlot) (retry bool, err error) {
 	sess, rev := ss.Session, ss.Revision
 	age := time.Since(sess.GetCreatedAt().AsTime())
 	if age < recoverAfter {
 		return false, nil // a create in flight owns it
 	}
-	if ss.SlotHeld && r.workerRuns(ctx, sess) {
+	if !ss.SlotHeld {
+		// The reservation wrote the slot with the record and only the end
+		// of the session or the loss of the worker's lease removes it. A
+		// replica that died mid-create together with its worker also ends
+		// here: the session is then re-placed though its create failed,
+		// and idles out (idle_timeout) unless someone uses it.
+		return r.workerLost(ctx, ss)
+	}
+	if r.workerRuns(ctx, sess) {
 		ready := proto.Clone(sess).(*fleetv1.Session)
 		ready.State = fleetv1.SessionState_SESSION_STATE_READY
 		ready.PlacedAt = timestamppb.Now()

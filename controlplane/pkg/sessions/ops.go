@@ -140,16 +140,28 @@ func (m *Manager) stopOnWorker(ctx context.Context, sess *fleetv1.Session) {
 
 // readyClient returns the worker client of a ready session.
 func (m *Manager) readyClient(ctx context.Context, id string) (fleetv1.WorkerServiceClient, error) {
+	_, cl, err := m.readySession(ctx, id)
+	return cl, err
+}
+
+// readySession is readyClient that also returns the record it read.
+func (m *Manager) readySession(ctx context.Context, id string) (*fleetv1.Session, fleetv1.WorkerServiceClient, error) {
 	sess, err := m.Get(ctx, id)
 	if err != nil {
-		return nil, err
+		return nil, nil, err
 	}
 	if sess.GetState() != fleetv1.SessionState_SESSION_STATE_READY {
-		return nil, fmt.Errorf("session %s is %s: %w", id, sess.GetState(), ErrNotReady)
+		return nil, nil, fmt.Errorf("session %s is %s: %w", id, sess.GetState(), ErrNotReady)
 	}
+	cl, err := m.workerClient(sess)
+	return sess, cl, err
+}
+
+// workerClient is a client of the worker the record names.
+func (m *Manager) workerClient(sess *fleetv1.Session) (fleetv1.WorkerServiceClient, error) {
 	view, ok := m.opts.Registry.Worker(sess.GetWorkerId())
 	if !ok {
-		return nil, fmt.Errorf("session %s: worker %s: %w", id, sess.GetWorkerId(), ErrUnavailable)
+		return nil, fmt.Errorf("session %s: worker %s: %w", sess.GetId(), sess.GetWorkerId(), ErrUnavailable)
 	}
 	return m.opts.Workers.Client(view.Worker.GetId(), view.Worker.GetGrpcAddress())
 }

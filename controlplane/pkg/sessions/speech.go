@@ -5,6 +5,9 @@ import (
 	"errors"
 	"fmt"
 
+	"google.golang.org/grpc/codes"
+	"google.golang.org/grpc/status"
+
 	fleetv1 "github.com/avatarfleet/avatarfleet/proto/fleet/v1"
 	"github.com/avatarfleet/avatarfleet/proto/fleetstore"
 )
@@ -19,9 +22,10 @@ var ErrSpeechQueueFull = fleetstore.ErrSpeechQueueFull
 // speech id; the worker shortens the entry as it speaks each sentence, so
 // if the session moves to another worker, replaySpeech sends what is left.
 // interrupt empties the queue (in etcd and on the worker) first. A text the
-// worker did not accept is taken out of the queue again.
+// worker did not accept is taken out of the queue again, unless the worker
+// failed because the session is moving (speakAfterMove).
 func (m *Manager) Speak(ctx context.Context, id, text string, interrupt bool) error {
-	cl, err := m.readyClient(ctx, id)
+	sess, cl, err := m.readySession(ctx, id)
 	if err != nil {
 		return err
 	}
@@ -29,20 +33,77 @@ func (m *Manager) Speak(ctx context.Context, id, text string, interrupt bool) er
 	if err != nil {
 		return speechStoreError(err)
 	}
+	req := &fleetv1.SpeakTextRequest{SessionId: id, Text: text, Interrupt: interrupt, SpeechId: speechID}
+	err = m.sendSpeech(ctx, cl, req)
+	if err == nil {
+		return nil
+	}
+	if workerMayBeGone(err) {
+		if handled, ferr := m.speakAfterMove(ctx, sess.GetWorkerId(), req); handled {
+			return ferr
+		}
+	}
+	// Never accepted: it must not be replayed on another worker. (If the
+	// worker did accept it and the answer was lost, the text is spoken; its
+	// acks then find no entry and change nothing.)
+	dctx, dcancel := context.WithTimeout(context.WithoutCancel(ctx), m.opts.CallTimeout)
+	defer dcancel()
+	if derr := m.opts.Store.DeleteSpeech(dctx, id, speechID); derr != nil {
+		m.log.Warn("take refused speech out of the queue", "session", id, "speech", speechID, "err", derr)
+	}
+	return grpcError("speak", err)
+}
+
+func (m *Manager) sendSpeech(ctx context.Context, cl fleetv1.WorkerServiceClient, req *fleetv1.SpeakTextRequest) error {
 	cctx, cancel := context.WithTimeout(ctx, m.opts.CallTimeout)
 	defer cancel()
-	if _, err := cl.SpeakText(cctx, &fleetv1.SpeakTextRequest{SessionId: id, Text: text, Interrupt: interrupt, SpeechId: speechID}); err != nil {
-		// Never accepted: it must not be replayed on another worker. (If
-		// the worker did accept it and the answer was lost, the text is
-		// spoken; its acks then find no entry and change nothing.)
-		dctx, dcancel := context.WithTimeout(context.WithoutCancel(ctx), m.opts.CallTimeout)
-		defer dcancel()
-		if derr := m.opts.Store.DeleteSpeech(dctx, id, speechID); derr != nil {
-			m.log.Warn("take refused speech out of the queue", "session", id, "speech", speechID, "err", derr)
-		}
-		return grpcError("speak", err)
+	_, err := cl.SpeakText(cctx, req)
+	return err
+}
+
+// workerMayBeGone reports whether a worker's failure to take a text may
+// mean that the session left it: the worker is unreachable, or it no
+// longer runs the session (fenced, or a migration's target not started).
+func workerMayBeGone(err error) bool {
+	switch status.Code(err) {
+	case codes.Unavailable, codes.DeadlineExceeded, codes.NotFound:
+		return true
 	}
-	return nil
+	return false
+}
+
+// speakAfterMove handles a text whose worker, from, failed as if the
+// session had left it, by reading the record again. While the session is
+// being re-placed or migrated, the text stays queued: the move replays the
+// queue once the session is ready on its new worker, and it reads the
+// queue after this text was written (etcd orders the two), so it is
+// spoken there. When the session is already ready on another worker, the
+// text goes there with its speech id; a worker that already got it from
+// the replay ignores it. handled is false when the session did not move
+// (the failure stands) or the new worker refused the text too.
+func (m *Manager) speakAfterMove(ctx context.Context, from string, req *fleetv1.SpeakTextRequest) (handled bool, err error) {
+	sess, _, err := m.opts.Store.Session(ctx, req.GetSessionId())
+	if err != nil {
+		return false, nil
+	}
+	log := m.log.With("session", sess.GetId(), "speech", req.GetSpeechId(), "from", from)
+	switch {
+	case beingReplaced(sess) || sess.GetMigratingFrom() != nil:
+		log.Info("speech queued while the session moves: the move replays it")
+		return true, nil
+	case sess.GetState() != fleetv1.SessionState_SESSION_STATE_READY || sess.GetWorkerId() == from:
+		return false, nil
+	}
+	cl, err := m.workerClient(sess)
+	if err != nil {
+		return false, nil
+	}
+	if err := m.sendSpeech(ctx, cl, req); err != nil {
+		log.Info("speech refused by the session's new worker too", "to", sess.GetWorkerId(), "err", err)
+		return false, nil
+	}
+	log.Info("speech sent to the session's new worker", "to", sess.GetWorkerId())
+	return true, nil
 }
 
 // Interrupt empties the session's speech queues: the durable one in etcd,

@@ -16,6 +16,10 @@ import (
 	"google.golang.org/grpc/credentials/insecure"
 	"google.golang.org/grpc/status"
 
+	clientv3 "go.etcd.io/etcd/client/v3"
+	"google.golang.org/protobuf/proto"
+	"google.golang.org/protobuf/types/known/timestamppb"
+
 	"github.com/avatarfleet/avatarfleet/controlplane/pkg/registry"
 	"github.com/avatarfleet/avatarfleet/controlplane/pkg/workerclient"
 	"github.com/avatarfleet/avatarfleet/proto/embedded/embeddedtest"
@@ -30,11 +34,21 @@ type speechWorker struct {
 	mu          sync.Mutex
 	spoken      []*fleetv1.SpeakTextRequest
 	interrupted int
+	// fail, when set, answers a text instead (a worker going away).
+	fail func(req *fleetv1.SpeakTextRequest) error
 }
 
 func (w *speechWorker) SpeakText(_ context.Context, req *fleetv1.SpeakTextRequest) (*fleetv1.SpeakTextResponse, error) {
 	if strings.HasPrefix(req.GetText(), "refuse") {
 		return nil, status.Error(codes.InvalidArgument, "refused")
+	}
+	w.mu.Lock()
+	fail := w.fail
+	w.mu.Unlock()
+	if fail != nil {
+		if err := fail(req); err != nil {
+			return nil, err
+		}
 	}
 	w.mu.Lock()
 	defer w.mu.Unlock()
@@ -69,17 +83,16 @@ func (w *speechWorker) take() []*fleetv1.SpeakTextRequest {
 type speechFixture struct {
 	m      *Manager
 	store  *fleetstore.Store
+	reg    *registry.Registry
 	worker *speechWorker
 	sess   *fleetv1.Session
+	rev    int64 // of the ready record
 }
 
-func newSpeechFixture(t *testing.T) *speechFixture {
+// startSpeechWorker serves a speechWorker over loopback gRPC and registers
+// it as worker id, active with one slot, under a lease of its own.
+func startSpeechWorker(ctx context.Context, t *testing.T, store *fleetstore.Store, id string) (*speechWorker, *fleetv1.Worker, clientv3.LeaseID) {
 	t.Helper()
-	_, cli := embeddedtest.Etcd(t)
-	ctx, cancel := context.WithTimeout(t.Context(), time.Minute)
-	defer cancel()
-	store := fleetstore.New(cli, fleetstore.NewKeys("/speech-test/"))
-
 	w := &speechWorker{}
 	lis, err := net.Listen("tcp", "127.0.0.1:0")
 	if err != nil {
@@ -90,27 +103,37 @@ func newSpeechFixture(t *testing.T) *speechFixture {
 	served := make(chan struct{})
 	go func() { defer close(served); _ = srv.Serve(lis) }()
 	t.Cleanup(func() { srv.Stop(); <-served })
-
-	lease, err := cli.Grant(ctx, 60)
+	lease, err := store.GrantLease(ctx, time.Minute)
 	if err != nil {
 		t.Fatal(err)
 	}
-	rec := &fleetv1.Worker{Id: "w1", GrpcAddress: lis.Addr().String(), State: fleetv1.WorkerState_WORKER_STATE_ACTIVE,
+	rec := &fleetv1.Worker{Id: id, GrpcAddress: lis.Addr().String(), State: fleetv1.WorkerState_WORKER_STATE_ACTIVE,
 		Gpus: []*fleetv1.GPU{{Index: 0, Slots: 1}}}
-	if err := store.PutWorker(ctx, rec, lease.ID); err != nil {
+	if err := store.PutWorker(ctx, rec, lease); err != nil {
 		t.Fatal(err)
 	}
+	return w, rec, lease
+}
+
+func newSpeechFixture(t *testing.T) *speechFixture {
+	t.Helper()
+	_, cli := embeddedtest.Etcd(t)
+	ctx, cancel := context.WithTimeout(t.Context(), time.Minute)
+	defer cancel()
+	store := fleetstore.New(cli, fleetstore.NewKeys("/speech-test/"))
+
+	w, _, lease := startSpeechWorker(ctx, t, store, "w1")
 	wrec, err := cli.Get(ctx, store.Keys().Worker("w1"))
 	if err != nil {
 		t.Fatal(err)
 	}
 	sess := &fleetv1.Session{Id: "s1", State: fleetv1.SessionState_SESSION_STATE_STARTING}
-	rev, ok, err := store.Reserve(ctx, fleetstore.Reservation{Worker: "w1", WorkerLease: lease.ID, WorkerRevision: wrec.Kvs[0].ModRevision}, sess)
+	rev, ok, err := store.Reserve(ctx, fleetstore.Reservation{Worker: "w1", WorkerLease: lease, WorkerRevision: wrec.Kvs[0].ModRevision}, sess)
 	if err != nil || !ok {
 		t.Fatalf("reserve: %v %v", ok, err)
 	}
 	sess.State = fleetv1.SessionState_SESSION_STATE_READY
-	if _, err := store.UpdateSession(ctx, sess, rev); err != nil {
+	if rev, err = store.UpdateSession(ctx, sess, rev); err != nil {
 		t.Fatal(err)
 	}
 
@@ -127,7 +150,7 @@ func newSpeechFixture(t *testing.T) *speechFixture {
 	pool := workerclient.NewPool(grpc.WithTransportCredentials(insecure.NewCredentials()))
 	t.Cleanup(pool.Close)
 	m := NewManager(Options{Store: store, Registry: reg, Workers: pool, Log: slog.New(slog.DiscardHandler)})
-	return &speechFixture{m: m, store: store, worker: w, sess: sess}
+	return &speechFixture{m: m, store: store, reg: reg, worker: w, sess: sess, rev: rev}
 }
 
 func (f *speechFixture) pending(t *testing.T) []fleetstore.SpeechEntry {
@@ -230,5 +253,88 @@ func TestSpeakIsDurable(t *testing.T) {
 	}
 	if q := f.pending(t); len(q) != 0 {
 		t.Fatalf("%d texts outlive the session", len(q))
+	}
+}
+
+// TestSpeakRacingAMove: a Speak whose worker fails because the session is
+// leaving it (unreachable, or it no longer runs the session) reads the
+// record again. While the session moves, the text stays queued for the
+// move's replay; once it is ready on another worker, the text goes there
+// with its speech id; when nothing moved, the failure stands and the text
+// leaves the queue.
+func TestSpeakRacingAMove(t *testing.T) {
+	cases := []struct {
+		name string
+		// move changes the record while the old worker takes the call.
+		move     func(t *testing.T, f *speechFixture, sess *fleetv1.Session)
+		code     codes.Code
+		wantErr  error
+		toNew    bool // the new worker got the text
+		wantKept bool // the text is still queued
+	}{
+		{name: "worker unreachable, session being re-placed: kept for the replay", code: codes.Unavailable, wantKept: true,
+			move: func(t *testing.T, f *speechFixture, sess *fleetv1.Session) {
+				sess.State, sess.LostAt = fleetv1.SessionState_SESSION_STATE_PLACING, timestamppb.Now()
+			}},
+		{name: "session migrating, target not started yet: kept for the replay", code: codes.NotFound, wantKept: true,
+			move: func(t *testing.T, f *speechFixture, sess *fleetv1.Session) {
+				sess.MigratingFrom = &fleetv1.SlotRef{WorkerId: "w1"}
+				sess.WorkerId = "w2"
+			}},
+		{name: "session already ready on another worker: sent there", code: codes.DeadlineExceeded, toNew: true, wantKept: true,
+			move: func(t *testing.T, f *speechFixture, sess *fleetv1.Session) { sess.WorkerId = "w2" }},
+		{name: "nothing moved: the failure stands", code: codes.Unavailable, wantErr: ErrUnavailable,
+			move: func(*testing.T, *speechFixture, *fleetv1.Session) {}},
+		{name: "the session ended: the failure stands", code: codes.NotFound, wantErr: ErrNotReady,
+			move: func(t *testing.T, f *speechFixture, sess *fleetv1.Session) {
+				sess.State = fleetv1.SessionState_SESSION_STATE_ENDED
+			}},
+	}
+	for _, tc := range cases {
+		t.Run(tc.name, func(t *testing.T) {
+			f := newSpeechFixture(t)
+			ctx := t.Context()
+			w2, _, _ := startSpeechWorker(ctx, t, f.store, "w2")
+			deadline := time.Now().Add(10 * time.Second)
+			for _, ok := f.reg.Worker("w2"); !ok; _, ok = f.reg.Worker("w2") {
+				if time.Now().After(deadline) {
+					t.Fatal("the registry never saw w2")
+				}
+				time.Sleep(10 * time.Millisecond)
+			}
+			f.worker.mu.Lock()
+			f.worker.fail = func(req *fleetv1.SpeakTextRequest) error {
+				moved := proto.Clone(f.sess).(*fleetv1.Session)
+				tc.move(t, f, moved)
+				if _, err := f.store.UpdateSession(context.Background(), moved, f.rev); err != nil {
+					t.Errorf("move the record: %v", err)
+				}
+				return status.Error(tc.code, "going away")
+			}
+			f.worker.mu.Unlock()
+
+			err := f.m.Speak(ctx, "s1", "Hello there.", false)
+			if tc.wantErr != nil {
+				if !errors.Is(err, tc.wantErr) {
+					t.Fatalf("speak: %v, want %v", err, tc.wantErr)
+				}
+			} else if err != nil {
+				t.Fatalf("speak: %v, want it taken", err)
+			}
+			queued := f.pending(t)
+			if kept := len(queued) == 1; kept != tc.wantKept {
+				t.Fatalf("%d texts queued, want kept=%v", len(queued), tc.wantKept)
+			}
+			got := w2.take()
+			if !tc.toNew {
+				if len(got) != 0 {
+					t.Fatalf("the other worker got %v", got)
+				}
+				return
+			}
+			if len(got) != 1 || got[0].GetText() != "Hello there." || got[0].GetSpeechId() != queued[0].ID {
+				t.Fatalf("the new worker got %v, want the text with id %s", got, queued[0].ID)
+			}
+		})
 	}
 }

@@ -93,6 +93,7 @@ type Server struct {
 	accepting func() bool
 	sig       Signaling
 	speech    SpeechProgress
+	spoken    acceptedSpeech
 	previews  Previews
 	log       *slog.Logger
 }
@@ -176,6 +177,7 @@ func (s *Server) StartSession(ctx context.Context, req *fleetv1.StartSessionRequ
 	if err != nil {
 		return nil, s.toStatus(err)
 	}
+	s.spoken.forget(id)
 	s.log.Info("session started", "session", id, "gpu", sess.GetGpu(), "slot", sess.GetSlot())
 	return &fleetv1.StartSessionResponse{State: st.State}, nil
 }
@@ -248,6 +250,7 @@ func (s *Server) checkOwner(ctx context.Context, sess *fleetv1.Session, reserved
 
 func (s *Server) stopLocal(ctx context.Context, id string, reason fleetv1.EndReason) {
 	s.slots.Untrack(id)
+	s.spoken.forget(id)
 	if err := s.rt.Stop(ctx, id, reason); err != nil && !errors.Is(err, runtime.ErrNotFound) {
 		s.log.Warn("stop session", "session", id, "err", err)
 	}
@@ -287,6 +290,12 @@ func (s *Server) SpeakText(ctx context.Context, req *fleetv1.SpeakTextRequest) (
 	if speechID != "" && !fleetstore.ValidSpeechID(speechID) {
 		return nil, status.Errorf(codes.InvalidArgument, "invalid speech id %q", speechID)
 	}
+	if speechID != "" && !s.spoken.claim(id, speechID) {
+		// Taken already: sent again by a Speak that raced with the replay
+		// of the session's queue after a move.
+		s.log.Info("speech already taken; not spoken twice", "session", id, "speech", speechID)
+		return &fleetv1.SpeakTextResponse{}, nil
+	}
 	var err error
 	if ts, ok := s.rt.(trackedSpeaker); ok && speechID != "" && s.speech != nil {
 		err = ts.SpeakTracked(ctx, id, req.GetText(), req.GetInterrupt(), s.speech.Track(id, speechID, req.GetText()))
@@ -294,6 +303,9 @@ func (s *Server) SpeakText(ctx context.Context, req *fleetv1.SpeakTextRequest) (
 		err = s.rt.Speak(ctx, id, req.GetText(), req.GetInterrupt())
 	}
 	if err != nil {
+		if speechID != "" {
+			s.spoken.release(id, speechID)
+		}
 		return nil, s.toStatus(err)
 	}
 	return &fleetv1.SpeakTextResponse{}, nil

@@ -29,4 +29,3 @@ func TestWantsMigration(t *testing.T) {
 		})
 	}
 }
-

@@ -49,7 +49,6 @@ func Binary(t testing.TB) string {
 	return repotest.Tool(t, "AVATARFLEET_LIVEKIT_SERVER", filepath.Join("livekit", Version, "livekit-server"), "scripts/livekit.sh")
 }
 
-
 // Start runs a livekit-server until the test ends, and waits until it
 // answers. When a port it was given is taken before it binds it (a free
 // port is only free when picked), it starts again on fresh ports.

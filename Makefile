@@ -56,6 +56,8 @@ vet:
 	$(GO) vet -tags '$(GOTAGS)' $(PKGS)
 
 lint: setup vet
+	@unformatted=$$(gofmt -l $$(git ls-files '*.go' 2>/dev/null || find . -name '*.go' -not -path './.tools/*')); \
+	if [ -n "$$unformatted" ]; then echo "lint: not gofmt-formatted (run gofmt -w):"; echo "$$unformatted"; exit 1; fi
 	$(TOOLS)/staticcheck -tags '$(GOTAGS)' $(PKGS)
 
 # Every test, with the race detector, then each fuzz target for $(FUZZTIME).

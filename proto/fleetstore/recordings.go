@@ -6,12 +6,31 @@ import (
 	"fmt"
 
 	"google.golang.org/protobuf/proto"
+	"google.golang.org/protobuf/types/known/timestamppb"
 
 	fleetv1 "github.com/avatarfleet/avatarfleet/proto/fleet/v1"
 )
 
 // MaxRecordings bounds the recordings a session record lists.
 const MaxRecordings = 64
+
+// Recording states as the record lists them (the worker's recording.State).
+const (
+	RecordingInProgress = "recording"
+	RecordingStopped    = "stopped"
+	RecordingFailed     = "failed"
+)
+
+// failRecordingsOf marks the recordings worker was still writing for sess
+// failed: a lost worker never finishes them (an S3 upload it had not
+// completed never appears), and nobody else could stop them.
+func failRecordingsOf(sess *fleetv1.Session, worker string) {
+	for _, r := range sess.GetRecordings() {
+		if r.GetState() == RecordingInProgress && r.GetWorkerId() == worker {
+			r.State, r.Error, r.StoppedAt = RecordingFailed, "its worker "+worker+" was lost before it finished", timestamppb.Now()
+		}
+	}
+}
 
 // ErrTooManyRecordings: the session lists MaxRecordings already.
 var ErrTooManyRecordings = errors.New("fleetstore: too many recordings for one session")

@@ -83,6 +83,7 @@ func (s *Store) MarkLost(ctx context.Context, ss SessionSlot, now time.Time) (*f
 		return nil, 0, fmt.Errorf("mark session %s lost: %w", ss.Session.GetId(), ErrSlotHeld)
 	}
 	sess := cloneSession(ss.Session)
+	failRecordingsOf(sess, sess.GetWorkerId())
 	sess.State = fleetv1.SessionState_SESSION_STATE_PLACING
 	sess.LostAt = timestamppb.New(now)
 	sess.MovedFrom, sess.MoveReason = sess.GetWorkerId(), MoveReasonWorkerLost
@@ -104,6 +105,7 @@ func (s *Store) FailLost(ctx context.Context, ss SessionSlot, message string) (*
 		return nil, fmt.Errorf("fail lost session %s: %w", ss.Session.GetId(), ErrSlotHeld)
 	}
 	sess := cloneSession(ss.Session)
+	failRecordingsOf(sess, sess.GetWorkerId())
 	endRecord(sess, fleetv1.SessionState_SESSION_STATE_FAILED, fleetv1.EndReason_END_REASON_WORKER_LOST, message)
 	ops := append([]clientv3.Op{clientv3.OpPut(s.keys.Session(sess.GetId()), marshal(sess))}, s.ownerEndOps(sess)...)
 	resp, err := s.cli.Txn(ctx).If(s.lostGuard(ss)...).Then(ops...).Commit()

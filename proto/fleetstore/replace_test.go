@@ -134,3 +134,60 @@ func TestFailLostIgnoresAReusedSessionID(t *testing.T) {
 		t.Fatalf("second attempt after the stale sighting: %+v, %v", now, err)
 	}
 }
+
+// TestLostWorkerFailsItsRecordingsInProgress: marking a session lost, or
+// failing it lost, fails the recordings its lost worker was still writing
+// (nobody can finish or stop them any more); finished ones, and those of
+// another worker, stay as they are.
+func TestLostWorkerFailsItsRecordingsInProgress(t *testing.T) {
+	for _, fail := range []bool{false, true} {
+		s, cli := startStore(t)
+		ctx := context.Background()
+		lease, rev := registerWorker(t, s, cli, "w1")
+		sess := &fleetv1.Session{Id: "sess_r", State: fleetv1.SessionState_SESSION_STATE_READY}
+		if _, ok, err := s.Reserve(ctx, fleetstore.Reservation{Worker: "w1", WorkerLease: lease, WorkerRevision: rev}, sess); err != nil || !ok {
+			t.Fatalf("reserve: ok=%v err=%v", ok, err)
+		}
+		for _, r := range []*fleetv1.Recording{
+			{Id: "rec_live", State: fleetstore.RecordingInProgress, WorkerId: "w1"},
+			{Id: "rec_done", State: fleetstore.RecordingStopped, WorkerId: "w1", Bytes: 10},
+			{Id: "rec_other", State: fleetstore.RecordingInProgress, WorkerId: "w0"},
+		} {
+			if _, err := s.PutRecording(ctx, "sess_r", r); err != nil {
+				t.Fatal(err)
+			}
+		}
+		if _, err := cli.Revoke(ctx, lease); err != nil {
+			t.Fatal(err)
+		}
+		lost, err := s.SessionWithSlot(ctx, "sess_r")
+		if err != nil {
+			t.Fatal(err)
+		}
+		var after *fleetv1.Session
+		if fail {
+			after, err = s.FailLost(ctx, lost, "lost")
+		} else {
+			after, _, err = s.MarkLost(ctx, lost, time.Now())
+		}
+		if err != nil {
+			t.Fatal(err)
+		}
+		stored, _, err := s.Session(ctx, "sess_r")
+		if err != nil {
+			t.Fatal(err)
+		}
+		for _, got := range []*fleetv1.Session{after, stored} {
+			want := map[string]string{"rec_live": fleetstore.RecordingFailed, "rec_done": fleetstore.RecordingStopped, "rec_other": fleetstore.RecordingInProgress}
+			for id, st := range want {
+				r, ok := fleetstore.Recording(got, id)
+				if !ok || r.GetState() != st {
+					t.Errorf("fail=%v: recording %s is %v, want %s", fail, id, r, st)
+				}
+			}
+			if r, _ := fleetstore.Recording(got, "rec_live"); r.GetStoppedAt() == nil || r.GetError() == "" {
+				t.Errorf("fail=%v: the failed recording has no end or reason: %v", fail, r)
+			}
+		}
+	}
+}

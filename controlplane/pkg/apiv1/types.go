@@ -267,6 +267,10 @@ type Worker struct {
 	Address  string `json:"address"`
 	GPUs     []GPU  `json:"gpus"`
 	Sessions int    `json:"sessions"`
+	// RecordingStore is the shared store the worker writes recordings to
+	// and can read any of them from (s3://host/bucket[/prefix]); empty
+	// when they stay on its own disk.
+	RecordingStore string `json:"recording_store,omitempty"`
 }
 
 // WorkerList is the body of GET /v1/workers.

@@ -123,6 +123,8 @@ func toWorker(v registry.WorkerView) apiv1.Worker {
 		Address:  v.Worker.GetGrpcAddress(),
 		Sessions: v.Sessions,
 		GPUs:     []apiv1.GPU{},
+
+		RecordingStore: v.Worker.GetRecordingStore(),
 	}
 	for _, g := range v.Worker.GetGpus() {
 		w.GPUs = append(w.GPUs, apiv1.GPU{Index: g.GetIndex(), Name: g.GetName(), Slots: g.GetSlots(), Used: uint32(v.UsedOn(g.GetIndex())),

@@ -33,6 +33,8 @@ func recordingError(err error) error {
 		return errorf(http.StatusNotFound, apiv1.CodeNotFound, "no such recording")
 	case errors.Is(err, sessions.ErrRecordingBusy):
 		return errorf(http.StatusConflict, apiv1.CodeConflict, "the recording is still in progress: stop it first")
+	case errors.Is(err, sessions.ErrRecordingFailed):
+		return errorf(http.StatusNotFound, apiv1.CodeNotFound, "%s", err.Error())
 	}
 	return err
 }

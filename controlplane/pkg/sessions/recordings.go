@@ -18,6 +18,9 @@ var ErrRecordingNotFound = errors.New("recording not found")
 // ErrRecordingBusy: the recording is still being written.
 var ErrRecordingBusy = errors.New("recording still in progress")
 
+// ErrRecordingFailed: the recording failed and has no file.
+var ErrRecordingFailed = errors.New("recording failed: it has no file")
+
 // NewRecordingID returns a fresh recording id.
 func NewRecordingID() string {
 	var b [12]byte
@@ -46,16 +49,25 @@ func (m *Manager) StartRecording(ctx context.Context, id string) (*fleetv1.Recor
 	return rec, nil
 }
 
-// recordingWorker finds a session's recording and a client of the worker
-// that wrote it.
-func (m *Manager) recordingWorker(ctx context.Context, id, rid string) (*fleetv1.Recording, fleetv1.WorkerServiceClient, error) {
+// recording finds a session's recording in its record.
+func (m *Manager) recording(ctx context.Context, id, rid string) (*fleetv1.Recording, error) {
 	sess, err := m.Get(ctx, id)
 	if err != nil {
-		return nil, nil, err
+		return nil, err
 	}
 	rec, ok := fleetstore.Recording(sess, rid)
 	if !ok {
-		return nil, nil, fmt.Errorf("session %s recording %s: %w", id, rid, ErrRecordingNotFound)
+		return nil, fmt.Errorf("session %s recording %s: %w", id, rid, ErrRecordingNotFound)
+	}
+	return rec, nil
+}
+
+// recordingWorker finds a session's recording and a client of the worker
+// that wrote it.
+func (m *Manager) recordingWorker(ctx context.Context, id, rid string) (*fleetv1.Recording, fleetv1.WorkerServiceClient, error) {
+	rec, err := m.recording(ctx, id, rid)
+	if err != nil {
+		return nil, nil, err
 	}
 	view, ok := m.opts.Registry.Worker(rec.GetWorkerId())
 	if !ok {
@@ -65,6 +77,26 @@ func (m *Manager) recordingWorker(ctx context.Context, id, rid string) (*fleetv1
 	return rec, cl, err
 }
 
+// recordingReader is a client of a worker that can read a finished
+// recording's file: the worker that wrote it while it is registered, else
+// any registered worker that advertises the shared store the file went to
+// (an S3 bucket), so a recording outlives its worker.
+func (m *Manager) recordingReader(rec *fleetv1.Recording) (fleetv1.WorkerServiceClient, error) {
+	if view, ok := m.opts.Registry.Worker(rec.GetWorkerId()); ok {
+		return m.opts.Workers.Client(view.Worker.GetId(), view.Worker.GetGrpcAddress())
+	}
+	if store := rec.GetStore(); store != "" {
+		for _, v := range m.opts.Registry.Workers() { // sorted by id: the same reader each time
+			if v.Worker.GetRecordingStore() == store && !v.Down {
+				return m.opts.Workers.Client(v.Worker.GetId(), v.Worker.GetGrpcAddress())
+			}
+		}
+		return nil, fmt.Errorf("recording %s: its worker %s is gone and no registered worker reads its store %s: %w",
+			rec.GetId(), rec.GetWorkerId(), store, ErrUnavailable)
+	}
+	return nil, fmt.Errorf("recording %s: worker %s (the only one that can read it) is gone: %w", rec.GetId(), rec.GetWorkerId(), ErrUnavailable)
+}
+
 // StopRecording ends a recording and records its final state; stopping a
 // recording that ended already answers that state.
 func (m *Manager) StopRecording(ctx context.Context, id, rid string) (*fleetv1.Recording, error) {
@@ -72,7 +104,7 @@ func (m *Manager) StopRecording(ctx context.Context, id, rid string) (*fleetv1.R
 	if err != nil {
 		return nil, err
 	}
-	if rec.GetState() != "recording" {
+	if rec.GetState() != fleetstore.RecordingInProgress {
 		return rec, nil
 	}
 	// Finishing the file may take a while (an upload's last part).
@@ -88,14 +120,15 @@ func (m *Manager) StopRecording(ctx context.Context, id, rid string) (*fleetv1.R
 	return done, nil
 }
 
-// FetchRecording streams a finished recording's file from the worker that
-// wrote it; the caller closes the reader. It also returns the file's size.
+// FetchRecording streams a finished recording's file from a worker that
+// can read it (recordingReader); the caller closes the reader. It also
+// returns the file's size.
 func (m *Manager) FetchRecording(ctx context.Context, id, rid string) (io.ReadCloser, int64, error) {
-	rec, cl, err := m.recordingWorker(ctx, id, rid)
+	rec, err := m.recording(ctx, id, rid)
 	if err != nil {
 		return nil, 0, err
 	}
-	if rec.GetState() == "recording" {
+	if rec.GetState() == fleetstore.RecordingInProgress {
 		// A session that ended finished its recordings on its worker;
 		// the record learns their final state now.
 		sess, err := m.Get(ctx, id)
@@ -108,9 +141,16 @@ func (m *Manager) FetchRecording(ctx context.Context, id, rid string) (io.ReadCl
 		if rec, err = m.StopRecording(ctx, id, rid); err != nil {
 			return nil, 0, err
 		}
-		if rec.GetState() == "recording" {
+		if rec.GetState() == fleetstore.RecordingInProgress {
 			return nil, 0, fmt.Errorf("recording %s: %w", rid, ErrRecordingBusy)
 		}
+	}
+	if rec.GetState() == fleetstore.RecordingFailed {
+		return nil, 0, fmt.Errorf("recording %s (%s): %w", rid, rec.GetError(), ErrRecordingFailed)
+	}
+	cl, err := m.recordingReader(rec)
+	if err != nil {
+		return nil, 0, err
 	}
 	sctx, cancel := context.WithCancel(ctx)
 	stream, err := cl.FetchRecording(sctx, &fleetv1.RecordingRequest{SessionId: id, RecordingId: rid})

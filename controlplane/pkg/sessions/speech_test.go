@@ -31,6 +31,7 @@ import (
 // speak, and refuses texts that start with "refuse".
 type speechWorker struct {
 	fleetv1.UnimplementedWorkerServiceServer
+	id          string
 	mu          sync.Mutex
 	spoken      []*fleetv1.SpeakTextRequest
 	interrupted int
@@ -90,10 +91,11 @@ type speechFixture struct {
 }
 
 // startSpeechWorker serves a speechWorker over loopback gRPC and registers
-// it as worker id, active with one slot, under a lease of its own.
-func startSpeechWorker(ctx context.Context, t *testing.T, store *fleetstore.Store, id string) (*speechWorker, *fleetv1.Worker, clientv3.LeaseID) {
+// it as worker id, active with one slot, under a lease of its own; edits
+// change the record first.
+func startSpeechWorker(ctx context.Context, t *testing.T, store *fleetstore.Store, id string, edits ...func(*fleetv1.Worker)) (*speechWorker, *fleetv1.Worker, clientv3.LeaseID) {
 	t.Helper()
-	w := &speechWorker{}
+	w := &speechWorker{id: id}
 	lis, err := net.Listen("tcp", "127.0.0.1:0")
 	if err != nil {
 		t.Fatal(err)
@@ -109,6 +111,9 @@ func startSpeechWorker(ctx context.Context, t *testing.T, store *fleetstore.Stor
 	}
 	rec := &fleetv1.Worker{Id: id, GrpcAddress: lis.Addr().String(), State: fleetv1.WorkerState_WORKER_STATE_ACTIVE,
 		Gpus: []*fleetv1.GPU{{Index: 0, Slots: 1}}}
+	for _, edit := range edits {
+		edit(rec)
+	}
 	if err := store.PutWorker(ctx, rec, lease); err != nil {
 		t.Fatal(err)
 	}

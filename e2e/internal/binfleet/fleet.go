@@ -25,6 +25,10 @@ type WorkerSpec struct {
 	// Args are more flags, after the ones Start sets (so they win), e.g.
 	// {"--prewarm", "0"}.
 	Args []string
+	// Env is more environment (KEY=value), e.g. credentials the worker
+	// reads from its environment; AVATARFLEET_* of the test's own
+	// environment is never passed on.
+	Env []string
 }
 
 // Options configures a fleet.
@@ -58,6 +62,7 @@ type Fleet struct {
 	// root, workerBin and workerArgs restart a worker as it was started.
 	root, workerBin string
 	workerArgs      [][]string
+	workerEnv       [][]string
 	workerStart     []func() *Proc
 
 	// cpBin, dir, cpTLS, etcdPort and natsPort start more control-plane
@@ -159,9 +164,10 @@ func Start(t testing.TB, opts Options) *Fleet {
 			}, workerTLS...)
 			args = append(args, spec.Args...)
 			f.workerArgs[i] = args
-			return StartProc(t, id, root, workerBin, args, nil)
+			return StartProc(t, id, root, workerBin, args, spec.Env)
 		}
 		f.workerArgs = append(f.workerArgs, nil)
+		f.workerEnv = append(f.workerEnv, spec.Env)
 		f.Workers = append(f.Workers, nil)
 		f.Workers[i] = start()
 		f.WorkerIDs = append(f.WorkerIDs, id)

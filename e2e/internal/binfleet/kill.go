@@ -53,7 +53,7 @@ func (f *Fleet) RestartWorker(t testing.TB, id string, timeout time.Duration) {
 	default:
 		t.Fatalf("restart worker %s: it is still running", id)
 	}
-	p := StartProc(t, id, f.root, f.workerBin, f.workerArgs[i], nil)
+	p := StartProc(t, id, f.root, f.workerBin, f.workerArgs[i], f.workerEnv[i])
 	f.Workers[i] = p
 	// The API may still show the old registration as active until its lease
 	// goes: wait for the new process's own registration first.

@@ -548,9 +548,15 @@ type Worker struct {
 	Voices  []string `protobuf:"bytes,9,rep,name=voices,proto3" json:"voices,omitempty"`
 	// tts_engine names the text-to-speech engine behind voices ("espeak",
 	// "http"); empty when unknown.
-	TtsEngine     string `protobuf:"bytes,11,opt,name=tts_engine,json=ttsEngine,proto3" json:"tts_engine,omitempty"`
-	unknownFields protoimpl.UnknownFields
-	sizeCache     protoimpl.SizeCache
+	TtsEngine string `protobuf:"bytes,11,opt,name=tts_engine,json=ttsEngine,proto3" json:"tts_engine,omitempty"`
+	// recording_store names the shared store this worker writes recordings
+	// to and can read any of them from (an S3 bucket and prefix:
+	// s3://host/bucket[/prefix]); empty when it keeps them on its own disk
+	// or does not record. Any worker advertising a recording's store can
+	// serve its file.
+	RecordingStore string `protobuf:"bytes,12,opt,name=recording_store,json=recordingStore,proto3" json:"recording_store,omitempty"`
+	unknownFields  protoimpl.UnknownFields
+	sizeCache      protoimpl.SizeCache
 }
 
 func (x *Worker) Reset() {
@@ -656,6 +662,13 @@ func (x *Worker) GetVoices() []string {
 func (x *Worker) GetTtsEngine() string {
 	if x != nil {
 		return x.TtsEngine
+	}
+	return ""
+}
+
+func (x *Worker) GetRecordingStore() string {
+	if x != nil {
+		return x.RecordingStore
 	}
 	return ""
 }
@@ -989,7 +1002,10 @@ type Recording struct {
 	// worker_id is the worker that wrote it (and serves it).
 	WorkerId string `protobuf:"bytes,8,opt,name=worker_id,json=workerId,proto3" json:"worker_id,omitempty"`
 	// error says why it failed, or which limit ended it.
-	Error         string `protobuf:"bytes,9,opt,name=error,proto3" json:"error,omitempty"`
+	Error string `protobuf:"bytes,9,opt,name=error,proto3" json:"error,omitempty"`
+	// store is the shared store it was written to (Worker.recording_store
+	// of its writer); empty when only its writer can serve it.
+	Store         string `protobuf:"bytes,10,opt,name=store,proto3" json:"store,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -1083,6 +1099,13 @@ func (x *Recording) GetWorkerId() string {
 func (x *Recording) GetError() string {
 	if x != nil {
 		return x.Error
+	}
+	return ""
+}
+
+func (x *Recording) GetStore() string {
+	if x != nil {
+		return x.Store
 	}
 	return ""
 }
@@ -2837,7 +2860,7 @@ const file_fleet_v1_fleet_proto_rawDesc = "" +
 	"\vBatchTiming\x12\x14\n" +
 	"\x05batch\x18\x01 \x01(\rR\x05batch\x12 \n" +
 	"\fms_per_frame\x18\x02 \x01(\x01R\n" +
-	"msPerFrame\"\x88\x03\n" +
+	"msPerFrame\"\xb1\x03\n" +
 	"\x06Worker\x12\x0e\n" +
 	"\x02id\x18\x01 \x01(\tR\x02id\x12!\n" +
 	"\fgrpc_address\x18\x02 \x01(\tR\vgrpcAddress\x12#\n" +
@@ -2852,7 +2875,8 @@ const file_fleet_v1_fleet_proto_rawDesc = "" +
 	"\aavatars\x18\b \x03(\tR\aavatars\x12\x16\n" +
 	"\x06voices\x18\t \x03(\tR\x06voices\x12\x1d\n" +
 	"\n" +
-	"tts_engine\x18\v \x01(\tR\tttsEngine\"\x9b\t\n" +
+	"tts_engine\x18\v \x01(\tR\tttsEngine\x12'\n" +
+	"\x0frecording_store\x18\f \x01(\tR\x0erecordingStore\"\x9b\t\n" +
 	"\aSession\x12\x0e\n" +
 	"\x02id\x18\x01 \x01(\tR\x02id\x12\x1b\n" +
 	"\tworker_id\x18\x02 \x01(\tR\bworkerId\x12\x10\n" +
@@ -2892,7 +2916,7 @@ const file_fleet_v1_fleet_proto_rawDesc = "" +
 	"\x05value\x18\x02 \x01(\tR\x05value:\x028\x01\"5\n" +
 	"\vLiveKitRoom\x12\x10\n" +
 	"\x03url\x18\x01 \x01(\tR\x03url\x12\x14\n" +
-	"\x05token\x18\x02 \x01(\tR\x05token\"\xc3\x02\n" +
+	"\x05token\x18\x02 \x01(\tR\x05token\"\xd9\x02\n" +
 	"\tRecording\x12\x0e\n" +
 	"\x02id\x18\x01 \x01(\tR\x02id\x12\x14\n" +
 	"\x05state\x18\x02 \x01(\tR\x05state\x129\n" +
@@ -2904,7 +2928,9 @@ const file_fleet_v1_fleet_proto_rawDesc = "" +
 	"\bduration\x18\x06 \x01(\v2\x19.google.protobuf.DurationR\bduration\x12\x1a\n" +
 	"\blocation\x18\a \x01(\tR\blocation\x12\x1b\n" +
 	"\tworker_id\x18\b \x01(\tR\bworkerId\x12\x14\n" +
-	"\x05error\x18\t \x01(\tR\x05error\"L\n" +
+	"\x05error\x18\t \x01(\tR\x05error\x12\x14\n" +
+	"\x05store\x18\n" +
+	" \x01(\tR\x05store\"L\n" +
 	"\aSlotRef\x12\x1b\n" +
 	"\tworker_id\x18\x01 \x01(\tR\bworkerId\x12\x10\n" +
 	"\x03gpu\x18\x02 \x01(\rR\x03gpu\x12\x12\n" +

@@ -114,6 +114,7 @@ func run(args []string, getenv func(string) string, stderr io.Writer, exit func(
 	opts.Avatars = eng.avatars.Names()
 	opts.Voices = eng.voices()
 	opts.TTSEngine = cfg.media.tts
+	opts.RecordingStore = cfg.media.recording.shared()
 	if opts.AvatarPreviews, err = eng.avatarPreviews(); err != nil {
 		fmt.Fprintf(stderr, "worker: %v\n", err)
 		return 1

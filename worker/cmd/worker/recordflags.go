@@ -76,6 +76,15 @@ func (r *RecordingFlags) resolve(getenv func(string) string) (recordingConfig, e
 	return out, nil
 }
 
+// shared names the store for every worker configured with it
+// (recording.Store.Shared): only an S3 bucket is shared.
+func (c recordingConfig) shared() string {
+	if c.s3 == nil {
+		return ""
+	}
+	return c.s3.Shared()
+}
+
 // store opens the recording store; nil when recording is off.
 func (c recordingConfig) store(ctx context.Context) (recording.Store, error) {
 	switch {

@@ -107,6 +107,9 @@ type Options struct {
 	// TTSEngine names the engine behind Voices in the worker record ("":
 	// unknown).
 	TTSEngine string
+	// RecordingStore is the shared recording store in the worker record
+	// (recording.Store.Shared; "" for none or a directory of its own).
+	RecordingStore string
 	// AvatarPreviews serves the control plane's avatar previews (nil:
 	// none, AvatarPreview answers NotFound).
 	AvatarPreviews server.Previews

@@ -212,6 +212,8 @@ func (a *Agent) connect() (*instance, error) {
 				Avatars:      a.opts.Avatars,
 				Voices:       a.opts.Voices,
 				TtsEngine:    a.opts.TTSEngine,
+
+				RecordingStore: a.opts.RecordingStore,
 			},
 			TTL:    a.opts.LeaseTTL,
 			Logger: a.log.With("component", "registration"),

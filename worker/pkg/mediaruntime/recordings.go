@@ -134,6 +134,15 @@ func (r *Runtime) RecordingLocation(id, rid string) string {
 	return r.cfg.Recordings.String() + "/" + RecordingName(id, rid)
 }
 
+// RecordingStore is the shared store recordings go to ("" when it is this
+// worker's own, or recording is off): recording.Store.Shared.
+func (r *Runtime) RecordingStore() string {
+	if r.cfg.Recordings == nil {
+		return ""
+	}
+	return r.cfg.Recordings.Shared()
+}
+
 // RecordingsEnded implements runtime.RecordingReporter.
 func (r *Runtime) RecordingsEnded() <-chan runtime.RecordingEnded { return r.recEnded }
 
@@ -141,6 +150,7 @@ func (r *Runtime) RecordingsEnded() <-chan runtime.RecordingEnded { return r.rec
 // blocking.
 func (r *Runtime) reportRecording(id, rid string, in recording.Info) {
 	e := runtime.RecordingEnded{SessionID: id, Recording: RecordingProto(rid, in, r.RecordingLocation(id, rid))}
+	e.Recording.Store = r.RecordingStore()
 	r.recEndMu.Lock()
 	defer r.recEndMu.Unlock()
 	if r.recEndClosed {

@@ -9,6 +9,7 @@ import (
 	"net/http"
 	"net/url"
 	"path"
+	"strings"
 	"sync"
 	"time"
 
@@ -95,6 +96,30 @@ func NewS3Store(ctx context.Context, opt S3Options) (*S3Store, error) {
 
 // String implements Store.
 func (s *S3Store) String() string { return "s3:" + s.opt.Bucket + "/" + s.opt.Prefix }
+
+// Shared implements Store.
+func (s *S3Store) Shared() string { return s.opt.Shared() }
+
+// Shared names the bucket and prefix the options point to, the same for
+// every worker given them (the endpoint's host in lower case, without the
+// scheme's default port): s3://host[:port]/bucket[/prefix]. Credentials and region
+// do not change what is stored, so they are left out. Options that do not
+// validate name nothing.
+func (o *S3Options) Shared() string {
+	if o.Validate() != nil {
+		return ""
+	}
+	u, _ := url.Parse(o.Endpoint)
+	host := strings.ToLower(u.Host)
+	if p := u.Port(); (u.Scheme == "http" && p == "80") || (u.Scheme == "https" && p == "443") {
+		host = strings.ToLower(u.Hostname())
+	}
+	out := "s3://" + host + "/" + o.Bucket
+	if o.Prefix != "" {
+		out += "/" + o.Prefix
+	}
+	return out
+}
 
 // Key is the object key of name.
 func (s *S3Store) Key(name string) string {

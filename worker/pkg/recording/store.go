@@ -23,6 +23,10 @@ type Store interface {
 	// String says where the store keeps its objects (for the logs and the
 	// recording's metadata).
 	String() string
+	// Shared names the store for every worker that can read it, the same
+	// for all workers configured with it (S3Options.Shared); "" for a
+	// store only this worker reads (a directory).
+	Shared() string
 }
 
 // Object is a recording being written. Write may block while the store
@@ -76,6 +80,10 @@ func NewDirStore(dir string) (*DirStore, error) {
 
 // String implements Store.
 func (d *DirStore) String() string { return "dir:" + d.dir }
+
+// Shared implements Store: a directory is this worker's own (a shared
+// volume is not known as such).
+func (d *DirStore) Shared() string { return "" }
 
 // Path is where name is kept once committed.
 func (d *DirStore) Path(name string) string { return filepath.Join(d.dir, filepath.FromSlash(name)) }

@@ -23,6 +23,7 @@ type recorder interface {
 	StopRecording(ctx context.Context, id, rid string) (recording.Info, error)
 	OpenRecording(ctx context.Context, id, rid string) (io.ReadCloser, int64, error)
 	RecordingLocation(id, rid string) string
+	RecordingStore() string
 }
 
 func (s *Server) recorder(req *fleetv1.RecordingRequest) (recorder, error) {
@@ -41,7 +42,7 @@ func (s *Server) recorder(req *fleetv1.RecordingRequest) (recorder, error) {
 
 func (s *Server) recordingProto(rec recorder, req *fleetv1.RecordingRequest, in recording.Info) *fleetv1.Recording {
 	out := mediaruntime.RecordingProto(req.GetRecordingId(), in, rec.RecordingLocation(req.GetSessionId(), req.GetRecordingId()))
-	out.WorkerId = s.worker
+	out.WorkerId, out.Store = s.worker, rec.RecordingStore()
 	return out
 }
 

@@ -100,12 +100,16 @@ func (m *Manager) recordingReader(rec *fleetv1.Recording) (fleetv1.WorkerService
 // StopRecording ends a recording and records its final state; stopping a
 // recording that ended already answers that state.
 func (m *Manager) StopRecording(ctx context.Context, id, rid string) (*fleetv1.Recording, error) {
-	rec, cl, err := m.recordingWorker(ctx, id, rid)
+	rec, err := m.recording(ctx, id, rid)
 	if err != nil {
 		return nil, err
 	}
 	if rec.GetState() != fleetstore.RecordingInProgress {
-		return rec, nil
+		return rec, nil // ended: its worker need not be there
+	}
+	rec, cl, err := m.recordingWorker(ctx, id, rid)
+	if err != nil {
+		return nil, err
 	}
 	// Finishing the file may take a while (an upload's last part).
 	cctx, cancel := context.WithTimeout(ctx, 4*m.opts.CallTimeout)

@@ -56,6 +56,12 @@ func TestFetchRecordingOutlivesItsWorker(t *testing.T) {
 	if _, _, err := f.m.FetchRecording(ctx, "s1", "rec_failed"); !errors.Is(err, ErrRecordingFailed) {
 		t.Errorf("fetch of a failed recording: %v, want ErrRecordingFailed", err)
 	}
+	// Stopping an ended recording answers it as it is, its worker gone or not.
+	for _, rid := range []string{"rec_failed", "rec_own_disk"} {
+		if rec, err := f.m.StopRecording(ctx, "s1", rid); err != nil || rec.GetId() != rid {
+			t.Errorf("stop of ended recording %s: %v, %v", rid, rec, err)
+		}
+	}
 	for _, tc := range cases {
 		rc, _, err := f.m.FetchRecording(ctx, "s1", tc.rec.GetId())
 		if tc.wantFrom == "" {

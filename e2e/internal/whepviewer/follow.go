@@ -68,7 +68,11 @@ type Follower struct {
 	opts           FollowOptions
 
 	triggers chan trigger
-	cancel   context.CancelFunc
+	// moved wakes a reconnect waiting between attempts when a
+	// session.moved event arrives: the session's new worker is ready, so
+	// the next offer should go at once rather than after the backoff.
+	moved  chan struct{}
+	cancel context.CancelFunc
 	wg       sync.WaitGroup
 
 	mu       sync.Mutex
@@ -106,7 +110,7 @@ func Follow(ctx context.Context, whepURL, token string, opts FollowOptions) (*Fo
 		return nil, err
 	}
 	lctx, cancel := context.WithCancel(context.Background())
-	f := &Follower{whepURL: whepURL, token: token, opts: opts, triggers: make(chan trigger, 8), cancel: cancel, cur: v}
+	f := &Follower{whepURL: whepURL, token: token, opts: opts, triggers: make(chan trigger, 8), moved: make(chan struct{}, 1), cancel: cancel, cur: v}
 	f.watch(lctx, v)
 	f.wg.Go(func() { f.run(lctx) })
 	if opts.EventsURL != "-" {
@@ -232,31 +236,36 @@ func permanent(err error) bool {
 }
 
 // reconnect dials until a new connection delivers media, then swaps it in
-// and hangs up the old one.
+// and hangs up the old one. Between attempts it waits with exponential
+// backoff, cut short by a session.moved event.
 func (f *Follower) reconnect(ctx context.Context, old *Viewer, t trigger) (Switch, error) {
 	bo := backoff.NewExponentialBackOff()
 	bo.InitialInterval, bo.MaxInterval = 50*time.Millisecond, 2*time.Second
+	select { // a moved event from before this reconnect is this reconnect's cause
+	case <-f.moved:
+	default:
+	}
 	attempts := 0
-	nv, err := backoff.Retry(ctx, func() (*Viewer, error) {
+	start := time.Now()
+	var nv *Viewer
+	var err error
+	for {
 		attempts++
-		dctx, cancel := context.WithTimeout(ctx, f.opts.FirstPacketTimeout+5*time.Second)
-		defer cancel()
-		v, err := Dial(dctx, f.whepURL, f.token, f.opts.Viewer)
-		if err != nil {
-			if permanent(err) {
-				return nil, backoff.Permanent(err)
-			}
-			return nil, err
+		if nv, err = f.dialOnce(ctx); err == nil || permanent(err) || ctx.Err() != nil {
+			break
 		}
-		select {
-		case <-v.FirstPacket():
-			return v, nil
-		case <-time.After(f.opts.FirstPacketTimeout):
-		case <-ctx.Done():
+		if time.Since(start) > f.opts.MaxRetry {
+			break
 		}
-		_ = v.HangUp(context.WithoutCancel(ctx))
-		return nil, fmt.Errorf("no media on the new connection within %s", f.opts.FirstPacketTimeout)
-	}, backoff.WithBackOff(bo), backoff.WithMaxElapsedTime(f.opts.MaxRetry))
+		ok, cut := waitRetry(ctx, bo.NextBackOff(), f.moved)
+		if !ok {
+			err = ctx.Err()
+			break
+		}
+		if cut {
+			bo.Reset()
+		}
+	}
 	if err != nil {
 		return Switch{}, fmt.Errorf("reconnect after %s: %w", t.reason, err)
 	}
@@ -284,6 +293,40 @@ func (f *Follower) reconnect(ctx context.Context, old *Viewer, t trigger) (Switc
 	return sw, nil
 }
 
+// dialOnce makes one offer and waits for the new connection's first
+// packet.
+func (f *Follower) dialOnce(ctx context.Context) (*Viewer, error) {
+	dctx, cancel := context.WithTimeout(ctx, f.opts.FirstPacketTimeout+5*time.Second)
+	defer cancel()
+	v, err := Dial(dctx, f.whepURL, f.token, f.opts.Viewer)
+	if err != nil {
+		return nil, err
+	}
+	select {
+	case <-v.FirstPacket():
+		return v, nil
+	case <-time.After(f.opts.FirstPacketTimeout):
+	case <-ctx.Done():
+	}
+	_ = v.HangUp(context.WithoutCancel(ctx))
+	return nil, fmt.Errorf("no media on the new connection within %s", f.opts.FirstPacketTimeout)
+}
+
+// waitRetry waits d between two attempts; a signal on wake cuts it short
+// (cut). ok is false when ctx ended.
+func waitRetry(ctx context.Context, d time.Duration, wake <-chan struct{}) (ok, cut bool) {
+	t := time.NewTimer(d)
+	defer t.Stop()
+	select {
+	case <-ctx.Done():
+		return false, false
+	case <-wake:
+		return true, true
+	case <-t.C:
+		return true, false
+	}
+}
+
 // movedEvent is the part of an event the follower reads.
 type movedEvent struct {
 	Time time.Time `json:"time"`
@@ -305,6 +348,10 @@ func (f *Follower) followEvents(ctx context.Context) {
 				var me movedEvent
 				_ = json.Unmarshal(e.Data, &me)
 				f.fire(trigger{reason: ReasonMoved, at: me.Time})
+				select {
+				case f.moved <- struct{}{}:
+				default:
+				}
 			case "session.ended", "session.failed":
 				f.mu.Lock()
 				f.ended = true

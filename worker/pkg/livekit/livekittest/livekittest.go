@@ -54,25 +54,28 @@ func Binary(t testing.TB) string {
 // port is only free when picked), it starts again on fresh ports.
 func Start(t testing.TB) *Server {
 	t.Helper()
-	for attempt := 1; ; attempt++ {
-		if s := start(t); s != nil {
-			return s
-		}
-		if attempt == repotest.PortAttempts {
-			t.Fatalf("livekit-server: a port it was given was taken %d times", attempt)
-		}
-		t.Logf("livekit-server: a port it was given was taken meanwhile; starting it again on fresh ports")
-	}
+	bin := Binary(t)
+	s := &Server{}
+	s.Log = repotest.StartServer(t, repotest.ServerOptions{
+		Name:      "livekit-server",
+		Interrupt: true,
+		Timeout:   30 * time.Second,
+		Command: func() (*exec.Cmd, func() bool) {
+			port, tcp, udp := repotest.FreePort(t, "tcp"), repotest.FreePort(t, "tcp"), repotest.FreePort(t, "udp")
+			cfgPath := filepath.Join(t.TempDir(), "livekit.yaml")
+			if err := os.WriteFile(cfgPath, []byte(config(port, tcp, udp)), 0o600); err != nil {
+				t.Fatal(err)
+			}
+			s.URL, s.HTTP = fmt.Sprintf("ws://127.0.0.1:%d", port), fmt.Sprintf("http://127.0.0.1:%d", port)
+			return exec.Command(bin, "--config", cfgPath), func() bool { return ready(s.HTTP) }
+		},
+	})
+	return s
 }
 
-// start runs a livekit-server on fresh ports and waits until it answers;
-// nil when it exited because a port was taken.
-func start(t testing.TB) *Server {
-	t.Helper()
-	bin := Binary(t)
-	dir := t.TempDir()
-	port, tcp, udp := repotest.FreePort(t, "tcp"), repotest.FreePort(t, "tcp"), repotest.FreePort(t, "udp")
-	cfg := fmt.Sprintf(`port: %d
+// config is the server's configuration: loopback only, the test key.
+func config(port, tcp, udp int) string {
+	return fmt.Sprintf(`port: %d
 bind_addresses: ["127.0.0.1"]
 rtc:
   tcp_port: %d
@@ -88,58 +91,6 @@ room:
   empty_timeout: 30
   departure_timeout: 1
 `, port, tcp, udp, APIKey, APISecret)
-	cfgPath := filepath.Join(dir, "livekit.yaml")
-	if err := os.WriteFile(cfgPath, []byte(cfg), 0o600); err != nil {
-		t.Fatal(err)
-	}
-	logPath := filepath.Join(dir, "livekit.log")
-	logFile, err := os.Create(logPath)
-	if err != nil {
-		t.Fatal(err)
-	}
-	cmd := exec.Command(bin, "--config", cfgPath)
-	cmd.Stdout, cmd.Stderr = logFile, logFile
-	if err := cmd.Start(); err != nil {
-		t.Fatalf("start livekit-server: %v", err)
-	}
-	exited := make(chan error, 1)
-	go func() { exited <- cmd.Wait() }()
-	t.Cleanup(func() {
-		_ = cmd.Process.Signal(os.Interrupt)
-		select {
-		case <-exited:
-		case <-time.After(10 * time.Second):
-			_ = cmd.Process.Kill()
-			<-exited
-		}
-		_ = logFile.Close()
-		if t.Failed() {
-			if b, err := os.ReadFile(logPath); err == nil {
-				t.Logf("livekit-server log (last 4 KiB):\n%s", tail(b, 4096))
-			}
-		}
-	})
-	s := &Server{URL: fmt.Sprintf("ws://127.0.0.1:%d", port), HTTP: fmt.Sprintf("http://127.0.0.1:%d", port), Log: logPath}
-	deadline := time.Now().Add(30 * time.Second)
-	for {
-		select {
-		case err := <-exited:
-			exited <- err // for the cleanup
-			b, _ := os.ReadFile(logPath)
-			if repotest.PortCollision(b) {
-				return nil
-			}
-			t.Fatalf("livekit-server exited: %v\n%s", err, tail(b, 4096))
-		default:
-		}
-		if ready(s.HTTP) {
-			return s
-		}
-		if time.Now().After(deadline) {
-			t.Fatalf("livekit-server not ready on %s after 30 s", s.HTTP)
-		}
-		time.Sleep(50 * time.Millisecond)
-	}
 }
 
 func ready(base string) bool {

@@ -55,16 +55,25 @@ func StartMinIO(t testing.TB) *MinIO {
 	tr := &http.Transport{}
 	t.Cleanup(tr.CloseIdleConnections)
 	var addr string
-	for attempt := 1; ; attempt++ {
-		var collided bool
-		if addr, collided = runMinIO(t, tr); !collided {
-			break
-		}
-		if attempt == repotest.PortAttempts {
-			t.Fatalf("MinIO: a port it was given was taken %d times", attempt)
-		}
-		t.Logf("MinIO: a port it was given was taken meanwhile; starting it again on fresh ports")
-	}
+	repotest.StartServer(t, repotest.ServerOptions{
+		Name: "MinIO",
+		Command: func() (*exec.Cmd, func() bool) {
+			addr = fmt.Sprintf("127.0.0.1:%d", repotest.FreePort(t, "tcp"))
+			console := fmt.Sprintf("127.0.0.1:%d", repotest.FreePort(t, "tcp"))
+			cmd := exec.Command(Binary(t), "server", "--quiet", "--address", addr, "--console-address", console, t.TempDir())
+			cmd.Env = append(os.Environ(), "MINIO_ROOT_USER="+AccessKey, "MINIO_ROOT_PASSWORD="+SecretKey, "MINIO_BROWSER=off",
+				"MINIO_UPDATE=off", "HOME="+t.TempDir())
+			url := "http://" + addr + "/minio/health/ready"
+			return cmd, func() bool {
+				resp, err := (&http.Client{Transport: tr, Timeout: time.Second}).Get(url)
+				if err != nil {
+					return false
+				}
+				_ = resp.Body.Close()
+				return resp.StatusCode == http.StatusOK
+			}
+		},
+	})
 	admin, err := minio.New(addr, &minio.Options{Creds: credentials.NewStaticV4(AccessKey, SecretKey, ""), Transport: tr})
 	if err != nil {
 		t.Fatal(err)
@@ -78,57 +87,4 @@ func StartMinIO(t testing.TB) *MinIO {
 	m := &MinIO{Endpoint: "http://" + addr, Bucket: bucket, Transport: tr}
 	t.Logf("MinIO %s at %s", MinIOVersion, m.Endpoint)
 	return m
-}
-
-// runMinIO starts MinIO on fresh ports and waits until it is ready. It
-// returns its address, or collided when it exited because a port it was
-// given was taken (FreePort's port is only free when picked).
-func runMinIO(t testing.TB, tr *http.Transport) (addr string, collided bool) {
-	t.Helper()
-	addr = fmt.Sprintf("127.0.0.1:%d", repotest.FreePort(t, "tcp"))
-	console := fmt.Sprintf("127.0.0.1:%d", repotest.FreePort(t, "tcp"))
-	cmd := exec.Command(Binary(t), "server", "--quiet", "--address", addr, "--console-address", console, t.TempDir())
-	cmd.Env = append(os.Environ(), "MINIO_ROOT_USER="+AccessKey, "MINIO_ROOT_PASSWORD="+SecretKey, "MINIO_BROWSER=off",
-		"MINIO_UPDATE=off", "HOME="+t.TempDir())
-	out, err := os.Create(filepath.Join(t.TempDir(), "minio.log"))
-	if err != nil {
-		t.Fatal(err)
-	}
-	cmd.Stdout, cmd.Stderr = out, out
-	if err := cmd.Start(); err != nil {
-		t.Fatalf("start MinIO: %v", err)
-	}
-	exited := make(chan error, 1)
-	go func() { exited <- cmd.Wait() }()
-	t.Cleanup(func() {
-		_ = cmd.Process.Kill()
-		<-exited
-		_ = out.Close()
-	})
-	endpoint := "http://" + addr
-	deadline := time.Now().Add(60 * time.Second)
-	for {
-		resp, err := (&http.Client{Transport: tr, Timeout: time.Second}).Get(endpoint + "/minio/health/ready")
-		if err == nil {
-			_ = resp.Body.Close()
-			if resp.StatusCode == http.StatusOK {
-				return addr, false
-			}
-		}
-		select {
-		case err := <-exited:
-			exited <- err // for the cleanup
-			log, _ := os.ReadFile(out.Name())
-			if repotest.PortCollision(log) {
-				return "", true
-			}
-			t.Fatalf("MinIO exited: %v\n%s", err, log)
-		default:
-		}
-		if time.Now().After(deadline) {
-			log, _ := os.ReadFile(out.Name())
-			t.Fatalf("MinIO not ready at %s: %v\n%s", endpoint, err, log)
-		}
-		time.Sleep(50 * time.Millisecond)
-	}
 }

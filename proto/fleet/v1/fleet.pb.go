@@ -1816,7 +1816,10 @@ type SessionStatusResponse struct {
 	Speaking   bool   `protobuf:"varint,2,opt,name=speaking,proto3" json:"speaking,omitempty"`
 	FramesSent uint64 `protobuf:"varint,3,opt,name=frames_sent,json=framesSent,proto3" json:"frames_sent,omitempty"`
 	// stats are the session's media figures, with one entry per viewer.
-	Stats         *SessionStats `protobuf:"bytes,4,opt,name=stats,proto3" json:"stats,omitempty"`
+	Stats *SessionStats `protobuf:"bytes,4,opt,name=stats,proto3" json:"stats,omitempty"`
+	// livekit is the session's live LiveKit room connection; unset when the
+	// session joined no LiveKit room.
+	Livekit       *LiveKitStatus `protobuf:"bytes,5,opt,name=livekit,proto3" json:"livekit,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -1879,6 +1882,80 @@ func (x *SessionStatusResponse) GetStats() *SessionStats {
 	return nil
 }
 
+func (x *SessionStatusResponse) GetLivekit() *LiveKitStatus {
+	if x != nil {
+		return x.Livekit
+	}
+	return nil
+}
+
+// LiveKitStatus is a session's connection to its LiveKit room as the
+// worker's SDK sees it.
+type LiveKitStatus struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// state is joining, joined, reconnecting or left.
+	State string `protobuf:"bytes,1,opt,name=state,proto3" json:"state,omitempty"`
+	// reconnects counts the times the connection dropped and the worker
+	// began reconnecting.
+	Reconnects uint32 `protobuf:"varint,2,opt,name=reconnects,proto3" json:"reconnects,omitempty"`
+	// last_error is the reason of the last drop or disconnection (short
+	// text, never the token); empty if none.
+	LastError     string `protobuf:"bytes,3,opt,name=last_error,json=lastError,proto3" json:"last_error,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *LiveKitStatus) Reset() {
+	*x = LiveKitStatus{}
+	mi := &file_fleet_v1_fleet_proto_msgTypes[21]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *LiveKitStatus) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*LiveKitStatus) ProtoMessage() {}
+
+func (x *LiveKitStatus) ProtoReflect() protoreflect.Message {
+	mi := &file_fleet_v1_fleet_proto_msgTypes[21]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use LiveKitStatus.ProtoReflect.Descriptor instead.
+func (*LiveKitStatus) Descriptor() ([]byte, []int) {
+	return file_fleet_v1_fleet_proto_rawDescGZIP(), []int{21}
+}
+
+func (x *LiveKitStatus) GetState() string {
+	if x != nil {
+		return x.State
+	}
+	return ""
+}
+
+func (x *LiveKitStatus) GetReconnects() uint32 {
+	if x != nil {
+		return x.Reconnects
+	}
+	return 0
+}
+
+func (x *LiveKitStatus) GetLastError() string {
+	if x != nil {
+		return x.LastError
+	}
+	return ""
+}
+
 // IceServer is a STUN or TURN server the client should use (returned to
 // WHEP/WHIP clients as Link: rel="ice-server" headers).
 type IceServer struct {
@@ -1892,7 +1969,7 @@ type IceServer struct {
 
 func (x *IceServer) Reset() {
 	*x = IceServer{}
-	mi := &file_fleet_v1_fleet_proto_msgTypes[21]
+	mi := &file_fleet_v1_fleet_proto_msgTypes[22]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1904,7 +1981,7 @@ func (x *IceServer) String() string {
 func (*IceServer) ProtoMessage() {}
 
 func (x *IceServer) ProtoReflect() protoreflect.Message {
-	mi := &file_fleet_v1_fleet_proto_msgTypes[21]
+	mi := &file_fleet_v1_fleet_proto_msgTypes[22]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1917,7 +1994,7 @@ func (x *IceServer) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use IceServer.ProtoReflect.Descriptor instead.
 func (*IceServer) Descriptor() ([]byte, []int) {
-	return file_fleet_v1_fleet_proto_rawDescGZIP(), []int{21}
+	return file_fleet_v1_fleet_proto_rawDescGZIP(), []int{22}
 }
 
 func (x *IceServer) GetUrls() []string {
@@ -1962,7 +2039,7 @@ type AddViewerRequest struct {
 
 func (x *AddViewerRequest) Reset() {
 	*x = AddViewerRequest{}
-	mi := &file_fleet_v1_fleet_proto_msgTypes[22]
+	mi := &file_fleet_v1_fleet_proto_msgTypes[23]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1974,7 +2051,7 @@ func (x *AddViewerRequest) String() string {
 func (*AddViewerRequest) ProtoMessage() {}
 
 func (x *AddViewerRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_fleet_v1_fleet_proto_msgTypes[22]
+	mi := &file_fleet_v1_fleet_proto_msgTypes[23]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1987,7 +2064,7 @@ func (x *AddViewerRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use AddViewerRequest.ProtoReflect.Descriptor instead.
 func (*AddViewerRequest) Descriptor() ([]byte, []int) {
-	return file_fleet_v1_fleet_proto_rawDescGZIP(), []int{22}
+	return file_fleet_v1_fleet_proto_rawDescGZIP(), []int{23}
 }
 
 func (x *AddViewerRequest) GetSessionId() string {
@@ -2036,7 +2113,7 @@ type AddViewerResponse struct {
 
 func (x *AddViewerResponse) Reset() {
 	*x = AddViewerResponse{}
-	mi := &file_fleet_v1_fleet_proto_msgTypes[23]
+	mi := &file_fleet_v1_fleet_proto_msgTypes[24]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2048,7 +2125,7 @@ func (x *AddViewerResponse) String() string {
 func (*AddViewerResponse) ProtoMessage() {}
 
 func (x *AddViewerResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_fleet_v1_fleet_proto_msgTypes[23]
+	mi := &file_fleet_v1_fleet_proto_msgTypes[24]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2061,7 +2138,7 @@ func (x *AddViewerResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use AddViewerResponse.ProtoReflect.Descriptor instead.
 func (*AddViewerResponse) Descriptor() ([]byte, []int) {
-	return file_fleet_v1_fleet_proto_rawDescGZIP(), []int{23}
+	return file_fleet_v1_fleet_proto_rawDescGZIP(), []int{24}
 }
 
 func (x *AddViewerResponse) GetViewerId() string {
@@ -2095,7 +2172,7 @@ type RemoveViewerRequest struct {
 
 func (x *RemoveViewerRequest) Reset() {
 	*x = RemoveViewerRequest{}
-	mi := &file_fleet_v1_fleet_proto_msgTypes[24]
+	mi := &file_fleet_v1_fleet_proto_msgTypes[25]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2107,7 +2184,7 @@ func (x *RemoveViewerRequest) String() string {
 func (*RemoveViewerRequest) ProtoMessage() {}
 
 func (x *RemoveViewerRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_fleet_v1_fleet_proto_msgTypes[24]
+	mi := &file_fleet_v1_fleet_proto_msgTypes[25]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2120,7 +2197,7 @@ func (x *RemoveViewerRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use RemoveViewerRequest.ProtoReflect.Descriptor instead.
 func (*RemoveViewerRequest) Descriptor() ([]byte, []int) {
-	return file_fleet_v1_fleet_proto_rawDescGZIP(), []int{24}
+	return file_fleet_v1_fleet_proto_rawDescGZIP(), []int{25}
 }
 
 func (x *RemoveViewerRequest) GetSessionId() string {
@@ -2145,7 +2222,7 @@ type RemoveViewerResponse struct {
 
 func (x *RemoveViewerResponse) Reset() {
 	*x = RemoveViewerResponse{}
-	mi := &file_fleet_v1_fleet_proto_msgTypes[25]
+	mi := &file_fleet_v1_fleet_proto_msgTypes[26]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2157,7 +2234,7 @@ func (x *RemoveViewerResponse) String() string {
 func (*RemoveViewerResponse) ProtoMessage() {}
 
 func (x *RemoveViewerResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_fleet_v1_fleet_proto_msgTypes[25]
+	mi := &file_fleet_v1_fleet_proto_msgTypes[26]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2170,7 +2247,7 @@ func (x *RemoveViewerResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use RemoveViewerResponse.ProtoReflect.Descriptor instead.
 func (*RemoveViewerResponse) Descriptor() ([]byte, []int) {
-	return file_fleet_v1_fleet_proto_rawDescGZIP(), []int{25}
+	return file_fleet_v1_fleet_proto_rawDescGZIP(), []int{26}
 }
 
 type AddPublisherRequest struct {
@@ -2183,7 +2260,7 @@ type AddPublisherRequest struct {
 
 func (x *AddPublisherRequest) Reset() {
 	*x = AddPublisherRequest{}
-	mi := &file_fleet_v1_fleet_proto_msgTypes[26]
+	mi := &file_fleet_v1_fleet_proto_msgTypes[27]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2195,7 +2272,7 @@ func (x *AddPublisherRequest) String() string {
 func (*AddPublisherRequest) ProtoMessage() {}
 
 func (x *AddPublisherRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_fleet_v1_fleet_proto_msgTypes[26]
+	mi := &file_fleet_v1_fleet_proto_msgTypes[27]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2208,7 +2285,7 @@ func (x *AddPublisherRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use AddPublisherRequest.ProtoReflect.Descriptor instead.
 func (*AddPublisherRequest) Descriptor() ([]byte, []int) {
-	return file_fleet_v1_fleet_proto_rawDescGZIP(), []int{26}
+	return file_fleet_v1_fleet_proto_rawDescGZIP(), []int{27}
 }
 
 func (x *AddPublisherRequest) GetSessionId() string {
@@ -2236,7 +2313,7 @@ type AddPublisherResponse struct {
 
 func (x *AddPublisherResponse) Reset() {
 	*x = AddPublisherResponse{}
-	mi := &file_fleet_v1_fleet_proto_msgTypes[27]
+	mi := &file_fleet_v1_fleet_proto_msgTypes[28]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2248,7 +2325,7 @@ func (x *AddPublisherResponse) String() string {
 func (*AddPublisherResponse) ProtoMessage() {}
 
 func (x *AddPublisherResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_fleet_v1_fleet_proto_msgTypes[27]
+	mi := &file_fleet_v1_fleet_proto_msgTypes[28]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2261,7 +2338,7 @@ func (x *AddPublisherResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use AddPublisherResponse.ProtoReflect.Descriptor instead.
 func (*AddPublisherResponse) Descriptor() ([]byte, []int) {
-	return file_fleet_v1_fleet_proto_rawDescGZIP(), []int{27}
+	return file_fleet_v1_fleet_proto_rawDescGZIP(), []int{28}
 }
 
 func (x *AddPublisherResponse) GetPublisherId() string {
@@ -2295,7 +2372,7 @@ type RemovePublisherRequest struct {
 
 func (x *RemovePublisherRequest) Reset() {
 	*x = RemovePublisherRequest{}
-	mi := &file_fleet_v1_fleet_proto_msgTypes[28]
+	mi := &file_fleet_v1_fleet_proto_msgTypes[29]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2307,7 +2384,7 @@ func (x *RemovePublisherRequest) String() string {
 func (*RemovePublisherRequest) ProtoMessage() {}
 
 func (x *RemovePublisherRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_fleet_v1_fleet_proto_msgTypes[28]
+	mi := &file_fleet_v1_fleet_proto_msgTypes[29]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2320,7 +2397,7 @@ func (x *RemovePublisherRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use RemovePublisherRequest.ProtoReflect.Descriptor instead.
 func (*RemovePublisherRequest) Descriptor() ([]byte, []int) {
-	return file_fleet_v1_fleet_proto_rawDescGZIP(), []int{28}
+	return file_fleet_v1_fleet_proto_rawDescGZIP(), []int{29}
 }
 
 func (x *RemovePublisherRequest) GetSessionId() string {
@@ -2345,7 +2422,7 @@ type RemovePublisherResponse struct {
 
 func (x *RemovePublisherResponse) Reset() {
 	*x = RemovePublisherResponse{}
-	mi := &file_fleet_v1_fleet_proto_msgTypes[29]
+	mi := &file_fleet_v1_fleet_proto_msgTypes[30]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2357,7 +2434,7 @@ func (x *RemovePublisherResponse) String() string {
 func (*RemovePublisherResponse) ProtoMessage() {}
 
 func (x *RemovePublisherResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_fleet_v1_fleet_proto_msgTypes[29]
+	mi := &file_fleet_v1_fleet_proto_msgTypes[30]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2370,7 +2447,7 @@ func (x *RemovePublisherResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use RemovePublisherResponse.ProtoReflect.Descriptor instead.
 func (*RemovePublisherResponse) Descriptor() ([]byte, []int) {
-	return file_fleet_v1_fleet_proto_rawDescGZIP(), []int{29}
+	return file_fleet_v1_fleet_proto_rawDescGZIP(), []int{30}
 }
 
 // SessionStats are one session's media figures since it started.
@@ -2391,7 +2468,7 @@ type SessionStats struct {
 
 func (x *SessionStats) Reset() {
 	*x = SessionStats{}
-	mi := &file_fleet_v1_fleet_proto_msgTypes[30]
+	mi := &file_fleet_v1_fleet_proto_msgTypes[31]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2403,7 +2480,7 @@ func (x *SessionStats) String() string {
 func (*SessionStats) ProtoMessage() {}
 
 func (x *SessionStats) ProtoReflect() protoreflect.Message {
-	mi := &file_fleet_v1_fleet_proto_msgTypes[30]
+	mi := &file_fleet_v1_fleet_proto_msgTypes[31]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2416,7 +2493,7 @@ func (x *SessionStats) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use SessionStats.ProtoReflect.Descriptor instead.
 func (*SessionStats) Descriptor() ([]byte, []int) {
-	return file_fleet_v1_fleet_proto_rawDescGZIP(), []int{30}
+	return file_fleet_v1_fleet_proto_rawDescGZIP(), []int{31}
 }
 
 func (x *SessionStats) GetVideoFramesSent() uint64 {
@@ -2490,7 +2567,7 @@ type ViewerStats struct {
 
 func (x *ViewerStats) Reset() {
 	*x = ViewerStats{}
-	mi := &file_fleet_v1_fleet_proto_msgTypes[31]
+	mi := &file_fleet_v1_fleet_proto_msgTypes[32]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2502,7 +2579,7 @@ func (x *ViewerStats) String() string {
 func (*ViewerStats) ProtoMessage() {}
 
 func (x *ViewerStats) ProtoReflect() protoreflect.Message {
-	mi := &file_fleet_v1_fleet_proto_msgTypes[31]
+	mi := &file_fleet_v1_fleet_proto_msgTypes[32]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2515,7 +2592,7 @@ func (x *ViewerStats) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ViewerStats.ProtoReflect.Descriptor instead.
 func (*ViewerStats) Descriptor() ([]byte, []int) {
-	return file_fleet_v1_fleet_proto_rawDescGZIP(), []int{31}
+	return file_fleet_v1_fleet_proto_rawDescGZIP(), []int{32}
 }
 
 func (x *ViewerStats) GetId() string {
@@ -2597,7 +2674,7 @@ type AvatarPreviewRequest struct {
 
 func (x *AvatarPreviewRequest) Reset() {
 	*x = AvatarPreviewRequest{}
-	mi := &file_fleet_v1_fleet_proto_msgTypes[32]
+	mi := &file_fleet_v1_fleet_proto_msgTypes[33]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2609,7 +2686,7 @@ func (x *AvatarPreviewRequest) String() string {
 func (*AvatarPreviewRequest) ProtoMessage() {}
 
 func (x *AvatarPreviewRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_fleet_v1_fleet_proto_msgTypes[32]
+	mi := &file_fleet_v1_fleet_proto_msgTypes[33]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2622,7 +2699,7 @@ func (x *AvatarPreviewRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use AvatarPreviewRequest.ProtoReflect.Descriptor instead.
 func (*AvatarPreviewRequest) Descriptor() ([]byte, []int) {
-	return file_fleet_v1_fleet_proto_rawDescGZIP(), []int{32}
+	return file_fleet_v1_fleet_proto_rawDescGZIP(), []int{33}
 }
 
 func (x *AvatarPreviewRequest) GetAvatar() string {
@@ -2646,7 +2723,7 @@ type AvatarPreviewResponse struct {
 
 func (x *AvatarPreviewResponse) Reset() {
 	*x = AvatarPreviewResponse{}
-	mi := &file_fleet_v1_fleet_proto_msgTypes[33]
+	mi := &file_fleet_v1_fleet_proto_msgTypes[34]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2658,7 +2735,7 @@ func (x *AvatarPreviewResponse) String() string {
 func (*AvatarPreviewResponse) ProtoMessage() {}
 
 func (x *AvatarPreviewResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_fleet_v1_fleet_proto_msgTypes[33]
+	mi := &file_fleet_v1_fleet_proto_msgTypes[34]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2671,7 +2748,7 @@ func (x *AvatarPreviewResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use AvatarPreviewResponse.ProtoReflect.Descriptor instead.
 func (*AvatarPreviewResponse) Descriptor() ([]byte, []int) {
-	return file_fleet_v1_fleet_proto_rawDescGZIP(), []int{33}
+	return file_fleet_v1_fleet_proto_rawDescGZIP(), []int{34}
 }
 
 func (x *AvatarPreviewResponse) GetImage() []byte {
@@ -2712,7 +2789,7 @@ type RecordingRequest struct {
 
 func (x *RecordingRequest) Reset() {
 	*x = RecordingRequest{}
-	mi := &file_fleet_v1_fleet_proto_msgTypes[34]
+	mi := &file_fleet_v1_fleet_proto_msgTypes[35]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2724,7 +2801,7 @@ func (x *RecordingRequest) String() string {
 func (*RecordingRequest) ProtoMessage() {}
 
 func (x *RecordingRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_fleet_v1_fleet_proto_msgTypes[34]
+	mi := &file_fleet_v1_fleet_proto_msgTypes[35]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2737,7 +2814,7 @@ func (x *RecordingRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use RecordingRequest.ProtoReflect.Descriptor instead.
 func (*RecordingRequest) Descriptor() ([]byte, []int) {
-	return file_fleet_v1_fleet_proto_rawDescGZIP(), []int{34}
+	return file_fleet_v1_fleet_proto_rawDescGZIP(), []int{35}
 }
 
 func (x *RecordingRequest) GetSessionId() string {
@@ -2766,7 +2843,7 @@ type RecordingChunk struct {
 
 func (x *RecordingChunk) Reset() {
 	*x = RecordingChunk{}
-	mi := &file_fleet_v1_fleet_proto_msgTypes[35]
+	mi := &file_fleet_v1_fleet_proto_msgTypes[36]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2778,7 +2855,7 @@ func (x *RecordingChunk) String() string {
 func (*RecordingChunk) ProtoMessage() {}
 
 func (x *RecordingChunk) ProtoReflect() protoreflect.Message {
-	mi := &file_fleet_v1_fleet_proto_msgTypes[35]
+	mi := &file_fleet_v1_fleet_proto_msgTypes[36]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2791,7 +2868,7 @@ func (x *RecordingChunk) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use RecordingChunk.ProtoReflect.Descriptor instead.
 func (*RecordingChunk) Descriptor() ([]byte, []int) {
-	return file_fleet_v1_fleet_proto_rawDescGZIP(), []int{35}
+	return file_fleet_v1_fleet_proto_rawDescGZIP(), []int{36}
 }
 
 func (x *RecordingChunk) GetData() []byte {
@@ -2955,13 +3032,21 @@ const file_fleet_v1_fleet_proto_rawDesc = "" +
 	"\x11InterruptResponse\"5\n" +
 	"\x14SessionStatusRequest\x12\x1d\n" +
 	"\n" +
-	"session_id\x18\x01 \x01(\tR\tsessionId\"\xc8\x01\n" +
+	"session_id\x18\x01 \x01(\tR\tsessionId\"\x87\x02\n" +
 	"\x15SessionStatusResponse\x128\n" +
 	"\x05state\x18\x01 \x01(\x0e2\".avatarfleet.fleet.v1.SessionStateR\x05state\x12\x1a\n" +
 	"\bspeaking\x18\x02 \x01(\bR\bspeaking\x12\x1f\n" +
 	"\vframes_sent\x18\x03 \x01(\x04R\n" +
 	"framesSent\x128\n" +
-	"\x05stats\x18\x04 \x01(\v2\".avatarfleet.fleet.v1.SessionStatsR\x05stats\"[\n" +
+	"\x05stats\x18\x04 \x01(\v2\".avatarfleet.fleet.v1.SessionStatsR\x05stats\x12=\n" +
+	"\alivekit\x18\x05 \x01(\v2#.avatarfleet.fleet.v1.LiveKitStatusR\alivekit\"d\n" +
+	"\rLiveKitStatus\x12\x14\n" +
+	"\x05state\x18\x01 \x01(\tR\x05state\x12\x1e\n" +
+	"\n" +
+	"reconnects\x18\x02 \x01(\rR\n" +
+	"reconnects\x12\x1d\n" +
+	"\n" +
+	"last_error\x18\x03 \x01(\tR\tlastError\"[\n" +
 	"\tIceServer\x12\x12\n" +
 	"\x04urls\x18\x01 \x03(\tR\x04urls\x12\x1a\n" +
 	"\busername\x18\x02 \x01(\tR\busername\x12\x1e\n" +
@@ -3095,7 +3180,7 @@ func file_fleet_v1_fleet_proto_rawDescGZIP() []byte {
 }
 
 var file_fleet_v1_fleet_proto_enumTypes = make([]protoimpl.EnumInfo, 4)
-var file_fleet_v1_fleet_proto_msgTypes = make([]protoimpl.MessageInfo, 37)
+var file_fleet_v1_fleet_proto_msgTypes = make([]protoimpl.MessageInfo, 38)
 var file_fleet_v1_fleet_proto_goTypes = []any{
 	(WorkerState)(0),                // 0: avatarfleet.fleet.v1.WorkerState
 	(SessionState)(0),               // 1: avatarfleet.fleet.v1.SessionState
@@ -3122,93 +3207,95 @@ var file_fleet_v1_fleet_proto_goTypes = []any{
 	(*InterruptResponse)(nil),       // 22: avatarfleet.fleet.v1.InterruptResponse
 	(*SessionStatusRequest)(nil),    // 23: avatarfleet.fleet.v1.SessionStatusRequest
 	(*SessionStatusResponse)(nil),   // 24: avatarfleet.fleet.v1.SessionStatusResponse
-	(*IceServer)(nil),               // 25: avatarfleet.fleet.v1.IceServer
-	(*AddViewerRequest)(nil),        // 26: avatarfleet.fleet.v1.AddViewerRequest
-	(*AddViewerResponse)(nil),       // 27: avatarfleet.fleet.v1.AddViewerResponse
-	(*RemoveViewerRequest)(nil),     // 28: avatarfleet.fleet.v1.RemoveViewerRequest
-	(*RemoveViewerResponse)(nil),    // 29: avatarfleet.fleet.v1.RemoveViewerResponse
-	(*AddPublisherRequest)(nil),     // 30: avatarfleet.fleet.v1.AddPublisherRequest
-	(*AddPublisherResponse)(nil),    // 31: avatarfleet.fleet.v1.AddPublisherResponse
-	(*RemovePublisherRequest)(nil),  // 32: avatarfleet.fleet.v1.RemovePublisherRequest
-	(*RemovePublisherResponse)(nil), // 33: avatarfleet.fleet.v1.RemovePublisherResponse
-	(*SessionStats)(nil),            // 34: avatarfleet.fleet.v1.SessionStats
-	(*ViewerStats)(nil),             // 35: avatarfleet.fleet.v1.ViewerStats
-	(*AvatarPreviewRequest)(nil),    // 36: avatarfleet.fleet.v1.AvatarPreviewRequest
-	(*AvatarPreviewResponse)(nil),   // 37: avatarfleet.fleet.v1.AvatarPreviewResponse
-	(*RecordingRequest)(nil),        // 38: avatarfleet.fleet.v1.RecordingRequest
-	(*RecordingChunk)(nil),          // 39: avatarfleet.fleet.v1.RecordingChunk
-	nil,                             // 40: avatarfleet.fleet.v1.Session.LabelsEntry
-	(*timestamppb.Timestamp)(nil),   // 41: google.protobuf.Timestamp
-	(*durationpb.Duration)(nil),     // 42: google.protobuf.Duration
+	(*LiveKitStatus)(nil),           // 25: avatarfleet.fleet.v1.LiveKitStatus
+	(*IceServer)(nil),               // 26: avatarfleet.fleet.v1.IceServer
+	(*AddViewerRequest)(nil),        // 27: avatarfleet.fleet.v1.AddViewerRequest
+	(*AddViewerResponse)(nil),       // 28: avatarfleet.fleet.v1.AddViewerResponse
+	(*RemoveViewerRequest)(nil),     // 29: avatarfleet.fleet.v1.RemoveViewerRequest
+	(*RemoveViewerResponse)(nil),    // 30: avatarfleet.fleet.v1.RemoveViewerResponse
+	(*AddPublisherRequest)(nil),     // 31: avatarfleet.fleet.v1.AddPublisherRequest
+	(*AddPublisherResponse)(nil),    // 32: avatarfleet.fleet.v1.AddPublisherResponse
+	(*RemovePublisherRequest)(nil),  // 33: avatarfleet.fleet.v1.RemovePublisherRequest
+	(*RemovePublisherResponse)(nil), // 34: avatarfleet.fleet.v1.RemovePublisherResponse
+	(*SessionStats)(nil),            // 35: avatarfleet.fleet.v1.SessionStats
+	(*ViewerStats)(nil),             // 36: avatarfleet.fleet.v1.ViewerStats
+	(*AvatarPreviewRequest)(nil),    // 37: avatarfleet.fleet.v1.AvatarPreviewRequest
+	(*AvatarPreviewResponse)(nil),   // 38: avatarfleet.fleet.v1.AvatarPreviewResponse
+	(*RecordingRequest)(nil),        // 39: avatarfleet.fleet.v1.RecordingRequest
+	(*RecordingChunk)(nil),          // 40: avatarfleet.fleet.v1.RecordingChunk
+	nil,                             // 41: avatarfleet.fleet.v1.Session.LabelsEntry
+	(*timestamppb.Timestamp)(nil),   // 42: google.protobuf.Timestamp
+	(*durationpb.Duration)(nil),     // 43: google.protobuf.Duration
 }
 var file_fleet_v1_fleet_proto_depIdxs = []int32{
 	5,  // 0: avatarfleet.fleet.v1.GPU.capacity:type_name -> avatarfleet.fleet.v1.Capacity
-	41, // 1: avatarfleet.fleet.v1.Capacity.measured_at:type_name -> google.protobuf.Timestamp
-	42, // 2: avatarfleet.fleet.v1.Capacity.took:type_name -> google.protobuf.Duration
+	42, // 1: avatarfleet.fleet.v1.Capacity.measured_at:type_name -> google.protobuf.Timestamp
+	43, // 2: avatarfleet.fleet.v1.Capacity.took:type_name -> google.protobuf.Duration
 	6,  // 3: avatarfleet.fleet.v1.Capacity.timings:type_name -> avatarfleet.fleet.v1.BatchTiming
 	4,  // 4: avatarfleet.fleet.v1.Worker.gpus:type_name -> avatarfleet.fleet.v1.GPU
 	0,  // 5: avatarfleet.fleet.v1.Worker.state:type_name -> avatarfleet.fleet.v1.WorkerState
-	41, // 6: avatarfleet.fleet.v1.Worker.started_at:type_name -> google.protobuf.Timestamp
-	40, // 7: avatarfleet.fleet.v1.Session.labels:type_name -> avatarfleet.fleet.v1.Session.LabelsEntry
+	42, // 6: avatarfleet.fleet.v1.Worker.started_at:type_name -> google.protobuf.Timestamp
+	41, // 7: avatarfleet.fleet.v1.Session.labels:type_name -> avatarfleet.fleet.v1.Session.LabelsEntry
 	1,  // 8: avatarfleet.fleet.v1.Session.state:type_name -> avatarfleet.fleet.v1.SessionState
 	2,  // 9: avatarfleet.fleet.v1.Session.end_reason:type_name -> avatarfleet.fleet.v1.EndReason
-	41, // 10: avatarfleet.fleet.v1.Session.created_at:type_name -> google.protobuf.Timestamp
-	41, // 11: avatarfleet.fleet.v1.Session.ended_at:type_name -> google.protobuf.Timestamp
+	42, // 10: avatarfleet.fleet.v1.Session.created_at:type_name -> google.protobuf.Timestamp
+	42, // 11: avatarfleet.fleet.v1.Session.ended_at:type_name -> google.protobuf.Timestamp
 	3,  // 12: avatarfleet.fleet.v1.Session.restart_policy:type_name -> avatarfleet.fleet.v1.RestartPolicy
-	41, // 13: avatarfleet.fleet.v1.Session.placed_at:type_name -> google.protobuf.Timestamp
-	41, // 14: avatarfleet.fleet.v1.Session.lost_at:type_name -> google.protobuf.Timestamp
+	42, // 13: avatarfleet.fleet.v1.Session.placed_at:type_name -> google.protobuf.Timestamp
+	42, // 14: avatarfleet.fleet.v1.Session.lost_at:type_name -> google.protobuf.Timestamp
 	11, // 15: avatarfleet.fleet.v1.Session.migrating_from:type_name -> avatarfleet.fleet.v1.SlotRef
 	10, // 16: avatarfleet.fleet.v1.Session.recordings:type_name -> avatarfleet.fleet.v1.Recording
 	9,  // 17: avatarfleet.fleet.v1.Session.livekit:type_name -> avatarfleet.fleet.v1.LiveKitRoom
-	41, // 18: avatarfleet.fleet.v1.Recording.started_at:type_name -> google.protobuf.Timestamp
-	41, // 19: avatarfleet.fleet.v1.Recording.stopped_at:type_name -> google.protobuf.Timestamp
-	42, // 20: avatarfleet.fleet.v1.Recording.duration:type_name -> google.protobuf.Duration
-	41, // 21: avatarfleet.fleet.v1.Event.time:type_name -> google.protobuf.Timestamp
+	42, // 18: avatarfleet.fleet.v1.Recording.started_at:type_name -> google.protobuf.Timestamp
+	42, // 19: avatarfleet.fleet.v1.Recording.stopped_at:type_name -> google.protobuf.Timestamp
+	43, // 20: avatarfleet.fleet.v1.Recording.duration:type_name -> google.protobuf.Duration
+	42, // 21: avatarfleet.fleet.v1.Event.time:type_name -> google.protobuf.Timestamp
 	8,  // 22: avatarfleet.fleet.v1.Event.session:type_name -> avatarfleet.fleet.v1.Session
 	7,  // 23: avatarfleet.fleet.v1.Event.worker:type_name -> avatarfleet.fleet.v1.Worker
-	42, // 24: avatarfleet.fleet.v1.Event.media_time:type_name -> google.protobuf.Duration
+	43, // 24: avatarfleet.fleet.v1.Event.media_time:type_name -> google.protobuf.Duration
 	8,  // 25: avatarfleet.fleet.v1.StartSessionRequest.session:type_name -> avatarfleet.fleet.v1.Session
 	1,  // 26: avatarfleet.fleet.v1.StartSessionResponse.state:type_name -> avatarfleet.fleet.v1.SessionState
 	2,  // 27: avatarfleet.fleet.v1.StopSessionRequest.reason:type_name -> avatarfleet.fleet.v1.EndReason
 	1,  // 28: avatarfleet.fleet.v1.SessionStatusResponse.state:type_name -> avatarfleet.fleet.v1.SessionState
-	34, // 29: avatarfleet.fleet.v1.SessionStatusResponse.stats:type_name -> avatarfleet.fleet.v1.SessionStats
-	25, // 30: avatarfleet.fleet.v1.AddViewerResponse.ice_servers:type_name -> avatarfleet.fleet.v1.IceServer
-	25, // 31: avatarfleet.fleet.v1.AddPublisherResponse.ice_servers:type_name -> avatarfleet.fleet.v1.IceServer
-	35, // 32: avatarfleet.fleet.v1.SessionStats.viewers:type_name -> avatarfleet.fleet.v1.ViewerStats
-	41, // 33: avatarfleet.fleet.v1.ViewerStats.connected_at:type_name -> google.protobuf.Timestamp
-	13, // 34: avatarfleet.fleet.v1.WorkerService.StartSession:input_type -> avatarfleet.fleet.v1.StartSessionRequest
-	15, // 35: avatarfleet.fleet.v1.WorkerService.StopSession:input_type -> avatarfleet.fleet.v1.StopSessionRequest
-	17, // 36: avatarfleet.fleet.v1.WorkerService.SpeakText:input_type -> avatarfleet.fleet.v1.SpeakTextRequest
-	19, // 37: avatarfleet.fleet.v1.WorkerService.PushAudio:input_type -> avatarfleet.fleet.v1.PushAudioRequest
-	21, // 38: avatarfleet.fleet.v1.WorkerService.Interrupt:input_type -> avatarfleet.fleet.v1.InterruptRequest
-	23, // 39: avatarfleet.fleet.v1.WorkerService.SessionStatus:input_type -> avatarfleet.fleet.v1.SessionStatusRequest
-	26, // 40: avatarfleet.fleet.v1.WorkerService.AddViewer:input_type -> avatarfleet.fleet.v1.AddViewerRequest
-	28, // 41: avatarfleet.fleet.v1.WorkerService.RemoveViewer:input_type -> avatarfleet.fleet.v1.RemoveViewerRequest
-	30, // 42: avatarfleet.fleet.v1.WorkerService.AddPublisher:input_type -> avatarfleet.fleet.v1.AddPublisherRequest
-	32, // 43: avatarfleet.fleet.v1.WorkerService.RemovePublisher:input_type -> avatarfleet.fleet.v1.RemovePublisherRequest
-	36, // 44: avatarfleet.fleet.v1.WorkerService.AvatarPreview:input_type -> avatarfleet.fleet.v1.AvatarPreviewRequest
-	38, // 45: avatarfleet.fleet.v1.WorkerService.StartRecording:input_type -> avatarfleet.fleet.v1.RecordingRequest
-	38, // 46: avatarfleet.fleet.v1.WorkerService.StopRecording:input_type -> avatarfleet.fleet.v1.RecordingRequest
-	38, // 47: avatarfleet.fleet.v1.WorkerService.FetchRecording:input_type -> avatarfleet.fleet.v1.RecordingRequest
-	14, // 48: avatarfleet.fleet.v1.WorkerService.StartSession:output_type -> avatarfleet.fleet.v1.StartSessionResponse
-	16, // 49: avatarfleet.fleet.v1.WorkerService.StopSession:output_type -> avatarfleet.fleet.v1.StopSessionResponse
-	18, // 50: avatarfleet.fleet.v1.WorkerService.SpeakText:output_type -> avatarfleet.fleet.v1.SpeakTextResponse
-	20, // 51: avatarfleet.fleet.v1.WorkerService.PushAudio:output_type -> avatarfleet.fleet.v1.PushAudioResponse
-	22, // 52: avatarfleet.fleet.v1.WorkerService.Interrupt:output_type -> avatarfleet.fleet.v1.InterruptResponse
-	24, // 53: avatarfleet.fleet.v1.WorkerService.SessionStatus:output_type -> avatarfleet.fleet.v1.SessionStatusResponse
-	27, // 54: avatarfleet.fleet.v1.WorkerService.AddViewer:output_type -> avatarfleet.fleet.v1.AddViewerResponse
-	29, // 55: avatarfleet.fleet.v1.WorkerService.RemoveViewer:output_type -> avatarfleet.fleet.v1.RemoveViewerResponse
-	31, // 56: avatarfleet.fleet.v1.WorkerService.AddPublisher:output_type -> avatarfleet.fleet.v1.AddPublisherResponse
-	33, // 57: avatarfleet.fleet.v1.WorkerService.RemovePublisher:output_type -> avatarfleet.fleet.v1.RemovePublisherResponse
-	37, // 58: avatarfleet.fleet.v1.WorkerService.AvatarPreview:output_type -> avatarfleet.fleet.v1.AvatarPreviewResponse
-	10, // 59: avatarfleet.fleet.v1.WorkerService.StartRecording:output_type -> avatarfleet.fleet.v1.Recording
-	10, // 60: avatarfleet.fleet.v1.WorkerService.StopRecording:output_type -> avatarfleet.fleet.v1.Recording
-	39, // 61: avatarfleet.fleet.v1.WorkerService.FetchRecording:output_type -> avatarfleet.fleet.v1.RecordingChunk
-	48, // [48:62] is the sub-list for method output_type
-	34, // [34:48] is the sub-list for method input_type
-	34, // [34:34] is the sub-list for extension type_name
-	34, // [34:34] is the sub-list for extension extendee
-	0,  // [0:34] is the sub-list for field type_name
+	35, // 29: avatarfleet.fleet.v1.SessionStatusResponse.stats:type_name -> avatarfleet.fleet.v1.SessionStats
+	25, // 30: avatarfleet.fleet.v1.SessionStatusResponse.livekit:type_name -> avatarfleet.fleet.v1.LiveKitStatus
+	26, // 31: avatarfleet.fleet.v1.AddViewerResponse.ice_servers:type_name -> avatarfleet.fleet.v1.IceServer
+	26, // 32: avatarfleet.fleet.v1.AddPublisherResponse.ice_servers:type_name -> avatarfleet.fleet.v1.IceServer
+	36, // 33: avatarfleet.fleet.v1.SessionStats.viewers:type_name -> avatarfleet.fleet.v1.ViewerStats
+	42, // 34: avatarfleet.fleet.v1.ViewerStats.connected_at:type_name -> google.protobuf.Timestamp
+	13, // 35: avatarfleet.fleet.v1.WorkerService.StartSession:input_type -> avatarfleet.fleet.v1.StartSessionRequest
+	15, // 36: avatarfleet.fleet.v1.WorkerService.StopSession:input_type -> avatarfleet.fleet.v1.StopSessionRequest
+	17, // 37: avatarfleet.fleet.v1.WorkerService.SpeakText:input_type -> avatarfleet.fleet.v1.SpeakTextRequest
+	19, // 38: avatarfleet.fleet.v1.WorkerService.PushAudio:input_type -> avatarfleet.fleet.v1.PushAudioRequest
+	21, // 39: avatarfleet.fleet.v1.WorkerService.Interrupt:input_type -> avatarfleet.fleet.v1.InterruptRequest
+	23, // 40: avatarfleet.fleet.v1.WorkerService.SessionStatus:input_type -> avatarfleet.fleet.v1.SessionStatusRequest
+	27, // 41: avatarfleet.fleet.v1.WorkerService.AddViewer:input_type -> avatarfleet.fleet.v1.AddViewerRequest
+	29, // 42: avatarfleet.fleet.v1.WorkerService.RemoveViewer:input_type -> avatarfleet.fleet.v1.RemoveViewerRequest
+	31, // 43: avatarfleet.fleet.v1.WorkerService.AddPublisher:input_type -> avatarfleet.fleet.v1.AddPublisherRequest
+	33, // 44: avatarfleet.fleet.v1.WorkerService.RemovePublisher:input_type -> avatarfleet.fleet.v1.RemovePublisherRequest
+	37, // 45: avatarfleet.fleet.v1.WorkerService.AvatarPreview:input_type -> avatarfleet.fleet.v1.AvatarPreviewRequest
+	39, // 46: avatarfleet.fleet.v1.WorkerService.StartRecording:input_type -> avatarfleet.fleet.v1.RecordingRequest
+	39, // 47: avatarfleet.fleet.v1.WorkerService.StopRecording:input_type -> avatarfleet.fleet.v1.RecordingRequest
+	39, // 48: avatarfleet.fleet.v1.WorkerService.FetchRecording:input_type -> avatarfleet.fleet.v1.RecordingRequest
+	14, // 49: avatarfleet.fleet.v1.WorkerService.StartSession:output_type -> avatarfleet.fleet.v1.StartSessionResponse
+	16, // 50: avatarfleet.fleet.v1.WorkerService.StopSession:output_type -> avatarfleet.fleet.v1.StopSessionResponse
+	18, // 51: avatarfleet.fleet.v1.WorkerService.SpeakText:output_type -> avatarfleet.fleet.v1.SpeakTextResponse
+	20, // 52: avatarfleet.fleet.v1.WorkerService.PushAudio:output_type -> avatarfleet.fleet.v1.PushAudioResponse
+	22, // 53: avatarfleet.fleet.v1.WorkerService.Interrupt:output_type -> avatarfleet.fleet.v1.InterruptResponse
+	24, // 54: avatarfleet.fleet.v1.WorkerService.SessionStatus:output_type -> avatarfleet.fleet.v1.SessionStatusResponse
+	28, // 55: avatarfleet.fleet.v1.WorkerService.AddViewer:output_type -> avatarfleet.fleet.v1.AddViewerResponse
+	30, // 56: avatarfleet.fleet.v1.WorkerService.RemoveViewer:output_type -> avatarfleet.fleet.v1.RemoveViewerResponse
+	32, // 57: avatarfleet.fleet.v1.WorkerService.AddPublisher:output_type -> avatarfleet.fleet.v1.AddPublisherResponse
+	34, // 58: avatarfleet.fleet.v1.WorkerService.RemovePublisher:output_type -> avatarfleet.fleet.v1.RemovePublisherResponse
+	38, // 59: avatarfleet.fleet.v1.WorkerService.AvatarPreview:output_type -> avatarfleet.fleet.v1.AvatarPreviewResponse
+	10, // 60: avatarfleet.fleet.v1.WorkerService.StartRecording:output_type -> avatarfleet.fleet.v1.Recording
+	10, // 61: avatarfleet.fleet.v1.WorkerService.StopRecording:output_type -> avatarfleet.fleet.v1.Recording
+	40, // 62: avatarfleet.fleet.v1.WorkerService.FetchRecording:output_type -> avatarfleet.fleet.v1.RecordingChunk
+	49, // [49:63] is the sub-list for method output_type
+	35, // [35:49] is the sub-list for method input_type
+	35, // [35:35] is the sub-list for extension type_name
+	35, // [35:35] is the sub-list for extension extendee
+	0,  // [0:35] is the sub-list for field type_name
 }
 
 func init() { file_fleet_v1_fleet_proto_init() }
@@ -3222,7 +3309,7 @@ func file_fleet_v1_fleet_proto_init() {
 			GoPackagePath: reflect.TypeOf(x{}).PkgPath(),
 			RawDescriptor: unsafe.Slice(unsafe.StringData(file_fleet_v1_fleet_proto_rawDesc), len(file_fleet_v1_fleet_proto_rawDesc)),
 			NumEnums:      4,
-			NumMessages:   37,
+			NumMessages:   38,
 			NumExtensions: 0,
 			NumServices:   1,
 		},

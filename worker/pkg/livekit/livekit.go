@@ -206,17 +206,7 @@ func Join(ctx context.Context, opt Options) (*Avatar, error) {
 		a.end(fmt.Sprintf("%s (%s)", endReasonRoomClosed, reason))
 	}
 	cb.OnParticipantConnected = func(rp *lksdk.RemoteParticipant) { a.participantJoined(rp) }
-	cb.OnParticipantDisconnected = func(rp *lksdk.RemoteParticipant) {
-		if id := a.agentIdentity(); id != "" && rp.Identity() == id {
-			a.presence(false)
-			// A restarting connection drops every participant it
-			// knew; whether the agent is still there is settled once
-			// it is back (agentAfterReconnect).
-			if !a.conn.is(StateReconnecting) {
-				a.end(endReasonAgentLeft)
-			}
-		}
-	}
+	cb.OnParticipantDisconnected = func(rp *lksdk.RemoteParticipant) { a.participantLeft(rp) }
 	a.room = lksdk.NewRoom(cb)
 	// Handlers first: the agent may send as soon as it sees the avatar.
 	if err := a.room.RegisterByteStreamHandler(AudioTopic, a.onAudioStream); err != nil {
@@ -319,6 +309,23 @@ func (a *Avatar) setAgent(id string) {
 	if first {
 		a.log.Info("agent found", "agent", id)
 		a.presence(true)
+	}
+}
+
+// participantLeft ends the session when the agent left. A restarting
+// connection drops every participant it knew (the SDK reports each on its
+// own goroutine, maybe after the connection is back): while it reconnects
+// the agent only stops counting as a viewer, and whether it is still there
+// is settled once it is back (agentAfterReconnect); an agent that is in
+// the room again did not leave.
+func (a *Avatar) participantLeft(rp *lksdk.RemoteParticipant) {
+	id := a.agentIdentity()
+	if id == "" || rp.Identity() != id || a.room.GetParticipantByIdentity(id) != nil {
+		return
+	}
+	a.presence(false)
+	if !a.conn.is(StateReconnecting) {
+		a.end(endReasonAgentLeft)
 	}
 }
 

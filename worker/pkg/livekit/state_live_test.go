@@ -1,6 +1,7 @@
 package livekit_test
 
 import (
+	"runtime"
 	"testing"
 	"time"
 
@@ -26,6 +27,21 @@ func waitStatus(t *testing.T, av *livekit.Avatar, within time.Duration, what str
 	}
 }
 
+// settle waits, when the test ends, until the goroutines it started are
+// gone: a server-initiated leave can race with the SDK's reconnect of the
+// same dropped connection, whose restart then waits out its connect
+// timeout after the room closed (server-sdk-go's engine does not cancel
+// it). Bounded by within; goleak (TestMain) reports what is left.
+func settle(t *testing.T, within time.Duration) {
+	base := runtime.NumGoroutine()
+	t.Cleanup(func() {
+		deadline := time.Now().Add(within)
+		for runtime.NumGoroutine() > base && time.Now().Before(deadline) {
+			time.Sleep(50 * time.Millisecond)
+		}
+	})
+}
+
 // TestConnectionState: against a real livekit-server, through a proxy
 // that can cut the avatar's signalling connection: a join shows joined; a
 // cut connection shows reconnecting (the proxy refusing it meanwhile), then
@@ -33,12 +49,13 @@ func waitStatus(t *testing.T, av *livekit.Avatar, within time.Duration, what str
 // counted again; the server removing the avatar shows left with the
 // reason, and ends the session.
 func TestConnectionState(t *testing.T) {
+	settle(t, 10*time.Second) // first: its cleanup runs last
 	srv := livekittest.Start(t)
 	px := livekittest.StartProxy(t, srv)
 	const room = "flaky"
 	livekittest.JoinAgent(t, srv, room, "agent")
 	h := newHooks()
-	av, err := livekit.Join(t.Context(), livekit.Options{URL: px.URL, Hooks: h.get(),
+	av, err := livekit.Join(t.Context(), livekit.Options{URL: px.URL, Hooks: h.get(), ConnectTimeout: 5 * time.Second,
 		Token: livekittest.Token(t, room, "avatar", lkproto.ParticipantInfo_AGENT, map[string]string{livekit.AttrPublishOnBehalf: "agent"})})
 	if err != nil {
 		t.Fatal(err)

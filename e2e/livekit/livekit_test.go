@@ -23,9 +23,12 @@ import (
 // the Session shows the room's URL and state but never the token; the
 // agent's speech moves the avatar's lips at 25 fps with the playback RPCs;
 // lk.clear_buffer interrupts it; a bad room is 400 invalid_livekit; the
-// agent leaving ends the session with viewer_gone.
+// agent leaving ends the session with viewer_gone. The worker joins
+// through a proxy that cuts its signalling connection once: GET shows the
+// live state, reconnecting and then joined with one reconnect.
 func TestAgentAvatarOverREST(t *testing.T) {
 	srv := livekittest.Start(t)
+	px := livekittest.StartProxy(t, srv)
 	f := binfleet.Start(t, binfleet.Options{Workers: []binfleet.WorkerSpec{{Args: []string{"--prewarm", "1"}}}})
 	ctx, cancel := context.WithTimeout(context.Background(), 4*time.Minute)
 	defer cancel()
@@ -61,7 +64,7 @@ func TestAgentAvatarOverREST(t *testing.T) {
 	var s apiv1.Session
 	f.WaitUntil(t, "session created", 10*time.Second, func() error {
 		var err error
-		s, err = f.CreateSession(ctx, apiv1.CreateSessionRequest{LiveKit: &apiv1.LiveKitJoin{URL: srv.URL, Token: tok}})
+		s, err = f.CreateSession(ctx, apiv1.CreateSessionRequest{LiveKit: &apiv1.LiveKitJoin{URL: px.URL, Token: tok}})
 		return err
 	})
 	var raw json.RawMessage
@@ -76,7 +79,9 @@ func TestAgentAvatarOverREST(t *testing.T) {
 		if got.State != apiv1.StateReady {
 			return fmt.Errorf("state %s", got.State)
 		}
-		if got.LiveKit == nil || got.LiveKit.URL != srv.URL || got.LiveKit.State != apiv1.LiveKitJoined {
+		// reconnects is there only with the worker's live state.
+		if got.LiveKit == nil || got.LiveKit.URL != px.URL || got.LiveKit.State != apiv1.LiveKitJoined ||
+			got.LiveKit.Reconnects == nil || *got.LiveKit.Reconnects != 0 {
 			return fmt.Errorf("livekit %+v", got.LiveKit)
 		}
 		return nil
@@ -84,6 +89,33 @@ func TestAgentAvatarOverREST(t *testing.T) {
 	if strings.Contains(string(raw), tok) || strings.Contains(string(raw), strings.Split(tok, ".")[2]) {
 		t.Fatalf("GET returns the token: %s", raw)
 	}
+
+	// The worker's signalling connection is cut, and refused while the
+	// test looks: the session stays ready, its room connection is
+	// reconnecting; let through again, it is joined after one reconnect.
+	liveKit := func(want string, reconnects uint32) func() error {
+		return func() error {
+			got, err := f.GetSession(ctx, s.ID)
+			if err != nil {
+				return err
+			}
+			lk := got.LiveKit
+			if got.State != apiv1.StateReady || lk == nil || lk.State != want || lk.Reconnects == nil || *lk.Reconnects != reconnects || lk.LastError == "" {
+				return fmt.Errorf("state %s, livekit %+v", got.State, lk)
+			}
+			return nil
+		}
+	}
+	px.Refuse(true)
+	if n := px.Drop(); n == 0 {
+		t.Fatal("the worker's connection did not go through the proxy")
+	}
+	cut := time.Now()
+	f.WaitUntil(t, "livekit reconnecting", 10*time.Second, liveKit(apiv1.LiveKitReconnecting, 1))
+	t.Logf("GET shows reconnecting %s after the cut", time.Since(cut))
+	px.Refuse(false)
+	f.WaitUntil(t, "livekit joined again", 30*time.Second, liveKit(apiv1.LiveKitJoined, 1))
+	t.Logf("GET shows joined again %s after the cut", time.Since(cut))
 
 	pack, err := avatar.Default()
 	if err != nil {

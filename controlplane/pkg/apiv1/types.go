@@ -170,17 +170,27 @@ type LiveKitJoin struct {
 }
 
 // LiveKitState is a session's LiveKit room as responses show it: the URL
-// and a state (joining, joined, left), never the token.
+// and a state (joining, joined, reconnecting, left), never the token. GET
+// /v1/sessions/{id} of a ready session shows its worker's live room
+// connection, with Reconnects (then always present) and LastError; where
+// the worker does not answer, and in lists, the state follows the
+// session's own (ready: joined, ended or failed: left, else joining).
 type LiveKitState struct {
 	URL   string `json:"url"`
 	State string `json:"state"`
+	// Reconnects counts the times the connection dropped and the worker
+	// began reconnecting; present only with the live state.
+	Reconnects *uint32 `json:"reconnects,omitempty"`
+	// LastError is the reason of the last drop or disconnection.
+	LastError string `json:"last_error,omitempty"`
 }
 
-// LiveKit states, from the session's state.
+// LiveKit states.
 const (
-	LiveKitJoining = "joining"
-	LiveKitJoined  = "joined"
-	LiveKitLeft    = "left"
+	LiveKitJoining      = "joining"
+	LiveKitJoined       = "joined"
+	LiveKitReconnecting = "reconnecting"
+	LiveKitLeft         = "left"
 )
 
 // SpeakRequest is the body of POST /v1/sessions/{id}/speak.

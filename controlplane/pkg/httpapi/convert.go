@@ -89,6 +89,33 @@ func liveKitState(st fleetv1.SessionState) string {
 	return apiv1.LiveKitJoining
 }
 
+// maxLiveKitError bounds a worker's livekit last_error in a response.
+const maxLiveKitError = 256
+
+// withLiveStatus adds what a session's worker answered (nil: it did not)
+// to its Session: the media figures, and the LiveKit room connection's live
+// state in place of the one derived from the session's (a worker's state
+// that is none of the known ones is ignored).
+func withLiveStatus(out *apiv1.Session, st *fleetv1.SessionStatusResponse) {
+	out.Stats = toStats(st.GetStats())
+	lk := st.GetLivekit()
+	if out.LiveKit == nil || lk == nil {
+		return
+	}
+	switch lk.GetState() {
+	case apiv1.LiveKitJoining, apiv1.LiveKitJoined, apiv1.LiveKitReconnecting, apiv1.LiveKitLeft:
+	default:
+		return
+	}
+	n := lk.GetReconnects()
+	out.LiveKit.State, out.LiveKit.Reconnects = lk.GetState(), &n
+	msg := strings.ToValidUTF8(lk.GetLastError(), "?")
+	if len(msg) > maxLiveKitError {
+		msg = strings.ToValidUTF8(msg[:maxLiveKitError], "")
+	}
+	out.LiveKit.LastError = msg
+}
+
 func toRecording(r *fleetv1.Recording) apiv1.Recording {
 	out := apiv1.Recording{ID: r.GetId(), State: r.GetState(), StartedAt: r.GetStartedAt().AsTime(), Bytes: r.GetBytes(),
 		DurationSeconds: r.GetDuration().AsDuration().Seconds(), Location: r.GetLocation(), WorkerID: r.GetWorkerId(), Error: r.GetError()}

@@ -6,6 +6,7 @@ import (
 	"errors"
 	"strings"
 	"testing"
+	"unicode/utf8"
 
 	"github.com/avatarfleet/avatarfleet/controlplane/pkg/apiv1"
 	fleetv1 "github.com/avatarfleet/avatarfleet/proto/fleet/v1"
@@ -94,5 +95,63 @@ func TestToSessionLiveKit(t *testing.T) {
 	}
 	if s := toSession(&fleetv1.Session{Id: "sess_2"}, ""); s.LiveKit != nil {
 		t.Errorf("a session without a room shows %+v", s.LiveKit)
+	}
+}
+
+// TestLiveKitLiveState: GET /v1/sessions/{id}'s Session shows the worker's
+// live room connection when it answered (reconnecting, left while the
+// session lives on, with reconnects and the last reason), and today's
+// state from the session's own when it did not; a worker's unknown state
+// or oversized reason is not passed on as is.
+func TestLiveKitLiveState(t *testing.T) {
+	ready := &fleetv1.Session{Id: "sess_1", State: fleetv1.SessionState_SESSION_STATE_READY,
+		Livekit: &fleetv1.LiveKitRoom{Url: "wss://agents.example.com", Token: testJWT()}}
+	long := strings.Repeat("é", 300)
+	for _, tc := range []struct {
+		name   string
+		sess   *fleetv1.Session
+		status *fleetv1.SessionStatusResponse
+		want   string // the livekit object's JSON
+	}{
+		{"no answer", ready, nil, `{"url":"wss://agents.example.com","state":"joined"}`},
+		{"answer without livekit", ready, &fleetv1.SessionStatusResponse{}, `{"url":"wss://agents.example.com","state":"joined"}`},
+		{"joined", ready, &fleetv1.SessionStatusResponse{Livekit: &fleetv1.LiveKitStatus{State: "joined"}},
+			`{"url":"wss://agents.example.com","state":"joined","reconnects":0}`},
+		{"reconnecting", ready, &fleetv1.SessionStatusResponse{Livekit: &fleetv1.LiveKitStatus{State: "reconnecting", Reconnects: 2, LastError: "connection to the LiveKit server lost"}},
+			`{"url":"wss://agents.example.com","state":"reconnecting","reconnects":2,"last_error":"connection to the LiveKit server lost"}`},
+		{"left, session alive", ready, &fleetv1.SessionStatusResponse{Livekit: &fleetv1.LiveKitStatus{State: "left", LastError: "duplicate identity"}},
+			`{"url":"wss://agents.example.com","state":"left","reconnects":0,"last_error":"duplicate identity"}`},
+		{"unknown state", ready, &fleetv1.SessionStatusResponse{Livekit: &fleetv1.LiveKitStatus{State: "dancing", Reconnects: 1}},
+			`{"url":"wss://agents.example.com","state":"joined"}`},
+		{"no room", &fleetv1.Session{Id: "sess_2", State: fleetv1.SessionState_SESSION_STATE_READY},
+			&fleetv1.SessionStatusResponse{Livekit: &fleetv1.LiveKitStatus{State: "joined"}}, `null`},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			out := toSession(tc.sess, "http://cp")
+			withLiveStatus(&out, tc.status)
+			b, err := json.Marshal(out)
+			if err != nil {
+				t.Fatal(err)
+			}
+			var body struct {
+				LiveKit json.RawMessage `json:"livekit"`
+			}
+			if err := json.Unmarshal(b, &body); err != nil {
+				t.Fatal(err)
+			}
+			if got := string(body.LiveKit); got != tc.want && !(tc.want == "null" && got == "") {
+				t.Errorf("livekit %s, want %s", got, tc.want)
+			}
+		})
+	}
+	out := toSession(ready, "http://cp")
+	withLiveStatus(&out, &fleetv1.SessionStatusResponse{Livekit: &fleetv1.LiveKitStatus{State: "left", LastError: long + "\xff"}})
+	if e := out.LiveKit.LastError; len(e) > maxLiveKitError || !utf8.ValidString(e) || e == "" {
+		t.Errorf("last_error of %d bytes (valid UTF-8 %v)", len(e), utf8.ValidString(e))
+	}
+	// The media figures come from the same answer.
+	withLiveStatus(&out, &fleetv1.SessionStatusResponse{Stats: &fleetv1.SessionStats{VideoFramesSent: 7}})
+	if out.Stats == nil || out.Stats.VideoFramesSent != 7 {
+		t.Errorf("stats %+v, want the worker's", out.Stats)
 	}
 }

@@ -307,6 +307,7 @@ func TestOpenAPIEnums(t *testing.T) {
 		{"restart policies", prop("Session", "restart_policy"), "Restart", nil},
 		{"create restart policies", prop("CreateSessionRequest", "restart_policy"), "Restart", nil},
 		{"move reasons", prop("Session", "move_reason"), "Move", nil},
+		{"livekit states", prop("LiveKitState", "state"), "LiveKit", nil},
 		{"event move reasons", prop("Event", "reason"), "Move", nil},
 		{"worker states", prop("Worker", "state"), "Worker", nil},
 		{"token grants", prop("Token", "grants").Items, "Grant", nil},

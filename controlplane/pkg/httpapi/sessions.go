@@ -229,23 +229,24 @@ func (a *API) getSession(w http.ResponseWriter, r *http.Request, p auth.Principa
 	if err != nil {
 		return err
 	}
-	out.Stats = a.mediaStats(r.Context(), sess)
+	withLiveStatus(&out, a.liveStatus(r.Context(), sess))
 	writeJSON(w, http.StatusOK, out)
 	return nil
 }
 
-// mediaStats asks a ready session's worker for its media figures within
-// StatsTimeout; any failure leaves them out rather than failing the read.
-func (a *API) mediaStats(ctx context.Context, sess *fleetv1.Session) *apiv1.SessionStats {
+// liveStatus asks a ready session's worker for its status (media figures,
+// LiveKit room connection) within StatsTimeout; any failure leaves them
+// out rather than failing the read.
+func (a *API) liveStatus(ctx context.Context, sess *fleetv1.Session) *fleetv1.SessionStatusResponse {
 	if sess.GetState() != fleetv1.SessionState_SESSION_STATE_READY {
 		return nil
 	}
-	stats, err := a.opts.Sessions.MediaStats(ctx, sess, a.opts.StatsTimeout)
+	st, err := a.opts.Sessions.LiveStatus(ctx, sess, a.opts.StatsTimeout)
 	if err != nil {
-		a.log.Debug("session media stats", "session", sess.GetId(), "err", err)
+		a.log.Debug("session live status", "session", sess.GetId(), "err", err)
 		return nil
 	}
-	return toStats(stats)
+	return st
 }
 
 func (a *API) deleteSession(w http.ResponseWriter, r *http.Request, p auth.Principal) error {

@@ -125,9 +125,10 @@ func (m *Manager) RemovePublisher(ctx context.Context, sess *fleetv1.Session, pu
 	return nil
 }
 
-// MediaStats asks the session's worker for its media figures, waiting at
-// most timeout. A nil result with a nil error means the worker has none.
-func (m *Manager) MediaStats(ctx context.Context, sess *fleetv1.Session, timeout time.Duration) (*fleetv1.SessionStats, error) {
+// LiveStatus asks the session's worker for its status, waiting at most
+// timeout: its media figures (Stats, nil when it has none) and its LiveKit
+// room connection (Livekit, nil when it joined none).
+func (m *Manager) LiveStatus(ctx context.Context, sess *fleetv1.Session, timeout time.Duration) (*fleetv1.SessionStatusResponse, error) {
 	cl, err := m.clientOf(sess)
 	if err != nil {
 		return nil, err
@@ -138,7 +139,7 @@ func (m *Manager) MediaStats(ctx context.Context, sess *fleetv1.Session, timeout
 	if err != nil {
 		return nil, grpcError("session status", err)
 	}
-	return resp.GetStats(), nil
+	return resp, nil
 }
 
 // checkAnswer refuses what a worker must never send: a client could not

@@ -1839,7 +1839,10 @@ type SessionStatusResponse struct {
 	Speaking   bool   `protobuf:"varint,2,opt,name=speaking,proto3" json:"speaking,omitempty"`
 	FramesSent uint64 `protobuf:"varint,3,opt,name=frames_sent,json=framesSent,proto3" json:"frames_sent,omitempty"`
 	// stats are the session's media figures, with one entry per viewer.
-	Stats         *SessionStats `protobuf:"bytes,4,opt,name=stats,proto3" json:"stats,omitempty"`
+	Stats *SessionStats `protobuf:"bytes,4,opt,name=stats,proto3" json:"stats,omitempty"`
+	// livekit is the session's live LiveKit room connection; unset when the
+	// session joined no LiveKit room.
+	Livekit       *LiveKitStatus `protobuf:"bytes,5,opt,name=livekit,proto3" json:"livekit,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -1902,6 +1905,80 @@ func (x *SessionStatusResponse) GetStats() *SessionStats {
 	return nil
 }
 
+func (x *SessionStatusResponse) GetLivekit() *LiveKitStatus {
+	if x != nil {
+		return x.Livekit
+	}
+	return nil
+}
+
+// LiveKitStatus is a session's connection to its LiveKit room as the
+// worker's SDK sees it.
+type LiveKitStatus struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// state is joining, joined, reconnecting or left.
+	State string `protobuf:"bytes,1,opt,name=state,proto3" json:"state,omitempty"`
+	// reconnects counts the times the connection dropped and the worker
+	// began reconnecting.
+	Reconnects uint32 `protobuf:"varint,2,opt,name=reconnects,proto3" json:"reconnects,omitempty"`
+	// last_error is the reason of the last drop or disconnection (short
+	// text, never the token); empty if none.
+	LastError     string `protobuf:"bytes,3,opt,name=last_error,json=lastError,proto3" json:"last_error,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *LiveKitStatus) Reset() {
+	*x = LiveKitStatus{}
+	mi := &file_fleet_v1_fleet_proto_msgTypes[21]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *LiveKitStatus) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*LiveKitStatus) ProtoMessage() {}
+
+func (x *LiveKitStatus) ProtoReflect() protoreflect.Message {
+	mi := &file_fleet_v1_fleet_proto_msgTypes[21]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use LiveKitStatus.ProtoReflect.Descriptor instead.
+func (*LiveKitStatus) Descriptor() ([]byte, []int) {
+	return file_fleet_v1_fleet_proto_rawDescGZIP(), []int{21}
+}
+
+func (x *LiveKitStatus) GetState() string {
+	if x != nil {
+		return x.State
+	}
+	return ""
+}
+
+func (x *LiveKitStatus) GetReconnects() uint32 {
+	if x != nil {
+		return x.Reconnects
+	}
+	return 0
+}
+
+func (x *LiveKitStatus) GetLastError() string {
+	if x != nil {
+		return x.LastError
+	}
+	return ""
+}
+
 // IceServer is a STUN or TURN server the client should use (returned to
 // WHEP/WHIP clients as Link: rel="ice-server" headers).
 type IceServer struct {
@@ -1915,7 +1992,7 @@ type IceServer struct {
 
 func (x *IceServer) Reset() {
 	*x = IceServer{}
-	mi := &file_fleet_v1_fleet_proto_msgTypes[21]
+	mi := &file_fleet_v1_fleet_proto_msgTypes[22]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1927,7 +2004,7 @@ func (x *IceServer) String() string {
 func (*IceServer) ProtoMessage() {}
 
 func (x *IceServer) ProtoReflect() protoreflect.Message {
-	mi := &file_fleet_v1_fleet_proto_msgTypes[21]
+	mi := &file_fleet_v1_fleet_proto_msgTypes[22]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1940,7 +2017,7 @@ func (x *IceServer) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use IceServer.ProtoReflect.Descriptor instead.
 func (*IceServer) Descriptor() ([]byte, []int) {
-	return file_fleet_v1_fleet_proto_rawDescGZIP(), []int{21}
+	return file_fleet_v1_fleet_proto_rawDescGZIP(), []int{22}
 }
 
 func (x *IceServer) GetUrls() []string {
@@ -1985,7 +2062,7 @@ type AddViewerRequest struct {
 
 func (x *AddViewerRequest) Reset() {
 	*x = AddViewerRequest{}
-	mi := &file_fleet_v1_fleet_proto_msgTypes[22]
+	mi := &file_fleet_v1_fleet_proto_msgTypes[23]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1997,7 +2074,7 @@ func (x *AddViewerRequest) String() string {
 func (*AddViewerRequest) ProtoMessage() {}
 
 func (x *AddViewerRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_fleet_v1_fleet_proto_msgTypes[22]
+	mi := &file_fleet_v1_fleet_proto_msgTypes[23]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2010,7 +2087,7 @@ func (x *AddViewerRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use AddViewerRequest.ProtoReflect.Descriptor instead.
 func (*AddViewerRequest) Descriptor() ([]byte, []int) {
-	return file_fleet_v1_fleet_proto_rawDescGZIP(), []int{22}
+	return file_fleet_v1_fleet_proto_rawDescGZIP(), []int{23}
 }
 
 func (x *AddViewerRequest) GetSessionId() string {
@@ -2059,7 +2136,7 @@ type AddViewerResponse struct {
 
 func (x *AddViewerResponse) Reset() {
 	*x = AddViewerResponse{}
-	mi := &file_fleet_v1_fleet_proto_msgTypes[23]
+	mi := &file_fleet_v1_fleet_proto_msgTypes[24]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2071,7 +2148,7 @@ func (x *AddViewerResponse) String() string {
 func (*AddViewerResponse) ProtoMessage() {}
 
 func (x *AddViewerResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_fleet_v1_fleet_proto_msgTypes[23]
+	mi := &file_fleet_v1_fleet_proto_msgTypes[24]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2084,7 +2161,7 @@ func (x *AddViewerResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use AddViewerResponse.ProtoReflect.Descriptor instead.
 func (*AddViewerResponse) Descriptor() ([]byte, []int) {
-	return file_fleet_v1_fleet_proto_rawDescGZIP(), []int{23}
+	return file_fleet_v1_fleet_proto_rawDescGZIP(), []int{24}
 }
 
 func (x *AddViewerResponse) GetViewerId() string {
@@ -2118,7 +2195,7 @@ type RemoveViewerRequest struct {
 
 func (x *RemoveViewerRequest) Reset() {
 	*x = RemoveViewerRequest{}
-	mi := &file_fleet_v1_fleet_proto_msgTypes[24]
+	mi := &file_fleet_v1_fleet_proto_msgTypes[25]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2130,7 +2207,7 @@ func (x *RemoveViewerRequest) String() string {
 func (*RemoveViewerRequest) ProtoMessage() {}
 
 func (x *RemoveViewerRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_fleet_v1_fleet_proto_msgTypes[24]
+	mi := &file_fleet_v1_fleet_proto_msgTypes[25]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2143,7 +2220,7 @@ func (x *RemoveViewerRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use RemoveViewerRequest.ProtoReflect.Descriptor instead.
 func (*RemoveViewerRequest) Descriptor() ([]byte, []int) {
-	return file_fleet_v1_fleet_proto_rawDescGZIP(), []int{24}
+	return file_fleet_v1_fleet_proto_rawDescGZIP(), []int{25}
 }
 
 func (x *RemoveViewerRequest) GetSessionId() string {
@@ -2168,7 +2245,7 @@ type RemoveViewerResponse struct {
 
 func (x *RemoveViewerResponse) Reset() {
 	*x = RemoveViewerResponse{}
-	mi := &file_fleet_v1_fleet_proto_msgTypes[25]
+	mi := &file_fleet_v1_fleet_proto_msgTypes[26]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2180,7 +2257,7 @@ func (x *RemoveViewerResponse) String() string {
 func (*RemoveViewerResponse) ProtoMessage() {}
 
 func (x *RemoveViewerResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_fleet_v1_fleet_proto_msgTypes[25]
+	mi := &file_fleet_v1_fleet_proto_msgTypes[26]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2193,7 +2270,7 @@ func (x *RemoveViewerResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use RemoveViewerResponse.ProtoReflect.Descriptor instead.
 func (*RemoveViewerResponse) Descriptor() ([]byte, []int) {
-	return file_fleet_v1_fleet_proto_rawDescGZIP(), []int{25}
+	return file_fleet_v1_fleet_proto_rawDescGZIP(), []int{26}
 }
 
 type AddPublisherRequest struct {
@@ -2206,7 +2283,7 @@ type AddPublisherRequest struct {
 
 func (x *AddPublisherRequest) Reset() {
 	*x = AddPublisherRequest{}
-	mi := &file_fleet_v1_fleet_proto_msgTypes[26]
+	mi := &file_fleet_v1_fleet_proto_msgTypes[27]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2218,7 +2295,7 @@ func (x *AddPublisherRequest) String() string {
 func (*AddPublisherRequest) ProtoMessage() {}
 
 func (x *AddPublisherRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_fleet_v1_fleet_proto_msgTypes[26]
+	mi := &file_fleet_v1_fleet_proto_msgTypes[27]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2231,7 +2308,7 @@ func (x *AddPublisherRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use AddPublisherRequest.ProtoReflect.Descriptor instead.
 func (*AddPublisherRequest) Descriptor() ([]byte, []int) {
-	return file_fleet_v1_fleet_proto_rawDescGZIP(), []int{26}
+	return file_fleet_v1_fleet_proto_rawDescGZIP(), []int{27}
 }
 
 func (x *AddPublisherRequest) GetSessionId() string {
@@ -2259,7 +2336,7 @@ type AddPublisherResponse struct {
 
 func (x *AddPublisherResponse) Reset() {
 	*x = AddPublisherResponse{}
-	mi := &file_fleet_v1_fleet_proto_msgTypes[27]
+	mi := &file_fleet_v1_fleet_proto_msgTypes[28]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2271,7 +2348,7 @@ func (x *AddPublisherResponse) String() string {
 func (*AddPublisherResponse) ProtoMessage() {}
 
 func (x *AddPublisherResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_fleet_v1_fleet_proto_msgTypes[27]
+	mi := &file_fleet_v1_fleet_proto_msgTypes[28]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2284,7 +2361,7 @@ func (x *AddPublisherResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use AddPublisherResponse.ProtoReflect.Descriptor instead.
 func (*AddPublisherResponse) Descriptor() ([]byte, []int) {
-	return file_fleet_v1_fleet_proto_rawDescGZIP(), []int{27}
+	return file_fleet_v1_fleet_proto_rawDescGZIP(), []int{28}
 }
 
 func (x *AddPublisherResponse) GetPublisherId() string {
@@ -2318,7 +2395,7 @@ type RemovePublisherRequest struct {
 
 func (x *RemovePublisherRequest) Reset() {
 	*x = RemovePublisherRequest{}
-	mi := &file_fleet_v1_fleet_proto_msgTypes[28]
+	mi := &file_fleet_v1_fleet_proto_msgTypes[29]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2330,7 +2407,7 @@ func (x *RemovePublisherRequest) String() string {
 func (*RemovePublisherRequest) ProtoMessage() {}
 
 func (x *RemovePublisherRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_fleet_v1_fleet_proto_msgTypes[28]
+	mi := &file_fleet_v1_fleet_proto_msgTypes[29]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2343,7 +2420,7 @@ func (x *RemovePublisherRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use RemovePublisherRequest.ProtoReflect.Descriptor instead.
 func (*RemovePublisherRequest) Descriptor() ([]byte, []int) {
-	return file_fleet_v1_fleet_proto_rawDescGZIP(), []int{28}
+	return file_fleet_v1_fleet_proto_rawDescGZIP(), []int{29}
 }
 
 func (x *RemovePublisherRequest) GetSessionId() string {
@@ -2368,7 +2445,7 @@ type RemovePublisherResponse struct {
 
 func (x *RemovePublisherResponse) Reset() {
 	*x = RemovePublisherResponse{}
-	mi := &file_fleet_v1_fleet_proto_msgTypes[29]
+	mi := &file_fleet_v1_fleet_proto_msgTypes[30]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2380,7 +2457,7 @@ func (x *RemovePublisherResponse) String() string {
 func (*RemovePublisherResponse) ProtoMessage() {}
 
 func (x *RemovePublisherResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_fleet_v1_fleet_proto_msgTypes[29]
+	mi := &file_fleet_v1_fleet_proto_msgTypes[30]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2393,7 +2470,7 @@ func (x *RemovePublisherResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use RemovePublisherResponse.ProtoReflect.Descriptor instead.
 func (*RemovePublisherResponse) Descriptor() ([]byte, []int) {
-	return file_fleet_v1_fleet_proto_rawDescGZIP(), []int{29}
+	return file_fleet_v1_fleet_proto_rawDescGZIP(), []int{30}
 }
 
 // SessionStats are one session's media figures since it started.
@@ -2414,7 +2491,7 @@ type SessionStats struct {
 
 func (x *SessionStats) Reset() {
 	*x = SessionStats{}
-	mi := &file_fleet_v1_fleet_proto_msgTypes[30]
+	mi := &file_fleet_v1_fleet_proto_msgTypes[31]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2426,7 +2503,7 @@ func (x *SessionStats) String() string {
 func (*SessionStats) ProtoMessage() {}
 
 func (x *SessionStats) ProtoReflect() protoreflect.Message {
-	mi := &file_fleet_v1_fleet_proto_msgTypes[30]
+	mi := &file_fleet_v1_fleet_proto_msgTypes[31]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2439,7 +2516,7 @@ func (x *SessionStats) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use SessionStats.ProtoReflect.Descriptor instead.
 func (*SessionStats) Descriptor() ([]byte, []int) {
-	return file_fleet_v1_fleet_proto_rawDescGZIP(), []int{30}
+	return file_fleet_v1_fleet_proto_rawDescGZIP(), []int{31}
 }
 
 func (x *SessionStats) GetVideoFramesSent() uint64 {
@@ -2513,7 +2590,7 @@ type ViewerStats struct {
 
 func (x *ViewerStats) Reset() {
 	*x = ViewerStats{}
-	mi := &file_fleet_v1_fleet_proto_msgTypes[31]
+	mi := &file_fleet_v1_fleet_proto_msgTypes[32]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2525,7 +2602,7 @@ func (x *ViewerStats) String() string {
 func (*ViewerStats) ProtoMessage() {}
 
 func (x *ViewerStats) ProtoReflect() protoreflect.Message {
-	mi := &file_fleet_v1_fleet_proto_msgTypes[31]
+	mi := &file_fleet_v1_fleet_proto_msgTypes[32]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2538,7 +2615,7 @@ func (x *ViewerStats) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ViewerStats.ProtoReflect.Descriptor instead.
 func (*ViewerStats) Descriptor() ([]byte, []int) {
-	return file_fleet_v1_fleet_proto_rawDescGZIP(), []int{31}
+	return file_fleet_v1_fleet_proto_rawDescGZIP(), []int{32}
 }
 
 func (x *ViewerStats) GetId() string {
@@ -2620,7 +2697,7 @@ type AvatarPreviewRequest struct {
 
 func (x *AvatarPreviewRequest) Reset() {
 	*x = AvatarPreviewRequest{}
-	mi := &file_fleet_v1_fleet_proto_msgTypes[32]
+	mi := &file_fleet_v1_fleet_proto_msgTypes[33]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2632,7 +2709,7 @@ func (x *AvatarPreviewRequest) String() string {
 func (*AvatarPreviewRequest) ProtoMessage() {}
 
 func (x *AvatarPreviewRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_fleet_v1_fleet_proto_msgTypes[32]
+	mi := &file_fleet_v1_fleet_proto_msgTypes[33]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2645,7 +2722,7 @@ func (x *AvatarPreviewRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use AvatarPreviewRequest.ProtoReflect.Descriptor instead.
 func (*AvatarPreviewRequest) Descriptor() ([]byte, []int) {
-	return file_fleet_v1_fleet_proto_rawDescGZIP(), []int{32}
+	return file_fleet_v1_fleet_proto_rawDescGZIP(), []int{33}
 }
 
 func (x *AvatarPreviewRequest) GetAvatar() string {
@@ -2669,7 +2746,7 @@ type AvatarPreviewResponse struct {
 
 func (x *AvatarPreviewResponse) Reset() {
 	*x = AvatarPreviewResponse{}
-	mi := &file_fleet_v1_fleet_proto_msgTypes[33]
+	mi := &file_fleet_v1_fleet_proto_msgTypes[34]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2681,7 +2758,7 @@ func (x *AvatarPreviewResponse) String() string {
 func (*AvatarPreviewResponse) ProtoMessage() {}
 
 func (x *AvatarPreviewResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_fleet_v1_fleet_proto_msgTypes[33]
+	mi := &file_fleet_v1_fleet_proto_msgTypes[34]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2694,7 +2771,7 @@ func (x *AvatarPreviewResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use AvatarPreviewResponse.ProtoReflect.Descriptor instead.
 func (*AvatarPreviewResponse) Descriptor() ([]byte, []int) {
-	return file_fleet_v1_fleet_proto_rawDescGZIP(), []int{33}
+	return file_fleet_v1_fleet_proto_rawDescGZIP(), []int{34}
 }
 
 func (x *AvatarPreviewResponse) GetImage() []byte {
@@ -2735,7 +2812,7 @@ type RecordingRequest struct {
 
 func (x *RecordingRequest) Reset() {
 	*x = RecordingRequest{}
-	mi := &file_fleet_v1_fleet_proto_msgTypes[34]
+	mi := &file_fleet_v1_fleet_proto_msgTypes[35]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2747,7 +2824,7 @@ func (x *RecordingRequest) String() string {
 func (*RecordingRequest) ProtoMessage() {}
 
 func (x *RecordingRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_fleet_v1_fleet_proto_msgTypes[34]
+	mi := &file_fleet_v1_fleet_proto_msgTypes[35]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2760,7 +2837,7 @@ func (x *RecordingRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use RecordingRequest.ProtoReflect.Descriptor instead.
 func (*RecordingRequest) Descriptor() ([]byte, []int) {
-	return file_fleet_v1_fleet_proto_rawDescGZIP(), []int{34}
+	return file_fleet_v1_fleet_proto_rawDescGZIP(), []int{35}
 }
 
 func (x *RecordingRequest) GetSessionId() string {
@@ -2789,7 +2866,7 @@ type RecordingChunk struct {
 
 func (x *RecordingChunk) Reset() {
 	*x = RecordingChunk{}
-	mi := &file_fleet_v1_fleet_proto_msgTypes[35]
+	mi := &file_fleet_v1_fleet_proto_msgTypes[36]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2801,7 +2878,7 @@ func (x *RecordingChunk) String() string {
 func (*RecordingChunk) ProtoMessage() {}
 
 func (x *RecordingChunk) ProtoReflect() protoreflect.Message {
-	mi := &file_fleet_v1_fleet_proto_msgTypes[35]
+	mi := &file_fleet_v1_fleet_proto_msgTypes[36]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2814,7 +2891,7 @@ func (x *RecordingChunk) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use RecordingChunk.ProtoReflect.Descriptor instead.
 func (*RecordingChunk) Descriptor() ([]byte, []int) {
-	return file_fleet_v1_fleet_proto_rawDescGZIP(), []int{35}
+	return file_fleet_v1_fleet_proto_rawDescGZIP(), []int{36}
 }
 
 func (x *RecordingChunk) GetData() []byte {
@@ -2981,13 +3058,21 @@ const file_fleet_v1_fleet_proto_rawDesc = "" +
 	"\x11InterruptResponse\"5\n" +
 	"\x14SessionStatusRequest\x12\x1d\n" +
 	"\n" +
-	"session_id\x18\x01 \x01(\tR\tsessionId\"\xc8\x01\n" +
+	"session_id\x18\x01 \x01(\tR\tsessionId\"\x87\x02\n" +
 	"\x15SessionStatusResponse\x128\n" +
 	"\x05state\x18\x01 \x01(\x0e2\".avatarfleet.fleet.v1.SessionStateR\x05state\x12\x1a\n" +
 	"\bspeaking\x18\x02 \x01(\bR\bspeaking\x12\x1f\n" +
 	"\vframes_sent\x18\x03 \x01(\x04R\n" +
 	"framesSent\x128\n" +
-	"\x05stats\x18\x04 \x01(\v2\".avatarfleet.fleet.v1.SessionStatsR\x05stats\"[\n" +
+	"\x05stats\x18\x04 \x01(\v2\".avatarfleet.fleet.v1.SessionStatsR\x05stats\x12=\n" +
+	"\alivekit\x18\x05 \x01(\v2#.avatarfleet.fleet.v1.LiveKitStatusR\alivekit\"d\n" +
+	"\rLiveKitStatus\x12\x14\n" +
+	"\x05state\x18\x01 \x01(\tR\x05state\x12\x1e\n" +
+	"\n" +
+	"reconnects\x18\x02 \x01(\rR\n" +
+	"reconnects\x12\x1d\n" +
+	"\n" +
+	"last_error\x18\x03 \x01(\tR\tlastError\"[\n" +
 	"\tIceServer\x12\x12\n" +
 	"\x04urls\x18\x01 \x03(\tR\x04urls\x12\x1a\n" +
 	"\busername\x18\x02 \x01(\tR\busername\x12\x1e\n" +
@@ -3121,7 +3206,7 @@ func file_fleet_v1_fleet_proto_rawDescGZIP() []byte {
 }
 
 var file_fleet_v1_fleet_proto_enumTypes = make([]protoimpl.EnumInfo, 4)
-var file_fleet_v1_fleet_proto_msgTypes = make([]protoimpl.MessageInfo, 37)
+var file_fleet_v1_fleet_proto_msgTypes = make([]protoimpl.MessageInfo, 38)
 var file_fleet_v1_fleet_proto_goTypes = []any{
 	(WorkerState)(0),                // 0: avatarfleet.fleet.v1.WorkerState
 	(SessionState)(0),               // 1: avatarfleet.fleet.v1.SessionState
@@ -3148,93 +3233,95 @@ var file_fleet_v1_fleet_proto_goTypes = []any{
 	(*InterruptResponse)(nil),       // 22: avatarfleet.fleet.v1.InterruptResponse
 	(*SessionStatusRequest)(nil),    // 23: avatarfleet.fleet.v1.SessionStatusRequest
 	(*SessionStatusResponse)(nil),   // 24: avatarfleet.fleet.v1.SessionStatusResponse
-	(*IceServer)(nil),               // 25: avatarfleet.fleet.v1.IceServer
-	(*AddViewerRequest)(nil),        // 26: avatarfleet.fleet.v1.AddViewerRequest
-	(*AddViewerResponse)(nil),       // 27: avatarfleet.fleet.v1.AddViewerResponse
-	(*RemoveViewerRequest)(nil),     // 28: avatarfleet.fleet.v1.RemoveViewerRequest
-	(*RemoveViewerResponse)(nil),    // 29: avatarfleet.fleet.v1.RemoveViewerResponse
-	(*AddPublisherRequest)(nil),     // 30: avatarfleet.fleet.v1.AddPublisherRequest
-	(*AddPublisherResponse)(nil),    // 31: avatarfleet.fleet.v1.AddPublisherResponse
-	(*RemovePublisherRequest)(nil),  // 32: avatarfleet.fleet.v1.RemovePublisherRequest
-	(*RemovePublisherResponse)(nil), // 33: avatarfleet.fleet.v1.RemovePublisherResponse
-	(*SessionStats)(nil),            // 34: avatarfleet.fleet.v1.SessionStats
-	(*ViewerStats)(nil),             // 35: avatarfleet.fleet.v1.ViewerStats
-	(*AvatarPreviewRequest)(nil),    // 36: avatarfleet.fleet.v1.AvatarPreviewRequest
-	(*AvatarPreviewResponse)(nil),   // 37: avatarfleet.fleet.v1.AvatarPreviewResponse
-	(*RecordingRequest)(nil),        // 38: avatarfleet.fleet.v1.RecordingRequest
-	(*RecordingChunk)(nil),          // 39: avatarfleet.fleet.v1.RecordingChunk
-	nil,                             // 40: avatarfleet.fleet.v1.Session.LabelsEntry
-	(*timestamppb.Timestamp)(nil),   // 41: google.protobuf.Timestamp
-	(*durationpb.Duration)(nil),     // 42: google.protobuf.Duration
+	(*LiveKitStatus)(nil),           // 25: avatarfleet.fleet.v1.LiveKitStatus
+	(*IceServer)(nil),               // 26: avatarfleet.fleet.v1.IceServer
+	(*AddViewerRequest)(nil),        // 27: avatarfleet.fleet.v1.AddViewerRequest
+	(*AddViewerResponse)(nil),       // 28: avatarfleet.fleet.v1.AddViewerResponse
+	(*RemoveViewerRequest)(nil),     // 29: avatarfleet.fleet.v1.RemoveViewerRequest
+	(*RemoveViewerResponse)(nil),    // 30: avatarfleet.fleet.v1.RemoveViewerResponse
+	(*AddPublisherRequest)(nil),     // 31: avatarfleet.fleet.v1.AddPublisherRequest
+	(*AddPublisherResponse)(nil),    // 32: avatarfleet.fleet.v1.AddPublisherResponse
+	(*RemovePublisherRequest)(nil),  // 33: avatarfleet.fleet.v1.RemovePublisherRequest
+	(*RemovePublisherResponse)(nil), // 34: avatarfleet.fleet.v1.RemovePublisherResponse
+	(*SessionStats)(nil),            // 35: avatarfleet.fleet.v1.SessionStats
+	(*ViewerStats)(nil),             // 36: avatarfleet.fleet.v1.ViewerStats
+	(*AvatarPreviewRequest)(nil),    // 37: avatarfleet.fleet.v1.AvatarPreviewRequest
+	(*AvatarPreviewResponse)(nil),   // 38: avatarfleet.fleet.v1.AvatarPreviewResponse
+	(*RecordingRequest)(nil),        // 39: avatarfleet.fleet.v1.RecordingRequest
+	(*RecordingChunk)(nil),          // 40: avatarfleet.fleet.v1.RecordingChunk
+	nil,                             // 41: avatarfleet.fleet.v1.Session.LabelsEntry
+	(*timestamppb.Timestamp)(nil),   // 42: google.protobuf.Timestamp
+	(*durationpb.Duration)(nil),     // 43: google.protobuf.Duration
 }
 var file_fleet_v1_fleet_proto_depIdxs = []int32{
 	5,  // 0: avatarfleet.fleet.v1.GPU.capacity:type_name -> avatarfleet.fleet.v1.Capacity
-	41, // 1: avatarfleet.fleet.v1.Capacity.measured_at:type_name -> google.protobuf.Timestamp
-	42, // 2: avatarfleet.fleet.v1.Capacity.took:type_name -> google.protobuf.Duration
+	42, // 1: avatarfleet.fleet.v1.Capacity.measured_at:type_name -> google.protobuf.Timestamp
+	43, // 2: avatarfleet.fleet.v1.Capacity.took:type_name -> google.protobuf.Duration
 	6,  // 3: avatarfleet.fleet.v1.Capacity.timings:type_name -> avatarfleet.fleet.v1.BatchTiming
 	4,  // 4: avatarfleet.fleet.v1.Worker.gpus:type_name -> avatarfleet.fleet.v1.GPU
 	0,  // 5: avatarfleet.fleet.v1.Worker.state:type_name -> avatarfleet.fleet.v1.WorkerState
-	41, // 6: avatarfleet.fleet.v1.Worker.started_at:type_name -> google.protobuf.Timestamp
-	40, // 7: avatarfleet.fleet.v1.Session.labels:type_name -> avatarfleet.fleet.v1.Session.LabelsEntry
+	42, // 6: avatarfleet.fleet.v1.Worker.started_at:type_name -> google.protobuf.Timestamp
+	41, // 7: avatarfleet.fleet.v1.Session.labels:type_name -> avatarfleet.fleet.v1.Session.LabelsEntry
 	1,  // 8: avatarfleet.fleet.v1.Session.state:type_name -> avatarfleet.fleet.v1.SessionState
 	2,  // 9: avatarfleet.fleet.v1.Session.end_reason:type_name -> avatarfleet.fleet.v1.EndReason
-	41, // 10: avatarfleet.fleet.v1.Session.created_at:type_name -> google.protobuf.Timestamp
-	41, // 11: avatarfleet.fleet.v1.Session.ended_at:type_name -> google.protobuf.Timestamp
+	42, // 10: avatarfleet.fleet.v1.Session.created_at:type_name -> google.protobuf.Timestamp
+	42, // 11: avatarfleet.fleet.v1.Session.ended_at:type_name -> google.protobuf.Timestamp
 	3,  // 12: avatarfleet.fleet.v1.Session.restart_policy:type_name -> avatarfleet.fleet.v1.RestartPolicy
-	41, // 13: avatarfleet.fleet.v1.Session.placed_at:type_name -> google.protobuf.Timestamp
-	41, // 14: avatarfleet.fleet.v1.Session.lost_at:type_name -> google.protobuf.Timestamp
+	42, // 13: avatarfleet.fleet.v1.Session.placed_at:type_name -> google.protobuf.Timestamp
+	42, // 14: avatarfleet.fleet.v1.Session.lost_at:type_name -> google.protobuf.Timestamp
 	11, // 15: avatarfleet.fleet.v1.Session.migrating_from:type_name -> avatarfleet.fleet.v1.SlotRef
 	10, // 16: avatarfleet.fleet.v1.Session.recordings:type_name -> avatarfleet.fleet.v1.Recording
 	9,  // 17: avatarfleet.fleet.v1.Session.livekit:type_name -> avatarfleet.fleet.v1.LiveKitRoom
-	41, // 18: avatarfleet.fleet.v1.Recording.started_at:type_name -> google.protobuf.Timestamp
-	41, // 19: avatarfleet.fleet.v1.Recording.stopped_at:type_name -> google.protobuf.Timestamp
-	42, // 20: avatarfleet.fleet.v1.Recording.duration:type_name -> google.protobuf.Duration
-	41, // 21: avatarfleet.fleet.v1.Event.time:type_name -> google.protobuf.Timestamp
+	42, // 18: avatarfleet.fleet.v1.Recording.started_at:type_name -> google.protobuf.Timestamp
+	42, // 19: avatarfleet.fleet.v1.Recording.stopped_at:type_name -> google.protobuf.Timestamp
+	43, // 20: avatarfleet.fleet.v1.Recording.duration:type_name -> google.protobuf.Duration
+	42, // 21: avatarfleet.fleet.v1.Event.time:type_name -> google.protobuf.Timestamp
 	8,  // 22: avatarfleet.fleet.v1.Event.session:type_name -> avatarfleet.fleet.v1.Session
 	7,  // 23: avatarfleet.fleet.v1.Event.worker:type_name -> avatarfleet.fleet.v1.Worker
-	42, // 24: avatarfleet.fleet.v1.Event.media_time:type_name -> google.protobuf.Duration
+	43, // 24: avatarfleet.fleet.v1.Event.media_time:type_name -> google.protobuf.Duration
 	8,  // 25: avatarfleet.fleet.v1.StartSessionRequest.session:type_name -> avatarfleet.fleet.v1.Session
 	1,  // 26: avatarfleet.fleet.v1.StartSessionResponse.state:type_name -> avatarfleet.fleet.v1.SessionState
 	2,  // 27: avatarfleet.fleet.v1.StopSessionRequest.reason:type_name -> avatarfleet.fleet.v1.EndReason
 	1,  // 28: avatarfleet.fleet.v1.SessionStatusResponse.state:type_name -> avatarfleet.fleet.v1.SessionState
-	34, // 29: avatarfleet.fleet.v1.SessionStatusResponse.stats:type_name -> avatarfleet.fleet.v1.SessionStats
-	25, // 30: avatarfleet.fleet.v1.AddViewerResponse.ice_servers:type_name -> avatarfleet.fleet.v1.IceServer
-	25, // 31: avatarfleet.fleet.v1.AddPublisherResponse.ice_servers:type_name -> avatarfleet.fleet.v1.IceServer
-	35, // 32: avatarfleet.fleet.v1.SessionStats.viewers:type_name -> avatarfleet.fleet.v1.ViewerStats
-	41, // 33: avatarfleet.fleet.v1.ViewerStats.connected_at:type_name -> google.protobuf.Timestamp
-	13, // 34: avatarfleet.fleet.v1.WorkerService.StartSession:input_type -> avatarfleet.fleet.v1.StartSessionRequest
-	15, // 35: avatarfleet.fleet.v1.WorkerService.StopSession:input_type -> avatarfleet.fleet.v1.StopSessionRequest
-	17, // 36: avatarfleet.fleet.v1.WorkerService.SpeakText:input_type -> avatarfleet.fleet.v1.SpeakTextRequest
-	19, // 37: avatarfleet.fleet.v1.WorkerService.PushAudio:input_type -> avatarfleet.fleet.v1.PushAudioRequest
-	21, // 38: avatarfleet.fleet.v1.WorkerService.Interrupt:input_type -> avatarfleet.fleet.v1.InterruptRequest
-	23, // 39: avatarfleet.fleet.v1.WorkerService.SessionStatus:input_type -> avatarfleet.fleet.v1.SessionStatusRequest
-	26, // 40: avatarfleet.fleet.v1.WorkerService.AddViewer:input_type -> avatarfleet.fleet.v1.AddViewerRequest
-	28, // 41: avatarfleet.fleet.v1.WorkerService.RemoveViewer:input_type -> avatarfleet.fleet.v1.RemoveViewerRequest
-	30, // 42: avatarfleet.fleet.v1.WorkerService.AddPublisher:input_type -> avatarfleet.fleet.v1.AddPublisherRequest
-	32, // 43: avatarfleet.fleet.v1.WorkerService.RemovePublisher:input_type -> avatarfleet.fleet.v1.RemovePublisherRequest
-	36, // 44: avatarfleet.fleet.v1.WorkerService.AvatarPreview:input_type -> avatarfleet.fleet.v1.AvatarPreviewRequest
-	38, // 45: avatarfleet.fleet.v1.WorkerService.StartRecording:input_type -> avatarfleet.fleet.v1.RecordingRequest
-	38, // 46: avatarfleet.fleet.v1.WorkerService.StopRecording:input_type -> avatarfleet.fleet.v1.RecordingRequest
-	38, // 47: avatarfleet.fleet.v1.WorkerService.FetchRecording:input_type -> avatarfleet.fleet.v1.RecordingRequest
-	14, // 48: avatarfleet.fleet.v1.WorkerService.StartSession:output_type -> avatarfleet.fleet.v1.StartSessionResponse
-	16, // 49: avatarfleet.fleet.v1.WorkerService.StopSession:output_type -> avatarfleet.fleet.v1.StopSessionResponse
-	18, // 50: avatarfleet.fleet.v1.WorkerService.SpeakText:output_type -> avatarfleet.fleet.v1.SpeakTextResponse
-	20, // 51: avatarfleet.fleet.v1.WorkerService.PushAudio:output_type -> avatarfleet.fleet.v1.PushAudioResponse
-	22, // 52: avatarfleet.fleet.v1.WorkerService.Interrupt:output_type -> avatarfleet.fleet.v1.InterruptResponse
-	24, // 53: avatarfleet.fleet.v1.WorkerService.SessionStatus:output_type -> avatarfleet.fleet.v1.SessionStatusResponse
-	27, // 54: avatarfleet.fleet.v1.WorkerService.AddViewer:output_type -> avatarfleet.fleet.v1.AddViewerResponse
-	29, // 55: avatarfleet.fleet.v1.WorkerService.RemoveViewer:output_type -> avatarfleet.fleet.v1.RemoveViewerResponse
-	31, // 56: avatarfleet.fleet.v1.WorkerService.AddPublisher:output_type -> avatarfleet.fleet.v1.AddPublisherResponse
-	33, // 57: avatarfleet.fleet.v1.WorkerService.RemovePublisher:output_type -> avatarfleet.fleet.v1.RemovePublisherResponse
-	37, // 58: avatarfleet.fleet.v1.WorkerService.AvatarPreview:output_type -> avatarfleet.fleet.v1.AvatarPreviewResponse
-	10, // 59: avatarfleet.fleet.v1.WorkerService.StartRecording:output_type -> avatarfleet.fleet.v1.Recording
-	10, // 60: avatarfleet.fleet.v1.WorkerService.StopRecording:output_type -> avatarfleet.fleet.v1.Recording
-	39, // 61: avatarfleet.fleet.v1.WorkerService.FetchRecording:output_type -> avatarfleet.fleet.v1.RecordingChunk
-	48, // [48:62] is the sub-list for method output_type
-	34, // [34:48] is the sub-list for method input_type
-	34, // [34:34] is the sub-list for extension type_name
-	34, // [34:34] is the sub-list for extension extendee
-	0,  // [0:34] is the sub-list for field type_name
+	35, // 29: avatarfleet.fleet.v1.SessionStatusResponse.stats:type_name -> avatarfleet.fleet.v1.SessionStats
+	25, // 30: avatarfleet.fleet.v1.SessionStatusResponse.livekit:type_name -> avatarfleet.fleet.v1.LiveKitStatus
+	26, // 31: avatarfleet.fleet.v1.AddViewerResponse.ice_servers:type_name -> avatarfleet.fleet.v1.IceServer
+	26, // 32: avatarfleet.fleet.v1.AddPublisherResponse.ice_servers:type_name -> avatarfleet.fleet.v1.IceServer
+	36, // 33: avatarfleet.fleet.v1.SessionStats.viewers:type_name -> avatarfleet.fleet.v1.ViewerStats
+	42, // 34: avatarfleet.fleet.v1.ViewerStats.connected_at:type_name -> google.protobuf.Timestamp
+	13, // 35: avatarfleet.fleet.v1.WorkerService.StartSession:input_type -> avatarfleet.fleet.v1.StartSessionRequest
+	15, // 36: avatarfleet.fleet.v1.WorkerService.StopSession:input_type -> avatarfleet.fleet.v1.StopSessionRequest
+	17, // 37: avatarfleet.fleet.v1.WorkerService.SpeakText:input_type -> avatarfleet.fleet.v1.SpeakTextRequest
+	19, // 38: avatarfleet.fleet.v1.WorkerService.PushAudio:input_type -> avatarfleet.fleet.v1.PushAudioRequest
+	21, // 39: avatarfleet.fleet.v1.WorkerService.Interrupt:input_type -> avatarfleet.fleet.v1.InterruptRequest
+	23, // 40: avatarfleet.fleet.v1.WorkerService.SessionStatus:input_type -> avatarfleet.fleet.v1.SessionStatusRequest
+	27, // 41: avatarfleet.fleet.v1.WorkerService.AddViewer:input_type -> avatarfleet.fleet.v1.AddViewerRequest
+	29, // 42: avatarfleet.fleet.v1.WorkerService.RemoveViewer:input_type -> avatarfleet.fleet.v1.RemoveViewerRequest
+	31, // 43: avatarfleet.fleet.v1.WorkerService.AddPublisher:input_type -> avatarfleet.fleet.v1.AddPublisherRequest
+	33, // 44: avatarfleet.fleet.v1.WorkerService.RemovePublisher:input_type -> avatarfleet.fleet.v1.RemovePublisherRequest
+	37, // 45: avatarfleet.fleet.v1.WorkerService.AvatarPreview:input_type -> avatarfleet.fleet.v1.AvatarPreviewRequest
+	39, // 46: avatarfleet.fleet.v1.WorkerService.StartRecording:input_type -> avatarfleet.fleet.v1.RecordingRequest
+	39, // 47: avatarfleet.fleet.v1.WorkerService.StopRecording:input_type -> avatarfleet.fleet.v1.RecordingRequest
+	39, // 48: avatarfleet.fleet.v1.WorkerService.FetchRecording:input_type -> avatarfleet.fleet.v1.RecordingRequest
+	14, // 49: avatarfleet.fleet.v1.WorkerService.StartSession:output_type -> avatarfleet.fleet.v1.StartSessionResponse
+	16, // 50: avatarfleet.fleet.v1.WorkerService.StopSession:output_type -> avatarfleet.fleet.v1.StopSessionResponse
+	18, // 51: avatarfleet.fleet.v1.WorkerService.SpeakText:output_type -> avatarfleet.fleet.v1.SpeakTextResponse
+	20, // 52: avatarfleet.fleet.v1.WorkerService.PushAudio:output_type -> avatarfleet.fleet.v1.PushAudioResponse
+	22, // 53: avatarfleet.fleet.v1.WorkerService.Interrupt:output_type -> avatarfleet.fleet.v1.InterruptResponse
+	24, // 54: avatarfleet.fleet.v1.WorkerService.SessionStatus:output_type -> avatarfleet.fleet.v1.SessionStatusResponse
+	28, // 55: avatarfleet.fleet.v1.WorkerService.AddViewer:output_type -> avatarfleet.fleet.v1.AddViewerResponse
+	30, // 56: avatarfleet.fleet.v1.WorkerService.RemoveViewer:output_type -> avatarfleet.fleet.v1.RemoveViewerResponse
+	32, // 57: avatarfleet.fleet.v1.WorkerService.AddPublisher:output_type -> avatarfleet.fleet.v1.AddPublisherResponse
+	34, // 58: avatarfleet.fleet.v1.WorkerService.RemovePublisher:output_type -> avatarfleet.fleet.v1.RemovePublisherResponse
+	38, // 59: avatarfleet.fleet.v1.WorkerService.AvatarPreview:output_type -> avatarfleet.fleet.v1.AvatarPreviewResponse
+	10, // 60: avatarfleet.fleet.v1.WorkerService.StartRecording:output_type -> avatarfleet.fleet.v1.Recording
+	10, // 61: avatarfleet.fleet.v1.WorkerService.StopRecording:output_type -> avatarfleet.fleet.v1.Recording
+	40, // 62: avatarfleet.fleet.v1.WorkerService.FetchRecording:output_type -> avatarfleet.fleet.v1.RecordingChunk
+	49, // [49:63] is the sub-list for method output_type
+	35, // [35:49] is the sub-list for method input_type
+	35, // [35:35] is the sub-list for extension type_name
+	35, // [35:35] is the sub-list for extension extendee
+	0,  // [0:35] is the sub-list for field type_name
 }
 
 func init() { file_fleet_v1_fleet_proto_init() }
@@ -3248,7 +3335,7 @@ func file_fleet_v1_fleet_proto_init() {
 			GoPackagePath: reflect.TypeOf(x{}).PkgPath(),
 			RawDescriptor: unsafe.Slice(unsafe.StringData(file_fleet_v1_fleet_proto_rawDesc), len(file_fleet_v1_fleet_proto_rawDesc)),
 			NumEnums:      4,
-			NumMessages:   37,
+			NumMessages:   38,
 			NumExtensions: 0,
 			NumServices:   1,
 		},

@@ -15,7 +15,10 @@
 //     played to its end or cleared.
 //
 // The room closing, the avatar being removed or the agent leaving end the
-// session (Hooks.End).
+// session (Hooks.End). The connection's own state (joining, joined,
+// reconnecting, left, with the count of reconnects and the last drop's
+// reason) is kept from the room's callbacks for the session's status
+// (Avatar.Status).
 package livekit
 
 import (
@@ -68,6 +71,7 @@ const (
 	endReasonAgentLeft     = "the agent left the LiveKit room"
 	endReasonRoomClosed    = "the LiveKit room closed or the avatar was disconnected"
 	endReasonAgentNotFound = "no agent joined the LiveKit room"
+	reasonConnectionLost   = "connection to the LiveKit server lost"
 )
 
 // Hooks are how the avatar drives its session. Each must be safe to call
@@ -117,6 +121,7 @@ type Avatar struct {
 	wg     sync.WaitGroup // the notifier, the agent wait, the stream readers
 	play   *playback
 	notes  chan note
+	conn   *connState
 
 	mu       sync.Mutex
 	agent    string // the agent's identity, once known
@@ -155,7 +160,7 @@ func Join(ctx context.Context, opt Options) (*Avatar, error) {
 	if opt.Logger == nil {
 		opt.Logger = slog.New(slog.DiscardHandler)
 	}
-	a := &Avatar{opt: opt, log: opt.Logger.With("livekit", opt.URL), notes: make(chan note, notifyBuffer)}
+	a := &Avatar{opt: opt, log: opt.Logger.With("livekit", opt.URL), notes: make(chan note, notifyBuffer), conn: newConnState()}
 	a.ctx, a.cancel = context.WithCancel(context.Background())
 	a.play = newPlayback(a.enqueue)
 
@@ -178,7 +183,17 @@ func Join(ctx context.Context, opt Options) (*Avatar, error) {
 	}
 
 	cb := lksdk.NewRoomCallback()
+	cb.OnReconnecting = func() {
+		a.log.Warn("LiveKit connection lost, reconnecting")
+		a.conn.apply(evReconnecting, reasonConnectionLost)
+	}
+	cb.OnReconnected = func() {
+		a.conn.apply(evReconnected, "")
+		a.log.Info("LiveKit connection back")
+		a.agentAfterReconnect()
+	}
 	cb.OnDisconnectedWithReason = func(reason lksdk.DisconnectionReason) {
+		a.conn.apply(evDisconnected, string(reason))
 		if reason == lksdk.DuplicateIdentity {
 			// Another worker joined with this token: the session moved
 			// (a live migration, a re-placement). This one stops counting
@@ -191,12 +206,7 @@ func Join(ctx context.Context, opt Options) (*Avatar, error) {
 		a.end(fmt.Sprintf("%s (%s)", endReasonRoomClosed, reason))
 	}
 	cb.OnParticipantConnected = func(rp *lksdk.RemoteParticipant) { a.participantJoined(rp) }
-	cb.OnParticipantDisconnected = func(rp *lksdk.RemoteParticipant) {
-		if id := a.agentIdentity(); id != "" && rp.Identity() == id {
-			a.presence(false)
-			a.end(endReasonAgentLeft)
-		}
-	}
+	cb.OnParticipantDisconnected = func(rp *lksdk.RemoteParticipant) { a.participantLeft(rp) }
 	a.room = lksdk.NewRoom(cb)
 	// Handlers first: the agent may send as soon as it sees the avatar.
 	if err := a.room.RegisterByteStreamHandler(AudioTopic, a.onAudioStream); err != nil {
@@ -212,10 +222,13 @@ func Join(ctx context.Context, opt Options) (*Avatar, error) {
 	// The SDK's own log stays off: it may print the URL with the token.
 	if err := a.room.JoinWithContextAndToken(jctx, opt.URL, opt.Token, lksdk.WithAutoSubscribe(false),
 		lksdk.WithConnectTimeout(opt.ConnectTimeout), lksdk.WithLogger(protoLogger.GetDiscardLogger())); err != nil {
+		a.conn.apply(evClosed, "")
 		a.cancel()
 		return nil, fmt.Errorf("livekit: join %s: %s", opt.URL, redact(err.Error(), opt.Token))
 	}
+	a.conn.apply(evJoined, "")
 	if err := a.publish(); err != nil {
+		a.conn.apply(evClosed, "")
 		a.room.Disconnect()
 		a.cancel()
 		return nil, err
@@ -299,6 +312,42 @@ func (a *Avatar) setAgent(id string) {
 	}
 }
 
+// participantLeft ends the session when the agent left. A restarting
+// connection drops every participant it knew (the SDK reports each on its
+// own goroutine, maybe after the connection is back): while it reconnects
+// the agent only stops counting as a viewer, and whether it is still there
+// is settled once it is back (agentAfterReconnect); an agent that is in
+// the room again did not leave.
+func (a *Avatar) participantLeft(rp *lksdk.RemoteParticipant) {
+	id := a.agentIdentity()
+	if id == "" || rp.Identity() != id || a.room.GetParticipantByIdentity(id) != nil {
+		return
+	}
+	a.presence(false)
+	if !a.conn.is(StateReconnecting) {
+		a.end(endReasonAgentLeft)
+	}
+}
+
+// agentAfterReconnect settles the agent's presence once the connection is
+// back: still in the room, it counts as a viewer again; gone, the session
+// ends as when it leaves.
+func (a *Avatar) agentAfterReconnect() {
+	id := a.agentIdentity()
+	if id == "" {
+		return // findAgent still looks for it
+	}
+	if a.room.GetParticipantByIdentity(id) == nil {
+		a.presence(false)
+		a.end(endReasonAgentLeft)
+		return
+	}
+	a.presence(true)
+}
+
+// Status is the room connection's state; safe from any goroutine.
+func (a *Avatar) Status() Status { return a.conn.get() }
+
 // AgentIdentity is the agent's identity, once it was seen in the room.
 func (a *Avatar) AgentIdentity() string { return a.agentIdentity() }
 
@@ -374,6 +423,7 @@ func (a *Avatar) Close() error {
 	}
 	a.closed = true
 	a.mu.Unlock()
+	a.conn.apply(evClosed, "")
 	a.cancel()
 	a.room.Disconnect() // ends the stream readers (their readers close)
 	a.wg.Wait()

@@ -75,6 +75,10 @@ func TestAgentAvatarThroughRuntime(t *testing.T) {
 		}
 		time.Sleep(50 * time.Millisecond)
 	}
+	// The session's status carries the room connection's live state.
+	if st, err := rt.Status("s1"); err != nil || st.LiveKit.GetState() != livekit.StateJoined || st.LiveKit.GetReconnects() != 0 {
+		t.Errorf("status %+v, %v: want livekit joined", st, err)
+	}
 	idleFrom := time.Now()
 	time.Sleep(2 * time.Second)
 	idle := livekittest.Measure(sub.Since(idleFrom), pack)

@@ -92,6 +92,13 @@ func (b *both) WriteAudio(s pipeline.Sample) error {
 	return err
 }
 
+// LiveKitStatus implements mediaruntime.LiveKitReporter: the room
+// connection's live state for the session's status.
+func (b *both) LiveKitStatus() *fleetv1.LiveKitStatus {
+	st := b.av.Status()
+	return &fleetv1.LiveKitStatus{State: st.State, Reconnects: st.Reconnects, LastError: st.LastError}
+}
+
 // Close leaves the LiveKit room, then closes the SFU room.
 func (b *both) Close() error {
 	return errors.Join(b.av.Close(), b.Media.Close())

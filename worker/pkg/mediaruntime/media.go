@@ -17,6 +17,12 @@ type Media interface {
 	Close() error
 }
 
+// LiveKitReporter is a Media that also joined a LiveKit room: Status
+// carries its connection's live state (runtime.Status.LiveKit).
+type LiveKitReporter interface {
+	LiveKitStatus() *fleetv1.LiveKitStatus
+}
+
 // MediaHooks are how a session's transport drives the session. Each is
 // safe to call from any goroutine, at any time, as often as needed,
 // including before NewMedia has returned and after the session ended

@@ -162,7 +162,11 @@ func (r *Runtime) Status(id string) (runtime.Status, error) {
 		return runtime.Status{}, err
 	}
 	st := s.p().Status()
-	return runtime.Status{State: fleetv1.SessionState_SESSION_STATE_READY, Speaking: st.Speaking, FramesSent: st.Frames}, nil
+	out := runtime.Status{State: fleetv1.SessionState_SESSION_STATE_READY, Speaking: st.Speaking, FramesSent: st.Frames}
+	if lk, ok := s.media.(LiveKitReporter); ok {
+		out.LiveKit = lk.LiveKitStatus()
+	}
+	return out, nil
 }
 
 // Sessions implements runtime.Runtime.

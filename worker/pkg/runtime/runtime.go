@@ -43,6 +43,9 @@ type Status struct {
 	State      fleetv1.SessionState
 	Speaking   bool
 	FramesSent uint64
+	// LiveKit is the session's LiveKit room connection; nil when it
+	// joined none.
+	LiveKit *fleetv1.LiveKitStatus
 }
 
 // Ended reports a session that ended on the runtime's own initiative (a

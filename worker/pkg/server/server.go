@@ -351,7 +351,7 @@ func (s *Server) SessionStatus(_ context.Context, req *fleetv1.SessionStatusRequ
 	if err != nil {
 		return nil, s.toStatus(err)
 	}
-	resp := &fleetv1.SessionStatusResponse{State: st.State, Speaking: st.Speaking, FramesSent: st.FramesSent}
+	resp := &fleetv1.SessionStatusResponse{State: st.State, Speaking: st.Speaking, FramesSent: st.FramesSent, Livekit: st.LiveKit}
 	if s.sig != nil {
 		// Media figures are best effort: a session without a room yet
 		// still has a status.

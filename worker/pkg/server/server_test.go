@@ -133,6 +133,9 @@ func TestSessionLifecycle(t *testing.T) {
 	if err != nil || st.GetState() != fleetv1.SessionState_SESSION_STATE_READY {
 		t.Fatalf("status = %v, %v", st, err)
 	}
+	if st.GetLivekit() != nil {
+		t.Errorf("a session without a LiveKit room has a LiveKit status: %v", st.GetLivekit())
+	}
 	if _, err := f.client.SpeakText(ctx, &fleetv1.SpeakTextRequest{SessionId: "sess-1", Text: "héllo", Interrupt: true}); err != nil {
 		t.Fatal(err)
 	}

@@ -73,7 +73,7 @@ type Follower struct {
 	// the next offer should go at once rather than after the backoff.
 	moved  chan struct{}
 	cancel context.CancelFunc
-	wg       sync.WaitGroup
+	wg     sync.WaitGroup
 
 	mu       sync.Mutex
 	cur      *Viewer

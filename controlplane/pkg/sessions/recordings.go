@@ -107,7 +107,7 @@ func (m *Manager) StopRecording(ctx context.Context, id, rid string) (*fleetv1.R
 	if rec.GetState() != fleetstore.RecordingInProgress {
 		return rec, nil // ended: its worker need not be there
 	}
-	rec, cl, err := m.recordingWorker(ctx, id, rid)
+	_, cl, err := m.recordingWorker(ctx, id, rid)
 	if err != nil {
 		return nil, err
 	}

@@ -100,6 +100,9 @@ func renderWorker(w io.Writer, wk apiv1.Worker) error {
 	row(tw, "STATE:", wk.State)
 	row(tw, "ADDRESS:", wk.Address)
 	row(tw, "SESSIONS:", strconv.Itoa(wk.Sessions))
+	if wk.RecordingStore != "" {
+		row(tw, "RECORDINGS:", wk.RecordingStore)
+	}
 	if err := tw.Flush(); err != nil {
 		return err
 	}
@@ -176,7 +179,7 @@ func renderSession(w io.Writer, s apiv1.Session) error {
 	row(tw, "WHEP_URL:", s.WHEPURL)
 	row(tw, "VIEWER_TOKEN:", s.ViewerToken)
 	if s.LiveKit != nil {
-		row(tw, "LIVEKIT:", s.LiveKit.URL+" ("+s.LiveKit.State+")")
+		row(tw, "LIVEKIT:", formatLiveKit(*s.LiveKit))
 	}
 	if st := s.Stats; st != nil {
 		// Media figures, only for a ready session whose worker answered.
@@ -185,6 +188,20 @@ func renderSession(w io.Writer, s apiv1.Session) error {
 		row(tw, "VIDEO_FRAMES:", strconv.FormatUint(st.VideoFramesSent, 10))
 	}
 	return tw.Flush()
+}
+
+// formatLiveKit prints the session's LiveKit room and its connection:
+// "wss://lk (joined, 2 reconnects, last: connection lost)"; the counts only
+// when the worker reported them.
+func formatLiveKit(lk apiv1.LiveKitState) string {
+	out := lk.URL + " (" + lk.State
+	if lk.Reconnects != nil {
+		out += ", " + strconv.FormatUint(uint64(*lk.Reconnects), 10) + " reconnects"
+	}
+	if lk.LastError != "" {
+		out += ", last: " + lk.LastError
+	}
+	return out + ")"
 }
 
 // formatRestart prints the restart policy and, when the session is

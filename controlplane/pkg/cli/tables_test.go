@@ -95,6 +95,13 @@ func TestRenderTables(t *testing.T) {
 				"  rule: min(cpu: …) = 15?[2J\n",
 		},
 		{
+			name: "worker recording to a shared store",
+			render: func(b *strings.Builder) error {
+				return renderWorker(b, apiv1.Worker{ID: "w1", State: "active", Address: "10.0.0.5:9090", RecordingStore: "s3://minio:9000/recs/fleet"})
+			},
+			want: "ID:          w1\nSTATE:       active\nADDRESS:     10.0.0.5:9090\nSESSIONS:    0\nRECORDINGS:  s3://minio:9000/recs/fleet\nGPUS:      -\n",
+		},
+		{
 			name:   "worker without GPUs",
 			render: func(b *strings.Builder) error { return renderWorker(b, apiv1.Worker{ID: "w1", State: "down"}) },
 			want:   "ID:        w1\nSTATE:     down\nADDRESS:   -\nSESSIONS:  0\nGPUS:      -\n",
@@ -149,6 +156,31 @@ func TestRenderTables(t *testing.T) {
 				"MOVES:         1 (from w1, worker_lost)\n" +
 				"WHEP_URL:      http://cp/v1/sessions/s4/whep\n" +
 				"VIEWER_TOKEN:  vt\n",
+		},
+		{
+			name: "session in a LiveKit room that reconnected",
+			render: func(b *strings.Builder) error {
+				two := uint32(2)
+				return renderSession(b, apiv1.Session{ID: "s5", State: "ready", WorkerID: "w1", Avatar: "a", Voice: "v",
+					CreatedAt: created, WHEPURL: "http://cp/v1/sessions/s5/whep", ViewerToken: "vt",
+					LiveKit: &apiv1.LiveKitState{URL: "wss://lk.example", State: "joined", Reconnects: &two, LastError: "connection lost\x1b[2J"}})
+			},
+			want: "" +
+				"ID:            s5\n" +
+				"STATE:         ready\n" +
+				"WORKER:        w1\n" +
+				"GPU:           0\n" +
+				"AVATAR:        a\n" +
+				"VOICE:         v\n" +
+				"LABELS:        -\n" +
+				"IDLE_TIMEOUT:  -\n" +
+				"MAX_DURATION:  -\n" +
+				"CREATED:       2026-03-04T04:06:07Z\n" +
+				"ENDED:         -\n" +
+				"END_REASON:    -\n" +
+				"WHEP_URL:      http://cp/v1/sessions/s5/whep\n" +
+				"VIEWER_TOKEN:  vt\n" +
+				"LIVEKIT:       wss://lk.example (joined, 2 reconnects, last: connection lost?[2J)\n",
 		},
 		{
 			name: "ready session with media stats",

@@ -3,6 +3,7 @@ package fleetstore
 import (
 	"context"
 	"fmt"
+	"time"
 
 	clientv3 "go.etcd.io/etcd/client/v3"
 )
@@ -35,6 +36,29 @@ func (s *Store) SlotOwner(ctx context.Context, worker string, gpu, slot uint32) 
 		return "", nil
 	}
 	return string(resp.Kvs[0].Value), nil
+}
+
+// serializableProbe bounds SlotOwnerAt's read of the nearest member's own
+// state: it answers in about a millisecond, or its member is gone.
+const serializableProbe = 200 * time.Millisecond
+
+// SlotOwnerAt is SlotOwner as of revision minRev or later. It first reads
+// the state of the member the client talks to (a serializable read, which
+// needs no leader: after the leader died a linearizable read waits for the
+// election) and takes that answer when the member has applied minRev;
+// otherwise it reads as SlotOwner does, through the leader.
+func (s *Store) SlotOwnerAt(ctx context.Context, worker string, gpu, slot uint32, minRev int64) (string, error) {
+	key := s.keys.Slot(worker, gpu, slot)
+	pctx, cancel := context.WithTimeout(ctx, serializableProbe)
+	resp, err := s.cli.Get(pctx, key, clientv3.WithSerializable())
+	cancel()
+	if err == nil && resp.Header.GetRevision() >= minRev {
+		if len(resp.Kvs) == 0 {
+			return "", nil
+		}
+		return string(resp.Kvs[0].Value), nil
+	}
+	return s.SlotOwner(ctx, worker, gpu, slot)
 }
 
 // SlotOwnerByKey is SlotOwner for a slot key.

@@ -31,21 +31,32 @@ import (
 
 // RetryOptions tunes how requests ride out an etcd leader change.
 type RetryOptions struct {
-	// AttemptTimeout bounds one attempt of one request (default 1 s). A
-	// request a follower forwarded to a leader that just died is never
-	// answered; an election takes 1-2 s, so a shorter bound only retries
-	// into "no leader", a longer one delays the first attempt that can
-	// succeed. A request slower than this on a healthy cluster is tried
-	// again, which guarded transactions make safe.
+	// AttemptTimeout bounds one attempt of one request (default 500 ms).
+	// A request a follower forwarded to a leader that just died is never
+	// answered, and the follower keeps forwarding until its own election
+	// timeout (1-2 s with etcd's defaults): each lost attempt costs this
+	// much, and the attempt that can succeed starts only after the last
+	// lost one, so this bound is about how far a request may lag behind
+	// the new leader. (With 1 s, doubled after each timeout, reservations
+	// took up to 3.2 s after a leader's loss whose election took 1.6 s.)
+	// A healthy cluster answers in milliseconds; a request slower than
+	// this is tried again (guarded transactions make that safe), and after
+	// timeoutsBeforeEscalation timeouts in a row each attempt gets twice
+	// as long, up to 8 × this, so a slow cluster is not retried forever.
 	AttemptTimeout time.Duration
 	// MinBackoff and MaxBackoff bound the jittered wait between attempts
 	// (defaults 20 ms and 250 ms).
 	MinBackoff, MaxBackoff time.Duration
 }
 
+// timeoutsBeforeEscalation is how many attempts in a row may time out
+// before the next ones get longer: a dead leader costs a few lost
+// attempts, a cluster too slow for the bound many.
+const timeoutsBeforeEscalation = 3
+
 func (o *RetryOptions) defaults() {
 	if o.AttemptTimeout <= 0 {
-		o.AttemptTimeout = time.Second
+		o.AttemptTimeout = 500 * time.Millisecond
 	}
 	if o.MinBackoff <= 0 {
 		o.MinBackoff = 20 * time.Millisecond
@@ -92,14 +103,14 @@ func (s *Store) retry(ctx context.Context, op func(ctx context.Context) error) (
 	return s.retryWithin(ctx, s.retryOpts.AttemptTimeout, op)
 }
 
-// retryWithin is retry with a first attempt bounded by timeout. An attempt
-// that timed out gives the next one twice as long (up to 8 × the default):
-// a request a slow cluster cannot answer in time must not be retried
-// forever, while one lost with a dead leader is retried quickly.
+// retryWithin is retry with attempts bounded by timeout (nextTimeout: a
+// request lost with a dead leader is retried quickly, while one a slow
+// cluster cannot answer in time gets longer attempts, not endless ones).
 func (s *Store) retryWithin(ctx context.Context, timeout time.Duration, op func(ctx context.Context) error) (int, error) {
 	bo := backoff.NewExponentialBackOff()
 	bo.InitialInterval, bo.MaxInterval = s.retryOpts.MinBackoff, s.retryOpts.MaxBackoff
 	bo.RandomizationFactor = 0.5
+	timeouts := 0
 	for failed := 0; ; failed++ {
 		actx, cancel := context.WithTimeout(clientv3.WithRequireLeader(ctx), timeout)
 		err := op(actx)
@@ -109,8 +120,11 @@ func (s *Store) retryWithin(ctx context.Context, timeout time.Duration, op func(
 			return failed, err
 		}
 		if timedOut {
-			timeout = min(2*timeout, 8*s.retryOpts.AttemptTimeout)
+			timeouts++
+		} else {
+			timeouts = 0
 		}
+		timeout = nextTimeout(timeout, s.retryOpts.AttemptTimeout, timeouts)
 		wait := bo.NextBackOff()
 		// A little extra spread so replicas retrying together do not land
 		// on the new leader in one burst.
@@ -123,6 +137,17 @@ func (s *Store) retryWithin(ctx context.Context, timeout time.Duration, op func(
 		case <-t.C:
 		}
 	}
+}
+
+// nextTimeout is the bound of the attempt after one that ended with
+// timeouts attempts in a row timed out: the same until
+// timeoutsBeforeEscalation of them, then twice as long each time, at most
+// 8 × base.
+func nextTimeout(cur, base time.Duration, timeouts int) time.Duration {
+	if timeouts < timeoutsBeforeEscalation {
+		return cur
+	}
+	return min(2*cur, 8*base)
 }
 
 // retryKV is the store's KV: every call goes through retry.

@@ -20,6 +20,7 @@ import (
 	"github.com/avatarfleet/avatarfleet/controlplane/pkg/apiv1"
 	"github.com/avatarfleet/avatarfleet/e2e/internal/binfleet"
 	"github.com/avatarfleet/avatarfleet/e2e/internal/whepviewer"
+	"github.com/avatarfleet/avatarfleet/proto/repotest"
 	"github.com/avatarfleet/avatarfleet/worker/pkg/avatar"
 
 	"github.com/avatarfleet/avatarfleet/e2e/internal/lipmeasure"
@@ -41,7 +42,7 @@ var lookAhead = flag.Int("avsync.lookahead_ms", -1,
 	"run the worker with the generated default model re-declared with this look-ahead (ONNX metadata avatarfleet.lookahead_ms, 0..200) instead of the default model as it is (-1)")
 
 func TestMain(m *testing.M) {
-	goleak.VerifyTestMain(m,
+	goleak.VerifyTestMain(repotest.WatchHangs(m),
 		// http.DefaultClient's kept-alive connections to the control plane.
 		goleak.IgnoreTopFunction("net/http.(*persistConn).readLoop"),
 		goleak.IgnoreTopFunction("net/http.(*persistConn).writeLoop"),

@@ -13,9 +13,10 @@ import (
 	"github.com/avatarfleet/avatarfleet/controlplane/pkg/apiv1"
 	"github.com/avatarfleet/avatarfleet/controlplane/pkg/cli"
 	"github.com/avatarfleet/avatarfleet/e2e/internal/testfleet"
+	"github.com/avatarfleet/avatarfleet/proto/repotest"
 )
 
-func TestMain(m *testing.M) { goleak.VerifyTestMain(m) }
+func TestMain(m *testing.M) { goleak.VerifyTestMain(repotest.WatchHangs(m)) }
 
 // avatarctl runs the CLI in-process against replica 0 of a real fleet.
 func avatarctl(t *testing.T, f *testfleet.Fleet, key string, args ...string) (stdout, stderr string, code int) {

@@ -19,10 +19,11 @@ import (
 	"github.com/avatarfleet/avatarfleet/controlplane/pkg/apiv1"
 	"github.com/avatarfleet/avatarfleet/e2e/internal/binfleet"
 	"github.com/avatarfleet/avatarfleet/e2e/internal/whepviewer"
+	"github.com/avatarfleet/avatarfleet/proto/repotest"
 )
 
 func TestMain(m *testing.M) {
-	goleak.VerifyTestMain(m,
+	goleak.VerifyTestMain(repotest.WatchHangs(m),
 		// http.DefaultClient's kept-alive connections to the binaries.
 		goleak.IgnoreTopFunction("net/http.(*persistConn).readLoop"),
 		goleak.IgnoreTopFunction("net/http.(*persistConn).writeLoop"),

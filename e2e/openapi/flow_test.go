@@ -9,7 +9,6 @@ import (
 	"time"
 
 	"github.com/pion/webrtc/v4"
-	"go.uber.org/goleak"
 
 	"github.com/avatarfleet/avatarfleet/controlplane/pkg/apiv1"
 	"github.com/avatarfleet/avatarfleet/controlplane/pkg/auth"
@@ -18,12 +17,7 @@ import (
 	"github.com/avatarfleet/avatarfleet/worker/pkg/server"
 )
 
-func TestMain(m *testing.M) {
-	goleak.VerifyTestMain(m,
-		// As in e2e/replica: etcd's peer version handler may outlive a
-		// stopped member inside etcd.
-		goleak.IgnoreAnyFunction("go.etcd.io/etcd/server/v3/etcdserver/api/etcdhttp.newPeerHandler.versionHandler.func1"))
-}
+func TestMain(m *testing.M) { testfleet.VerifyTestMain(m) }
 
 func intp(v int) *int { return &v }
 

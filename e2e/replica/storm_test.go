@@ -9,21 +9,13 @@ import (
 
 	"go.etcd.io/etcd/api/v3/mvccpb"
 	clientv3 "go.etcd.io/etcd/client/v3"
-	"go.uber.org/goleak"
 
 	"github.com/avatarfleet/avatarfleet/controlplane/pkg/apiv1"
 	"github.com/avatarfleet/avatarfleet/controlplane/pkg/supervisor"
 	"github.com/avatarfleet/avatarfleet/e2e/internal/testfleet"
 )
 
-func TestMain(m *testing.M) {
-	goleak.VerifyTestMain(m,
-		// TestEtcdLeaderLossDuringCreates kills an etcd member (raft stopped
-		// at once, as a crash): a peer's version request it was serving can
-		// stay blocked on that member's backend, inside etcd, until the
-		// process exits. Nothing of ours is in that goroutine.
-		goleak.IgnoreAnyFunction("go.etcd.io/etcd/server/v3/etcdserver/api/etcdhttp.newPeerHandler.versionHandler.func1"))
-}
+func TestMain(m *testing.M) { testfleet.VerifyTestMain(m) }
 
 // slotWatcher follows every slot key change from a revision on and records
 // the highest number of slots any GPU held at any revision.

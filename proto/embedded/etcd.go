@@ -86,6 +86,9 @@ var errPickedPortTaken = errors.New("a picked port was taken")
 // ClientAddrs) is taken before etcd binds it, it starts again on fresh
 // ports; a given client address that is in use fails the start.
 func StartEtcd(ctx context.Context, opts EtcdOptions) (*EtcdCluster, error) {
+	if opts.Dir == "" {
+		return nil, errors.New("start embedded etcd: no data directory")
+	}
 	n := opts.Members
 	if n <= 0 {
 		n = 1
@@ -169,6 +172,11 @@ func startEtcdOnce(ctx context.Context, opts EtcdOptions, n int) (*EtcdCluster, 
 		initial = append(initial, name+"="+members[i].peer.String())
 	}
 
+	tokenKey, tokenKeyDone, err := authTokenKey(opts.Dir)
+	if err != nil {
+		return nil, err
+	}
+	defer tokenKeyDone()
 	c := &EtcdCluster{}
 	var (
 		mu       sync.Mutex
@@ -188,6 +196,7 @@ func startEtcdOnce(ctx context.Context, opts EtcdOptions, n int) (*EtcdCluster, 
 		cfg.InitialClusterToken = "avatarfleet"
 		cfg.ZapLoggerBuilder = embed.NewZapLoggerBuilder(logger)
 		cfg.UnsafeNoFsync = opts.NoFsync
+		cfg.AuthToken = authTokenConfig(tokenKey)
 		if opts.ClientTLS != nil {
 			cfg.ClientTLSInfo = *opts.ClientTLS
 		}
@@ -293,7 +302,7 @@ func (c *EtcdCluster) StopMember(i int) {
 	c.stopped[i] = true
 	c.mu.Unlock()
 	if !already {
-		c.members[i].Close()
+		closeMember(c.members[i])
 	}
 }
 
@@ -328,12 +337,27 @@ func (c *EtcdCluster) Close() {
 		var wg sync.WaitGroup
 		for i, e := range c.members {
 			if !stopped[i] {
-				wg.Go(e.Close)
+				wg.Go(func() { closeMember(e) })
 			}
 		}
 		wg.Wait()
 		c.closing.Wait()
 	})
+}
+
+// closeMember closes one member. embed.Etcd.Close first shuts the client
+// servers down, and those start only once the member is ready (it has
+// joined a quorum): a member that never got there (the others of a new
+// cluster failed to start) would hold Close, and the test or the
+// process closing it, forever. Its server is stopped first then, which
+// lets them go.
+func closeMember(e *embed.Etcd) {
+	select {
+	case <-e.Server.ReadyNotify():
+	default:
+		e.Server.HardStop()
+	}
+	e.Close()
 }
 
 // takenPort reports whether err is a listen that failed because one of

@@ -62,6 +62,9 @@ func TestStartEtcdPicksAgainWhenAPickedPortIsTaken(t *testing.T) {
 		// Picks 0..5 are m0 client, m0 peer, m1 client, ...: m2's peer
 		// fails after m0 and m1 started and wrote their data.
 		{name: "peer port of the last of three members", members: 3, taken: map[int]bool{5: true}},
+		// m1's peer fails with only m0 started: m0 never has a quorum,
+		// and closing it must not wait for it to be ready.
+		{name: "peer port of the second of three members", members: 3, taken: map[int]bool{3: true}},
 		{name: "given client address in use", members: 1, given: true, wantErr: true},
 	}
 	for _, tc := range cases {

@@ -14,10 +14,11 @@ import (
 	"github.com/avatarfleet/avatarfleet/proto/embedded/embeddedtest"
 	fleetv1 "github.com/avatarfleet/avatarfleet/proto/fleet/v1"
 	"github.com/avatarfleet/avatarfleet/proto/fleetstore"
+	"github.com/avatarfleet/avatarfleet/proto/repotest"
 )
 
 func TestMain(m *testing.M) {
-	goleak.VerifyTestMain(m,
+	goleak.VerifyTestMain(repotest.WatchHangs(m),
 		// Peer HTTP connections between etcd members, client and server
 		// side, that outlive a member TestSlotOwnerAtNeedsNoLeader stops
 		// while the others run (etcd's raft transport and peer handler

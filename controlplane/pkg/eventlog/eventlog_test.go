@@ -14,6 +14,8 @@ import (
 	"github.com/prometheus/client_golang/prometheus"
 	clientv3 "go.etcd.io/etcd/client/v3"
 	"go.uber.org/goleak"
+
+	"github.com/avatarfleet/avatarfleet/proto/repotest"
 	"google.golang.org/protobuf/proto"
 
 	"github.com/avatarfleet/avatarfleet/controlplane/pkg/eventlog"
@@ -24,7 +26,7 @@ import (
 	"github.com/avatarfleet/avatarfleet/proto/fleetstore"
 )
 
-func TestMain(m *testing.M) { goleak.VerifyTestMain(m) }
+func TestMain(m *testing.M) { goleak.VerifyTestMain(repotest.WatchHangs(m)) }
 
 // rig is etcd and NATS for event logs to run against.
 type rig struct {

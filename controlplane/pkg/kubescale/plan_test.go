@@ -9,6 +9,7 @@ import (
 	"go.uber.org/goleak"
 
 	"github.com/avatarfleet/avatarfleet/controlplane/pkg/apiv1"
+	"github.com/avatarfleet/avatarfleet/proto/repotest"
 )
 
 func wk(id, state string, sessions int) apiv1.Worker {
@@ -155,4 +156,4 @@ func TestOrdinal(t *testing.T) {
 	}
 }
 
-func TestMain(m *testing.M) { goleak.VerifyTestMain(m) }
+func TestMain(m *testing.M) { goleak.VerifyTestMain(repotest.WatchHangs(m)) }

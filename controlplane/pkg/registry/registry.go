@@ -281,6 +281,23 @@ func (r *Registry) NoteReserved(worker string, ref SlotRef, sessionID string) {
 	}
 }
 
+// NoteReleased records a release this replica just committed (a delete, a
+// reservation undone), so its next placement may use the slot before the
+// watch reports it. Without it, a replica whose watch lags (after an etcd
+// leader's loss it can be silent for seconds) saw its own creates fill
+// the fleet while its own deletes stayed invisible, and answered
+// no_capacity with the slots free. The slot is freed only while the cache
+// still gives it to sessionID: a newer reservation is left alone, and a
+// late watch event re-marking the slot is undone by the delete event
+// that follows it.
+func (r *Registry) NoteReleased(worker string, ref SlotRef, sessionID string) {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	if e := r.entries[worker]; e != nil && e.used[ref] == sessionID {
+		e.release(ref)
+	}
+}
+
 // FreeSlot finds a slot of one GPU that the cache sees free and skip does
 // not exclude. It probes from a random start (start in [0, slots)) so
 // replicas racing with the same view mostly pick different slots; on a

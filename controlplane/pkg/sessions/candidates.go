@@ -1,6 +1,9 @@
 package sessions
 
 import (
+	"fmt"
+	"strings"
+
 	"github.com/avatarfleet/avatarfleet/controlplane/pkg/placement"
 	"github.com/avatarfleet/avatarfleet/controlplane/pkg/registry"
 	fleetv1 "github.com/avatarfleet/avatarfleet/proto/fleet/v1"
@@ -47,3 +50,19 @@ const (
 	DefaultAvatar = registry.Default
 	DefaultVoice  = registry.Default
 )
+
+// candidateSummary is what placement saw, for the log of a refused
+// create: worker/gpu used/slots, and "x" for an ineligible worker.
+func candidateSummary(cands []placement.Candidate) string {
+	var b strings.Builder
+	for i, c := range cands {
+		if i > 0 {
+			b.WriteByte(' ')
+		}
+		fmt.Fprintf(&b, "%s/%d:%d/%d", c.WorkerID, c.GPU, c.Used, c.Slots)
+		if !c.Eligible {
+			b.WriteByte('x')
+		}
+	}
+	return b.String()
+}

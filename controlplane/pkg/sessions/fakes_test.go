@@ -3,6 +3,7 @@ package sessions
 import (
 	"context"
 	"fmt"
+	"slices"
 	"sync"
 
 	"google.golang.org/grpc"
@@ -146,6 +147,18 @@ func (s *memStore) EndSessionAt(_ context.Context, sess *fleetv1.Session, rev in
 	return ended, nil
 }
 
+func (s *memStore) EndSession(ctx context.Context, id string, state fleetv1.SessionState, reason fleetv1.EndReason, msg string) (*fleetv1.Session, bool, error) {
+	cur, rev, err := s.Session(ctx, id)
+	if err != nil {
+		return nil, false, err
+	}
+	if fleetstore.Terminal(cur.GetState()) {
+		return cur, false, nil
+	}
+	ended, err := s.EndSessionAt(ctx, cur, rev, state, reason, msg)
+	return ended, err == nil, err
+}
+
 func (s *memStore) UpdateSession(_ context.Context, sess *fleetv1.Session, rev int64) (int64, error) {
 	s.mu.Lock()
 	defer s.mu.Unlock()
@@ -211,24 +224,37 @@ func (s *memStore) put(sess *fleetv1.Session) int64 {
 	return rev
 }
 
-func (s *memStore) used(worker string) int {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	n := 0
-	for k := range s.slots {
-		if k.worker == worker {
-			n++
-		}
-	}
-	return n
-}
-
 // memFleet is the registry's view over memStore: workers of one GPU with
 // the given slots, their use read from the store's slots.
 type memFleet struct {
 	store   *memStore
 	mu      sync.Mutex
 	workers []registry.WorkerView
+	// blind models a registry whose watch has gone silent: the slots it
+	// sees used are only those this replica noted, never the store's.
+	blind bool
+	noted map[slotID]string
+}
+
+// usedSlots is the set of used slots the fleet view sees.
+func (f *memFleet) usedSlots() map[slotID]bool {
+	out := map[slotID]bool{}
+	f.mu.Lock()
+	blind := f.blind
+	for k := range f.noted {
+		out[k] = true
+	}
+	f.mu.Unlock()
+	if blind {
+		return out
+	}
+	f.store.mu.Lock()
+	defer f.store.mu.Unlock()
+	out = map[slotID]bool{}
+	for k := range f.store.slots {
+		out[k] = true
+	}
+	return out
 }
 
 func (f *memFleet) add(id string, slots uint32, mutate ...func(*registry.WorkerView)) {
@@ -247,10 +273,17 @@ func (f *memFleet) add(id string, slots uint32, mutate ...func(*registry.WorkerV
 
 func (f *memFleet) Workers() []registry.WorkerView {
 	f.mu.Lock()
-	defer f.mu.Unlock()
-	out := make([]registry.WorkerView, len(f.workers))
-	for i, v := range f.workers {
-		n := f.store.used(v.Worker.GetId())
+	workers := slices.Clone(f.workers)
+	f.mu.Unlock()
+	used := f.usedSlots()
+	out := make([]registry.WorkerView, len(workers))
+	for i, v := range workers {
+		n := 0
+		for k := range used {
+			if k.worker == v.Worker.GetId() {
+				n++
+			}
+		}
 		v.UsedPerGPU, v.Sessions = map[uint32]int{0: n}, n
 		out[i] = v
 	}
@@ -267,11 +300,10 @@ func (f *memFleet) Worker(id string) (registry.WorkerView, bool) {
 }
 
 func (f *memFleet) FreeSlot(worker string, gpu uint32, slots int, start int, skip func(uint32) bool) (uint32, bool) {
-	f.store.mu.Lock()
-	defer f.store.mu.Unlock()
+	used := f.usedSlots()
 	for i := range slots {
 		s := uint32((start + i) % slots)
-		if _, used := f.store.slots[slotID{worker, gpu, s}]; used || skip(s) {
+		if used[slotID{worker, gpu, s}] || skip(s) {
 			continue
 		}
 		return s, true
@@ -279,7 +311,22 @@ func (f *memFleet) FreeSlot(worker string, gpu uint32, slots int, start int, ski
 	return 0, false
 }
 
-func (f *memFleet) NoteReserved(string, registry.SlotRef, string) {}
+func (f *memFleet) NoteReserved(worker string, ref registry.SlotRef, session string) {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	if f.noted == nil {
+		f.noted = map[slotID]string{}
+	}
+	f.noted[slotID{worker, ref.GPU, ref.Slot}] = session
+}
+
+func (f *memFleet) NoteReleased(worker string, ref registry.SlotRef, session string) {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	if k := (slotID{worker, ref.GPU, ref.Slot}); f.noted[k] == session {
+		delete(f.noted, k)
+	}
+}
 
 // memWorkers answers StartSession per worker: refuse lists the workers that
 // refuse every start.
@@ -302,6 +349,10 @@ type memWorker struct {
 	fleetv1.WorkerServiceClient // methods not overridden panic: unused here
 	id                          string
 	w                           *memWorkers
+}
+
+func (c *memWorker) StopSession(context.Context, *fleetv1.StopSessionRequest, ...grpc.CallOption) (*fleetv1.StopSessionResponse, error) {
+	return &fleetv1.StopSessionResponse{}, nil
 }
 
 func (c *memWorker) StartSession(_ context.Context, req *fleetv1.StartSessionRequest, _ ...grpc.CallOption) (*fleetv1.StartSessionResponse, error) {

@@ -20,6 +20,7 @@ type placementStore interface {
 	ReserveMove(ctx context.Context, r fleetstore.Reservation, sess *fleetv1.Session, rev int64, release ...*fleetv1.SlotRef) (int64, bool, error)
 	Unplace(ctx context.Context, sess *fleetv1.Session, rev int64, release ...*fleetv1.SlotRef) (int64, error)
 	EndSessionAt(ctx context.Context, sess *fleetv1.Session, rev int64, state fleetv1.SessionState, reason fleetv1.EndReason, message string) (*fleetv1.Session, error)
+	EndSession(ctx context.Context, id string, state fleetv1.SessionState, reason fleetv1.EndReason, message string) (*fleetv1.Session, bool, error)
 	UpdateSession(ctx context.Context, sess *fleetv1.Session, rev int64) (int64, error)
 	Session(ctx context.Context, id string) (*fleetv1.Session, int64, error)
 }
@@ -30,6 +31,7 @@ type fleetView interface {
 	Worker(id string) (registry.WorkerView, bool)
 	FreeSlot(worker string, gpu uint32, slots int, start int, skip func(slot uint32) bool) (uint32, bool)
 	NoteReserved(worker string, ref registry.SlotRef, sessionID string)
+	NoteReleased(worker string, ref registry.SlotRef, sessionID string)
 }
 
 // workerClients dials workers by id and address.

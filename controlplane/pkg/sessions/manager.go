@@ -287,6 +287,7 @@ func (m *Manager) placeWith(ctx context.Context, sess *fleetv1.Session, p placer
 		}
 		if !attempted {
 			p.observe("no_capacity", start)
+			m.log.Debug("no free slot", "session", sess.GetId(), "candidates", candidateSummary(cands), "refused", len(refused), "tried", len(tried))
 			return nil, ErrNoCapacity
 		}
 		if err := ctx.Err(); err != nil {
@@ -329,6 +330,7 @@ func (m *Manager) tryReserveAndStart(ctx context.Context, view registry.WorkerVi
 		if uerr := p.undo(uctx, sess, rev); uerr != nil {
 			return 0, fmt.Errorf("undo reservation of %s on %s after %v: %w", sess.GetId(), worker, err, uerr)
 		}
+		m.d.fleet.NoteReleased(worker, registry.SlotRef{GPU: gpu, Slot: slot}, sess.GetId())
 		if ctx.Err() != nil {
 			return 0, fmt.Errorf("start session %s on %s: %w", sess.GetId(), worker, ctx.Err())
 		}

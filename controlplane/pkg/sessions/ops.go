@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"time"
 
+	"github.com/avatarfleet/avatarfleet/controlplane/pkg/registry"
 	fleetv1 "github.com/avatarfleet/avatarfleet/proto/fleet/v1"
 	"github.com/avatarfleet/avatarfleet/proto/fleetstore"
 )
@@ -105,7 +106,7 @@ func (m *Manager) ListPage(ctx context.Context, owner, after string, limit int) 
 // Delete ends a session with reason deleted and frees its slot. Deleting a
 // session that already ended is not an error.
 func (m *Manager) Delete(ctx context.Context, id string) (*fleetv1.Session, error) {
-	sess, ended, err := m.opts.Store.EndSession(ctx, id, fleetv1.SessionState_SESSION_STATE_ENDED, fleetv1.EndReason_END_REASON_DELETED, "deleted through the API")
+	sess, ended, err := m.d.store.EndSession(ctx, id, fleetv1.SessionState_SESSION_STATE_ENDED, fleetv1.EndReason_END_REASON_DELETED, "deleted through the API")
 	if errors.Is(err, fleetstore.ErrNotFound) {
 		return nil, ErrNotFound
 	}
@@ -113,6 +114,7 @@ func (m *Manager) Delete(ctx context.Context, id string) (*fleetv1.Session, erro
 		return nil, err
 	}
 	if ended {
+		m.d.fleet.NoteReleased(sess.GetWorkerId(), registry.SlotRef{GPU: sess.GetGpu(), Slot: sess.GetSlot()}, sess.GetId())
 		m.opts.Metrics.ended.WithLabelValues("deleted").Inc()
 		// session.ended is derived from the record by the event outbox.
 		// The worker also sees its slot key go and stops the session; this
@@ -123,11 +125,11 @@ func (m *Manager) Delete(ctx context.Context, id string) (*fleetv1.Session, erro
 }
 
 func (m *Manager) stopOnWorker(ctx context.Context, sess *fleetv1.Session) {
-	view, ok := m.opts.Registry.Worker(sess.GetWorkerId())
+	view, ok := m.d.fleet.Worker(sess.GetWorkerId())
 	if !ok {
 		return
 	}
-	cl, err := m.opts.Workers.Client(view.Worker.GetId(), view.Worker.GetGrpcAddress())
+	cl, err := m.d.workers.Client(view.Worker.GetId(), view.Worker.GetGrpcAddress())
 	if err != nil {
 		return
 	}

@@ -11,6 +11,8 @@ import (
 	"time"
 
 	"go.uber.org/goleak"
+
+	"github.com/avatarfleet/avatarfleet/proto/repotest"
 	"google.golang.org/grpc"
 
 	"google.golang.org/protobuf/proto"
@@ -20,7 +22,7 @@ import (
 	"github.com/avatarfleet/avatarfleet/proto/fleetstore"
 )
 
-func TestMain(m *testing.M) { goleak.VerifyTestMain(m) }
+func TestMain(m *testing.M) { goleak.VerifyTestMain(repotest.WatchHangs(m)) }
 
 // memStore is the reaper's store in memory: records with revisions, slot
 // keys, and a list-and-watch fed by the test.

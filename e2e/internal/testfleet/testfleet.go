@@ -131,8 +131,12 @@ type Fleet struct {
 	cpTLS     *fleetpki.Material // nil with FleetInsecure
 	enrolled  map[string]bool    // workers with an etcd user (guarded by mu)
 
-	ctx      context.Context
-	cancel   context.CancelFunc
+	ctx    context.Context
+	cancel context.CancelFunc
+	// api sends Do's requests. Its limit is far above the control plane's
+	// own request timeout: a request that outlives it found a handler
+	// that ignores its deadline, and fails instead of hanging the test.
+	api      *http.Client
 	wg       sync.WaitGroup
 	stopOnce sync.Once
 
@@ -170,10 +174,11 @@ func Start(t testing.TB, opts Options) *Fleet {
 		opts.Supervisor.ElectionTTL = 2 * time.Second
 	}
 	log := slog.New(slog.DiscardHandler)
-	if opts.Verbose {
+	if opts.Verbose || os.Getenv(VerboseEnv) != "" {
 		log = slog.New(slog.NewTextHandler(os.Stderr, &slog.HandlerOptions{Level: slog.LevelDebug}))
 	}
-	f := &Fleet{t: t, opts: opts, log: log, workers: map[string]*Worker{}, down: map[int]bool{}}
+	f := &Fleet{t: t, opts: opts, log: log, workers: map[string]*Worker{}, down: map[int]bool{},
+		api: &http.Client{Timeout: 2 * time.Minute}}
 	f.ctx, f.cancel = context.WithCancel(context.Background())
 	t.Cleanup(f.stop)
 
@@ -294,6 +299,11 @@ func Start(t testing.TB, opts Options) *Fleet {
 	}
 	return f
 }
+
+// VerboseEnv set to anything turns Options.Verbose on for every fleet of
+// a test run (go test -run X with AVATARFLEET_TEST_VERBOSE=1 to see why X
+// fails without editing it).
+const VerboseEnv = "AVATARFLEET_TEST_VERBOSE"
 
 // FakeGPUs returns n stand-in GPU devices with the given slots each.
 func FakeGPUs(n, slots int) []*fleetv1.GPU {
@@ -465,7 +475,7 @@ func (f *Fleet) Do(i int, method, path, key string, body any, headers ...string)
 	for j := 0; j+1 < len(headers); j += 2 {
 		req.Header.Set(headers[j], headers[j+1])
 	}
-	resp, err := http.DefaultClient.Do(req)
+	resp, err := f.api.Do(req)
 	if err != nil {
 		return Response{}, err
 	}
@@ -531,6 +541,7 @@ func (f *Fleet) stopNow() {
 	case <-time.After(30 * time.Second):
 		f.t.Errorf("fleet did not stop within 30s")
 	}
+	f.api.CloseIdleConnections()
 	if f.Client != nil {
 		_ = f.Client.Close()
 	}

@@ -13,12 +13,13 @@ import (
 
 	"go.uber.org/goleak"
 
+	"github.com/avatarfleet/avatarfleet/proto/repotest"
 	"github.com/avatarfleet/avatarfleet/worker/assets"
 	"github.com/avatarfleet/avatarfleet/worker/pkg/avatar"
 )
 
 func TestMain(m *testing.M) {
-	goleak.VerifyTestMain(m)
+	goleak.VerifyTestMain(repotest.WatchHangs(m))
 }
 
 func runCmd(args ...string) (code int, stdout, stderr string) {

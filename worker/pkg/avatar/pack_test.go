@@ -12,10 +12,12 @@ import (
 	"testing"
 
 	"go.uber.org/goleak"
+
+	"github.com/avatarfleet/avatarfleet/proto/repotest"
 )
 
 func TestMain(m *testing.M) {
-	goleak.VerifyTestMain(m)
+	goleak.VerifyTestMain(repotest.WatchHangs(m))
 }
 
 // testPNG encodes a w×h picture with a gradient.

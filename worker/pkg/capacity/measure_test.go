@@ -7,9 +7,11 @@ import (
 	"time"
 
 	"go.uber.org/goleak"
+
+	"github.com/avatarfleet/avatarfleet/proto/repotest"
 )
 
-func TestMain(m *testing.M) { goleak.VerifyTestMain(m) }
+func TestMain(m *testing.M) { goleak.VerifyTestMain(repotest.WatchHangs(m)) }
 
 // fakeClock advances only when a fake runner runs: each call of batch b
 // takes perFrame·b.

@@ -11,12 +11,13 @@ import (
 
 	"go.uber.org/goleak"
 
+	"github.com/avatarfleet/avatarfleet/proto/repotest"
 	"github.com/avatarfleet/avatarfleet/worker/assets"
 	"github.com/avatarfleet/avatarfleet/worker/pkg/inference"
 )
 
 func TestMain(m *testing.M) {
-	goleak.VerifyTestMain(m)
+	goleak.VerifyTestMain(repotest.WatchHangs(m))
 }
 
 func newDetector(t testing.TB) *Detector {

@@ -7,11 +7,12 @@ import (
 
 	"go.uber.org/goleak"
 
+	"github.com/avatarfleet/avatarfleet/proto/repotest"
 	"github.com/avatarfleet/avatarfleet/worker/pkg/avatar"
 	"github.com/avatarfleet/avatarfleet/worker/pkg/codec"
 )
 
-func TestMain(m *testing.M) { goleak.VerifyTestMain(m) }
+func TestMain(m *testing.M) { goleak.VerifyTestMain(repotest.WatchHangs(m)) }
 
 var defaultPack = sync.OnceValues(avatar.Default)
 

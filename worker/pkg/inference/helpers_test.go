@@ -6,10 +6,12 @@ import (
 
 	"github.com/avatarfleet/avatarfleet/worker/pkg/onnxgen"
 	"go.uber.org/goleak"
+
+	"github.com/avatarfleet/avatarfleet/proto/repotest"
 )
 
 func TestMain(m *testing.M) {
-	goleak.VerifyTestMain(m)
+	goleak.VerifyTestMain(repotest.WatchHangs(m))
 }
 
 // newRuntime opens the ONNX Runtime set up by scripts/setup.sh (found from

@@ -16,9 +16,11 @@ import (
 	"github.com/avatarfleet/avatarfleet/worker/pkg/mediaruntime"
 	lkproto "github.com/livekit/protocol/livekit"
 	"go.uber.org/goleak"
+
+	"github.com/avatarfleet/avatarfleet/proto/repotest"
 )
 
-func TestMain(m *testing.M) { goleak.VerifyTestMain(m) }
+func TestMain(m *testing.M) { goleak.VerifyTestMain(repotest.WatchHangs(m)) }
 
 func testLogger(t *testing.T) *slog.Logger {
 	if testing.Verbose() {

@@ -9,6 +9,7 @@ import (
 
 	"go.uber.org/goleak"
 
+	"github.com/avatarfleet/avatarfleet/proto/repotest"
 	"github.com/avatarfleet/avatarfleet/worker/pkg/avatar"
 	"github.com/avatarfleet/avatarfleet/worker/pkg/codec/codectest"
 	"github.com/avatarfleet/avatarfleet/worker/pkg/frame"
@@ -18,7 +19,7 @@ import (
 	"github.com/avatarfleet/avatarfleet/worker/pkg/tts"
 )
 
-func TestMain(m *testing.M) { goleak.VerifyTestMain(m) }
+func TestMain(m *testing.M) { goleak.VerifyTestMain(repotest.WatchHangs(m)) }
 
 // defaultPack builds the default avatar once for the whole test binary.
 var defaultPack = sync.OnceValues(avatar.Default)

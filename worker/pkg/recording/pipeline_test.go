@@ -10,6 +10,8 @@ import (
 	"github.com/at-wat/ebml-go"
 	"github.com/at-wat/ebml-go/webm"
 	"go.uber.org/goleak"
+
+	"github.com/avatarfleet/avatarfleet/proto/repotest"
 	"gopkg.in/hraban/opus.v2"
 
 	"github.com/avatarfleet/avatarfleet/worker/pkg/avatar"
@@ -22,7 +24,7 @@ import (
 	"github.com/avatarfleet/avatarfleet/worker/pkg/tts"
 )
 
-func TestMain(m *testing.M) { goleak.VerifyTestMain(m) }
+func TestMain(m *testing.M) { goleak.VerifyTestMain(repotest.WatchHangs(m)) }
 
 // discard is the viewers' side of the tee in these tests.
 type discard struct{}

@@ -16,9 +16,11 @@ import (
 	"github.com/avatarfleet/avatarfleet/worker/pkg/server"
 	"github.com/pion/webrtc/v4"
 	"go.uber.org/goleak"
+
+	"github.com/avatarfleet/avatarfleet/proto/repotest"
 )
 
-func TestMain(m *testing.M) { goleak.VerifyTestMain(m) }
+func TestMain(m *testing.M) { goleak.VerifyTestMain(repotest.WatchHangs(m)) }
 
 func newRooms(t *testing.T, cfg sfu.Config) *Rooms {
 	t.Helper()

@@ -11,10 +11,11 @@ import (
 
 	"go.uber.org/goleak"
 
+	"github.com/avatarfleet/avatarfleet/proto/repotest"
 	"github.com/avatarfleet/avatarfleet/worker/pkg/lipsync"
 )
 
-func TestMain(m *testing.M) { goleak.VerifyTestMain(m) }
+func TestMain(m *testing.M) { goleak.VerifyTestMain(repotest.WatchHangs(m)) }
 
 // echoModel is a test double of a shared model: each output value is its
 // frame's Face[0] (so a mixed-up frame shows), it records the size of every

@@ -12,11 +12,13 @@ import (
 
 	"go.uber.org/goleak"
 
+	"github.com/avatarfleet/avatarfleet/proto/repotest"
+
 	fleetv1 "github.com/avatarfleet/avatarfleet/proto/fleet/v1"
 	"github.com/avatarfleet/avatarfleet/worker/pkg/runtime"
 )
 
-func TestMain(m *testing.M) { goleak.VerifyTestMain(m) }
+func TestMain(m *testing.M) { goleak.VerifyTestMain(repotest.WatchHangs(m)) }
 
 func newHolder(t *testing.T) *Holder {
 	t.Helper()

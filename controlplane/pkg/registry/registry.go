@@ -11,6 +11,7 @@ import (
 	"slices"
 	"sort"
 	"sync"
+	"time"
 
 	clientv3 "go.etcd.io/etcd/client/v3"
 
@@ -134,9 +135,15 @@ type Registry struct {
 	mu       sync.RWMutex
 	entries  map[string]*entry
 	revision int64
+	// slotsAt is the revision of the last ConfirmSlots read applied: slot
+	// events of the watch at or before it are already in the cache.
+	slotsAt  int64
 	synced   chan struct{}
 	syncOnce sync.Once
 	onGone   []func(worker string)
+
+	confirmMu   sync.Mutex
+	confirmedAt time.Time
 }
 
 // New returns an empty registry over store; call Run to fill it.
@@ -180,6 +187,7 @@ func (r *Registry) replace(_ context.Context, kvs []fleetstore.KV, rev int64) {
 	}
 	r.entries = entries
 	r.revision = rev
+	r.slotsAt = 0 // the listing is the truth; every later event applies
 	r.mu.Unlock()
 	r.syncOnce.Do(func() { close(r.synced) })
 	r.notifyGone(gone)
@@ -189,6 +197,9 @@ func (r *Registry) apply(_ context.Context, events []fleetstore.Event, rev int64
 	var gone []string
 	r.mu.Lock()
 	for _, ev := range events {
+		if ev.KV.ModRevision > 0 && ev.KV.ModRevision <= r.slotsAt && r.isSlot(ev.KV.Key) {
+			continue // ConfirmSlots read this slot at a later revision
+		}
 		switch ev.Type {
 		case fleetstore.EventPut:
 			applyPut(r.keys, r.entries, ev.KV, r.log)
@@ -201,6 +212,11 @@ func (r *Registry) apply(_ context.Context, events []fleetstore.Event, rev int64
 	r.revision = rev
 	r.mu.Unlock()
 	r.notifyGone(gone)
+}
+
+func (r *Registry) isSlot(key string) bool {
+	pk, err := r.keys.Parse(key)
+	return err == nil && pk.Kind == fleetstore.KindSlot
 }
 
 func (r *Registry) notifyGone(ids []string) {

@@ -232,8 +232,9 @@ type memFleet struct {
 	workers []registry.WorkerView
 	// blind models a registry whose watch has gone silent: the slots it
 	// sees used are only those this replica noted, never the store's.
-	blind bool
-	noted map[slotID]string
+	blind    bool
+	noted    map[slotID]string
+	confirms int
 }
 
 // usedSlots is the set of used slots the fleet view sees.
@@ -318,6 +319,24 @@ func (f *memFleet) NoteReserved(worker string, ref registry.SlotRef, session str
 		f.noted = map[slotID]string{}
 	}
 	f.noted[slotID{worker, ref.GPU, ref.Slot}] = session
+}
+
+// ConfirmSlots reads the store: a blind view sees its slots from then on
+// (as the registry takes a fresh listing of them).
+func (f *memFleet) ConfirmSlots(context.Context) (bool, error) {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	f.confirms++
+	if !f.blind {
+		return false, nil
+	}
+	f.store.mu.Lock()
+	defer f.store.mu.Unlock()
+	f.noted = map[slotID]string{}
+	for k, id := range f.store.slots {
+		f.noted[k] = id
+	}
+	return true, nil
 }
 
 func (f *memFleet) NoteReleased(worker string, ref registry.SlotRef, session string) {

@@ -32,6 +32,7 @@ type fleetView interface {
 	FreeSlot(worker string, gpu uint32, slots int, start int, skip func(slot uint32) bool) (uint32, bool)
 	NoteReserved(worker string, ref registry.SlotRef, sessionID string)
 	NoteReleased(worker string, ref registry.SlotRef, sessionID string)
+	ConfirmSlots(ctx context.Context) (fresh bool, err error)
 }
 
 // workerClients dials workers by id and address.

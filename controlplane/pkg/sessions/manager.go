@@ -243,6 +243,7 @@ type placer interface {
 func (m *Manager) placeWith(ctx context.Context, sess *fleetv1.Session, p placer, refused map[string]bool) (*fleetv1.Session, error) {
 	start := time.Now()
 	tried := map[slotID]bool{}
+	confirmed := false
 	if refused == nil {
 		refused = map[string]bool{}
 	}
@@ -286,6 +287,16 @@ func (m *Manager) placeWith(ctx context.Context, sess *fleetv1.Session, p placer
 			return sess, nil
 		}
 		if !attempted {
+			// The cache says full; it may lag behind other replicas'
+			// releases. Ask etcd once before refusing.
+			if !confirmed {
+				confirmed = true
+				if fresh, err := m.d.fleet.ConfirmSlots(ctx); err == nil && fresh {
+					continue
+				} else if err != nil {
+					m.log.Debug("confirm slot use before no_capacity", "session", sess.GetId(), "err", err)
+				}
+			}
 			p.observe("no_capacity", start)
 			m.log.Debug("no free slot", "session", sess.GetId(), "candidates", candidateSummary(cands), "refused", len(refused), "tried", len(tried))
 			return nil, ErrNoCapacity

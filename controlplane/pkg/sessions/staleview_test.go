@@ -2,7 +2,10 @@ package sessions
 
 import (
 	"context"
+	"errors"
 	"testing"
+
+	fleetv1 "github.com/avatarfleet/avatarfleet/proto/fleet/v1"
 )
 
 // TestOwnReleasesFreeSlotsInAStaleView: with the registry's watch silent
@@ -54,4 +57,36 @@ func TestOwnReleasesFreeSlotsInAStaleView(t *testing.T) {
 			t.Fatalf("second create, on whichever of the two is free: %v", err)
 		}
 	})
+}
+
+// TestNoCapacityConfirmedWithEtcd: a create that finds the (lagging) cache
+// full asks etcd once before refusing. A slot another replica freed (this
+// replica noted nothing) is used; a fleet that is full refuses after one
+// read.
+func TestNoCapacityConfirmedWithEtcd(t *testing.T) {
+	ctx := context.Background()
+	fx := newFixture(quiet())
+	fx.fleet.add("w1", 1)
+	fx.fleet.blind = true
+	first, err := fx.m.Create(ctx, CreateParams{Avatar: DefaultAvatar, Voice: DefaultVoice, Owner: "o"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	// Another replica deletes it: the store frees the slot, this view
+	// hears nothing.
+	if _, _, err := fx.store.EndSession(ctx, first.GetId(), fleetv1.SessionState_SESSION_STATE_ENDED, fleetv1.EndReason_END_REASON_DELETED, "elsewhere"); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := fx.m.Create(ctx, CreateParams{Avatar: DefaultAvatar, Voice: DefaultVoice, Owner: "o"}); err != nil {
+		t.Fatalf("create after another replica's delete: %v", err)
+	}
+	if fx.fleet.confirms != 1 {
+		t.Errorf("%d confirming reads, want 1", fx.fleet.confirms)
+	}
+	if _, err := fx.m.Create(ctx, CreateParams{Avatar: DefaultAvatar, Voice: DefaultVoice, Owner: "o"}); !errors.Is(err, ErrNoCapacity) {
+		t.Fatalf("create on a full fleet: %v, want ErrNoCapacity", err)
+	}
+	if fx.fleet.confirms != 2 {
+		t.Errorf("%d confirming reads after a refusal, want 2 (one per refused create)", fx.fleet.confirms)
+	}
 }

@@ -4,6 +4,8 @@ import (
 	"context"
 	"fmt"
 	"time"
+
+	"github.com/avatarfleet/avatarfleet/proto/fleetstore"
 )
 
 // confirmEvery bounds how often ConfirmSlots reads etcd: a full fleet that
@@ -43,13 +45,16 @@ func (r *Registry) ConfirmSlots(ctx context.Context) (bool, error) {
 	}
 	for key, session := range held {
 		pk, err := r.keys.Parse(key)
-		if err != nil {
+		if err != nil || pk.Kind != fleetstore.KindSlot {
 			continue
 		}
-		// Only workers the cache knows: a slot of a worker whose record
-		// the watch has not brought yet is not placeable anyway.
-		if e := r.entries[pk.Worker]; e != nil {
-			e.reserve(SlotRef{GPU: pk.GPU, Slot: pk.Slot}, session)
+		// Also for a worker whose record the watch has yet to bring, as
+		// the watch would: its slot events up to this read are skipped.
+		getEntry(r.entries, pk.Worker).reserve(SlotRef{GPU: pk.GPU, Slot: pk.Slot}, session)
+	}
+	for id, e := range r.entries {
+		if e.empty() {
+			delete(r.entries, id)
 		}
 	}
 	// Slot events the watch brings later that this read already holds are

@@ -1,11 +1,7 @@
 package embedded
 
 import (
-	"crypto/rand"
-	"encoding/hex"
-	"errors"
 	"fmt"
-	"io/fs"
 	"os"
 	"path/filepath"
 	"strings"
@@ -35,8 +31,9 @@ const authTokenTTL = "10m"
 // done removes it (etcd reads the key once, when each member starts).
 func authTokenKey(dir string) (path string, done func(), err error) {
 	keep := filepath.Join(dir, authTokenFile)
-	if err := ensureAuthTokenKey(dir, keep); err != nil {
-		return "", nil, fmt.Errorf("etcd token signing key %s: %w", keep, err)
+	// The key is the file's bytes, read by every member alike.
+	if _, err := LoadOrCreateSecret(keep); err != nil {
+		return "", nil, fmt.Errorf("etcd token signing key: %w", err)
 	}
 	if !strings.ContainsAny(keep, ",=") {
 		return keep, func() {}, nil
@@ -60,29 +57,6 @@ func authTokenKey(dir string) (path string, done func(), err error) {
 		return "", nil, fmt.Errorf("etcd token signing key: %w", err)
 	}
 	return copyPath, done, nil
-}
-
-// ensureAuthTokenKey makes the key file at path unless it exists.
-func ensureAuthTokenKey(dir, path string) error {
-	if _, err := os.Stat(path); err == nil {
-		return nil
-	} else if !errors.Is(err, fs.ErrNotExist) {
-		return err
-	}
-	if err := os.MkdirAll(dir, 0o700); err != nil {
-		return err
-	}
-	key := make([]byte, 32)
-	if _, err := rand.Read(key); err != nil {
-		return err
-	}
-	// Written whole under another name first: a crash never leaves a
-	// short key that the next start would use.
-	tmp := path + ".new"
-	if err := os.WriteFile(tmp, []byte(hex.EncodeToString(key)), 0o600); err != nil {
-		return err
-	}
-	return os.Rename(tmp, path)
 }
 
 // authTokenConfig is etcd's --auth-token value for the key at path.

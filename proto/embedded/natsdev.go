@@ -64,7 +64,7 @@ func (s NATSSecrets) WorkerConfig(url, id string) fleetconn.NATSConfig {
 		InboxPrefix: fleetbus.WorkerInboxPrefix(id)}
 }
 
-// loadOrCreateSecret returns the secret in path, writing a new random one
+// LoadOrCreateSecret returns the secret in path, writing a new random one
 // there if the file does not exist.
 func LoadOrCreateSecret(path string) (string, error) {
 	b, err := os.ReadFile(path)

@@ -34,6 +34,13 @@ built && exit 0
 
 mkdir -p "$out" "$src"
 export GOWORK=off GOFLAGS=-mod=mod CGO_ENABLED=0
+# A build cache and module cache of their own, removed after: these builds
+# share next to nothing with the fleet's (no cgo, -trimpath), and the
+# apiserver's caches alone are gigabytes of a CI machine's disk. Module
+# files are read-only, hence the chmod.
+work=$(mktemp -d)
+export GOCACHE="$work/cache" GOMODCACHE="$work/mod"
+trap 'chmod -R u+w "$work" 2>/dev/null; rm -rf "$work"' EXIT
 
 if [ "$(apiserver_version)" != "Kubernetes $KUBERNETES_VERSION" ]; then
   echo "setup: building kube-apiserver $KUBERNETES_VERSION from source (several minutes, once)"

@@ -7,9 +7,13 @@ import (
 	"testing"
 	"time"
 
+	"github.com/nats-io/nats.go/jetstream"
+
 	"github.com/avatarfleet/avatarfleet/controlplane/pkg/apiclient"
 	"github.com/avatarfleet/avatarfleet/controlplane/pkg/apiv1"
 	"github.com/avatarfleet/avatarfleet/e2e/internal/testfleet"
+	"github.com/avatarfleet/avatarfleet/proto/fleetbus"
+	"github.com/avatarfleet/avatarfleet/proto/fleetconn"
 	"github.com/avatarfleet/avatarfleet/worker/pkg/runtime/runtimetest"
 )
 
@@ -159,4 +163,43 @@ func equal(a, b []string) bool {
 		}
 	}
 	return true
+}
+
+// TestEventsOnAShortJetStreamStore: a NATS server whose JetStream store
+// cannot hold the events stream's default 1 GiB (a machine short of disk)
+// still gets a control plane: the stream is made as large as fits, and
+// events reach it and the SSE stream.
+func TestEventsOnAShortJetStreamStore(t *testing.T) {
+	f := testfleet.Start(t, testfleet.Options{Workers: []testfleet.WorkerSpec{{ID: "w"}}, NATSMaxStore: 100 << 20})
+	nc, err := fleetconn.NATS(f.ControlPlaneNATS())
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer nc.Close()
+	js, err := jetstream.New(nc)
+	if err != nil {
+		t.Fatal(err)
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+	defer cancel()
+	stream, err := js.Stream(ctx, fleetbus.StreamName)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if got := stream.CachedInfo().Config.MaxBytes; got != 64<<20 {
+		t.Fatalf("stream MaxBytes = %d MiB, want 64 MiB (the largest halving of 1 GiB within 100 MiB)", got>>20)
+	}
+	mine := streamEvents(t, f, testfleet.SessionsKey)
+	time.Sleep(300 * time.Millisecond) // let the stream subscribe
+	s := createSession(t, f, 0, testfleet.SessionsKey)
+	f.Eventually(10*time.Second, "the owner sees the session ready", func() bool {
+		return equal(mine.types(s.ID), []string{"session.starting", "session.ready"})
+	})
+	info, err := stream.Info(ctx)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if info.State.Msgs == 0 {
+		t.Fatalf("the stream kept no events: %+v", info.State)
+	}
 }

@@ -18,6 +18,9 @@ type NATSOptions struct {
 	Addr string
 	// StoreDir holds JetStream data; "" keeps it in a temporary directory.
 	StoreDir string
+	// MaxStore bounds JetStream's file store, in bytes; 0 keeps NATS'
+	// default, 75% of StoreDir's free disk when the server starts.
+	MaxStore int64
 	// StartTimeout bounds the wait for the server to accept clients.
 	StartTimeout time.Duration
 	// TLS, when set, makes clients speak TLS: its certificates are the
@@ -75,6 +78,11 @@ func StartNATS(opts NATSOptions) (*NATSServer, error) {
 		NoSigs:     true,
 		NoLog:      true,
 	}
+	if opts.MaxStore < 0 {
+		_ = os.RemoveAll(tempDir)
+		return nil, fmt.Errorf("embedded nats: JetStream store limit %d must not be negative", opts.MaxStore)
+	}
+	sopts.JetStreamMaxStore = opts.MaxStore
 	if opts.TLS != nil {
 		sopts.TLSConfig = opts.TLS.Clone()
 		sopts.TLSTimeout = 5

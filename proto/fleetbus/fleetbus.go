@@ -72,50 +72,6 @@ const (
 // HealthSubject is the subject a worker answers health requests on.
 func HealthSubject(worker string) string { return HealthSubjectPre + worker }
 
-// DefaultStreamMaxBytes bounds the events stream's size unless
-// WithMaxBytes says otherwise: the oldest events go first.
-const DefaultStreamMaxBytes = 1 << 30
-
-// StreamOption changes the events stream's configuration.
-type StreamOption func(*jetstream.StreamConfig)
-
-// WithMaxBytes bounds the stream's size (n <= 0: DefaultStreamMaxBytes).
-func WithMaxBytes(n int64) StreamOption {
-	return func(c *jetstream.StreamConfig) {
-		if n > 0 {
-			c.MaxBytes = n
-		}
-	}
-}
-
-// StreamConfig is the configuration of the events stream: events older than
-// maxAge, or beyond the size bound, are discarded oldest first.
-func StreamConfig(maxAge time.Duration, opts ...StreamOption) jetstream.StreamConfig {
-	c := jetstream.StreamConfig{
-		Name:      StreamName,
-		Subjects:  []string{EventsAll},
-		Storage:   jetstream.FileStorage,
-		MaxAge:    maxAge,
-		MaxBytes:  DefaultStreamMaxBytes,
-		Retention: jetstream.LimitsPolicy,
-		Discard:   jetstream.DiscardOld,
-	}
-	for _, o := range opts {
-		o(&c)
-	}
-	return c
-}
-
-// EnsureStream creates or updates the stream that keeps events for replay
-// (SSE clients that reconnect, audits).
-func EnsureStream(ctx context.Context, js jetstream.JetStream, maxAge time.Duration, opts ...StreamOption) (jetstream.Stream, error) {
-	st, err := js.CreateOrUpdateStream(ctx, StreamConfig(maxAge, opts...))
-	if err != nil {
-		return nil, fmt.Errorf("ensure stream %s: %w", StreamName, err)
-	}
-	return st, nil
-}
-
 // Publisher publishes lifecycle events.
 type Publisher struct {
 	js    jetstream.JetStream

@@ -25,7 +25,13 @@ go_server() {
   echo "setup: building $what $version from source (a few minutes, once)"
   mkdir -p "$out"
   tmp=$(mktemp -d)
-  (cd "$tmp" && GOWORK=off CGO_ENABLED=0 GOBIN="$tmp" go install -trimpath "$pkg@$version") || { rm -rf "$tmp"; return 1; }
-  mv "$tmp/$(basename "$pkg")" "$out/$name"
+  # A build cache and module cache of their own, removed with $tmp: the
+  # server's build shares next to nothing with the fleet's (no cgo,
+  # -trimpath) and would keep gigabytes. Module files are read-only.
+  local ok=0
+  (cd "$tmp" && GOWORK=off CGO_ENABLED=0 GOBIN="$tmp" GOCACHE="$tmp/cache" GOMODCACHE="$tmp/mod" \
+    go install -trimpath "$pkg@$version") && mv "$tmp/$(basename "$pkg")" "$out/$name" || ok=1
+  chmod -R u+w "$tmp" 2>/dev/null || true
   rm -rf "$tmp"
+  return $ok
 }

@@ -170,8 +170,13 @@ func New(ctx context.Context, opts Options) (*Replica, error) {
 		return nil, err
 	}
 	r.events = pub
-	if _, err := fleetbus.EnsureStream(ctx, pub.JetStream(), opts.EventRetention); err != nil {
+	stream, err := fleetbus.EnsureStream(ctx, pub.JetStream(), opts.EventRetention)
+	if err != nil {
 		return nil, err
+	}
+	if kept := stream.CachedInfo().Config.MaxBytes; kept < fleetbus.DefaultStreamMaxBytes {
+		log.Warn("the events stream is smaller than asked: NATS cannot reserve more of its store (by default 75% of the free disk); fewer old events are kept for replay",
+			"stream", fleetbus.StreamName, "kept_mib", kept>>20, "asked_mib", fleetbus.DefaultStreamMaxBytes>>20)
 	}
 
 	store := fleetstore.New(r.etcd, fleetstore.NewKeys(opts.Prefix))

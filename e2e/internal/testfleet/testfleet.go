@@ -85,6 +85,10 @@ type Options struct {
 	// Fsync makes etcd sync its log to disk as in production (benchmarks);
 	// tests skip it for speed.
 	Fsync bool
+	// NATSMaxStore bounds the embedded NATS server's JetStream store, in
+	// bytes, as a machine short of disk does by default; 0 leaves NATS'
+	// default (75% of the free disk).
+	NATSMaxStore int64
 	// EtcdSnapshotCount overrides etcd's snapshot trigger (benchmarks).
 	EtcdSnapshotCount uint64
 	// KeyLimits sets limits of the test keys (by key); the others have none.
@@ -189,7 +193,7 @@ func Start(t testing.TB, opts Options) *Fleet {
 		t.Fatal(err)
 	}
 	var etcdTLS *transport.TLSInfo
-	natsOpts := embedded.NATSOptions{StoreDir: t.TempDir()}
+	natsOpts := embedded.NATSOptions{StoreDir: t.TempDir(), MaxStore: opts.NATSMaxStore}
 	if !opts.NoCredentials {
 		if f.creds, err = newCredentials(t.TempDir(), f.CA); err != nil {
 			t.Fatal(err)

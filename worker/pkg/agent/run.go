@@ -9,7 +9,6 @@ import (
 	"time"
 
 	"github.com/nats-io/nats.go"
-	"github.com/nats-io/nats.go/jetstream"
 	"github.com/nats-io/nats.go/micro"
 	clientv3 "go.etcd.io/etcd/client/v3"
 	"golang.org/x/sync/errgroup"
@@ -233,18 +232,19 @@ func (in *instance) closeConnections() {
 
 // ensureStream creates the events stream when nobody has yet (a worker may
 // start before any control plane). An existing stream is left as the
-// control plane configured it: a worker may look the stream up and create
-// it, never change it.
+// control plane configured it: a worker may create the stream, never change
+// it.
 func (in *instance) ensureStream(ctx context.Context) {
 	ctx, cancel := context.WithTimeout(ctx, publishTimeout)
 	defer cancel()
-	js := in.events.pub.JetStream()
-	_, err := js.Stream(ctx, fleetbus.StreamName)
-	if errors.Is(err, jetstream.ErrStreamNotFound) {
-		_, err = js.CreateStream(ctx, fleetbus.StreamConfig(eventRetention))
-	}
+	st, err := fleetbus.CreateStreamIfMissing(ctx, in.events.pub.JetStream(), eventRetention)
 	if err != nil {
 		in.log.Warn("events stream unavailable; lifecycle events may be lost", "err", err)
+		return
+	}
+	if kept := st.CachedInfo().Config.MaxBytes; kept < fleetbus.DefaultStreamMaxBytes {
+		in.log.Warn("the events stream is smaller than the default: NATS could not reserve more of its store",
+			"stream", fleetbus.StreamName, "kept_mib", kept>>20)
 	}
 }
 

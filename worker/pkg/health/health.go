@@ -11,6 +11,7 @@ import (
 	"errors"
 	"fmt"
 	"strings"
+	"time"
 
 	"github.com/nats-io/nats.go"
 	"github.com/nats-io/nats.go/micro"
@@ -52,6 +53,10 @@ type Config struct {
 	Report func() Report
 }
 
+// flushTimeout bounds Start's wait for the server to acknowledge the
+// endpoint's subscription.
+const flushTimeout = 5 * time.Second
+
 // Start registers the health service on nc; the caller stops it with Stop.
 func Start(nc *nats.Conn, cfg Config) (micro.Service, error) {
 	if nc == nil || cfg.Report == nil || cfg.WorkerID == "" {
@@ -81,6 +86,13 @@ func Start(nc *nats.Conn, cfg Config) (micro.Service, error) {
 		micro.WithEndpointQueueGroupDisabled()); err != nil {
 		_ = svc.Stop()
 		return nil, fmt.Errorf("health: add endpoint: %w", err)
+	}
+	// Subscriptions reach the server asynchronously: flush so a request
+	// sent right after Start (from any connection) finds the endpoint. A
+	// connection that is down sends them on reconnecting instead.
+	if err := nc.FlushTimeout(flushTimeout); err != nil && nc.IsConnected() {
+		_ = svc.Stop()
+		return nil, fmt.Errorf("health: flush the endpoint's subscription: %w", err)
 	}
 	return svc, nil
 }

@@ -26,7 +26,6 @@ import (
 	"github.com/avatarfleet/avatarfleet/e2e/internal/testfleet"
 	fleetv1 "github.com/avatarfleet/avatarfleet/proto/fleet/v1"
 	"github.com/avatarfleet/avatarfleet/proto/fleetbus"
-	"github.com/avatarfleet/avatarfleet/proto/fleetconn"
 )
 
 // sseClient reads GET /v1/events of one replica, from a Last-Event-ID.
@@ -308,15 +307,7 @@ func TestEventsSurviveNATSOutageAndLeaderChange(t *testing.T) {
 	}
 
 	// A plain read of the stream agrees.
-	nc, err := fleetconn.NATS(f.ControlPlaneNATS())
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer nc.Close()
-	js, err := jetstream.New(nc)
-	if err != nil {
-		t.Fatal(err)
-	}
+	js := f.ControlPlaneJetStream(t)
 	cons, err := js.OrderedConsumer(ctx, fleetbus.StreamName, jetstream.OrderedConsumerConfig{})
 	if err != nil {
 		t.Fatal(err)
@@ -428,15 +419,7 @@ func (h *hookReceiver) derived() []apiv1.Event {
 // waitWebhookConsumer waits for a key's endpoint's durable consumer: an
 // endpoint gets the events from its consumer's creation on.
 func waitWebhookConsumer(t *testing.T, f *testfleet.Fleet, key, url string) {
-	nc, err := fleetconn.NATS(f.ControlPlaneNATS())
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer nc.Close()
-	js, err := jetstream.New(nc)
-	if err != nil {
-		t.Fatal(err)
-	}
+	js := f.ControlPlaneJetStream(t)
 	f.Eventually(30*time.Second, "the webhook consumer", func() bool {
 		ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
 		defer cancel()

@@ -7,13 +7,10 @@ import (
 	"testing"
 	"time"
 
-	"github.com/nats-io/nats.go/jetstream"
-
 	"github.com/avatarfleet/avatarfleet/controlplane/pkg/apiclient"
 	"github.com/avatarfleet/avatarfleet/controlplane/pkg/apiv1"
 	"github.com/avatarfleet/avatarfleet/e2e/internal/testfleet"
 	"github.com/avatarfleet/avatarfleet/proto/fleetbus"
-	"github.com/avatarfleet/avatarfleet/proto/fleetconn"
 	"github.com/avatarfleet/avatarfleet/worker/pkg/runtime/runtimetest"
 )
 
@@ -171,15 +168,7 @@ func equal(a, b []string) bool {
 // events reach it and the SSE stream.
 func TestEventsOnAShortJetStreamStore(t *testing.T) {
 	f := testfleet.Start(t, testfleet.Options{Workers: []testfleet.WorkerSpec{{ID: "w"}}, NATSMaxStore: 100 << 20})
-	nc, err := fleetconn.NATS(f.ControlPlaneNATS())
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer nc.Close()
-	js, err := jetstream.New(nc)
-	if err != nil {
-		t.Fatal(err)
-	}
+	js := f.ControlPlaneJetStream(t)
 	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
 	defer cancel()
 	stream, err := js.Stream(ctx, fleetbus.StreamName)

@@ -17,10 +17,7 @@ import (
 	"github.com/avatarfleet/avatarfleet/controlplane/pkg/webhooks"
 	"github.com/avatarfleet/avatarfleet/e2e/internal/testfleet"
 	"github.com/avatarfleet/avatarfleet/proto/fleetbus"
-	"github.com/avatarfleet/avatarfleet/proto/fleetconn"
 	"github.com/avatarfleet/avatarfleet/worker/pkg/runtime/runtimetest"
-
-	"github.com/nats-io/nats.go/jetstream"
 )
 
 // hookLog is a webhook receiver's record, per path.
@@ -84,15 +81,7 @@ func TestWebhooksOfRealSessions(t *testing.T) {
 		WebhookOptions: webhooks.Options{Retry: webhooks.Retry{MaxAttempts: 5, Initial: 50 * time.Millisecond, Max: 500 * time.Millisecond}},
 	})
 	// A new endpoint's consumer starts at the next event: wait for both.
-	nc, err := fleetconn.NATS(f.ControlPlaneNATS())
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer nc.Close()
-	js, err := jetstream.New(nc)
-	if err != nil {
-		t.Fatal(err)
-	}
+	js := f.ControlPlaneJetStream(t)
 	for _, c := range []struct{ key, url string }{{testfleet.SessionsKey, rc.URL + "/mine"}, {testfleet.OtherKey, rc.URL + "/other"}} {
 		f.Eventually(30*time.Second, "the webhook consumer", func() bool {
 			ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)

@@ -6,8 +6,10 @@ import (
 	"fmt"
 	"os"
 	"path/filepath"
+	"testing"
 	"time"
 
+	"github.com/nats-io/nats.go/jetstream"
 	"go.etcd.io/etcd/client/pkg/v3/transport"
 
 	"github.com/avatarfleet/avatarfleet/proto/embedded"
@@ -165,3 +167,20 @@ func (f *Fleet) WorkerEtcd(id string) fleetconn.EtcdConfig {
 // ControlPlaneTLS is the fleet TLS material the fleet's replicas use (nil
 // with FleetInsecure), for a test that starts a replica of its own.
 func (f *Fleet) ControlPlaneTLS() *fleetpki.Material { return f.cpTLS }
+
+// ControlPlaneJetStream is a JetStream client with the control plane's NATS
+// credentials, for tests that read the events stream or its consumers; its
+// connection closes when the test ends.
+func (f *Fleet) ControlPlaneJetStream(t testing.TB) jetstream.JetStream {
+	t.Helper()
+	nc, err := fleetconn.NATS(f.ControlPlaneNATS())
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(nc.Close)
+	js, err := jetstream.New(nc)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return js
+}
